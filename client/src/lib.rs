@@ -1,0 +1,160 @@
+//! The Reitunnel client as a library.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use reitunnel_client::{Client, ClientConfig, RemoteSpec};
+//! use reitunnel_hooks::{builtin::Secret, HookChain};
+//!
+//! let cfg = ClientConfig::new("127.0.0.1:7000", "laptop", Secret::new("s3cret"));
+//! let client = Client::connect(cfg, HookChain::default()).await?;
+//! let tunnel = client.open_reverse("0:127.0.0.1:3000".parse()?).await?;
+//! println!("public address: {}", tunnel.public_addr);
+//! client.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The client runs its own hook chain: it sees its session, its tunnels and
+//! their streams with the same events and the same open/close guarantees as
+//! the server's hooks.
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod error;
+mod login;
+mod session;
+mod spec;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use reitunnel_hooks::{ClientId, ClientInfo, HookChain, Login, TunnelId};
+use reitunnel_transport::{spawn_mux, tune};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+pub use config::ClientConfig;
+pub use error::{ClientError, TargetError};
+pub use spec::{RemoteSpec, SpecError};
+
+/// A tunnel the server opened for us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelReady {
+    /// The server's id for it.
+    pub id: TunnelId,
+    /// Where visitors connect.
+    pub public_addr: SocketAddr,
+    /// Where the client forwards them.
+    pub target: String,
+}
+
+pub(crate) enum Command {
+    OpenReverse {
+        spec: RemoteSpec,
+        reply: oneshot::Sender<Result<TunnelReady, ClientError>>,
+    },
+    CloseTunnel(TunnelId),
+    Shutdown,
+}
+
+/// A logged-in client session. Dropping it ends the session like [`Client::shutdown`].
+pub struct Client {
+    id: ClientId,
+    commands: mpsc::Sender<Command>,
+    task: JoinHandle<Result<(), ClientError>>,
+}
+
+impl Client {
+    /// Connects, logs in and starts the session.
+    pub async fn connect(cfg: ClientConfig, chain: HookChain) -> Result<Client, ClientError> {
+        let deadline = cfg.login_timeout;
+        let timed_out = || ClientError::Timeout {
+            server: cfg.server.clone(),
+            after: deadline,
+        };
+        let (tcp, peer, logged_in) = timeout(deadline, async {
+            let mut tcp =
+                TcpStream::connect(&cfg.server)
+                    .await
+                    .map_err(|source| ClientError::Connect {
+                        server: cfg.server.clone(),
+                        source,
+                    })?;
+            let _ = tune(&tcp);
+            let peer = tcp.peer_addr().map_err(|_| ClientError::ConnectionLost)?;
+            let logged_in = login::login(&mut tcp, &cfg).await?;
+            Ok::<_, ClientError>((tcp, peer, logged_in))
+        })
+        .await
+        .map_err(|_| timed_out())??;
+
+        let info = Arc::new(ClientInfo::new(logged_in.id, cfg.name.as_str(), peer));
+        let login = Login {
+            nonce: &logged_in.nonce,
+            proof: &logged_in.proof,
+        };
+        let open = chain
+            .open_client(info, &login)
+            .map_err(|r| ClientError::RefusedLocally {
+                by: r.by,
+                message: r.reason.message.into_owned(),
+            })?;
+        let (mux, inbound, driver) = spawn_mux(tcp, yamux::Mode::Client, &cfg.mux);
+        let control = mux.open().await.map_err(|_| ClientError::ConnectionLost)?;
+        let (commands, rx) = mpsc::channel(16);
+        let task = tokio::spawn(session::run(session::Parts {
+            cfg,
+            chain,
+            open,
+            mux,
+            inbound,
+            driver,
+            control,
+            commands: rx,
+        }));
+        Ok(Client {
+            id: logged_in.id,
+            commands,
+            task,
+        })
+    }
+
+    /// The id the server gave this session.
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+
+    /// Asks the server for a public listener forwarding to `spec.target`.
+    pub async fn open_reverse(&self, spec: RemoteSpec) -> Result<TunnelReady, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::OpenReverse { spec, reply })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Closes one tunnel; its open streams are closed too.
+    pub async fn close_tunnel(&self, id: TunnelId) -> Result<(), ClientError> {
+        self.commands
+            .send(Command::CloseTunnel(id))
+            .await
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// Says goodbye to the server, closes every stream and tunnel, and waits
+    /// until all close events fired.
+    pub async fn shutdown(self) -> Result<(), ClientError> {
+        let _ = self.commands.send(Command::Shutdown).await;
+        self.task.await.unwrap_or(Err(ClientError::Closed))
+    }
+
+    /// Resolves when the session ended on its own (the server closed it or
+    /// the connection was lost); [`Client::shutdown`] then returns why.
+    pub async fn ended(&self) {
+        self.commands.closed().await
+    }
+}

@@ -1,0 +1,278 @@
+//! The client's session task: control frames, commands from the handle,
+//! inbound streams. It owns every tunnel route; see [`Route`] for how a
+//! tunnel's close waits for its streams.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use reitunnel_hooks::{
+    ClientInfo, CloseReason, HookChain, Open, RefuseCode, TunnelId, TunnelInfo, TunnelKind,
+};
+use reitunnel_proto::{CodecError, Frame, FrameCodec};
+use reitunnel_transport::{Closer, Inbound, MuxError, MuxHandle, MuxStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tokio_util::codec::Framed;
+use tokio_util::task::TaskTracker;
+
+use crate::login::unexpected;
+use crate::{stream, ClientConfig, ClientError, Command, RemoteSpec, TunnelReady};
+
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// A tunnel as the client's streams see it. The tunnel's close event fires
+/// when the last reference drops: the session's (removed on close) and each
+/// live stream's. So a tunnel never closes before its streams.
+pub(crate) struct Route {
+    pub info: Arc<TunnelInfo>,
+    pub closer: Arc<Closer<CloseReason>>,
+    open: Option<Open<TunnelInfo>>,
+}
+
+impl Drop for Route {
+    fn drop(&mut self) {
+        if let Some(open) = self.open.take() {
+            open.close(self.closer.reason().unwrap_or(CloseReason::Finished));
+        }
+    }
+}
+
+pub(crate) type Routes = Arc<Mutex<HashMap<TunnelId, Arc<Route>>>>;
+
+pub(crate) struct Parts {
+    pub cfg: ClientConfig,
+    pub chain: HookChain,
+    pub open: Open<ClientInfo>,
+    pub mux: MuxHandle,
+    pub inbound: Inbound,
+    pub driver: JoinHandle<Result<(), MuxError>>,
+    pub control: MuxStream,
+    pub commands: mpsc::Receiver<Command>,
+}
+
+type Pending = HashMap<
+    u32,
+    (
+        RemoteSpec,
+        oneshot::Sender<Result<TunnelReady, ClientError>>,
+    ),
+>;
+
+struct Session {
+    cfg: Arc<ClientConfig>,
+    chain: HookChain,
+    client: Arc<ClientInfo>,
+    closer: Arc<Closer<CloseReason>>,
+    routes: Routes,
+    pending: Pending,
+    next_request: u32,
+    streams: TaskTracker,
+}
+
+pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
+    let Parts {
+        cfg,
+        chain,
+        open,
+        mux,
+        mut inbound,
+        driver,
+        control,
+        mut commands,
+    } = parts;
+    let mut session = Session {
+        cfg: Arc::new(cfg),
+        chain,
+        client: open.info().clone(),
+        closer: Closer::root(),
+        routes: Arc::default(),
+        pending: HashMap::new(),
+        next_request: 0,
+        streams: TaskTracker::new(),
+    };
+    let mut control = Framed::new(control, FrameCodec::new(session.cfg.max_frame_len));
+    // Announce the control stream (a yamux stream reaches the peer with its first write).
+    let result = match control.send(Frame::Ping { seq: 0 }).await {
+        Ok(()) => {
+            session
+                .serve(&mut control, &mut inbound, &mut commands)
+                .await
+        }
+        Err(_) => Err(ClientError::ConnectionLost),
+    };
+    let reason = match &result {
+        Ok(()) => CloseReason::Finished,
+        Err(ClientError::ConnectionLost) => CloseReason::ConnectionLost,
+        Err(e) => CloseReason::Error(e.to_string()),
+    };
+    commands.close();
+    for (_, (_, reply)) in session.pending.drain() {
+        let _ = reply.send(Err(ClientError::Closed));
+    }
+    // Streams first, then tunnels (their routes drop), then the client.
+    session.closer.close(reason.clone());
+    session.streams.close();
+    session.streams.wait().await;
+    let routes: Vec<_> = session
+        .routes
+        .lock()
+        .expect("routes lock")
+        .drain()
+        .collect();
+    drop(routes);
+    mux.close();
+    drop(inbound);
+    let _ = timeout(CLOSE_GRACE, driver).await;
+    open.close(reason);
+    result
+}
+
+impl Session {
+    async fn serve(
+        &mut self,
+        control: &mut Framed<MuxStream, FrameCodec>,
+        inbound: &mut Inbound,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> Result<(), ClientError> {
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::OpenReverse { spec, reply }) => {
+                        self.next_request = self.next_request.wrapping_add(1);
+                        let request = Frame::OpenTunnel {
+                            request_id: self.next_request,
+                            bind: spec.bind,
+                            target: spec.target.clone(),
+                        };
+                        self.pending.insert(self.next_request, (spec, reply));
+                        send(control, request).await?;
+                    }
+                    Some(Command::CloseTunnel(id)) => {
+                        self.close_route(id, CloseReason::Finished);
+                        send(control, Frame::CloseTunnel { tunnel_id: id }).await?;
+                    }
+                    Some(Command::Shutdown) | None => {
+                        let bye = Frame::Goodbye { code: RefuseCode::Other, message: "client closing".to_owned() };
+                        let _ = timeout(CLOSE_GRACE, control.send(bye)).await;
+                        return Ok(());
+                    }
+                },
+                frame = control.next() => match frame {
+                    None | Some(Err(CodecError::Io(_))) => return Err(ClientError::ConnectionLost),
+                    Some(Err(CodecError::Decode(e))) => {
+                        return Err(ClientError::Handshake { server: self.cfg.server.clone(), source: e.into() })
+                    }
+                    Some(Ok(frame)) => {
+                        if let Some(reply) = self.on_frame(frame)? {
+                            send(control, reply).await?;
+                        }
+                    }
+                },
+                stream = inbound.recv() => match stream {
+                    Some(stream) => {
+                        let serve = stream::serve(stream, self.routes.clone(), self.chain.clone(), self.cfg.clone());
+                        self.streams.spawn(serve);
+                    }
+                    None => return Err(ClientError::ConnectionLost),
+                },
+            }
+        }
+    }
+
+    /// Handles one control frame; returns the answer to send, if any.
+    fn on_frame(&mut self, frame: Frame) -> Result<Option<Frame>, ClientError> {
+        match frame {
+            Frame::TunnelOpened {
+                request_id,
+                tunnel_id,
+                bound,
+            } => {
+                let Some((spec, reply)) = self.pending.remove(&request_id) else {
+                    return Err(unexpected(
+                        "an answer to a pending request",
+                        &Frame::TunnelOpened {
+                            request_id,
+                            tunnel_id,
+                            bound,
+                        },
+                    ));
+                };
+                let info = Arc::new(TunnelInfo::new(
+                    tunnel_id,
+                    self.client.clone(),
+                    TunnelKind::Reverse,
+                    bound,
+                    spec.target.as_str(),
+                ));
+                match self.chain.open_tunnel(info.clone()) {
+                    Ok(open) => {
+                        let route = Route {
+                            info,
+                            closer: self.closer.child(),
+                            open: Some(open),
+                        };
+                        self.routes
+                            .lock()
+                            .expect("routes lock")
+                            .insert(tunnel_id, Arc::new(route));
+                        let _ = reply.send(Ok(TunnelReady {
+                            id: tunnel_id,
+                            public_addr: bound,
+                            target: spec.target,
+                        }));
+                        Ok(None)
+                    }
+                    Err(r) => {
+                        let _ = reply.send(Err(ClientError::RefusedLocally {
+                            by: r.by,
+                            message: r.reason.message.into_owned(),
+                        }));
+                        Ok(Some(Frame::CloseTunnel { tunnel_id }))
+                    }
+                }
+            }
+            Frame::TunnelRefused {
+                request_id,
+                code,
+                message,
+            } => {
+                if let Some((spec, reply)) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Err(ClientError::TunnelRefused {
+                        spec: spec.to_string(),
+                        code,
+                        message,
+                    }));
+                }
+                Ok(None)
+            }
+            Frame::CloseTunnel { tunnel_id } => {
+                self.close_route(tunnel_id, CloseReason::Finished);
+                Ok(None)
+            }
+            Frame::Ping { seq } => Ok(Some(Frame::Pong { seq })),
+            Frame::Pong { .. } => Ok(None),
+            Frame::Goodbye { code, message } => Err(ClientError::ServerGoodbye { code, message }),
+            other => Err(unexpected("a control frame", &other)),
+        }
+    }
+
+    fn close_route(&self, id: TunnelId, reason: CloseReason) {
+        let route = self.routes.lock().expect("routes lock").remove(&id);
+        if let Some(route) = route {
+            route.closer.close(reason);
+        }
+    }
+}
+
+async fn send(
+    control: &mut Framed<MuxStream, FrameCodec>,
+    frame: Frame,
+) -> Result<(), ClientError> {
+    control
+        .send(frame)
+        .await
+        .map_err(|_| ClientError::ConnectionLost)
+}

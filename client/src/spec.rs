@@ -1,0 +1,122 @@
+//! `-R [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT`, as ssh spells it.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+
+use thiserror::Error;
+
+/// A reverse tunnel request: the server listens on `bind`, visitors reach `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSpec {
+    /// Public address on the server. An unspecified IP (`0.0.0.0`) lets the
+    /// server use its default; port 0 lets it pick a free allowed port.
+    pub bind: SocketAddr,
+    /// `host:port` the client connects to for each visitor.
+    pub target: String,
+}
+
+/// Why a `-R` value did not parse.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("invalid tunnel spec '{spec}': {problem} (expected [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT)")]
+pub struct SpecError {
+    spec: String,
+    problem: String,
+}
+
+/// Splits at colons outside `[...]`, so IPv6 literals survive.
+fn split_colons(s: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            ':' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+impl FromStr for RemoteSpec {
+    type Err = SpecError;
+
+    fn from_str(spec: &str) -> Result<Self, SpecError> {
+        let err = |problem: String| SpecError {
+            spec: spec.to_owned(),
+            problem,
+        };
+        let port = |s: &str, what: &str| {
+            s.parse::<u16>()
+                .map_err(|_| err(format!("{what} '{s}' is not a port number")))
+        };
+        let parts = split_colons(spec);
+        let (bind_ip, rest) = match parts.len() {
+            3 => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), &parts[..]),
+            4 => {
+                let raw = parts[0].trim_start_matches('[').trim_end_matches(']');
+                let ip = if raw == "localhost" {
+                    IpAddr::V4(Ipv4Addr::LOCALHOST)
+                } else {
+                    raw.parse().map_err(|_| {
+                        err(format!("bind address '{}' is not an IP address", parts[0]))
+                    })?
+                };
+                (ip, &parts[1..])
+            }
+            n => return Err(err(format!("{n} fields separated by ':'"))),
+        };
+        let remote_port = port(rest[0], "remote port")?;
+        let local_port = port(rest[2], "local port")?;
+        if local_port == 0 {
+            return Err(err("local port 0 cannot be connected to".to_owned()));
+        }
+        if rest[1].is_empty() {
+            return Err(err("local host is empty".to_owned()));
+        }
+        Ok(RemoteSpec {
+            bind: SocketAddr::new(bind_ip, remote_port),
+            target: format!("{}:{}", rest[1], local_port),
+        })
+    }
+}
+
+impl fmt::Display for RemoteSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {}", self.bind, self.target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_and_four_fields() {
+        let s: RemoteSpec = "8080:localhost:3000".parse().unwrap();
+        assert_eq!(s.bind, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(s.target, "localhost:3000");
+        let s: RemoteSpec = "127.0.0.1:0:127.0.0.1:3000".parse().unwrap();
+        assert_eq!(s.bind, "127.0.0.1:0".parse().unwrap());
+        let s: RemoteSpec = "[::1]:9000:[::1]:22".parse().unwrap();
+        assert_eq!(s.bind, "[::1]:9000".parse().unwrap());
+        assert_eq!(s.target, "[::1]:22");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = "80:host".parse::<RemoteSpec>().unwrap_err();
+        assert!(e.to_string().contains("2 fields"), "{e}");
+        let e = "x:host:80".parse::<RemoteSpec>().unwrap_err();
+        assert!(e.to_string().contains("remote port 'x'"), "{e}");
+        let e = "nothost:1:h:80".parse::<RemoteSpec>().unwrap_err();
+        assert!(e.to_string().contains("bind address 'nothost'"), "{e}");
+        let e = "1:h:0".parse::<RemoteSpec>().unwrap_err();
+        assert!(e.to_string().contains("local port 0"), "{e}");
+    }
+}

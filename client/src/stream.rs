@@ -1,0 +1,83 @@
+//! One visitor stream on the client: read the header, reach the target,
+//! answer, relay.
+
+use std::sync::Arc;
+
+use reitunnel_hooks::relay::relay;
+use reitunnel_hooks::{CloseReason, HookChain, Scope, StreamInfo};
+use reitunnel_proto::Frame;
+use reitunnel_transport::{read_frame, tune, write_frame, MuxStream};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::session::Routes;
+use crate::{ClientConfig, TargetError};
+
+pub(crate) async fn serve(
+    mut up: MuxStream,
+    routes: Routes,
+    chain: HookChain,
+    cfg: Arc<ClientConfig>,
+) {
+    let header = timeout(cfg.login_timeout, read_frame(&mut up, cfg.max_frame_len)).await;
+    let Ok(Ok(Frame::StreamHeader {
+        tunnel_id,
+        stream_id,
+        peer,
+    })) = header
+    else {
+        tracing::warn!("dropping a stream without a valid header");
+        return;
+    };
+    let route = routes.lock().expect("routes lock").get(&tunnel_id).cloned();
+    let Some(route) = route else {
+        let refused = Frame::StreamRefused {
+            message: format!("tunnel {tunnel_id} is not open on this client"),
+        };
+        let _ = write_frame(&mut up, &refused).await;
+        return;
+    };
+    let info = Arc::new(StreamInfo::new(stream_id, route.info.clone(), peer));
+    let open = match chain.open_stream(info) {
+        Ok(open) => open,
+        Err(r) => {
+            let refused = Frame::StreamRefused {
+                message: format!("refused by client hook '{}': {}", r.by, r.reason),
+            };
+            let _ = write_frame(&mut up, &refused).await;
+            return;
+        }
+    };
+    let info = open.info().clone();
+    let target = &route.info.target;
+    let connected = match timeout(cfg.target_connect_timeout, TcpStream::connect(&**target)).await {
+        Ok(Ok(local)) => Ok(local),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("timed out after {:?}", cfg.target_connect_timeout)),
+    };
+    let mut local = match connected {
+        Ok(local) => local,
+        Err(reason) => {
+            let err = TargetError {
+                target: target.to_string(),
+                reason,
+            };
+            tracing::warn!(error = %err, "visitor not connected");
+            chain.error(Scope::Stream(&info), &err);
+            let refused = Frame::StreamRefused {
+                message: err.to_string(),
+            };
+            let _ = write_frame(&mut up, &refused).await;
+            return open.close(CloseReason::TargetUnreachable(err.to_string()));
+        }
+    };
+    let _ = tune(&local);
+    if write_frame(&mut up, &Frame::StreamAccepted).await.is_err() {
+        return open.close(CloseReason::ConnectionLost);
+    }
+    let reason = tokio::select! {
+        _ = route.closer.closed() => route.closer.reason().unwrap_or(CloseReason::Finished),
+        reason = relay(&mut up, &mut local, &info, &chain, &cfg.relay) => reason,
+    };
+    open.close(reason);
+}

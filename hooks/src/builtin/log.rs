@@ -1,0 +1,129 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::event::{
+    ClientInfo, CloseReason, DataEvent, ErrorEvent, Login, Rejection, Scope, ServerInfo,
+    StreamInfo, Totals, TunnelInfo, Verdict,
+};
+use crate::hook::{BoxError, Hook};
+
+/// Logs every lifecycle event through `tracing` (target `reitunnel::events`),
+/// and 1 in `sample_every` data events at `debug` so logging cannot drown
+/// the data path. A shared atomic counter does the sampling: no RNG, no lock.
+#[derive(Debug)]
+pub struct TracingHook {
+    sample_every: u64,
+    seen: AtomicU64,
+}
+
+impl Default for TracingHook {
+    fn default() -> Self {
+        TracingHook::new(1024)
+    }
+}
+
+impl TracingHook {
+    /// Logs lifecycle events and one in `sample_every` data events (0 = none).
+    pub fn new(sample_every: u64) -> Self {
+        TracingHook {
+            sample_every,
+            seen: AtomicU64::new(0),
+        }
+    }
+}
+
+fn scope_id(scope: &Scope<'_>) -> String {
+    match scope {
+        Scope::Server => "server".to_owned(),
+        Scope::Client(c) => format!("{}({})", c.id, c.name),
+        Scope::Tunnel(t) => format!("{}/{}", t.client.name, t.id),
+        Scope::Stream(s) => format!("{}/{}/{}", s.tunnel.client.name, s.tunnel.id, s.id),
+    }
+}
+
+const T: &str = "reitunnel::events";
+
+impl Hook for TracingHook {
+    fn name(&self) -> &str {
+        "log"
+    }
+
+    fn wants_data(&self) -> bool {
+        self.sample_every > 0
+    }
+
+    fn on_server_start(&self, s: &ServerInfo) -> Result<(), BoxError> {
+        tracing::info!(target: T, server = %s.name, listen = %s.listen, "server.started");
+        Ok(())
+    }
+
+    fn on_server_stop(&self, s: &ServerInfo) -> Result<(), BoxError> {
+        tracing::info!(target: T, server = %s.name, "server.stopped");
+        Ok(())
+    }
+
+    fn on_client_connect(&self, c: &ClientInfo, _: &Login<'_>) -> Verdict {
+        tracing::info!(target: T, client = %c.name, id = %c.id, peer = %c.peer, "client.connecting");
+        Verdict::Continue
+    }
+
+    fn on_client_disconnect(
+        &self,
+        c: &ClientInfo,
+        reason: &CloseReason,
+        t: &Totals,
+    ) -> Result<(), BoxError> {
+        tracing::info!(target: T, client = %c.name, id = %c.id, %reason, bytes_in = t.bytes_in,
+            bytes_out = t.bytes_out, streams = t.streams, "client.disconnected");
+        Ok(())
+    }
+
+    fn on_tunnel_open(&self, t: &TunnelInfo) -> Verdict {
+        tracing::info!(target: T, client = %t.client.name, tunnel = %t.id, bind = %t.bind,
+            target = %t.target, "tunnel.opening");
+        Verdict::Continue
+    }
+
+    fn on_tunnel_close(
+        &self,
+        t: &TunnelInfo,
+        reason: &CloseReason,
+        tot: &Totals,
+    ) -> Result<(), BoxError> {
+        tracing::info!(target: T, client = %t.client.name, tunnel = %t.id, %reason,
+            bytes_in = tot.bytes_in, bytes_out = tot.bytes_out, streams = tot.streams, "tunnel.closed");
+        Ok(())
+    }
+
+    fn on_stream_open(&self, s: &StreamInfo) -> Verdict {
+        tracing::debug!(target: T, tunnel = %s.tunnel.id, stream = %s.id, peer = %s.peer, "stream.opening");
+        Verdict::Continue
+    }
+
+    fn on_stream_close(
+        &self,
+        s: &StreamInfo,
+        reason: &CloseReason,
+        t: &Totals,
+    ) -> Result<(), BoxError> {
+        tracing::debug!(target: T, tunnel = %s.tunnel.id, stream = %s.id, %reason,
+            bytes_in = t.bytes_in, bytes_out = t.bytes_out, "stream.closed");
+        Ok(())
+    }
+
+    fn on_data(&self, ev: &DataEvent<'_>) -> Verdict {
+        let n = self.seen.fetch_add(1, Ordering::Relaxed);
+        if n % self.sample_every == 0 {
+            tracing::debug!(target: T, stream = %ev.stream.id, dir = ev.direction.as_str(),
+                len = ev.data.len(), sampled_1_in = self.sample_every, "data");
+        }
+        Verdict::Continue
+    }
+
+    fn on_rejected(&self, r: &Rejection<'_>) {
+        tracing::warn!(target: T, what = %scope_id(&r.scope), by = r.by, reason = %r.reason, "rejected");
+    }
+
+    fn on_error(&self, e: &ErrorEvent<'_>) {
+        tracing::warn!(target: T, what = %scope_id(&e.scope), error = %e.error, "error");
+    }
+}

@@ -1,0 +1,325 @@
+//! The ordered hook chain: dispatch, verdict combination, error strategies
+//! and panic isolation.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{HookError, MultiError};
+use crate::event::{
+    ClientInfo, DataEvent, ErrorEvent, Login, Reason, RefuseCode, Rejection, Scope, ServerInfo,
+    StreamInfo, TunnelInfo, Verdict,
+};
+use crate::hook::{BoxError, Hook};
+
+/// What the chain does when a hook fails (returns an error or panics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ErrorStrategy {
+    /// Later hooks are skipped for that event and the failure decides:
+    /// a failing gate refuses (fails closed), a failing data hook closes the
+    /// stream, a failing `on_server_start` stops the start. Observers of
+    /// closes still reach every hook, so open/close stays balanced.
+    #[default]
+    StopOnError,
+    /// Every hook runs; failures are gathered into one [`MultiError`] and
+    /// reported through `on_error`. Verdicts come from the hooks that did not
+    /// fail (the failing hook fails open).
+    CollectAndContinue,
+}
+
+/// A gate's refusal: why, and who said so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Sent to the peer.
+    pub reason: Reason,
+    /// The refusing hook's name, or `"server"`.
+    pub by: String,
+}
+
+/// The name used in [`Rejection::by`] for refusals by the server's own policy.
+pub const SERVER: &str = "server";
+
+struct Inner {
+    hooks: Box<[Arc<dyn Hook>]>,
+    data_hooks: Box<[Arc<dyn Hook>]>,
+    strategy: ErrorStrategy,
+}
+
+/// An ordered, immutable list of hooks. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct HookChain {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for HookChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookChain")
+            .field("hooks", &self.names())
+            .field("strategy", &self.inner.strategy)
+            .finish()
+    }
+}
+
+impl Default for HookChain {
+    fn default() -> Self {
+        HookChain::builder().build()
+    }
+}
+
+/// Builds a [`HookChain`]; the order of [`HookChainBuilder::hook`] calls is the order of dispatch.
+#[derive(Default)]
+pub struct HookChainBuilder {
+    hooks: Vec<Arc<dyn Hook>>,
+    strategy: ErrorStrategy,
+}
+
+impl HookChainBuilder {
+    /// Appends a hook.
+    pub fn hook(mut self, hook: impl Hook) -> Self {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// Appends a shared hook (to keep a handle for reading its state, e.g. counters).
+    pub fn shared(mut self, hook: Arc<dyn Hook>) -> Self {
+        self.hooks.push(hook);
+        self
+    }
+
+    /// Sets the error strategy (default [`ErrorStrategy::StopOnError`]).
+    pub fn strategy(mut self, strategy: ErrorStrategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Freezes the chain.
+    pub fn build(self) -> HookChain {
+        let data_hooks = self
+            .hooks
+            .iter()
+            .filter(|h| h.wants_data())
+            .cloned()
+            .collect();
+        HookChain {
+            inner: Arc::new(Inner {
+                hooks: self.hooks.into(),
+                data_hooks,
+                strategy: self.strategy,
+            }),
+        }
+    }
+}
+
+/// Runs `f`, turning a panic into a [`HookError`].
+fn isolated<R>(hook: &dyn Hook, f: impl FnOnce() -> R) -> Result<R, HookError> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| HookError::panicked(hook.name(), p))
+}
+
+impl HookChain {
+    /// A new builder.
+    pub fn builder() -> HookChainBuilder {
+        HookChainBuilder::default()
+    }
+
+    /// The configured strategy.
+    pub fn strategy(&self) -> ErrorStrategy {
+        self.inner.strategy
+    }
+
+    /// The hooks' names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.inner.hooks.iter().map(|h| h.name()).collect()
+    }
+
+    /// Whether any hook wants `on_data`; when not, relays skip the per-chunk call.
+    #[inline]
+    pub fn wants_data(&self) -> bool {
+        !self.inner.data_hooks.is_empty()
+    }
+
+    /// Tells every hook about an error (the server's own, or a hook's).
+    /// A panic inside `on_error` is logged and not reported again.
+    pub fn error(&self, scope: Scope<'_>, error: &(dyn std::error::Error + Send + Sync + 'static)) {
+        let event = ErrorEvent { scope, error };
+        for hook in self.inner.hooks.iter() {
+            if let Err(e) = isolated(&**hook, || hook.on_error(&event)) {
+                tracing::error!(error = %e, "hook failed while handling an error");
+            }
+        }
+    }
+
+    fn hook_failed(&self, scope: Scope<'_>, err: &HookError) {
+        tracing::warn!(error = %err, "hook failure");
+        self.error(scope, err);
+    }
+
+    /// `on_server_start` on every hook. Under `StopOnError` the first failure
+    /// stops the loop; either way any failure means the server must not start.
+    pub fn server_start(&self, server: &ServerInfo) -> Result<(), MultiError> {
+        let mut errors = Vec::new();
+        for hook in self.inner.hooks.iter() {
+            if let Some(e) =
+                self.observer_call(Scope::Server, &**hook, || hook.on_server_start(server))
+            {
+                errors.push(e);
+                if self.inner.strategy == ErrorStrategy::StopOnError {
+                    break;
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(MultiError { errors })
+        }
+    }
+
+    /// `on_server_stop` on every hook; failures are reported and returned.
+    pub fn server_stop(&self, server: &ServerInfo) -> Result<(), MultiError> {
+        self.observe(Scope::Server, |h| h.on_server_stop(server))
+    }
+
+    /// Runs an observer method on every hook, whatever the strategy.
+    pub(crate) fn observe(
+        &self,
+        scope: Scope<'_>,
+        call: impl Fn(&dyn Hook) -> Result<(), BoxError>,
+    ) -> Result<(), MultiError> {
+        let errors: Vec<HookError> = self
+            .inner
+            .hooks
+            .iter()
+            .filter_map(|h| self.observer_call(scope, &**h, || call(&**h)))
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(MultiError { errors })
+        }
+    }
+
+    fn observer_call(
+        &self,
+        scope: Scope<'_>,
+        hook: &dyn Hook,
+        call: impl FnOnce() -> Result<(), BoxError>,
+    ) -> Option<HookError> {
+        let err = match isolated(hook, call) {
+            Ok(Ok(())) => return None,
+            Ok(Err(e)) => HookError::failed(hook.name(), e),
+            Err(panic) => panic,
+        };
+        self.hook_failed(scope, &err);
+        Some(err)
+    }
+
+    /// Asks every gate in order; see [`crate::Hook`] for the rules. On
+    /// refusal every hook hears `on_rejected`.
+    fn gate(&self, scope: Scope<'_>, call: impl Fn(&dyn Hook) -> Verdict) -> Result<(), Refusal> {
+        let mut failed: Vec<usize> = Vec::new(); // allocates only if a hook fails
+        for (i, hook) in self.inner.hooks.iter().enumerate() {
+            let reason = match isolated(&**hook, || call(&**hook)) {
+                Ok(Verdict::Continue | Verdict::Throttle(_)) => continue,
+                Ok(Verdict::Reject(r) | Verdict::Close(r)) => r,
+                Err(err) => {
+                    self.hook_failed(scope, &err);
+                    if self.inner.strategy == ErrorStrategy::CollectAndContinue {
+                        failed.push(i);
+                        continue;
+                    }
+                    Reason::new(RefuseCode::Other, format!("{err}"))
+                }
+            };
+            let refusal = Refusal {
+                reason,
+                by: hook.name().to_owned(),
+            };
+            self.rejected_after(scope, &refusal, i, &failed);
+            return Err(refusal);
+        }
+        Ok(())
+    }
+
+    fn rejected_after(&self, scope: Scope<'_>, refusal: &Refusal, passed: usize, failed: &[usize]) {
+        for (j, hook) in self.inner.hooks.iter().enumerate() {
+            let rejection = Rejection {
+                scope,
+                reason: &refusal.reason,
+                by: &refusal.by,
+                passed_gate: j < passed && !failed.contains(&j),
+            };
+            if let Err(e) = isolated(&**hook, || hook.on_rejected(&rejection)) {
+                self.hook_failed(scope, &e);
+            }
+        }
+    }
+
+    /// Refusal by the server itself before any gate ran (policy, limits,
+    /// malformed requests): every hook hears `on_rejected` with `by = "server"`.
+    pub fn refuse(&self, scope: Scope<'_>, reason: Reason) -> Refusal {
+        let refusal = Refusal {
+            reason,
+            by: SERVER.to_owned(),
+        };
+        self.rejected_after(scope, &refusal, 0, &[]);
+        refusal
+    }
+
+    pub(crate) fn client_gate(
+        &self,
+        client: &ClientInfo,
+        login: &Login<'_>,
+    ) -> Result<(), Refusal> {
+        self.gate(Scope::Client(client), |h| {
+            h.on_client_connect(client, login)
+        })
+    }
+
+    pub(crate) fn tunnel_gate(&self, tunnel: &TunnelInfo) -> Result<(), Refusal> {
+        self.gate(Scope::Tunnel(tunnel), |h| h.on_tunnel_open(tunnel))
+    }
+
+    pub(crate) fn stream_gate(&self, stream: &StreamInfo) -> Result<(), Refusal> {
+        self.gate(Scope::Stream(stream), |h| h.on_stream_open(stream))
+    }
+
+    /// The per-chunk dispatch. Allocates nothing and takes no lock unless a
+    /// hook fails. `Reject` and `Close` end the stream at once; the longest
+    /// `Throttle` wins.
+    #[inline]
+    pub fn on_data(&self, event: &DataEvent<'_>) -> Verdict {
+        let mut wait = Duration::ZERO;
+        for hook in self.inner.data_hooks.iter() {
+            match isolated(&**hook, || hook.on_data(event)) {
+                Ok(Verdict::Continue) => {}
+                Ok(Verdict::Throttle(d)) => wait = wait.max(d),
+                Ok(Verdict::Reject(r) | Verdict::Close(r)) => return Verdict::Close(r),
+                Err(err) => {
+                    self.hook_failed(Scope::Stream(event.stream), &err);
+                    if self.inner.strategy == ErrorStrategy::StopOnError {
+                        return Verdict::Close(Reason::new(RefuseCode::Other, format!("{err}")));
+                    }
+                }
+            }
+        }
+        if wait.is_zero() {
+            Verdict::Continue
+        } else {
+            Verdict::Throttle(wait)
+        }
+    }
+}
+
+impl HookChain {
+    /// A new chain with `hook` in front of this chain's hooks (same strategy).
+    /// Used by the server to put its token check ahead of user hooks.
+    pub fn prepend(&self, hook: impl Hook) -> HookChain {
+        let mut builder = HookChain::builder()
+            .strategy(self.inner.strategy)
+            .hook(hook);
+        for h in self.inner.hooks.iter() {
+            builder = builder.shared(h.clone());
+        }
+        builder.build()
+    }
+}

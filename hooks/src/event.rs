@@ -1,0 +1,360 @@
+//! What hooks are told. Identities are created once per connection and
+//! shared by `Arc`; per-chunk events only borrow them, so delivering an event
+//! allocates nothing.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use reitunnel_proto::{ClientId, RefuseCode, StreamId, TunnelId};
+
+/// The server (or client process) the hooks run in.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// Operator-chosen name, e.g. `edge-1` (appears in audit events).
+    pub name: Arc<str>,
+    /// The control listener's address.
+    pub listen: SocketAddr,
+}
+
+/// Live byte counters of a stream, tunnel or client.
+///
+/// Streams add to their own meter per chunk (one relaxed atomic add, no
+/// lock); tunnels and clients receive a stream's totals when it closes, so a
+/// tunnel's close event carries the exact sum of its streams.
+#[derive(Debug, Default)]
+pub struct Meter {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    streams: AtomicU64,
+}
+
+impl Meter {
+    /// Adds `n` bytes moved in `dir`.
+    #[inline]
+    pub fn add(&self, dir: Direction, n: u64) {
+        match dir {
+            Direction::Ingress => self.bytes_in.fetch_add(n, Ordering::Relaxed),
+            Direction::Egress => self.bytes_out.fetch_add(n, Ordering::Relaxed),
+        };
+    }
+
+    pub(crate) fn absorb(&self, t: &Totals) {
+        self.bytes_in.fetch_add(t.bytes_in, Ordering::Relaxed);
+        self.bytes_out.fetch_add(t.bytes_out, Ordering::Relaxed);
+        self.streams.fetch_add(t.streams, Ordering::Relaxed);
+    }
+
+    /// The counts so far, with `since` as the start for the duration.
+    pub fn totals(&self, since: Instant) -> Totals {
+        Totals {
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            streams: self.streams.load(Ordering::Relaxed),
+            duration: since.elapsed(),
+        }
+    }
+}
+
+/// A logged-in client session.
+#[derive(Debug)]
+pub struct ClientInfo {
+    /// Unique for the life of the server.
+    pub id: ClientId,
+    /// The name the client logged in with (or its certificate identity).
+    pub name: Arc<str>,
+    /// The client's address as the server sees it.
+    pub peer: SocketAddr,
+    /// When the session started.
+    pub opened_at: Instant,
+    /// Bytes of all the client's closed streams.
+    pub meter: Meter,
+}
+
+impl ClientInfo {
+    /// A new session identity.
+    pub fn new(id: ClientId, name: impl Into<Arc<str>>, peer: SocketAddr) -> Self {
+        ClientInfo {
+            id,
+            name: name.into(),
+            peer,
+            opened_at: Instant::now(),
+            meter: Meter::default(),
+        }
+    }
+}
+
+/// Which way a tunnel carries connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelKind {
+    /// `-R`: the server listens publicly, the client dials its local target.
+    Reverse,
+    /// `-L`: the client listens locally, the server dials the target.
+    Forward,
+}
+
+/// One tunnel of a client.
+#[derive(Debug)]
+pub struct TunnelInfo {
+    /// Unique for the life of the server.
+    pub id: TunnelId,
+    /// The client the tunnel belongs to.
+    pub client: Arc<ClientInfo>,
+    /// Reverse or forward.
+    pub kind: TunnelKind,
+    /// The listening address (bound already when hooks are asked).
+    pub bind: SocketAddr,
+    /// Where connections go, as the client named it (`host:port`).
+    pub target: Arc<str>,
+    /// When the tunnel opened.
+    pub opened_at: Instant,
+    /// Bytes of all the tunnel's closed streams.
+    pub meter: Meter,
+}
+
+impl TunnelInfo {
+    /// A new tunnel identity.
+    pub fn new(
+        id: TunnelId,
+        client: Arc<ClientInfo>,
+        kind: TunnelKind,
+        bind: SocketAddr,
+        target: impl Into<Arc<str>>,
+    ) -> Self {
+        TunnelInfo {
+            id,
+            client,
+            kind,
+            bind,
+            target: target.into(),
+            opened_at: Instant::now(),
+            meter: Meter::default(),
+        }
+    }
+}
+
+/// One visitor connection through a tunnel.
+#[derive(Debug)]
+pub struct StreamInfo {
+    /// Unique for the life of the server.
+    pub id: StreamId,
+    /// The tunnel it came through.
+    pub tunnel: Arc<TunnelInfo>,
+    /// The visitor's address.
+    pub peer: SocketAddr,
+    /// When the stream opened.
+    pub opened_at: Instant,
+    /// Live bytes, updated per chunk by the relay.
+    pub meter: Meter,
+}
+
+impl StreamInfo {
+    /// A new stream identity.
+    pub fn new(id: StreamId, tunnel: Arc<TunnelInfo>, peer: SocketAddr) -> Self {
+        StreamInfo {
+            id,
+            tunnel,
+            peer,
+            opened_at: Instant::now(),
+            meter: Meter::default(),
+        }
+    }
+}
+
+/// Which way a chunk moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the visitor towards the service behind the tunnel ("bytes in").
+    Ingress,
+    /// From the service back to the visitor ("bytes out").
+    Egress,
+}
+
+impl Direction {
+    /// `"in"` or `"out"`, for logs and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "in",
+            Direction::Egress => "out",
+        }
+    }
+}
+
+/// One chunk read from one side of a stream, before it is written to the other.
+#[derive(Debug, Clone, Copy)]
+pub struct DataEvent<'a> {
+    /// The stream the chunk belongs to.
+    pub stream: &'a StreamInfo,
+    /// Which way it moves.
+    pub direction: Direction,
+    /// The bytes (hooks may inspect, never keep them).
+    pub data: &'a [u8],
+}
+
+/// What a login brought to prove who it is, for `on_client_connect`.
+#[derive(Debug, Clone, Copy)]
+pub struct Login<'a> {
+    /// The server's challenge.
+    pub nonce: &'a [u8; reitunnel_proto::auth::NONCE_LEN],
+    /// The client's answer.
+    pub proof: &'a [u8; reitunnel_proto::auth::PROOF_LEN],
+}
+
+impl Login<'_> {
+    /// Whether the client proved it knows `token` under its `name`. Constant time.
+    pub fn proves(&self, name: &str, token: &[u8]) -> bool {
+        reitunnel_proto::auth::verify(token, self.nonce, name, self.proof)
+    }
+}
+
+/// Bytes and time of something that closed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Visitor → service bytes.
+    pub bytes_in: u64,
+    /// Service → visitor bytes.
+    pub bytes_out: u64,
+    /// Streams counted (1 for a stream; all closed streams for a tunnel or client).
+    pub streams: u64,
+    /// How long it was open.
+    pub duration: Duration,
+}
+
+/// A decision's reason: a code for machines, a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    /// Sent to the peer with refusals.
+    pub code: RefuseCode,
+    /// Printed by the peer and logged.
+    pub message: Cow<'static, str>,
+}
+
+impl Reason {
+    /// A reason with any code.
+    pub fn new(code: RefuseCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Reason {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Policy forbids it.
+    pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
+        Reason::new(RefuseCode::Forbidden, message)
+    }
+
+    /// Authentication failed.
+    pub fn auth_failed(message: impl Into<Cow<'static, str>>) -> Self {
+        Reason::new(RefuseCode::AuthFailed, message)
+    }
+
+    /// A limit was reached.
+    pub fn limit_reached(message: impl Into<Cow<'static, str>>) -> Self {
+        Reason::new(RefuseCode::LimitReached, message)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A gate's answer, or a data hook's.
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on.
+    Continue,
+    /// Refuse the connect / tunnel / stream (on data: same as `Close`).
+    Reject(Reason),
+    /// Forward this chunk only after waiting this long. The relay waits; the hook never sleeps.
+    Throttle(Duration),
+    /// Close the stream now; the chunk is not forwarded.
+    Close(Reason),
+}
+
+/// Why something closed. Delivered with every close event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Orderly end: both sides finished (stream), the client closed it (tunnel), logout (client).
+    Finished,
+    /// A hook returned `Close`.
+    Hook(Reason),
+    /// The client's connection to the server was lost.
+    ConnectionLost,
+    /// The server (or client) is shutting down.
+    Shutdown,
+    /// The service behind the tunnel could not be reached.
+    TargetUnreachable(String),
+    /// An I/O or protocol error.
+    Error(String),
+    /// The task owning it ended without closing it explicitly (cancelled or panicked).
+    Aborted,
+}
+
+impl CloseReason {
+    /// A short stable label (`finished`, `hook`, …) for metrics and audit logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CloseReason::Finished => "finished",
+            CloseReason::Hook(_) => "hook",
+            CloseReason::ConnectionLost => "connection_lost",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::TargetUnreachable(_) => "target_unreachable",
+            CloseReason::Error(_) => "error",
+            CloseReason::Aborted => "aborted",
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Hook(r) => write!(f, "closed by hook: {r}"),
+            CloseReason::TargetUnreachable(e) => write!(f, "target unreachable: {e}"),
+            CloseReason::Error(e) => write!(f, "error: {e}"),
+            other => f.write_str(other.label()),
+        }
+    }
+}
+
+/// What an error or rejection is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// The server as a whole (start-up, the accept loop, a failed handshake).
+    Server,
+    /// A client session.
+    Client(&'a ClientInfo),
+    /// A tunnel.
+    Tunnel(&'a TunnelInfo),
+    /// A stream.
+    Stream(&'a StreamInfo),
+}
+
+/// Something was refused, by a hook or by the server's own policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Rejection<'a> {
+    /// The client, tunnel or stream that was refused (never opened).
+    pub scope: Scope<'a>,
+    /// Why.
+    pub reason: &'a Reason,
+    /// The refusing hook's name, or `"server"` for the server's own policy and failures.
+    pub by: &'a str,
+    /// True when this hook's own gate ran for this event and returned
+    /// `Continue`: anything it set up there must be released now, because no
+    /// close event will follow.
+    pub passed_gate: bool,
+}
+
+/// An error somewhere in the tunnel, delivered to `on_error`.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorEvent<'a> {
+    /// What it concerns.
+    pub scope: Scope<'a>,
+    /// The error itself.
+    pub error: &'a (dyn std::error::Error + Send + Sync + 'static),
+}

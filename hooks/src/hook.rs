@@ -1,0 +1,118 @@
+//! The `Hook` trait: one method per phase, each with a default that does
+//! nothing, so a hook implements only what it cares about (the Go design's
+//! `NoopHook` embedding, without the embedding).
+
+use crate::event::{
+    ClientInfo, CloseReason, DataEvent, ErrorEvent, Login, Rejection, ServerInfo, StreamInfo,
+    Totals, TunnelInfo, Verdict,
+};
+
+/// An error a hook returns from an observer method. The chain attaches the
+/// hook's name (see [`crate::HookError`]).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A participant in the event pipeline.
+///
+/// Three kinds of methods:
+/// - **Gates** (`on_client_connect`, `on_tunnel_open`, `on_stream_open`)
+///   decide whether something opens. The first `Reject` wins and later hooks
+///   are not asked; every hook then hears [`Hook::on_rejected`]. Nothing that a
+///   gate refused ever gets a close event.
+/// - **The data path** (`on_data`) runs per chunk, per direction, on both
+///   sides. `Close`/`Reject` end the stream, `Throttle` delays the chunk (the
+///   longest throttle of all hooks wins, and hooks after a throttling hook
+///   still see the chunk, so meters stay exact).
+/// - **Observers** (the rest) always run on every hook, whatever others
+///   returned; their errors are reported through `on_error`.
+///
+/// Every method runs synchronously on the task that moves the bytes: keep
+/// them short, never block or sleep, and hand slow work (network, disk) to a
+/// background task through a bounded channel. A panic is caught by the chain,
+/// reported through `on_error` and counted as this hook's error.
+pub trait Hook: Send + Sync + 'static {
+    /// A short stable name, used in errors, rejections and logs.
+    fn name(&self) -> &str;
+
+    /// Whether `on_data` should be called. Defaults to `true` so an
+    /// implemented `on_data` is never silently skipped; hooks without a data
+    /// method return `false`, and a chain in which no hook wants data skips the
+    /// per-chunk call entirely.
+    fn wants_data(&self) -> bool {
+        true
+    }
+
+    /// Before the server accepts anything. An error stops the server from
+    /// starting (with either strategy, after all hooks ran under
+    /// `CollectAndContinue`). Default: nothing.
+    fn on_server_start(&self, _server: &ServerInfo) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// After every client, tunnel and stream has closed; the last event. Default: nothing.
+    fn on_server_stop(&self, _server: &ServerInfo) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Gate: a client proved something at login (see [`Login::proves`]). Authentication
+    /// hooks check it here. Default: `Continue`.
+    fn on_client_connect(&self, _client: &ClientInfo, _login: &Login<'_>) -> Verdict {
+        Verdict::Continue
+    }
+
+    /// Observer: a client whose connect passed the gates is gone. Exactly once per accepted
+    /// client, after all its tunnels closed. Default: nothing.
+    fn on_client_disconnect(
+        &self,
+        _client: &ClientInfo,
+        _reason: &CloseReason,
+        _totals: &Totals,
+    ) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Gate: a client asks for a tunnel; its listener is bound already, so
+    /// `tunnel.bind` is the real address. Default: `Continue`.
+    fn on_tunnel_open(&self, _tunnel: &TunnelInfo) -> Verdict {
+        Verdict::Continue
+    }
+
+    /// Observer: an opened tunnel closed, after all its streams. `totals` is
+    /// the exact sum of its streams. Default: nothing.
+    fn on_tunnel_close(
+        &self,
+        _tunnel: &TunnelInfo,
+        _reason: &CloseReason,
+        _totals: &Totals,
+    ) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Gate: a visitor connected to a tunnel. Default: `Continue`.
+    fn on_stream_open(&self, _stream: &StreamInfo) -> Verdict {
+        Verdict::Continue
+    }
+
+    /// Observer: an opened stream closed. Default: nothing.
+    fn on_stream_close(
+        &self,
+        _stream: &StreamInfo,
+        _reason: &CloseReason,
+        _totals: &Totals,
+    ) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Hot path: a chunk is about to be forwarded. Must not allocate or lock
+    /// to stay cheap. Default: `Continue`.
+    fn on_data(&self, _event: &DataEvent<'_>) -> Verdict {
+        Verdict::Continue
+    }
+
+    /// Observer: a gate refused a client, tunnel or stream (this hook's, an
+    /// earlier one's, or the server's own policy). Default: nothing.
+    fn on_rejected(&self, _rejection: &Rejection<'_>) {}
+
+    /// Observer: an error happened (I/O, protocol, an unreachable target, another hook's
+    /// failure). Default: nothing.
+    fn on_error(&self, _event: &ErrorEvent<'_>) {}
+}

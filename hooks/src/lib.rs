@@ -1,0 +1,51 @@
+//! Reitunnel's hook pipeline.
+//!
+//! Every client login, tunnel, visitor stream and data chunk passes through
+//! an ordered [`HookChain`] of [`Hook`]s that can meter, limit, refuse,
+//! throttle or close, in-process and cheaply. The crate stands on its own:
+//! embed it in any program that moves bytes between two sockets.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use reitunnel_hooks::{builtin::Counters, Hook, HookChain, StreamInfo, Verdict, Reason};
+//!
+//! /// Refuses visitors from outside loopback.
+//! struct LoopbackOnly;
+//! impl Hook for LoopbackOnly {
+//!     fn name(&self) -> &str { "loopback_only" }
+//!     fn wants_data(&self) -> bool { false }
+//!     fn on_stream_open(&self, s: &StreamInfo) -> Verdict {
+//!         if s.peer.ip().is_loopback() { Verdict::Continue }
+//!         else { Verdict::Reject(Reason::forbidden("visitors must be local")) }
+//!     }
+//! }
+//!
+//! let counters = Arc::new(Counters::new());
+//! let chain = HookChain::builder().hook(LoopbackOnly).shared(counters.clone()).build();
+//! assert_eq!(chain.names(), ["loopback_only", "counters"]);
+//! ```
+//!
+//! Gates decide whether something opens and yield an [`Open`] handle whose
+//! close event fires exactly once; `on_data` runs per chunk from the
+//! [`relay`](relay::relay) (feature `tokio`); observers always run.
+
+#![forbid(unsafe_code)]
+
+pub mod builtin;
+mod chain;
+mod error;
+mod event;
+mod hook;
+mod open;
+#[cfg(feature = "tokio")]
+pub mod relay;
+
+pub use chain::{ErrorStrategy, HookChain, HookChainBuilder, Refusal, SERVER};
+pub use error::{HookError, HookErrorKind, MultiError};
+pub use event::{
+    ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Login, Meter, Reason,
+    RefuseCode, Rejection, Scope, ServerInfo, StreamId, StreamInfo, Totals, TunnelId, TunnelInfo,
+    TunnelKind, Verdict,
+};
+pub use hook::{BoxError, Hook};
+pub use open::{Open, Subject};

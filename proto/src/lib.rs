@@ -1,0 +1,35 @@
+//! The Reitunnel wire format, sans-IO.
+//!
+//! A session is one TCP (or TLS) connection. It starts with a fixed
+//! [`Preamble`] from each side (magic + protocol version), so a version
+//! mismatch is reported before anything else is parsed. Then the server sends
+//! a [`Frame::Challenge`], the client answers with [`Frame::Login`] carrying an
+//! HMAC proof of its token (see [`auth`]), and the server accepts or refuses.
+//! After that both sides switch the connection to yamux; the client opens the
+//! first yamux stream as the control stream and every later stream carries one
+//! visitor connection, introduced by a [`Frame::StreamHeader`].
+//!
+//! Every frame is `u32 length | u8 kind | payload` (big endian), where the
+//! length counts kind and payload and is capped by [`FrameCodec`]'s
+//! `max_frame_len`. Decoding never panics and reports typed [`DecodeError`]s.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+mod codec;
+mod error;
+mod frame;
+mod ids;
+mod preamble;
+mod wire;
+
+pub use codec::{FrameCodec, DEFAULT_MAX_FRAME_LEN};
+pub use error::{CodecError, DecodeError};
+pub use frame::{Frame, FrameKind, RefuseCode};
+pub use ids::{ClientId, StreamId, TunnelId};
+pub use preamble::{Preamble, PreambleError, MAGIC, PREAMBLE_LEN, PROTOCOL_VERSION};
+
+/// Longest client name accepted on the wire, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+/// Longest string field (targets, messages) accepted on the wire, in bytes.
+pub const MAX_TEXT_LEN: usize = 1024;

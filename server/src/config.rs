@@ -1,0 +1,56 @@
+//! Validated server settings. Everything is checked when the config is
+//! built, so the server never unwraps an `Option` later.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use reitunnel_hooks::builtin::Secret;
+use reitunnel_hooks::relay::RelayConfig;
+use reitunnel_proto::DEFAULT_MAX_FRAME_LEN;
+use reitunnel_transport::MuxConfig;
+
+use crate::ports::PortRanges;
+
+/// How the server runs. Build with [`ServerConfig::new`] and adjust fields.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Control listener address (port 0 = any; see `Server::local_addr`).
+    pub listen: SocketAddr,
+    /// Name in events and logs.
+    pub name: String,
+    /// Shared token every client must prove. `None` lets anyone log in, so
+    /// the CLI always sets it; embedders may authenticate with their own hook.
+    pub token: Option<Secret>,
+    /// Ports clients may ask for.
+    pub allow_ports: PortRanges,
+    /// Where tunnels listen when the client leaves the address unspecified.
+    pub default_bind_ip: IpAddr,
+    /// A new connection must finish the login within this time.
+    pub handshake_timeout: Duration,
+    /// The client must answer a stream header (connect its target) within this time.
+    pub stream_ack_timeout: Duration,
+    /// Largest control frame accepted.
+    pub max_frame_len: usize,
+    /// yamux tuning.
+    pub mux: MuxConfig,
+    /// Relay buffer sizes.
+    pub relay: RelayConfig,
+}
+
+impl ServerConfig {
+    /// Defaults: public tunnels on all interfaces, any unprivileged port, 10 s handshake.
+    pub fn new(listen: SocketAddr, token: Option<Secret>) -> Self {
+        ServerConfig {
+            listen,
+            name: "reitunnel".to_owned(),
+            token,
+            allow_ports: PortRanges::unprivileged(),
+            default_bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            handshake_timeout: Duration::from_secs(10),
+            stream_ack_timeout: Duration::from_secs(15),
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            mux: MuxConfig::default(),
+            relay: RelayConfig::default(),
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The server's typed errors. Session and stream errors are also delivered
+//! to hooks through `on_error`, so each names its peer or target.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use reitunnel_hooks::MultiError;
+use reitunnel_proto::{CodecError, FrameKind, PreambleError};
+use reitunnel_transport::{FrameIoError, MuxError};
+use thiserror::Error;
+
+/// Why the server could not start or run.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The control port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A hook's `on_server_start` failed.
+    #[error("a hook refused to start the server: {0}")]
+    HookStart(#[from] MultiError),
+}
+
+/// Why a client connection failed before or during its session.
+#[derive(Debug, Error)]
+pub enum SessionError {
+    /// The login did not finish in time (slow or silent peer).
+    #[error("login from {peer} timed out after {after:?}")]
+    HandshakeTimeout {
+        /// The peer.
+        peer: SocketAddr,
+        /// The deadline.
+        after: Duration,
+    },
+    /// Wrong magic or protocol version.
+    #[error("login from {peer}: {source}")]
+    Preamble {
+        /// The peer.
+        peer: SocketAddr,
+        /// What was wrong.
+        source: PreambleError,
+    },
+    /// The login frames could not be read or written.
+    #[error("login from {peer}: {source}")]
+    Login {
+        /// The peer.
+        peer: SocketAddr,
+        /// What failed.
+        source: FrameIoError,
+    },
+    /// The peer sent a frame that does not belong here.
+    #[error("{peer} sent a {got:?} frame where {expected} was expected")]
+    UnexpectedFrame {
+        /// The peer.
+        peer: SocketAddr,
+        /// What the protocol wanted.
+        expected: &'static str,
+        /// What came.
+        got: FrameKind,
+    },
+    /// The client did not open its control stream after login.
+    #[error("client {peer} did not open its control stream within {after:?}")]
+    NoControlStream {
+        /// The peer.
+        peer: SocketAddr,
+        /// The deadline.
+        after: Duration,
+    },
+    /// A malformed control frame.
+    #[error("malformed control frame from {peer}: {source}")]
+    Control {
+        /// The peer.
+        peer: SocketAddr,
+        /// The decode error.
+        source: CodecError,
+    },
+}
+
+/// Why a visitor's stream failed.
+#[derive(Debug, Error)]
+pub enum StreamError {
+    /// No yamux stream could be opened to the client.
+    #[error("opening a stream to the client failed: {0}")]
+    Open(#[from] MuxError),
+    /// The stream header or its answer could not be exchanged.
+    #[error("stream header exchange failed: {0}")]
+    Header(#[from] FrameIoError),
+    /// The client did not answer the header in time.
+    #[error("client did not answer the stream header within {0:?}")]
+    AckTimeout(Duration),
+    /// The client could not connect to the tunnel's target.
+    #[error("client could not reach target {target}: {message}")]
+    TargetRefused {
+        /// The tunnel's target.
+        target: String,
+        /// The client's error.
+        message: String,
+    },
+    /// The client answered with something else than accept/refuse.
+    #[error("client answered the stream header with a {0:?} frame")]
+    UnexpectedAnswer(FrameKind),
+}

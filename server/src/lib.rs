@@ -1,0 +1,184 @@
+//! The Reitunnel server as a library.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use reitunnel_hooks::{builtin::Secret, HookChain};
+//! use reitunnel_server::{Server, ServerConfig};
+//!
+//! let config = ServerConfig::new("127.0.0.1:0".parse()?, Some(Secret::new("s3cret")));
+//! let server = Server::bind(config, HookChain::default()).await?;
+//! println!("listening on {}", server.local_addr());
+//! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`Server::bind`] takes the address first so tests bind port 0 and read the
+//! real port before [`Server::run`] starts accepting. One task per client
+//! connection does the login (never in the accept loop), then owns the
+//! session: its control stream, its tunnels and, through them, its streams.
+//! Closing runs leaf first: streams, then tunnels, then the client, then,
+//! on shutdown, `on_server_stop` last.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+mod config;
+mod error;
+mod handshake;
+mod ports;
+mod session;
+mod tunnel;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reitunnel_hooks::builtin::TokenAuth;
+use reitunnel_hooks::{ClientId, CloseReason, HookChain, Scope, ServerInfo, StreamId, TunnelId};
+use reitunnel_transport::{listen, Closer};
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+pub use config::ServerConfig;
+pub use error::{ServerError, SessionError, StreamError};
+pub use ports::{PortRanges, PortRangesError};
+
+/// Id counters, unique for the life of the server.
+#[derive(Debug, Default)]
+struct Ids {
+    client: AtomicU64,
+    tunnel: AtomicU64,
+    stream: AtomicU64,
+}
+
+impl Ids {
+    fn next(c: &AtomicU64) -> u64 {
+        c.fetch_add(1, Ordering::Relaxed) + 1
+    }
+    fn client(&self) -> ClientId {
+        ClientId(Ids::next(&self.client))
+    }
+    fn tunnel(&self) -> TunnelId {
+        TunnelId(Ids::next(&self.tunnel))
+    }
+    fn stream(&self) -> StreamId {
+        StreamId(Ids::next(&self.stream))
+    }
+}
+
+/// What every task of the server shares.
+struct Shared {
+    config: ServerConfig,
+    chain: HookChain,
+    ids: Ids,
+    /// Closed on shutdown; every session's closer is its child.
+    root: Arc<Closer<CloseReason>>,
+    /// Rotates where the search for a free allowed port starts.
+    port_hint: AtomicUsize,
+}
+
+impl Shared {
+    /// Logs an error and delivers it to the hooks.
+    fn report(&self, scope: Scope<'_>, err: &(dyn std::error::Error + Send + Sync + 'static)) {
+        tracing::warn!(error = %err, "{}", scope_label(&scope));
+        self.chain.error(scope, err);
+    }
+}
+
+fn scope_label(scope: &Scope<'_>) -> String {
+    match scope {
+        Scope::Server => "server".to_owned(),
+        Scope::Client(c) => format!("client {} ({})", c.name, c.id),
+        Scope::Tunnel(t) => format!("tunnel {} of {}", t.id, t.client.name),
+        Scope::Stream(s) => format!("stream {} of tunnel {}", s.id, s.tunnel.id),
+    }
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    info: ServerInfo,
+}
+
+impl Server {
+    /// Binds the control listener. If `config.token` is set, a [`TokenAuth`]
+    /// hook is put in front of `chain`, so every hook sees the login's verdict.
+    pub async fn bind(config: ServerConfig, chain: HookChain) -> Result<Server, ServerError> {
+        let listener = listen(config.listen).map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let chain = match &config.token {
+            Some(token) => chain.prepend(TokenAuth::new(token.clone())),
+            None => chain,
+        };
+        let info = ServerInfo {
+            name: config.name.as_str().into(),
+            listen: local,
+        };
+        Ok(Server {
+            listener,
+            shared: Arc::new(Shared {
+                config,
+                chain,
+                ids: Ids::default(),
+                root: Closer::root(),
+                port_hint: AtomicUsize::new(0),
+            }),
+            info,
+        })
+    }
+
+    /// The control listener's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.info.listen
+    }
+
+    /// Serves until `shutdown` resolves, then closes every session (streams,
+    /// tunnels, clients, in that order), waits for them, and runs `on_server_stop`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Server {
+            listener,
+            shared,
+            info,
+        } = self;
+        shared.chain.server_start(&info)?;
+        tracing::info!(listen = %info.listen, "server started");
+        let sessions = TaskTracker::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        sessions.spawn(session::serve(shared.clone(), tcp, peer));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        shared.report(Scope::Server, &e);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        tracing::info!("server shutting down");
+        shared.root.close(CloseReason::Shutdown);
+        sessions.close();
+        sessions.wait().await;
+        if let Err(e) = shared.chain.server_stop(&info) {
+            tracing::warn!(error = %e, "on_server_stop");
+        }
+        tracing::info!("server stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,63 @@
+//! Cancellation that carries its reason down the tree.
+//!
+//! A session owns a root closer, each tunnel a child, each stream watches its
+//! tunnel's. Closing a parent cancels every child; a child that was not
+//! closed for a reason of its own reports its parent's (so the streams of a
+//! killed client close with "connection lost", those of a stopping server
+//! with "shutdown").
+
+use std::sync::{Arc, OnceLock};
+
+use tokio_util::sync::CancellationToken;
+
+/// A cancellation token with a first-wins close reason.
+#[derive(Debug)]
+pub struct Closer<R> {
+    token: CancellationToken,
+    reason: OnceLock<R>,
+    parent: Option<Arc<Closer<R>>>,
+}
+
+impl<R: Clone> Closer<R> {
+    /// A closer with no parent.
+    pub fn root() -> Arc<Self> {
+        Arc::new(Closer {
+            token: CancellationToken::new(),
+            reason: OnceLock::new(),
+            parent: None,
+        })
+    }
+
+    /// A closer cancelled with `self` (and able to close on its own).
+    pub fn child(self: &Arc<Self>) -> Arc<Self> {
+        Arc::new(Closer {
+            token: self.token.child_token(),
+            reason: OnceLock::new(),
+            parent: Some(self.clone()),
+        })
+    }
+
+    /// Cancels this closer and its children. The first reason given wins.
+    pub fn close(&self, reason: R) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    /// Whether this closer (or a parent) was closed.
+    pub fn is_closed(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Resolves once closed.
+    pub async fn closed(&self) {
+        self.token.cancelled().await
+    }
+
+    /// The reason this closer, or the nearest closed parent, was given.
+    pub fn reason(&self) -> Option<R> {
+        self.reason
+            .get()
+            .cloned()
+            .or_else(|| self.parent.as_ref().and_then(|p| p.reason()))
+    }
+}

@@ -1,0 +1,19 @@
+//! What server and client share below the protocol logic: the yamux session
+//! driver, socket tuning, and exact-length frame I/O for handshakes and
+//! stream headers.
+//!
+//! Kept out of `reitunnel-proto` so that crate stays sans-IO, and out of the
+//! server and client crates so neither copies the other.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+mod closer;
+mod frame_io;
+mod mux;
+mod socket;
+
+pub use closer::Closer;
+pub use frame_io::{read_frame, write_frame, FrameIoError};
+pub use mux::{spawn_mux, Inbound, MuxConfig, MuxError, MuxHandle, MuxStream};
+pub use socket::{listen, tune};

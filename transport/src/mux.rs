@@ -1,0 +1,203 @@
+//! The yamux session driver.
+//!
+//! yamux does all socket I/O inside `Connection::poll_next_inbound`, and
+//! opening a stream needs `&mut Connection`; an unpolled connection stalls
+//! every stream once a few frames queue. So one task owns the connection,
+//! polls it without pause, hands inbound streams to a channel and opens
+//! outbound streams on request. Handles are cheap clones that talk to it.
+
+use std::future::{poll_fn, Future};
+use std::task::Poll;
+
+use futures::{AsyncRead as FuturesRead, AsyncWrite as FuturesWrite};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, BufStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+/// A multiplexed stream, usable with tokio's I/O traits.
+pub type MuxStream = Compat<yamux::Stream>;
+
+/// The session died or refused to open a stream.
+#[derive(Debug, Error)]
+pub enum MuxError {
+    /// yamux reported an error (connection reset, protocol violation, too many streams).
+    #[error("multiplexer: {0}")]
+    Connection(#[from] yamux::ConnectionError),
+    /// The session is closed; no stream can be opened.
+    #[error("session closed")]
+    Closed,
+}
+
+/// Tuning of a yamux session (see DESIGN.md "yamux" for the measurements).
+#[derive(Debug, Clone, Copy)]
+pub struct MuxConfig {
+    /// Largest yamux data frame; 16 KiB default costs half the throughput. Max 1 MiB.
+    pub split_send_size: usize,
+    /// Streams per session.
+    pub max_streams: usize,
+    /// Buffer between the socket and yamux, each way: yamux writes header
+    /// and body separately and flushes per frame.
+    pub io_buffer: usize,
+}
+
+impl Default for MuxConfig {
+    fn default() -> Self {
+        MuxConfig {
+            split_send_size: 256 * 1024,
+            max_streams: 512,
+            io_buffer: 512 * 1024,
+        }
+    }
+}
+
+impl MuxConfig {
+    fn yamux(&self) -> yamux::Config {
+        let mut cfg = yamux::Config::default();
+        // Window first: yamux asserts window >= 256 KiB x streams on each setter.
+        let window = (self.max_streams * 256 * 1024).max(1 << 30);
+        cfg.set_max_connection_receive_window(Some(window));
+        cfg.set_max_num_streams(self.max_streams);
+        cfg.set_split_send_size(self.split_send_size.clamp(16 * 1024, 1024 * 1024));
+        cfg
+    }
+}
+
+type OpenReply = oneshot::Sender<Result<yamux::Stream, MuxError>>;
+
+/// Opens streams on a session; clone freely. Dropping every handle does not
+/// end the session; [`MuxHandle::close`] or dropping the session's
+/// [`Inbound`] does.
+#[derive(Debug, Clone)]
+pub struct MuxHandle {
+    open_tx: mpsc::Sender<OpenReply>,
+    close: CancellationToken,
+}
+
+impl MuxHandle {
+    /// Opens a new outbound stream. It reaches the peer with its first write.
+    pub async fn open(&self) -> Result<MuxStream, MuxError> {
+        let (tx, rx) = oneshot::channel();
+        self.open_tx.send(tx).await.map_err(|_| MuxError::Closed)?;
+        let stream = rx.await.map_err(|_| MuxError::Closed)??;
+        Ok(stream.compat())
+    }
+
+    /// Asks the driver to close the session (a yamux GoAway, then EOF).
+    pub fn close(&self) {
+        self.close.cancel();
+    }
+
+    /// Resolves once the session is closed (by either side, or by [`MuxHandle::close`]).
+    pub async fn closed(&self) {
+        self.open_tx.closed().await
+    }
+}
+
+/// Streams the peer opened, in order. `recv` returns `None` once the session is over.
+/// Dropping it closes the session.
+#[derive(Debug)]
+pub struct Inbound {
+    rx: mpsc::UnboundedReceiver<yamux::Stream>,
+    _close_on_drop: DropGuard,
+}
+
+impl Inbound {
+    /// The next stream the peer opened, or `None` when the session ended.
+    pub async fn recv(&mut self) -> Option<MuxStream> {
+        self.rx.recv().await.map(|s| s.compat())
+    }
+}
+
+/// Starts a yamux session over `io` (a TCP or TLS stream) on a new task.
+/// The task ends, returning why, when the peer goes away or the session is closed.
+pub fn spawn_mux<T>(
+    io: T,
+    mode: yamux::Mode,
+    cfg: &MuxConfig,
+) -> (MuxHandle, Inbound, JoinHandle<Result<(), MuxError>>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let buffered = BufStream::with_capacity(cfg.io_buffer, cfg.io_buffer, io).compat();
+    let conn = yamux::Connection::new(buffered, cfg.yamux(), mode);
+    let (open_tx, open_rx) = mpsc::channel(64);
+    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let close = CancellationToken::new();
+    let task = tokio::spawn(drive(conn, open_rx, in_tx, close.clone()));
+    let handle = MuxHandle {
+        open_tx,
+        close: close.clone(),
+    };
+    let inbound = Inbound {
+        rx: in_rx,
+        _close_on_drop: close.drop_guard(),
+    };
+    (handle, inbound, task)
+}
+
+async fn drive<T>(
+    mut conn: yamux::Connection<T>,
+    mut open_rx: mpsc::Receiver<OpenReply>,
+    in_tx: mpsc::UnboundedSender<yamux::Stream>,
+    close: CancellationToken,
+) -> Result<(), MuxError>
+where
+    T: FuturesRead + FuturesWrite + Unpin,
+{
+    let mut pending_open: Option<OpenReply> = None;
+    let closing = close.cancelled();
+    tokio::pin!(closing);
+    let result = poll_fn(|cx| {
+        if closing.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ok(true));
+        }
+        // Serve open requests one at a time, in order.
+        loop {
+            if let Some(reply) = pending_open.take() {
+                match conn.poll_new_outbound(cx) {
+                    Poll::Ready(r) => {
+                        let _ = reply.send(r.map_err(MuxError::from));
+                    }
+                    Poll::Pending => {
+                        pending_open = Some(reply);
+                        break;
+                    }
+                }
+            }
+            match open_rx.poll_recv(cx) {
+                Poll::Ready(Some(reply)) => pending_open = Some(reply),
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        // Drive all I/O and collect inbound streams.
+        loop {
+            match conn.poll_next_inbound(cx) {
+                Poll::Ready(Some(Ok(stream))) => {
+                    // A dropped receiver means nobody accepts streams any more:
+                    // dropping the stream resets it.
+                    let _ = in_tx.send(stream);
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(MuxError::from(e))),
+                Poll::Ready(None) => return Poll::Ready(Ok(false)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await;
+    // Refuse queued and future open requests.
+    open_rx.close();
+    if let Some(reply) = pending_open {
+        let _ = reply.send(Err(MuxError::Closed));
+    }
+    match result {
+        Ok(true) => {
+            let _ = poll_fn(|cx| conn.poll_close(cx)).await;
+            Ok(())
+        }
+        Ok(false) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
