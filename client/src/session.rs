@@ -137,6 +137,7 @@ impl Session {
         inbound: &mut Inbound,
         commands: &mut mpsc::Receiver<Command>,
     ) -> Result<(), ClientError> {
+        let mut inbound_done = false;
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -171,12 +172,15 @@ impl Session {
                         }
                     }
                 },
-                stream = inbound.recv() => match stream {
+                // When the session ends, frames already received on the control
+                // stream (a Goodbye saying why) are still read before the end is
+                // concluded from the control stream itself.
+                stream = inbound.recv(), if !inbound_done => match stream {
                     Some(stream) => {
                         let serve = stream::serve(stream, self.routes.clone(), self.chain.clone(), self.cfg.clone());
                         self.streams.spawn(serve);
                     }
-                    None => return Err(ClientError::ConnectionLost),
+                    None => inbound_done = true,
                 },
             }
         }

@@ -137,6 +137,7 @@ impl Session {
         inbound: &mut reitunnel_transport::Inbound,
     ) -> CloseReason {
         let mut control = Framed::new(control, FrameCodec::new(self.shared.config.max_frame_len));
+        let mut inbound_done = false;
         loop {
             let frame = tokio::select! {
                 _ = self.closer.closed() => {
@@ -148,10 +149,15 @@ impl Session {
                     return self.closer.reason().unwrap_or(CloseReason::Shutdown);
                 }
                 frame = control.next() => frame,
-                stream = inbound.recv() => match stream {
+                // The end of the session is concluded from the control stream, so
+                // a Goodbye already received there is read first.
+                stream = inbound.recv(), if !inbound_done => match stream {
                     // Client-initiated streams (forward tunnels) are not served yet: dropping resets it.
                     Some(_) => continue,
-                    None => return CloseReason::ConnectionLost,
+                    None => {
+                        inbound_done = true;
+                        continue;
+                    }
                 },
                 Some(_) = self.tasks.join_next() => continue,
             };

@@ -1,0 +1,357 @@
+//! Shared by the end-to-end tests: a real server on 127.0.0.1:0, an echo
+//! service, a recording hook whose events tests wait on (never sleep on),
+//! and the open/close balance check.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reitunnel_client::{Client, ClientConfig, RemoteSpec, TunnelReady};
+use reitunnel_hooks::builtin::Secret;
+use reitunnel_hooks::BoxError;
+use reitunnel_hooks::{
+    ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Hook, HookChain, Login,
+    Rejection, Scope, StreamId, StreamInfo, Totals, TunnelId, TunnelInfo, Verdict,
+};
+use reitunnel_server::{Server, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinHandle;
+
+pub const TOKEN: &str = "e2e-secret";
+/// Upper bound for any wait: a failure guard, never a synchronisation.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// One recorded hook event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ev {
+    Connect(ClientId, String),
+    Disconnect(ClientId, String, Totals),
+    TunnelOpen(TunnelId, ClientId),
+    TunnelClose(TunnelId, String, Totals),
+    StreamOpen(StreamId, TunnelId),
+    StreamClose(StreamId, String, Totals),
+    Data(StreamId, Direction, usize),
+    Rejected { by: String, reason: String },
+    Error(String),
+}
+
+/// Records every event in order; tests wait for conditions on the record.
+#[derive(Default)]
+pub struct Recorder {
+    events: Mutex<Vec<Ev>>,
+    changed: Notify,
+}
+
+impl Recorder {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Recorder::default())
+    }
+
+    fn push(&self, ev: Ev) {
+        self.events.lock().unwrap().push(ev);
+        self.changed.notify_waiters();
+    }
+
+    pub fn events(&self) -> Vec<Ev> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Waits until `pred` holds for the record, or fails after [`PATIENCE`].
+    pub async fn wait_for(&self, what: &str, pred: impl Fn(&[Ev]) -> bool) -> Vec<Ev> {
+        let wait = async {
+            loop {
+                let notified = self.changed.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                {
+                    let events = self.events.lock().unwrap();
+                    if pred(&events) {
+                        return events.clone();
+                    }
+                }
+                notified.await;
+            }
+        };
+        match tokio::time::timeout(PATIENCE, wait).await {
+            Ok(events) => events,
+            Err(_) => panic!("timed out waiting for {what}; events: {:#?}", self.events()),
+        }
+    }
+
+    pub fn errors(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Ev::Error(m) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Hook for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+    fn on_client_connect(&self, c: &ClientInfo, _: &Login<'_>) -> Verdict {
+        self.push(Ev::Connect(c.id, c.name.to_string()));
+        Verdict::Continue
+    }
+    fn on_client_disconnect(
+        &self,
+        c: &ClientInfo,
+        r: &CloseReason,
+        t: &Totals,
+    ) -> Result<(), BoxError> {
+        self.push(Ev::Disconnect(c.id, r.label().to_owned(), zero_time(t)));
+        Ok(())
+    }
+    fn on_tunnel_open(&self, t: &TunnelInfo) -> Verdict {
+        self.push(Ev::TunnelOpen(t.id, t.client.id));
+        Verdict::Continue
+    }
+    fn on_tunnel_close(
+        &self,
+        t: &TunnelInfo,
+        r: &CloseReason,
+        tot: &Totals,
+    ) -> Result<(), BoxError> {
+        self.push(Ev::TunnelClose(t.id, r.label().to_owned(), zero_time(tot)));
+        Ok(())
+    }
+    fn on_stream_open(&self, s: &StreamInfo) -> Verdict {
+        self.push(Ev::StreamOpen(s.id, s.tunnel.id));
+        Verdict::Continue
+    }
+    fn on_stream_close(&self, s: &StreamInfo, r: &CloseReason, t: &Totals) -> Result<(), BoxError> {
+        self.push(Ev::StreamClose(s.id, r.label().to_owned(), zero_time(t)));
+        Ok(())
+    }
+    fn on_data(&self, e: &DataEvent<'_>) -> Verdict {
+        self.push(Ev::Data(e.stream.id, e.direction, e.data.len()));
+        Verdict::Continue
+    }
+    fn on_rejected(&self, r: &Rejection<'_>) {
+        self.push(Ev::Rejected {
+            by: r.by.to_owned(),
+            reason: r.reason.to_string(),
+        });
+    }
+    fn on_error(&self, e: &ErrorEvent<'_>) {
+        let scope = match e.scope {
+            Scope::Server => "server",
+            Scope::Client(_) => "client",
+            Scope::Tunnel(_) => "tunnel",
+            Scope::Stream(_) => "stream",
+        };
+        self.push(Ev::Error(format!("{scope}: {}", e.error)));
+    }
+}
+
+/// Durations differ run to run; events compare without them.
+fn zero_time(t: &Totals) -> Totals {
+    Totals {
+        duration: Duration::ZERO,
+        ..*t
+    }
+}
+
+/// Every open has exactly one close, and closes run leaf first: a stream
+/// before its tunnel, a tunnel before its client.
+pub fn assert_balanced(events: &[Ev]) {
+    let mut open_at: HashMap<String, usize> = HashMap::new();
+    let mut close_at: HashMap<String, usize> = HashMap::new();
+    let mut parent: HashMap<String, String> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        let (key, opening) = match e {
+            Ev::Connect(c, _) => (format!("{c}"), true),
+            Ev::Disconnect(c, ..) => (format!("{c}"), false),
+            Ev::TunnelOpen(t, c) => {
+                parent.insert(format!("{t}"), format!("{c}"));
+                (format!("{t}"), true)
+            }
+            Ev::TunnelClose(t, ..) => (format!("{t}"), false),
+            Ev::StreamOpen(s, t) => {
+                parent.insert(format!("{s}"), format!("{t}"));
+                (format!("{s}"), true)
+            }
+            Ev::StreamClose(s, ..) => (format!("{s}"), false),
+            _ => continue,
+        };
+        let map = if opening { &mut open_at } else { &mut close_at };
+        assert!(
+            map.insert(key.clone(), i).is_none(),
+            "{key} {} twice: {events:#?}",
+            if opening { "opened" } else { "closed" }
+        );
+    }
+    // Rejected connects count as opens in the record (the recorder's gate ran) but have no close.
+    let rejected_clients = events
+        .iter()
+        .filter(|e| matches!(e, Ev::Rejected { .. }))
+        .count();
+    let unclosed: Vec<_> = open_at
+        .keys()
+        .filter(|k| !close_at.contains_key(*k))
+        .collect();
+    assert!(
+        unclosed.len() <= rejected_clients,
+        "never closed: {unclosed:?}\n{events:#?}"
+    );
+    for (key, &closed) in &close_at {
+        let opened = open_at
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} closed but never opened"));
+        assert!(opened < &closed, "{key} closed before it opened");
+        if let Some(p) = parent.get(key) {
+            let parent_closed = close_at.get(p).copied().unwrap_or(usize::MAX);
+            assert!(
+                closed < parent_closed,
+                "{key} closed after its parent {p}: {events:#?}"
+            );
+        }
+    }
+}
+
+/// A server on 127.0.0.1:0 with tunnels on 127.0.0.1.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(chain: HookChain, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), Some(Secret::new(TOKEN)));
+        cfg.default_bind_ip = "127.0.0.1".parse().unwrap();
+        tweak(&mut cfg);
+        let server = Server::bind(cfg, chain).await.expect("bind server");
+        let addr = server.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("server run");
+        });
+        TestServer {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server and waits until `on_server_stop` ran.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.expect("server task");
+    }
+}
+
+pub fn client_config(server: SocketAddr, name: &str) -> ClientConfig {
+    ClientConfig::new(server.to_string(), name, Secret::new(TOKEN))
+}
+
+pub async fn connect(server: SocketAddr, name: &str) -> Client {
+    Client::connect(client_config(server, name), HookChain::default())
+        .await
+        .expect("client connects")
+}
+
+pub async fn reverse(client: &Client, target: SocketAddr) -> TunnelReady {
+    let spec: RemoteSpec = format!("0:{target}").parse().unwrap();
+    client.open_reverse(spec).await.expect("tunnel opens")
+}
+
+/// An echo service on 127.0.0.1:0 that half-closes after its peer does.
+pub async fn echo_service() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so the receiver can check
+/// every byte without holding the whole payload.
+pub struct Pattern(u64);
+
+impl Pattern {
+    pub fn new(seed: u64) -> Self {
+        Pattern(seed | 1)
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            let bytes = self.0.to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
+/// Sends `len` pattern bytes through `addr` and checks the echo byte for
+/// byte, writing and reading concurrently. Returns the bytes echoed.
+pub async fn echo_check(addr: SocketAddr, len: usize, seed: u64) -> usize {
+    let stream = TcpStream::connect(addr).await.expect("visitor connects");
+    stream.set_nodelay(true).unwrap();
+    let (mut r, mut w) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let mut pattern = Pattern::new(seed);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(buf.len()) & !7;
+            let n = if n == 0 { left } else { n };
+            pattern.fill(&mut buf[..n]);
+            w.write_all(&buf[..n]).await.expect("write");
+            left -= n;
+        }
+        w.shutdown().await.expect("shutdown");
+    });
+    let mut expected = Pattern::new(seed);
+    let mut want = vec![0u8; 64 * 1024];
+    let mut got = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    let mut pending = 0; // bytes of `want` not yet matched
+    let mut pos = 0;
+    loop {
+        let n = r.read(&mut got).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        for &b in &got[..n] {
+            if pos == pending {
+                let left = len - total;
+                let m = left.min(want.len()) & !7;
+                pending = if m == 0 { left } else { m };
+                assert!(pending > 0, "more bytes echoed than sent");
+                expected.fill(&mut want[..pending]);
+                pos = 0;
+            }
+            assert_eq!(b, want[pos], "echo differs at byte {total}");
+            pos += 1;
+            total += 1;
+        }
+    }
+    writer.await.unwrap();
+    assert_eq!(total, len, "echo length");
+    total
+}

@@ -1,0 +1,384 @@
+//! Kills, shutdowns and hook verdicts through a real tunnel: every open has
+//! exactly one close, and the server keeps serving everyone else.
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use reitunnel_hooks::{
+    BoxError, DataEvent, ErrorStrategy, Hook, HookChain, Reason, ServerInfo, StreamInfo, Verdict,
+};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+fn has(events: &[Ev], f: impl Fn(&Ev) -> bool) -> bool {
+    events.iter().any(f)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_client_mid_transfer_closes_everything_once_and_frees_its_port() {
+    let rec = Recorder::new();
+    let server = TestServer::start(HookChain::builder().shared(rec.clone()).build(), |_| {}).await;
+    let echo = echo_service().await;
+    // A bystander whose tunnel must survive the kill.
+    let bystander = connect(server.addr, "bystander").await;
+    let safe = reverse(&bystander, echo).await;
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reitunnel-client"))
+        .args([
+            "--server",
+            &server.addr.to_string(),
+            "--name",
+            "victim",
+            "-R",
+            &format!("0:{echo}"),
+        ])
+        .env("REITUNNEL_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next_line().await.unwrap().expect("ready line");
+    // "tunnel N ready: 127.0.0.1:PORT -> 127.0.0.1:ECHO"
+    let public: std::net::SocketAddr = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
+    assert!(
+        line.starts_with("tunnel ") && line.ends_with(&format!("-> {echo}")),
+        "{line}"
+    );
+
+    // Start an endless transfer (bounded at 1 GiB) and kill once bytes flow.
+    let visitor = TcpStream::connect(public).await.unwrap();
+    let (mut r, mut w) = visitor.into_split();
+    let writer = tokio::spawn(async move {
+        let buf = vec![7u8; 64 * 1024];
+        for _ in 0..16 * 1024 {
+            if w.write_all(&buf).await.is_err() {
+                return;
+            }
+        }
+    });
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    });
+    rec.wait_for("1 MiB echoed through the victim", |e| {
+        e.iter()
+            .filter_map(|e| match e {
+                Ev::Data(_, reitunnel_hooks::Direction::Egress, n) => Some(*n),
+                _ => None,
+            })
+            .sum::<usize>()
+            >= 1 << 20
+    })
+    .await;
+    child.start_kill().unwrap(); // SIGKILL
+    child.wait().await.unwrap();
+
+    let events = rec
+        .wait_for("victim's disconnect", |e| {
+            has(e, |e| matches!(e, Ev::Disconnect(_, _, _)))
+        })
+        .await;
+    // The visitor is cut off, not left hanging.
+    tokio::time::timeout(PATIENCE, reader)
+        .await
+        .expect("visitor closed")
+        .unwrap();
+    writer.abort();
+    let victim = events
+        .iter()
+        .find_map(|e| match e {
+            Ev::Connect(id, name) if name == "victim" => Some(*id),
+            _ => None,
+        })
+        .unwrap();
+    assert!(has(
+        &events,
+        |e| matches!(e, Ev::Disconnect(id, r, _) if *id == victim && r == "connection_lost")
+    ));
+    assert!(has(
+        &events,
+        |e| matches!(e, Ev::TunnelClose(_, r, _) if r == "connection_lost")
+    ));
+    let stream_reason = events.iter().find_map(|e| match e {
+        Ev::StreamClose(_, r, t) => Some((r.clone(), t.bytes_in)),
+        _ => None,
+    });
+    let (reason, bytes_in) = stream_reason.expect("stream closed");
+    assert!(reason == "connection_lost" || reason == "error", "{reason}");
+    assert!(bytes_in >= 1 << 20);
+    // The public port is free again.
+    TcpListener::bind(public)
+        .await
+        .expect("victim's port was freed");
+    // The bystander never noticed.
+    assert_eq!(echo_check(safe.public_addr, 200_000, 4).await, 200_000);
+    bystander.shutdown().await.unwrap();
+    server.stop().await;
+    assert_balanced(&rec.events());
+}
+
+/// Notes `on_server_stop` into the shared record so ordering can be checked.
+struct StopMarker(Arc<Recorder>);
+impl Hook for StopMarker {
+    fn name(&self) -> &str {
+        "stop_marker"
+    }
+    fn wants_data(&self) -> bool {
+        false
+    }
+    fn on_server_stop(&self, _: &ServerInfo) -> Result<(), BoxError> {
+        self.0.on_error(&reitunnel_hooks::ErrorEvent {
+            scope: reitunnel_hooks::Scope::Server,
+            error: &std::io::Error::other("server stopped"),
+        });
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_shutdown_closes_streams_tunnels_clients_then_stops() {
+    let rec = Recorder::new();
+    let chain = HookChain::builder()
+        .shared(rec.clone())
+        .hook(StopMarker(rec.clone()))
+        .build();
+    let server = TestServer::start(chain, |_| {}).await;
+    let echo = echo_service().await;
+    let mut clients = Vec::new();
+    let mut visitors = Vec::new();
+    for name in ["a", "b"] {
+        let client = connect(server.addr, name).await;
+        let tunnel = reverse(&client, echo).await;
+        let mut v = TcpStream::connect(tunnel.public_addr).await.unwrap();
+        v.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        v.read_exact(&mut buf).await.unwrap(); // the stream is open end to end
+        visitors.push(v);
+        clients.push(client);
+    }
+    server.stop().await;
+    let events = rec.events();
+    assert_balanced(&events);
+    for e in &events {
+        match e {
+            Ev::StreamClose(_, r, _) | Ev::TunnelClose(_, r, _) | Ev::Disconnect(_, r, _) => {
+                assert_eq!(r, "shutdown", "{events:#?}")
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Ev::Disconnect(..)))
+            .count(),
+        2
+    );
+    assert_eq!(
+        events.last(),
+        Some(&Ev::Error("server: server stopped".into())),
+        "on_server_stop comes last"
+    );
+    for client in clients {
+        tokio::time::timeout(PATIENCE, client.ended())
+            .await
+            .expect("client noticed the goodbye");
+        let err = client.shutdown().await.err().expect("server said goodbye");
+        assert_eq!(
+            err.to_string(),
+            "server closed the session: server is shutting down"
+        );
+    }
+    for mut v in visitors {
+        assert_eq!(
+            v.read(&mut [0u8; 8]).await.unwrap_or(0),
+            0,
+            "visitor closed"
+        );
+    }
+}
+
+/// Refuses every visitor.
+struct NoVisitors;
+impl Hook for NoVisitors {
+    fn name(&self) -> &str {
+        "no_visitors"
+    }
+    fn wants_data(&self) -> bool {
+        false
+    }
+    fn on_stream_open(&self, _: &StreamInfo) -> Verdict {
+        Verdict::Reject(Reason::forbidden("closed for maintenance"))
+    }
+}
+
+/// Closes a stream once it carried `limit` bytes in.
+struct CloseAfter {
+    limit: usize,
+    seen: AtomicUsize,
+}
+impl Hook for CloseAfter {
+    fn name(&self) -> &str {
+        "close_after"
+    }
+    fn on_data(&self, ev: &DataEvent<'_>) -> Verdict {
+        if self.seen.fetch_add(ev.data.len(), Ordering::Relaxed) + ev.data.len() > self.limit {
+            Verdict::Close(Reason::limit_reached("byte limit"))
+        } else {
+            Verdict::Continue
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_and_close_verdicts_act_on_real_visitors() {
+    let echo = echo_service().await;
+
+    // Reject at the stream gate: the visitor is disconnected, hooks hear why.
+    let rec = Recorder::new();
+    let server = TestServer::start(
+        HookChain::builder()
+            .shared(rec.clone())
+            .hook(NoVisitors)
+            .build(),
+        |_| {},
+    )
+    .await;
+    let client = connect(server.addr, "rejected").await;
+    let tunnel = reverse(&client, echo).await;
+    let mut v = TcpStream::connect(tunnel.public_addr).await.unwrap();
+    assert_eq!(v.read(&mut [0u8; 8]).await.unwrap_or(0), 0);
+    rec.wait_for("stream rejection", |e| {
+        has(e, |e| matches!(e, Ev::Rejected { by, reason } if by == "no_visitors" && reason == "closed for maintenance"))
+    })
+    .await;
+    client.shutdown().await.unwrap();
+    server.stop().await;
+    assert_balanced(&rec.events());
+    assert!(
+        !has(&rec.events(), |e| matches!(e, Ev::StreamClose(..))),
+        "a refused stream never closes"
+    );
+
+    // Close on data: the stream ends at the limit, with the hook's reason.
+    let rec = Recorder::new();
+    let limit = 256 * 1024;
+    let server = TestServer::start(
+        HookChain::builder()
+            .shared(rec.clone())
+            .hook(CloseAfter {
+                limit,
+                seen: AtomicUsize::new(0),
+            })
+            .build(),
+        |_| {},
+    )
+    .await;
+    let client = connect(server.addr, "limited").await;
+    let tunnel = reverse(&client, echo).await;
+    let v = TcpStream::connect(tunnel.public_addr).await.unwrap();
+    let (mut r, mut w) = v.into_split();
+    let writer = tokio::spawn(async move {
+        let buf = vec![1u8; 64 * 1024];
+        for _ in 0..64 {
+            if w.write_all(&buf).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut echoed = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n @ 1..) = r.read(&mut buf).await {
+        echoed += n;
+    }
+    writer.abort();
+    assert!(
+        echoed <= limit,
+        "no byte past the limit was forwarded: {echoed}"
+    );
+    let events = rec
+        .wait_for("stream close", |e| {
+            has(e, |e| matches!(e, Ev::StreamClose(..)))
+        })
+        .await;
+    let totals = events.iter().find_map(|e| match e {
+        Ev::StreamClose(_, r, t) if r == "hook" => Some(*t),
+        _ => None,
+    });
+    assert!(totals.expect("closed by the hook").bytes_in <= limit as u64);
+    client.shutdown().await.unwrap();
+    server.stop().await;
+}
+
+/// Panics in its stream gate.
+struct Boom;
+impl Hook for Boom {
+    fn name(&self) -> &str {
+        "boom"
+    }
+    fn wants_data(&self) -> bool {
+        false
+    }
+    fn on_stream_open(&self, _: &StreamInfo) -> Verdict {
+        panic!("boom hook exploded")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_hook_never_takes_the_server_down() {
+    let echo = echo_service().await;
+    for strategy in [
+        ErrorStrategy::StopOnError,
+        ErrorStrategy::CollectAndContinue,
+    ] {
+        let rec = Recorder::new();
+        let chain = HookChain::builder()
+            .strategy(strategy)
+            .hook(Boom)
+            .shared(rec.clone())
+            .build();
+        let server = TestServer::start(chain, |_| {}).await;
+        let client = connect(server.addr, "panics").await;
+        let tunnel = reverse(&client, echo).await;
+        for round in 0..2 {
+            let mut v = TcpStream::connect(tunnel.public_addr).await.unwrap();
+            v.write_all(b"hello").await.unwrap();
+            let mut got = Vec::new();
+            v.shutdown().await.unwrap();
+            let _ = v.read_to_end(&mut got).await;
+            match strategy {
+                // Fails closed: the visitor is refused, but the next one is handled too.
+                ErrorStrategy::StopOnError => assert!(got.is_empty(), "round {round}"),
+                // Fails open: the other hooks decide, the visitor is served.
+                ErrorStrategy::CollectAndContinue => assert_eq!(got, b"hello", "round {round}"),
+            }
+        }
+        let errors = rec.errors();
+        assert_eq!(
+            errors
+                .iter()
+                .filter(|m| m.contains("hook 'boom' panicked: boom hook exploded"))
+                .count(),
+            2,
+            "{strategy:?}: {errors:?}"
+        );
+        client.shutdown().await.unwrap();
+        server.stop().await;
+        assert_balanced(&rec.events());
+    }
+}
