@@ -198,7 +198,7 @@ async fn server_shutdown_closes_streams_tunnels_clients_then_stops() {
         tokio::time::timeout(PATIENCE, client.ended())
             .await
             .expect("client noticed the goodbye");
-        let err = client.shutdown().await.err().expect("server said goodbye");
+        let err = client.shutdown().await.expect_err("server said goodbye");
         assert_eq!(
             err.to_string(),
             "server closed the session: server is shutting down"

@@ -150,7 +150,7 @@ async fn ports_outside_the_allow_list_are_refused_with_the_list() {
     let client = connect(server.addr, "ports").await;
 
     let spec: RemoteSpec = format!("{outside}:{echo}").parse().unwrap();
-    let err = client.open_reverse(spec).await.err().expect("refused");
+    let err = client.open_reverse(spec).await.expect_err("refused");
     assert_eq!(
         err.to_string(),
         format!(
