@@ -27,6 +27,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    reitunnel_transport::cli::tune_allocator();
     reitunnel_transport::cli::init_logging();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

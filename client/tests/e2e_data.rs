@@ -168,22 +168,16 @@ async fn hooks_see_the_exact_event_sequence_on_both_sides() {
             "{side} lifecycle"
         );
         // Data events sit between the stream's open and close, and add up.
-        let first_data = events
-            .iter()
-            .position(|e| matches!(e, Ev::Data(..)))
-            .unwrap();
-        let open = events
-            .iter()
-            .position(|e| matches!(e, Ev::StreamOpen(..)))
-            .unwrap();
-        let close = events
-            .iter()
-            .position(|e| matches!(e, Ev::StreamClose(..)))
-            .unwrap();
-        let last_data = events
-            .iter()
-            .rposition(|e| matches!(e, Ev::Data(..)))
-            .unwrap();
+        let first = |f: fn(&Ev) -> bool| events.iter().position(f).unwrap();
+        let last = |f: fn(&Ev) -> bool| events.iter().rposition(f).unwrap();
+        let (open, close) = (
+            first(|e| matches!(e, Ev::StreamOpen(..))),
+            first(|e| matches!(e, Ev::StreamClose(..))),
+        );
+        let (first_data, last_data) = (
+            first(|e| matches!(e, Ev::Data(..))),
+            last(|e| matches!(e, Ev::Data(..))),
+        );
         assert!(
             open < first_data && last_data < close,
             "{side}: data inside the stream"

@@ -10,11 +10,37 @@ use crate::auth::{NONCE_LEN, PROOF_LEN};
 use crate::wire::{put_addr, put_text, Reader};
 use crate::{ClientId, DecodeError, StreamId, TunnelId, MAX_NAME_LEN, MAX_TEXT_LEN};
 
-/// The kind byte of each frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-#[allow(missing_docs)] // each kind is documented on the `Frame` variant of the same name
-pub enum FrameKind {
+/// Declares `FrameKind` with its byte values, the byte lookup and the names
+/// in one list, so a new frame kind cannot be added to one and not the others.
+macro_rules! frame_kinds {
+    ($($kind:ident = $byte:literal,)*) => {
+        /// The kind byte of each frame.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(u8)]
+        #[allow(missing_docs)] // each kind is documented on the `Frame` variant of the same name
+        pub enum FrameKind {
+            $($kind = $byte,)*
+        }
+
+        impl FrameKind {
+            /// The kind for a byte, or `None` for a byte no frame uses.
+            pub fn from_u8(b: u8) -> Option<FrameKind> {
+                match b {
+                    $($byte => Some(FrameKind::$kind),)*
+                    _ => None,
+                }
+            }
+
+            fn name(self) -> &'static str {
+                match self {
+                    $(FrameKind::$kind => stringify!($kind),)*
+                }
+            }
+        }
+    };
+}
+
+frame_kinds! {
     Challenge = 1,
     Login = 2,
     LoginOk = 3,
@@ -29,50 +55,6 @@ pub enum FrameKind {
     StreamAccepted = 12,
     StreamRefused = 13,
     Goodbye = 14,
-}
-
-impl FrameKind {
-    /// The kind for a byte, or `None` for a byte no frame uses.
-    pub fn from_u8(b: u8) -> Option<FrameKind> {
-        use FrameKind::*;
-        Some(match b {
-            1 => Challenge,
-            2 => Login,
-            3 => LoginOk,
-            4 => LoginRefused,
-            5 => OpenTunnel,
-            6 => TunnelOpened,
-            7 => TunnelRefused,
-            8 => CloseTunnel,
-            9 => Ping,
-            10 => Pong,
-            11 => StreamHeader,
-            12 => StreamAccepted,
-            13 => StreamRefused,
-            14 => Goodbye,
-            _ => return None,
-        })
-    }
-
-    fn name(self) -> &'static str {
-        use FrameKind::*;
-        match self {
-            Challenge => "Challenge",
-            Login => "Login",
-            LoginOk => "LoginOk",
-            LoginRefused => "LoginRefused",
-            OpenTunnel => "OpenTunnel",
-            TunnelOpened => "TunnelOpened",
-            TunnelRefused => "TunnelRefused",
-            CloseTunnel => "CloseTunnel",
-            Ping => "Ping",
-            Pong => "Pong",
-            StreamHeader => "StreamHeader",
-            StreamAccepted => "StreamAccepted",
-            StreamRefused => "StreamRefused",
-            Goodbye => "Goodbye",
-        }
-    }
 }
 
 /// Why something was refused, so the other side can react without parsing

@@ -40,6 +40,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    reitunnel_transport::cli::tune_allocator();
     reitunnel_transport::cli::init_logging();
     if args.token.is_empty() {
         anyhow::bail!("--token (or REITUNNEL_TOKEN) must not be empty");
