@@ -104,7 +104,12 @@ impl Pump {
     }
 
     fn throttle(&mut self, wait: Duration) {
-        let deadline = Instant::now() + wait;
+        // A hook may throttle "forever" (Duration::MAX); adding that to now
+        // would overflow, so cap it where tokio's own sleep does (~30 years).
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(wait)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
         match &mut self.sleep {
             Some(sleep) => sleep.as_mut().reset(deadline),
             None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
@@ -128,7 +133,15 @@ impl Pump {
             if self.start < self.end {
                 if self.throttled {
                     if let Some(sleep) = &mut self.sleep {
-                        ready!(sleep.as_mut().poll(cx));
+                        if sleep.as_mut().poll(cx).is_pending() {
+                            // Bytes already written must not wait on this chunk's throttle.
+                            if self.need_flush {
+                                ready!(writer.as_mut().poll_flush(cx))
+                                    .map_err(|e| self.io_err(false, "write", e))?;
+                                self.need_flush = false;
+                            }
+                            return Poll::Pending;
+                        }
                     }
                     self.throttled = false;
                 }

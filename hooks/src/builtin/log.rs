@@ -112,7 +112,7 @@ impl Hook for TracingHook {
 
     fn on_data(&self, ev: &DataEvent<'_>) -> Verdict {
         let n = self.seen.fetch_add(1, Ordering::Relaxed);
-        if n % self.sample_every == 0 {
+        if self.sample_every > 0 && n % self.sample_every == 0 {
             tracing::debug!(target: T, stream = %ev.stream.id, dir = ev.direction.as_str(),
                 len = ev.data.len(), sampled_1_in = self.sample_every, "data");
         }

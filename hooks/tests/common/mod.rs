@@ -1,0 +1,453 @@
+//! Shared helpers for the hooks crate's integration tests: a scriptable
+//! recording hook, fixture builders and a guard that silences deliberate panics.
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::panic::{self, PanicHookInfo};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use reitunnel_hooks::{
+    BoxError, ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Hook, HookError,
+    HookErrorKind, Login, Reason, Rejection, Scope, ServerInfo, StreamId, StreamInfo, Totals,
+    TunnelId, TunnelInfo, TunnelKind, Verdict,
+};
+use reitunnel_proto::auth::{NONCE_LEN, PROOF_LEN};
+
+/// Every deliberate panic message starts with this, so [`QuietPanics`] can
+/// silence exactly those and still print real test failures.
+pub const PANIC_MARK: &str = "deliberate test panic";
+
+/// A log shared by the hooks of one chain, to check order across hooks.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    pub fn new() -> Self {
+        Log::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn push(&self, entry: String) {
+        self.lock().push(entry);
+    }
+
+    /// All entries so far.
+    pub fn entries(&self) -> Vec<String> {
+        self.lock().clone()
+    }
+
+    /// All entries so far, clearing the log.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// Entries that start with `prefix`.
+    pub fn matching(&self, prefix: &str) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|e| e.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// Entries that contain `needle`.
+    pub fn containing(&self, needle: &str) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|e| e.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    /// How many entries start with `prefix`.
+    pub fn count(&self, prefix: &str) -> usize {
+        self.matching(prefix).len()
+    }
+}
+
+/// What a scripted hook does when one of its methods is called.
+#[derive(Clone, Debug, Default)]
+pub enum Act {
+    /// `Continue` / `Ok(())`.
+    #[default]
+    Pass,
+    /// `Verdict::Reject(Reason::forbidden(msg))`.
+    Reject(&'static str),
+    /// `Verdict::Close(Reason::forbidden(msg))`.
+    Close(&'static str),
+    /// `Verdict::Throttle(d)`.
+    Throttle(Duration),
+    /// Observers return `Err(msg)`; verdict methods treat it as `Pass`.
+    Fail(&'static str),
+    /// Panics with a message starting with [`PANIC_MARK`].
+    Panic,
+}
+
+impl Act {
+    fn verdict(&self, hook: &str) -> Verdict {
+        match self {
+            Act::Pass | Act::Fail(_) => Verdict::Continue,
+            Act::Reject(m) => Verdict::Reject(Reason::forbidden(*m)),
+            Act::Close(m) => Verdict::Close(Reason::forbidden(*m)),
+            Act::Throttle(d) => Verdict::Throttle(*d),
+            Act::Panic => panic!("{PANIC_MARK} in {hook}"),
+        }
+    }
+
+    fn result(&self, hook: &str) -> Result<(), BoxError> {
+        match self {
+            Act::Fail(m) => Err((*m).into()),
+            Act::Panic => panic!("{PANIC_MARK} in {hook}"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A hook that records every call into a shared [`Log`] as `"<name>:<event>"`
+/// and answers as scripted.
+pub struct Rec {
+    pub name: &'static str,
+    pub log: Log,
+    /// Answer of the three gates.
+    pub gate: Act,
+    /// Answer of `on_data`.
+    pub data: Act,
+    /// Answer of `on_server_start` / `on_server_stop`.
+    pub server: Act,
+    /// Answer of the three close observers.
+    pub close: Act,
+    /// Behaviour of `on_rejected` (only `Panic` matters).
+    pub rejected: Act,
+    /// Behaviour of `on_error` (only `Panic` matters).
+    pub error: Act,
+    pub wants_data: bool,
+}
+
+impl Rec {
+    pub fn new(name: &'static str, log: &Log) -> Self {
+        Rec {
+            name,
+            log: log.clone(),
+            gate: Act::Pass,
+            data: Act::Pass,
+            server: Act::Pass,
+            close: Act::Pass,
+            rejected: Act::Pass,
+            error: Act::Pass,
+            wants_data: true,
+        }
+    }
+
+    pub fn gate(mut self, act: Act) -> Self {
+        self.gate = act;
+        self
+    }
+
+    pub fn data(mut self, act: Act) -> Self {
+        self.data = act;
+        self
+    }
+
+    pub fn server(mut self, act: Act) -> Self {
+        self.server = act;
+        self
+    }
+
+    pub fn close(mut self, act: Act) -> Self {
+        self.close = act;
+        self
+    }
+
+    pub fn rejected(mut self, act: Act) -> Self {
+        self.rejected = act;
+        self
+    }
+
+    pub fn error(mut self, act: Act) -> Self {
+        self.error = act;
+        self
+    }
+
+    pub fn no_data(mut self) -> Self {
+        self.wants_data = false;
+        self
+    }
+
+    fn rec(&self, what: impl std::fmt::Display) {
+        self.log.push(format!("{}:{what}", self.name));
+    }
+}
+
+/// `"client"`, `"tunnel"`, `"stream"` or `"server"`.
+pub fn scope_kind(scope: &Scope<'_>) -> &'static str {
+    match scope {
+        Scope::Server => "server",
+        Scope::Client(_) => "client",
+        Scope::Tunnel(_) => "tunnel",
+        Scope::Stream(_) => "stream",
+    }
+}
+
+/// `"failed"` or `"panicked"`.
+pub fn kind_label(kind: &HookErrorKind) -> &'static str {
+    match kind {
+        HookErrorKind::Failed(_) => "failed",
+        HookErrorKind::Panicked(_) => "panicked",
+    }
+}
+
+impl Hook for Rec {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn wants_data(&self) -> bool {
+        self.wants_data
+    }
+
+    fn on_server_start(&self, _server: &ServerInfo) -> Result<(), BoxError> {
+        self.rec("server_start");
+        self.server.result(self.name)
+    }
+
+    fn on_server_stop(&self, _server: &ServerInfo) -> Result<(), BoxError> {
+        self.rec("server_stop");
+        self.server.result(self.name)
+    }
+
+    fn on_client_connect(&self, _client: &ClientInfo, _login: &Login<'_>) -> Verdict {
+        self.rec("client_connect");
+        self.gate.verdict(self.name)
+    }
+
+    fn on_client_disconnect(
+        &self,
+        _client: &ClientInfo,
+        reason: &CloseReason,
+        t: &Totals,
+    ) -> Result<(), BoxError> {
+        self.rec(format_args!(
+            "client_close {} in={} out={} streams={}",
+            reason.label(),
+            t.bytes_in,
+            t.bytes_out,
+            t.streams
+        ));
+        self.close.result(self.name)
+    }
+
+    fn on_tunnel_open(&self, _tunnel: &TunnelInfo) -> Verdict {
+        self.rec("tunnel_open");
+        self.gate.verdict(self.name)
+    }
+
+    fn on_tunnel_close(
+        &self,
+        _tunnel: &TunnelInfo,
+        reason: &CloseReason,
+        t: &Totals,
+    ) -> Result<(), BoxError> {
+        self.rec(format_args!(
+            "tunnel_close {} in={} out={} streams={}",
+            reason.label(),
+            t.bytes_in,
+            t.bytes_out,
+            t.streams
+        ));
+        self.close.result(self.name)
+    }
+
+    fn on_stream_open(&self, _stream: &StreamInfo) -> Verdict {
+        self.rec("stream_open");
+        self.gate.verdict(self.name)
+    }
+
+    fn on_stream_close(
+        &self,
+        _stream: &StreamInfo,
+        reason: &CloseReason,
+        t: &Totals,
+    ) -> Result<(), BoxError> {
+        self.rec(format_args!(
+            "stream_close {} in={} out={} streams={}",
+            reason.label(),
+            t.bytes_in,
+            t.bytes_out,
+            t.streams
+        ));
+        self.close.result(self.name)
+    }
+
+    fn on_data(&self, ev: &DataEvent<'_>) -> Verdict {
+        self.rec(format_args!(
+            "data {} len={}",
+            ev.direction.as_str(),
+            ev.data.len()
+        ));
+        self.data.verdict(self.name)
+    }
+
+    fn on_rejected(&self, r: &Rejection<'_>) {
+        self.rec(format_args!(
+            "rejected {} by={} passed={} msg={}",
+            scope_kind(&r.scope),
+            r.by,
+            r.passed_gate,
+            r.reason.message
+        ));
+        let _ = self.rejected.verdict(self.name);
+    }
+
+    fn on_error(&self, ev: &ErrorEvent<'_>) {
+        match ev.error.downcast_ref::<HookError>() {
+            Some(he) => self.rec(format_args!(
+                "error {} hook={} {}",
+                scope_kind(&ev.scope),
+                he.hook,
+                kind_label(&he.kind)
+            )),
+            None => self.rec(format_args!(
+                "error {} other: {}",
+                scope_kind(&ev.scope),
+                ev.error
+            )),
+        }
+        let _ = self.error.verdict(self.name);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Fixtures
+
+/// A loopback address for event fixtures. Never bound: no test here opens a socket.
+pub fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+pub fn server_info() -> ServerInfo {
+    ServerInfo {
+        name: "test-server".into(),
+        listen: addr(7000),
+    }
+}
+
+pub fn client() -> Arc<ClientInfo> {
+    Arc::new(ClientInfo::new(ClientId(1), "alice", addr(50_000)))
+}
+
+pub fn tunnel_of(client: &Arc<ClientInfo>, id: u64) -> Arc<TunnelInfo> {
+    Arc::new(TunnelInfo::new(
+        TunnelId(id),
+        client.clone(),
+        TunnelKind::Reverse,
+        addr(8080),
+        "127.0.0.1:3000",
+    ))
+}
+
+pub fn tunnel() -> Arc<TunnelInfo> {
+    tunnel_of(&client(), 1)
+}
+
+pub fn stream_of(tunnel: &Arc<TunnelInfo>, id: u64) -> Arc<StreamInfo> {
+    Arc::new(StreamInfo::new(StreamId(id), tunnel.clone(), addr(40_000)))
+}
+
+pub fn stream() -> Arc<StreamInfo> {
+    stream_of(&tunnel(), 1)
+}
+
+/// A nonce and the proof of `token` for `name`.
+pub struct Creds {
+    pub nonce: [u8; NONCE_LEN],
+    pub proof: [u8; PROOF_LEN],
+}
+
+impl Creds {
+    pub fn new(token: &str, name: &str) -> Self {
+        let nonce = reitunnel_proto::auth::new_nonce();
+        let proof = reitunnel_proto::auth::proof(token.as_bytes(), &nonce, name);
+        Creds { nonce, proof }
+    }
+
+    pub fn login(&self) -> Login<'_> {
+        Login {
+            nonce: &self.nonce,
+            proof: &self.proof,
+        }
+    }
+}
+
+/// A `DataEvent` for `stream`.
+pub fn data<'a>(stream: &'a StreamInfo, direction: Direction, bytes: &'a [u8]) -> DataEvent<'a> {
+    DataEvent {
+        stream,
+        direction,
+        data: bytes,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Silencing deliberate panics
+
+type PanicHook = Box<dyn Fn(&PanicHookInfo<'_>) + Sync + Send + 'static>;
+
+/// Guards alive, and the panic hook that was installed before the first one.
+static QUIET: Mutex<(usize, Option<Arc<PanicHook>>)> = Mutex::new((0, None));
+
+fn is_deliberate(payload: &(dyn std::any::Any + Send)) -> bool {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .is_some_and(|m| m.starts_with(PANIC_MARK))
+}
+
+/// While alive, panics whose message starts with [`PANIC_MARK`] print
+/// nothing; every other panic (a failing assertion) goes to the previous
+/// panic hook. Reference counted, because tests run in parallel threads: the
+/// last guard to drop restores the previous hook.
+pub struct QuietPanics(());
+
+impl QuietPanics {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        let mut q = QUIET.lock().unwrap_or_else(|e| e.into_inner());
+        if q.0 == 0 {
+            let prev: Arc<PanicHook> = Arc::new(panic::take_hook());
+            let forward = prev.clone();
+            panic::set_hook(Box::new(move |info| {
+                if !is_deliberate(info.payload()) {
+                    forward(info);
+                }
+            }));
+            q.1 = Some(prev);
+        }
+        q.0 += 1;
+        QuietPanics(())
+    }
+}
+
+impl Drop for QuietPanics {
+    fn drop(&mut self) {
+        let mut q = QUIET.lock().unwrap_or_else(|e| e.into_inner());
+        q.0 -= 1;
+        // `take_hook`/`set_hook` must not be called while panicking; the
+        // filter forwards real panics anyway, so leaving it is harmless.
+        if q.0 == 0 && !std::thread::panicking() {
+            drop(panic::take_hook()); // our filter, holding one clone of `prev`
+            if let Some(prev) = q.1.take() {
+                match Arc::try_unwrap(prev) {
+                    Ok(hook) => panic::set_hook(hook),
+                    Err(shared) => panic::set_hook(Box::new(move |info| shared(info))),
+                }
+            }
+        }
+    }
+}
