@@ -4,17 +4,34 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{client, data, stream, stream_of, tunnel_of, Act, Creds, Log, Rec};
+use common::{
+    client, counters_behind, counters_then, data, open_client, open_client_with_token, stream,
+    stream_of, tunnel_of, Act, Creds, Log, Rec,
+};
 use reitunnel_hooks::builtin::{Counters, CountersSnapshot, Secret, TokenAuth, TracingHook};
 use reitunnel_hooks::{
     ClientId, ClientInfo, CloseReason, Direction, Hook, HookChain, Login, Reason, RefuseCode,
     Scope, Verdict,
 };
 
+/// A chain of shared `Counters` alone; returns the counters to read.
 fn counted() -> (Arc<Counters>, HookChain) {
     let counters = Arc::new(Counters::new());
     let chain = HookChain::builder().shared(counters.clone()).build();
     (counters, chain)
+}
+
+/// A `Rec` named "deny" whose gates all reject.
+fn deny() -> Arc<Rec> {
+    Arc::new(Rec::new("deny", &Log::new()).gate(Act::Reject("no")))
+}
+
+/// The snapshot of counters that saw nothing but `n` rejections.
+fn only_rejections(n: u64) -> CountersSnapshot {
+    CountersSnapshot {
+        rejections: n,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -27,11 +44,8 @@ fn counters_start_at_zero() {
 fn counters_track_active_and_total_through_open_and_close() {
     let (counters, chain) = counted();
     let c = client();
-    let creds = Creds::new("token", &c.name);
 
-    let client_open = chain
-        .open_client(c.clone(), &creds.login())
-        .expect("client");
+    let client_open = open_client(&chain, c.clone()).expect("client");
     let tunnel_open = chain.open_tunnel(tunnel_of(&c, 1)).expect("tunnel");
     let s1 = chain
         .open_stream(stream_of(tunnel_open.info(), 1))
@@ -81,53 +95,28 @@ fn counters_track_active_and_total_through_open_and_close() {
 
 #[test]
 fn counters_undo_their_count_when_a_later_gate_rejects() {
-    let counters = Arc::new(Counters::new());
-    let log = Log::new();
-    let chain = HookChain::builder()
-        .shared(counters.clone())
-        .hook(Rec::new("deny", &log).gate(Act::Reject("no")))
-        .build();
+    let (counters, chain) = counters_then(deny());
 
     let c = client();
-    let creds = Creds::new("token", &c.name);
-    chain
-        .open_client(c.clone(), &creds.login())
-        .expect_err("deny");
+    open_client(&chain, c.clone()).expect_err("deny");
     chain.open_tunnel(tunnel_of(&c, 1)).expect_err("deny");
     chain.open_stream(stream()).expect_err("deny");
     chain.open_stream(stream()).expect_err("deny");
 
     // Counters' gate ran and counted each one; on_rejected with
     // passed_gate undid it, since no close event will ever follow.
-    assert_eq!(
-        counters.snapshot(),
-        CountersSnapshot {
-            rejections: 4,
-            ..Default::default()
-        }
-    );
+    assert_eq!(counters.snapshot(), only_rejections(4));
 }
 
 #[test]
 fn counters_do_not_undo_what_they_never_counted() {
-    let counters = Arc::new(Counters::new());
-    let log = Log::new();
-    let chain = HookChain::builder()
-        .hook(Rec::new("deny", &log).gate(Act::Reject("no")))
-        .shared(counters.clone())
-        .build();
+    let (counters, chain) = counters_behind(deny());
     chain.open_stream(stream()).expect_err("deny");
     let t = common::tunnel();
     let _ = chain.refuse(Scope::Tunnel(&t), Reason::limit_reached("server policy"));
     let _ = chain.refuse(Scope::Server, Reason::forbidden("handshake"));
     // A wrong decrement would wrap the u64 counters around.
-    assert_eq!(
-        counters.snapshot(),
-        CountersSnapshot {
-            rejections: 3,
-            ..Default::default()
-        }
-    );
+    assert_eq!(counters.snapshot(), only_rejections(3));
 }
 
 #[test]
@@ -151,12 +140,9 @@ fn counters_count_bytes_from_on_data() {
 
 #[test]
 fn counters_see_bytes_behind_a_throttle() {
-    let counters = Arc::new(Counters::new());
-    let log = Log::new();
-    let chain = HookChain::builder()
-        .hook(Rec::new("limit", &log).data(Act::Throttle(std::time::Duration::from_millis(10))))
-        .shared(counters.clone())
-        .build();
+    let throttle = Act::Throttle(std::time::Duration::from_millis(10));
+    let (counters, chain) =
+        counters_behind(Arc::new(Rec::new("limit", &Log::new()).data(throttle)));
     let s = stream();
     let v = chain.on_data(&data(&s, Direction::Ingress, b"abc"));
     assert_eq!(v, Verdict::Throttle(std::time::Duration::from_millis(10)));
@@ -185,10 +171,7 @@ fn auth_chain(token: &str) -> HookChain {
 #[test]
 fn token_auth_accepts_the_right_token() {
     let chain = auth_chain("s3cret");
-    let c = client();
-    let creds = Creds::new("s3cret", &c.name);
-    chain
-        .open_client(c, &creds.login())
+    open_client_with_token(&chain, client(), "s3cret")
         .expect("right token")
         .close(CloseReason::Finished);
 }
@@ -196,11 +179,7 @@ fn token_auth_accepts_the_right_token() {
 #[test]
 fn token_auth_rejects_a_wrong_token() {
     let chain = auth_chain("s3cret");
-    let c = client();
-    let creds = Creds::new("guess", &c.name);
-    let refusal = chain
-        .open_client(c, &creds.login())
-        .expect_err("wrong token");
+    let refusal = open_client_with_token(&chain, client(), "guess").expect_err("wrong token");
     assert_eq!(refusal.by, "token_auth");
     assert_eq!(refusal.reason.code, RefuseCode::AuthFailed);
     assert!(!refusal.reason.message.contains("s3cret"));
@@ -234,9 +213,7 @@ fn token_auth_binds_the_proof_to_name_and_nonce() {
 fn token_auth_checks_the_client_name_it_is_given() {
     let chain = auth_chain("s3cret");
     let bob = Arc::new(ClientInfo::new(ClientId(2), "bob", common::addr(1)));
-    let creds = Creds::new("s3cret", "bob");
-    chain
-        .open_client(bob, &creds.login())
+    open_client_with_token(&chain, bob, "s3cret")
         .expect("bob's proof for bob")
         .close(CloseReason::Finished);
 }
@@ -293,10 +270,7 @@ fn tracing_hook_samples_data_only_when_asked() {
 fn tracing_hook_never_refuses() {
     let chain = HookChain::builder().hook(TracingHook::default()).build();
     let c = client();
-    let creds = Creds::new("t", &c.name);
-    let co = chain
-        .open_client(c.clone(), &creds.login())
-        .expect("client");
+    let co = open_client(&chain, c.clone()).expect("client");
     let to = chain.open_tunnel(tunnel_of(&c, 1)).expect("tunnel");
     let so = chain.open_stream(stream_of(to.info(), 1)).expect("stream");
     so.close(CloseReason::Finished);

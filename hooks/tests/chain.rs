@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{client, stream, tunnel, Act, Creds, Log, QuietPanics, Rec, PANIC_MARK};
+use common::{
+    chain_of, client, errors_heard, open_client, stream, tunnel, Act, Log, QuietPanics, Rec,
+    PANIC_MARK,
+};
 use reitunnel_hooks::{
     CloseReason, ErrorStrategy, HookChain, Reason, Refusal, RefuseCode, Scope, SERVER,
 };
@@ -18,6 +21,9 @@ enum Kind {
 }
 
 const KINDS: [Kind; 3] = [Kind::Client, Kind::Tunnel, Kind::Stream];
+
+/// The hooks of [`three`], in chain order.
+const HOOKS: [&str; 3] = ["h1", "h2", "h3"];
 
 impl Kind {
     /// The `Rec` log label of the gate method.
@@ -42,27 +48,49 @@ impl Kind {
     /// with `Finished` at once.
     fn open(self, chain: &HookChain) -> Result<(), Refusal> {
         match self {
-            Kind::Client => {
-                let creds = Creds::new("token", "alice");
-                let open = chain.open_client(client(), &creds.login())?;
-                open.close(CloseReason::Finished);
-            }
+            Kind::Client => open_client(chain, client())?.close(CloseReason::Finished),
             Kind::Tunnel => chain.open_tunnel(tunnel())?.close(CloseReason::Finished),
             Kind::Stream => chain.open_stream(stream())?.close(CloseReason::Finished),
         }
         Ok(())
     }
+
+    /// The gate entries of the first `n` hooks of [`three`].
+    fn gates(self, n: usize) -> Vec<String> {
+        HOOKS[..n]
+            .iter()
+            .map(|h| format!("{h}:{}", self.gate()))
+            .collect()
+    }
+
+    /// The `on_error` entries of all three hooks when h2 panicked in this scope.
+    fn h2_panic_heard(self) -> Vec<String> {
+        errors_heard(&HOOKS, self.scope(), "h2", "panicked")
+    }
+
+    /// The close entries of all three hooks for a subject closed `Finished`
+    /// with no bytes.
+    fn closes(self) -> Vec<String> {
+        HOOKS.iter().map(|h| closed(h, self)).collect()
+    }
+
+    /// The `on_rejected` entries of all three hooks for `refusal` by `by`,
+    /// with each hook's `passed_gate` flag.
+    fn rejections(self, by: &str, passed: [bool; 3], refusal: &Refusal) -> Vec<String> {
+        HOOKS
+            .iter()
+            .zip(passed)
+            .map(|(h, p)| rejected(h, self, by, p, refusal))
+            .collect()
+    }
 }
 
-fn three(log: &Log, strategy: ErrorStrategy, h1: Act, h2: Act, h3: Act) -> HookChain {
-    HookChain::builder()
-        .hook(Rec::new("h1", log).gate(h1))
-        .hook(Rec::new("h2", log).gate(h2))
-        .hook(Rec::new("h3", log).gate(h3))
-        .strategy(strategy)
-        .build()
+/// A log and a chain of the gates h1, h2, h3 answering `acts`, in order.
+fn three(strategy: ErrorStrategy, [h1, h2, h3]: [Act; 3]) -> (Log, HookChain) {
+    chain_of(strategy, &[("h1", h1), ("h2", h2), ("h3", h3)], Rec::gate)
 }
 
+/// The `on_rejected` entry `hook` logs for `refusal` of a `kind` subject.
 fn rejected(hook: &str, kind: Kind, by: &str, passed: bool, refusal: &Refusal) -> String {
     format!(
         "{hook}:rejected {} by={by} passed={passed} msg={}",
@@ -71,6 +99,7 @@ fn rejected(hook: &str, kind: Kind, by: &str, passed: bool, refusal: &Refusal) -
     )
 }
 
+/// The close entry `hook` logs for a `kind` subject closed `Finished` with no bytes.
 fn closed(hook: &str, kind: Kind) -> String {
     format!(
         "{hook}:{}_close finished in=0 out=0 streams={}",
@@ -108,27 +137,15 @@ fn names_are_in_builder_order() {
 #[test]
 fn all_gates_pass_in_order_then_close_reaches_every_hook() {
     for kind in KINDS {
-        let log = Log::new();
-        let chain = three(
-            &log,
+        let (log, chain) = three(
             ErrorStrategy::StopOnError,
-            Act::Pass,
-            Act::Pass,
-            Act::Pass,
+            [Act::Pass, Act::Pass, Act::Pass],
         );
         kind.open(&chain)
             .unwrap_or_else(|r| panic!("{kind:?} refused: {r:?}"));
-        let g = kind.gate();
         assert_eq!(
             log.take(),
-            [
-                format!("h1:{g}"),
-                format!("h2:{g}"),
-                format!("h3:{g}"),
-                closed("h1", kind),
-                closed("h2", kind),
-                closed("h3", kind),
-            ],
+            [kind.gates(3), kind.closes()].concat(),
             "{kind:?}"
         );
     }
@@ -137,13 +154,9 @@ fn all_gates_pass_in_order_then_close_reaches_every_hook() {
 #[test]
 fn reject_from_second_of_three_short_circuits() {
     for kind in KINDS {
-        let log = Log::new();
-        let chain = three(
-            &log,
+        let (log, chain) = three(
             ErrorStrategy::StopOnError,
-            Act::Pass,
-            Act::Reject("no entry"),
-            Act::Pass,
+            [Act::Pass, Act::Reject("no entry"), Act::Pass],
         );
         let refusal = kind.open(&chain).expect_err("h2 rejects");
         assert_eq!(
@@ -154,19 +167,16 @@ fn reject_from_second_of_three_short_circuits() {
             },
             "{kind:?}"
         );
-        let g = kind.gate();
         // h3's gate is never asked; every hook hears on_rejected exactly
         // once, and only h1 (whose gate ran and passed) has passed_gate.
         // Nothing refused gets a close event.
         assert_eq!(
             log.take(),
             [
-                format!("h1:{g}"),
-                format!("h2:{g}"),
-                rejected("h1", kind, "h2", true, &refusal),
-                rejected("h2", kind, "h2", false, &refusal),
-                rejected("h3", kind, "h2", false, &refusal),
-            ],
+                kind.gates(2),
+                kind.rejections("h2", [true, false, false], &refusal),
+            ]
+            .concat(),
             "{kind:?}"
         );
     }
@@ -175,25 +185,19 @@ fn reject_from_second_of_three_short_circuits() {
 #[test]
 fn reject_from_first_hook_asks_no_one_else() {
     for kind in KINDS {
-        let log = Log::new();
-        let chain = three(
-            &log,
+        let (log, chain) = three(
             ErrorStrategy::StopOnError,
-            Act::Reject("first"),
-            Act::Pass,
-            Act::Pass,
+            [Act::Reject("first"), Act::Pass, Act::Pass],
         );
         let refusal = kind.open(&chain).expect_err("h1 rejects");
         assert_eq!(refusal.by, "h1");
-        let g = kind.gate();
         assert_eq!(
             log.take(),
             [
-                format!("h1:{g}"),
-                rejected("h1", kind, "h1", false, &refusal),
-                rejected("h2", kind, "h1", false, &refusal),
-                rejected("h3", kind, "h1", false, &refusal),
-            ],
+                kind.gates(1),
+                kind.rejections("h1", [false, false, false], &refusal),
+            ]
+            .concat(),
             "{kind:?}"
         );
     }
@@ -202,13 +206,9 @@ fn reject_from_first_hook_asks_no_one_else() {
 #[test]
 fn reject_short_circuits_under_collect_and_continue_too() {
     for kind in KINDS {
-        let log = Log::new();
-        let chain = three(
-            &log,
+        let (log, chain) = three(
             ErrorStrategy::CollectAndContinue,
-            Act::Pass,
-            Act::Reject("no entry"),
-            Act::Pass,
+            [Act::Pass, Act::Reject("no entry"), Act::Pass],
         );
         let refusal = kind.open(&chain).expect_err("h2 rejects");
         assert_eq!(refusal.by, "h2");
@@ -220,13 +220,13 @@ fn reject_short_circuits_under_collect_and_continue_too() {
 #[test]
 fn close_from_a_gate_refuses_and_throttle_lets_through() {
     for kind in KINDS {
-        let log = Log::new();
-        let chain = three(
-            &log,
+        let (log, chain) = three(
             ErrorStrategy::StopOnError,
-            Act::Throttle(std::time::Duration::from_secs(5)),
-            Act::Close("closing"),
-            Act::Pass,
+            [
+                Act::Throttle(std::time::Duration::from_secs(5)),
+                Act::Close("closing"),
+                Act::Pass,
+            ],
         );
         let refusal = kind.open(&chain).expect_err("a gate's Close refuses");
         assert_eq!(refusal.by, "h2");
@@ -243,13 +243,9 @@ fn close_from_a_gate_refuses_and_throttle_lets_through() {
 fn panicking_gate_fails_closed_under_stop_on_error() {
     let _quiet = QuietPanics::new();
     for kind in KINDS {
-        let log = Log::new();
-        let chain = three(
-            &log,
+        let (log, chain) = three(
             ErrorStrategy::StopOnError,
-            Act::Pass,
-            Act::Panic,
-            Act::Pass,
+            [Act::Pass, Act::Panic, Act::Pass],
         );
         let refusal = kind.open(&chain).expect_err("a panicking gate refuses");
         assert_eq!(refusal.by, "h2", "{kind:?}");
@@ -259,22 +255,16 @@ fn panicking_gate_fails_closed_under_stop_on_error() {
         assert!(msg.contains("panicked"), "{kind:?}: {msg}");
         assert!(msg.contains(PANIC_MARK), "{kind:?}: {msg}");
 
-        let g = kind.gate();
-        let s = kind.scope();
         assert_eq!(
             log.take(),
             [
-                format!("h1:{g}"),
-                format!("h2:{g}"),
+                kind.gates(2),
                 // The failure is reported to every hook, naming h2 ...
-                format!("h1:error {s} hook=h2 panicked"),
-                format!("h2:error {s} hook=h2 panicked"),
-                format!("h3:error {s} hook=h2 panicked"),
+                kind.h2_panic_heard(),
                 // ... then it is a refusal by h2; h3 is never asked.
-                rejected("h1", kind, "h2", true, &refusal),
-                rejected("h2", kind, "h2", false, &refusal),
-                rejected("h3", kind, "h2", false, &refusal),
-            ],
+                kind.rejections("h2", [true, false, false], &refusal),
+            ]
+            .concat(),
             "{kind:?}"
         );
     }
@@ -284,31 +274,21 @@ fn panicking_gate_fails_closed_under_stop_on_error() {
 fn panicking_gate_fails_open_under_collect_and_continue() {
     let _quiet = QuietPanics::new();
     for kind in KINDS {
-        let log = Log::new();
-        let chain = three(
-            &log,
+        let (log, chain) = three(
             ErrorStrategy::CollectAndContinue,
-            Act::Pass,
-            Act::Panic,
-            Act::Pass,
+            [Act::Pass, Act::Panic, Act::Pass],
         );
         kind.open(&chain)
             .unwrap_or_else(|r| panic!("{kind:?}: the failing hook fails open, got {r:?}"));
-        let g = kind.gate();
-        let s = kind.scope();
         assert_eq!(
             log.take(),
             [
-                format!("h1:{g}"),
-                format!("h2:{g}"),
-                format!("h1:error {s} hook=h2 panicked"),
-                format!("h2:error {s} hook=h2 panicked"),
-                format!("h3:error {s} hook=h2 panicked"),
-                format!("h3:{g}"),
-                closed("h1", kind),
-                closed("h2", kind),
-                closed("h3", kind),
-            ],
+                kind.gates(2),
+                kind.h2_panic_heard(),
+                vec![format!("h3:{}", kind.gate())],
+                kind.closes(),
+            ]
+            .concat(),
             "{kind:?}"
         );
     }
@@ -318,24 +298,16 @@ fn panicking_gate_fails_open_under_collect_and_continue() {
 fn failed_gate_does_not_count_as_passed_when_a_later_gate_rejects() {
     let _quiet = QuietPanics::new();
     for kind in KINDS {
-        let log = Log::new();
-        let chain = three(
-            &log,
+        let (log, chain) = three(
             ErrorStrategy::CollectAndContinue,
-            Act::Panic,
-            Act::Pass,
-            Act::Reject("later"),
+            [Act::Panic, Act::Pass, Act::Reject("later")],
         );
         let refusal = kind.open(&chain).expect_err("h3 rejects");
         assert_eq!(refusal.by, "h3");
         assert_eq!(refusal.reason, Reason::forbidden("later"));
         assert_eq!(
             log.containing(":rejected"),
-            [
-                rejected("h1", kind, "h3", false, &refusal),
-                rejected("h2", kind, "h3", true, &refusal),
-                rejected("h3", kind, "h3", false, &refusal),
-            ],
+            kind.rejections("h3", [false, true, false], &refusal),
             "{kind:?}"
         );
         assert_eq!(log.containing(":error").len(), 3, "{kind:?}");
@@ -356,27 +328,23 @@ fn panicking_on_rejected_is_isolated_and_reported() {
     assert_eq!(
         log.take(),
         [
-            "h1:stream_open".to_owned(),
-            "h2:stream_open".to_owned(),
-            rejected("h1", Kind::Stream, "h2", true, &refusal),
-            "h1:error stream hook=h1 panicked".to_owned(),
-            "h2:error stream hook=h1 panicked".to_owned(),
-            "h3:error stream hook=h1 panicked".to_owned(),
-            rejected("h2", Kind::Stream, "h2", false, &refusal),
-            rejected("h3", Kind::Stream, "h2", false, &refusal),
+            Kind::Stream.gates(2),
+            vec![rejected("h1", Kind::Stream, "h2", true, &refusal)],
+            errors_heard(&HOOKS, "stream", "h1", "panicked"),
+            vec![
+                rejected("h2", Kind::Stream, "h2", false, &refusal),
+                rejected("h3", Kind::Stream, "h2", false, &refusal),
+            ],
         ]
+        .concat()
     );
 }
 
 #[test]
 fn server_refusal_reaches_every_hook_without_asking_gates() {
-    let log = Log::new();
-    let chain = three(
-        &log,
+    let (log, chain) = three(
         ErrorStrategy::StopOnError,
-        Act::Pass,
-        Act::Pass,
-        Act::Pass,
+        [Act::Pass, Act::Pass, Act::Pass],
     );
     let t = tunnel();
     let refusal = chain.refuse(Scope::Tunnel(&t), Reason::limit_reached("too many tunnels"));
@@ -384,22 +352,18 @@ fn server_refusal_reaches_every_hook_without_asking_gates() {
     assert_eq!(refusal.reason.code, RefuseCode::LimitReached);
     assert_eq!(
         log.take(),
-        [
-            rejected("h1", Kind::Tunnel, "server", false, &refusal),
-            rejected("h2", Kind::Tunnel, "server", false, &refusal),
-            rejected("h3", Kind::Tunnel, "server", false, &refusal),
-        ]
+        Kind::Tunnel.rejections("server", [false, false, false], &refusal)
     );
 }
 
 #[test]
 fn error_reaches_every_hook_even_if_one_on_error_panics() {
     let _quiet = QuietPanics::new();
-    let log = Log::new();
-    let chain = HookChain::builder()
-        .hook(Rec::new("h1", &log).error(Act::Panic))
-        .hook(Rec::new("h2", &log))
-        .build();
+    let (log, chain) = chain_of(
+        ErrorStrategy::StopOnError,
+        &[("h1", Act::Panic), ("h2", Act::Pass)],
+        Rec::error,
+    );
     let err = std::io::Error::other("accept failed");
     chain.error(Scope::Server, &err);
     // Delivered once per hook; the panic inside on_error is not reported again.

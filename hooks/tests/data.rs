@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{data, stream, Act, Log, QuietPanics, Rec, PANIC_MARK};
+use common::{data, errors_heard, stream, Act, Log, QuietPanics, Rec, PANIC_MARK};
 use reitunnel_hooks::{Direction, ErrorStrategy, HookChain, Reason, RefuseCode, Verdict};
 
 const CHUNK: &[u8] = b"0123456789";
@@ -13,14 +13,22 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn chain_of(log: &Log, strategy: ErrorStrategy, acts: &[(&'static str, Act)]) -> HookChain {
-    acts.iter()
-        .fold(HookChain::builder().strategy(strategy), |b, (name, act)| {
-            b.hook(Rec::new(name, log).data(act.clone()))
-        })
-        .build()
+/// A log and a chain of `Rec`s whose `on_data` answers as scripted.
+fn chain_of(strategy: ErrorStrategy, acts: &[(&'static str, Act)]) -> (Log, HookChain) {
+    common::chain_of(strategy, acts, Rec::data)
 }
 
+/// The verdict of `chain` on [`CHUNK`] flowing in `dir` on a fresh stream.
+fn offer(chain: &HookChain, dir: Direction) -> Verdict {
+    chain.on_data(&data(&stream(), dir, CHUNK))
+}
+
+/// The `on_error` entries of the hooks a, b and c when b panicked on data.
+fn b_panic_heard() -> Vec<String> {
+    errors_heard(&["a", "b", "c"], "stream", "b", "panicked")
+}
+
+/// The entries of the hooks in `names` seeing [`CHUNK`] flow `dir` (`"in"` / `"out"`).
 fn saw(names: &[&str], dir: &str) -> Vec<String> {
     names
         .iter()
@@ -30,23 +38,14 @@ fn saw(names: &[&str], dir: &str) -> Vec<String> {
 
 #[test]
 fn all_continue_is_continue_and_every_hook_sees_the_chunk() {
-    let log = Log::new();
-    let chain = chain_of(
-        &log,
+    let (log, chain) = chain_of(
         ErrorStrategy::StopOnError,
         &[("a", Act::Pass), ("b", Act::Pass), ("c", Act::Pass)],
     );
     assert!(chain.wants_data());
-    let s = stream();
-    assert_eq!(
-        chain.on_data(&data(&s, Direction::Ingress, CHUNK)),
-        Verdict::Continue
-    );
+    assert_eq!(offer(&chain, Direction::Ingress), Verdict::Continue);
     assert_eq!(log.take(), saw(&["a", "b", "c"], "in"));
-    assert_eq!(
-        chain.on_data(&data(&s, Direction::Egress, CHUNK)),
-        Verdict::Continue
-    );
+    assert_eq!(offer(&chain, Direction::Egress), Verdict::Continue);
     assert_eq!(log.take(), saw(&["a", "b", "c"], "out"));
 }
 
@@ -54,19 +53,13 @@ fn all_continue_is_continue_and_every_hook_sees_the_chunk() {
 fn empty_chain_wants_no_data_and_continues() {
     let chain = HookChain::default();
     assert!(!chain.wants_data());
-    let s = stream();
-    assert_eq!(
-        chain.on_data(&data(&s, Direction::Ingress, CHUNK)),
-        Verdict::Continue
-    );
+    assert_eq!(offer(&chain, Direction::Ingress), Verdict::Continue);
 }
 
 #[test]
 fn longest_throttle_wins_and_later_hooks_still_see_the_chunk() {
     for (first, second) in [(10, 30), (30, 10), (30, 30)] {
-        let log = Log::new();
-        let chain = chain_of(
-            &log,
+        let (log, chain) = chain_of(
             ErrorStrategy::StopOnError,
             &[
                 ("a", Act::Throttle(ms(first))),
@@ -75,9 +68,8 @@ fn longest_throttle_wins_and_later_hooks_still_see_the_chunk() {
                 ("d", Act::Pass),
             ],
         );
-        let s = stream();
         assert_eq!(
-            chain.on_data(&data(&s, Direction::Ingress, CHUNK)),
+            offer(&chain, Direction::Ingress),
             Verdict::Throttle(ms(30)),
             "{first} ms then {second} ms"
         );
@@ -87,39 +79,25 @@ fn longest_throttle_wins_and_later_hooks_still_see_the_chunk() {
 
 #[test]
 fn single_throttle_is_returned_as_is() {
-    let log = Log::new();
-    let chain = chain_of(
-        &log,
+    let (_log, chain) = chain_of(
         ErrorStrategy::StopOnError,
         &[("a", Act::Pass), ("b", Act::Throttle(ms(7)))],
     );
-    let s = stream();
-    assert_eq!(
-        chain.on_data(&data(&s, Direction::Egress, CHUNK)),
-        Verdict::Throttle(ms(7))
-    );
+    assert_eq!(offer(&chain, Direction::Egress), Verdict::Throttle(ms(7)));
 }
 
 #[test]
 fn zero_throttle_is_continue() {
-    let log = Log::new();
-    let chain = chain_of(
-        &log,
+    let (_log, chain) = chain_of(
         ErrorStrategy::StopOnError,
         &[("a", Act::Throttle(Duration::ZERO))],
     );
-    let s = stream();
-    assert_eq!(
-        chain.on_data(&data(&s, Direction::Ingress, CHUNK)),
-        Verdict::Continue
-    );
+    assert_eq!(offer(&chain, Direction::Ingress), Verdict::Continue);
 }
 
 #[test]
 fn close_short_circuits() {
-    let log = Log::new();
-    let chain = chain_of(
-        &log,
+    let (log, chain) = chain_of(
         ErrorStrategy::StopOnError,
         &[
             ("a", Act::Pass),
@@ -127,9 +105,8 @@ fn close_short_circuits() {
             ("c", Act::Pass),
         ],
     );
-    let s = stream();
     assert_eq!(
-        chain.on_data(&data(&s, Direction::Ingress, CHUNK)),
+        offer(&chain, Direction::Ingress),
         Verdict::Close(Reason::forbidden("quota exhausted"))
     );
     assert_eq!(log.take(), saw(&["a", "b"], "in"));
@@ -137,9 +114,7 @@ fn close_short_circuits() {
 
 #[test]
 fn close_after_a_throttle_wins() {
-    let log = Log::new();
-    let chain = chain_of(
-        &log,
+    let (log, chain) = chain_of(
         ErrorStrategy::StopOnError,
         &[
             ("a", Act::Throttle(ms(50))),
@@ -147,9 +122,8 @@ fn close_after_a_throttle_wins() {
             ("c", Act::Throttle(ms(90))),
         ],
     );
-    let s = stream();
     assert_eq!(
-        chain.on_data(&data(&s, Direction::Egress, CHUNK)),
+        offer(&chain, Direction::Egress),
         Verdict::Close(Reason::forbidden("stop"))
     );
     assert_eq!(log.take(), saw(&["a", "b"], "out"));
@@ -157,15 +131,12 @@ fn close_after_a_throttle_wins() {
 
 #[test]
 fn reject_on_data_becomes_close() {
-    let log = Log::new();
-    let chain = chain_of(
-        &log,
+    let (log, chain) = chain_of(
         ErrorStrategy::StopOnError,
         &[("a", Act::Reject("bad bytes")), ("b", Act::Pass)],
     );
-    let s = stream();
     assert_eq!(
-        chain.on_data(&data(&s, Direction::Ingress, CHUNK)),
+        offer(&chain, Direction::Ingress),
         Verdict::Close(Reason::forbidden("bad bytes"))
     );
     assert_eq!(log.take(), saw(&["a"], "in"));
@@ -174,9 +145,7 @@ fn reject_on_data_becomes_close() {
 #[test]
 fn panicking_data_hook_closes_under_stop_on_error() {
     let _quiet = QuietPanics::new();
-    let log = Log::new();
-    let chain = chain_of(
-        &log,
+    let (log, chain) = chain_of(
         ErrorStrategy::StopOnError,
         &[
             ("a", Act::Throttle(ms(5))),
@@ -184,8 +153,7 @@ fn panicking_data_hook_closes_under_stop_on_error() {
             ("c", Act::Pass),
         ],
     );
-    let s = stream();
-    let verdict = chain.on_data(&data(&s, Direction::Ingress, CHUNK));
+    let verdict = offer(&chain, Direction::Ingress);
     let Verdict::Close(reason) = verdict else {
         panic!("expected Close, got {verdict:?}");
     };
@@ -193,51 +161,33 @@ fn panicking_data_hook_closes_under_stop_on_error() {
     assert!(reason.message.contains("'b'"), "{reason}");
     assert!(reason.message.contains("panicked"), "{reason}");
     assert!(reason.message.contains(PANIC_MARK), "{reason}");
-    let mut expected = saw(&["a", "b"], "in");
-    expected.extend([
-        "a:error stream hook=b panicked".to_owned(),
-        "b:error stream hook=b panicked".to_owned(),
-        "c:error stream hook=b panicked".to_owned(),
-    ]);
-    assert_eq!(log.take(), expected);
+    assert_eq!(
+        log.take(),
+        [saw(&["a", "b"], "in"), b_panic_heard()].concat()
+    );
 }
 
 #[test]
 fn panicking_data_hook_is_ignored_under_collect_and_continue() {
     let _quiet = QuietPanics::new();
-    let log = Log::new();
-    let chain = chain_of(
-        &log,
+    let (log, chain) = chain_of(
         ErrorStrategy::CollectAndContinue,
         &[("a", Act::Pass), ("b", Act::Panic), ("c", Act::Pass)],
     );
-    let s = stream();
+    assert_eq!(offer(&chain, Direction::Egress), Verdict::Continue);
     assert_eq!(
-        chain.on_data(&data(&s, Direction::Egress, CHUNK)),
-        Verdict::Continue
+        log.take(),
+        [saw(&["a", "b"], "out"), b_panic_heard(), saw(&["c"], "out")].concat()
     );
-    let mut expected = saw(&["a", "b"], "out");
-    expected.extend([
-        "a:error stream hook=b panicked".to_owned(),
-        "b:error stream hook=b panicked".to_owned(),
-        "c:error stream hook=b panicked".to_owned(),
-    ]);
-    expected.extend(saw(&["c"], "out"));
-    assert_eq!(log.take(), expected);
 
     // The chain keeps working after the panic, chunk after chunk, and the
     // other hooks' verdicts still count.
-    let log = Log::new();
-    let chain = chain_of(
-        &log,
+    let (log, chain) = chain_of(
         ErrorStrategy::CollectAndContinue,
         &[("a", Act::Panic), ("b", Act::Throttle(ms(3)))],
     );
     for _ in 0..3 {
-        assert_eq!(
-            chain.on_data(&data(&s, Direction::Ingress, CHUNK)),
-            Verdict::Throttle(ms(3))
-        );
+        assert_eq!(offer(&chain, Direction::Ingress), Verdict::Throttle(ms(3)));
     }
     assert_eq!(log.count("b:data"), 3);
 }
@@ -252,9 +202,8 @@ fn hooks_not_wanting_data_are_never_called_for_data() {
         .hook(Rec::new("quiet2", &log).data(Act::Close("never")).no_data())
         .build();
     assert!(chain.wants_data());
-    let s = stream();
     for dir in [Direction::Ingress, Direction::Egress] {
-        assert_eq!(chain.on_data(&data(&s, dir, CHUNK)), Verdict::Continue);
+        assert_eq!(offer(&chain, dir), Verdict::Continue);
     }
     assert_eq!(
         log.take(),
@@ -270,11 +219,7 @@ fn chain_of_hooks_not_wanting_data_wants_no_data() {
         .hook(Rec::new("b", &log).data(Act::Close("never")).no_data())
         .build();
     assert!(!chain.wants_data());
-    let s = stream();
-    assert_eq!(
-        chain.on_data(&data(&s, Direction::Ingress, CHUNK)),
-        Verdict::Continue
-    );
+    assert_eq!(offer(&chain, Direction::Ingress), Verdict::Continue);
     assert!(log.entries().is_empty(), "{:?}", log.entries());
 }
 
@@ -293,11 +238,10 @@ fn data_event_carries_the_bytes_and_stream() {
         }
     }
     let chain = HookChain::builder().hook(Check).build();
-    let s = stream();
     // If an assertion inside the hook failed, the chain would catch the
     // panic and turn it into a Close with RefuseCode::Other instead.
     assert_eq!(
-        chain.on_data(&data(&s, Direction::Egress, CHUNK)),
+        offer(&chain, Direction::Egress),
         Verdict::Close(Reason::forbidden("checked"))
     );
 }

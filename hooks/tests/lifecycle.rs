@@ -7,21 +7,40 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::{
-    client, server_info, stream, stream_of, tunnel_of, Act, Creds, Log, QuietPanics, Rec,
+    client, open_client, server_info, stream, stream_of, tunnel_of, Act, Log, QuietPanics, Rec,
 };
 use reitunnel_hooks::{
     BoxError, CloseReason, Direction, ErrorStrategy, Hook, HookChain, HookErrorKind, MultiError,
-    Reason, StreamInfo, Totals, TunnelInfo,
+    Open, Reason, StreamInfo, Totals, TunnelInfo,
 };
 
-fn chain_of(log: &Log, strategy: ErrorStrategy, acts: &[(&'static str, Act)]) -> HookChain {
-    acts.iter()
-        .fold(HookChain::builder().strategy(strategy), |b, (name, act)| {
-            b.hook(Rec::new(name, log).server(act.clone()).close(act.clone()))
-        })
-        .build()
+/// A log and a chain of `Rec`s whose server and close observers answer as scripted.
+fn chain_of(strategy: ErrorStrategy, acts: &[(&'static str, Act)]) -> (Log, HookChain) {
+    common::chain_of(strategy, acts, |rec, act| {
+        rec.server(act.clone()).close(act)
+    })
 }
 
+/// A log and a chain of the observers "a" and "b", neither failing.
+fn two_passing() -> (Log, HookChain) {
+    chain_of(
+        ErrorStrategy::StopOnError,
+        &[("a", Act::Pass), ("b", Act::Pass)],
+    )
+}
+
+/// Moves `open` into a thread that panics while holding it, so the `Open`
+/// is dropped during unwinding, and checks that the thread did panic.
+fn drop_while_unwinding(open: Open<StreamInfo>) {
+    let joined = std::thread::spawn(move || {
+        let _owned = open;
+        panic!("{} while holding an Open", common::PANIC_MARK);
+    })
+    .join();
+    assert!(joined.is_err());
+}
+
+/// The `(hook, kind)` of every failure in `err`, in order.
 fn failures(err: &MultiError) -> Vec<(String, &'static str)> {
     err.errors
         .iter()
@@ -29,6 +48,7 @@ fn failures(err: &MultiError) -> Vec<(String, &'static str)> {
         .collect()
 }
 
+/// The log entries that end with `suffix`.
 fn ending(log: &Log, suffix: &str) -> Vec<String> {
     log.entries()
         .into_iter()
@@ -45,9 +65,7 @@ fn server_start_calls_every_hook_in_order() {
         ErrorStrategy::StopOnError,
         ErrorStrategy::CollectAndContinue,
     ] {
-        let log = Log::new();
-        let chain = chain_of(
-            &log,
+        let (log, chain) = chain_of(
             strategy,
             &[("a", Act::Pass), ("b", Act::Pass), ("c", Act::Pass)],
         );
@@ -61,9 +79,7 @@ fn server_start_calls_every_hook_in_order() {
 
 #[test]
 fn server_start_stops_at_first_error_under_stop_on_error() {
-    let log = Log::new();
-    let chain = chain_of(
-        &log,
+    let (log, chain) = chain_of(
         ErrorStrategy::StopOnError,
         &[
             ("a", Act::Pass),
@@ -90,9 +106,7 @@ fn server_start_stops_at_first_error_under_stop_on_error() {
 #[test]
 fn server_start_panic_counts_as_failure_under_stop_on_error() {
     let _quiet = QuietPanics::new();
-    let log = Log::new();
-    let chain = chain_of(
-        &log,
+    let (log, chain) = chain_of(
         ErrorStrategy::StopOnError,
         &[("a", Act::Panic), ("b", Act::Pass)],
     );
@@ -110,9 +124,7 @@ fn server_start_panic_counts_as_failure_under_stop_on_error() {
 #[test]
 fn server_start_collects_every_failure_under_collect_and_continue() {
     let _quiet = QuietPanics::new();
-    let log = Log::new();
-    let chain = chain_of(
-        &log,
+    let (log, chain) = chain_of(
         ErrorStrategy::CollectAndContinue,
         &[
             ("a", Act::Fail("no config")),
@@ -162,9 +174,7 @@ fn server_start_collects_every_failure_under_collect_and_continue() {
 
 #[test]
 fn multi_error_display_names_every_hook() {
-    let log = Log::new();
-    let chain = chain_of(
-        &log,
+    let (_log, chain) = chain_of(
         ErrorStrategy::CollectAndContinue,
         &[("a", Act::Fail("no config")), ("b", Act::Fail("no port"))],
     );
@@ -187,9 +197,7 @@ fn server_stop_runs_every_hook_whatever_the_strategy() {
         ErrorStrategy::StopOnError,
         ErrorStrategy::CollectAndContinue,
     ] {
-        let log = Log::new();
-        let chain = chain_of(
-            &log,
+        let (log, chain) = chain_of(
             strategy,
             &[
                 ("a", Act::Fail("flush failed")),
@@ -215,12 +223,7 @@ fn server_stop_runs_every_hook_whatever_the_strategy() {
 
 #[test]
 fn close_fires_exactly_once_with_the_given_reason() {
-    let log = Log::new();
-    let chain = chain_of(
-        &log,
-        ErrorStrategy::StopOnError,
-        &[("a", Act::Pass), ("b", Act::Pass)],
-    );
+    let (log, chain) = two_passing();
 
     let open = chain.open_stream(stream()).expect("opens");
     assert_eq!(log.take(), ["a:stream_open", "b:stream_open"]);
@@ -234,9 +237,7 @@ fn close_fires_exactly_once_with_the_given_reason() {
         ]
     );
 
-    let c = client();
-    let creds = Creds::new("token", &c.name);
-    let open = chain.open_client(c, &creds.login()).expect("opens");
+    let open = open_client(&chain, client()).expect("opens");
     open.close(CloseReason::ConnectionLost);
     assert_eq!(
         log.take(),
@@ -298,12 +299,7 @@ fn close_delivers_the_exact_reason() {
 
 #[test]
 fn dropping_an_open_fires_aborted_once() {
-    let log = Log::new();
-    let chain = chain_of(
-        &log,
-        ErrorStrategy::StopOnError,
-        &[("a", Act::Pass), ("b", Act::Pass)],
-    );
+    let (log, chain) = two_passing();
 
     let open = chain.open_tunnel(tunnel_of(&client(), 1)).expect("opens");
     assert_eq!(open.info().id, reitunnel_hooks::TunnelId(1));
@@ -322,12 +318,7 @@ fn dropping_an_open_fires_aborted_once() {
     let _quiet = QuietPanics::new();
     let open = chain.open_stream(stream()).expect("opens");
     log.take();
-    let joined = std::thread::spawn(move || {
-        let _owned = open;
-        panic!("{} while holding an Open", common::PANIC_MARK);
-    })
-    .join();
-    assert!(joined.is_err());
+    drop_while_unwinding(open);
     assert_eq!(
         log.take(),
         [
@@ -340,21 +331,16 @@ fn dropping_an_open_fires_aborted_once() {
 #[test]
 fn close_observer_panicking_while_the_owner_unwinds_does_not_abort() {
     let _quiet = QuietPanics::new();
-    let log = Log::new();
-    let chain = HookChain::builder()
-        .hook(Rec::new("a", &log).close(Act::Panic))
-        .hook(Rec::new("b", &log))
-        .build();
+    let (log, chain) = common::chain_of(
+        ErrorStrategy::StopOnError,
+        &[("a", Act::Panic), ("b", Act::Pass)],
+        Rec::close,
+    );
     let open = chain.open_stream(stream()).expect("opens");
     log.take();
     // The Open's Drop runs during unwinding and a hook panics inside it; the
     // chain must catch that second panic (otherwise the process aborts).
-    let joined = std::thread::spawn(move || {
-        let _owned = open;
-        panic!("{} while holding an Open", common::PANIC_MARK);
-    })
-    .join();
-    assert!(joined.is_err());
+    drop_while_unwinding(open);
     assert_eq!(
         log.take(),
         [
@@ -368,11 +354,11 @@ fn close_observer_panicking_while_the_owner_unwinds_does_not_abort() {
 
 #[test]
 fn refused_subject_gets_no_close_event() {
-    let log = Log::new();
-    let chain = HookChain::builder()
-        .hook(Rec::new("a", &log))
-        .hook(Rec::new("b", &log).gate(Act::Reject("no")))
-        .build();
+    let (log, chain) = common::chain_of(
+        ErrorStrategy::StopOnError,
+        &[("a", Act::Pass), ("b", Act::Reject("no"))],
+        Rec::gate,
+    );
     let _ = chain.open_stream(stream()).expect_err("b rejects");
     let _ = chain
         .open_tunnel(tunnel_of(&client(), 1))
@@ -427,10 +413,7 @@ fn stream_bytes_roll_up_into_tunnel_and_client_before_their_close() {
     let chain = HookChain::builder().shared(hook.clone()).build();
 
     let c = client();
-    let creds = Creds::new("token", &c.name);
-    let client_open = chain
-        .open_client(c.clone(), &creds.login())
-        .expect("client");
+    let client_open = open_client(&chain, c.clone()).expect("client");
     let t1 = chain.open_tunnel(tunnel_of(&c, 1)).expect("tunnel 1");
     let t2 = chain.open_tunnel(tunnel_of(&c, 2)).expect("tunnel 2");
 
@@ -487,9 +470,7 @@ fn stream_bytes_roll_up_into_tunnel_and_client_before_their_close() {
 #[test]
 fn close_observers_run_on_every_hook_even_when_earlier_ones_fail() {
     let _quiet = QuietPanics::new();
-    let log = Log::new();
-    let chain = chain_of(
-        &log,
+    let (log, chain) = chain_of(
         ErrorStrategy::StopOnError,
         &[
             ("a", Act::Fail("audit log full")),
@@ -528,10 +509,7 @@ fn close_observers_run_on_every_hook_even_when_earlier_ones_fail() {
         "{:?}",
         log.entries()
     );
-    let c = client();
-    let creds = Creds::new("token", &c.name);
-    chain
-        .open_client(c, &creds.login())
+    open_client(&chain, client())
         .expect("opens")
         .close(CloseReason::Shutdown);
     assert_eq!(

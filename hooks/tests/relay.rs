@@ -7,14 +7,14 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{stream, Act, Log, QuietPanics, Rec};
+use common::{chain_of, counters_behind, counters_then, stream, Act, Log, QuietPanics, Rec};
 use reitunnel_hooks::builtin::Counters;
 use reitunnel_hooks::relay::{relay, RelayConfig};
 use reitunnel_hooks::{
     CloseReason, DataEvent, Direction, ErrorStrategy, Hook, HookChain, Reason, RefuseCode,
     StreamInfo, Totals, Verdict,
 };
-use tokio::io::{duplex, split, AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{duplex, split, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 
 const MIB: usize = 1024 * 1024;
 const PIPE: usize = 64 * 1024;
@@ -41,6 +41,7 @@ fn checksum(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Everything `r` yields until EOF.
 async fn read_all<R: AsyncRead + Unpin>(r: &mut R) -> Vec<u8> {
     let mut out = Vec::new();
     r.read_to_end(&mut out).await.expect("read");
@@ -56,23 +57,60 @@ async fn hang_guard(test: impl std::future::Future<Output = ()>) {
         .expect("relay test stalled for 120 s: the relay never finished");
 }
 
-/// The two far ends (what the test drives) and the two near ends (what the relay gets).
-struct Pipes {
-    visitor: DuplexStream,
-    service: DuplexStream,
-    visitor_near: DuplexStream,
-    service_near: DuplexStream,
+/// Writes all of `bytes` to `w`, then shuts its sending side down (EOF for the reader).
+async fn send_all<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) {
+    w.write_all(bytes).await.unwrap();
+    w.shutdown().await.unwrap();
 }
 
-fn pipes() -> Pipes {
+/// Checks that `got` is `sent`, by length, by checksum and byte for byte;
+/// `what` names the direction in the failure message.
+fn assert_same_bytes(got: &[u8], sent: &[u8], what: &str) {
+    assert_eq!(got.len(), sent.len(), "{what}: length");
+    assert_eq!(checksum(got), checksum(sent), "{what}: checksum");
+    assert!(got == sent, "{what} bytes differ");
+}
+
+/// What the relay gets: the near ends of the visitor and service pipes, the
+/// stream they carry and the relay config.
+struct Near {
+    visitor: DuplexStream,
+    service: DuplexStream,
+    stream: Arc<StreamInfo>,
+    cfg: RelayConfig,
+}
+
+impl Near {
+    /// Runs the relay over the near ends through `chain` until it ends.
+    async fn relay(&mut self, chain: &HookChain) -> CloseReason {
+        relay(
+            &mut self.visitor,
+            &mut self.service,
+            &self.stream,
+            chain,
+            &self.cfg,
+        )
+        .await
+    }
+}
+
+/// A fresh stream over two fresh pipes relayed with `cfg`: the far visitor
+/// and service ends (what the test drives) and the [`Near`] side.
+fn pipes_with(cfg: RelayConfig) -> (DuplexStream, DuplexStream, Near) {
     let (visitor, visitor_near) = duplex(PIPE);
     let (service_near, service) = duplex(PIPE);
-    Pipes {
-        visitor,
-        service,
-        visitor_near,
-        service_near,
-    }
+    let near = Near {
+        visitor: visitor_near,
+        service: service_near,
+        stream: stream(),
+        cfg,
+    };
+    (visitor, service, near)
+}
+
+/// [`pipes_with`] the default relay config.
+fn pipes() -> (DuplexStream, DuplexStream, Near) {
+    pipes_with(RelayConfig::default())
 }
 
 /// Records the direction and length of every chunk it is offered.
@@ -101,6 +139,7 @@ impl Hook for Chunks {
     }
 }
 
+/// The bytes metered on `s` so far.
 fn totals(s: &StreamInfo) -> Totals {
     s.meter.totals(s.opened_at)
 }
@@ -108,20 +147,9 @@ fn totals(s: &StreamInfo) -> Totals {
 #[tokio::test]
 async fn bytes_arrive_intact_both_ways_and_are_metered() {
     hang_guard(async {
-        let counters = Arc::new(Counters::new());
         let chunks = Arc::new(Chunks::default());
-        let chain = HookChain::builder()
-            .shared(counters.clone())
-            .shared(chunks.clone())
-            .build();
-        let s = stream();
-        let cfg = RelayConfig::default();
-        let Pipes {
-            visitor,
-            service,
-            mut visitor_near,
-            mut service_near,
-        } = pipes();
+        let (counters, chain) = counters_then(chunks.clone());
+        let (visitor, service, mut near) = pipes();
         let (mut visitor_rx, mut visitor_tx) = split(visitor);
         let (mut service_rx, mut service_tx) = split(service);
 
@@ -129,28 +157,18 @@ async fn bytes_arrive_intact_both_ways_and_are_metered() {
         let down = pseudo_random(4 * MIB + 13, 0x5eed_0002);
 
         let (reason, (), (), got_up, got_down) = tokio::join!(
-            relay(&mut visitor_near, &mut service_near, &s, &chain, &cfg),
-            async {
-                visitor_tx.write_all(&up).await.unwrap();
-                visitor_tx.shutdown().await.unwrap();
-            },
-            async {
-                service_tx.write_all(&down).await.unwrap();
-                service_tx.shutdown().await.unwrap();
-            },
+            near.relay(&chain),
+            send_all(&mut visitor_tx, &up),
+            send_all(&mut service_tx, &down),
             read_all(&mut service_rx),
             read_all(&mut visitor_rx),
         );
 
         assert_eq!(reason, CloseReason::Finished);
-        assert_eq!(got_up.len(), up.len());
-        assert_eq!(checksum(&got_up), checksum(&up));
-        assert!(got_up == up, "visitor -> service bytes differ");
-        assert_eq!(got_down.len(), down.len());
-        assert_eq!(checksum(&got_down), checksum(&down));
-        assert!(got_down == down, "service -> visitor bytes differ");
+        assert_same_bytes(&got_up, &up, "visitor -> service");
+        assert_same_bytes(&got_down, &down, "service -> visitor");
 
-        let t = totals(&s);
+        let t = totals(&near.stream);
         assert_eq!(t.bytes_in, up.len() as u64);
         assert_eq!(t.bytes_out, down.len() as u64);
         let snap = counters.snapshot();
@@ -162,7 +180,7 @@ async fn bytes_arrive_intact_both_ways_and_are_metered() {
             .lens(Direction::Ingress)
             .iter()
             .chain(&chunks.lens(Direction::Egress))
-            .all(|&n| n > 0 && n <= cfg.max_chunk));
+            .all(|&n| n > 0 && n <= near.cfg.max_chunk));
     })
     .await;
 }
@@ -171,39 +189,26 @@ async fn bytes_arrive_intact_both_ways_and_are_metered() {
 async fn bytes_arrive_intact_with_every_end_on_its_own_task() {
     hang_guard(async {
         let chain = HookChain::builder().hook(Counters::new()).build();
-        let s = stream();
-        let Pipes {
-            visitor,
-            service,
-            mut visitor_near,
-            mut service_near,
-        } = pipes();
+        let (visitor, service, mut near) = pipes();
+        let s = near.stream.clone();
         let (mut visitor_rx, mut visitor_tx) = split(visitor);
         let (mut service_rx, mut service_tx) = split(service);
         let up = pseudo_random(MIB + 1, 7);
         let down = pseudo_random(MIB - 1, 8);
 
-        let relay_task = {
-            let s = s.clone();
-            tokio::spawn(async move {
-                let cfg = RelayConfig::default();
-                relay(&mut visitor_near, &mut service_near, &s, &chain, &cfg).await
-            })
-        };
+        let relay_task = tokio::spawn(async move { near.relay(&chain).await });
         let tasks = [
             tokio::spawn({
                 let up = up.clone();
                 async move {
-                    visitor_tx.write_all(&up).await.unwrap();
-                    visitor_tx.shutdown().await.unwrap();
+                    send_all(&mut visitor_tx, &up).await;
                     Vec::new()
                 }
             }),
             tokio::spawn({
                 let down = down.clone();
                 async move {
-                    service_tx.write_all(&down).await.unwrap();
-                    service_tx.shutdown().await.unwrap();
+                    send_all(&mut service_tx, &down).await;
                     Vec::new()
                 }
             }),
@@ -215,10 +220,8 @@ async fn bytes_arrive_intact_with_every_end_on_its_own_task() {
             results.push(t.await.unwrap());
         }
         assert_eq!(relay_task.await.unwrap(), CloseReason::Finished);
-        assert_eq!(checksum(&results[2]), checksum(&up));
-        assert!(results[2] == up);
-        assert_eq!(checksum(&results[3]), checksum(&down));
-        assert!(results[3] == down);
+        assert_same_bytes(&results[2], &up, "visitor -> service");
+        assert_same_bytes(&results[3], &down, "service -> visitor");
         let t = totals(&s);
         assert_eq!(
             (t.bytes_in, t.bytes_out),
@@ -232,20 +235,13 @@ async fn bytes_arrive_intact_with_every_end_on_its_own_task() {
 async fn visitor_eof_half_closes_the_service_and_the_answer_still_flows() {
     hang_guard(async {
         let chain = HookChain::builder().hook(Counters::new()).build();
-        let s = stream();
-        let cfg = RelayConfig::default();
-        let Pipes {
-            mut visitor,
-            mut service,
-            mut visitor_near,
-            mut service_near,
-        } = pipes();
+        let (mut visitor, mut service, mut near) = pipes();
 
         let (reason, answer, ()) = tokio::join!(
-            relay(&mut visitor_near, &mut service_near, &s, &chain, &cfg),
+            near.relay(&chain),
             async {
-                visitor.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
-                visitor.shutdown().await.unwrap(); // done sending, still listening
+                // Done sending, still listening.
+                send_all(&mut visitor, b"GET / HTTP/1.0\r\n\r\n").await;
                 read_all(&mut visitor).await
             },
             async {
@@ -255,15 +251,14 @@ async fn visitor_eof_half_closes_the_service_and_the_answer_still_flows() {
                 // ... and its answer still goes back after that.
                 let body = pseudo_random(200_000, 3);
                 service.write_all(b"HTTP/1.0 200 OK\r\n\r\n").await.unwrap();
-                service.write_all(&body).await.unwrap();
-                service.shutdown().await.unwrap();
+                send_all(&mut service, &body).await;
             },
         );
         assert_eq!(reason, CloseReason::Finished);
         let mut expected = b"HTTP/1.0 200 OK\r\n\r\n".to_vec();
         expected.extend(pseudo_random(200_000, 3));
         assert!(answer == expected, "answer differs");
-        let t = totals(&s);
+        let t = totals(&near.stream);
         assert_eq!(t.bytes_in, 18);
         assert_eq!(t.bytes_out, expected.len() as u64);
     })
@@ -274,34 +269,25 @@ async fn visitor_eof_half_closes_the_service_and_the_answer_still_flows() {
 async fn service_eof_half_closes_the_visitor_and_uploads_still_flow() {
     hang_guard(async {
         let chain = HookChain::default();
-        let s = stream();
-        let cfg = RelayConfig::default();
-        let Pipes {
-            mut visitor,
-            mut service,
-            mut visitor_near,
-            mut service_near,
-        } = pipes();
+        let (mut visitor, mut service, mut near) = pipes();
         let upload = pseudo_random(300_000, 9);
 
         let (reason, (), received) = tokio::join!(
-            relay(&mut visitor_near, &mut service_near, &s, &chain, &cfg),
+            near.relay(&chain),
             async {
                 // The visitor is told the service is done sending ...
                 assert_eq!(read_all(&mut visitor).await, b"ready");
                 // ... and can still upload afterwards.
-                visitor.write_all(&upload).await.unwrap();
-                visitor.shutdown().await.unwrap();
+                send_all(&mut visitor, &upload).await;
             },
             async {
-                service.write_all(b"ready").await.unwrap();
-                service.shutdown().await.unwrap();
+                send_all(&mut service, b"ready").await;
                 read_all(&mut service).await
             },
         );
         assert_eq!(reason, CloseReason::Finished);
         assert!(received == upload, "upload differs");
-        let t = totals(&s);
+        let t = totals(&near.stream);
         assert_eq!((t.bytes_in, t.bytes_out), (upload.len() as u64, 5));
     })
     .await;
@@ -335,19 +321,8 @@ async fn hook_close_on_first_chunk_forwards_nothing() {
                 dir,
                 calls: Mutex::new(0),
             });
-            let counters = Arc::new(Counters::new());
-            let chain = HookChain::builder()
-                .shared(closer.clone())
-                .shared(counters.clone())
-                .build();
-            let s = stream();
-            let cfg = RelayConfig::default();
-            let Pipes {
-                mut visitor,
-                mut service,
-                mut visitor_near,
-                mut service_near,
-            } = pipes();
+            let (counters, chain) = counters_behind(closer.clone());
+            let (mut visitor, mut service, mut near) = pipes();
 
             // The data is waiting before the relay starts.
             let (sender, receiver) = match dir {
@@ -359,7 +334,7 @@ async fn hook_close_on_first_chunk_forwards_nothing() {
                 .await
                 .unwrap();
 
-            let reason = relay(&mut visitor_near, &mut service_near, &s, &chain, &cfg).await;
+            let reason = near.relay(&chain).await;
             assert_eq!(
                 reason,
                 CloseReason::Hook(Reason::limit_reached("byte quota reached")),
@@ -368,13 +343,13 @@ async fn hook_close_on_first_chunk_forwards_nothing() {
             assert_eq!(*closer.calls.lock().unwrap(), 1, "{dir:?}");
 
             // Whoever owns the relay drops both near ends after a close.
-            drop(visitor_near);
-            drop(service_near);
+            drop(near.visitor);
+            drop(near.service);
             assert!(
                 read_all(receiver).await.is_empty(),
                 "{dir:?}: a byte leaked"
             );
-            let t = totals(&s);
+            let t = totals(&near.stream);
             assert_eq!((t.bytes_in, t.bytes_out), (0, 0), "{dir:?}");
             // Close short-circuits: hooks after the closer never saw the chunk.
             let snap = counters.snapshot();
@@ -388,20 +363,14 @@ async fn hook_close_on_first_chunk_forwards_nothing() {
 async fn panicking_data_hook_closes_the_relay_under_stop_on_error() {
     hang_guard(async {
         let _quiet = QuietPanics::new();
-        let log = Log::new();
-        let chain = HookChain::builder()
-            .hook(Rec::new("boom", &log).data(Act::Panic))
-            .build();
-        let s = stream();
-        let cfg = RelayConfig::default();
-        let Pipes {
-            mut visitor,
-            mut service,
-            mut visitor_near,
-            mut service_near,
-        } = pipes();
+        let (log, chain) = chain_of(
+            ErrorStrategy::StopOnError,
+            &[("boom", Act::Panic)],
+            Rec::data,
+        );
+        let (mut visitor, mut service, mut near) = pipes();
         visitor.write_all(b"hello").await.unwrap();
-        let reason = relay(&mut visitor_near, &mut service_near, &s, &chain, &cfg).await;
+        let reason = near.relay(&chain).await;
         let CloseReason::Hook(r) = &reason else {
             panic!("expected a hook close, got {reason:?}");
         };
@@ -414,7 +383,7 @@ async fn panicking_data_hook_closes_the_relay_under_stop_on_error() {
             log.matching("boom:error"),
             ["boom:error stream hook=boom panicked"]
         );
-        drop(service_near);
+        drop(near.service);
         assert!(read_all(&mut service).await.is_empty());
     })
     .await;
@@ -424,26 +393,15 @@ async fn panicking_data_hook_closes_the_relay_under_stop_on_error() {
 async fn panicking_data_hook_is_ignored_under_collect_and_continue() {
     hang_guard(async {
         let _quiet = QuietPanics::new();
-        let log = Log::new();
-        let chain = HookChain::builder()
-            .hook(Rec::new("boom", &log).data(Act::Panic))
-            .strategy(ErrorStrategy::CollectAndContinue)
-            .build();
-        let s = stream();
-        let cfg = RelayConfig::default();
-        let Pipes {
-            mut visitor,
-            mut service,
-            mut visitor_near,
-            mut service_near,
-        } = pipes();
-        visitor.write_all(b"hello").await.unwrap();
-        visitor.shutdown().await.unwrap();
-        service.shutdown().await.unwrap();
-        let (reason, got) = tokio::join!(
-            relay(&mut visitor_near, &mut service_near, &s, &chain, &cfg),
-            read_all(&mut service),
+        let (log, chain) = chain_of(
+            ErrorStrategy::CollectAndContinue,
+            &[("boom", Act::Panic)],
+            Rec::data,
         );
+        let (mut visitor, mut service, mut near) = pipes();
+        send_all(&mut visitor, b"hello").await;
+        service.shutdown().await.unwrap();
+        let (reason, got) = tokio::join!(near.relay(&chain), read_all(&mut service));
         assert_eq!(reason, CloseReason::Finished);
         assert_eq!(got, b"hello");
         assert!(log.count("boom:error") >= 1);
@@ -481,39 +439,24 @@ async fn throttle_delays_forwarding_and_meters_behind_it_see_every_byte() {
             wait: WAIT,
             asked: Mutex::new(Vec::new()),
         });
-        let counters = Arc::new(Counters::new());
-        let chain = HookChain::builder()
-            .shared(throttler.clone())
-            .shared(counters.clone())
-            .build();
-        let s = stream();
-        let cfg = RelayConfig {
+        let (counters, chain) = counters_behind(throttler.clone());
+        let (mut visitor, mut service, mut near) = pipes_with(RelayConfig {
             initial_chunk: 1000,
             max_chunk: 1000,
-        };
-        let Pipes {
-            mut visitor,
-            mut service,
-            mut visitor_near,
-            mut service_near,
-        } = pipes();
+        });
         let payload = pseudo_random(3_000, 11);
-        visitor.write_all(&payload).await.unwrap();
-        visitor.shutdown().await.unwrap();
+        send_all(&mut visitor, &payload).await;
         service.shutdown().await.unwrap();
 
         let start = tokio::time::Instant::now();
-        let (reason, (first_byte_at, got)) = tokio::join!(
-            relay(&mut visitor_near, &mut service_near, &s, &chain, &cfg),
-            async {
-                let mut first = [0u8; 1];
-                service.read_exact(&mut first).await.unwrap();
-                let at = tokio::time::Instant::now();
-                let mut got = first.to_vec();
-                got.extend(read_all(&mut service).await);
-                (at, got)
-            },
-        );
+        let (reason, (first_byte_at, got)) = tokio::join!(near.relay(&chain), async {
+            let mut first = [0u8; 1];
+            service.read_exact(&mut first).await.unwrap();
+            let at = tokio::time::Instant::now();
+            let mut got = first.to_vec();
+            got.extend(read_all(&mut service).await);
+            (at, got)
+        },);
         let elapsed = start.elapsed();
 
         assert_eq!(reason, CloseReason::Finished);
@@ -531,7 +474,7 @@ async fn throttle_delays_forwarding_and_meters_behind_it_see_every_byte() {
         assert!(elapsed >= min_total, "{elapsed:?} < {min_total:?}");
         // The counters behind the throttler saw every byte.
         assert_eq!(counters.snapshot().bytes_in, payload.len() as u64);
-        assert_eq!(totals(&s).bytes_in, payload.len() as u64);
+        assert_eq!(totals(&near.stream).bytes_in, payload.len() as u64);
     })
     .await;
 }
@@ -542,27 +485,18 @@ async fn chunks_never_exceed_max_chunk_and_sum_to_the_bytes_sent() {
         for (initial_chunk, max_chunk) in [(100, 1000), (4096, 1000), (0, 7), (8192, 65_536)] {
             let chunks = Arc::new(Chunks::default());
             let chain = HookChain::builder().shared(chunks.clone()).build();
-            let s = stream();
-            let cfg = RelayConfig {
+            let (mut visitor, mut service, mut near) = pipes_with(RelayConfig {
                 initial_chunk,
                 max_chunk,
-            };
-            let Pipes {
-                mut visitor,
-                mut service,
-                mut visitor_near,
-                mut service_near,
-            } = pipes();
+            });
             let payload = pseudo_random(20_000, 5);
             let answer = pseudo_random(30_001, 6);
             // Everything is buffered before the relay starts (the pipes hold 64 KiB).
-            visitor.write_all(&payload).await.unwrap();
-            visitor.shutdown().await.unwrap();
-            service.write_all(&answer).await.unwrap();
-            service.shutdown().await.unwrap();
+            send_all(&mut visitor, &payload).await;
+            send_all(&mut service, &answer).await;
 
             let (reason, got_up, got_down) = tokio::join!(
-                relay(&mut visitor_near, &mut service_near, &s, &chain, &cfg),
+                near.relay(&chain),
                 read_all(&mut service),
                 read_all(&mut visitor),
             );
@@ -598,20 +532,12 @@ async fn a_chain_that_wants_no_data_still_relays_and_meters() {
             .hook(Rec::new("quiet", &log).data(Act::Panic).no_data())
             .build();
         assert!(!chain.wants_data());
-        let s = stream();
-        let cfg = RelayConfig::default();
-        let Pipes {
-            mut visitor,
-            mut service,
-            mut visitor_near,
-            mut service_near,
-        } = pipes();
+        let (mut visitor, mut service, mut near) = pipes();
         let payload = pseudo_random(100_000, 21);
         let (reason, (), got) = tokio::join!(
-            relay(&mut visitor_near, &mut service_near, &s, &chain, &cfg),
+            near.relay(&chain),
             async {
-                visitor.write_all(&payload).await.unwrap();
-                visitor.shutdown().await.unwrap();
+                send_all(&mut visitor, &payload).await;
                 assert!(read_all(&mut visitor).await.is_empty());
             },
             async {
@@ -622,7 +548,7 @@ async fn a_chain_that_wants_no_data_still_relays_and_meters() {
         assert_eq!(reason, CloseReason::Finished);
         assert!(got == payload);
         assert!(log.entries().is_empty(), "{:?}", log.entries());
-        assert_eq!(totals(&s).bytes_in, payload.len() as u64);
+        assert_eq!(totals(&near.stream).bytes_in, payload.len() as u64);
     })
     .await;
 }
@@ -631,23 +557,12 @@ async fn a_chain_that_wants_no_data_still_relays_and_meters() {
 async fn io_failure_ends_the_relay_with_an_error_reported_to_hooks() {
     hang_guard(async {
         let log = Log::new();
-        let counters = Arc::new(Counters::new());
-        let chain = HookChain::builder()
-            .hook(Rec::new("rec", &log))
-            .shared(counters.clone())
-            .build();
-        let s = stream();
-        let cfg = RelayConfig::default();
-        let Pipes {
-            mut visitor,
-            service,
-            mut visitor_near,
-            mut service_near,
-        } = pipes();
+        let (counters, chain) = counters_behind(Arc::new(Rec::new("rec", &log)));
+        let (mut visitor, service, mut near) = pipes();
         drop(service); // the service went away: writing to it fails
         visitor.write_all(b"hello").await.unwrap();
 
-        let reason = relay(&mut visitor_near, &mut service_near, &s, &chain, &cfg).await;
+        let reason = near.relay(&chain).await;
         let CloseReason::Error(msg) = &reason else {
             panic!("expected an I/O error, got {reason:?}");
         };
@@ -657,7 +572,7 @@ async fn io_failure_ends_the_relay_with_an_error_reported_to_hooks() {
             [format!("rec:error stream other: {msg}")]
         );
         assert_eq!(counters.snapshot().errors, 1);
-        assert_eq!(totals(&s).bytes_in, 0);
+        assert_eq!(totals(&near.stream).bytes_in, 0);
     })
     .await;
 }
@@ -667,17 +582,16 @@ async fn io_failure_ends_the_relay_with_an_error_reported_to_hooks() {
 async fn buffered_writes_are_flushed_when_the_reader_goes_idle() {
     hang_guard(async {
         let chain = HookChain::default();
-        let s = stream();
-        let cfg = RelayConfig::default();
-        let Pipes {
-            mut visitor,
-            mut service,
-            mut visitor_near,
-            service_near,
-        } = pipes();
-        let mut service_near = tokio::io::BufWriter::new(service_near);
+        let (mut visitor, mut service, mut near) = pipes();
+        let mut service_near = tokio::io::BufWriter::new(near.service);
 
-        let relay_fut = relay(&mut visitor_near, &mut service_near, &s, &chain, &cfg);
+        let relay_fut = relay(
+            &mut near.visitor,
+            &mut service_near,
+            &near.stream,
+            &chain,
+            &near.cfg,
+        );
         let conversation = async {
             // Neither side closes: only a flush gets "ping" to the service.
             visitor.write_all(b"ping").await.unwrap();
@@ -728,18 +642,9 @@ async fn throttle_then_cancel(wait: Duration) -> (tokio::task::JoinError, Vec<u8
         asked: tokio::sync::Notify::new(),
     });
     let chain = HookChain::builder().shared(hook.clone()).build();
-    let s = stream();
-    let Pipes {
-        mut visitor,
-        mut service,
-        mut visitor_near,
-        mut service_near,
-    } = pipes();
+    let (mut visitor, mut service, mut near) = pipes();
     visitor.write_all(b"held back").await.unwrap();
-    let task = tokio::spawn(async move {
-        let cfg = RelayConfig::default();
-        relay(&mut visitor_near, &mut service_near, &s, &chain, &cfg).await
-    });
+    let task = tokio::spawn(async move { near.relay(&chain).await });
     hook.asked.notified().await;
     task.abort(); // drops the near ends with the future
     let ended = task.await.expect_err("the relay cannot finish by itself");

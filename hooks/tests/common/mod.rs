@@ -9,10 +9,11 @@ use std::panic::{self, PanicHookInfo};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use reitunnel_hooks::builtin::Counters;
 use reitunnel_hooks::{
-    BoxError, ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Hook, HookError,
-    HookErrorKind, Login, Reason, Rejection, Scope, ServerInfo, StreamId, StreamInfo, Totals,
-    TunnelId, TunnelInfo, TunnelKind, Verdict,
+    BoxError, ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, ErrorStrategy,
+    Hook, HookChain, HookError, HookErrorKind, Login, Open, Reason, Refusal, Rejection, Scope,
+    ServerInfo, StreamId, StreamInfo, Totals, TunnelId, TunnelInfo, TunnelKind, Verdict,
 };
 use reitunnel_proto::auth::{NONCE_LEN, PROOF_LEN};
 
@@ -391,6 +392,78 @@ pub fn data<'a>(stream: &'a StreamInfo, direction: Direction, bytes: &'a [u8]) -
         direction,
         data: bytes,
     }
+}
+
+/// Opens `client` on `chain` with a login proving `token` for the client's name.
+pub fn open_client_with_token(
+    chain: &HookChain,
+    client: Arc<ClientInfo>,
+    token: &str,
+) -> Result<Open<ClientInfo>, Refusal> {
+    let creds = Creds::new(token, &client.name);
+    chain.open_client(client, &creds.login())
+}
+
+/// Opens `client` on `chain` with a login for the token `"token"` (the
+/// chains these tests build check no token).
+pub fn open_client(
+    chain: &HookChain,
+    client: Arc<ClientInfo>,
+) -> Result<Open<ClientInfo>, Refusal> {
+    open_client_with_token(chain, client, "token")
+}
+
+// ---------------------------------------------------------------------------
+// Chains
+
+/// A fresh log and a chain (with `strategy`) of one [`Rec`] per `(name, act)`,
+/// in order, each scripted with its act by `script` (e.g. `Rec::data`).
+pub fn chain_of(
+    strategy: ErrorStrategy,
+    acts: &[(&'static str, Act)],
+    script: fn(Rec, Act) -> Rec,
+) -> (Log, HookChain) {
+    let log = Log::new();
+    let chain = acts
+        .iter()
+        .fold(HookChain::builder().strategy(strategy), |b, (name, act)| {
+            b.hook(script(Rec::new(name, &log), act.clone()))
+        })
+        .build();
+    (log, chain)
+}
+
+/// A chain of shared [`Counters`] followed by `hook`; returns the counters to read.
+pub fn counters_then(hook: Arc<dyn Hook>) -> (Arc<Counters>, HookChain) {
+    let counters = Arc::new(Counters::new());
+    let chain = HookChain::builder()
+        .shared(counters.clone())
+        .shared(hook)
+        .build();
+    (counters, chain)
+}
+
+/// A chain of `hook` followed by shared [`Counters`] (which see only what
+/// `hook` lets through); returns the counters to read.
+pub fn counters_behind(hook: Arc<dyn Hook>) -> (Arc<Counters>, HookChain) {
+    let counters = Arc::new(Counters::new());
+    let chain = HookChain::builder()
+        .shared(hook)
+        .shared(counters.clone())
+        .build();
+    (counters, chain)
+}
+
+// ---------------------------------------------------------------------------
+// Expected log entries
+
+/// The entries [`Rec`] logs when every hook in `hooks` hears, through
+/// `on_error` in `scope`, that `culprit` failed (`kind`: `"failed"` or `"panicked"`).
+pub fn errors_heard(hooks: &[&str], scope: &str, culprit: &str, kind: &str) -> Vec<String> {
+    hooks
+        .iter()
+        .map(|h| format!("{h}:error {scope} hook={culprit} {kind}"))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
