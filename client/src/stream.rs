@@ -77,7 +77,7 @@ pub(crate) async fn serve(
     }
     let reason = tokio::select! {
         _ = route.closer.closed() => route.closer.reason().unwrap_or(CloseReason::Finished),
-        reason = relay(&mut up, &mut local, &info, &chain, &cfg.relay) => reason,
+        reason = relay(&mut up, &mut local, &open, &cfg.relay) => reason,
     };
     open.close(reason);
 }

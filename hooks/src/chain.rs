@@ -10,7 +10,7 @@ use crate::event::{
     ClientInfo, DataEvent, ErrorEvent, Login, Reason, RefuseCode, Rejection, Scope, ServerInfo,
     StreamInfo, TunnelInfo, Verdict,
 };
-use crate::hook::{BoxError, Hook};
+use crate::hook::{BoxError, Hook, StreamState};
 
 /// What the chain does when a hook fails (returns an error or panics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,7 +41,8 @@ pub const SERVER: &str = "server";
 
 struct Inner {
     hooks: Box<[Arc<dyn Hook>]>,
-    data_hooks: Box<[Arc<dyn Hook>]>,
+    /// The hooks that want data, with their position in `hooks` (which indexes stream states).
+    data_hooks: Box<[(usize, Arc<dyn Hook>)]>,
     strategy: ErrorStrategy,
 }
 
@@ -97,8 +98,9 @@ impl HookChainBuilder {
         let data_hooks = self
             .hooks
             .iter()
-            .filter(|h| h.wants_data())
-            .cloned()
+            .enumerate()
+            .filter(|(_, h)| h.wants_data())
+            .map(|(i, h)| (i, h.clone()))
             .collect();
         HookChain {
             inner: Arc::new(Inner {
@@ -283,14 +285,57 @@ impl HookChain {
         self.gate(Scope::Stream(stream), |h| h.on_stream_open(stream))
     }
 
-    /// The per-chunk dispatch. Allocates nothing and takes no lock unless a
-    /// hook fails. `Reject` and `Close` end the stream at once; the longest
-    /// `Throttle` wins.
+    /// Tells every hook that `scope` passed all gates (`on_open`).
+    pub(crate) fn opened(&self, scope: Scope<'_>) {
+        for hook in self.inner.hooks.iter() {
+            if let Err(e) = isolated(&**hook, || hook.on_open(scope)) {
+                self.hook_failed(scope, &e);
+            }
+        }
+    }
+
+    /// Each hook's state for a new stream, by hook position. A hook that
+    /// panics here gets no state (and the panic is reported).
+    /// [`HookChain::open_stream`] does this; call it yourself only together
+    /// with the low-level [`HookChain::on_data`].
+    pub fn stream_states(&self, stream: &StreamInfo) -> Box<[Option<StreamState>]> {
+        self.inner
+            .hooks
+            .iter()
+            .map(|h| {
+                isolated(&**h, || h.stream_state(stream)).unwrap_or_else(|e| {
+                    self.hook_failed(Scope::Stream(stream), &e);
+                    None
+                })
+            })
+            .collect()
+    }
+
+    /// Runs an observer once per hook with that hook's position (to pick its stream state).
+    pub(crate) fn observe_each(
+        &self,
+        scope: Scope<'_>,
+        call: impl Fn(usize, &dyn Hook) -> Result<(), BoxError>,
+    ) {
+        for (i, h) in self.inner.hooks.iter().enumerate() {
+            self.observer_call(scope, &**h, || call(i, &**h));
+        }
+    }
+
+    /// The per-chunk dispatch; `states` are the stream's, by hook position
+    /// (from [`HookChain::stream_states`]; hooks without an entry get none).
+    /// Allocates nothing and takes no lock unless a hook fails. `Reject` and
+    /// `Close` end the stream at once; the longest `Throttle` wins.
+    /// Low-level: [`Open::on_data`](crate::Open::on_data) passes the right states for you.
     #[inline]
-    pub fn on_data(&self, event: &DataEvent<'_>) -> Verdict {
+    pub fn on_data(&self, event: &DataEvent<'_>, states: &[Option<StreamState>]) -> Verdict {
         let mut wait = Duration::ZERO;
-        for hook in self.inner.data_hooks.iter() {
-            match isolated(&**hook, || hook.on_data(event)) {
+        for (i, hook) in self.inner.data_hooks.iter() {
+            let event = DataEvent {
+                state: states.get(*i).and_then(|s| s.as_deref()),
+                ..*event
+            };
+            match isolated(&**hook, || hook.on_data(&event)) {
                 Ok(Verdict::Continue) => {}
                 Ok(Verdict::Throttle(d)) => wait = wait.max(d),
                 Ok(Verdict::Reject(r) | Verdict::Close(r)) => return Verdict::Close(r),

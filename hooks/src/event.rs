@@ -2,6 +2,7 @@
 //! shared by `Arc`; per-chunk events only borrow them, so delivering an event
 //! allocates nothing.
 
+use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
@@ -183,6 +184,13 @@ impl Direction {
     }
 }
 
+/// A hook's own per-stream state, as handed back to it (see [`crate::Hook::stream_state`]).
+pub type StateRef<'a> = Option<&'a (dyn Any + Send + Sync)>;
+
+fn downcast<'a, T: 'static>(state: StateRef<'a>) -> Option<&'a T> {
+    state.and_then(|s| s.downcast_ref::<T>())
+}
+
 /// One chunk read from one side of a stream, before it is written to the other.
 #[derive(Debug, Clone, Copy)]
 pub struct DataEvent<'a> {
@@ -192,6 +200,57 @@ pub struct DataEvent<'a> {
     pub direction: Direction,
     /// The bytes (hooks may inspect, never keep them).
     pub data: &'a [u8],
+    /// Bytes of earlier chunks a [`crate::builtin::Sampler`] did not forward
+    /// and folds into this event; 0 unless sampled. See [`DataEvent::bytes`].
+    pub skipped: u64,
+    /// The receiving hook's per-stream state, if it made one.
+    pub state: StateRef<'a>,
+}
+
+impl<'a> DataEvent<'a> {
+    /// An unsampled event with no state (the chain fills in each hook's state).
+    pub fn new(stream: &'a StreamInfo, direction: Direction, data: &'a [u8]) -> Self {
+        DataEvent {
+            stream,
+            direction,
+            data,
+            skipped: 0,
+            state: None,
+        }
+    }
+
+    /// The bytes this event accounts for: the chunk plus what sampling skipped.
+    /// Meters and limits count this, not `data.len()`.
+    #[inline]
+    pub fn bytes(&self) -> u64 {
+        self.data.len() as u64 + self.skipped
+    }
+
+    /// This hook's per-stream state as a `T`.
+    #[inline]
+    pub fn state<T: 'static>(&self) -> Option<&'a T> {
+        downcast(self.state)
+    }
+}
+
+/// A stream's close, as [`crate::Hook::on_stream_close`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamEnd<'a> {
+    /// The stream.
+    pub stream: &'a StreamInfo,
+    /// Why it closed.
+    pub reason: &'a CloseReason,
+    /// Its bytes and duration.
+    pub totals: &'a Totals,
+    /// The receiving hook's per-stream state (dropped right after this call).
+    pub state: StateRef<'a>,
+}
+
+impl<'a> StreamEnd<'a> {
+    /// This hook's per-stream state as a `T`.
+    pub fn state<T: 'static>(&self) -> Option<&'a T> {
+        downcast(self.state)
+    }
 }
 
 /// What a login brought to prove who it is, for `on_client_connect`.

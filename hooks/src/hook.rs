@@ -2,14 +2,22 @@
 //! nothing, so a hook implements only what it cares about (the Go design's
 //! `NoopHook` embedding, without the embedding).
 
+use std::any::Any;
+
 use crate::event::{
-    ClientInfo, CloseReason, DataEvent, ErrorEvent, Login, Rejection, ServerInfo, StreamInfo,
-    Totals, TunnelInfo, Verdict,
+    ClientInfo, CloseReason, DataEvent, ErrorEvent, Login, Rejection, Scope, ServerInfo, StreamEnd,
+    StreamInfo, Totals, TunnelInfo, Verdict,
 };
 
 /// An error a hook returns from an observer method. The chain attaches the
 /// hook's name (see [`crate::HookError`]).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A hook's private state for one stream: made by [`Hook::stream_state`]
+/// when the stream opens, handed back in every [`DataEvent`] and in
+/// [`StreamEnd`], dropped right after the stream's close event. This is how
+/// a hook keeps per-stream counters without a map lookup or lock per chunk.
+pub type StreamState = Box<dyn Any + Send + Sync>;
 
 /// A participant in the event pipeline.
 ///
@@ -92,13 +100,21 @@ pub trait Hook: Send + Sync + 'static {
         Verdict::Continue
     }
 
-    /// Observer: an opened stream closed. Default: nothing.
-    fn on_stream_close(
-        &self,
-        _stream: &StreamInfo,
-        _reason: &CloseReason,
-        _totals: &Totals,
-    ) -> Result<(), BoxError> {
+    /// Observer: every gate passed; the client, tunnel or stream is open and
+    /// exactly one close event will follow. Notifiers and counters act here
+    /// rather than in their own gate, which a later hook may still overrule.
+    /// Default: nothing.
+    fn on_open(&self, _scope: Scope<'_>) {}
+
+    /// Called once when a stream opens (after `on_open`): the state this hook
+    /// wants back with each of the stream's data events. Default: none.
+    fn stream_state(&self, _stream: &StreamInfo) -> Option<StreamState> {
+        None
+    }
+
+    /// Observer: an opened stream closed; `end.state` is this hook's state
+    /// for it, to flush. Default: nothing.
+    fn on_stream_close(&self, _end: &StreamEnd<'_>) -> Result<(), BoxError> {
         Ok(())
     }
 

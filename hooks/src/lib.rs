@@ -35,6 +35,7 @@ pub mod builtin;
 mod chain;
 mod error;
 mod event;
+pub mod events;
 mod hook;
 mod open;
 #[cfg(feature = "tokio")]
@@ -44,8 +45,8 @@ pub use chain::{ErrorStrategy, HookChain, HookChainBuilder, Refusal, SERVER};
 pub use error::{HookError, HookErrorKind, MultiError};
 pub use event::{
     ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Login, Meter, Reason,
-    RefuseCode, Rejection, Scope, ServerInfo, StreamId, StreamInfo, Totals, TunnelId, TunnelInfo,
-    TunnelKind, Verdict,
+    RefuseCode, Rejection, Scope, ServerInfo, StateRef, StreamEnd, StreamId, StreamInfo, Totals,
+    TunnelId, TunnelInfo, TunnelKind, Verdict,
 };
-pub use hook::{BoxError, Hook};
+pub use hook::{BoxError, Hook, StreamState};
 pub use open::{Open, Subject};

@@ -1,13 +1,19 @@
-//! Open/close balance by construction. Passing a gate yields an [`Open`]
-//! handle; its close event fires exactly once, either through
-//! [`Open::close`] with a reason or, if the owning task is cancelled or
-//! panics, from `Drop` with [`CloseReason::Aborted`]. Code that holds the
-//! handle cannot forget the close, and cannot fire it twice.
+//! Open/close balance by construction. Passing every gate yields an
+//! [`Open`] handle (and `on_open` on every hook); its close event fires
+//! exactly once, either through [`Open::close`] with a reason or, if the
+//! owning task is cancelled or panics, from `Drop` with
+//! [`CloseReason::Aborted`]. Code that holds the handle cannot forget the
+//! close, and cannot fire it twice. A stream's handle also carries every
+//! hook's per-stream state, so the data path goes through it.
 
 use std::sync::Arc;
 
 use crate::chain::{HookChain, Refusal};
-use crate::event::{ClientInfo, CloseReason, Login, Scope, StreamInfo, Totals, TunnelInfo};
+use crate::event::{
+    ClientInfo, CloseReason, DataEvent, Direction, Login, Scope, StreamEnd, StreamInfo, Totals,
+    TunnelInfo, Verdict,
+};
+use crate::hook::StreamState;
 
 mod sealed {
     pub trait Sealed {}
@@ -18,30 +24,44 @@ mod sealed {
 
 /// Something with a close event: a client, a tunnel or a stream.
 pub trait Subject: sealed::Sealed + Send + Sync + 'static {
-    /// Fires the close event on every hook of `chain`.
-    fn fire_close(&self, chain: &HookChain, reason: &CloseReason);
+    /// What it is, for `on_open`, `on_rejected` and `on_error`.
+    fn scope(&self) -> Scope<'_>;
+
+    /// Fires the close event on every hook of `chain`; `states` are the
+    /// hooks' per-stream states (empty for clients and tunnels).
+    fn fire_close(&self, chain: &HookChain, reason: &CloseReason, states: &[Option<StreamState>]);
 }
 
 impl Subject for ClientInfo {
-    fn fire_close(&self, chain: &HookChain, reason: &CloseReason) {
+    fn scope(&self) -> Scope<'_> {
+        Scope::Client(self)
+    }
+
+    fn fire_close(&self, chain: &HookChain, reason: &CloseReason, _: &[Option<StreamState>]) {
         let totals = self.meter.totals(self.opened_at);
-        let _ = chain.observe(Scope::Client(self), |h| {
+        let _ = chain.observe(self.scope(), |h| {
             h.on_client_disconnect(self, reason, &totals)
         });
     }
 }
 
 impl Subject for TunnelInfo {
-    fn fire_close(&self, chain: &HookChain, reason: &CloseReason) {
+    fn scope(&self) -> Scope<'_> {
+        Scope::Tunnel(self)
+    }
+
+    fn fire_close(&self, chain: &HookChain, reason: &CloseReason, _: &[Option<StreamState>]) {
         let totals = self.meter.totals(self.opened_at);
-        let _ = chain.observe(Scope::Tunnel(self), |h| {
-            h.on_tunnel_close(self, reason, &totals)
-        });
+        let _ = chain.observe(self.scope(), |h| h.on_tunnel_close(self, reason, &totals));
     }
 }
 
 impl Subject for StreamInfo {
-    fn fire_close(&self, chain: &HookChain, reason: &CloseReason) {
+    fn scope(&self) -> Scope<'_> {
+        Scope::Stream(self)
+    }
+
+    fn fire_close(&self, chain: &HookChain, reason: &CloseReason, states: &[Option<StreamState>]) {
         let totals = Totals {
             streams: 1,
             ..self.meter.totals(self.opened_at)
@@ -50,18 +70,25 @@ impl Subject for StreamInfo {
         // tunnel's (and client's) totals always equal the sum of closed streams.
         self.tunnel.meter.absorb(&totals);
         self.tunnel.client.meter.absorb(&totals);
-        let _ = chain.observe(Scope::Stream(self), |h| {
-            h.on_stream_close(self, reason, &totals)
+        chain.observe_each(self.scope(), |i, h| {
+            h.on_stream_close(&StreamEnd {
+                stream: self,
+                reason,
+                totals: &totals,
+                state: states.get(i).and_then(|s| s.as_deref()),
+            })
         });
     }
 }
 
-/// A client, tunnel or stream that passed its gate and has not closed yet.
+/// A client, tunnel or stream that passed its gates and has not closed yet.
 #[must_use = "dropping an Open fires its close event with CloseReason::Aborted"]
 pub struct Open<T: Subject> {
     chain: HookChain,
     info: Arc<T>,
     closed: bool,
+    /// Per-hook stream states (empty for clients and tunnels); dropped after the close event.
+    states: Box<[Option<StreamState>]>,
 }
 
 impl<T: Subject> std::fmt::Debug for Open<T> {
@@ -74,10 +101,12 @@ impl<T: Subject> std::fmt::Debug for Open<T> {
 
 impl<T: Subject> Open<T> {
     fn new(chain: &HookChain, info: Arc<T>) -> Self {
+        chain.opened(info.scope());
         Open {
             chain: chain.clone(),
             info,
             closed: false,
+            states: Box::default(),
         }
     }
 
@@ -94,14 +123,32 @@ impl<T: Subject> Open<T> {
     /// Fires the close event with `reason`.
     pub fn close(mut self, reason: CloseReason) {
         self.closed = true;
-        self.info.fire_close(&self.chain, &reason);
+        self.info.fire_close(&self.chain, &reason, &self.states);
+    }
+}
+
+impl Open<StreamInfo> {
+    /// Offers one chunk to the chain's data hooks, each with its own
+    /// per-stream state. The relay calls this per chunk; embedders moving
+    /// bytes themselves call it too.
+    #[inline]
+    pub fn on_data(&self, direction: Direction, data: &[u8]) -> Verdict {
+        self.chain
+            .on_data(&DataEvent::new(&self.info, direction, data), &self.states)
+    }
+
+    /// Whether any hook wants data (if not, skip [`Open::on_data`] entirely).
+    #[inline]
+    pub fn wants_data(&self) -> bool {
+        self.chain.wants_data()
     }
 }
 
 impl<T: Subject> Drop for Open<T> {
     fn drop(&mut self) {
         if !self.closed {
-            self.info.fire_close(&self.chain, &CloseReason::Aborted);
+            self.info
+                .fire_close(&self.chain, &CloseReason::Aborted, &self.states);
         }
     }
 }
@@ -123,9 +170,12 @@ impl HookChain {
         Ok(Open::new(self, tunnel))
     }
 
-    /// Runs the `on_stream_open` gates; on success the stream is open.
+    /// Runs the `on_stream_open` gates; on success the stream is open and
+    /// every hook has made its per-stream state.
     pub fn open_stream(&self, stream: Arc<StreamInfo>) -> Result<Open<StreamInfo>, Refusal> {
         self.stream_gate(&stream)?;
-        Ok(Open::new(self, stream))
+        let mut open = Open::new(self, stream);
+        open.states = self.stream_states(&open.info);
+        Ok(open)
     }
 }

@@ -19,8 +19,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::chain::HookChain;
-use crate::event::{CloseReason, DataEvent, Direction, Reason, Scope, StreamInfo, Verdict};
+use crate::event::{CloseReason, Direction, Reason, Scope, StreamInfo, Verdict};
+use crate::open::Open;
 
 /// Buffer sizes of the relay.
 #[derive(Debug, Clone, Copy)]
@@ -122,8 +122,7 @@ impl Pump {
         cx: &mut Context<'_>,
         mut reader: Pin<&mut R>,
         mut writer: Pin<&mut W>,
-        stream: &StreamInfo,
-        chain: &HookChain,
+        stream: &Open<StreamInfo>,
     ) -> Poll<Result<(), End>>
     where
         R: AsyncRead + ?Sized,
@@ -153,7 +152,7 @@ impl Pump {
                     return Poll::Ready(Err(self.io_err(false, "write", e)));
                 }
                 self.start += n;
-                stream.meter.add(self.dir, n as u64);
+                stream.info().meter.add(self.dir, n as u64);
                 self.need_flush = true;
                 continue;
             }
@@ -186,13 +185,8 @@ impl Pump {
             }
             self.start = 0;
             self.end = n;
-            if chain.wants_data() {
-                let event = DataEvent {
-                    stream,
-                    direction: self.dir,
-                    data: &self.buf[..n],
-                };
-                match chain.on_data(&event) {
+            if stream.wants_data() {
+                match stream.on_data(self.dir, &self.buf[..n]) {
                     Verdict::Continue => {}
                     Verdict::Throttle(wait) => self.throttle(wait),
                     Verdict::Reject(r) | Verdict::Close(r) => {
@@ -205,14 +199,14 @@ impl Pump {
 }
 
 /// Relays between `visitor` and `service` until both directions reached EOF,
-/// a side fails, or a hook closes the stream. Returns the close reason; I/O
-/// failures are also reported through the chain's `on_error`. Cancel by
-/// dropping the future (both sockets are borrowed, not consumed).
+/// a side fails, or a hook closes the stream. Returns the close reason (the
+/// caller closes `stream` with it); I/O failures are also reported through
+/// the chain's `on_error`. Cancel by dropping the future (both sockets are
+/// borrowed, not consumed).
 pub async fn relay<V, S>(
     visitor: &mut V,
     service: &mut S,
-    stream: &StreamInfo,
-    chain: &HookChain,
+    stream: &Open<StreamInfo>,
     cfg: &RelayConfig,
 ) -> CloseReason
 where
@@ -223,25 +217,17 @@ where
     let mut egress = Pump::new(Direction::Egress, cfg);
     let result = poll_fn(|cx| {
         if !ingress.finished {
-            if let Poll::Ready(r) = ingress.poll_copy(
-                cx,
-                Pin::new(&mut *visitor),
-                Pin::new(&mut *service),
-                stream,
-                chain,
-            ) {
+            if let Poll::Ready(r) =
+                ingress.poll_copy(cx, Pin::new(&mut *visitor), Pin::new(&mut *service), stream)
+            {
                 r?;
                 ingress.finished = true;
             }
         }
         if !egress.finished {
-            if let Poll::Ready(r) = egress.poll_copy(
-                cx,
-                Pin::new(&mut *service),
-                Pin::new(&mut *visitor),
-                stream,
-                chain,
-            ) {
+            if let Poll::Ready(r) =
+                egress.poll_copy(cx, Pin::new(&mut *service), Pin::new(&mut *visitor), stream)
+            {
                 r?;
                 egress.finished = true;
             }
@@ -258,7 +244,7 @@ where
         Err(End::Hook(reason)) => CloseReason::Hook(reason),
         Err(End::Io(err)) => {
             let reason = CloseReason::Error(err.to_string());
-            chain.error(Scope::Stream(stream), &err);
+            stream.chain().error(Scope::Stream(stream.info()), &err);
             reason
         }
     }

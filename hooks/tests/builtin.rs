@@ -131,7 +131,10 @@ fn counters_count_bytes_from_on_data() {
         (Direction::Egress, 65_536),
     ] {
         let chunk = vec![0xAB; len];
-        assert_eq!(chain.on_data(&data(&s, dir, &chunk)), Verdict::Continue);
+        assert_eq!(
+            chain.on_data(&data(&s, dir, &chunk), &[]),
+            Verdict::Continue
+        );
     }
     let snap = counters.snapshot();
     assert_eq!((snap.bytes_in, snap.bytes_out), (101, 65_543));
@@ -144,7 +147,7 @@ fn counters_see_bytes_behind_a_throttle() {
     let (counters, chain) =
         counters_behind(Arc::new(Rec::new("limit", &Log::new()).data(throttle)));
     let s = stream();
-    let v = chain.on_data(&data(&s, Direction::Ingress, b"abc"));
+    let v = chain.on_data(&data(&s, Direction::Ingress, b"abc"), &[]);
     assert_eq!(v, Verdict::Throttle(std::time::Duration::from_millis(10)));
     assert_eq!(counters.snapshot().bytes_in, 3);
 }
@@ -253,14 +256,14 @@ fn tracing_hook_samples_data_only_when_asked() {
     assert!(!chain.wants_data());
     let s = stream();
     assert_eq!(
-        chain.on_data(&data(&s, Direction::Ingress, b"x")),
+        chain.on_data(&data(&s, Direction::Ingress, b"x"), &[]),
         Verdict::Continue
     );
 
     let chain = HookChain::builder().hook(TracingHook::new(3)).build();
     for _ in 0..10 {
         assert_eq!(
-            chain.on_data(&data(&s, Direction::Egress, b"x")),
+            chain.on_data(&data(&s, Direction::Egress, b"x"), &[]),
             Verdict::Continue
         );
     }

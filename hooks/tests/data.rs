@@ -20,7 +20,7 @@ fn chain_of(strategy: ErrorStrategy, acts: &[(&'static str, Act)]) -> (Log, Hook
 
 /// The verdict of `chain` on [`CHUNK`] flowing in `dir` on a fresh stream.
 fn offer(chain: &HookChain, dir: Direction) -> Verdict {
-    chain.on_data(&data(&stream(), dir, CHUNK))
+    chain.on_data(&data(&stream(), dir, CHUNK), &[])
 }
 
 /// The `on_error` entries of the hooks a, b and c when b panicked on data.

@@ -11,7 +11,7 @@ use common::{
 };
 use reitunnel_hooks::{
     BoxError, CloseReason, Direction, ErrorStrategy, Hook, HookChain, HookErrorKind, MultiError,
-    Open, Reason, StreamInfo, Totals, TunnelInfo,
+    Open, Reason, StreamEnd, StreamInfo, Totals, TunnelInfo,
 };
 
 /// A log and a chain of `Rec`s whose server and close observers answer as scripted.
@@ -270,13 +270,8 @@ fn close_delivers_the_exact_reason() {
         fn name(&self) -> &str {
             "reasons"
         }
-        fn on_stream_close(
-            &self,
-            _: &StreamInfo,
-            r: &CloseReason,
-            _: &Totals,
-        ) -> Result<(), BoxError> {
-            self.0.lock().unwrap().push(r.clone());
+        fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+            self.0.lock().unwrap().push(end.reason.clone());
             Ok(())
         }
     }
@@ -379,7 +374,8 @@ impl Hook for Totaller {
     fn name(&self) -> &str {
         "totaller"
     }
-    fn on_stream_close(&self, s: &StreamInfo, _: &CloseReason, t: &Totals) -> Result<(), BoxError> {
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+        let (s, t) = (end.stream, end.totals);
         let tunnel_now = s.tunnel.meter.totals(s.tunnel.opened_at);
         let client_now = s.tunnel.client.meter.totals(s.tunnel.client.opened_at);
         self.streams

@@ -81,16 +81,15 @@ struct Near {
 }
 
 impl Near {
-    /// Runs the relay over the near ends through `chain` until it ends.
+    /// Opens the stream on `chain`, relays over the near ends until the
+    /// relay ends, and closes the stream with its reason (as the server does).
     async fn relay(&mut self, chain: &HookChain) -> CloseReason {
-        relay(
-            &mut self.visitor,
-            &mut self.service,
-            &self.stream,
-            chain,
-            &self.cfg,
-        )
-        .await
+        let open = chain
+            .open_stream(self.stream.clone())
+            .expect("stream opens");
+        let reason = relay(&mut self.visitor, &mut self.service, &open, &self.cfg).await;
+        open.close(reason.clone());
+        reason
     }
 }
 
@@ -547,7 +546,14 @@ async fn a_chain_that_wants_no_data_still_relays_and_meters() {
         );
         assert_eq!(reason, CloseReason::Finished);
         assert!(got == payload);
-        assert!(log.entries().is_empty(), "{:?}", log.entries());
+        // The stream opened and closed; on_data was never called.
+        assert_eq!(
+            log.entries(),
+            [
+                "quiet:stream_open",
+                "quiet:stream_close finished in=100000 out=0 streams=1"
+            ]
+        );
         assert_eq!(totals(&near.stream).bytes_in, payload.len() as u64);
     })
     .await;
@@ -585,13 +591,8 @@ async fn buffered_writes_are_flushed_when_the_reader_goes_idle() {
         let (mut visitor, mut service, mut near) = pipes();
         let mut service_near = tokio::io::BufWriter::new(near.service);
 
-        let relay_fut = relay(
-            &mut near.visitor,
-            &mut service_near,
-            &near.stream,
-            &chain,
-            &near.cfg,
-        );
+        let open = chain.open_stream(near.stream.clone()).unwrap();
+        let relay_fut = relay(&mut near.visitor, &mut service_near, &open, &near.cfg);
         let conversation = async {
             // Neither side closes: only a flush gets "ping" to the service.
             visitor.write_all(b"ping").await.unwrap();

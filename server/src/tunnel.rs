@@ -65,7 +65,7 @@ async fn visitor(
     };
     let reason = tokio::select! {
         _ = closer.closed() => closer.reason().unwrap_or(CloseReason::Finished),
-        reason = bridge(&shared, &mut tcp, open.info(), &mux) => reason,
+        reason = bridge(&shared, &mut tcp, &open, &mux) => reason,
     };
     open.close(reason);
 }
@@ -75,10 +75,11 @@ async fn visitor(
 async fn bridge(
     shared: &Shared,
     tcp: &mut TcpStream,
-    info: &StreamInfo,
+    open: &Open<StreamInfo>,
     mux: &MuxHandle,
 ) -> CloseReason {
     let cfg = &shared.config;
+    let info = open.info();
     let failed = |e: StreamError| {
         shared.report(Scope::Stream(info), &e);
         match e {
@@ -115,5 +116,5 @@ async fn bridge(
         }
         Ok(Ok(other)) => return failed(StreamError::UnexpectedAnswer(other.kind())),
     }
-    relay(tcp, &mut up, info, &shared.chain, &cfg.relay).await
+    relay(tcp, &mut up, open, &cfg.relay).await
 }

@@ -12,7 +12,7 @@ use reitunnel_client::{Client, ClientConfig};
 use reitunnel_examples::{echo_service, Loopback};
 use reitunnel_hooks::builtin::{Counters, Secret};
 use reitunnel_hooks::{
-    BoxError, ClientInfo, CloseReason, Hook, HookChain, Rejection, ServerInfo, StreamInfo, Totals,
+    BoxError, ClientInfo, CloseReason, Hook, HookChain, Rejection, ServerInfo, StreamEnd, Totals,
     TunnelInfo, Verdict,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -77,7 +77,8 @@ impl Hook for Printer {
         );
         Ok(())
     }
-    fn on_stream_close(&self, s: &StreamInfo, r: &CloseReason, t: &Totals) -> Result<(), BoxError> {
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+        let (s, r, t) = (end.stream, end.reason, end.totals);
         println!(
             "  [hook] stream.closed    {} from {} reason={r} in={:.1}MiB out={:.1}MiB",
             s.id,

@@ -1,7 +1,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::event::{ClientInfo, CloseReason, DataEvent, Rejection, StreamInfo, Totals, TunnelInfo};
-use crate::event::{Login, Scope, Verdict};
+use crate::event::{ClientInfo, CloseReason, DataEvent, Rejection, StreamEnd, Totals, TunnelInfo};
+use crate::event::{Scope, Verdict};
 use crate::hook::{BoxError, Hook};
 
 /// Process-wide atomic counters: active and total clients, tunnels and
@@ -67,12 +67,6 @@ impl Counters {
             errors: l(&self.errors),
         }
     }
-
-    fn opened(&self, active: &AtomicU64, total: &AtomicU64) -> Verdict {
-        inc(active);
-        inc(total);
-        Verdict::Continue
-    }
 }
 
 impl Hook for Counters {
@@ -80,32 +74,19 @@ impl Hook for Counters {
         "counters"
     }
 
-    fn on_client_connect(&self, _: &ClientInfo, _: &Login<'_>) -> Verdict {
-        self.opened(&self.clients_active, &self.clients_total)
-    }
-
-    fn on_tunnel_open(&self, _: &TunnelInfo) -> Verdict {
-        self.opened(&self.tunnels_active, &self.tunnels_total)
-    }
-
-    fn on_stream_open(&self, _: &StreamInfo) -> Verdict {
-        self.opened(&self.streams_active, &self.streams_total)
-    }
-
-    fn on_rejected(&self, r: &Rejection<'_>) {
-        inc(&self.rejections);
-        if !r.passed_gate {
-            return;
-        }
-        // We counted it as open in our gate; a later gate refused it.
-        let (active, total) = match r.scope {
+    fn on_open(&self, scope: Scope<'_>) {
+        let (active, total) = match scope {
             Scope::Client(_) => (&self.clients_active, &self.clients_total),
             Scope::Tunnel(_) => (&self.tunnels_active, &self.tunnels_total),
             Scope::Stream(_) => (&self.streams_active, &self.streams_total),
             Scope::Server => return,
         };
-        dec(active);
-        dec(total);
+        inc(active);
+        inc(total);
+    }
+
+    fn on_rejected(&self, _: &Rejection<'_>) {
+        inc(&self.rejections);
     }
 
     fn on_client_disconnect(
@@ -123,7 +104,7 @@ impl Hook for Counters {
         Ok(())
     }
 
-    fn on_stream_close(&self, _: &StreamInfo, _: &CloseReason, _: &Totals) -> Result<(), BoxError> {
+    fn on_stream_close(&self, _: &StreamEnd<'_>) -> Result<(), BoxError> {
         dec(&self.streams_active);
         Ok(())
     }

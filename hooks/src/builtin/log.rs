@@ -1,8 +1,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::event::{
-    ClientInfo, CloseReason, DataEvent, ErrorEvent, Login, Rejection, Scope, ServerInfo,
-    StreamInfo, Totals, TunnelInfo, Verdict,
+    ClientInfo, CloseReason, DataEvent, ErrorEvent, Rejection, Scope, ServerInfo, StreamEnd,
+    Totals, TunnelInfo, Verdict,
 };
 use crate::hook::{BoxError, Hook};
 
@@ -61,9 +61,20 @@ impl Hook for TracingHook {
         Ok(())
     }
 
-    fn on_client_connect(&self, c: &ClientInfo, _: &Login<'_>) -> Verdict {
-        tracing::info!(target: T, client = %c.name, id = %c.id, peer = %c.peer, "client.connecting");
-        Verdict::Continue
+    fn on_open(&self, scope: Scope<'_>) {
+        match scope {
+            Scope::Client(c) => {
+                tracing::info!(target: T, client = %c.name, id = %c.id, peer = %c.peer, "client.connected")
+            }
+            Scope::Tunnel(t) => {
+                tracing::info!(target: T, client = %t.client.name, tunnel = %t.id, bind = %t.bind,
+                target = %t.target, "tunnel.opened")
+            }
+            Scope::Stream(s) => {
+                tracing::debug!(target: T, tunnel = %s.tunnel.id, stream = %s.id, peer = %s.peer, "stream.opened")
+            }
+            Scope::Server => {}
+        }
     }
 
     fn on_client_disconnect(
@@ -77,12 +88,6 @@ impl Hook for TracingHook {
         Ok(())
     }
 
-    fn on_tunnel_open(&self, t: &TunnelInfo) -> Verdict {
-        tracing::info!(target: T, client = %t.client.name, tunnel = %t.id, bind = %t.bind,
-            target = %t.target, "tunnel.opening");
-        Verdict::Continue
-    }
-
     fn on_tunnel_close(
         &self,
         t: &TunnelInfo,
@@ -94,18 +99,9 @@ impl Hook for TracingHook {
         Ok(())
     }
 
-    fn on_stream_open(&self, s: &StreamInfo) -> Verdict {
-        tracing::debug!(target: T, tunnel = %s.tunnel.id, stream = %s.id, peer = %s.peer, "stream.opening");
-        Verdict::Continue
-    }
-
-    fn on_stream_close(
-        &self,
-        s: &StreamInfo,
-        reason: &CloseReason,
-        t: &Totals,
-    ) -> Result<(), BoxError> {
-        tracing::debug!(target: T, tunnel = %s.tunnel.id, stream = %s.id, %reason,
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+        let (s, t) = (end.stream, end.totals);
+        tracing::debug!(target: T, tunnel = %s.tunnel.id, stream = %s.id, reason = %end.reason,
             bytes_in = t.bytes_in, bytes_out = t.bytes_out, "stream.closed");
         Ok(())
     }

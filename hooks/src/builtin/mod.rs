@@ -2,8 +2,16 @@
 
 mod counters;
 mod log;
+mod meter;
+mod quota;
+mod rate_limit;
+mod sampler;
 mod token_auth;
 
 pub use counters::{Counters, CountersSnapshot};
 pub use log::TracingHook;
+pub use meter::{BandwidthMeter, MeterReport, MeterSink, TracingSink, Usage};
+pub use quota::Quota;
+pub use rate_limit::{ByteRate, EventRate, RateLimit, RateLimitConfig};
+pub use sampler::{Sampler, Sampling};
 pub use token_auth::{Secret, TokenAuth};

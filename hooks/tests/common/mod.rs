@@ -13,7 +13,7 @@ use reitunnel_hooks::builtin::Counters;
 use reitunnel_hooks::{
     BoxError, ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, ErrorStrategy,
     Hook, HookChain, HookError, HookErrorKind, Login, Open, Reason, Refusal, Rejection, Scope,
-    ServerInfo, StreamId, StreamInfo, Totals, TunnelId, TunnelInfo, TunnelKind, Verdict,
+    ServerInfo, StreamEnd, StreamId, StreamInfo, Totals, TunnelId, TunnelInfo, TunnelKind, Verdict,
 };
 use reitunnel_proto::auth::{NONCE_LEN, PROOF_LEN};
 
@@ -269,12 +269,8 @@ impl Hook for Rec {
         self.gate.verdict(self.name)
     }
 
-    fn on_stream_close(
-        &self,
-        _stream: &StreamInfo,
-        reason: &CloseReason,
-        t: &Totals,
-    ) -> Result<(), BoxError> {
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+        let (reason, t) = (end.reason, end.totals);
         self.rec(format_args!(
             "stream_close {} in={} out={} streams={}",
             reason.label(),
@@ -387,11 +383,7 @@ impl Creds {
 
 /// A `DataEvent` for `stream`.
 pub fn data<'a>(stream: &'a StreamInfo, direction: Direction, bytes: &'a [u8]) -> DataEvent<'a> {
-    DataEvent {
-        stream,
-        direction,
-        data: bytes,
-    }
+    DataEvent::new(stream, direction, bytes)
 }
 
 /// Opens `client` on `chain` with a login proving `token` for the client's name.

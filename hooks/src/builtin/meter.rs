@@ -1,0 +1,232 @@
+//! The aggregating bandwidth meter: bytes per stream, tunnel and client,
+//! each way, reported on an interval and on close, with exact totals.
+//!
+//! Each stream gets a pair of atomic counters when it opens (its per-stream
+//! state); the data path adds to them without a lock. A report takes, per
+//! live stream, what it carried since the last report; a closing stream
+//! reports its remainder. So the sum of all reports equals the bytes moved,
+//! exactly, whatever the interval.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::event::{
+    ClientId, DataEvent, Direction, StreamEnd, StreamId, StreamInfo, TunnelId, Verdict,
+};
+use crate::events::{Event, EventBus};
+use crate::hook::{BoxError, Hook, StreamState};
+
+/// Bytes one client or tunnel moved in a report's interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    /// The client's name.
+    pub client: Arc<str>,
+    /// The client session.
+    pub client_id: ClientId,
+    /// The tunnel, for per-tunnel lines; `None` in per-client lines.
+    pub tunnel: Option<TunnelId>,
+    /// Visitor → service bytes.
+    pub bytes_in: u64,
+    /// Service → visitor bytes.
+    pub bytes_out: u64,
+}
+
+/// What moved since the previous report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeterReport {
+    /// One entry per client that moved bytes.
+    pub clients: Vec<Usage>,
+    /// One entry per tunnel that moved bytes.
+    pub tunnels: Vec<Usage>,
+}
+
+/// Where reports go. Called from the reporting task or a closing stream's task: don't block.
+pub trait MeterSink: Send + Sync + 'static {
+    /// Takes one report (never empty).
+    fn report(&self, report: &MeterReport);
+}
+
+/// Logs each client's usage through `tracing`.
+#[derive(Debug, Default)]
+pub struct TracingSink;
+
+impl MeterSink for TracingSink {
+    fn report(&self, r: &MeterReport) {
+        for u in &r.clients {
+            tracing::info!(target: "reitunnel::meter", client = %u.client, bytes_in = u.bytes_in, bytes_out = u.bytes_out, "bandwidth");
+        }
+    }
+}
+
+/// Emits one `bandwidth.report` event per client and tunnel.
+impl MeterSink for EventBus {
+    fn report(&self, r: &MeterReport) {
+        for u in r.clients.iter().chain(&r.tunnels) {
+            let mut ev = Event::now("bandwidth.report")
+                .with("client", &*u.client)
+                .with("client_id", u.client_id.0)
+                .with("bytes_in", u.bytes_in)
+                .with("bytes_out", u.bytes_out);
+            if let Some(t) = u.tunnel {
+                ev = ev.with("tunnel_id", t.0);
+            }
+            self.emit(&ev);
+        }
+    }
+}
+
+/// One stream's counters.
+struct Counts {
+    client: Arc<str>,
+    client_id: ClientId,
+    tunnel: TunnelId,
+    moved: [AtomicU64; 2],
+    reported: [AtomicU64; 2],
+}
+
+impl Counts {
+    /// Marks what moved as reported; returns the difference.
+    fn take(&self) -> (u64, u64) {
+        let take = |i: usize| {
+            let now = self.moved[i].load(Ordering::Relaxed);
+            now - self.reported[i].swap(now, Ordering::Relaxed)
+        };
+        (take(0), take(1))
+    }
+}
+
+/// The meter hook. Clone the `Arc` it comes in to call [`BandwidthMeter::report_now`].
+pub struct BandwidthMeter {
+    live: Mutex<HashMap<StreamId, Arc<Counts>>>,
+    sinks: Vec<Arc<dyn MeterSink>>,
+}
+
+impl std::fmt::Debug for BandwidthMeter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BandwidthMeter")
+            .field("sinks", &self.sinks.len())
+            .finish()
+    }
+}
+
+fn add(into: &mut Vec<Usage>, c: &Counts, tunnel: Option<TunnelId>, (i, o): (u64, u64)) {
+    match into
+        .iter_mut()
+        .find(|u| u.client_id == c.client_id && u.tunnel == tunnel)
+    {
+        Some(u) => {
+            u.bytes_in += i;
+            u.bytes_out += o;
+        }
+        None => into.push(Usage {
+            client: c.client.clone(),
+            client_id: c.client_id,
+            tunnel,
+            bytes_in: i,
+            bytes_out: o,
+        }),
+    }
+}
+
+impl BandwidthMeter {
+    /// A meter reporting to `sinks`.
+    pub fn new(sinks: Vec<Arc<dyn MeterSink>>) -> Arc<Self> {
+        Arc::new(BandwidthMeter {
+            live: Mutex::default(),
+            sinks,
+        })
+    }
+
+    fn publish(&self, counts: &[Arc<Counts>]) {
+        let mut report = MeterReport::default();
+        for c in counts {
+            let delta = c.take();
+            if delta != (0, 0) {
+                add(&mut report.clients, c, None, delta);
+                add(&mut report.tunnels, c, Some(c.tunnel), delta);
+            }
+        }
+        if !report.clients.is_empty() {
+            for sink in &self.sinks {
+                sink.report(&report);
+            }
+        }
+    }
+
+    /// Reports what every live stream moved since the last report.
+    pub fn report_now(&self) {
+        let live: Vec<_> = self.live.lock().expect("meter").values().cloned().collect();
+        self.publish(&live);
+    }
+
+    /// Bytes (in, out) of live streams not yet reported: the meter's view between reports.
+    pub fn unreported(&self) -> (u64, u64) {
+        let live = self.live.lock().expect("meter");
+        live.values().fold((0, 0), |(i, o), c| {
+            let un = |k: usize| {
+                c.moved[k].load(Ordering::Relaxed) - c.reported[k].load(Ordering::Relaxed)
+            };
+            (i + un(0), o + un(1))
+        })
+    }
+
+    /// Reports every `interval` until the returned task is aborted.
+    #[cfg(feature = "tokio")]
+    pub fn spawn_reporter(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let meter = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match meter.upgrade() {
+                    Some(m) => m.report_now(),
+                    None => return,
+                }
+            }
+        })
+    }
+}
+
+impl Hook for BandwidthMeter {
+    fn name(&self) -> &str {
+        "meter"
+    }
+
+    fn stream_state(&self, s: &StreamInfo) -> Option<StreamState> {
+        let counts = Arc::new(Counts {
+            client: s.tunnel.client.name.clone(),
+            client_id: s.tunnel.client.id,
+            tunnel: s.tunnel.id,
+            moved: Default::default(),
+            reported: Default::default(),
+        });
+        self.live
+            .lock()
+            .expect("meter")
+            .insert(s.id, counts.clone());
+        Some(Box::new(counts))
+    }
+
+    #[inline]
+    fn on_data(&self, ev: &DataEvent<'_>) -> Verdict {
+        if let Some(c) = ev.state::<Arc<Counts>>() {
+            let i = match ev.direction {
+                Direction::Ingress => 0,
+                Direction::Egress => 1,
+            };
+            c.moved[i].fetch_add(ev.bytes(), Ordering::Relaxed);
+        }
+        Verdict::Continue
+    }
+
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+        let removed = self.live.lock().expect("meter").remove(&end.stream.id);
+        if let Some(c) = removed {
+            self.publish(&[c]);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! Total bytes per client name per period (e.g. a day), both directions
+//! together. Past the quota the stream carrying the crossing chunk is
+//! closed (that chunk is not forwarded, so no byte past the quota ever
+//! leaves), new streams are refused with the reason, and one
+//! `quota.exceeded` event is emitted per client and period. Usage resets at
+//! the period boundary, aligned to the Unix epoch (a 1-day period resets at
+//! 00:00 UTC).
+//!
+//! Usage is an atomic per client name, looked up once per stream: the data
+//! path takes no lock. It is kept by name, not by session, so reconnecting
+//! does not reset it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::event::{DataEvent, Reason, StreamInfo, Verdict};
+use crate::events::{Event, EventBus};
+use crate::hook::{Hook, StreamState};
+
+/// One client's usage in the current period.
+#[derive(Debug, Default)]
+struct Usage {
+    period: AtomicU64,
+    bytes: AtomicU64,
+    reported: AtomicBool,
+}
+
+/// The per-client byte quota. See the module docs.
+#[derive(Debug)]
+pub struct Quota {
+    limit: u64,
+    period: Duration,
+    usage: Mutex<HashMap<Arc<str>, Arc<Usage>>>,
+    events: EventBus,
+}
+
+impl Quota {
+    /// `limit` bytes per client per `period` (at least one second).
+    pub fn new(limit: u64, period: Duration, events: EventBus) -> Self {
+        Quota {
+            limit,
+            period: period.max(Duration::from_secs(1)),
+            usage: Mutex::default(),
+            events,
+        }
+    }
+
+    /// Bytes `client` used in the current period.
+    pub fn used(&self, client: &str) -> u64 {
+        let usage = self.usage.lock().expect("quota map").get(client).cloned();
+        usage.map_or(0, |u| {
+            self.roll(&u);
+            u.bytes.load(Ordering::Relaxed)
+        })
+    }
+
+    fn current_period(&self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        now.as_secs() / self.period.as_secs()
+    }
+
+    /// Resets `u` if a new period began.
+    fn roll(&self, u: &Usage) {
+        let now = self.current_period();
+        let seen = u.period.load(Ordering::Relaxed);
+        if now != seen
+            && u.period
+                .compare_exchange(seen, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            u.bytes.store(0, Ordering::Relaxed);
+            u.reported.store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn usage(&self, client: &Arc<str>) -> Arc<Usage> {
+        let mut map = self.usage.lock().expect("quota map");
+        map.entry(client.clone())
+            .or_insert_with(|| {
+                Arc::new(Usage {
+                    period: AtomicU64::new(self.current_period()),
+                    ..Usage::default()
+                })
+            })
+            .clone()
+    }
+
+    fn exceeded(&self, client: &str, u: &Usage) -> Reason {
+        if !u.reported.swap(true, Ordering::Relaxed) && !self.events.is_empty() {
+            self.events.emit(
+                &Event::now("quota.exceeded")
+                    .with("client", client)
+                    .with("limit_bytes", self.limit)
+                    .with("period_secs", self.period.as_secs()),
+            );
+        }
+        Reason::limit_reached(format!(
+            "client '{client}' used its quota of {} bytes per {}s",
+            self.limit,
+            self.period.as_secs()
+        ))
+    }
+}
+
+impl Hook for Quota {
+    fn name(&self) -> &str {
+        "quota"
+    }
+
+    fn on_stream_open(&self, stream: &StreamInfo) -> Verdict {
+        let client = &stream.tunnel.client.name;
+        let u = self.usage(client);
+        self.roll(&u);
+        if u.bytes.load(Ordering::Relaxed) >= self.limit {
+            return Verdict::Reject(self.exceeded(client, &u));
+        }
+        Verdict::Continue
+    }
+
+    fn stream_state(&self, stream: &StreamInfo) -> Option<StreamState> {
+        Some(Box::new(self.usage(&stream.tunnel.client.name)))
+    }
+
+    #[inline]
+    fn on_data(&self, ev: &DataEvent<'_>) -> Verdict {
+        let Some(u) = ev.state::<Arc<Usage>>() else {
+            return Verdict::Continue;
+        };
+        self.roll(u);
+        let n = ev.bytes();
+        let before = u.bytes.fetch_add(n, Ordering::Relaxed);
+        if before + n > self.limit {
+            // Not forwarded: give the bytes back so usage counts only what left.
+            u.bytes.fetch_sub(n, Ordering::Relaxed);
+            u.bytes.fetch_max(self.limit, Ordering::Relaxed);
+            return Verdict::Close(self.exceeded(&ev.stream.tunnel.client.name, u));
+        }
+        Verdict::Continue
+    }
+}

@@ -1,0 +1,347 @@
+//! Rate limits on bytes (per client, per tunnel, each direction) and on new
+//! connections (visitor streams per client, visitors per source IP, logins
+//! per source IP), on governor's GCRA token buckets.
+//!
+//! Bytes are slowed, never dropped: a chunk over the limit gets
+//! `Throttle(wait)` and the relay holds it back. governor can only test and
+//! update, not reserve, so a throttled chunk is recorded as per-stream
+//! *debt* and charged first thing on the stream's next chunk; by then the
+//! wait has passed and it conforms. Every forwarded byte is charged (the
+//! last chunk of a stream at most one call late), which keeps long-run rates
+//! exact. Charges are split into pieces of at most the burst, so a chunk
+//! larger than the burst still passes with a proportional wait.
+//!
+//! Connection rates return `Reject` past the limit: a refused visitor or
+//! login costs nothing more.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::clock::Clock;
+use governor::{DefaultDirectRateLimiter, Quota as GovQuota};
+
+use crate::event::{
+    ClientId, ClientInfo, CloseReason, DataEvent, Direction, Login, Reason, Rejection, Scope,
+    StreamInfo, Totals, TunnelId, TunnelInfo, Verdict,
+};
+use crate::hook::{BoxError, Hook, StreamState};
+
+/// A byte rate: sustained bytes per second and the burst allowed above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRate {
+    /// Sustained rate.
+    pub bytes_per_sec: NonZeroU32,
+    /// Bytes that may pass at once after an idle period.
+    pub burst: NonZeroU32,
+}
+
+impl ByteRate {
+    /// `bytes_per_sec` with a burst of a tenth of a second's worth (at least 64 KiB,
+    /// one relay chunk), so a limit holds within a few percent from the start.
+    pub fn per_sec(bytes_per_sec: NonZeroU32) -> Self {
+        let burst = (bytes_per_sec.get() / 10).max(64 * 1024);
+        ByteRate {
+            bytes_per_sec,
+            burst: NonZeroU32::new(burst).expect("positive"),
+        }
+    }
+}
+
+/// A rate of events: so many per second, with a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRate {
+    /// Sustained events per second.
+    pub per_sec: NonZeroU32,
+    /// Events allowed at once.
+    pub burst: NonZeroU32,
+}
+
+/// Which limits apply; `None` means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Bytes per client session, each direction separately.
+    pub per_client: Option<ByteRate>,
+    /// Bytes per tunnel, each direction separately.
+    pub per_tunnel: Option<ByteRate>,
+    /// New visitor streams per client session.
+    pub streams_per_client: Option<EventRate>,
+    /// New visitor connections per visitor source IP (all tunnels).
+    pub visitors_per_ip: Option<EventRate>,
+    /// Client logins per source IP.
+    pub logins_per_ip: Option<EventRate>,
+}
+
+type Limiter = DefaultDirectRateLimiter;
+
+/// One bucket per direction.
+struct Buckets {
+    ingress: Limiter,
+    egress: Limiter,
+    burst: u32,
+    bytes_per_sec: u32,
+}
+
+impl Buckets {
+    fn new(rate: ByteRate) -> Arc<Self> {
+        let quota = GovQuota::per_second(rate.bytes_per_sec).allow_burst(rate.burst);
+        Arc::new(Buckets {
+            ingress: Limiter::direct(quota),
+            egress: Limiter::direct(quota),
+            burst: rate.burst.get(),
+            bytes_per_sec: rate.bytes_per_sec.get(),
+        })
+    }
+
+    fn limiter(&self, dir: Direction) -> &Limiter {
+        match dir {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+
+    /// Charges what `debt` holds plus `n`; returns how long to hold the chunk.
+    fn charge(&self, dir: Direction, debt: &AtomicU64, n: u64) -> Duration {
+        let limiter = self.limiter(dir);
+        let mut owed = debt.load(Ordering::Relaxed) + n;
+        while owed > 0 {
+            let piece = owed.min(u64::from(self.burst)) as u32;
+            let cells = NonZeroU32::new(piece).expect("piece > 0");
+            match limiter.check_n(cells) {
+                Ok(Ok(())) => owed -= u64::from(piece),
+                Ok(Err(not_until)) => {
+                    debt.store(owed, Ordering::Relaxed);
+                    let rest = owed - u64::from(piece);
+                    let rest = Duration::from_secs_f64(rest as f64 / f64::from(self.bytes_per_sec));
+                    return not_until.wait_time_from(limiter.clock().now()) + rest;
+                }
+                // Cannot happen: pieces never exceed the burst.
+                Err(_) => owed -= u64::from(piece),
+            }
+        }
+        debt.store(0, Ordering::Relaxed);
+        Duration::ZERO
+    }
+}
+
+/// A limiter per key (client, IP), created on first use. Locked per
+/// connection, never per chunk. The IP maps are cleared when they grow past
+/// `MAX_KEYS`, so a scan from many addresses cannot grow memory without bound
+/// (a cleared key starts with a fresh burst, erring on the side of letting in).
+struct Keyed<K> {
+    rate: Option<EventRate>,
+    map: Mutex<HashMap<K, Limiter>>,
+}
+
+const MAX_KEYS: usize = 100_000;
+
+impl<K: std::hash::Hash + Eq> Keyed<K> {
+    fn new(rate: Option<EventRate>) -> Self {
+        Keyed {
+            rate,
+            map: Mutex::default(),
+        }
+    }
+
+    /// Whether one more event for `key` conforms (always, when unlimited).
+    fn allow(&self, key: K) -> bool {
+        let Some(rate) = self.rate else {
+            return true;
+        };
+        let mut map = self.map.lock().expect("rate map");
+        if map.len() >= MAX_KEYS && !map.contains_key(&key) {
+            map.clear();
+        }
+        map.entry(key)
+            .or_insert_with(|| {
+                Limiter::direct(GovQuota::per_second(rate.per_sec).allow_burst(rate.burst))
+            })
+            .check()
+            .is_ok()
+    }
+
+    fn forget(&self, key: &K) {
+        if self.rate.is_some() {
+            self.map.lock().expect("rate map").remove(key);
+        }
+    }
+}
+
+/// The byte and connection rate limiter. See the module docs.
+pub struct RateLimit {
+    cfg: RateLimitConfig,
+    clients: Mutex<HashMap<ClientId, Arc<Buckets>>>,
+    tunnels: Mutex<HashMap<TunnelId, Arc<Buckets>>>,
+    streams_per_client: Keyed<ClientId>,
+    visitors_per_ip: Keyed<IpAddr>,
+    logins_per_ip: Keyed<IpAddr>,
+    throttled: AtomicU64,
+}
+
+impl std::fmt::Debug for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimit").field("cfg", &self.cfg).finish()
+    }
+}
+
+/// What a stream carries into the data path: its buckets and its debts.
+struct StreamLimits {
+    client: Option<Arc<Buckets>>,
+    tunnel: Option<Arc<Buckets>>,
+    /// Debt per (bucket, direction): client in, client out, tunnel in, tunnel out.
+    debt: [AtomicU64; 4],
+}
+
+fn slot(dir: Direction) -> usize {
+    match dir {
+        Direction::Ingress => 0,
+        Direction::Egress => 1,
+    }
+}
+
+impl RateLimit {
+    /// A limiter with the given limits.
+    pub fn new(cfg: RateLimitConfig) -> Self {
+        RateLimit {
+            streams_per_client: Keyed::new(cfg.streams_per_client),
+            visitors_per_ip: Keyed::new(cfg.visitors_per_ip),
+            logins_per_ip: Keyed::new(cfg.logins_per_ip),
+            clients: Mutex::default(),
+            tunnels: Mutex::default(),
+            throttled: AtomicU64::new(0),
+            cfg,
+        }
+    }
+
+    /// How many chunks were held back so far.
+    pub fn throttled_chunks(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
+    }
+}
+
+impl Hook for RateLimit {
+    fn name(&self) -> &str {
+        "rate_limit"
+    }
+
+    fn wants_data(&self) -> bool {
+        self.cfg.per_client.is_some() || self.cfg.per_tunnel.is_some()
+    }
+
+    fn on_client_connect(&self, client: &ClientInfo, _: &Login<'_>) -> Verdict {
+        if !self.logins_per_ip.allow(client.peer.ip()) {
+            return Verdict::Reject(Reason::limit_reached(format!(
+                "too many logins from {}; try again later",
+                client.peer.ip()
+            )));
+        }
+        if let Some(rate) = self.cfg.per_client {
+            self.clients
+                .lock()
+                .expect("clients")
+                .insert(client.id, Buckets::new(rate));
+        }
+        Verdict::Continue
+    }
+
+    fn on_tunnel_open(&self, tunnel: &TunnelInfo) -> Verdict {
+        if let Some(rate) = self.cfg.per_tunnel {
+            self.tunnels
+                .lock()
+                .expect("tunnels")
+                .insert(tunnel.id, Buckets::new(rate));
+        }
+        Verdict::Continue
+    }
+
+    fn on_stream_open(&self, stream: &StreamInfo) -> Verdict {
+        if !self.visitors_per_ip.allow(stream.peer.ip()) {
+            return Verdict::Reject(Reason::limit_reached(format!(
+                "too many connections from {}",
+                stream.peer.ip()
+            )));
+        }
+        if !self.streams_per_client.allow(stream.tunnel.client.id) {
+            return Verdict::Reject(Reason::limit_reached(format!(
+                "client '{}' is receiving new connections faster than its limit",
+                stream.tunnel.client.name
+            )));
+        }
+        Verdict::Continue
+    }
+
+    fn stream_state(&self, stream: &StreamInfo) -> Option<StreamState> {
+        if !self.wants_data() {
+            return None;
+        }
+        let client = self
+            .clients
+            .lock()
+            .expect("clients")
+            .get(&stream.tunnel.client.id)
+            .cloned();
+        let tunnel = self
+            .tunnels
+            .lock()
+            .expect("tunnels")
+            .get(&stream.tunnel.id)
+            .cloned();
+        Some(Box::new(StreamLimits {
+            client,
+            tunnel,
+            debt: Default::default(),
+        }))
+    }
+
+    #[inline]
+    fn on_data(&self, ev: &DataEvent<'_>) -> Verdict {
+        let Some(limits) = ev.state::<StreamLimits>() else {
+            return Verdict::Continue;
+        };
+        let n = ev.bytes();
+        let i = slot(ev.direction);
+        let mut wait = Duration::ZERO;
+        if let Some(b) = &limits.client {
+            wait = wait.max(b.charge(ev.direction, &limits.debt[i], n));
+        }
+        if let Some(b) = &limits.tunnel {
+            wait = wait.max(b.charge(ev.direction, &limits.debt[2 + i], n));
+        }
+        if wait.is_zero() {
+            Verdict::Continue
+        } else {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+            Verdict::Throttle(wait)
+        }
+    }
+
+    fn on_rejected(&self, r: &Rejection<'_>) {
+        if !r.passed_gate {
+            return;
+        }
+        match r.scope {
+            Scope::Client(c) => drop(self.clients.lock().expect("clients").remove(&c.id)),
+            Scope::Tunnel(t) => drop(self.tunnels.lock().expect("tunnels").remove(&t.id)),
+            Scope::Stream(_) | Scope::Server => {}
+        }
+    }
+
+    fn on_client_disconnect(
+        &self,
+        c: &ClientInfo,
+        _: &CloseReason,
+        _: &Totals,
+    ) -> Result<(), BoxError> {
+        self.clients.lock().expect("clients").remove(&c.id);
+        self.streams_per_client.forget(&c.id);
+        Ok(())
+    }
+
+    fn on_tunnel_close(&self, t: &TunnelInfo, _: &CloseReason, _: &Totals) -> Result<(), BoxError> {
+        self.tunnels.lock().expect("tunnels").remove(&t.id);
+        Ok(())
+    }
+}
