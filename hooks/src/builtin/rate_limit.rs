@@ -3,13 +3,15 @@
 //! per source IP), on governor's GCRA token buckets.
 //!
 //! Bytes are slowed, never dropped: a chunk over the limit gets
-//! `Throttle(wait)` and the relay holds it back. governor can only test and
-//! update, not reserve, so a throttled chunk is recorded as per-stream
-//! *debt* and charged first thing on the stream's next chunk; by then the
-//! wait has passed and it conforms. Every forwarded byte is charged (the
-//! last chunk of a stream at most one call late), which keeps long-run rates
-//! exact. Charges are split into pieces of at most the burst, so a chunk
-//! larger than the burst still passes with a proportional wait.
+//! `Throttle(wait)` and the relay holds it back. Byte buckets *reserve*:
+//! each chunk is charged when it is offered and told how long to wait, so a
+//! sleep that wakes late (timer ticks, a busy CPU) is banked up to the burst
+//! instead of lost. governor only tests and updates, which lost every
+//! overshoot: a 1 MiB/s limit moved 0.73 MiB/s through a real tunnel on a
+//! busy 2-core machine. So byte rates use [`Reservoir`], a GCRA on one
+//! atomic; governor keeps the connection rates, where test-and-update is
+//! exactly right. A chunk larger than the burst passes with a proportional
+//! wait: nothing is ever refused or deadlocked.
 //!
 //! Connection rates return `Reject` past the limit: a refused visitor or
 //! login costs nothing more.
@@ -19,9 +21,8 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota as GovQuota};
 
 use crate::event::{
@@ -77,53 +78,65 @@ pub struct RateLimitConfig {
 
 type Limiter = DefaultDirectRateLimiter;
 
+/// A GCRA token bucket that charges at once and returns the wait: the
+/// "reserve" that governor lacks. Lock-free (one CAS loop on the
+/// theoretical arrival time, in nanoseconds since `start`).
+struct Reservoir {
+    start: Instant,
+    tat: AtomicU64,
+    bytes_per_sec: u128,
+    burst_ns: u64,
+}
+
+impl Reservoir {
+    fn new(rate: ByteRate) -> Self {
+        let bytes_per_sec = u128::from(rate.bytes_per_sec.get());
+        Reservoir {
+            start: Instant::now(),
+            tat: AtomicU64::new(0),
+            burst_ns: (u128::from(rate.burst.get()) * 1_000_000_000 / bytes_per_sec) as u64,
+            bytes_per_sec,
+        }
+    }
+
+    /// Charges `n` bytes now; returns how long they must wait to keep the rate.
+    fn reserve(&self, n: u64) -> Duration {
+        let now = self.start.elapsed().as_nanos() as u64;
+        let cost = (u128::from(n) * 1_000_000_000 / self.bytes_per_sec) as u64;
+        let mut tat = self.tat.load(Ordering::Relaxed);
+        loop {
+            let next = tat.max(now) + cost;
+            match self
+                .tat
+                .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Duration::from_nanos(next.saturating_sub(self.burst_ns + now)),
+                Err(current) => tat = current,
+            }
+        }
+    }
+}
+
 /// One bucket per direction.
 struct Buckets {
-    ingress: Limiter,
-    egress: Limiter,
-    burst: u32,
-    bytes_per_sec: u32,
+    ingress: Reservoir,
+    egress: Reservoir,
 }
 
 impl Buckets {
     fn new(rate: ByteRate) -> Arc<Self> {
-        let quota = GovQuota::per_second(rate.bytes_per_sec).allow_burst(rate.burst);
         Arc::new(Buckets {
-            ingress: Limiter::direct(quota),
-            egress: Limiter::direct(quota),
-            burst: rate.burst.get(),
-            bytes_per_sec: rate.bytes_per_sec.get(),
+            ingress: Reservoir::new(rate),
+            egress: Reservoir::new(rate),
         })
     }
 
-    fn limiter(&self, dir: Direction) -> &Limiter {
+    /// Charges `n` bytes moving `dir`; returns how long to hold them.
+    fn charge(&self, dir: Direction, n: u64) -> Duration {
         match dir {
-            Direction::Ingress => &self.ingress,
-            Direction::Egress => &self.egress,
+            Direction::Ingress => self.ingress.reserve(n),
+            Direction::Egress => self.egress.reserve(n),
         }
-    }
-
-    /// Charges what `debt` holds plus `n`; returns how long to hold the chunk.
-    fn charge(&self, dir: Direction, debt: &AtomicU64, n: u64) -> Duration {
-        let limiter = self.limiter(dir);
-        let mut owed = debt.load(Ordering::Relaxed) + n;
-        while owed > 0 {
-            let piece = owed.min(u64::from(self.burst)) as u32;
-            let cells = NonZeroU32::new(piece).expect("piece > 0");
-            match limiter.check_n(cells) {
-                Ok(Ok(())) => owed -= u64::from(piece),
-                Ok(Err(not_until)) => {
-                    debt.store(owed, Ordering::Relaxed);
-                    let rest = owed - u64::from(piece);
-                    let rest = Duration::from_secs_f64(rest as f64 / f64::from(self.bytes_per_sec));
-                    return not_until.wait_time_from(limiter.clock().now()) + rest;
-                }
-                // Cannot happen: pieces never exceed the burst.
-                Err(_) => owed -= u64::from(piece),
-            }
-        }
-        debt.store(0, Ordering::Relaxed);
-        Duration::ZERO
     }
 }
 
@@ -187,19 +200,10 @@ impl std::fmt::Debug for RateLimit {
     }
 }
 
-/// What a stream carries into the data path: its buckets and its debts.
+/// What a stream carries into the data path: its client's and tunnel's buckets.
 struct StreamLimits {
     client: Option<Arc<Buckets>>,
     tunnel: Option<Arc<Buckets>>,
-    /// Debt per (bucket, direction): client in, client out, tunnel in, tunnel out.
-    debt: [AtomicU64; 4],
-}
-
-fn slot(dir: Direction) -> usize {
-    match dir {
-        Direction::Ingress => 0,
-        Direction::Egress => 1,
-    }
 }
 
 impl RateLimit {
@@ -289,11 +293,7 @@ impl Hook for RateLimit {
             .expect("tunnels")
             .get(&stream.tunnel.id)
             .cloned();
-        Some(Box::new(StreamLimits {
-            client,
-            tunnel,
-            debt: Default::default(),
-        }))
+        Some(Box::new(StreamLimits { client, tunnel }))
     }
 
     #[inline]
@@ -302,13 +302,9 @@ impl Hook for RateLimit {
             return Verdict::Continue;
         };
         let n = ev.bytes();
-        let i = slot(ev.direction);
         let mut wait = Duration::ZERO;
-        if let Some(b) = &limits.client {
-            wait = wait.max(b.charge(ev.direction, &limits.debt[i], n));
-        }
-        if let Some(b) = &limits.tunnel {
-            wait = wait.max(b.charge(ev.direction, &limits.debt[2 + i], n));
+        for buckets in [&limits.client, &limits.tunnel].into_iter().flatten() {
+            wait = wait.max(buckets.charge(ev.direction, n));
         }
         if wait.is_zero() {
             Verdict::Continue
