@@ -50,10 +50,11 @@ pub trait EventSink: Send + Sync + 'static {
     fn emit(&self, event: &Event);
 }
 
-/// Several sinks as one.
+/// Several sinks as one, stamping every event with the server's name.
 #[derive(Clone, Default)]
 pub struct EventBus {
     sinks: Vec<Arc<dyn EventSink>>,
+    server: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for EventBus {
@@ -70,6 +71,12 @@ impl EventBus {
         EventBus::default()
     }
 
+    /// Adds `"server": name` to every event that has no `server` field.
+    pub fn for_server(mut self, name: &str) -> Self {
+        self.server = Some(name.into());
+        self
+    }
+
     /// Adds a sink.
     pub fn with(mut self, sink: Arc<dyn EventSink>) -> Self {
         self.sinks.push(sink);
@@ -83,6 +90,17 @@ impl EventBus {
 
     /// Sends `event` to every sink.
     pub fn emit(&self, event: &Event) {
+        if self.sinks.is_empty() {
+            return;
+        }
+        let stamped;
+        let event = match &self.server {
+            Some(server) if !event.fields.contains_key("server") => {
+                stamped = event.clone().with("server", &**server);
+                &stamped
+            }
+            _ => event,
+        };
         for sink in &self.sinks {
             sink.emit(event);
         }

@@ -24,7 +24,9 @@
 pub mod cli;
 mod config;
 mod error;
+pub mod file_config;
 mod handshake;
+pub mod hook_config;
 mod ports;
 mod session;
 mod tunnel;

@@ -1,6 +1,7 @@
 //! `reitunnel-server`: the command-line front of [`reitunnel_server`].
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,6 +9,8 @@ use anyhow::Context;
 use clap::Parser;
 use reitunnel_hooks::builtin::{Counters, Secret, TracingHook};
 use reitunnel_hooks::HookChain;
+use reitunnel_server::file_config::FileConfig;
+use reitunnel_server::hook_config::add_hooks;
 use reitunnel_server::{PortRanges, Server, ServerConfig};
 
 /// Reitunnel server: clients log in over one multiplexed connection and get
@@ -15,25 +18,28 @@ use reitunnel_server::{PortRanges, Server, ServerConfig};
 #[derive(Debug, Parser)]
 #[command(name = "reitunnel-server", version)]
 struct Args {
-    /// Address clients connect to.
-    #[arg(long, default_value = "0.0.0.0:7000")]
-    listen: SocketAddr,
+    /// TOML file with any of the options below and the `[[hooks]]` chain; flags win over it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address clients connect to [default: 0.0.0.0:7000].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
     /// Shared secret every client must prove (never sent in clear).
     #[arg(long, env = "REITUNNEL_TOKEN", hide_env_values = true)]
-    token: String,
-    /// Ports clients may open, e.g. `20000-20100,30000` (default: 1024-65535).
+    token: Option<String>,
+    /// Ports clients may open, e.g. `20000-20100,30000` [default: 1024-65535].
     #[arg(long, value_name = "RANGES")]
     allow_ports: Option<PortRanges>,
-    /// IP tunnels listen on when the client does not name one.
-    #[arg(long, default_value = "0.0.0.0")]
-    bind_ip: IpAddr,
-    /// Server name in events and logs.
-    #[arg(long, default_value = "reitunnel")]
-    name: String,
-    /// Seconds between metering lines in the log (0 = never).
-    #[arg(long, default_value_t = 10)]
-    stats_interval: u64,
-    /// Log one in N data chunks at debug level (0 = none).
+    /// IP tunnels listen on when the client does not name one [default: 0.0.0.0].
+    #[arg(long)]
+    bind_ip: Option<IpAddr>,
+    /// Server name in events and logs [default: reitunnel].
+    #[arg(long)]
+    name: Option<String>,
+    /// Seconds between metering lines in the log, 0 = never [default: 10].
+    #[arg(long)]
+    stats_interval: Option<u64>,
+    /// Log one in N data chunks at debug level, 0 = none (when the file configures no hooks).
     #[arg(long, default_value_t = 0)]
     log_data_every: u64,
 }
@@ -42,35 +48,70 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     reitunnel_transport::cli::tune_allocator();
     reitunnel_transport::cli::init_logging();
-    if args.token.is_empty() {
-        anyhow::bail!("--token (or REITUNNEL_TOKEN) must not be empty");
+    let (file, path) = match &args.config {
+        Some(path) => (FileConfig::load(path)?, path.clone()),
+        None => (FileConfig::default(), PathBuf::from("(no config file)")),
+    };
+    let s = file.settings;
+    let token =
+        args.token.or(s.token).filter(|t| !t.is_empty()).context(
+            "a token is required: --token, REITUNNEL_TOKEN or `token` in the config file",
+        )?;
+    let listen = args
+        .listen
+        .or(s.listen)
+        .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7000)));
+    let mut config = ServerConfig::new(listen, Some(Secret::new(token)));
+    if let Some(name) = args.name.or(s.name) {
+        config.name = name;
     }
-    let mut config = ServerConfig::new(args.listen, Some(Secret::new(args.token)));
-    config.name = args.name;
-    config.default_bind_ip = args.bind_ip;
-    if let Some(ports) = args.allow_ports {
+    if let Some(ip) = args.bind_ip.or(s.bind_ip) {
+        config.default_bind_ip = ip;
+    }
+    if let Some(ports) = args.allow_ports.or(s.allow_ports) {
         config.allow_ports = ports;
     }
+    let stats_interval = args.stats_interval.or(s.stats_interval).unwrap_or(10);
+
     let counters = Arc::new(Counters::new());
-    let chain = HookChain::builder()
-        .hook(TracingHook::new(args.log_data_every))
-        .shared(counters.clone())
-        .build();
+    let builder = if file.hooks.is_empty() {
+        HookChain::builder().hook(TracingHook::new(args.log_data_every))
+    } else {
+        HookChain::builder()
+    };
+    let (builder, background) = add_hooks(builder, &file.hooks, &config.name, &path)?;
+    let chain = builder.shared(counters.clone()).build();
+    tracing::info!(hooks = ?chain.names(), "hook chain");
+
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let server = Server::bind(config, chain).await?;
-        if args.stats_interval > 0 {
+        if stats_interval > 0 {
             tokio::spawn(reitunnel_server::cli::log_counters(
                 counters,
-                Duration::from_secs(args.stats_interval),
+                Duration::from_secs(stats_interval),
             ));
         }
-        server
-            .run(reitunnel_transport::cli::shutdown_signal())
-            .await?;
+        let reporters: Vec<_> = background
+            .meters
+            .iter()
+            .map(|(meter, every)| meter.spawn_reporter(*every))
+            .collect();
+        server.run(reitunnel_transport::cli::shutdown_signal()).await?;
+        for (meter, _) in &background.meters {
+            meter.report_now();
+        }
+        for r in reporters {
+            r.abort();
+        }
+        for audit in &background.audit {
+            if audit.dropped() > 0 {
+                tracing::warn!(file = %audit.path().display(), dropped = audit.dropped(), "audit lines dropped (queue full)");
+            }
+        }
         Ok(())
     })
 }

@@ -1,16 +1,20 @@
 //! Hooks that ship with Reitunnel. Each is usable on its own in any chain.
 
+mod audit;
 mod counters;
 mod log;
 mod meter;
+mod notify;
 mod quota;
 mod rate_limit;
 mod sampler;
 mod token_auth;
 
+pub use audit::JsonLinesFile;
 pub use counters::{Counters, CountersSnapshot};
 pub use log::TracingHook;
 pub use meter::{BandwidthMeter, MeterReport, MeterSink, TracingSink, Usage};
+pub use notify::EventHook;
 pub use quota::Quota;
 pub use rate_limit::{ByteRate, EventRate, RateLimit, RateLimitConfig};
 pub use sampler::{Sampler, Sampling};

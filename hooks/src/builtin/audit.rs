@@ -1,0 +1,114 @@
+//! The audit log: one JSON object per line, appended to a file by a
+//! background thread, so hooks only format and enqueue. A full queue drops
+//! the line and counts it rather than block the tunnel; `flush` (called on
+//! server stop) waits until everything queued is on disk.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::events::{Event, EventSink};
+
+enum Command {
+    Line(String),
+    Flush(mpsc::Sender<io::Result<()>>),
+}
+
+/// A JSON-lines file sink. Use it behind an [`EventHook`](super::EventHook):
+/// `EventHook::new("audit", EventBus::new().with(sink), false)`.
+#[derive(Debug)]
+pub struct JsonLinesFile {
+    path: PathBuf,
+    tx: SyncSender<Command>,
+    dropped: AtomicU64,
+}
+
+/// How long the writer waits for more lines before flushing what it has.
+const IDLE_FLUSH: Duration = Duration::from_millis(200);
+
+impl JsonLinesFile {
+    /// Opens (creating, appending) `path` and starts the writer thread.
+    /// `queue` lines may wait before new ones are dropped.
+    pub fn open(path: impl AsRef<Path>, queue: usize) -> io::Result<Arc<Self>> {
+        let path = path.as_ref().to_path_buf();
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let (tx, rx) = mpsc::sync_channel(queue.max(1));
+        std::thread::Builder::new()
+            .name("audit-log".into())
+            .spawn(move || write_lines(BufWriter::new(file), rx))?;
+        Ok(Arc::new(JsonLinesFile {
+            path,
+            tx,
+            dropped: AtomicU64::new(0),
+        }))
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Lines dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every line queued so far is written and flushed.
+    pub fn flush(&self) -> io::Result<()> {
+        let (ack, done) = mpsc::channel();
+        self.tx
+            .send(Command::Flush(ack))
+            .map_err(|_| io::Error::other("audit writer stopped"))?;
+        done.recv()
+            .map_err(|_| io::Error::other("audit writer stopped"))?
+    }
+}
+
+fn write_lines(mut out: BufWriter<File>, rx: Receiver<Command>) {
+    loop {
+        let command = match rx.recv_timeout(IDLE_FLUSH) {
+            Ok(c) => c,
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = out.flush();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = out.flush();
+                return;
+            }
+        };
+        match command {
+            Command::Line(line) => {
+                if let Err(e) = writeln!(out, "{line}") {
+                    tracing::error!(error = %e, "audit log write failed");
+                }
+            }
+            Command::Flush(ack) => {
+                let _ = ack.send(out.flush());
+            }
+        }
+    }
+}
+
+impl EventSink for JsonLinesFile {
+    fn emit(&self, event: &Event) {
+        let flush = event.event == "server.stopped";
+        match self.tx.try_send(Command::Line(event.to_json())) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+        if flush {
+            // The last event: make sure the whole log is on disk before the process exits.
+            if let Err(e) = self.flush() {
+                tracing::error!(error = %e, "audit log flush failed");
+            }
+        }
+    }
+}

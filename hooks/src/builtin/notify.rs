@@ -1,0 +1,149 @@
+//! Lifecycle events as operator events (INTEGRATIONS.md names and fields),
+//! sent to an [`EventBus`]: the audit log and webhooks are its sinks.
+//! Opens are reported from `on_open`, after every gate, so a line saying
+//! `client.connected` is never followed by that client's rejection.
+
+use crate::event::{
+    ClientInfo, CloseReason, ErrorEvent, Rejection, Scope, ServerInfo, StreamEnd, Totals,
+    TunnelInfo,
+};
+use crate::events::{Event, EventBus};
+use crate::hook::{BoxError, Hook};
+
+/// Emits an [`Event`] for every lifecycle event (streams only if asked:
+/// they are high volume). Give the bus the server's name
+/// ([`EventBus::for_server`]) to have it on every event.
+#[derive(Debug)]
+pub struct EventHook {
+    name: String,
+    bus: EventBus,
+    streams: bool,
+}
+
+impl EventHook {
+    /// Reports to `bus`; `streams` adds `stream.opened`/`stream.closed`.
+    pub fn new(name: impl Into<String>, bus: EventBus, streams: bool) -> Self {
+        EventHook {
+            name: name.into(),
+            bus,
+            streams,
+        }
+    }
+
+    fn event(&self, name: &'static str) -> Event {
+        Event::now(name)
+    }
+}
+
+fn client(ev: Event, c: &ClientInfo) -> Event {
+    ev.with("client", &*c.name).with("client_id", c.id.0)
+}
+
+fn tunnel(ev: Event, t: &TunnelInfo) -> Event {
+    client(ev, &t.client)
+        .with("tunnel_id", t.id.0)
+        .with("bind", t.bind.to_string())
+        .with("target", &*t.target)
+}
+
+fn closed(ev: Event, reason: &CloseReason, t: &Totals) -> Event {
+    ev.with("bytes_in", t.bytes_in)
+        .with("bytes_out", t.bytes_out)
+        .with("duration_ms", t.duration.as_millis() as u64)
+        .with("reason", reason.label())
+        .with("detail", reason.to_string())
+}
+
+fn scoped(ev: Event, scope: Scope<'_>) -> Event {
+    match scope {
+        Scope::Server => ev,
+        Scope::Client(c) => client(ev, c).with("peer", c.peer.to_string()),
+        Scope::Tunnel(t) => tunnel(ev, t),
+        Scope::Stream(s) => tunnel(ev, &s.tunnel)
+            .with("stream_id", s.id.0)
+            .with("peer", s.peer.to_string()),
+    }
+}
+
+impl Hook for EventHook {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn wants_data(&self) -> bool {
+        false
+    }
+
+    fn on_server_start(&self, s: &ServerInfo) -> Result<(), BoxError> {
+        let ev = self
+            .event("server.started")
+            .with("listen", s.listen.to_string());
+        self.bus.emit(&ev);
+        Ok(())
+    }
+
+    fn on_server_stop(&self, _: &ServerInfo) -> Result<(), BoxError> {
+        self.bus.emit(&self.event("server.stopped"));
+        Ok(())
+    }
+
+    fn on_open(&self, scope: Scope<'_>) {
+        let name = match scope {
+            Scope::Client(_) => "client.connected",
+            Scope::Tunnel(_) => "tunnel.opened",
+            Scope::Stream(_) if self.streams => "stream.opened",
+            Scope::Stream(_) | Scope::Server => return,
+        };
+        self.bus.emit(&scoped(self.event(name), scope));
+    }
+
+    fn on_rejected(&self, r: &Rejection<'_>) {
+        let name = match r.scope {
+            Scope::Client(_) => "client.rejected",
+            Scope::Tunnel(_) => "tunnel.rejected",
+            Scope::Stream(_) if self.streams => "stream.rejected",
+            Scope::Stream(_) | Scope::Server => return,
+        };
+        let ev = scoped(self.event(name), r.scope)
+            .with("by", r.by)
+            .with("reason", r.reason.to_string());
+        self.bus.emit(&ev);
+    }
+
+    fn on_client_disconnect(
+        &self,
+        c: &ClientInfo,
+        reason: &CloseReason,
+        t: &Totals,
+    ) -> Result<(), BoxError> {
+        let ev = closed(client(self.event("client.disconnected"), c), reason, t)
+            .with("streams", t.streams);
+        self.bus.emit(&ev);
+        Ok(())
+    }
+
+    fn on_tunnel_close(
+        &self,
+        tun: &TunnelInfo,
+        reason: &CloseReason,
+        t: &Totals,
+    ) -> Result<(), BoxError> {
+        let ev =
+            closed(tunnel(self.event("tunnel.closed"), tun), reason, t).with("streams", t.streams);
+        self.bus.emit(&ev);
+        Ok(())
+    }
+
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+        if self.streams {
+            let ev = scoped(self.event("stream.closed"), Scope::Stream(end.stream));
+            self.bus.emit(&closed(ev, end.reason, end.totals));
+        }
+        Ok(())
+    }
+
+    fn on_error(&self, e: &ErrorEvent<'_>) {
+        let ev = scoped(self.event("error"), e.scope).with("error", e.error.to_string());
+        self.bus.emit(&ev);
+    }
+}

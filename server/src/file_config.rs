@@ -1,0 +1,409 @@
+//! `reitunnel-server --config server.toml`: every command-line option, plus
+//! the ordered `[[hooks]]` tables (INTEGRATIONS.md). Values that need
+//! checking (port lists, byte sizes, durations) are parsed while the TOML is
+//! read, so a bad value, an unknown field or an unknown hook kind is an
+//! error that names the line. Flags given on the command line win over the file.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+use thiserror::Error;
+
+use crate::PortRanges;
+
+/// The server's config file.
+#[derive(Debug, Default)]
+pub struct FileConfig {
+    /// Everything but the hooks, as written.
+    pub settings: Settings,
+    /// The hook chain, in order.
+    pub hooks: Vec<HookSpec>,
+}
+
+/// The top-level settings of the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--token`; `${VAR}` takes it from the environment.
+    pub token: Option<String>,
+    /// `--allow-ports`, e.g. `"20000-20100,30000"`.
+    #[serde(default, deserialize_with = "from_str_opt")]
+    pub allow_ports: Option<PortRanges>,
+    /// `--bind-ip`.
+    pub bind_ip: Option<IpAddr>,
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--stats-interval`, seconds.
+    pub stats_interval: Option<u64>,
+    /// The `[[hooks]]` tables, read raw with their position so each one's
+    /// errors can name its own line (serde loses positions inside tagged enums).
+    #[serde(default)]
+    hooks: Vec<toml::Spanned<toml::Table>>,
+}
+
+/// One `[[hooks]]` table; `kind` picks the hook.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HookSpec {
+    /// tracing logs of every lifecycle event, one in `sample_every` data chunks.
+    Log {
+        /// 0 = no data events.
+        #[serde(default)]
+        sample_every: u64,
+    },
+    /// Aggregating bandwidth meter.
+    Meter {
+        /// Seconds between reports.
+        #[serde(default = "default_meter_interval")]
+        interval_secs: u64,
+        /// Where reports go: `"log"` and/or `"events"` (the audit log and other event sinks).
+        #[serde(default = "default_meter_sinks")]
+        sinks: Vec<MeterSinkKind>,
+    },
+    /// Byte and connection rate limits.
+    RateLimit {
+        /// Per client session, each direction, e.g. `"10MiB"`.
+        #[serde(default, deserialize_with = "from_str_opt")]
+        per_client_bytes_per_sec: Option<ByteSize>,
+        /// Per tunnel, each direction.
+        #[serde(default, deserialize_with = "from_str_opt")]
+        per_tunnel_bytes_per_sec: Option<ByteSize>,
+        /// Burst above the byte rates (default: a tenth of a second, at least 64 KiB).
+        #[serde(default, deserialize_with = "from_str_opt")]
+        burst: Option<ByteSize>,
+        /// New visitor streams per client per second.
+        streams_per_client_per_sec: Option<u32>,
+        /// New visitor connections per source IP per second.
+        visitors_per_ip_per_sec: Option<u32>,
+        /// Client logins per source IP per second.
+        logins_per_ip_per_sec: Option<u32>,
+    },
+    /// Bytes per client per period.
+    Quota {
+        /// e.g. `"10GiB"`.
+        #[serde(deserialize_with = "from_str")]
+        bytes: ByteSize,
+        /// Period length in seconds (default a day, reset at 00:00 UTC).
+        #[serde(default = "default_quota_period")]
+        period_secs: u64,
+    },
+    /// JSON-lines audit log of every event.
+    Audit {
+        /// The file, appended to.
+        path: PathBuf,
+        /// Also log `stream.opened`/`stream.closed` (high volume).
+        #[serde(default)]
+        streams: bool,
+    },
+}
+
+/// Where meter reports go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MeterSinkKind {
+    /// tracing, target `reitunnel::meter`.
+    Log,
+    /// `bandwidth.report` events to the event sinks (audit log).
+    Events,
+}
+
+fn default_meter_interval() -> u64 {
+    10
+}
+fn default_meter_sinks() -> Vec<MeterSinkKind> {
+    vec![MeterSinkKind::Log]
+}
+fn default_quota_period() -> u64 {
+    86_400
+}
+
+fn from_str<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+fn from_str_opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    from_str(d).map(Some)
+}
+
+/// A byte count written with an optional unit: `65536`, `64KiB`, `10MiB`, `1GB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("'{s}' is not a byte size (like 65536, 64KiB or 10MiB)"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" => 1_000,
+            "KiB" => 1 << 10,
+            "MB" => 1_000_000,
+            "MiB" => 1 << 20,
+            "GB" => 1_000_000_000,
+            "GiB" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "unknown unit '{other}' in '{s}' (use B, KB, KiB, MB, MiB, GB, GiB)"
+                ))
+            }
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("'{s}' is too large"))
+    }
+}
+
+/// Why the config file could not be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has a bad value, unknown field or unknown hook kind.
+    #[error("config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, naming line and column.
+        source: Box<toml::de::Error>,
+    },
+    /// A `[[hooks]]` table is not a valid hook.
+    #[error("config {path}: line {line}: hook #{index}: {message}")]
+    Hook {
+        /// The file.
+        path: PathBuf,
+        /// The line of the table's `[[hooks]]` header.
+        line: usize,
+        /// Its position in the chain, from 1.
+        index: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A `${VAR}` names an unset environment variable.
+    #[error("config {path}: {field} refers to ${{{var}}}, which is not set")]
+    MissingEnv {
+        /// The file.
+        path: PathBuf,
+        /// The field.
+        field: &'static str,
+        /// The variable.
+        var: String,
+    },
+    /// A value is valid TOML but unusable.
+    #[error("config {path}: {problem}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl FileConfig {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        FileConfig::parse(&text, path)
+    }
+
+    /// Parses TOML text (`path` only names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+        let mut settings: Settings = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        if let Some(token) = &settings.token {
+            settings.token = Some(expand_env(token).map_err(|var| ConfigError::MissingEnv {
+                path: path.to_owned(),
+                field: "token",
+                var,
+            })?);
+        }
+        let hooks = std::mem::take(&mut settings.hooks)
+            .into_iter()
+            .enumerate()
+            .map(|(i, table)| {
+                let line = text[..table.span().start].matches('\n').count() + 1;
+                toml::Value::Table(table.into_inner())
+                    .try_into::<HookSpec>()
+                    .map_err(|e| ConfigError::Hook {
+                        path: path.to_owned(),
+                        line,
+                        index: i + 1,
+                        message: e.message().to_owned(),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(FileConfig { settings, hooks })
+    }
+}
+
+/// Replaces `${VAR}` with the variable's value; `Err(VAR)` if it is unset.
+fn expand_env(value: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
+        let var = &rest[start + 2..start + len];
+        out.push_str(&rest[..start]);
+        out.push_str(&std::env::var(var).map_err(|_| var.to_owned())?);
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FileConfig, String> {
+        FileConfig::parse(text, Path::new("server.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_hook_kind_parses_in_order() {
+        let cfg = parse(
+            r#"
+listen = "127.0.0.1:7000"
+allow_ports = "20000-20100"
+[[hooks]]
+kind = "rate_limit"
+per_client_bytes_per_sec = "10MiB"
+visitors_per_ip_per_sec = 50
+[[hooks]]
+kind = "quota"
+bytes = "1GiB"
+[[hooks]]
+kind = "meter"
+interval_secs = 5
+sinks = ["log", "events"]
+[[hooks]]
+kind = "audit"
+path = "/tmp/audit.jsonl"
+[[hooks]]
+kind = "log"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.settings.allow_ports,
+            Some("20000-20100".parse().unwrap())
+        );
+        let kinds: Vec<_> = cfg
+            .hooks
+            .iter()
+            .map(|h| {
+                format!("{h:?}")
+                    .split([' ', '{'])
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(kinds, ["RateLimit", "Quota", "Meter", "Audit", "Log"]);
+        assert!(matches!(
+            cfg.hooks[0],
+            HookSpec::RateLimit {
+                per_client_bytes_per_sec: Some(ByteSize(10485760)),
+                ..
+            }
+        ));
+        assert!(matches!(
+            cfg.hooks[1],
+            HookSpec::Quota {
+                bytes: ByteSize(1073741824),
+                period_secs: 86_400
+            }
+        ));
+    }
+
+    #[test]
+    fn unknown_kind_field_and_bad_values_name_the_line() {
+        let e =
+            parse("[[hooks]]\nkind = \"log\"\n\n[[hooks]]\nkind = \"telepathy\"\n").unwrap_err();
+        assert!(
+            e.contains("line 4: hook #2: unknown variant `telepathy`"),
+            "{e}"
+        );
+        // Errors inside a hook table name that table's header line.
+        let e = parse("[[hooks]]\nkind = \"log\"\n[[hooks]]\nkind = \"quota\"\nbytes = \"1GiB\"\nperiod = 5\n")
+            .unwrap_err();
+        assert!(
+            e.contains(
+                "line 3: hook #2: unknown field `period`, expected `bytes` or `period_secs`"
+            ),
+            "{e}"
+        );
+        let e = parse("name = \"x\"\nallow_ports = \"20000-abc\"\n").unwrap_err();
+        assert!(
+            e.contains("line 2") && e.contains("'abc' is not a port"),
+            "{e}"
+        );
+        let e =
+            parse("[[hooks]]\nkind = \"rate_limit\"\nper_client_bytes_per_sec = \"10 parsecs\"\n")
+                .unwrap_err();
+        assert!(e.contains("line 1: hook #1: unknown unit 'parsecs'"), "{e}");
+        let e = parse("lisen = \"0.0.0.0:1\"\n").unwrap_err();
+        assert!(
+            e.contains("line 1") && e.contains("unknown field `lisen`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tokens_come_from_the_environment() {
+        std::env::set_var("REITUNNEL_TEST_TOKEN_X", "s3cret");
+        let cfg = parse("token = \"${REITUNNEL_TEST_TOKEN_X}\"\n").unwrap();
+        assert_eq!(cfg.settings.token.as_deref(), Some("s3cret"));
+        let e = parse("token = \"${REITUNNEL_TEST_UNSET_Y}\"\n").unwrap_err();
+        assert_eq!(
+            e,
+            "config server.toml: token refers to ${REITUNNEL_TEST_UNSET_Y}, which is not set"
+        );
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!("64KiB".parse::<ByteSize>(), Ok(ByteSize(65536)));
+        assert_eq!("1000".parse::<ByteSize>(), Ok(ByteSize(1000)));
+        assert_eq!("2 MB".parse::<ByteSize>(), Ok(ByteSize(2_000_000)));
+        assert!("MiB".parse::<ByteSize>().is_err());
+        assert!("99999999999GiB"
+            .parse::<ByteSize>()
+            .unwrap_err()
+            .contains("too large"));
+    }
+}

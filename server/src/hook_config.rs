@@ -1,0 +1,138 @@
+//! Turns the config file's `[[hooks]]` into a hook chain, in order. Event
+//! sinks (audit logs) are opened first so every hook that emits events
+//! (quota, meter) reaches all of them, wherever they stand in the list.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reitunnel_hooks::builtin::{
+    BandwidthMeter, ByteRate, EventHook, EventRate, JsonLinesFile, MeterSink, Quota, RateLimit,
+    RateLimitConfig, TracingHook, TracingSink,
+};
+use reitunnel_hooks::events::EventBus;
+use reitunnel_hooks::HookChainBuilder;
+
+use crate::file_config::{ByteSize, ConfigError, HookSpec, MeterSinkKind};
+
+/// Lines the audit writer may queue before it drops (and counts) new ones.
+const AUDIT_QUEUE: usize = 65_536;
+
+/// What the configured hooks need besides their place in the chain.
+#[derive(Default)]
+pub struct Background {
+    /// Meters and how often each reports; the server spawns their reporters.
+    pub meters: Vec<(Arc<BandwidthMeter>, Duration)>,
+    /// Audit files, to report dropped lines.
+    pub audit: Vec<Arc<JsonLinesFile>>,
+}
+
+/// Appends the hooks of `specs` to `chain`, in order; events carry `server` as the server's name.
+pub fn add_hooks(
+    mut chain: HookChainBuilder,
+    specs: &[HookSpec],
+    server: &str,
+    path: &Path,
+) -> Result<(HookChainBuilder, Background), ConfigError> {
+    let invalid = |problem: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        problem,
+    };
+    let mut bg = Background::default();
+    let mut bus = EventBus::new().for_server(server);
+    for spec in specs {
+        if let HookSpec::Audit { path: file, .. } = spec {
+            let sink = JsonLinesFile::open(file, AUDIT_QUEUE)
+                .map_err(|e| invalid(format!("cannot open audit log {}: {e}", file.display())))?;
+            bus = bus.with(sink.clone());
+            bg.audit.push(sink);
+        }
+    }
+    let mut audits = bg.audit.iter();
+    for spec in specs {
+        chain = match spec {
+            HookSpec::Log { sample_every } => chain.hook(TracingHook::new(*sample_every)),
+            HookSpec::Meter {
+                interval_secs,
+                sinks,
+            } => {
+                let sinks = sinks
+                    .iter()
+                    .map(|k| -> Arc<dyn MeterSink> {
+                        match k {
+                            MeterSinkKind::Log => Arc::new(TracingSink),
+                            MeterSinkKind::Events => Arc::new(bus.clone()),
+                        }
+                    })
+                    .collect();
+                let meter = BandwidthMeter::new(sinks);
+                bg.meters
+                    .push((meter.clone(), Duration::from_secs((*interval_secs).max(1))));
+                chain.shared(meter)
+            }
+            HookSpec::RateLimit {
+                per_client_bytes_per_sec,
+                per_tunnel_bytes_per_sec,
+                burst,
+                streams_per_client_per_sec,
+                visitors_per_ip_per_sec,
+                logins_per_ip_per_sec,
+            } => {
+                let rate = |r: &Option<ByteSize>| -> Result<Option<ByteRate>, ConfigError> {
+                    let Some(r) = r else { return Ok(None) };
+                    let per_sec = positive_u32(r.0).ok_or_else(|| {
+                        invalid(format!(
+                            "rate_limit: byte rate {} must be 1..=4294967295",
+                            r.0
+                        ))
+                    })?;
+                    let mut rate = ByteRate::per_sec(per_sec);
+                    if let Some(b) = burst {
+                        rate.burst = positive_u32(b.0).ok_or_else(|| {
+                            invalid(format!("rate_limit: burst {} must be 1..=4294967295", b.0))
+                        })?;
+                    }
+                    Ok(Some(rate))
+                };
+                let events = |n: &Option<u32>| -> Result<Option<EventRate>, ConfigError> {
+                    let Some(n) = n else { return Ok(None) };
+                    let per_sec = NonZeroU32::new(*n).ok_or_else(|| {
+                        invalid("rate_limit: connection rates must be at least 1".to_owned())
+                    })?;
+                    Ok(Some(EventRate {
+                        per_sec,
+                        burst: per_sec,
+                    }))
+                };
+                chain.hook(RateLimit::new(RateLimitConfig {
+                    per_client: rate(per_client_bytes_per_sec)?,
+                    per_tunnel: rate(per_tunnel_bytes_per_sec)?,
+                    streams_per_client: events(streams_per_client_per_sec)?,
+                    visitors_per_ip: events(visitors_per_ip_per_sec)?,
+                    logins_per_ip: events(logins_per_ip_per_sec)?,
+                }))
+            }
+            HookSpec::Quota { bytes, period_secs } => {
+                if *period_secs == 0 {
+                    return Err(invalid("quota: period_secs must be at least 1".to_owned()));
+                }
+                chain.hook(Quota::new(
+                    bytes.0,
+                    Duration::from_secs(*period_secs),
+                    bus.clone(),
+                ))
+            }
+            HookSpec::Audit { streams, .. } => {
+                let file = audits.next().expect("one audit file per audit hook");
+                let bus = EventBus::new().for_server(server).with(file.clone());
+                chain.hook(EventHook::new("audit", bus, *streams))
+            }
+        };
+    }
+    Ok((chain, bg))
+}
+
+fn positive_u32(n: u64) -> Option<NonZeroU32> {
+    u32::try_from(n).ok().and_then(NonZeroU32::new)
+}
