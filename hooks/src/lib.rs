@@ -38,6 +38,7 @@ mod event;
 pub mod events;
 mod hook;
 mod open;
+pub mod ports;
 #[cfg(feature = "tokio")]
 pub mod relay;
 

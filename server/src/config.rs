@@ -9,7 +9,7 @@ use reitunnel_hooks::relay::RelayConfig;
 use reitunnel_proto::DEFAULT_MAX_FRAME_LEN;
 use reitunnel_transport::MuxConfig;
 
-use crate::ports::PortRanges;
+use reitunnel_hooks::ports::PortRanges;
 
 /// How the server runs. Build with [`ServerConfig::new`] and adjust fields.
 #[derive(Debug, Clone)]

@@ -92,6 +92,18 @@ pub enum HookSpec {
         #[serde(default = "default_quota_period")]
         period_secs: u64,
     },
+    /// Per-client tokens and limits, visitor networks. Replaces the global token.
+    Policy {
+        /// `[hooks.clients.NAME]` tables.
+        #[serde(default)]
+        clients: std::collections::BTreeMap<String, ClientSpec>,
+        /// Networks visitors may come from (CIDR); empty = anywhere.
+        #[serde(default)]
+        visitors_allow: Vec<String>,
+        /// Networks visitors may not come from (CIDR).
+        #[serde(default)]
+        visitors_deny: Vec<String>,
+    },
     /// JSON-lines audit log of every event.
     Audit {
         /// The file, appended to.
@@ -100,6 +112,21 @@ pub enum HookSpec {
         #[serde(default)]
         streams: bool,
     },
+}
+
+/// One client of a `policy` hook.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSpec {
+    /// The client's token; `${VAR}` takes it from the environment.
+    pub token: String,
+    /// Ports it may open, e.g. `"20000-20010"`.
+    #[serde(default, deserialize_with = "from_str_opt")]
+    pub ports: Option<PortRanges>,
+    /// Tunnels at once.
+    pub max_tunnels: Option<u32>,
+    /// Visitor streams at once.
+    pub max_streams: Option<u32>,
 }
 
 /// Where meter reports go.
@@ -269,7 +296,7 @@ impl FileConfig {
 }
 
 /// Replaces `${VAR}` with the variable's value; `Err(VAR)` if it is unset.
-fn expand_env(value: &str) -> Result<String, String> {
+pub(crate) fn expand_env(value: &str) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(start) = rest.find("${") {

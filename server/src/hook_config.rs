@@ -7,14 +7,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 use reitunnel_hooks::builtin::{
-    BandwidthMeter, ByteRate, EventHook, EventRate, JsonLinesFile, MeterSink, Quota, RateLimit,
-    RateLimitConfig, TracingHook, TracingSink,
+    BandwidthMeter, ByteRate, ClientRules, EventHook, EventRate, JsonLinesFile, MeterSink, Policy,
+    Quota, RateLimit, RateLimitConfig, Secret, TracingHook, TracingSink, VisitorRules,
 };
 use reitunnel_hooks::events::EventBus;
 use reitunnel_hooks::HookChainBuilder;
 
-use crate::file_config::{ByteSize, ConfigError, HookSpec, MeterSinkKind};
+use crate::file_config::{expand_env, ByteSize, ClientSpec, ConfigError, HookSpec, MeterSinkKind};
 
 /// Lines the audit writer may queue before it drops (and counts) new ones.
 const AUDIT_QUEUE: usize = 65_536;
@@ -123,6 +127,11 @@ pub fn add_hooks(
                     bus.clone(),
                 ))
             }
+            HookSpec::Policy {
+                clients,
+                visitors_allow,
+                visitors_deny,
+            } => chain.hook(policy(clients, visitors_allow, visitors_deny).map_err(invalid)?),
             HookSpec::Audit { streams, .. } => {
                 let file = audits.next().expect("one audit file per audit hook");
                 let bus = EventBus::new().for_server(server).with(file.clone());
@@ -131,6 +140,45 @@ pub fn add_hooks(
         };
     }
     Ok((chain, bg))
+}
+
+/// Builds the policy hook, expanding `${VAR}` tokens and parsing CIDRs.
+fn policy(
+    clients: &BTreeMap<String, ClientSpec>,
+    allow: &[String],
+    deny: &[String],
+) -> Result<Policy, String> {
+    let nets = |list: &[String], what: &str| -> Result<Vec<IpNet>, String> {
+        list.iter()
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| format!("policy: {what} entry '{s}' is not a network (like 10.0.0.0/8) or address"))
+            })
+            .collect()
+    };
+    let mut rules = HashMap::new();
+    for (name, c) in clients {
+        let token = expand_env(&c.token).map_err(|var| {
+            format!("policy: client '{name}': token refers to ${{{var}}}, which is not set")
+        })?;
+        rules.insert(
+            name.clone(),
+            ClientRules {
+                token: Secret::new(token),
+                ports: c.ports.clone(),
+                max_tunnels: c.max_tunnels,
+                max_streams: c.max_streams,
+            },
+        );
+    }
+    Ok(Policy::new(
+        rules,
+        VisitorRules {
+            allow: nets(allow, "visitors_allow")?,
+            deny: nets(deny, "visitors_deny")?,
+        },
+    ))
 }
 
 fn positive_u32(n: u64) -> Option<NonZeroU32> {

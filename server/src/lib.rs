@@ -27,7 +27,6 @@ mod error;
 pub mod file_config;
 mod handshake;
 pub mod hook_config;
-mod ports;
 mod session;
 mod tunnel;
 
@@ -45,7 +44,7 @@ use tokio_util::task::TaskTracker;
 
 pub use config::ServerConfig;
 pub use error::{ServerError, SessionError, StreamError};
-pub use ports::{PortRanges, PortRangesError};
+pub use reitunnel_hooks::ports::{PortRanges, PortRangesError};
 
 /// Id counters, unique for the life of the server.
 #[derive(Debug, Default)]

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use reitunnel_hooks::builtin::{Counters, Secret, TracingHook};
 use reitunnel_hooks::HookChain;
-use reitunnel_server::file_config::FileConfig;
+use reitunnel_server::file_config::{FileConfig, HookSpec};
 use reitunnel_server::hook_config::add_hooks;
 use reitunnel_server::{PortRanges, Server, ServerConfig};
 
@@ -53,15 +53,25 @@ fn main() -> anyhow::Result<()> {
         None => (FileConfig::default(), PathBuf::from("(no config file)")),
     };
     let s = file.settings;
-    let token =
-        args.token.or(s.token).filter(|t| !t.is_empty()).context(
-            "a token is required: --token, REITUNNEL_TOKEN or `token` in the config file",
-        )?;
+    let token = args.token.or(s.token).filter(|t| !t.is_empty());
+    let has_policy = file
+        .hooks
+        .iter()
+        .any(|h| matches!(h, HookSpec::Policy { .. }));
+    match (&token, has_policy) {
+        (None, false) => anyhow::bail!(
+            "a token is required: --token, REITUNNEL_TOKEN, `token` in the config file, or a `policy` hook with per-client tokens"
+        ),
+        (Some(_), true) => anyhow::bail!(
+            "a global token and a `policy` hook's per-client tokens exclude each other: drop one"
+        ),
+        _ => {}
+    }
     let listen = args
         .listen
         .or(s.listen)
         .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7000)));
-    let mut config = ServerConfig::new(listen, Some(Secret::new(token)));
+    let mut config = ServerConfig::new(listen, token.map(Secret::new));
     if let Some(name) = args.name.or(s.name) {
         config.name = name;
     }

@@ -115,7 +115,7 @@ impl Hook for Counters {
             crate::event::Direction::Ingress => &self.bytes_in,
             crate::event::Direction::Egress => &self.bytes_out,
         };
-        c.fetch_add(ev.data.len() as u64, Ordering::Relaxed);
+        c.fetch_add(ev.bytes(), Ordering::Relaxed);
         Verdict::Continue
     }
 

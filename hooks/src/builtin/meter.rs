@@ -77,22 +77,20 @@ impl MeterSink for EventBus {
     }
 }
 
-/// One stream's counters.
+/// One stream's counters: bytes not yet reported, per direction. A report
+/// swaps them to zero, so concurrent reports (the interval task and a
+/// stream's own close) can never count a byte twice or lose one.
 struct Counts {
     client: Arc<str>,
     client_id: ClientId,
     tunnel: TunnelId,
-    moved: [AtomicU64; 2],
-    reported: [AtomicU64; 2],
+    pending: [AtomicU64; 2],
 }
 
 impl Counts {
-    /// Marks what moved as reported; returns the difference.
+    /// Takes what moved since the last take.
     fn take(&self) -> (u64, u64) {
-        let take = |i: usize| {
-            let now = self.moved[i].load(Ordering::Relaxed);
-            now - self.reported[i].swap(now, Ordering::Relaxed)
-        };
+        let take = |i: usize| self.pending[i].swap(0, Ordering::Relaxed);
         (take(0), take(1))
     }
 }
@@ -165,9 +163,7 @@ impl BandwidthMeter {
     pub fn unreported(&self) -> (u64, u64) {
         let live = self.live.lock().expect("meter");
         live.values().fold((0, 0), |(i, o), c| {
-            let un = |k: usize| {
-                c.moved[k].load(Ordering::Relaxed) - c.reported[k].load(Ordering::Relaxed)
-            };
+            let un = |k: usize| c.pending[k].load(Ordering::Relaxed);
             (i + un(0), o + un(1))
         })
     }
@@ -200,8 +196,7 @@ impl Hook for BandwidthMeter {
             client: s.tunnel.client.name.clone(),
             client_id: s.tunnel.client.id,
             tunnel: s.tunnel.id,
-            moved: Default::default(),
-            reported: Default::default(),
+            pending: Default::default(),
         });
         self.live
             .lock()
@@ -217,7 +212,7 @@ impl Hook for BandwidthMeter {
                 Direction::Ingress => 0,
                 Direction::Egress => 1,
             };
-            c.moved[i].fetch_add(ev.bytes(), Ordering::Relaxed);
+            c.pending[i].fetch_add(ev.bytes(), Ordering::Relaxed);
         }
         Verdict::Continue
     }

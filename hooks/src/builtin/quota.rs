@@ -132,13 +132,17 @@ impl Hook for Quota {
         };
         self.roll(u);
         let n = ev.bytes();
-        let before = u.bytes.fetch_add(n, Ordering::Relaxed);
-        if before + n > self.limit {
-            // Not forwarded: give the bytes back so usage counts only what left.
-            u.bytes.fetch_sub(n, Ordering::Relaxed);
-            u.bytes.fetch_max(self.limit, Ordering::Relaxed);
-            return Verdict::Close(self.exceeded(&ev.stream.tunnel.client.name, u));
+        let admitted = u
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                (used + n <= self.limit).then_some(used + n)
+            });
+        if admitted.is_ok() {
+            return Verdict::Continue;
         }
-        Verdict::Continue
+        // The chunk does not fit: it is not forwarded, and the quota counts
+        // as used up so new streams are refused until the period ends.
+        u.bytes.fetch_max(self.limit, Ordering::Relaxed);
+        Verdict::Close(self.exceeded(&ev.stream.tunnel.client.name, u))
     }
 }

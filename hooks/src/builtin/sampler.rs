@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::event::{
-    ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Login, Rejection, ServerInfo,
+    ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Login, Rejection, Scope, ServerInfo,
     StreamEnd, StreamInfo, Totals, TunnelInfo, Verdict,
 };
 use crate::hook::{BoxError, Hook, StreamState};
@@ -114,6 +114,9 @@ impl<H: Hook> Hook for Sampler<H> {
     }
     fn on_stream_open(&self, s: &StreamInfo) -> Verdict {
         self.inner.on_stream_open(s)
+    }
+    fn on_open(&self, scope: Scope<'_>) {
+        self.inner.on_open(scope)
     }
     fn on_rejected(&self, r: &Rejection<'_>) {
         self.inner.on_rejected(r)

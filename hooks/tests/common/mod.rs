@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use reitunnel_hooks::builtin::Counters;
+use reitunnel_hooks::events::{Event, EventBus, EventSink};
 use reitunnel_hooks::{
     BoxError, ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, ErrorStrategy,
     Hook, HookChain, HookError, HookErrorKind, Login, Open, Reason, Refusal, Rejection, Scope,
@@ -514,5 +515,82 @@ impl Drop for QuietPanics {
                 }
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sessions, peers and events (for the built-in limit, quota and meter hooks)
+
+/// A client session `id` named `name`, logged in from `peer`.
+pub fn client_at(id: u64, name: &str, peer: SocketAddr) -> Arc<ClientInfo> {
+    Arc::new(ClientInfo::new(ClientId(id), name, peer))
+}
+
+/// A stream `id` through `tunnel` from the visitor at `peer`.
+pub fn stream_from(tunnel: &Arc<TunnelInfo>, id: u64, peer: SocketAddr) -> Arc<StreamInfo> {
+    Arc::new(StreamInfo::new(StreamId(id), tunnel.clone(), peer))
+}
+
+/// A client and one of its tunnels, both opened through a chain's gates
+/// (hooks that set up per-client or per-tunnel state see them). Dropping it
+/// closes the tunnel, then the client.
+pub struct Session {
+    // Field order is drop order: the tunnel closes before its client.
+    pub tunnel: Open<TunnelInfo>,
+    pub client: Open<ClientInfo>,
+}
+
+impl Session {
+    /// Opens `client` and its tunnel `tunnel_id` on `chain`; panics if a gate refuses.
+    pub fn open(chain: &HookChain, client: Arc<ClientInfo>, tunnel_id: u64) -> Session {
+        let client = open_client(chain, client).expect("client gate");
+        let tunnel = chain
+            .open_tunnel(tunnel_of(client.info(), tunnel_id))
+            .expect("tunnel gate");
+        Session { tunnel, client }
+    }
+
+    /// Opens stream `id` of this session's tunnel from the visitor at `peer`.
+    pub fn try_stream_from(&self, id: u64, peer: SocketAddr) -> Result<Open<StreamInfo>, Refusal> {
+        self.tunnel
+            .chain()
+            .open_stream(stream_from(self.tunnel.info(), id, peer))
+    }
+
+    /// Opens stream `id` of this session's tunnel; panics if a gate refuses.
+    pub fn stream(&self, id: u64) -> Open<StreamInfo> {
+        self.try_stream_from(id, addr(40_000)).expect("stream gate")
+    }
+}
+
+/// An [`EventSink`] that keeps every event.
+#[derive(Default)]
+pub struct EventLog(Mutex<Vec<Event>>);
+
+impl EventLog {
+    /// A fresh log and a bus that emits into it.
+    pub fn bus() -> (Arc<EventLog>, EventBus) {
+        let log = Arc::new(EventLog::default());
+        let bus = EventBus::new().with(log.clone());
+        (log, bus)
+    }
+
+    /// All events so far.
+    pub fn all(&self) -> Vec<Event> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The events called `name`.
+    pub fn named(&self, name: &str) -> Vec<Event> {
+        self.all().into_iter().filter(|e| e.event == name).collect()
+    }
+}
+
+impl EventSink for EventLog {
+    fn emit(&self, event: &Event) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event.clone());
     }
 }

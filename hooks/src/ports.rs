@@ -1,4 +1,4 @@
-//! The allow-list of public ports and the choice of a free one.
+//! Allow-lists of ports: the server's for public tunnels, the policy hook's per client.
 
 use std::fmt;
 use std::ops::RangeInclusive;

@@ -1,0 +1,223 @@
+//! Who may log in and what each client may do: per-client tokens, port
+//! ranges, tunnel and concurrent-stream limits, and CIDR allow/deny lists
+//! for visitors. Fails closed: an unknown client, a wrong token, a port or
+//! address outside the rules is a `Reject` that says which rule.
+//!
+//! Limits count with atomics taken in the gate (so concurrent opens cannot
+//! overshoot) and released on close, or on a later hook's refusal
+//! ([`Rejection::passed_gate`]).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ipnet::IpNet;
+
+use super::Secret;
+use crate::event::{
+    ClientId, ClientInfo, CloseReason, Login, Reason, Rejection, Scope, StreamEnd, StreamInfo,
+    Totals, TunnelInfo, Verdict,
+};
+use crate::hook::{BoxError, Hook};
+use crate::ports::PortRanges;
+
+/// What one client may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRules {
+    /// The client's own token.
+    pub token: Secret,
+    /// Public ports it may open (`None`: whatever the server allows).
+    pub ports: Option<PortRanges>,
+    /// Tunnels it may hold at once.
+    pub max_tunnels: Option<u32>,
+    /// Visitor streams it may carry at once.
+    pub max_streams: Option<u32>,
+}
+
+/// Visitor addresses: `allow` (if not empty) must match, `deny` must not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VisitorRules {
+    /// Networks visitors may come from; empty = anywhere.
+    pub allow: Vec<IpNet>,
+    /// Networks visitors may not come from (checked after `allow`).
+    pub deny: Vec<IpNet>,
+}
+
+impl VisitorRules {
+    fn check(&self, ip: IpAddr) -> Result<(), String> {
+        if !self.allow.is_empty() && !self.allow.iter().any(|n| n.contains(&ip)) {
+            return Err(format!("visitor {ip} is not in the allowed networks"));
+        }
+        if let Some(net) = self.deny.iter().find(|n| n.contains(&ip)) {
+            return Err(format!("visitor {ip} is in the denied network {net}"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct InUse {
+    tunnels: AtomicU32,
+    streams: AtomicU32,
+}
+
+/// The policy hook. See the module docs.
+#[derive(Debug)]
+pub struct Policy {
+    clients: HashMap<String, ClientRules>,
+    visitors: VisitorRules,
+    in_use: Mutex<HashMap<ClientId, Arc<InUse>>>,
+}
+
+/// Takes one unit of `counter` if it stays within `max`.
+fn take(counter: &AtomicU32, max: Option<u32>) -> bool {
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    if max.is_some_and(|m| n >= m) {
+        counter.fetch_sub(1, Ordering::Relaxed);
+        return false;
+    }
+    true
+}
+
+fn release(counter: &AtomicU32) {
+    counter.fetch_sub(1, Ordering::Relaxed);
+}
+
+impl Policy {
+    /// Rules per client name, and for visitors.
+    pub fn new(clients: HashMap<String, ClientRules>, visitors: VisitorRules) -> Self {
+        Policy {
+            clients,
+            visitors,
+            in_use: Mutex::default(),
+        }
+    }
+
+    fn in_use(&self, id: ClientId) -> Option<Arc<InUse>> {
+        self.in_use.lock().expect("policy").get(&id).cloned()
+    }
+
+    fn rules(&self, client: &ClientInfo) -> Option<&ClientRules> {
+        self.clients.get(&*client.name)
+    }
+}
+
+impl Hook for Policy {
+    fn name(&self) -> &str {
+        "policy"
+    }
+
+    fn wants_data(&self) -> bool {
+        false
+    }
+
+    fn on_client_connect(&self, client: &ClientInfo, login: &Login<'_>) -> Verdict {
+        let Some(rules) = self.rules(client) else {
+            return Verdict::Reject(Reason::auth_failed(format!(
+                "unknown client '{}'",
+                client.name
+            )));
+        };
+        if !login.proves(&client.name, rules.token.expose().as_bytes()) {
+            return Verdict::Reject(Reason::auth_failed(format!(
+                "token refused for client '{}'",
+                client.name
+            )));
+        }
+        self.in_use
+            .lock()
+            .expect("policy")
+            .insert(client.id, Arc::default());
+        Verdict::Continue
+    }
+
+    fn on_tunnel_open(&self, tunnel: &TunnelInfo) -> Verdict {
+        let client = &tunnel.client;
+        let Some(rules) = self.rules(client) else {
+            return Verdict::Reject(Reason::forbidden(format!(
+                "unknown client '{}'",
+                client.name
+            )));
+        };
+        let in_use = self.in_use(client.id);
+        if let Some(u) = &in_use {
+            if !take(&u.tunnels, rules.max_tunnels) {
+                return Verdict::Reject(Reason::limit_reached(format!(
+                    "client '{}' already has its maximum of {} tunnels",
+                    client.name,
+                    rules.max_tunnels.unwrap_or_default()
+                )));
+            }
+        }
+        let port = tunnel.bind.port();
+        if let Some(ports) = rules.ports.as_ref().filter(|p| !p.contains(port)) {
+            in_use.iter().for_each(|u| release(&u.tunnels));
+            return Verdict::Reject(Reason::forbidden(format!(
+                "client '{}' may not open port {port} (allowed: {ports})",
+                client.name
+            )));
+        }
+        Verdict::Continue
+    }
+
+    fn on_stream_open(&self, stream: &StreamInfo) -> Verdict {
+        if let Err(why) = self.visitors.check(stream.peer.ip()) {
+            return Verdict::Reject(Reason::forbidden(why));
+        }
+        let client = &stream.tunnel.client;
+        let max = self.rules(client).and_then(|r| r.max_streams);
+        if let Some(in_use) = self.in_use(client.id) {
+            if !take(&in_use.streams, max) {
+                return Verdict::Reject(Reason::limit_reached(format!(
+                    "client '{}' already carries its maximum of {} streams",
+                    client.name,
+                    max.unwrap_or_default()
+                )));
+            }
+        }
+        Verdict::Continue
+    }
+
+    fn on_rejected(&self, r: &Rejection<'_>) {
+        if !r.passed_gate {
+            return;
+        }
+        match r.scope {
+            Scope::Client(c) => drop(self.in_use.lock().expect("policy").remove(&c.id)),
+            Scope::Tunnel(t) => self
+                .in_use(t.client.id)
+                .iter()
+                .for_each(|u| release(&u.tunnels)),
+            Scope::Stream(s) => self
+                .in_use(s.tunnel.client.id)
+                .iter()
+                .for_each(|u| release(&u.streams)),
+            Scope::Server => {}
+        }
+    }
+
+    fn on_tunnel_close(&self, t: &TunnelInfo, _: &CloseReason, _: &Totals) -> Result<(), BoxError> {
+        if let Some(u) = self.in_use(t.client.id) {
+            release(&u.tunnels);
+        }
+        Ok(())
+    }
+
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+        if let Some(u) = self.in_use(end.stream.tunnel.client.id) {
+            release(&u.streams);
+        }
+        Ok(())
+    }
+
+    fn on_client_disconnect(
+        &self,
+        c: &ClientInfo,
+        _: &CloseReason,
+        _: &Totals,
+    ) -> Result<(), BoxError> {
+        self.in_use.lock().expect("policy").remove(&c.id);
+        Ok(())
+    }
+}
