@@ -11,8 +11,8 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
-use reitunnel_examples::{echo_service, sink_service, Loopback};
-use reitunnel_hooks::builtin::{Counters, TracingHook};
+use reitunnel_examples::{echo_service, full_chain, sink_service, Loopback};
+use reitunnel_hooks::builtin::Counters;
 use reitunnel_hooks::HookChain;
 
 fn env(name: &str, default: u64) -> u64 {
@@ -56,15 +56,12 @@ fn round_trips(addr: SocketAddr, n: u64) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Every data-path built-in on the server, counters on the client.
 fn hooks() -> (HookChain, HookChain) {
-    let server = HookChain::builder()
-        .hook(TracingHook::new(1024))
-        .shared(Arc::new(Counters::new()))
-        .build();
     let client = HookChain::builder()
         .shared(Arc::new(Counters::new()))
         .build();
-    (server, client)
+    (full_chain(), client)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -89,7 +86,7 @@ fn main() {
     let names = [
         "direct loopback",
         "tunnel, no hooks",
-        "tunnel, built-in hooks",
+        "tunnel, all built-ins",
     ];
     let sinks = [sink, plain_sink.public_addr, hooked_sink.public_addr];
     let echos = [echo, plain_echo.public_addr, hooked_echo.public_addr];

@@ -11,12 +11,48 @@ use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 
 use reitunnel_client::{Client, ClientConfig, RemoteSpec};
-use reitunnel_hooks::builtin::Secret;
+use std::num::{NonZeroU32, NonZeroU64};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reitunnel_hooks::builtin::{
+    BandwidthMeter, ByteRate, Counters, Quota, RateLimit, RateLimitConfig, Sampler, Sampling,
+    Secret, TracingHook,
+};
+use reitunnel_hooks::events::EventBus;
 use reitunnel_hooks::HookChain;
 use reitunnel_server::{Server, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+
+/// Every built-in hook with a data path, configured so none refuses or
+/// throttles: what "hooks on" costs, for the benchmarks.
+pub fn full_chain() -> HookChain {
+    let huge = ByteRate {
+        bytes_per_sec: NonZeroU32::MAX,
+        burst: NonZeroU32::MAX,
+    };
+    HookChain::builder()
+        .hook(RateLimit::new(RateLimitConfig {
+            per_client: Some(huge),
+            per_tunnel: Some(huge),
+            ..RateLimitConfig::default()
+        }))
+        .hook(Quota::new(
+            u64::MAX / 2,
+            Duration::from_secs(86_400),
+            EventBus::new(),
+        ))
+        .shared(BandwidthMeter::new(Vec::new()))
+        .hook(Sampler::new(
+            Counters::new(),
+            Sampling::OneIn(NonZeroU64::new(64).expect("64 > 0")),
+        ))
+        .hook(TracingHook::new(1024))
+        .shared(Arc::new(Counters::new()))
+        .build()
+}
 
 /// The token the harness uses.
 pub const TOKEN: &str = "loopback-demo-token";
