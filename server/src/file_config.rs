@@ -112,6 +112,25 @@ pub enum HookSpec {
         #[serde(default)]
         streams: bool,
     },
+    /// Every event (or those named in `events`) POSTed, signed, to an HTTP endpoint.
+    Webhook {
+        /// The endpoint, `http://host[:port][/path]`.
+        url: String,
+        /// HMAC key for `X-Reitunnel-Signature`; `${VAR}` takes it from the environment.
+        secret: String,
+        /// Event names to send, e.g. `["quota.exceeded"]`; empty = all.
+        #[serde(default)]
+        events: Vec<String>,
+        /// Limit on each delivery attempt, seconds.
+        #[serde(default = "default_webhook_timeout")]
+        timeout_secs: u64,
+        /// Attempts after the first before an event is given up.
+        #[serde(default = "default_webhook_retries")]
+        retries: u32,
+        /// Also send `stream.opened`/`stream.closed` (high volume).
+        #[serde(default)]
+        streams: bool,
+    },
 }
 
 /// One client of a `policy` hook.
@@ -135,7 +154,7 @@ pub struct ClientSpec {
 pub enum MeterSinkKind {
     /// tracing, target `reitunnel::meter`.
     Log,
-    /// `bandwidth.report` events to the event sinks (audit log).
+    /// `bandwidth.report` events to the event sinks (audit logs, webhooks).
     Events,
 }
 
@@ -147,6 +166,12 @@ fn default_meter_sinks() -> Vec<MeterSinkKind> {
 }
 fn default_quota_period() -> u64 {
     86_400
+}
+fn default_webhook_timeout() -> u64 {
+    5
+}
+fn default_webhook_retries() -> u32 {
+    3
 }
 
 fn from_str<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -420,6 +445,50 @@ kind = "log"
             e,
             "config server.toml: token refers to ${REITUNNEL_TEST_UNSET_Y}, which is not set"
         );
+    }
+
+    #[test]
+    fn webhook_parses_with_defaults() {
+        let cfg = parse(
+            r#"
+[[hooks]]
+kind = "webhook"
+url = "http://127.0.0.1:8080/reitunnel"
+secret = "${REITUNNEL_WEBHOOK_SECRET}"
+[[hooks]]
+kind = "webhook"
+url = "http://hooks.internal/q"
+secret = "plain"
+events = ["quota.exceeded", "bandwidth.report"]
+timeout_secs = 2
+retries = 0
+streams = true
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.hooks,
+            [
+                HookSpec::Webhook {
+                    url: "http://127.0.0.1:8080/reitunnel".into(),
+                    secret: "${REITUNNEL_WEBHOOK_SECRET}".into(),
+                    events: vec![],
+                    timeout_secs: 5,
+                    retries: 3,
+                    streams: false,
+                },
+                HookSpec::Webhook {
+                    url: "http://hooks.internal/q".into(),
+                    secret: "plain".into(),
+                    events: vec!["quota.exceeded".into(), "bandwidth.report".into()],
+                    timeout_secs: 2,
+                    retries: 0,
+                    streams: true,
+                },
+            ]
+        );
+        let e = parse("[[hooks]]\nkind = \"webhook\"\nsecret = \"x\"\n").unwrap_err();
+        assert!(e.contains("line 1: hook #1: missing field `url`"), "{e}");
     }
 
     #[test]

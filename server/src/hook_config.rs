@@ -1,5 +1,5 @@
 //! Turns the config file's `[[hooks]]` into a hook chain, in order. Event
-//! sinks (audit logs) are opened first so every hook that emits events
+//! sinks (audit logs, webhooks) are opened first so every hook that emits events
 //! (quota, meter) reaches all of them, wherever they stand in the list.
 
 use std::num::NonZeroU32;
@@ -13,7 +13,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use reitunnel_hooks::builtin::{
     BandwidthMeter, ByteRate, ClientRules, EventHook, EventRate, JsonLinesFile, MeterSink, Policy,
-    Quota, RateLimit, RateLimitConfig, Secret, TracingHook, TracingSink, VisitorRules,
+    Quota, RateLimit, RateLimitConfig, Secret, TracingHook, TracingSink, VisitorRules, Webhook,
+    WebhookConfig,
 };
 use reitunnel_hooks::events::EventBus;
 use reitunnel_hooks::HookChainBuilder;
@@ -22,6 +23,8 @@ use crate::file_config::{expand_env, ByteSize, ClientSpec, ConfigError, HookSpec
 
 /// Lines the audit writer may queue before it drops (and counts) new ones.
 const AUDIT_QUEUE: usize = 65_536;
+/// Events a webhook may queue before it drops (and counts) new ones.
+const WEBHOOK_QUEUE: usize = 4_096;
 
 /// What the configured hooks need besides their place in the chain.
 #[derive(Default)]
@@ -30,6 +33,8 @@ pub struct Background {
     pub meters: Vec<(Arc<BandwidthMeter>, Duration)>,
     /// Audit files, to report dropped lines.
     pub audit: Vec<Arc<JsonLinesFile>>,
+    /// Webhooks, to report their health.
+    pub webhooks: Vec<Arc<Webhook>>,
 }
 
 /// Appends the hooks of `specs` to `chain`, in order; events carry `server` as the server's name.
@@ -52,8 +57,47 @@ pub fn add_hooks(
             bus = bus.with(sink.clone());
             bg.audit.push(sink);
         }
+        if let HookSpec::Webhook {
+            url,
+            secret,
+            events,
+            timeout_secs,
+            retries,
+            ..
+        } = spec
+        {
+            if *timeout_secs == 0 {
+                return Err(invalid(format!(
+                    "webhook {url}: timeout_secs must be at least 1"
+                )));
+            }
+            let secret = expand_env(secret).map_err(|var| {
+                invalid(format!(
+                    "webhook {url}: secret refers to ${{{var}}}, which is not set"
+                ))
+            })?;
+            let config = WebhookConfig {
+                url: url.clone(),
+                secret: Secret::new(secret),
+                events: events.clone(),
+                timeout: Duration::from_secs(*timeout_secs),
+                retries: *retries,
+                queue: WEBHOOK_QUEUE,
+            };
+            // Inside a runtime the delivery task joins it; otherwise (the
+            // server binary builds its chain first) it gets a thread of its own.
+            let sink = if tokio::runtime::Handle::try_current().is_ok() {
+                Webhook::new(config)
+            } else {
+                Webhook::new_on_thread(config)
+            }
+            .map_err(|e| invalid(e.to_string()))?;
+            bus = bus.with(sink.clone());
+            bg.webhooks.push(sink);
+        }
     }
     let mut audits = bg.audit.iter();
+    let mut webhooks = bg.webhooks.iter();
     for spec in specs {
         chain = match spec {
             HookSpec::Log { sample_every } => chain.hook(TracingHook::new(*sample_every)),
@@ -137,6 +181,11 @@ pub fn add_hooks(
                 let bus = EventBus::new().for_server(server).with(file.clone());
                 chain.hook(EventHook::new("audit", bus, *streams))
             }
+            HookSpec::Webhook { streams, .. } => {
+                let webhook = webhooks.next().expect("one webhook per webhook hook");
+                let bus = EventBus::new().for_server(server).with(webhook.clone());
+                chain.hook(EventHook::new("webhook", bus, *streams))
+            }
         };
     }
     Ok((chain, bg))
@@ -183,4 +232,67 @@ fn policy(
 
 fn positive_u32(n: u64) -> Option<NonZeroU32> {
     u32::try_from(n).ok().and_then(NonZeroU32::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reitunnel_hooks::HookChain;
+
+    fn webhook(url: &str, secret: &str) -> HookSpec {
+        HookSpec::Webhook {
+            url: url.into(),
+            secret: secret.into(),
+            events: vec![],
+            timeout_secs: 5,
+            retries: 3,
+            streams: false,
+        }
+    }
+
+    fn build(specs: &[HookSpec]) -> Result<(Vec<String>, Background), String> {
+        let (chain, bg) = add_hooks(
+            HookChain::builder(),
+            specs,
+            "test",
+            Path::new("server.toml"),
+        )
+        .map_err(|e| e.to_string())?;
+        let names = chain
+            .build()
+            .names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        Ok((names, bg))
+    }
+
+    #[test]
+    fn webhooks_are_built_as_event_hooks_and_checked() {
+        std::env::set_var("REITUNNEL_TEST_WEBHOOK_SECRET", "s3cret");
+        // Outside a runtime, as in the server binary: delivery gets its own thread.
+        let (names, bg) = build(&[
+            webhook("http://127.0.0.1:9/a", "${REITUNNEL_TEST_WEBHOOK_SECRET}"),
+            webhook("http://127.0.0.1:9/b", "plain"),
+        ])
+        .unwrap();
+        assert_eq!(names, ["webhook", "webhook"]);
+        let urls: Vec<_> = bg.webhooks.iter().map(|w| w.url()).collect();
+        assert_eq!(urls, ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"]);
+
+        let e = build(&[webhook(
+            "http://127.0.0.1:9/",
+            "${REITUNNEL_TEST_UNSET_WEBHOOK}",
+        )])
+        .err()
+        .unwrap();
+        assert!(
+            e.contains("secret refers to ${REITUNNEL_TEST_UNSET_WEBHOOK}, which is not set"),
+            "{e}"
+        );
+        let e = build(&[webhook("https://hooks.example.com/x", "s")])
+            .err()
+            .unwrap();
+        assert!(e.contains("'https://hooks.example.com/x'"), "{e}");
+    }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use reitunnel_hooks::builtin::{Counters, Secret, TracingHook};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use reitunnel_hooks::builtin::{Counters, MetricsHook, Secret, TracingHook};
 use reitunnel_hooks::HookChain;
 use reitunnel_server::file_config::{FileConfig, HookSpec};
 use reitunnel_server::hook_config::add_hooks;
@@ -39,6 +40,12 @@ struct Args {
     /// Seconds between metering lines in the log, 0 = never [default: 10].
     #[arg(long)]
     stats_interval: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (adds the metrics hook).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Distinct client names labelled in metrics; later ones share `client="other"`.
+    #[arg(long, default_value_t = 100)]
+    metrics_client_labels: usize,
     /// Log one in N data chunks at debug level, 0 = none (when the file configures no hooks).
     #[arg(long, default_value_t = 0)]
     log_data_every: u64,
@@ -89,7 +96,10 @@ fn main() -> anyhow::Result<()> {
     } else {
         HookChain::builder()
     };
-    let (builder, background) = add_hooks(builder, &file.hooks, &config.name, &path)?;
+    let (mut builder, background) = add_hooks(builder, &file.hooks, &config.name, &path)?;
+    if args.metrics_listen.is_some() {
+        builder = builder.hook(MetricsHook::new(args.metrics_client_labels));
+    }
     let chain = builder.shared(counters.clone()).build();
     tracing::info!(hooks = ?chain.names(), "hook chain");
 
@@ -98,6 +108,13 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        if let Some(addr) = args.metrics_listen {
+            PrometheusBuilder::new()
+                .with_http_listener(addr)
+                .install()
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            tracing::info!(%addr, "metrics at /metrics");
+        }
         let server = Server::bind(config, chain).await?;
         if stats_interval > 0 {
             tokio::spawn(reitunnel_server::cli::log_counters(

@@ -43,24 +43,8 @@ fn a_config_file_runs_the_server_and_sigterm_stops_it() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .env("REITUNNEL_CLI_TEST_TOKEN", "from-env")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let started = line.contains("server started");
-        seen.push(line);
-        if started {
-            break;
-        }
-    }
+    std::env::set_var("REITUNNEL_CLI_TEST_TOKEN", "from-env");
+    let (mut child, _, seen) = start(&["--config", path.to_str().unwrap()]);
     assert!(
         seen.iter()
             .any(|l| l.contains("hook chain") && l.contains("\"log\", \"audit\"")),
@@ -80,4 +64,75 @@ fn a_config_file_runs_the_server_and_sigterm_stops_it() {
             && events[0].contains("\"server\":\"edge-9\"")
     );
     assert!(events[1].starts_with("{\"event\":\"server.stopped\""));
+}
+
+/// Starts the server binary with `args`, returning it, its control address
+/// (from the "server started" log line) and the log lines up to that one.
+fn start(args: &[&str]) -> (std::process::Child, std::net::SocketAddr, Vec<String>) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("server exited before starting")
+            .unwrap();
+        if let Some(rest) = line.split("server started listen=").nth(1) {
+            break rest.trim().parse().unwrap();
+        }
+        seen.push(line);
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, addr, seen)
+}
+
+#[test]
+fn metrics_endpoint_counts_what_the_server_saw() {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{port}");
+    let (mut child, control, _) = start(&[
+        "--token",
+        "t",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        &metrics,
+    ]);
+
+    // Something that is not a Reitunnel client: the server answers with its
+    // preamble, hangs up, and counts a server-scope error.
+    let mut raw = std::net::TcpStream::connect(control).unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut sink = Vec::new();
+    let _ = raw.read_to_end(&mut sink);
+    assert!(sink.starts_with(b"RTUN"), "{sink:?}");
+
+    let mut http = std::net::TcpStream::connect(&metrics).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    http.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(
+        body.contains("reitunnel_errors_total{scope=\"server\"} 1"),
+        "{body}"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
 }

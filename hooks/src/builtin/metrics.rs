@@ -1,0 +1,129 @@
+//! Counters and gauges through the `metrics` crate, for whatever recorder
+//! the program installs (the server installs a Prometheus exporter).
+//!
+//! Names: `reitunnel_{clients,tunnels,streams}_total` (counters) and
+//! `…_active` (gauges), `reitunnel_bytes_total{direction, client}`,
+//! `reitunnel_rejections_total{scope, by}`, `reitunnel_errors_total{scope}`.
+//! The per-client label is capped: the first `max_client_labels` names get
+//! their own series, later ones share `client="other"`, so a flood of names
+//! cannot blow up the time-series database. Byte counter handles are
+//! resolved once per stream (its state), so a chunk costs one atomic add.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use metrics::{counter, gauge, Counter};
+
+use crate::event::{
+    ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Rejection, Scope, StreamEnd,
+    StreamInfo, Totals, TunnelInfo, Verdict,
+};
+use crate::hook::{BoxError, Hook, StreamState};
+
+/// The metrics hook. See the module docs.
+#[derive(Debug)]
+pub struct MetricsHook {
+    max_client_labels: usize,
+    labelled: Mutex<HashSet<Arc<str>>>,
+}
+
+/// A stream's byte counters, resolved once at open.
+struct ByteCounters {
+    ingress: Counter,
+    egress: Counter,
+}
+
+fn scope_name(scope: &Scope<'_>) -> &'static str {
+    match scope {
+        Scope::Server => "server",
+        Scope::Client(_) => "client",
+        Scope::Tunnel(_) => "tunnel",
+        Scope::Stream(_) => "stream",
+    }
+}
+
+impl MetricsHook {
+    /// Labels bytes with at most `max_client_labels` distinct client names.
+    pub fn new(max_client_labels: usize) -> Self {
+        MetricsHook {
+            max_client_labels,
+            labelled: Mutex::default(),
+        }
+    }
+
+    /// The label value for `client`: its name while under the cap, else `other`.
+    fn client_label(&self, client: &Arc<str>) -> Arc<str> {
+        let mut labelled = self.labelled.lock().expect("metrics labels");
+        if labelled.contains(client) || labelled.len() < self.max_client_labels {
+            labelled.insert(client.clone());
+            client.clone()
+        } else {
+            Arc::from("other")
+        }
+    }
+}
+
+impl Hook for MetricsHook {
+    fn name(&self) -> &str {
+        "metrics"
+    }
+
+    fn on_open(&self, scope: Scope<'_>) {
+        let (total, active) = match scope {
+            Scope::Client(_) => ("reitunnel_clients_total", "reitunnel_clients_active"),
+            Scope::Tunnel(_) => ("reitunnel_tunnels_total", "reitunnel_tunnels_active"),
+            Scope::Stream(_) => ("reitunnel_streams_total", "reitunnel_streams_active"),
+            Scope::Server => return,
+        };
+        counter!(total).increment(1);
+        gauge!(active).increment(1.0);
+    }
+
+    fn on_client_disconnect(
+        &self,
+        _: &ClientInfo,
+        _: &CloseReason,
+        _: &Totals,
+    ) -> Result<(), BoxError> {
+        gauge!("reitunnel_clients_active").decrement(1.0);
+        Ok(())
+    }
+
+    fn on_tunnel_close(&self, _: &TunnelInfo, _: &CloseReason, _: &Totals) -> Result<(), BoxError> {
+        gauge!("reitunnel_tunnels_active").decrement(1.0);
+        Ok(())
+    }
+
+    fn on_stream_close(&self, _: &StreamEnd<'_>) -> Result<(), BoxError> {
+        gauge!("reitunnel_streams_active").decrement(1.0);
+        Ok(())
+    }
+
+    fn stream_state(&self, stream: &StreamInfo) -> Option<StreamState> {
+        let client = self.client_label(&stream.tunnel.client.name).to_string();
+        Some(Box::new(ByteCounters {
+            ingress: counter!("reitunnel_bytes_total", "direction" => "in", "client" => client.clone()),
+            egress: counter!("reitunnel_bytes_total", "direction" => "out", "client" => client),
+        }))
+    }
+
+    #[inline]
+    fn on_data(&self, ev: &DataEvent<'_>) -> Verdict {
+        if let Some(c) = ev.state::<ByteCounters>() {
+            match ev.direction {
+                Direction::Ingress => c.ingress.increment(ev.bytes()),
+                Direction::Egress => c.egress.increment(ev.bytes()),
+            }
+        }
+        Verdict::Continue
+    }
+
+    fn on_rejected(&self, r: &Rejection<'_>) {
+        counter!("reitunnel_rejections_total", "scope" => scope_name(&r.scope), "by" => r.by.to_owned())
+            .increment(1);
+    }
+
+    fn on_error(&self, e: &ErrorEvent<'_>) {
+        counter!("reitunnel_errors_total", "scope" => scope_name(&e.scope)).increment(1);
+    }
+}

@@ -1,0 +1,125 @@
+//! The metrics hook against a real Prometheus recorder (installed locally,
+//! not globally): series names, labels, the client-label cap, and gauges
+//! returning to zero when everything closed.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{client_at, open_client, stream_of, tunnel_of};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use reitunnel_hooks::builtin::MetricsHook;
+use reitunnel_hooks::{
+    CloseReason, Direction, Hook, HookChain, Reason, Scope, StreamInfo, Verdict,
+};
+
+/// Refuses every visitor, so rejections get counted.
+struct NoStreams;
+impl Hook for NoStreams {
+    fn name(&self) -> &str {
+        "no_streams"
+    }
+    fn wants_data(&self) -> bool {
+        false
+    }
+    fn on_stream_open(&self, _: &StreamInfo) -> Verdict {
+        Verdict::Reject(Reason::forbidden("no"))
+    }
+}
+
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn series_labels_cap_and_balance() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        let hook = Arc::new(MetricsHook::new(1));
+        let chain = HookChain::builder().shared(hook.clone()).build();
+        for (i, name) in ["alice", "bob"].into_iter().enumerate() {
+            let c = client_at(i as u64 + 1, name, "127.0.0.1:1".parse().unwrap());
+            let copen = open_client(&chain, c.clone()).unwrap();
+            let t = chain.open_tunnel(tunnel_of(&c, i as u64 + 1)).unwrap();
+            let s = chain
+                .open_stream(stream_of(t.info(), i as u64 + 1))
+                .unwrap();
+            assert_eq!(
+                s.on_data(Direction::Ingress, &[0u8; 100]),
+                Verdict::Continue
+            );
+            assert_eq!(s.on_data(Direction::Egress, &[0u8; 7]), Verdict::Continue);
+            let mid = handle.render();
+            assert_eq!(value(&mid, "reitunnel_streams_active"), Some(1.0), "{mid}");
+            s.close(CloseReason::Finished);
+            t.close(CloseReason::Finished);
+            copen.close(CloseReason::Finished);
+        }
+        // A refused stream and an error.
+        let refusing = HookChain::builder()
+            .shared(hook.clone())
+            .hook(NoStreams)
+            .build();
+        let c = client_at(9, "carol", "127.0.0.1:1".parse().unwrap());
+        let copen = open_client(&refusing, c.clone()).unwrap();
+        let t = refusing.open_tunnel(tunnel_of(&c, 9)).unwrap();
+        refusing
+            .open_stream(stream_of(t.info(), 9))
+            .expect_err("refused");
+        refusing.error(Scope::Server, &std::io::Error::other("boom"));
+        drop((t, copen));
+    });
+    let text = handle.render();
+    assert_eq!(value(&text, "reitunnel_clients_total"), Some(3.0), "{text}");
+    assert_eq!(value(&text, "reitunnel_streams_total"), Some(2.0), "{text}");
+    for g in [
+        "reitunnel_clients_active",
+        "reitunnel_tunnels_active",
+        "reitunnel_streams_active",
+    ] {
+        assert_eq!(value(&text, g), Some(0.0), "{g} back to 0: {text}");
+    }
+    // The cap: alice has her own series, bob is "other".
+    assert_eq!(
+        value(
+            &text,
+            "reitunnel_bytes_total{direction=\"in\",client=\"alice\"}"
+        ),
+        Some(100.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "reitunnel_bytes_total{direction=\"out\",client=\"alice\"}"
+        ),
+        Some(7.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "reitunnel_bytes_total{direction=\"in\",client=\"other\"}"
+        ),
+        Some(100.0),
+        "{text}"
+    );
+    assert!(!text.contains("client=\"bob\""), "{text}");
+    assert_eq!(
+        value(
+            &text,
+            "reitunnel_rejections_total{scope=\"stream\",by=\"no_streams\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "reitunnel_errors_total{scope=\"server\"}"),
+        Some(1.0),
+        "{text}"
+    );
+}

@@ -1,0 +1,391 @@
+//! The webhook sink against real HTTP endpoints on 127.0.0.1: signed
+//! requests in order with the event filter applied, retries after 5xx,
+//! timeouts against an endpoint that never answers, a bounded queue that
+//! drops and counts, unhealthy after consecutive failures, and bad URLs.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reitunnel_hooks::builtin::{Secret, Webhook, WebhookConfig, WebhookHealth, UNHEALTHY_AFTER};
+use reitunnel_hooks::events::{Event, EventSink};
+use ring::hmac;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+const SECRET: &str = "webhook-test-secret";
+/// Upper bound on any wait; a test failing here names what it waited for.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// One request as the test endpoint read it.
+#[derive(Debug)]
+struct Received {
+    request_line: String,
+    /// Lowercased names.
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+/// Reads one HTTP/1.1 request (headers, then `Content-Length` bytes of body).
+async fn read_request(stream: &mut TcpStream) -> Option<Received> {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).ok()?;
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next()?.to_owned();
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let len: usize = headers.get("content-length")?.parse().ok()?;
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < len {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Some(Received {
+        request_line,
+        headers,
+        body: String::from_utf8(body).ok()?,
+    })
+}
+
+/// An endpoint answering request number `i` (0-based) with `status(i)`;
+/// every request read is passed on, in arrival order.
+async fn endpoint(
+    status: impl Fn(usize) -> u16 + Send + 'static,
+) -> (SocketAddr, mpsc::UnboundedReceiver<Received>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut count = 0;
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let Some(request) = read_request(&mut stream).await else {
+                continue;
+            };
+            let code = status(count);
+            count += 1;
+            let _ = tx.send(request);
+            let reason = if code < 300 { "OK" } else { "Oops" };
+            let answer = format!(
+                "HTTP/1.1 {code} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+    });
+    (addr, rx)
+}
+
+/// An endpoint that accepts connections, reads nothing back and never
+/// answers; each accepted connection is signalled.
+async fn hung_endpoint() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+            let _ = tx.send(());
+        }
+    });
+    (addr, rx)
+}
+
+fn config(addr: SocketAddr, events: &[&str]) -> WebhookConfig {
+    WebhookConfig {
+        url: format!("http://{addr}/hooks/reitunnel"),
+        secret: Secret::new(SECRET),
+        events: events.iter().map(|e| (*e).to_owned()).collect(),
+        timeout: Duration::from_secs(5),
+        retries: 3,
+        queue: 64,
+    }
+}
+
+async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
+    tokio::time::timeout(PATIENCE, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+        .unwrap_or_else(|| panic!("endpoint stopped while waiting for {what}"))
+}
+
+/// Polls the webhook's health until `done` holds.
+async fn health_until(
+    hook: &Webhook,
+    what: &str,
+    done: impl Fn(&WebhookHealth) -> bool,
+) -> WebhookHealth {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let h = hook.health();
+        if done(&h) {
+            return h;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; health: {h:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Checks the timestamp and signature headers as a receiver would.
+fn verify(r: &Received) {
+    verify_at(r, "/hooks/reitunnel");
+}
+
+fn verify_at(r: &Received, path: &str) {
+    assert_eq!(r.request_line, format!("POST {path} HTTP/1.1"));
+    assert_eq!(r.headers["content-type"], "application/json");
+    let ts = &r.headers["x-reitunnel-timestamp"];
+    let secs: u64 = ts.parse().expect("timestamp is unix seconds");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now.abs_diff(secs) < 60, "timestamp {secs} vs now {now}");
+    let sig = r.headers["x-reitunnel-signature"]
+        .strip_prefix("sha256=")
+        .expect("sha256= prefix");
+    assert_eq!(sig.len(), 64);
+    assert!(
+        sig.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "lowercase hex: {sig}"
+    );
+    let sig: Vec<u8> = (0..sig.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&sig[i..i + 2], 16).unwrap())
+        .collect();
+    let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET.as_bytes());
+    hmac::verify(&key, format!("{ts}.{}", r.body).as_bytes(), &sig).expect("signature verifies");
+    // A different secret, or a different timestamp, does not.
+    let other = hmac::Key::new(hmac::HMAC_SHA256, b"another secret");
+    assert!(hmac::verify(&other, format!("{ts}.{}", r.body).as_bytes(), &sig).is_err());
+    let replayed = format!("{}.{}", secs + 1, r.body);
+    assert!(hmac::verify(&key, replayed.as_bytes(), &sig).is_err());
+}
+
+fn event(name: &'static str, n: u64) -> Event {
+    Event::now(name).with("client", "alice").with("n", n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_events_arrive_in_order_and_filtered_ones_never() {
+    let (addr, mut requests) = endpoint(|_| 200).await;
+    let hook = Webhook::new(config(addr, &["tunnel.opened", "quota.exceeded"])).unwrap();
+    let mut sent = Vec::new();
+    for n in 0..6 {
+        let wanted = event(
+            if n % 2 == 0 {
+                "tunnel.opened"
+            } else {
+                "quota.exceeded"
+            },
+            n,
+        );
+        hook.emit(&event("stream.opened", n)); // filtered out
+        hook.emit(&wanted);
+        hook.emit(&event("tunnel.closed", n)); // filtered out
+        sent.push(wanted);
+    }
+    for wanted in &sent {
+        let r = next(&mut requests, "the next event").await;
+        verify(&r);
+        assert_eq!(r.body, wanted.to_json(), "in order, body = to_json()");
+    }
+    let h = health_until(&hook, "6 deliveries", |h| h.delivered == 6).await;
+    assert_eq!(
+        h,
+        WebhookHealth {
+            delivered: 6,
+            failed_attempts: 0,
+            dropped: 0,
+            consecutive_failures: 0,
+            last_error: None,
+            healthy: true,
+        }
+    );
+    // Delivery is in order, so after one more wanted event nothing filtered can still come.
+    let last = event("tunnel.opened", 99);
+    hook.emit(&event("stream.closed", 99));
+    hook.emit(&last);
+    assert_eq!(
+        next(&mut requests, "the last event").await.body,
+        last.to_json()
+    );
+    health_until(&hook, "7 deliveries", |h| h.delivered == 7).await;
+    assert!(requests.try_recv().is_err(), "nothing else arrived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_after_server_errors_and_delivers_once() {
+    let (addr, mut requests) = endpoint(|i| if i < 2 { 500 } else { 200 }).await;
+    let hook = Webhook::new(config(addr, &[])).unwrap();
+    let ev = event("quota.exceeded", 1);
+    hook.emit(&ev);
+    for attempt in 1..=3 {
+        let r = next(&mut requests, &format!("attempt {attempt}")).await;
+        verify(&r); // every attempt signed afresh
+        assert_eq!(r.body, ev.to_json());
+    }
+    let h = health_until(&hook, "the delivery", |h| h.delivered == 1).await;
+    assert_eq!(h.failed_attempts, 2);
+    assert_eq!(h.consecutive_failures, 0);
+    assert!(h.healthy);
+    assert_eq!(h.dropped, 0);
+    let error = h.last_error.expect("the 500s are remembered");
+    assert!(error.contains("500"), "{error}");
+    // Exactly once: one more event is the next request.
+    let ev2 = event("quota.exceeded", 2);
+    hook.emit(&ev2);
+    assert_eq!(
+        next(&mut requests, "the 2nd event").await.body,
+        ev2.to_json()
+    );
+    health_until(&hook, "the 2nd delivery", |h| h.delivered == 2).await;
+    assert!(requests.try_recv().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_endpoint_times_out_and_a_full_queue_drops() {
+    let (addr, mut accepted) = hung_endpoint().await;
+    let mut cfg = config(addr, &[]);
+    cfg.timeout = Duration::from_millis(200);
+    cfg.retries = 1;
+    cfg.queue = 2;
+    let hook = Webhook::new(cfg).unwrap();
+    hook.emit(&event("tunnel.opened", 0));
+    // The delivery task holds event 0 on a hung connection for at least 200 ms;
+    // `emit` is a plain fn: these return without waiting for it.
+    next(&mut accepted, "the first connection").await;
+    for n in 1..=10 {
+        hook.emit(&event("tunnel.opened", n));
+    }
+    assert_eq!(hook.health().dropped, 8, "2 queued, the rest dropped");
+    // Every queued event is tried twice and given up.
+    let h = health_until(&hook, "3 events given up", |h| h.consecutive_failures == 3).await;
+    assert_eq!(h.failed_attempts, 6);
+    assert_eq!(h.delivered, 0);
+    assert_eq!(h.dropped, 8);
+    assert!(h.healthy, "3 < {UNHEALTHY_AFTER} failures");
+    let error = h.last_error.expect("an error");
+    assert!(error.contains("timed out after 200ms"), "{error}");
+    assert!(
+        error.contains(&addr.to_string()),
+        "names the endpoint: {error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhealthy_after_consecutive_failures_until_a_success() {
+    let fail = UNHEALTHY_AFTER as usize;
+    let (addr, mut requests) = endpoint(move |i| if i < fail { 503 } else { 200 }).await;
+    let mut cfg = config(addr, &[]);
+    cfg.retries = 0;
+    let hook = Webhook::new(cfg).unwrap();
+    for n in 0..fail as u64 {
+        hook.emit(&event("tunnel.opened", n));
+    }
+    let h = health_until(&hook, "unhealthy", |h| !h.healthy).await;
+    assert_eq!(h.consecutive_failures, UNHEALTHY_AFTER);
+    assert_eq!(h.failed_attempts, fail as u64);
+    assert!(h.last_error.as_deref().unwrap().contains("503"), "{h:?}");
+    for _ in 0..fail {
+        next(&mut requests, "a failing attempt").await;
+    }
+    let ev = event("tunnel.opened", 99);
+    hook.emit(&ev);
+    assert_eq!(
+        next(&mut requests, "the next event").await.body,
+        ev.to_json()
+    );
+    let h = health_until(&hook, "healthy again", |h| h.delivered == 1).await;
+    assert!(h.healthy);
+    assert_eq!(h.consecutive_failures, 0);
+}
+
+#[test]
+fn bad_urls_are_rejected_by_name() {
+    let secret = Secret::new(SECRET);
+    for url in [
+        "https://hooks.example.com/reitunnel",
+        "ftp://example.com/x",
+        "not a url",
+        "/just/a/path",
+        "http://",
+    ] {
+        let cfg = WebhookConfig {
+            url: url.to_owned(),
+            secret: secret.clone(),
+            events: Vec::new(),
+            timeout: Duration::from_secs(1),
+            retries: 0,
+            queue: 1,
+        };
+        let e = Webhook::new(cfg).unwrap_err().to_string();
+        assert!(e.contains(&format!("'{url}'")), "{url}: {e}");
+    }
+    // A good URL outside a runtime is an error saying so, not a panic.
+    let e = Webhook::new(WebhookConfig {
+        url: "http://127.0.0.1:9/".to_owned(),
+        secret: secret.clone(),
+        events: Vec::new(),
+        timeout: Duration::from_secs(1),
+        retries: 0,
+        queue: 1,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("tokio runtime"), "{e}");
+}
+
+#[test]
+fn delivers_from_its_own_thread_outside_a_runtime() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (addr, mut requests) = runtime.block_on(endpoint(|_| 204));
+    // Built outside the runtime: delivers from a thread of its own.
+    // A URL without a path posts to "/", with a query keeps it.
+    let mut cfg = config(addr, &[]);
+    cfg.url = format!("http://{addr}");
+    let hook: Arc<Webhook> = Webhook::new_on_thread(cfg).unwrap();
+    let mut cfg = config(addr, &[]);
+    cfg.url = format!("http://{addr}/in?key=abc");
+    let with_query: Arc<Webhook> = Webhook::new_on_thread(cfg).unwrap();
+    let ev = event("server.started", 0);
+    hook.emit(&ev);
+    runtime.block_on(async {
+        let r = next(&mut requests, "the event").await;
+        verify_at(&r, "/");
+        assert_eq!(r.headers["host"], addr.to_string());
+        with_query.emit(&ev);
+        verify_at(&next(&mut requests, "the 2nd event").await, "/in?key=abc");
+        assert_eq!(r.body, ev.to_json());
+        health_until(&hook, "the delivery", |h| h.delivered == 1).await;
+    });
+}
