@@ -40,6 +40,8 @@ pub struct Settings {
     pub name: Option<String>,
     /// `--stats-interval`, seconds.
     pub stats_interval: Option<u64>,
+    /// `--metrics-listen`: serve Prometheus metrics at http://ADDR/metrics.
+    pub metrics_listen: Option<SocketAddr>,
     /// The `[[hooks]]` tables, read raw with their position so each one's
     /// errors can name its own line (serde loses positions inside tagged enums).
     #[serde(default)]
@@ -91,6 +93,12 @@ pub enum HookSpec {
         /// Period length in seconds (default a day, reset at 00:00 UTC).
         #[serde(default = "default_quota_period")]
         period_secs: u64,
+    },
+    /// Counters and gauges for Prometheus (needs `metrics_listen`).
+    Metrics {
+        /// Distinct client names labelled; later ones share `client="other"`.
+        #[serde(default = "default_client_labels")]
+        max_client_labels: usize,
     },
     /// Per-client tokens and limits, visitor networks. Replaces the global token.
     Policy {
@@ -163,6 +171,9 @@ fn default_meter_interval() -> u64 {
 }
 fn default_meter_sinks() -> Vec<MeterSinkKind> {
     vec![MeterSinkKind::Log]
+}
+fn default_client_labels() -> usize {
+    100
 }
 fn default_quota_period() -> u64 {
     86_400
@@ -489,6 +500,22 @@ streams = true
         );
         let e = parse("[[hooks]]\nkind = \"webhook\"\nsecret = \"x\"\n").unwrap_err();
         assert!(e.contains("line 1: hook #1: missing field `url`"), "{e}");
+    }
+
+    #[test]
+    fn metrics_hook_and_endpoint_parse() {
+        let cfg =
+            parse("metrics_listen = \"127.0.0.1:9100\"\n[[hooks]]\nkind = \"metrics\"\n").unwrap();
+        assert_eq!(
+            cfg.settings.metrics_listen,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+        assert_eq!(
+            cfg.hooks,
+            [HookSpec::Metrics {
+                max_client_labels: 100
+            }]
+        );
     }
 
     #[test]

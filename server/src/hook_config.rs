@@ -12,9 +12,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use reitunnel_hooks::builtin::{
-    BandwidthMeter, ByteRate, ClientRules, EventHook, EventRate, JsonLinesFile, MeterSink, Policy,
-    Quota, RateLimit, RateLimitConfig, Secret, TracingHook, TracingSink, VisitorRules, Webhook,
-    WebhookConfig,
+    BandwidthMeter, ByteRate, ClientRules, EventHook, EventRate, JsonLinesFile, MeterSink,
+    MetricsHook, Policy, Quota, RateLimit, RateLimitConfig, Secret, TracingHook, TracingSink,
+    VisitorRules, Webhook, WebhookConfig,
 };
 use reitunnel_hooks::events::EventBus;
 use reitunnel_hooks::HookChainBuilder;
@@ -101,6 +101,9 @@ pub fn add_hooks(
     for spec in specs {
         chain = match spec {
             HookSpec::Log { sample_every } => chain.hook(TracingHook::new(*sample_every)),
+            HookSpec::Metrics { max_client_labels } => {
+                chain.hook(MetricsHook::new(*max_client_labels))
+            }
             HookSpec::Meter {
                 interval_secs,
                 sinks,

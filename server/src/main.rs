@@ -96,8 +96,18 @@ fn main() -> anyhow::Result<()> {
     } else {
         HookChain::builder()
     };
+    let metrics_listen = args.metrics_listen.or(s.metrics_listen);
+    let metrics_hooked = file
+        .hooks
+        .iter()
+        .any(|h| matches!(h, HookSpec::Metrics { .. }));
+    if metrics_hooked && metrics_listen.is_none() {
+        anyhow::bail!(
+            "the `metrics` hook needs `metrics_listen` in the config file (or --metrics-listen)"
+        );
+    }
     let (mut builder, background) = add_hooks(builder, &file.hooks, &config.name, &path)?;
-    if args.metrics_listen.is_some() {
+    if metrics_listen.is_some() && !metrics_hooked {
         builder = builder.hook(MetricsHook::new(args.metrics_client_labels));
     }
     let chain = builder.shared(counters.clone()).build();
@@ -108,7 +118,7 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        if let Some(addr) = args.metrics_listen {
+        if let Some(addr) = metrics_listen {
             PrometheusBuilder::new()
                 .with_http_listener(addr)
                 .install()
@@ -133,6 +143,11 @@ fn main() -> anyhow::Result<()> {
         }
         for r in reporters {
             r.abort();
+        }
+        for hook in &background.webhooks {
+            let h = hook.health();
+            tracing::info!(delivered = h.delivered, failed_attempts = h.failed_attempts, dropped = h.dropped,
+                healthy = h.healthy, last_error = ?h.last_error, "webhook");
         }
         for audit in &background.audit {
             if audit.dropped() > 0 {

@@ -30,6 +30,24 @@ fn a_bad_config_is_refused_naming_the_line() {
 }
 
 #[test]
+fn a_metrics_hook_without_an_endpoint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.toml");
+    std::fs::write(&path, "token = \"t\"\n[[hooks]]\nkind = \"metrics\"\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the `metrics` hook needs `metrics_listen`"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_config_file_runs_the_server_and_sigterm_stops_it() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
