@@ -154,3 +154,57 @@ streams = true
     assert_eq!(reported("bytes_in"), closed["bytes_in"].as_u64().unwrap());
     assert_eq!(reported("bytes_out"), closed["bytes_out"].as_u64().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sampled_meter_still_reports_exact_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let toml = format!(
+        r#"
+[[hooks]]
+kind = "sampled"
+one_in = 16
+hook = {{ kind = "meter", interval_secs = 3600, sinks = ["events"] }}
+[[hooks]]
+kind = "audit"
+path = "{}"
+"#,
+        audit.display()
+    );
+    let cfg = FileConfig::parse(&toml, Path::new("sampled.toml")).unwrap();
+    let (builder, _bg) = add_hooks(
+        HookChain::builder(),
+        &cfg.hooks,
+        "edge",
+        Path::new("sampled.toml"),
+    )
+    .unwrap();
+    let chain = builder.build();
+    assert_eq!(chain.names(), ["sampled(meter)", "audit"]);
+    let server = TestServer::start(chain, |_| {}).await;
+    let echo = echo_service().await;
+    let client = connect(server.addr, "alice").await;
+    let tunnel = reverse(&client, echo).await;
+    let mut total = 0u64;
+    for i in 0..4 {
+        let len = 1_000_003 + i * 77;
+        total += len as u64;
+        echo_check(tunnel.public_addr, len, i as u64 + 1).await;
+    }
+    client.shutdown().await.unwrap();
+    server.stop().await;
+
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let sum = |key: &str| -> u64 {
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|e| e["event"] == "bandwidth.report" && e.get("tunnel_id").is_none())
+            .map(|e| e[key].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        (sum("bytes_in"), sum("bytes_out")),
+        (total, total),
+        "{text}"
+    );
+}

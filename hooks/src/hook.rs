@@ -132,3 +132,64 @@ pub trait Hook: Send + Sync + 'static {
     /// failure). Default: nothing.
     fn on_error(&self, _event: &ErrorEvent<'_>) {}
 }
+
+/// A shared hook is a hook: lets wrappers such as
+/// [`Sampler`](crate::builtin::Sampler) take an `Arc<dyn Hook>` built at run
+/// time (from a config file), and keeps a handle for reading its state.
+impl<H: Hook + ?Sized> Hook for std::sync::Arc<H> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn wants_data(&self) -> bool {
+        (**self).wants_data()
+    }
+    fn on_server_start(&self, server: &ServerInfo) -> Result<(), BoxError> {
+        (**self).on_server_start(server)
+    }
+    fn on_server_stop(&self, server: &ServerInfo) -> Result<(), BoxError> {
+        (**self).on_server_stop(server)
+    }
+    fn on_client_connect(&self, client: &ClientInfo, login: &Login<'_>) -> Verdict {
+        (**self).on_client_connect(client, login)
+    }
+    fn on_client_disconnect(
+        &self,
+        client: &ClientInfo,
+        reason: &CloseReason,
+        totals: &Totals,
+    ) -> Result<(), BoxError> {
+        (**self).on_client_disconnect(client, reason, totals)
+    }
+    fn on_tunnel_open(&self, tunnel: &TunnelInfo) -> Verdict {
+        (**self).on_tunnel_open(tunnel)
+    }
+    fn on_tunnel_close(
+        &self,
+        tunnel: &TunnelInfo,
+        reason: &CloseReason,
+        totals: &Totals,
+    ) -> Result<(), BoxError> {
+        (**self).on_tunnel_close(tunnel, reason, totals)
+    }
+    fn on_stream_open(&self, stream: &StreamInfo) -> Verdict {
+        (**self).on_stream_open(stream)
+    }
+    fn on_open(&self, scope: Scope<'_>) {
+        (**self).on_open(scope)
+    }
+    fn stream_state(&self, stream: &StreamInfo) -> Option<StreamState> {
+        (**self).stream_state(stream)
+    }
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+        (**self).on_stream_close(end)
+    }
+    fn on_data(&self, event: &DataEvent<'_>) -> Verdict {
+        (**self).on_data(event)
+    }
+    fn on_rejected(&self, rejection: &Rejection<'_>) {
+        (**self).on_rejected(rejection)
+    }
+    fn on_error(&self, event: &ErrorEvent<'_>) {
+        (**self).on_error(event)
+    }
+}

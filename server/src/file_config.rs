@@ -94,6 +94,17 @@ pub enum HookSpec {
         #[serde(default = "default_quota_period")]
         period_secs: u64,
     },
+    /// Another data-observing hook (`log`, `meter`, `metrics`) fed one in
+    /// `one_in` chunks, or one per `every_ms`, with skipped bytes carried so
+    /// its totals stay exact: `hook = { kind = "metrics" }`.
+    Sampled {
+        /// Forward one chunk in this many.
+        one_in: Option<u64>,
+        /// Or at most one chunk per this many milliseconds.
+        every_ms: Option<u64>,
+        /// The wrapped hook.
+        hook: Box<HookSpec>,
+    },
     /// Counters and gauges for Prometheus (needs `metrics_listen`).
     Metrics {
         /// Distinct client names labelled; later ones share `client="other"`.
@@ -514,6 +525,23 @@ streams = true
             cfg.hooks,
             [HookSpec::Metrics {
                 max_client_labels: 100
+            }]
+        );
+    }
+
+    #[test]
+    fn sampled_wraps_another_hook() {
+        let cfg =
+            parse("[[hooks]]\nkind = \"sampled\"\none_in = 8\nhook = { kind = \"metrics\" }\n")
+                .unwrap();
+        assert_eq!(
+            cfg.hooks,
+            [HookSpec::Sampled {
+                one_in: Some(8),
+                every_ms: None,
+                hook: Box::new(HookSpec::Metrics {
+                    max_client_labels: 100
+                })
             }]
         );
     }

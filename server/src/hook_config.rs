@@ -2,7 +2,7 @@
 //! sinks (audit logs, webhooks) are opened first so every hook that emits events
 //! (quota, meter) reaches all of them, wherever they stand in the list.
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +13,11 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use reitunnel_hooks::builtin::{
     BandwidthMeter, ByteRate, ClientRules, EventHook, EventRate, JsonLinesFile, MeterSink,
-    MetricsHook, Policy, Quota, RateLimit, RateLimitConfig, Secret, TracingHook, TracingSink,
-    VisitorRules, Webhook, WebhookConfig,
+    MetricsHook, Policy, Quota, RateLimit, RateLimitConfig, Sampler, Sampling, Secret, TracingHook,
+    TracingSink, VisitorRules, Webhook, WebhookConfig,
 };
 use reitunnel_hooks::events::EventBus;
-use reitunnel_hooks::HookChainBuilder;
+use reitunnel_hooks::{Hook, HookChainBuilder};
 
 use crate::file_config::{expand_env, ByteSize, ClientSpec, ConfigError, HookSpec, MeterSinkKind};
 
@@ -27,7 +27,7 @@ const AUDIT_QUEUE: usize = 65_536;
 const WEBHOOK_QUEUE: usize = 4_096;
 
 /// What the configured hooks need besides their place in the chain.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Background {
     /// Meters and how often each reports; the server spawns their reporters.
     pub meters: Vec<(Arc<BandwidthMeter>, Duration)>,
@@ -96,13 +96,43 @@ pub fn add_hooks(
             bg.webhooks.push(sink);
         }
     }
-    let mut audits = bg.audit.iter();
-    let mut webhooks = bg.webhooks.iter();
+    let mut builder = Builder {
+        server,
+        path,
+        bus,
+        bg,
+        audits: 0,
+        webhooks: 0,
+    };
     for spec in specs {
-        chain = match spec {
-            HookSpec::Log { sample_every } => chain.hook(TracingHook::new(*sample_every)),
+        chain = chain.shared(builder.build(spec)?);
+    }
+    Ok((chain, builder.bg))
+}
+
+/// Builds hooks from specs, handing out the sinks opened beforehand.
+struct Builder<'a> {
+    server: &'a str,
+    path: &'a Path,
+    /// Every event sink of the config, for hooks that emit events.
+    bus: EventBus,
+    bg: Background,
+    /// How many audit files and webhooks were handed to their hooks so far.
+    audits: usize,
+    webhooks: usize,
+}
+
+impl Builder<'_> {
+    fn build(&mut self, spec: &HookSpec) -> Result<Arc<dyn Hook>, ConfigError> {
+        let path = self.path.to_owned();
+        let invalid = |problem: String| ConfigError::Invalid {
+            path: path.clone(),
+            problem,
+        };
+        Ok(match spec {
+            HookSpec::Log { sample_every } => Arc::new(TracingHook::new(*sample_every)),
             HookSpec::Metrics { max_client_labels } => {
-                chain.hook(MetricsHook::new(*max_client_labels))
+                Arc::new(MetricsHook::new(*max_client_labels))
             }
             HookSpec::Meter {
                 interval_secs,
@@ -113,14 +143,15 @@ pub fn add_hooks(
                     .map(|k| -> Arc<dyn MeterSink> {
                         match k {
                             MeterSinkKind::Log => Arc::new(TracingSink),
-                            MeterSinkKind::Events => Arc::new(bus.clone()),
+                            MeterSinkKind::Events => Arc::new(self.bus.clone()),
                         }
                     })
                     .collect();
                 let meter = BandwidthMeter::new(sinks);
-                bg.meters
+                self.bg
+                    .meters
                     .push((meter.clone(), Duration::from_secs((*interval_secs).max(1))));
-                chain.shared(meter)
+                meter
             }
             HookSpec::RateLimit {
                 per_client_bytes_per_sec,
@@ -156,7 +187,7 @@ pub fn add_hooks(
                         burst: per_sec,
                     }))
                 };
-                chain.hook(RateLimit::new(RateLimitConfig {
+                Arc::new(RateLimit::new(RateLimitConfig {
                     per_client: rate(per_client_bytes_per_sec)?,
                     per_tunnel: rate(per_tunnel_bytes_per_sec)?,
                     streams_per_client: events(streams_per_client_per_sec)?,
@@ -168,30 +199,62 @@ pub fn add_hooks(
                 if *period_secs == 0 {
                     return Err(invalid("quota: period_secs must be at least 1".to_owned()));
                 }
-                chain.hook(Quota::new(
+                Arc::new(Quota::new(
                     bytes.0,
                     Duration::from_secs(*period_secs),
-                    bus.clone(),
+                    self.bus.clone(),
                 ))
             }
             HookSpec::Policy {
                 clients,
                 visitors_allow,
                 visitors_deny,
-            } => chain.hook(policy(clients, visitors_allow, visitors_deny).map_err(invalid)?),
+            } => Arc::new(policy(clients, visitors_allow, visitors_deny).map_err(invalid)?),
             HookSpec::Audit { streams, .. } => {
-                let file = audits.next().expect("one audit file per audit hook");
-                let bus = EventBus::new().for_server(server).with(file.clone());
-                chain.hook(EventHook::new("audit", bus, *streams))
+                let file = self.bg.audit[self.audits].clone();
+                self.audits += 1;
+                let bus = EventBus::new().for_server(self.server).with(file.clone());
+                Arc::new(EventHook::new("audit", bus, *streams))
             }
             HookSpec::Webhook { streams, .. } => {
-                let webhook = webhooks.next().expect("one webhook per webhook hook");
-                let bus = EventBus::new().for_server(server).with(webhook.clone());
-                chain.hook(EventHook::new("webhook", bus, *streams))
+                let webhook = self.bg.webhooks[self.webhooks].clone();
+                self.webhooks += 1;
+                let bus = EventBus::new()
+                    .for_server(self.server)
+                    .with(webhook.clone());
+                Arc::new(EventHook::new("webhook", bus, *streams))
             }
-        };
+            HookSpec::Sampled {
+                one_in,
+                every_ms,
+                hook,
+            } => {
+                let sampling = match (one_in, every_ms) {
+                    (Some(n), None) => {
+                        Sampling::OneIn(NonZeroU64::new(*n).ok_or_else(|| {
+                            invalid("sampled: one_in must be at least 1".to_owned())
+                        })?)
+                    }
+                    (None, Some(ms)) => Sampling::Every(Duration::from_millis(*ms)),
+                    _ => {
+                        return Err(invalid(
+                            "sampled: give exactly one of one_in and every_ms".to_owned(),
+                        ))
+                    }
+                };
+                if !matches!(
+                    **hook,
+                    HookSpec::Log { .. } | HookSpec::Meter { .. } | HookSpec::Metrics { .. }
+                ) {
+                    return Err(invalid(
+                        "sampled: wrap a hook that observes data (log, meter, metrics); limits and quotas must see every chunk".to_owned(),
+                    ));
+                }
+                let inner = self.build(hook)?;
+                Arc::new(Sampler::new(inner, sampling))
+            }
+        })
     }
-    Ok((chain, bg))
 }
 
 /// Builds the policy hook, expanding `${VAR}` tokens and parsing CIDRs.
@@ -268,6 +331,31 @@ mod tests {
             .map(|n| n.to_string())
             .collect();
         Ok((names, bg))
+    }
+
+    #[test]
+    fn sampled_wraps_data_observers_only() {
+        let sampled = |one_in, every_ms, hook: HookSpec| HookSpec::Sampled {
+            one_in,
+            every_ms,
+            hook: Box::new(hook),
+        };
+        let log = HookSpec::Log { sample_every: 0 };
+        let (names, _) = build(&[sampled(Some(4), None, log.clone())]).unwrap();
+        assert_eq!(names, ["sampled(log)"]);
+        let quota = HookSpec::Quota {
+            bytes: ByteSize(1),
+            period_secs: 60,
+        };
+        let err = build(&[sampled(Some(4), None, quota)]).unwrap_err();
+        assert!(
+            err.contains("limits and quotas must see every chunk"),
+            "{err}"
+        );
+        let err = build(&[sampled(Some(4), Some(10), log.clone())]).unwrap_err();
+        assert!(err.contains("exactly one of one_in and every_ms"), "{err}");
+        let err = build(&[sampled(Some(0), None, log)]).unwrap_err();
+        assert!(err.contains("one_in must be at least 1"), "{err}");
     }
 
     #[test]
