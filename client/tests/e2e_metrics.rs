@@ -1,0 +1,85 @@
+//! The metrics hook on a real tunnel, read the way Prometheus reads it.
+//! Alone in its test binary: it installs the process-wide recorder.
+
+mod common;
+
+use common::*;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use reitunnel_hooks::builtin::MetricsHook;
+use reitunnel_hooks::HookChain;
+
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_real_traffic() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).expect("first recorder in this binary");
+
+    let rec = Recorder::new();
+    let chain = HookChain::builder()
+        .hook(MetricsHook::new(10))
+        .shared(rec.clone())
+        .build();
+    let server = TestServer::start(chain, |_| {}).await;
+    let echo = echo_service().await;
+    let client = connect(server.addr, "alice").await;
+    let tunnel = reverse(&client, echo).await;
+    for i in 0..3 {
+        echo_check(tunnel.public_addr, 100_000, i + 1).await;
+    }
+    rec.wait_for("three stream closes", |e| {
+        e.iter()
+            .filter(|e| matches!(e, Ev::StreamClose(..)))
+            .count()
+            == 3
+    })
+    .await;
+    let live = handle.render();
+    assert_eq!(value(&live, "reitunnel_streams_total"), Some(3.0), "{live}");
+    assert_eq!(
+        value(&live, "reitunnel_streams_active"),
+        Some(0.0),
+        "{live}"
+    );
+    assert_eq!(
+        value(&live, "reitunnel_tunnels_active"),
+        Some(1.0),
+        "{live}"
+    );
+    assert_eq!(
+        value(
+            &live,
+            "reitunnel_bytes_total{direction=\"in\",client=\"alice\"}"
+        ),
+        Some(300_000.0),
+        "{live}"
+    );
+    assert_eq!(
+        value(
+            &live,
+            "reitunnel_bytes_total{direction=\"out\",client=\"alice\"}"
+        ),
+        Some(300_000.0),
+        "{live}"
+    );
+
+    client.shutdown().await.unwrap();
+    server.stop().await;
+    let done = handle.render();
+    assert_eq!(
+        value(&done, "reitunnel_clients_active"),
+        Some(0.0),
+        "{done}"
+    );
+    assert_eq!(
+        value(&done, "reitunnel_tunnels_active"),
+        Some(0.0),
+        "{done}"
+    );
+}
