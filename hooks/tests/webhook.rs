@@ -389,3 +389,26 @@ fn delivers_from_its_own_thread_outside_a_runtime() {
         health_until(&hook, "the delivery", |h| h.delivered == 1).await;
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_waits_for_queued_events_and_is_bounded() {
+    let (addr, mut requests) = endpoint(|i| if i == 0 { 500 } else { 200 }).await;
+    let hook = Webhook::new(config(addr, &[])).unwrap();
+    for n in 0..3 {
+        hook.emit(&event("tunnel.closed", n));
+    }
+    // Nothing polled: when drain returns, every event is delivered (one after a retry).
+    assert!(hook.drain(PATIENCE).await);
+    let h = hook.health();
+    assert_eq!((h.delivered, h.failed_attempts), (3, 1));
+    for _ in 0..4 {
+        verify(&next(&mut requests, "a request").await);
+    }
+
+    // A hung endpoint: drain gives up at its limit and says so.
+    let (addr, _accepted) = hung_endpoint().await;
+    let hook = Webhook::new(config(addr, &[])).unwrap();
+    hook.emit(&event("server.stopped", 0));
+    assert!(!hook.drain(Duration::from_millis(300)).await);
+    assert_eq!(hook.health().delivered, 0);
+}

@@ -14,6 +14,9 @@ use reitunnel_server::file_config::{FileConfig, HookSpec};
 use reitunnel_server::hook_config::add_hooks;
 use reitunnel_server::{PortRanges, Server, ServerConfig};
 
+/// How long the server waits at exit for webhooks to deliver the last events.
+const WEBHOOK_DRAIN: Duration = Duration::from_secs(5);
+
 /// Reitunnel server: clients log in over one multiplexed connection and get
 /// public ports that forward visitors to their local services.
 #[derive(Debug, Parser)]
@@ -145,6 +148,9 @@ fn main() -> anyhow::Result<()> {
             r.abort();
         }
         for hook in &background.webhooks {
+            if !hook.drain(WEBHOOK_DRAIN).await {
+                tracing::warn!(url = hook.url(), "webhook events still pending at exit");
+            }
             let h = hook.health();
             tracing::info!(delivered = h.delivered, failed_attempts = h.failed_attempts, dropped = h.dropped,
                 healthy = h.healthy, last_error = ?h.last_error, "webhook");

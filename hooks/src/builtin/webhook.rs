@@ -78,6 +78,12 @@ pub struct WebhookHealth {
 
 #[derive(Debug, Default)]
 struct Stats {
+    /// Events queued for delivery.
+    queued: AtomicU64,
+    /// Events delivered or given up; `queued - settled` are still pending.
+    settled: AtomicU64,
+    /// Woken at each settled event, for [`Webhook::drain`].
+    settle: tokio::sync::Notify,
     delivered: AtomicU64,
     failed_attempts: AtomicU64,
     dropped: AtomicU64,
@@ -179,6 +185,26 @@ impl Webhook {
         &self.url
     }
 
+    /// Waits until every event queued so far was delivered or given up, or
+    /// `limit` passed; returns whether all settled. The server calls it
+    /// after stopping, so the last events (`tunnel.closed`,
+    /// `server.stopped`) are not lost, and shutdown stays bounded.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let s = &self.stats;
+        let settled = async {
+            loop {
+                let woken = s.settle.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                if s.settled.load(Ordering::Relaxed) >= s.queued.load(Ordering::Relaxed) {
+                    return;
+                }
+                woken.await;
+            }
+        };
+        tokio::time::timeout(limit, settled).await.is_ok()
+    }
+
     /// Delivery counts, the last error and whether the endpoint is healthy.
     pub fn health(&self) -> WebhookHealth {
         let s = &self.stats;
@@ -202,9 +228,12 @@ impl EventSink for Webhook {
         if !self.events.is_empty() && !self.events.iter().any(|e| e == event.event) {
             return;
         }
+        // Counted before sending, so `settled` can never overtake `queued`.
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(Bytes::from(event.to_json())) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => {
+                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -267,6 +296,8 @@ impl Delivery {
     async fn run(self, mut rx: mpsc::Receiver<Bytes>) {
         while let Some(body) = rx.recv().await {
             self.deliver(body).await;
+            self.stats.settled.fetch_add(1, Ordering::Relaxed);
+            self.stats.settle.notify_waiters();
         }
     }
 
