@@ -212,3 +212,54 @@ async fn meter_reports_add_up_to_exactly_the_bytes_moved() {
     client.shutdown().await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_rates_refuse_the_excess_with_a_reason() {
+    use reitunnel_hooks::builtin::EventRate;
+    let one = EventRate {
+        per_sec: NonZeroU32::new(1).unwrap(),
+        burst: NonZeroU32::new(1).unwrap(),
+    };
+    let limit = RateLimit::new(RateLimitConfig {
+        visitors_per_ip: Some(one),
+        logins_per_ip: Some(one),
+        ..RateLimitConfig::default()
+    });
+    let rec = Recorder::new();
+    let server = TestServer::start(
+        HookChain::builder().hook(limit).shared(rec.clone()).build(),
+        |_| {},
+    )
+    .await;
+    let echo = echo_service().await;
+    // One login per second from 127.0.0.1: the second, right after, is refused.
+    let client = connect(server.addr, "first").await;
+    let err = reitunnel_client::Client::connect(
+        client_config(server.addr, "second"),
+        HookChain::default(),
+    )
+    .await
+    .err()
+    .expect("second login refused");
+    assert_eq!(
+        err.to_string(),
+        "server refused login: too many logins from 127.0.0.1; try again later"
+    );
+
+    // One visitor per second from 127.0.0.1: served, then refused.
+    let tunnel = reverse(&client, echo).await;
+    assert_eq!(echo_check(tunnel.public_addr, 1000, 1).await, 1000);
+    let mut v = TcpStream::connect(tunnel.public_addr).await.unwrap();
+    assert_eq!(
+        v.read(&mut [0u8; 8]).await.unwrap_or(0),
+        0,
+        "refused visitor is closed"
+    );
+    rec.wait_for("the visitor refusal", |e| {
+        e.iter().any(|e| matches!(e, Ev::Rejected { by, reason } if by == "rate_limit" && reason == "too many connections from 127.0.0.1"))
+    })
+    .await;
+    client.shutdown().await.unwrap();
+    server.stop().await;
+    assert_balanced(&rec.events());
+}
