@@ -28,12 +28,7 @@ async fn a_one_mib_per_second_limit_holds_a_bulk_transfer() {
         }),
         ..RateLimitConfig::default()
     });
-    let rec = Recorder::new();
-    let server = TestServer::start(
-        HookChain::builder().hook(limit).shared(rec.clone()).build(),
-        |_| {},
-    )
-    .await;
+    let (server, rec) = TestServer::with_hook(limit).await;
     let echo = echo_service().await;
     let client = connect(server.addr, "limited").await;
     let tunnel = reverse(&client, echo).await;
@@ -74,12 +69,7 @@ async fn a_quota_closes_the_stream_at_the_limit_and_refuses_new_ones() {
         std::time::Duration::from_secs(86_400),
         EventBus::new().with(events.clone()),
     );
-    let rec = Recorder::new();
-    let server = TestServer::start(
-        HookChain::builder().hook(quota).shared(rec.clone()).build(),
-        |_| {},
-    )
-    .await;
+    let (server, rec) = TestServer::with_hook(quota).await;
     let echo = echo_service().await;
     let client = connect(server.addr, "metered").await;
     let tunnel = reverse(&client, echo).await;
@@ -225,12 +215,7 @@ async fn connection_rates_refuse_the_excess_with_a_reason() {
         logins_per_ip: Some(one),
         ..RateLimitConfig::default()
     });
-    let rec = Recorder::new();
-    let server = TestServer::start(
-        HookChain::builder().hook(limit).shared(rec.clone()).build(),
-        |_| {},
-    )
-    .await;
+    let (server, rec) = TestServer::with_hook(limit).await;
     let echo = echo_service().await;
     // One login per second from 127.0.0.1: the second, right after, is refused.
     let client = connect(server.addr, "first").await;

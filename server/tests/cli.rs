@@ -7,22 +7,24 @@ use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_reitunnel-server");
 
-#[test]
-fn a_bad_config_is_refused_naming_the_line() {
+/// Runs the server with `config` as its file; it must refuse to start. Returns stderr.
+fn refused(config: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("server.toml");
-    std::fs::write(
-        &path,
-        "token = \"t\"\n[[hooks]]\nkind = \"log\"\n[[hooks]]\nkind = \"telepathy\"\n",
-    )
-    .unwrap();
+    std::fs::write(&path, config).unwrap();
     let out = Command::new(BIN)
         .arg("--config")
         .arg(&path)
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the server started with {config:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_bad_config_is_refused_naming_the_line() {
+    let stderr =
+        refused("token = \"t\"\n[[hooks]]\nkind = \"log\"\n[[hooks]]\nkind = \"telepathy\"\n");
     assert!(
         stderr.contains("line 4: hook #2: unknown variant `telepathy`, expected one of"),
         "{stderr}"
@@ -31,16 +33,7 @@ fn a_bad_config_is_refused_naming_the_line() {
 
 #[test]
 fn a_metrics_hook_without_an_endpoint_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("server.toml");
-    std::fs::write(&path, "token = \"t\"\n[[hooks]]\nkind = \"metrics\"\n").unwrap();
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused("token = \"t\"\n[[hooks]]\nkind = \"metrics\"\n");
     assert!(
         stderr.contains("the `metrics` hook needs `metrics_listen`"),
         "{stderr}"

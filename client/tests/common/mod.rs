@@ -243,6 +243,13 @@ impl TestServer {
         }
     }
 
+    /// A server whose chain is `hook` followed by a [`Recorder`].
+    pub async fn with_hook(hook: impl Hook) -> (TestServer, Arc<Recorder>) {
+        let rec = Recorder::new();
+        let chain = HookChain::builder().hook(hook).shared(rec.clone()).build();
+        (TestServer::start(chain, |_| {}).await, rec)
+    }
+
     /// Stops the server and waits until `on_server_stop` ran.
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
