@@ -40,6 +40,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
+    // Handlers first, so a signal during login still shuts down cleanly.
+    let shutdown = reitunnel_transport::cli::shutdown_signal();
     let cfg = ClientConfig::new(args.server, args.name, Secret::new(args.token));
     let chain = HookChain::builder().hook(TracingHook::new(0)).build();
     let client = match Client::connect(cfg, chain).await {
@@ -56,7 +58,7 @@ async fn run(args: Args) -> ExitCode {
         }
     }
     tokio::select! {
-        _ = reitunnel_transport::cli::shutdown_signal() => {}
+        _ = shutdown => {}
         _ = client.ended() => {}
     }
     match client.shutdown().await {

@@ -36,6 +36,14 @@ pub struct Refusal {
     pub by: String,
 }
 
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "refused by {}: {}", self.by, self.reason)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
 /// The name used in [`Rejection::by`] for refusals by the server's own policy.
 pub const SERVER: &str = "server";
 

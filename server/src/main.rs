@@ -10,7 +10,7 @@ use clap::Parser;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use reitunnel_hooks::builtin::{Counters, MetricsHook, Secret, TracingHook};
 use reitunnel_hooks::HookChain;
-use reitunnel_server::file_config::{FileConfig, HookSpec};
+use reitunnel_server::file_config::{ByteSize, FileConfig, HookSpec};
 use reitunnel_server::hook_config::add_hooks;
 use reitunnel_server::{PortRanges, Server, ServerConfig};
 
@@ -49,13 +49,68 @@ struct Args {
     /// Distinct client names labelled in metrics; later ones share `client="other"`.
     #[arg(long, default_value_t = 100)]
     metrics_client_labels: usize,
+    /// Append every event as a JSON line to FILE (an `audit` hook after the file's hooks).
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
+    /// Limit each client to this many bytes/s each way, e.g. `10MiB` (a `rate_limit` hook).
+    #[arg(long, value_name = "BYTES")]
+    rate_limit: Option<ByteSize>,
+    /// Allow each client this many bytes per day, e.g. `50GiB` (a `quota` hook).
+    #[arg(long, value_name = "BYTES")]
+    quota: Option<ByteSize>,
+    /// POST signed events to this http:// URL (a `webhook` hook; needs --webhook-secret).
+    #[arg(long, value_name = "URL", requires = "webhook_secret")]
+    webhook: Option<String>,
+    /// HMAC secret for --webhook.
+    #[arg(long, env = "REITUNNEL_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
     /// Log one in N data chunks at debug level, 0 = none (when the file configures no hooks).
     #[arg(long, default_value_t = 0)]
     log_data_every: u64,
 }
 
+/// The hooks the command-line flags ask for, in a fixed order: limits
+/// before the quota, notifiers last. They follow the config file's hooks.
+fn flag_hooks(args: &Args) -> Vec<HookSpec> {
+    let mut hooks = Vec::new();
+    if let Some(rate) = args.rate_limit {
+        hooks.push(HookSpec::RateLimit {
+            per_client_bytes_per_sec: Some(rate),
+            per_tunnel_bytes_per_sec: None,
+            burst: None,
+            streams_per_client_per_sec: None,
+            visitors_per_ip_per_sec: None,
+            logins_per_ip_per_sec: None,
+        });
+    }
+    if let Some(bytes) = args.quota {
+        hooks.push(HookSpec::Quota {
+            bytes,
+            period_secs: 86_400,
+        });
+    }
+    if let Some(path) = &args.audit_log {
+        hooks.push(HookSpec::Audit {
+            path: path.clone(),
+            streams: false,
+        });
+    }
+    if let (Some(url), Some(secret)) = (&args.webhook, &args.webhook_secret) {
+        hooks.push(HookSpec::Webhook {
+            url: url.clone(),
+            secret: secret.clone(),
+            events: Vec::new(),
+            timeout_secs: 5,
+            retries: 3,
+            streams: false,
+        });
+    }
+    hooks
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let from_flags = flag_hooks(&args);
     reitunnel_transport::cli::tune_allocator();
     reitunnel_transport::cli::init_logging();
     let (file, path) = match &args.config {
@@ -93,23 +148,23 @@ fn main() -> anyhow::Result<()> {
     }
     let stats_interval = args.stats_interval.or(s.stats_interval).unwrap_or(10);
 
+    let mut hooks = file.hooks;
+    hooks.extend(from_flags);
+
     let counters = Arc::new(Counters::new());
-    let builder = if file.hooks.is_empty() {
+    let builder = if hooks.is_empty() {
         HookChain::builder().hook(TracingHook::new(args.log_data_every))
     } else {
         HookChain::builder()
     };
     let metrics_listen = args.metrics_listen.or(s.metrics_listen);
-    let metrics_hooked = file
-        .hooks
-        .iter()
-        .any(|h| matches!(h, HookSpec::Metrics { .. }));
+    let metrics_hooked = hooks.iter().any(|h| matches!(h, HookSpec::Metrics { .. }));
     if metrics_hooked && metrics_listen.is_none() {
         anyhow::bail!(
             "the `metrics` hook needs `metrics_listen` in the config file (or --metrics-listen)"
         );
     }
-    let (mut builder, background) = add_hooks(builder, &file.hooks, &config.name, &path)?;
+    let (mut builder, background) = add_hooks(builder, &hooks, &config.name, &path)?;
     if metrics_listen.is_some() && !metrics_hooked {
         builder = builder.hook(MetricsHook::new(args.metrics_client_labels));
     }

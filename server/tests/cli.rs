@@ -55,18 +55,13 @@ fn a_config_file_runs_the_server_and_sigterm_stops_it() {
     )
     .unwrap();
     std::env::set_var("REITUNNEL_CLI_TEST_TOKEN", "from-env");
-    let (mut child, _, seen) = start(&["--config", path.to_str().unwrap()]);
+    let (child, _, seen) = start(&["--config", path.to_str().unwrap()]);
     assert!(
         seen.iter()
             .any(|l| l.contains("hook chain") && l.contains("\"log\", \"audit\"")),
         "{seen:#?}"
     );
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(child.wait().unwrap().success(), "exit code 0 after SIGTERM");
+    assert!(child.stop().success(), "exit code 0 after SIGTERM");
     let log = std::fs::read_to_string(&audit).unwrap();
     let events: Vec<&str> = log.lines().collect();
     assert_eq!(events.len(), 2, "{log}");
@@ -79,7 +74,30 @@ fn a_config_file_runs_the_server_and_sigterm_stops_it() {
 
 /// Starts the server binary with `args`, returning it, its control address
 /// (from the "server started" log line) and the log lines up to that one.
-fn start(args: &[&str]) -> (std::process::Child, std::net::SocketAddr, Vec<String>) {
+/// A running server process; killed on drop, so a failing test leaves nothing behind.
+struct Running(std::process::Child);
+
+impl Running {
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(args: &[&str]) -> (Running, std::net::SocketAddr, Vec<String>) {
     let mut child = Command::new(BIN)
         .args(args)
         .env("RUST_LOG", "info")
@@ -100,7 +118,7 @@ fn start(args: &[&str]) -> (std::process::Child, std::net::SocketAddr, Vec<Strin
     };
     // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    (child, addr, seen)
+    (Running(child), addr, seen)
 }
 
 #[test]
@@ -112,7 +130,7 @@ fn metrics_endpoint_counts_what_the_server_saw() {
         .unwrap()
         .port();
     let metrics = format!("127.0.0.1:{port}");
-    let (mut child, control, _) = start(&[
+    let (child, control, _) = start(&[
         "--token",
         "t",
         "--listen",
@@ -140,10 +158,31 @@ fn metrics_endpoint_counts_what_the_server_saw() {
         "{body}"
     );
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(child.wait().unwrap().success());
+    assert!(child.stop().success(), "exit code 0 after SIGTERM");
+}
+
+#[test]
+fn hook_flags_add_hooks_after_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let (child, _, seen) = start(&[
+        "--token",
+        "t",
+        "--listen",
+        "127.0.0.1:0",
+        "--rate-limit",
+        "10MiB",
+        "--quota",
+        "1GiB",
+        "--audit-log",
+        audit.to_str().unwrap(),
+    ]);
+    assert!(
+        seen.iter().any(|l| l.contains("hook chain")
+            && l.contains("[\"rate_limit\", \"quota\", \"audit\", \"counters\"]")),
+        "{seen:#?}"
+    );
+    assert!(child.stop().success(), "exit code 0 after SIGTERM");
+    let log = std::fs::read_to_string(&audit).unwrap();
+    assert_eq!(log.lines().count(), 2, "{log}");
 }

@@ -20,6 +20,38 @@ enum Command {
 
 /// A JSON-lines file sink. Use it behind an [`EventHook`](super::EventHook):
 /// `EventHook::new("audit", EventBus::new().with(sink), false)`.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use reitunnel_hooks::builtin::{EventHook, JsonLinesFile};
+/// use reitunnel_hooks::events::EventBus;
+/// use reitunnel_hooks::{ClientId, ClientInfo, HookChain, Login};
+///
+/// let path = std::env::temp_dir().join(format!("reitunnel-audit-doc-{}.jsonl", std::process::id()));
+/// let audit = JsonLinesFile::open(&path, 1024)?;
+/// let bus = EventBus::new().for_server("edge-1").with(audit.clone());
+/// let chain = HookChain::builder().hook(EventHook::new("audit", bus, false)).build();
+///
+/// # let alice = Arc::new(ClientInfo::new(ClientId(1), "alice", "127.0.0.1:50000".parse()?));
+/// # let nonce = [0u8; 32];
+/// # let proof = reitunnel_proto::auth::proof(b"token", &nonce, "alice");
+/// let client = chain.open_client(alice, &Login { nonce: &nonce, proof: &proof }).unwrap();
+/// drop(client);
+///
+/// audit.flush()?; // the server flushes on stop
+/// let log = std::fs::read_to_string(&path)?;
+/// std::fs::remove_file(&path)?;
+/// let lines: Vec<serde_json::Value> =
+///     log.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+/// assert_eq!(lines.len(), 2);
+/// assert_eq!(lines[0]["event"], "client.connected");
+/// assert_eq!(lines[1]["event"], "client.disconnected");
+/// assert_eq!(lines[1]["client"], "alice");
+/// assert_eq!(audit.dropped(), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct JsonLinesFile {
     path: PathBuf,

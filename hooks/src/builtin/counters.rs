@@ -7,6 +7,40 @@ use crate::hook::{BoxError, Hook};
 /// Process-wide atomic counters: active and total clients, tunnels and
 /// streams, bytes each way (live, per chunk), rejections and errors.
 /// Share it with `Arc` and read [`Counters::snapshot`] from anywhere.
+///
+/// # Example
+///
+/// A stream through a chain holding the counters, then a snapshot:
+///
+/// ```
+/// use std::sync::Arc;
+/// use reitunnel_hooks::builtin::Counters;
+/// use reitunnel_hooks::{ClientId, ClientInfo, Direction, HookChain, Login};
+/// # use reitunnel_hooks::{StreamId, StreamInfo, TunnelId, TunnelInfo, TunnelKind};
+///
+/// let counters = Arc::new(Counters::new());
+/// let chain = HookChain::builder().shared(counters.clone()).build();
+///
+/// let alice = Arc::new(ClientInfo::new(ClientId(1), "alice", "127.0.0.1:50000".parse()?));
+/// let nonce = [0u8; 32];
+/// let proof = reitunnel_proto::auth::proof(b"token", &nonce, "alice");
+/// let client = chain.open_client(alice.clone(), &Login { nonce: &nonce, proof: &proof }).unwrap();
+/// # let tunnel = Arc::new(TunnelInfo::new(TunnelId(1), alice, TunnelKind::Reverse,
+/// #     "0.0.0.0:8080".parse()?, "127.0.0.1:3000"));
+/// # let stream = Arc::new(StreamInfo::new(StreamId(1), tunnel.clone(), "127.0.0.1:40000".parse()?));
+/// let tunnel = chain.open_tunnel(tunnel).unwrap();
+/// let stream = chain.open_stream(stream).unwrap();
+/// let _ = stream.on_data(Direction::Ingress, &[0u8; 100]);
+/// let _ = stream.on_data(Direction::Egress, &[0u8; 40]);
+/// drop(stream); // closes the stream
+///
+/// let now = counters.snapshot();
+/// assert_eq!((now.bytes_in, now.bytes_out), (100, 40));
+/// assert_eq!((now.streams_active, now.streams_total), (0, 1));
+/// assert_eq!((now.clients_active, now.tunnels_active), (1, 1));
+/// # drop((tunnel, client));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct Counters {
     clients_active: AtomicU64,

@@ -9,6 +9,37 @@ use crate::hook::{BoxError, Hook};
 /// Logs every lifecycle event through `tracing` (target `reitunnel::events`),
 /// and 1 in `sample_every` data events at `debug` so logging cannot drown
 /// the data path. A shared atomic counter does the sampling: no RNG, no lock.
+///
+/// # Example
+///
+/// Install a `tracing` subscriber in the program to see the lines; the hook
+/// itself never changes a verdict.
+///
+/// ```
+/// use std::sync::Arc;
+/// use reitunnel_hooks::builtin::TracingHook;
+/// use reitunnel_hooks::{Direction, Hook, HookChain, Login, Verdict};
+/// # use reitunnel_hooks::{ClientId, ClientInfo, StreamId, StreamInfo, TunnelId, TunnelInfo, TunnelKind};
+///
+/// // Lifecycle events, plus one data event in 100.
+/// let chain = HookChain::builder().hook(TracingHook::new(100)).build();
+/// assert_eq!(chain.names(), ["log"]);
+/// // 0 logs no data events, so the relay skips the per-chunk call.
+/// assert!(!TracingHook::new(0).wants_data());
+///
+/// # let alice = Arc::new(ClientInfo::new(ClientId(1), "alice", "127.0.0.1:50000".parse()?));
+/// # let nonce = [0u8; 32];
+/// # let proof = reitunnel_proto::auth::proof(b"token", &nonce, "alice");
+/// # let tunnel = Arc::new(TunnelInfo::new(TunnelId(1), alice.clone(), TunnelKind::Reverse,
+/// #     "0.0.0.0:8080".parse()?, "127.0.0.1:3000"));
+/// # let stream = Arc::new(StreamInfo::new(StreamId(1), tunnel.clone(), "127.0.0.1:40000".parse()?));
+/// let client = chain.open_client(alice, &Login { nonce: &nonce, proof: &proof }).unwrap(); // client.connected
+/// let tunnel = chain.open_tunnel(tunnel).unwrap(); // tunnel.opened
+/// let stream = chain.open_stream(stream).unwrap(); // stream.opened (debug)
+/// assert_eq!(stream.on_data(Direction::Ingress, b"GET / HTTP/1.1\r\n"), Verdict::Continue);
+/// drop((stream, tunnel, client)); // stream.closed, tunnel.closed, client.disconnected
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct TracingHook {
     sample_every: u64,

@@ -96,6 +96,55 @@ impl Counts {
 }
 
 /// The meter hook. Clone the `Arc` it comes in to call [`BandwidthMeter::report_now`].
+///
+/// # Example
+///
+/// A sink that keeps the reports; a report while the stream is live and its
+/// close together account for every byte, exactly once.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use reitunnel_hooks::builtin::{BandwidthMeter, MeterReport, MeterSink};
+/// use reitunnel_hooks::{Direction, HookChain, Login};
+/// # use reitunnel_hooks::{ClientId, ClientInfo, StreamId, StreamInfo, TunnelId, TunnelInfo, TunnelKind};
+///
+/// #[derive(Default)]
+/// struct Keep(Mutex<Vec<MeterReport>>);
+/// impl MeterSink for Keep {
+///     fn report(&self, report: &MeterReport) {
+///         self.0.lock().unwrap().push(report.clone());
+///     }
+/// }
+///
+/// let keep = Arc::new(Keep::default());
+/// let meter = BandwidthMeter::new(vec![keep.clone() as Arc<dyn MeterSink>]);
+/// let chain = HookChain::builder().shared(meter.clone()).build();
+/// // In a server: `let _task = meter.spawn_reporter(Duration::from_secs(60));`
+///
+/// # let alice = Arc::new(ClientInfo::new(ClientId(1), "alice", "127.0.0.1:50000".parse()?));
+/// # let nonce = [0u8; 32];
+/// # let proof = reitunnel_proto::auth::proof(b"token", &nonce, "alice");
+/// # let tunnel = Arc::new(TunnelInfo::new(TunnelId(1), alice.clone(), TunnelKind::Reverse,
+/// #     "0.0.0.0:8080".parse()?, "127.0.0.1:3000"));
+/// # let stream = Arc::new(StreamInfo::new(StreamId(1), tunnel.clone(), "127.0.0.1:40000".parse()?));
+/// let client = chain.open_client(alice, &Login { nonce: &nonce, proof: &proof }).unwrap();
+/// let tunnel = chain.open_tunnel(tunnel).unwrap();
+/// let stream = chain.open_stream(stream).unwrap();
+/// let _ = stream.on_data(Direction::Ingress, &[0u8; 100]);
+/// let _ = stream.on_data(Direction::Egress, &[0u8; 40]);
+/// assert_eq!(meter.unreported(), (100, 40));
+///
+/// meter.report_now(); // what the reporter task does on each tick
+/// let _ = stream.on_data(Direction::Ingress, &[0u8; 10]);
+/// drop(stream); // the close reports the remainder
+///
+/// let reports = keep.0.lock().unwrap();
+/// let alice_in: Vec<u64> = reports.iter().map(|r| r.clients[0].bytes_in).collect();
+/// assert_eq!(alice_in, [100, 10]);
+/// assert_eq!(reports[0].tunnels[0].tunnel, Some(TunnelId(1)));
+/// # drop((tunnel, client));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct BandwidthMeter {
     live: Mutex<HashMap<StreamId, Arc<Counts>>>,
     sinks: Vec<Arc<dyn MeterSink>>,

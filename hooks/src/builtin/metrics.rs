@@ -21,6 +21,43 @@ use crate::event::{
 use crate::hook::{BoxError, Hook, StreamState};
 
 /// The metrics hook. See the module docs.
+///
+/// # Example
+///
+/// With a Prometheus recorder (the server installs one globally; here a
+/// local one, for the example only):
+///
+/// ```
+/// use std::sync::Arc;
+/// use metrics_exporter_prometheus::PrometheusBuilder;
+/// use reitunnel_hooks::builtin::MetricsHook;
+/// use reitunnel_hooks::{Direction, HookChain, Login};
+/// # use reitunnel_hooks::{ClientId, ClientInfo, StreamId, StreamInfo, TunnelId, TunnelInfo, TunnelKind};
+///
+/// let recorder = PrometheusBuilder::new().build_recorder();
+/// let scrape = recorder.handle();
+/// metrics::with_local_recorder(&recorder, || {
+///     let chain = HookChain::builder().hook(MetricsHook::new(100)).build();
+/// #   let alice = Arc::new(ClientInfo::new(ClientId(1), "alice", "127.0.0.1:50000".parse().unwrap()));
+/// #   let nonce = [0u8; 32];
+/// #   let proof = reitunnel_proto::auth::proof(b"token", &nonce, "alice");
+/// #   let tunnel = Arc::new(TunnelInfo::new(TunnelId(1), alice.clone(), TunnelKind::Reverse,
+/// #       "0.0.0.0:8080".parse().unwrap(), "127.0.0.1:3000"));
+/// #   let stream = Arc::new(StreamInfo::new(StreamId(1), tunnel.clone(), "127.0.0.1:40000".parse().unwrap()));
+///     let client = chain.open_client(alice, &Login { nonce: &nonce, proof: &proof }).unwrap();
+///     let tunnel = chain.open_tunnel(tunnel).unwrap();
+///     let stream = chain.open_stream(stream).unwrap();
+///     let _ = stream.on_data(Direction::Ingress, &[0u8; 100]);
+///     drop((stream, tunnel, client));
+/// });
+///
+/// let text = scrape.render();
+/// assert!(text.lines().any(|l| l == "reitunnel_streams_total 1"), "{text}");
+/// assert!(text.lines().any(|l| l == "reitunnel_streams_active 0"), "{text}");
+/// assert!(text.lines().any(|l| l.starts_with("reitunnel_bytes_total{")
+///     && l.contains(r#"direction="in""#) && l.contains(r#"client="alice""#)
+///     && l.ends_with(" 100")), "{text}");
+/// ```
 #[derive(Debug)]
 pub struct MetricsHook {
     max_client_labels: usize,

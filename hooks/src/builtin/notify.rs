@@ -13,6 +13,45 @@ use crate::hook::{BoxError, Hook};
 /// Emits an [`Event`] for every lifecycle event (streams only if asked:
 /// they are high volume). Give the bus the server's name
 /// ([`EventBus::for_server`]) to have it on every event.
+///
+/// # Example
+///
+/// Any [`EventSink`](crate::events::EventSink) can listen; here one that
+/// keeps the event names. For an audit file see [`JsonLinesFile`](super::JsonLinesFile).
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use reitunnel_hooks::builtin::{EventHook, Secret, TokenAuth};
+/// use reitunnel_hooks::events::{Event, EventBus, EventSink};
+/// use reitunnel_hooks::{ClientId, ClientInfo, HookChain, Login};
+///
+/// #[derive(Default)]
+/// struct Names(Mutex<Vec<&'static str>>);
+/// impl EventSink for Names {
+///     fn emit(&self, event: &Event) {
+///         self.0.lock().unwrap().push(event.event);
+///     }
+/// }
+///
+/// let names = Arc::new(Names::default());
+/// let bus = EventBus::new().for_server("edge-1").with(names.clone());
+/// let chain = HookChain::builder()
+///     .hook(EventHook::new("events", bus, false))
+///     .hook(TokenAuth::new(Secret::new("s3cret")))
+///     .build();
+///
+/// let nonce = [0u8; 32];
+/// for (id, token) in [(1, &b"s3cret"[..]), (2, &b"wrong"[..])] {
+///     let client = Arc::new(ClientInfo::new(ClientId(id), "alice", "127.0.0.1:50000".parse()?));
+///     let proof = reitunnel_proto::auth::proof(token, &nonce, "alice");
+///     let _ = chain.open_client(client, &Login { nonce: &nonce, proof: &proof });
+/// }
+/// assert_eq!(
+///     *names.0.lock().unwrap(),
+///     ["client.connected", "client.disconnected", "client.rejected"]
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct EventHook {
     name: String,

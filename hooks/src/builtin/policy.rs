@@ -63,6 +63,55 @@ struct InUse {
 }
 
 /// The policy hook. See the module docs.
+///
+/// # Example
+///
+/// One known client with its own token and a one-tunnel limit; visitors
+/// only from `10.0.0.0/8`.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Arc;
+/// use reitunnel_hooks::builtin::{ClientRules, Policy, Secret, VisitorRules};
+/// use reitunnel_hooks::{ClientId, ClientInfo, HookChain, Login, RefuseCode};
+/// # use reitunnel_hooks::{StreamId, StreamInfo, TunnelId, TunnelInfo, TunnelKind};
+///
+/// let alice = ClientRules {
+///     token: Secret::new("alice-token"),
+///     ports: None,
+///     max_tunnels: Some(1),
+///     max_streams: None,
+/// };
+/// let visitors = VisitorRules { allow: vec!["10.0.0.0/8".parse()?], deny: vec![] };
+/// let policy = Policy::new(HashMap::from([("alice".to_owned(), alice)]), visitors);
+/// let chain = HookChain::builder().hook(policy).build();
+///
+/// let login_as = |id, name: &str, token: &[u8]| {
+///     let nonce = [0u8; 32];
+///     let proof = reitunnel_proto::auth::proof(token, &nonce, name);
+///     let client = Arc::new(ClientInfo::new(ClientId(id), name, "127.0.0.1:50000".parse().unwrap()));
+///     chain.open_client(client, &Login { nonce: &nonce, proof: &proof })
+/// };
+///
+/// // Unknown clients are refused, whatever their token.
+/// let refusal = login_as(1, "mallory", b"alice-token").unwrap_err();
+/// assert_eq!(refusal.reason.code, RefuseCode::AuthFailed);
+/// assert_eq!(refusal.reason.message, "unknown client 'mallory'");
+///
+/// let client = login_as(2, "alice", b"alice-token").unwrap();
+/// # let tunnel_info = |id| Arc::new(TunnelInfo::new(TunnelId(id), client.info().clone(),
+/// #     TunnelKind::Reverse, "0.0.0.0:8080".parse().unwrap(), "127.0.0.1:3000"));
+/// let tunnel = chain.open_tunnel(tunnel_info(1)).unwrap();
+/// let second = chain.open_tunnel(tunnel_info(2)).unwrap_err();
+/// assert_eq!(second.reason.code, RefuseCode::LimitReached);
+///
+/// # let stream_from = |peer: &str| Arc::new(StreamInfo::new(StreamId(1), tunnel.info().clone(), peer.parse().unwrap()));
+/// let outsider = chain.open_stream(stream_from("192.0.2.7:40000")).unwrap_err();
+/// assert_eq!(outsider.reason.code, RefuseCode::Forbidden);
+/// let visitor = chain.open_stream(stream_from("10.1.2.3:40000")).unwrap();
+/// # drop((visitor, tunnel, client));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Policy {
     clients: HashMap<String, ClientRules>,

@@ -28,6 +28,48 @@ struct Usage {
 }
 
 /// The per-client byte quota. See the module docs.
+///
+/// # Example
+///
+/// 1000 bytes a day for each client: the chunk that would cross the limit
+/// closes its stream, and later streams are refused.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use reitunnel_hooks::builtin::Quota;
+/// use reitunnel_hooks::events::EventBus;
+/// use reitunnel_hooks::{Direction, HookChain, Login, RefuseCode, Verdict};
+/// # use reitunnel_hooks::{ClientId, ClientInfo, StreamId, StreamInfo, TunnelId, TunnelInfo, TunnelKind};
+///
+/// // Give the bus a sink (audit log, webhook) to hear `quota.exceeded`.
+/// let day = Duration::from_secs(24 * 60 * 60);
+/// let quota = Arc::new(Quota::new(1000, day, EventBus::new()));
+/// let chain = HookChain::builder().shared(quota.clone()).build();
+///
+/// # let alice = Arc::new(ClientInfo::new(ClientId(1), "alice", "127.0.0.1:50000".parse()?));
+/// # let nonce = [0u8; 32];
+/// # let proof = reitunnel_proto::auth::proof(b"token", &nonce, "alice");
+/// # let tunnel = Arc::new(TunnelInfo::new(TunnelId(1), alice.clone(), TunnelKind::Reverse,
+/// #     "0.0.0.0:8080".parse()?, "127.0.0.1:3000"));
+/// # let stream_info = |id| Arc::new(StreamInfo::new(StreamId(id), tunnel.clone(), "127.0.0.1:40000".parse().unwrap()));
+/// let client = chain.open_client(alice, &Login { nonce: &nonce, proof: &proof }).unwrap();
+/// let tunnel = chain.open_tunnel(tunnel.clone()).unwrap();
+/// let stream = chain.open_stream(stream_info(1)).unwrap();
+///
+/// assert_eq!(stream.on_data(Direction::Ingress, &[0u8; 600]), Verdict::Continue);
+/// let Verdict::Close(reason) = stream.on_data(Direction::Egress, &[0u8; 600]) else {
+///     panic!("the chunk past the quota must close the stream");
+/// };
+/// assert_eq!(reason.code, RefuseCode::LimitReached);
+/// assert_eq!(quota.used("alice"), 1000);
+/// drop(stream);
+///
+/// let refusal = chain.open_stream(stream_info(2)).unwrap_err();
+/// assert_eq!(refusal.by, "quota");
+/// # drop((tunnel, client));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Quota {
     limit: u64,

@@ -184,6 +184,50 @@ impl<K: std::hash::Hash + Eq> Keyed<K> {
 }
 
 /// The byte and connection rate limiter. See the module docs.
+///
+/// # Example
+///
+/// 1000 bytes/s per client, with a 1000-byte burst: the burst passes, the
+/// next chunk is held back (the relay sleeps, the hook never does).
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use std::sync::Arc;
+/// use reitunnel_hooks::builtin::{ByteRate, RateLimit, RateLimitConfig};
+/// use reitunnel_hooks::{Direction, HookChain, Login, Verdict};
+/// # use reitunnel_hooks::{ClientId, ClientInfo, StreamId, StreamInfo, TunnelId, TunnelInfo, TunnelKind};
+///
+/// let limit = Arc::new(RateLimit::new(RateLimitConfig {
+///     per_client: Some(ByteRate {
+///         bytes_per_sec: NonZeroU32::new(1000).unwrap(),
+///         burst: NonZeroU32::new(1000).unwrap(),
+///     }),
+///     ..RateLimitConfig::default()
+/// }));
+/// let chain = HookChain::builder().shared(limit.clone()).build();
+///
+/// # let alice = Arc::new(ClientInfo::new(ClientId(1), "alice", "127.0.0.1:50000".parse()?));
+/// # let nonce = [0u8; 32];
+/// # let proof = reitunnel_proto::auth::proof(b"token", &nonce, "alice");
+/// # let tunnel = Arc::new(TunnelInfo::new(TunnelId(1), alice.clone(), TunnelKind::Reverse,
+/// #     "0.0.0.0:8080".parse()?, "127.0.0.1:3000"));
+/// # let stream = Arc::new(StreamInfo::new(StreamId(1), tunnel.clone(), "127.0.0.1:40000".parse()?));
+/// let client = chain.open_client(alice, &Login { nonce: &nonce, proof: &proof }).unwrap();
+/// let tunnel = chain.open_tunnel(tunnel).unwrap();
+/// let stream = chain.open_stream(stream).unwrap();
+///
+/// assert_eq!(stream.on_data(Direction::Ingress, &[0u8; 1000]), Verdict::Continue);
+/// match stream.on_data(Direction::Ingress, &[0u8; 500]) {
+///     // About half a second: 500 bytes at 1000 bytes/s.
+///     Verdict::Throttle(wait) => assert!(wait.as_millis() > 0 && wait.as_millis() <= 500),
+///     other => panic!("expected a throttle, got {other:?}"),
+/// }
+/// // Each direction has its own bucket.
+/// assert_eq!(stream.on_data(Direction::Egress, &[0u8; 1000]), Verdict::Continue);
+/// assert_eq!(limit.throttled_chunks(), 1);
+/// # drop((stream, tunnel, client));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct RateLimit {
     cfg: RateLimitConfig,
     clients: Mutex<HashMap<ClientId, Arc<Buckets>>>,

@@ -27,6 +27,59 @@ pub enum Sampling {
 }
 
 /// Wraps `H`, forwarding sampled data events (see the module docs).
+///
+/// # Example
+///
+/// A costly per-chunk hook sees one chunk in 4, yet its byte count stays exact:
+///
+/// ```
+/// use std::num::NonZeroU64;
+/// use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+/// use std::sync::Arc;
+/// use reitunnel_hooks::builtin::{Sampler, Sampling};
+/// use reitunnel_hooks::{DataEvent, Direction, Hook, HookChain, Login, Verdict};
+/// # use reitunnel_hooks::{ClientId, ClientInfo, StreamId, StreamInfo, TunnelId, TunnelInfo, TunnelKind};
+///
+/// /// Counts the data events it gets and the bytes they account for.
+/// #[derive(Default)]
+/// struct Inspect { calls: AtomicU64, bytes: AtomicU64 }
+/// impl Hook for Inspect {
+///     fn name(&self) -> &str { "inspect" }
+///     fn on_data(&self, ev: &DataEvent<'_>) -> Verdict {
+///         self.calls.fetch_add(1, Relaxed);
+///         self.bytes.fetch_add(ev.bytes(), Relaxed); // chunk + skipped
+///         Verdict::Continue
+///     }
+/// }
+///
+/// let inspect = Arc::new(Inspect::default());
+/// let one_in_4 = Sampling::OneIn(NonZeroU64::new(4).unwrap());
+/// let chain = HookChain::builder()
+///     .hook(Sampler::new(inspect.clone(), one_in_4))
+///     .build();
+/// assert_eq!(chain.names(), ["sampled(inspect)"]);
+///
+/// # let alice = Arc::new(ClientInfo::new(ClientId(1), "alice", "127.0.0.1:50000".parse()?));
+/// # let nonce = [0u8; 32];
+/// # let proof = reitunnel_proto::auth::proof(b"token", &nonce, "alice");
+/// # let tunnel = Arc::new(TunnelInfo::new(TunnelId(1), alice.clone(), TunnelKind::Reverse,
+/// #     "0.0.0.0:8080".parse()?, "127.0.0.1:3000"));
+/// # let stream = Arc::new(StreamInfo::new(StreamId(1), tunnel.clone(), "127.0.0.1:40000".parse()?));
+/// let client = chain.open_client(alice, &Login { nonce: &nonce, proof: &proof }).unwrap();
+/// let tunnel = chain.open_tunnel(tunnel).unwrap();
+/// let stream = chain.open_stream(stream).unwrap();
+/// for _ in 0..10 {
+///     let _ = stream.on_data(Direction::Ingress, &[0u8; 100]);
+/// }
+/// // Chunks 1, 5 and 9 were forwarded; chunk 9 carried 3 skipped chunks.
+/// assert_eq!(inspect.calls.load(Relaxed), 3);
+/// assert_eq!(inspect.bytes.load(Relaxed), 900);
+///
+/// drop(stream); // the close hands over the unsampled tail
+/// assert_eq!(inspect.bytes.load(Relaxed), 1000);
+/// # drop((tunnel, client));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Sampler<H> {
     inner: H,

@@ -4,6 +4,16 @@ use crate::event::{ClientInfo, Login, Reason, Verdict};
 use crate::hook::Hook;
 
 /// A secret whose `Debug` and `Display` never show it.
+///
+/// # Example
+///
+/// ```
+/// use reitunnel_hooks::builtin::Secret;
+///
+/// let token = Secret::new("hunter2");
+/// assert_eq!(format!("{token} {token:?}"), "MASKED Secret(MASKED)");
+/// assert_eq!(token.expose(), "hunter2");
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -33,6 +43,33 @@ impl fmt::Display for Secret {
 
 /// Accepts a client only if its login proves knowledge of one shared token.
 /// Fails closed: a wrong proof is a `Reject` with an `AuthFailed` code.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use reitunnel_hooks::builtin::{Secret, TokenAuth};
+/// use reitunnel_hooks::{ClientId, ClientInfo, HookChain, Login, RefuseCode};
+///
+/// let chain = HookChain::builder()
+///     .hook(TokenAuth::new(Secret::new("s3cret")))
+///     .build();
+/// let alice = Arc::new(ClientInfo::new(ClientId(1), "alice", "127.0.0.1:50000".parse()?));
+/// let nonce = [0u8; 32];
+///
+/// // The client proves the token for its name without sending it.
+/// let good = reitunnel_proto::auth::proof(b"s3cret", &nonce, "alice");
+/// let session = chain.open_client(alice.clone(), &Login { nonce: &nonce, proof: &good }).unwrap();
+/// drop(session);
+///
+/// let bad = reitunnel_proto::auth::proof(b"guess", &nonce, "alice");
+/// let refusal = chain
+///     .open_client(alice, &Login { nonce: &nonce, proof: &bad })
+///     .unwrap_err();
+/// assert_eq!(refusal.by, "token_auth");
+/// assert_eq!(refusal.reason.code, RefuseCode::AuthFailed);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct TokenAuth {
     token: Secret,

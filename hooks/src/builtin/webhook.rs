@@ -100,6 +100,42 @@ impl Stats {
 /// An [`EventSink`] POSTing events to an HTTP endpoint. Use it behind an
 /// [`EventHook`](super::EventHook):
 /// `EventHook::new("webhook", EventBus::new().with(webhook), false)`.
+///
+/// # Example
+///
+/// `no_run`: it needs an HTTP endpoint listening at the URL.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use reitunnel_hooks::builtin::{EventHook, Secret, Webhook, WebhookConfig};
+/// use reitunnel_hooks::events::EventBus;
+/// use reitunnel_hooks::{HookChain, ServerInfo};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let webhook = Webhook::new(WebhookConfig {
+///     url: "http://127.0.0.1:9000/reitunnel".into(),
+///     secret: Secret::new("hmac-key"),
+///     events: vec!["client.connected".into(), "quota.exceeded".into()],
+///     timeout: Duration::from_secs(5),
+///     retries: 3,
+///     queue: 1024,
+/// })?;
+/// let bus = EventBus::new().for_server("edge-1").with(webhook.clone());
+/// let chain = HookChain::builder()
+///     .hook(EventHook::new("webhook", bus, false))
+///     .build();
+///
+/// let server = ServerInfo { name: "edge-1".into(), listen: "0.0.0.0:7000".parse()? };
+/// chain.server_start(&server)?;
+/// // … serve; then, on shutdown:
+/// chain.server_stop(&server)?;
+/// let all_sent = webhook.drain(Duration::from_secs(5)).await;
+/// println!("delivered all: {all_sent}, {:?}", webhook.health());
+/// # Ok(())
+/// # }
+/// ```
 pub struct Webhook {
     url: String,
     events: Vec<String>,
