@@ -123,3 +123,78 @@ fn series_labels_cap_and_balance() {
         "{text}"
     );
 }
+
+/// Panics on every stream gate.
+struct Boom;
+impl Hook for Boom {
+    fn name(&self) -> &str {
+        "boom"
+    }
+    fn wants_data(&self) -> bool {
+        false
+    }
+    fn on_stream_open(&self, _: &StreamInfo) -> Verdict {
+        panic!("boom")
+    }
+}
+
+#[test]
+fn hook_errors_throttles_and_meter_reports_are_counted() {
+    use reitunnel_hooks::builtin::{BandwidthMeter, ByteRate, RateLimit, RateLimitConfig};
+    use reitunnel_hooks::ErrorStrategy;
+    use std::num::NonZeroU32;
+
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        let hook = Arc::new(MetricsHook::new(10));
+        let meter = BandwidthMeter::new(vec![hook.clone()]);
+        let limit = RateLimit::new(RateLimitConfig {
+            per_client: Some(ByteRate {
+                bytes_per_sec: NonZeroU32::new(1000).unwrap(),
+                burst: NonZeroU32::new(1000).unwrap(),
+            }),
+            ..RateLimitConfig::default()
+        });
+        let chain = HookChain::builder()
+            .strategy(ErrorStrategy::CollectAndContinue)
+            .shared(hook.clone())
+            .shared(meter.clone())
+            .hook(limit)
+            .hook(Boom)
+            .build();
+        let c = client_at(1, "alice", "127.0.0.1:1".parse().unwrap());
+        let _c = open_client(&chain, c.clone()).unwrap();
+        let t = chain.open_tunnel(tunnel_of(&c, 1)).unwrap();
+        // Boom panics (counted per hook); CollectAndContinue lets the stream open.
+        let s = chain.open_stream(stream_of(t.info(), 1)).unwrap();
+        assert_eq!(
+            s.on_data(Direction::Ingress, &[0u8; 1000]),
+            Verdict::Continue
+        );
+        assert!(matches!(
+            s.on_data(Direction::Ingress, &[0u8; 500]),
+            Verdict::Throttle(_)
+        ));
+        meter.report_now();
+    });
+    let text = handle.render();
+    assert_eq!(
+        value(&text, "reitunnel_hook_errors_total{hook=\"boom\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "reitunnel_throttles_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "reitunnel_metered_bytes_total{direction=\"in\",client=\"alice\"}"
+        ),
+        Some(1500.0),
+        "{text}"
+    );
+}

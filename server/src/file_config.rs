@@ -116,6 +116,8 @@ pub enum HookSpec {
         /// `[hooks.clients.NAME]` tables.
         #[serde(default)]
         clients: std::collections::BTreeMap<String, ClientSpec>,
+        /// A TOML file of `[clients.NAME]` tables (same fields), merged with `clients`.
+        clients_file: Option<PathBuf>,
         /// Networks visitors may come from (CIDR); empty = anywhere.
         #[serde(default)]
         visitors_allow: Vec<String>,
@@ -175,6 +177,31 @@ pub enum MeterSinkKind {
     Log,
     /// `bandwidth.report` events to the event sinks (audit logs, webhooks).
     Events,
+    /// `reitunnel_metered_bytes_total{direction, client}` through the metrics crate.
+    Metrics,
+}
+
+/// A `clients_file` of the policy hook.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientsFile {
+    /// `[clients.NAME]` tables.
+    #[serde(default)]
+    pub clients: std::collections::BTreeMap<String, ClientSpec>,
+}
+
+impl ClientsFile {
+    /// Reads `path`; errors name the file and line.
+    pub fn load(path: &Path) -> Result<ClientsFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
 }
 
 fn default_meter_interval() -> u64 {

@@ -19,7 +19,12 @@ use reitunnel_hooks::builtin::{
 use reitunnel_hooks::events::EventBus;
 use reitunnel_hooks::{Hook, HookChainBuilder};
 
-use crate::file_config::{expand_env, ByteSize, ClientSpec, ConfigError, HookSpec, MeterSinkKind};
+use crate::file_config::{
+    expand_env, ByteSize, ClientSpec, ClientsFile, ConfigError, HookSpec, MeterSinkKind,
+};
+
+/// Distinct client labels of the meter's metrics sink.
+const METERED_CLIENT_LABELS: usize = 100;
 
 /// Lines the audit writer may queue before it drops (and counts) new ones.
 const AUDIT_QUEUE: usize = 65_536;
@@ -144,6 +149,9 @@ impl Builder<'_> {
                         match k {
                             MeterSinkKind::Log => Arc::new(TracingSink),
                             MeterSinkKind::Events => Arc::new(self.bus.clone()),
+                            MeterSinkKind::Metrics => {
+                                Arc::new(MetricsHook::new(METERED_CLIENT_LABELS))
+                            }
                         }
                     })
                     .collect();
@@ -207,9 +215,23 @@ impl Builder<'_> {
             }
             HookSpec::Policy {
                 clients,
+                clients_file,
                 visitors_allow,
                 visitors_deny,
-            } => Arc::new(policy(clients, visitors_allow, visitors_deny).map_err(invalid)?),
+            } => {
+                let mut all = clients.clone();
+                if let Some(file) = clients_file {
+                    for (name, spec) in ClientsFile::load(file)?.clients {
+                        if all.insert(name.clone(), spec).is_some() {
+                            return Err(invalid(format!(
+                                "policy: client '{name}' is in both `clients` and {}",
+                                file.display()
+                            )));
+                        }
+                    }
+                }
+                Arc::new(policy(&all, visitors_allow, visitors_deny).map_err(invalid)?)
+            }
             HookSpec::Audit { streams, .. } => {
                 let file = self.bg.audit[self.audits].clone();
                 self.audits += 1;
@@ -356,6 +378,45 @@ mod tests {
         assert!(err.contains("exactly one of one_in and every_ms"), "{err}");
         let err = build(&[sampled(Some(0), None, log)]).unwrap_err();
         assert!(err.contains("one_in must be at least 1"), "{err}");
+    }
+
+    #[test]
+    fn policy_clients_come_from_the_config_and_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("clients.toml");
+        let policy = |inline: &[&str]| HookSpec::Policy {
+            clients: inline
+                .iter()
+                .map(|n| {
+                    let spec = ClientSpec {
+                        token: "t".into(),
+                        ports: None,
+                        max_tunnels: None,
+                        max_streams: None,
+                    };
+                    (n.to_string(), spec)
+                })
+                .collect(),
+            clients_file: Some(file.clone()),
+            visitors_allow: vec![],
+            visitors_deny: vec![],
+        };
+        std::fs::write(&file, "[clients.bob]\ntoken = \"b\"\nmax_tunnels = 2\n").unwrap();
+        let (names, _) = build(&[policy(&["alice"])]).unwrap();
+        assert_eq!(names, ["policy"]);
+        let err = build(&[policy(&["bob"])]).unwrap_err();
+        assert!(
+            err.contains("client 'bob' is in both `clients` and"),
+            "{err}"
+        );
+        std::fs::write(&file, "[clients.bob]\ntoken = \"b\"\nmax_tunels = 2\n").unwrap();
+        let err = build(&[policy(&[])]).unwrap_err();
+        assert!(
+            err.contains("clients.toml")
+                && err.contains("line 3")
+                && err.contains("unknown field `max_tunels`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! Names: `reitunnel_{clients,tunnels,streams}_total` (counters) and
 //! `…_active` (gauges), `reitunnel_bytes_total{direction, client}`,
-//! `reitunnel_rejections_total{scope, by}`, `reitunnel_errors_total{scope}`.
+//! `reitunnel_rejections_total{scope, by}`, `reitunnel_errors_total{scope}`,
+//! `reitunnel_hook_errors_total{hook}`; [`RateLimit`](super::RateLimit)
+//! adds `reitunnel_throttles_total`.
 //! The per-client label is capped: the first `max_client_labels` names get
 //! their own series, later ones share `client="other"`, so a flood of names
 //! cannot blow up the time-series database. Byte counter handles are
@@ -14,6 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use metrics::{counter, gauge, Counter};
 
+use super::{MeterReport, MeterSink};
+use crate::error::HookError;
 use crate::event::{
     ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Rejection, Scope, StreamEnd,
     StreamInfo, Totals, TunnelInfo, Verdict,
@@ -162,5 +166,23 @@ impl Hook for MetricsHook {
 
     fn on_error(&self, e: &ErrorEvent<'_>) {
         counter!("reitunnel_errors_total", "scope" => scope_name(&e.scope)).increment(1);
+        if let Some(failure) = e.error.downcast_ref::<HookError>() {
+            counter!("reitunnel_hook_errors_total", "hook" => failure.hook.clone()).increment(1);
+        }
+    }
+}
+
+/// The meter's reports as `reitunnel_metered_bytes_total{direction, client}`
+/// (same label cap), for deployments that want the meter's aggregation in
+/// Prometheus rather than per-chunk counting.
+impl MeterSink for MetricsHook {
+    fn report(&self, report: &MeterReport) {
+        for u in &report.clients {
+            let client = self.client_label(&u.client).to_string();
+            counter!("reitunnel_metered_bytes_total", "direction" => "in", "client" => client.clone())
+                .increment(u.bytes_in);
+            counter!("reitunnel_metered_bytes_total", "direction" => "out", "client" => client)
+                .increment(u.bytes_out);
+        }
     }
 }

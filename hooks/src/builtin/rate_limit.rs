@@ -244,10 +244,12 @@ impl std::fmt::Debug for RateLimit {
     }
 }
 
-/// What a stream carries into the data path: its client's and tunnel's buckets.
+/// What a stream carries into the data path: its client's and tunnel's
+/// buckets, and the throttle counter (resolved once, not per chunk).
 struct StreamLimits {
     client: Option<Arc<Buckets>>,
     tunnel: Option<Arc<Buckets>>,
+    throttles: metrics::Counter,
 }
 
 impl RateLimit {
@@ -337,7 +339,11 @@ impl Hook for RateLimit {
             .expect("tunnels")
             .get(&stream.tunnel.id)
             .cloned();
-        Some(Box::new(StreamLimits { client, tunnel }))
+        Some(Box::new(StreamLimits {
+            client,
+            tunnel,
+            throttles: metrics::counter!("reitunnel_throttles_total"),
+        }))
     }
 
     #[inline]
@@ -354,6 +360,7 @@ impl Hook for RateLimit {
             Verdict::Continue
         } else {
             self.throttled.fetch_add(1, Ordering::Relaxed);
+            limits.throttles.increment(1);
             Verdict::Throttle(wait)
         }
     }
