@@ -394,6 +394,34 @@ pub enum Scope<'a> {
     Stream(&'a StreamInfo),
 }
 
+impl Scope<'_> {
+    /// `"server"`, `"client"`, `"tunnel"` or `"stream"`: for metric labels and messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Scope::Server => "server",
+            Scope::Client(_) => "client",
+            Scope::Tunnel(_) => "tunnel",
+            Scope::Stream(_) => "stream",
+        }
+    }
+}
+
+/// For logs: `server`, `client alice (c1)`, `tunnel t2 of alice`, `stream s3 of alice/t2`.
+impl fmt::Display for Scope<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Server => f.write_str("server"),
+            Scope::Client(c) => write!(f, "client {} ({})", c.name, c.id),
+            Scope::Tunnel(t) => write!(f, "tunnel {} of {}", t.id, t.client.name),
+            Scope::Stream(s) => write!(
+                f,
+                "stream {} of {}/{}",
+                s.id, s.tunnel.client.name, s.tunnel.id
+            ),
+        }
+    }
+}
+
 /// Something was refused, by a hook or by the server's own policy.
 #[derive(Debug, Clone, Copy)]
 pub struct Rejection<'a> {

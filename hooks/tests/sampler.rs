@@ -37,8 +37,7 @@ impl Hook for Probe {
     }
 
     fn on_open(&self, scope: Scope<'_>) {
-        self.log
-            .push(format!("open {}", common::scope_kind(&scope)));
+        self.log.push(format!("open {}", scope.kind()));
     }
 
     fn stream_state(&self, s: &StreamInfo) -> Option<StreamState> {

@@ -83,17 +83,8 @@ struct Shared {
 impl Shared {
     /// Logs an error and delivers it to the hooks.
     fn report(&self, scope: Scope<'_>, err: &(dyn std::error::Error + Send + Sync + 'static)) {
-        tracing::warn!(error = %err, "{}", scope_label(&scope));
+        tracing::warn!(error = %err, "{scope}");
         self.chain.error(scope, err);
-    }
-}
-
-fn scope_label(scope: &Scope<'_>) -> String {
-    match scope {
-        Scope::Server => "server".to_owned(),
-        Scope::Client(c) => format!("client {} ({})", c.name, c.id),
-        Scope::Tunnel(t) => format!("tunnel {} of {}", t.id, t.client.name),
-        Scope::Stream(s) => format!("stream {} of tunnel {}", s.id, s.tunnel.id),
     }
 }
 

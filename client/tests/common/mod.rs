@@ -142,13 +142,7 @@ impl Hook for Recorder {
         });
     }
     fn on_error(&self, e: &ErrorEvent<'_>) {
-        let scope = match e.scope {
-            Scope::Server => "server",
-            Scope::Client(_) => "client",
-            Scope::Tunnel(_) => "tunnel",
-            Scope::Stream(_) => "stream",
-        };
-        self.push(Ev::Error(format!("{scope}: {}", e.error)));
+        self.push(Ev::Error(format!("{}: {}", e.scope.kind(), e.error)));
     }
 }
 

@@ -62,15 +62,6 @@ impl TracingHook {
     }
 }
 
-fn scope_id(scope: &Scope<'_>) -> String {
-    match scope {
-        Scope::Server => "server".to_owned(),
-        Scope::Client(c) => format!("{}({})", c.id, c.name),
-        Scope::Tunnel(t) => format!("{}/{}", t.client.name, t.id),
-        Scope::Stream(s) => format!("{}/{}/{}", s.tunnel.client.name, s.tunnel.id, s.id),
-    }
-}
-
 const T: &str = "reitunnel::events";
 
 impl Hook for TracingHook {
@@ -147,10 +138,10 @@ impl Hook for TracingHook {
     }
 
     fn on_rejected(&self, r: &Rejection<'_>) {
-        tracing::warn!(target: T, what = %scope_id(&r.scope), by = r.by, reason = %r.reason, "rejected");
+        tracing::warn!(target: T, what = %r.scope, by = r.by, reason = %r.reason, "rejected");
     }
 
     fn on_error(&self, e: &ErrorEvent<'_>) {
-        tracing::warn!(target: T, what = %scope_id(&e.scope), error = %e.error, "error");
+        tracing::warn!(target: T, what = %e.scope, error = %e.error, "error");
     }
 }

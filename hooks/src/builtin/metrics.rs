@@ -74,15 +74,6 @@ struct ByteCounters {
     egress: Counter,
 }
 
-fn scope_name(scope: &Scope<'_>) -> &'static str {
-    match scope {
-        Scope::Server => "server",
-        Scope::Client(_) => "client",
-        Scope::Tunnel(_) => "tunnel",
-        Scope::Stream(_) => "stream",
-    }
-}
-
 impl MetricsHook {
     /// Labels bytes with at most `max_client_labels` distinct client names.
     pub fn new(max_client_labels: usize) -> Self {
@@ -160,12 +151,12 @@ impl Hook for MetricsHook {
     }
 
     fn on_rejected(&self, r: &Rejection<'_>) {
-        counter!("reitunnel_rejections_total", "scope" => scope_name(&r.scope), "by" => r.by.to_owned())
+        counter!("reitunnel_rejections_total", "scope" => r.scope.kind(), "by" => r.by.to_owned())
             .increment(1);
     }
 
     fn on_error(&self, e: &ErrorEvent<'_>) {
-        counter!("reitunnel_errors_total", "scope" => scope_name(&e.scope)).increment(1);
+        counter!("reitunnel_errors_total", "scope" => e.scope.kind()).increment(1);
         if let Some(failure) = e.error.downcast_ref::<HookError>() {
             counter!("reitunnel_hook_errors_total", "hook" => failure.hook.clone()).increment(1);
         }

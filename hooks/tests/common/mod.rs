@@ -13,8 +13,8 @@ use reitunnel_hooks::builtin::Counters;
 use reitunnel_hooks::events::{Event, EventBus, EventSink};
 use reitunnel_hooks::{
     BoxError, ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, ErrorStrategy,
-    Hook, HookChain, HookError, HookErrorKind, Login, Open, Reason, Refusal, Rejection, Scope,
-    ServerInfo, StreamEnd, StreamId, StreamInfo, Totals, TunnelId, TunnelInfo, TunnelKind, Verdict,
+    Hook, HookChain, HookError, HookErrorKind, Login, Open, Reason, Refusal, Rejection, ServerInfo,
+    StreamEnd, StreamId, StreamInfo, Totals, TunnelId, TunnelInfo, TunnelKind, Verdict,
 };
 use reitunnel_proto::auth::{NONCE_LEN, PROOF_LEN};
 
@@ -186,16 +186,6 @@ impl Rec {
     }
 }
 
-/// `"client"`, `"tunnel"`, `"stream"` or `"server"`.
-pub fn scope_kind(scope: &Scope<'_>) -> &'static str {
-    match scope {
-        Scope::Server => "server",
-        Scope::Client(_) => "client",
-        Scope::Tunnel(_) => "tunnel",
-        Scope::Stream(_) => "stream",
-    }
-}
-
 /// `"failed"` or `"panicked"`.
 pub fn kind_label(kind: &HookErrorKind) -> &'static str {
     match kind {
@@ -294,7 +284,7 @@ impl Hook for Rec {
     fn on_rejected(&self, r: &Rejection<'_>) {
         self.rec(format_args!(
             "rejected {} by={} passed={} msg={}",
-            scope_kind(&r.scope),
+            r.scope.kind(),
             r.by,
             r.passed_gate,
             r.reason.message
@@ -306,13 +296,13 @@ impl Hook for Rec {
         match ev.error.downcast_ref::<HookError>() {
             Some(he) => self.rec(format_args!(
                 "error {} hook={} {}",
-                scope_kind(&ev.scope),
+                ev.scope.kind(),
                 he.hook,
                 kind_label(&he.kind)
             )),
             None => self.rec(format_args!(
                 "error {} other: {}",
-                scope_kind(&ev.scope),
+                ev.scope.kind(),
                 ev.error
             )),
         }
