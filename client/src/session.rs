@@ -4,14 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use reitunnel_hooks::{
     ClientInfo, CloseReason, HookChain, Open, RefuseCode, TunnelId, TunnelInfo, TunnelKind,
 };
 use reitunnel_proto::{CodecError, Frame, FrameCodec};
-use reitunnel_transport::{Closer, Inbound, MuxError, MuxHandle, MuxStream};
+use reitunnel_transport::{Closer, Inbound, MuxError, MuxHandle, MuxStream, CLOSE_GRACE};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -20,8 +19,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::login::unexpected;
 use crate::{stream, ClientConfig, ClientError, Command, RemoteSpec, TunnelReady};
-
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// A tunnel as the client's streams see it. The tunnel's close event fires
 /// when the last reference drops: the session's (removed on close) and each

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use reitunnel_hooks::{
@@ -12,7 +11,9 @@ use reitunnel_hooks::{
     TunnelKind,
 };
 use reitunnel_proto::{CodecError, Frame, FrameCodec};
-use reitunnel_transport::{listen, spawn_mux, tune, write_frame, Closer, MuxHandle, MuxStream};
+use reitunnel_transport::{
+    listen, spawn_mux, tune, write_frame, Closer, MuxHandle, MuxStream, CLOSE_GRACE,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -20,9 +21,6 @@ use tokio_util::codec::Framed;
 
 use crate::handshake::{check_name, read_login};
 use crate::{tunnel, SessionError, Shared};
-
-/// How long the server waits for the session's transport to close cleanly.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves one accepted connection from login to disconnect.
 pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr) {

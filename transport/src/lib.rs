@@ -15,5 +15,5 @@ mod socket;
 
 pub use closer::Closer;
 pub use frame_io::{read_frame, write_frame, FrameIoError};
-pub use mux::{spawn_mux, Inbound, MuxConfig, MuxError, MuxHandle, MuxStream};
+pub use mux::{spawn_mux, Inbound, MuxConfig, MuxError, MuxHandle, MuxStream, CLOSE_GRACE};
 pub use socket::{listen, tune};

@@ -8,6 +8,7 @@
 
 use std::future::{poll_fn, Future};
 use std::task::Poll;
+use std::time::Duration;
 
 use futures::{AsyncRead as FuturesRead, AsyncWrite as FuturesWrite};
 use thiserror::Error;
@@ -30,6 +31,10 @@ pub enum MuxError {
     #[error("session closed")]
     Closed,
 }
+
+/// How long either side waits for a goodbye frame to go out and for the
+/// session's transport to close before giving up on a clean close.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Tuning of a yamux session (see DESIGN.md "yamux" for the measurements).
 #[derive(Debug, Clone, Copy)]
