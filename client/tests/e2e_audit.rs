@@ -55,6 +55,12 @@ streams = true
     let client = connect(server.addr, "alice").await;
     let tunnel = reverse(&client, echo).await;
     assert_eq!(echo_check(tunnel.public_addr, 10_000, 1).await, 10_000);
+    // The visitor has its echo before the server closed its stream: wait for
+    // the close, so the two streams' lines cannot interleave.
+    rec.wait_for("the first stream close", |e| {
+        e.iter().any(|e| matches!(e, Ev::StreamClose(..)))
+    })
+    .await;
     // The next visitor pushes past the 64 KiB quota and is cut off.
     let _ = tokio::time::timeout(PATIENCE, async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
