@@ -2,6 +2,7 @@ use std::io;
 use std::time::Duration;
 
 use reitunnel_proto::{FrameKind, PreambleError, RefuseCode};
+use reitunnel_transport::tls::{explain, Side, TlsError};
 use reitunnel_transport::FrameIoError;
 use thiserror::Error;
 
@@ -24,6 +25,20 @@ pub enum ClientError {
         /// The deadline.
         after: Duration,
     },
+    /// The TLS settings (CA, certificate, key, fingerprint) are unusable.
+    #[error("{0}")]
+    TlsSettings(#[from] TlsError),
+    /// The TLS handshake failed; the text says why in plain words.
+    #[error("TLS with server {server} failed: {reason}")]
+    Tls {
+        /// The server address.
+        server: String,
+        /// Expired or untrusted certificate, wrong name, fingerprint, refused client certificate…
+        reason: String,
+    },
+    /// The server stopped answering heartbeats.
+    #[error("server unresponsive for {0:?} (heartbeat timeout)")]
+    HeartbeatTimeout(Duration),
     /// Wrong magic or protocol version from the server.
     #[error("server {server}: {source}")]
     Preamble {
@@ -88,6 +103,25 @@ pub enum ClientError {
     /// The session is closed; nothing more can be asked of it.
     #[error("client session is closed")]
     Closed,
+}
+
+impl ClientError {
+    /// A failed handshake read or write, named as a TLS problem when it is one
+    /// (with TLS 1.3 a refused client certificate only shows at the first read).
+    pub(crate) fn handshake(server: &str, source: FrameIoError) -> ClientError {
+        if let FrameIoError::Io(e) = &source {
+            if let Some(reason) = explain(e, Side::Client) {
+                return ClientError::Tls {
+                    server: server.to_owned(),
+                    reason,
+                };
+            }
+        }
+        ClientError::Handshake {
+            server: server.to_owned(),
+            source,
+        }
+    }
 }
 
 /// Why a visitor could not be connected to the local target (reported to hooks and the server).

@@ -30,14 +30,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use reitunnel_hooks::{ClientId, ClientInfo, HookChain, Login, TunnelId};
+use std::time::Duration;
+
+use reitunnel_transport::heartbeat::Heartbeat;
+use reitunnel_transport::tls::{client_connector, explain, server_name, Side};
 use reitunnel_transport::{spawn_mux, tune};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::timeout;
+use tokio::time::{timeout_at, Instant};
 
 pub use config::ClientConfig;
 pub use error::{ClientError, TargetError};
+pub use reitunnel_transport::tls::{ClientTls, Fingerprint};
 pub use spec::{RemoteSpec, SpecError};
 
 /// A tunnel the server opened for us.
@@ -68,29 +74,61 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects, logs in and starts the session.
+    /// Connects (over TLS if configured), logs in and starts the session.
     pub async fn connect(cfg: ClientConfig, chain: HookChain) -> Result<Client, ClientError> {
-        let deadline = cfg.login_timeout;
+        let tls = match &cfg.tls {
+            Some(settings) => Some((
+                client_connector(settings)?,
+                server_name(cfg.tls_server_name())?,
+            )),
+            None => None,
+        };
+        let deadline = Instant::now() + cfg.login_timeout;
         let timed_out = || ClientError::Timeout {
             server: cfg.server.clone(),
-            after: deadline,
+            after: cfg.login_timeout,
         };
-        let (tcp, peer, logged_in) = timeout(deadline, async {
-            let mut tcp =
-                TcpStream::connect(&cfg.server)
+        let connected = timeout_at(deadline, TcpStream::connect(&cfg.server))
+            .await
+            .map_err(|_| timed_out())?;
+        let tcp = connected.map_err(|source| ClientError::Connect {
+            server: cfg.server.clone(),
+            source,
+        })?;
+        let _ = tune(&tcp);
+        let peer = tcp.peer_addr().map_err(|_| ClientError::ConnectionLost)?;
+        match tls {
+            None => Client::start(tcp, peer, deadline, cfg, chain).await,
+            Some((connector, name)) => {
+                let tls = timeout_at(deadline, connector.connect(name, tcp))
                     .await
-                    .map_err(|source| ClientError::Connect {
+                    .map_err(|_| timed_out())?
+                    .map_err(|e| ClientError::Tls {
                         server: cfg.server.clone(),
-                        source,
+                        reason: explain(&e, Side::Client).unwrap_or_else(|| e.to_string()),
                     })?;
-            let _ = tune(&tcp);
-            let peer = tcp.peer_addr().map_err(|_| ClientError::ConnectionLost)?;
-            let logged_in = login::login(&mut tcp, &cfg).await?;
-            Ok::<_, ClientError>((tcp, peer, logged_in))
-        })
-        .await
-        .map_err(|_| timed_out())??;
+                Client::start(tls, peer, deadline, cfg, chain).await
+            }
+        }
+    }
 
+    /// Logs in over an established transport and starts the session task.
+    async fn start<S>(
+        mut io: S,
+        peer: SocketAddr,
+        deadline: Instant,
+        cfg: ClientConfig,
+        chain: HookChain,
+    ) -> Result<Client, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let logged_in = timeout_at(deadline, login::login(&mut io, &cfg))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                server: cfg.server.clone(),
+                after: cfg.login_timeout,
+            })??;
         let info = Arc::new(ClientInfo::new(logged_in.id, cfg.name.as_str(), peer));
         let login = Login {
             nonce: &logged_in.nonce,
@@ -102,9 +140,13 @@ impl Client {
                 by: r.by,
                 message: r.reason.message.into_owned(),
             })?;
-        let (mux, inbound, driver) = spawn_mux(tcp, yamux::Mode::Client, &cfg.mux);
+        let (mux, inbound, driver) = spawn_mux(io, yamux::Mode::Client, &cfg.mux);
         let control = mux.open().await.map_err(|_| ClientError::ConnectionLost)?;
         let (commands, rx) = mpsc::channel(16);
+        let heartbeat = Heartbeat::new(
+            Duration::from_millis(u64::from(logged_in.heartbeat_ms)),
+            cfg.heartbeat_timeout,
+        );
         let task = tokio::spawn(session::run(session::Parts {
             cfg,
             chain,
@@ -114,6 +156,7 @@ impl Client {
             driver,
             control,
             commands: rx,
+            heartbeat,
         }));
         Ok(Client {
             id: logged_in.id,

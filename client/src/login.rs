@@ -3,27 +3,25 @@
 use reitunnel_proto::auth::{proof, NONCE_LEN, PROOF_LEN};
 use reitunnel_proto::{ClientId, Frame, Preamble, PREAMBLE_LEN};
 use reitunnel_transport::{read_frame, write_frame, FrameIoError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::{ClientConfig, ClientError};
 
 /// What a successful login established.
 pub(crate) struct LoggedIn {
     pub id: ClientId,
+    /// The server's heartbeat interval (0: none).
+    pub heartbeat_ms: u32,
     pub nonce: [u8; NONCE_LEN],
     pub proof: [u8; PROOF_LEN],
 }
 
-pub(crate) async fn login(
-    tcp: &mut TcpStream,
-    cfg: &ClientConfig,
-) -> Result<LoggedIn, ClientError> {
+pub(crate) async fn login<S>(tcp: &mut S, cfg: &ClientConfig) -> Result<LoggedIn, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let server = || cfg.server.clone();
-    let hs = |source: FrameIoError| ClientError::Handshake {
-        server: server(),
-        source,
-    };
+    let hs = |source: FrameIoError| ClientError::handshake(&cfg.server, source);
     let io = |e: std::io::Error| hs(FrameIoError::from(e));
     tcp.write_all(&Preamble::CURRENT.encode())
         .await
@@ -45,8 +43,12 @@ pub(crate) async fn login(
     };
     write_frame(tcp, &login).await.map_err(hs)?;
     match read_frame(tcp, cfg.max_frame_len).await.map_err(hs)? {
-        Frame::LoginOk { client_id, .. } => Ok(LoggedIn {
+        Frame::LoginOk {
+            client_id,
+            heartbeat_ms,
+        } => Ok(LoggedIn {
             id: client_id,
+            heartbeat_ms,
             nonce,
             proof,
         }),

@@ -3,6 +3,7 @@
 //! tunnel's close waits for its streams.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt, StreamExt};
@@ -10,6 +11,7 @@ use reitunnel_hooks::{
     ClientInfo, CloseReason, HookChain, Open, RefuseCode, TunnelId, TunnelInfo, TunnelKind,
 };
 use reitunnel_proto::{CodecError, Frame, FrameCodec};
+use reitunnel_transport::heartbeat::{Beat, Heartbeat, SendFailure};
 use reitunnel_transport::{Closer, Inbound, MuxError, MuxHandle, MuxStream, CLOSE_GRACE};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -48,6 +50,7 @@ pub(crate) struct Parts {
     pub driver: JoinHandle<Result<(), MuxError>>,
     pub control: MuxStream,
     pub commands: mpsc::Receiver<Command>,
+    pub heartbeat: Heartbeat,
 }
 
 type Pending = HashMap<
@@ -67,6 +70,7 @@ struct Session {
     pending: Pending,
     next_request: u32,
     streams: TaskTracker,
+    heartbeat: Heartbeat,
 }
 
 pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
@@ -79,6 +83,7 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
         driver,
         control,
         mut commands,
+        heartbeat,
     } = parts;
     let mut session = Session {
         cfg: Arc::new(cfg),
@@ -89,6 +94,7 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
         pending: HashMap::new(),
         next_request: 0,
         streams: TaskTracker::new(),
+        heartbeat,
     };
     let mut control = Framed::new(control, FrameCodec::new(session.cfg.max_frame_len));
     // Announce the control stream (a yamux stream reaches the peer with its first write).
@@ -103,6 +109,7 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
     let reason = match &result {
         Ok(()) => CloseReason::Finished,
         Err(ClientError::ConnectionLost) => CloseReason::ConnectionLost,
+        Err(e @ ClientError::HeartbeatTimeout(_)) => CloseReason::Timeout(e.to_string()),
         Err(e) => CloseReason::Error(e.to_string()),
     };
     commands.close();
@@ -137,6 +144,10 @@ impl Session {
         let mut inbound_done = false;
         loop {
             tokio::select! {
+                beat = self.heartbeat.due() => match beat {
+                    Beat::Ping(ping) => self.send(control, ping).await?,
+                    Beat::Dead(silent) => return Err(ClientError::HeartbeatTimeout(silent)),
+                },
                 command = commands.recv() => match command {
                     Some(Command::OpenReverse { spec, reply }) => {
                         self.next_request = self.next_request.wrapping_add(1);
@@ -146,11 +157,11 @@ impl Session {
                             target: spec.target.clone(),
                         };
                         self.pending.insert(self.next_request, (spec, reply));
-                        send(control, request).await?;
+                        self.send(control, request).await?;
                     }
                     Some(Command::CloseTunnel(id)) => {
                         self.close_route(id, CloseReason::Finished);
-                        send(control, Frame::CloseTunnel { tunnel_id: id }).await?;
+                        self.send(control, Frame::CloseTunnel { tunnel_id: id }).await?;
                     }
                     Some(Command::Shutdown) | None => {
                         let bye = Frame::Goodbye { code: RefuseCode::Other, message: "client closing".to_owned() };
@@ -164,8 +175,9 @@ impl Session {
                         return Err(ClientError::Handshake { server: self.cfg.server.clone(), source: e.into() })
                     }
                     Some(Ok(frame)) => {
+                        self.heartbeat.heard();
                         if let Some(reply) = self.on_frame(frame)? {
-                            send(control, reply).await?;
+                            self.send(control, reply).await?;
                         }
                     }
                 },
@@ -254,7 +266,13 @@ impl Session {
                 Ok(None)
             }
             Frame::Ping { seq } => Ok(Some(Frame::Pong { seq })),
-            Frame::Pong { .. } => Ok(None),
+            Frame::Pong { seq } => {
+                if let Some(rtt) = self.heartbeat.pong(seq) {
+                    let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
+                    self.client.rtt_micros.store(micros, Ordering::Relaxed);
+                }
+                Ok(None)
+            }
             Frame::Goodbye { code, message } => Err(ClientError::ServerGoodbye { code, message }),
             other => Err(unexpected("a control frame", &other)),
         }
@@ -268,12 +286,19 @@ impl Session {
     }
 }
 
-async fn send(
-    control: &mut Framed<MuxStream, FrameCodec>,
-    frame: Frame,
-) -> Result<(), ClientError> {
-    control
-        .send(frame)
-        .await
-        .map_err(|_| ClientError::ConnectionLost)
+impl Session {
+    /// Sends a control frame; a server that stopped reading times out like a silent one.
+    async fn send(
+        &self,
+        control: &mut Framed<MuxStream, FrameCodec>,
+        frame: Frame,
+    ) -> Result<(), ClientError> {
+        self.heartbeat
+            .send(control, frame)
+            .await
+            .map_err(|failure| match failure {
+                SendFailure::Closed => ClientError::ConnectionLost,
+                SendFailure::Stalled(after) => ClientError::HeartbeatTimeout(after),
+            })
+    }
 }

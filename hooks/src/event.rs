@@ -73,6 +73,11 @@ pub struct ClientInfo {
     pub opened_at: Instant,
     /// Bytes of all the client's closed streams.
     pub meter: Meter,
+    /// Whether `name` is the identity of a client certificate the server
+    /// verified (mTLS), rather than only a name the client claimed.
+    pub certified: bool,
+    /// The latest heartbeat round trip, in microseconds (0 = none yet).
+    pub rtt_micros: AtomicU64,
 }
 
 impl ClientInfo {
@@ -84,6 +89,22 @@ impl ClientInfo {
             peer,
             opened_at: Instant::now(),
             meter: Meter::default(),
+            certified: false,
+            rtt_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Marks the name as vouched for by a verified client certificate.
+    pub fn certified(mut self) -> Self {
+        self.certified = true;
+        self
+    }
+
+    /// The latest heartbeat round trip, if one was measured.
+    pub fn rtt(&self) -> Option<Duration> {
+        match self.rtt_micros.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
         }
     }
 }
@@ -349,6 +370,8 @@ pub enum CloseReason {
     Shutdown,
     /// The service behind the tunnel could not be reached.
     TargetUnreachable(String),
+    /// The peer stayed silent past a deadline (missed heartbeats, an idle limit).
+    Timeout(String),
     /// An I/O or protocol error.
     Error(String),
     /// The task owning it ended without closing it explicitly (cancelled or panicked).
@@ -364,6 +387,7 @@ impl CloseReason {
             CloseReason::ConnectionLost => "connection_lost",
             CloseReason::Shutdown => "shutdown",
             CloseReason::TargetUnreachable(_) => "target_unreachable",
+            CloseReason::Timeout(_) => "timeout",
             CloseReason::Error(_) => "error",
             CloseReason::Aborted => "aborted",
         }
@@ -375,6 +399,7 @@ impl fmt::Display for CloseReason {
         match self {
             CloseReason::Hook(r) => write!(f, "closed by hook: {r}"),
             CloseReason::TargetUnreachable(e) => write!(f, "target unreachable: {e}"),
+            CloseReason::Timeout(e) => write!(f, "timeout: {e}"),
             CloseReason::Error(e) => write!(f, "error: {e}"),
             other => f.write_str(other.label()),
         }

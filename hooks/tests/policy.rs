@@ -17,7 +17,7 @@ fn rules(
     max_streams: Option<u32>,
 ) -> ClientRules {
     ClientRules {
-        token: Secret::new(token),
+        token: Some(Secret::new(token)),
         ports: ports.map(|p| p.parse().unwrap()),
         max_tunnels,
         max_streams,

@@ -21,6 +21,9 @@ pub struct Preamble {
 /// Why a preamble was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum PreambleError {
+    /// A TLS record came where the preamble belongs: one side has TLS on, the other off.
+    #[error("peer speaks TLS but this side does not: turn TLS on here (or off there)")]
+    PeerSpeaksTls,
     /// The peer is not speaking Reitunnel at all (wrong port, TLS vs plain, a scanner).
     #[error("peer is not a reitunnel endpoint (bad magic {0:02x?})")]
     BadMagic([u8; 4]),
@@ -50,6 +53,10 @@ impl Preamble {
     pub fn decode_and_check(bytes: [u8; PREAMBLE_LEN]) -> Result<Preamble, PreambleError> {
         let magic = [bytes[0], bytes[1], bytes[2], bytes[3]];
         if magic != MAGIC {
+            // A TLS record header: content type handshake (22) or alert (21), version 3.x.
+            if matches!(bytes[0], 21 | 22) && bytes[1] == 3 {
+                return Err(PreambleError::PeerSpeaksTls);
+            }
             return Err(PreambleError::BadMagic(magic));
         }
         let version = u16::from_be_bytes([bytes[4], bytes[5]]);
@@ -73,6 +80,16 @@ mod tests {
             Preamble::decode_and_check(Preamble::CURRENT.encode()),
             Ok(Preamble::CURRENT)
         );
+    }
+
+    #[test]
+    fn tls_is_recognised() {
+        let client_hello = [22, 3, 1, 0, 200, 1];
+        let alert = [21, 3, 3, 0, 2, 2];
+        for bytes in [client_hello, alert] {
+            let err = Preamble::decode_and_check(bytes).unwrap_err();
+            assert_eq!(err, PreambleError::PeerSpeaksTls);
+        }
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::time::Duration;
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::relay::RelayConfig;
 use reitunnel_proto::DEFAULT_MAX_FRAME_LEN;
+use reitunnel_transport::tls::ServerTls;
 use reitunnel_transport::MuxConfig;
+
+use crate::Limits;
 
 use reitunnel_hooks::ports::PortRanges;
 
@@ -31,6 +34,10 @@ pub struct ServerConfig {
     pub stream_ack_timeout: Duration,
     /// Largest control frame accepted.
     pub max_frame_len: usize,
+    /// TLS for the control listener (`None`: plain TCP).
+    pub tls: Option<ServerTls>,
+    /// Connection, tunnel and stream limits, and heartbeats.
+    pub limits: Limits,
     /// yamux tuning.
     pub mux: MuxConfig,
     /// Relay buffer sizes.
@@ -49,6 +56,8 @@ impl ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             stream_ack_timeout: Duration::from_secs(15),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            tls: None,
+            limits: Limits::default(),
             mux: MuxConfig::default(),
             relay: RelayConfig::default(),
         }

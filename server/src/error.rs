@@ -7,7 +7,16 @@ use std::time::Duration;
 
 use reitunnel_hooks::MultiError;
 use reitunnel_proto::{CodecError, FrameKind, PreambleError};
+use reitunnel_transport::tls::TlsError;
 use reitunnel_transport::{FrameIoError, MuxError};
+
+use crate::limits::LimitHit;
+
+impl std::fmt::Display for LimitHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "limit {} = {} reached", self.name, self.max)
+    }
+}
 use thiserror::Error;
 
 /// Why the server could not start or run.
@@ -21,6 +30,9 @@ pub enum ServerError {
         /// The OS error.
         source: io::Error,
     },
+    /// The TLS certificate, key or CA could not be used.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
     /// A hook's `on_server_start` failed.
     #[error("a hook refused to start the server: {0}")]
     HookStart(#[from] MultiError),
@@ -35,6 +47,30 @@ pub enum SessionError {
         /// The peer.
         peer: SocketAddr,
         /// The deadline.
+        after: Duration,
+    },
+    /// The TLS handshake failed; the text says why in plain words.
+    #[error("TLS handshake with {peer} failed: {reason}")]
+    Tls {
+        /// The peer.
+        peer: SocketAddr,
+        /// What went wrong (expired certificate, unknown CA, no TLS at all…).
+        reason: String,
+    },
+    /// A connection was turned away by a server limit.
+    #[error("connection from {peer} turned away: {hit}")]
+    Limit {
+        /// The peer.
+        peer: SocketAddr,
+        /// Which limit.
+        hit: LimitHit,
+    },
+    /// The client stopped answering heartbeats.
+    #[error("client {peer} unresponsive for {after:?} (heartbeat timeout)")]
+    HeartbeatTimeout {
+        /// The peer.
+        peer: SocketAddr,
+        /// The configured silence limit.
         after: Duration,
     },
     /// Wrong magic or protocol version.
@@ -101,6 +137,9 @@ pub enum StreamError {
         /// The client's error.
         message: String,
     },
+    /// A visitor was turned away by a server limit.
+    #[error("visitor turned away: {0}")]
+    Limit(LimitHit),
     /// The client answered with something else than accept/refuse.
     #[error("client answered the stream header with a {0:?} frame")]
     UnexpectedAnswer(FrameKind),

@@ -42,10 +42,85 @@ pub struct Settings {
     pub stats_interval: Option<u64>,
     /// `--metrics-listen`: serve Prometheus metrics at http://ADDR/metrics.
     pub metrics_listen: Option<SocketAddr>,
+    /// `--tls-cert`: certificate chain (PEM); turns TLS on with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`: its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// `--client-ca`: require client certificates signed by this CA (mTLS).
+    pub client_ca: Option<PathBuf>,
+    /// `[limits]`: connection, tunnel and stream limits and heartbeats.
+    #[serde(default)]
+    pub limits: LimitsSpec,
     /// The `[[hooks]]` tables, read raw with their position so each one's
     /// errors can name its own line (serde loses positions inside tagged enums).
     #[serde(default)]
     hooks: Vec<toml::Spanned<toml::Table>>,
+}
+
+/// The `[limits]` table: each key overrides one default of [`crate::Limits`]
+/// (or of the handshake and frame limits of `ServerConfig`).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Logged-in clients at once.
+    pub max_clients: Option<usize>,
+    /// Connections in their TLS handshake or login, in total.
+    pub max_handshakes: Option<usize>,
+    /// The same, per source IP.
+    pub max_handshakes_per_ip: Option<usize>,
+    /// Tunnels per client session.
+    pub max_tunnels_per_client: Option<usize>,
+    /// Visitor streams per client session.
+    pub max_streams_per_client: Option<usize>,
+    /// Visitor streams on the whole server.
+    pub max_streams: Option<usize>,
+    /// Visitors of one tunnel waiting for the client to reach the target.
+    pub max_pending_visitors: Option<usize>,
+    /// Failed logins per source IP per minute (0 = unlimited).
+    pub failed_logins_per_minute: Option<u32>,
+    /// Milliseconds between heartbeats (0 = off).
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Milliseconds of silence after which a client is dropped.
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// Milliseconds a new connection has for its TLS handshake and login.
+    pub handshake_timeout_ms: Option<u64>,
+    /// Largest control frame in bytes.
+    pub max_frame_len: Option<usize>,
+}
+
+impl LimitsSpec {
+    /// Applies the keys that are set to `config`.
+    pub fn apply(&self, config: &mut crate::ServerConfig) {
+        let l = &mut config.limits;
+        let ms = std::time::Duration::from_millis;
+        set(&mut l.max_clients, self.max_clients);
+        set(&mut l.max_handshakes, self.max_handshakes);
+        set(&mut l.max_handshakes_per_ip, self.max_handshakes_per_ip);
+        set(&mut l.max_tunnels_per_client, self.max_tunnels_per_client);
+        set(&mut l.max_streams_per_client, self.max_streams_per_client);
+        set(&mut l.max_streams, self.max_streams);
+        set(&mut l.max_pending_visitors, self.max_pending_visitors);
+        set(
+            &mut l.failed_logins_per_minute,
+            self.failed_logins_per_minute,
+        );
+        set(
+            &mut l.heartbeat_interval,
+            self.heartbeat_interval_ms.map(ms),
+        );
+        set(&mut l.heartbeat_timeout, self.heartbeat_timeout_ms.map(ms));
+        set(
+            &mut config.handshake_timeout,
+            self.handshake_timeout_ms.map(ms),
+        );
+        set(&mut config.max_frame_len, self.max_frame_len);
+    }
+}
+
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *field = v;
+    }
 }
 
 /// One `[[hooks]]` table; `kind` picks the hook.
@@ -158,8 +233,9 @@ pub enum HookSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSpec {
-    /// The client's token; `${VAR}` takes it from the environment.
-    pub token: String,
+    /// The client's token; `${VAR}` takes it from the environment. Without
+    /// one, the client must log in with a verified client certificate (mTLS).
+    pub token: Option<String>,
     /// Ports it may open, e.g. `"20000-20010"`.
     #[serde(default, deserialize_with = "from_str_opt")]
     pub ports: Option<PortRanges>,

@@ -296,13 +296,18 @@ fn policy(
     };
     let mut rules = HashMap::new();
     for (name, c) in clients {
-        let token = expand_env(&c.token).map_err(|var| {
-            format!("policy: client '{name}': token refers to ${{{var}}}, which is not set")
-        })?;
+        let token = c
+            .token
+            .as_deref()
+            .map(expand_env)
+            .transpose()
+            .map_err(|var| {
+                format!("policy: client '{name}': token refers to ${{{var}}}, which is not set")
+            })?;
         rules.insert(
             name.clone(),
             ClientRules {
-                token: Secret::new(token),
+                token: token.map(Secret::new),
                 ports: c.ports.clone(),
                 max_tunnels: c.max_tunnels,
                 max_streams: c.max_streams,
@@ -389,7 +394,7 @@ mod tests {
                 .iter()
                 .map(|n| {
                     let spec = ClientSpec {
-                        token: "t".into(),
+                        token: Some("t".into()),
                         ports: None,
                         max_tunnels: None,
                         max_streams: None,

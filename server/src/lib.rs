@@ -27,6 +27,7 @@ mod error;
 pub mod file_config;
 mod handshake;
 pub mod hook_config;
+mod limits;
 mod session;
 mod tunnel;
 
@@ -38,12 +39,16 @@ use std::time::Duration;
 
 use reitunnel_hooks::builtin::TokenAuth;
 use reitunnel_hooks::{ClientId, CloseReason, HookChain, Scope, ServerInfo, StreamId, TunnelId};
+use reitunnel_transport::tls::{server_acceptor, TlsAcceptor};
 use reitunnel_transport::{listen, Closer};
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
+use limits::{FailedLogins, Gauge, PerIp};
+
 pub use config::ServerConfig;
 pub use error::{ServerError, SessionError, StreamError};
+pub use limits::{LimitHit, Limits};
 pub use reitunnel_hooks::ports::{PortRanges, PortRangesError};
 
 /// Id counters, unique for the life of the server.
@@ -78,6 +83,33 @@ struct Shared {
     root: Arc<Closer<CloseReason>>,
     /// Rotates where the search for a free allowed port starts.
     port_hint: AtomicUsize,
+    /// Set when the control listener speaks TLS.
+    tls: Option<TlsAcceptor>,
+    /// Server-wide counts behind [`Limits`].
+    admission: Admission,
+}
+
+/// The server-wide counted limits; per-client and per-tunnel ones live with
+/// their session and tunnel.
+#[derive(Debug)]
+struct Admission {
+    handshakes: Gauge,
+    handshakes_per_ip: PerIp,
+    clients: Gauge,
+    streams: Gauge,
+    failed_logins: FailedLogins,
+}
+
+impl Admission {
+    fn new(limits: &Limits) -> Admission {
+        Admission {
+            handshakes: Gauge::new("max_handshakes", limits.max_handshakes),
+            handshakes_per_ip: PerIp::new("max_handshakes_per_ip", limits.max_handshakes_per_ip),
+            clients: Gauge::new("max_clients", limits.max_clients),
+            streams: Gauge::new("max_streams", limits.max_streams),
+            failed_logins: FailedLogins::new(limits.failed_logins_per_minute),
+        }
+    }
 }
 
 impl Shared {
@@ -117,14 +149,24 @@ impl Server {
             name: config.name.as_str().into(),
             listen: local,
         };
+        let tls = match &config.tls {
+            None => None,
+            Some(settings) => {
+                let (acceptor, fingerprint) = server_acceptor(settings)?;
+                tracing::info!(%fingerprint, client_certificates = settings.client_ca.is_some(), "TLS 1.3 on; clients may pin this sha256 fingerprint");
+                Some(acceptor)
+            }
+        };
         Ok(Server {
             listener,
             shared: Arc::new(Shared {
-                config,
                 chain,
                 ids: Ids::default(),
                 root: Closer::root(),
                 port_hint: AtomicUsize::new(0),
+                tls,
+                admission: Admission::new(&config.limits),
+                config,
             }),
             info,
         })

@@ -13,6 +13,7 @@ use reitunnel_hooks::HookChain;
 use reitunnel_server::file_config::{ByteSize, FileConfig, HookSpec};
 use reitunnel_server::hook_config::add_hooks;
 use reitunnel_server::{PortRanges, Server, ServerConfig};
+use reitunnel_transport::tls::ServerTls;
 
 /// How long the server waits at exit for webhooks to deliver the last events.
 const WEBHOOK_DRAIN: Duration = Duration::from_secs(5);
@@ -64,6 +65,16 @@ struct Args {
     /// HMAC secret for --webhook.
     #[arg(long, env = "REITUNNEL_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
+    /// TLS certificate chain (PEM); with --tls-key, clients must connect with TLS 1.3.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key for --tls-cert (PEM: PKCS#8, RSA or EC).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM); the certificate's
+    /// name becomes the client's name, and replaces the token unless one is set.
+    #[arg(long, value_name = "FILE")]
+    client_ca: Option<PathBuf>,
     /// Log one in N data chunks at debug level, 0 = none (when the file configures no hooks).
     #[arg(long, default_value_t = 0)]
     log_data_every: u64,
@@ -123,9 +134,22 @@ fn main() -> anyhow::Result<()> {
         .hooks
         .iter()
         .any(|h| matches!(h, HookSpec::Policy { .. }));
-    match (&token, has_policy) {
+    let tls = match (args.tls_cert.or(s.tls_cert), args.tls_key.or(s.tls_key)) {
+        (Some(cert), Some(key)) => Some(ServerTls {
+            cert,
+            key,
+            client_ca: args.client_ca.or(s.client_ca),
+        }),
+        (None, None) if args.client_ca.is_some() || s.client_ca.is_some() => {
+            anyhow::bail!("client certificates (client_ca) need TLS: give tls_cert and tls_key")
+        }
+        (None, None) => None,
+        _ => anyhow::bail!("TLS needs both tls_cert and tls_key"),
+    };
+    let mtls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    match (&token, has_policy || mtls) {
         (None, false) => anyhow::bail!(
-            "a token is required: --token, REITUNNEL_TOKEN, `token` in the config file, or a `policy` hook with per-client tokens"
+            "a token is required: --token, REITUNNEL_TOKEN, `token` in the config file, a `policy` hook with per-client tokens, or client certificates (--client-ca)"
         ),
         (Some(_), true) => anyhow::bail!(
             "a global token and a `policy` hook's per-client tokens exclude each other: drop one"
@@ -137,6 +161,8 @@ fn main() -> anyhow::Result<()> {
         .or(s.listen)
         .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7000)));
     let mut config = ServerConfig::new(listen, token.map(Secret::new));
+    config.tls = tls;
+    s.limits.apply(&mut config);
     if let Some(name) = args.name.or(s.name) {
         config.name = name;
     }

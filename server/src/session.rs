@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use reitunnel_hooks::{
@@ -11,78 +12,168 @@ use reitunnel_hooks::{
     TunnelKind,
 };
 use reitunnel_proto::{CodecError, Frame, FrameCodec};
+use reitunnel_transport::heartbeat::{Beat, Heartbeat, SendFailure};
+use reitunnel_transport::tls::{explain, identity, Side};
 use reitunnel_transport::{
     listen, spawn_mux, tune, write_frame, Closer, MuxHandle, MuxStream, CLOSE_GRACE,
 };
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at, Instant};
 use tokio_util::codec::Framed;
 
 use crate::handshake::{check_name, read_login};
+use crate::limits::{Gauge, Slot};
 use crate::{tunnel, SessionError, Shared};
 
-/// Serves one accepted connection from login to disconnect.
-pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr) {
+/// What a session's transport must offer: plain TCP or TLS over it.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// Serves one accepted connection from its TLS handshake and login to
+/// disconnect. The handshake holds a counted slot (in total and per source
+/// IP) and must finish within `handshake_timeout`.
+pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tune(&tcp);
+    let admission = &shared.admission;
+    let slots = admission
+        .handshakes
+        .take()
+        .and_then(|a| Ok((a, admission.handshakes_per_ip.take(peer.ip())?)));
+    let slots = match slots {
+        Ok(slots) => slots,
+        Err(hit) => return shared.report(Scope::Server, &SessionError::Limit { peer, hit }),
+    };
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    match shared.tls.clone() {
+        None => admit(shared, tcp, peer, None, slots, deadline).await,
+        Some(acceptor) => match timeout_at(deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => {
+                let identity = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|cert| identity(cert));
+                admit(shared, tls, peer, identity, slots, deadline).await
+            }
+            Ok(Err(e)) => {
+                let reason = explain(&e, Side::Server).unwrap_or_else(|| e.to_string());
+                shared.report(Scope::Server, &SessionError::Tls { peer, reason });
+            }
+            Err(_) => shared.report(Scope::Server, &shared.handshake_timeout(peer)),
+        },
+    }
+}
+
+/// Reads the login, runs the admission checks and the hooks' gate, answers,
+/// and runs the session. `identity` is the verified client certificate's.
+async fn admit<S: Io>(
+    shared: Arc<Shared>,
+    mut io: S,
+    peer: SocketAddr,
+    identity: Option<String>,
+    handshake_slots: (Slot, Slot),
+    deadline: Instant,
+) {
     let cfg = &shared.config;
-    let login = match timeout(
-        cfg.handshake_timeout,
-        read_login(&mut tcp, peer, cfg.max_frame_len),
-    )
-    .await
-    {
+    let login = match timeout_at(deadline, read_login(&mut io, peer, cfg.max_frame_len)).await {
         Ok(Ok(login)) => login,
         Ok(Err(e)) => return shared.report(Scope::Server, &e),
-        Err(_) => {
-            let e = SessionError::HandshakeTimeout {
-                peer,
-                after: cfg.handshake_timeout,
-            };
-            return shared.report(Scope::Server, &e);
-        }
+        Err(_) => return shared.report(Scope::Server, &shared.handshake_timeout(peer)),
     };
-
-    let client = Arc::new(ClientInfo::new(
-        shared.ids.client(),
-        login.name.as_str(),
-        peer,
-    ));
-    let admitted = match check_name(&login.name) {
-        Err(why) => Err(shared.chain.refuse(
-            Scope::Client(&client),
-            Reason::new(RefuseCode::BadRequest, why),
-        )),
-        Ok(()) => shared.chain.open_client(
-            client.clone(),
-            &Login {
+    let mut client = ClientInfo::new(shared.ids.client(), login.name.as_str(), peer);
+    if identity.is_some() {
+        client = client.certified();
+    }
+    let client = Arc::new(client);
+    let admitted = shared
+        .check_login(&client, identity.as_deref())
+        .map_err(|reason| shared.chain.refuse(Scope::Client(&client), reason))
+        .and_then(|slot| {
+            let login = Login {
                 nonce: &login.nonce,
                 proof: &login.proof,
-            },
-        ),
-    };
-    let open = match admitted {
-        Ok(open) => open,
+            };
+            Ok((slot, shared.chain.open_client(client.clone(), &login)?))
+        });
+    let (client_slot, open) = match admitted {
+        Ok(admitted) => admitted,
         Err(Refusal { reason, by }) => {
             tracing::warn!(client = %client.name, %peer, %by, %reason, "login refused");
+            if reason.code == RefuseCode::AuthFailed {
+                if let Some(wait) = shared.admission.failed_logins.failed(peer.ip()) {
+                    tracing::warn!(%peer, ?wait, "too many failed logins; refusing this address for a while");
+                }
+            }
             let refusal = Frame::LoginRefused {
                 code: reason.code,
                 message: reason.message.into_owned(),
             };
-            let _ = timeout(cfg.handshake_timeout, write_frame(&mut tcp, &refusal)).await;
+            let _ = timeout_at(deadline, write_frame(&mut io, &refusal)).await;
             return;
         }
     };
     let ok = Frame::LoginOk {
         client_id: client.id,
-        heartbeat_ms: 0,
+        heartbeat_ms: u32::try_from(cfg.limits.heartbeat_interval.as_millis()).unwrap_or(u32::MAX),
     };
-    if write_frame(&mut tcp, &ok).await.is_err() {
+    if timeout_at(deadline, write_frame(&mut io, &ok))
+        .await
+        .is_err()
+    {
         return open.close(CloseReason::ConnectionLost);
     }
-    tracing::info!(client = %client.name, id = %client.id, %peer, "client logged in");
-    let reason = Session::start(shared, open, tcp).await;
+    drop(handshake_slots);
+    tracing::info!(client = %client.name, id = %client.id, %peer, certified = client.certified, "client logged in");
+    let reason = Session::start(shared, open, io).await;
+    drop(client_slot);
     tracing::info!(client = %client.name, id = %client.id, %reason, "client gone");
+}
+
+impl Shared {
+    fn handshake_timeout(&self, peer: SocketAddr) -> SessionError {
+        SessionError::HandshakeTimeout {
+            peer,
+            after: self.config.handshake_timeout,
+        }
+    }
+
+    /// The server's own login checks, before any hook: failed-login block,
+    /// name syntax, certificate identity, client count. Returns the
+    /// client's counted slot.
+    fn check_login(&self, client: &ClientInfo, identity: Option<&str>) -> Result<Slot, Reason> {
+        let admission = &self.admission;
+        if let Some(wait) = admission.failed_logins.blocked_for(client.peer.ip()) {
+            return Err(Reason::new(
+                RefuseCode::LimitReached,
+                format!(
+                    "too many failed logins from {} (limit failed_logins_per_minute = {}); retry in {}s",
+                    client.peer.ip(),
+                    admission.failed_logins.per_minute(),
+                    wait.as_secs() + 1
+                ),
+            ));
+        }
+        check_name(&client.name).map_err(|why| Reason::new(RefuseCode::BadRequest, why))?;
+        if let Some(identity) = identity {
+            if *client.name != *identity {
+                return Err(Reason::auth_failed(format!(
+                    "client name '{}' does not match its certificate, which is for '{identity}'",
+                    client.name
+                )));
+            }
+        }
+        admission.clients.take().map_err(|hit| {
+            let e = SessionError::Limit {
+                peer: client.peer,
+                hit,
+            };
+            self.report(Scope::Client(client), &e);
+            Reason::new(RefuseCode::Unavailable, format!("server is full: {hit}"))
+        })
+    }
 }
 
 /// A logged-in client's state, owned by its connection task.
@@ -93,13 +184,19 @@ struct Session {
     closer: Arc<Closer<CloseReason>>,
     tunnels: HashMap<TunnelId, Arc<Closer<CloseReason>>>,
     tasks: JoinSet<()>,
+    /// `max_tunnels_per_client`: each tunnel task holds a slot.
+    tunnel_slots: Gauge,
+    /// `max_streams_per_client`: shared with the tunnels, a slot per visitor.
+    stream_slots: Arc<Gauge>,
+    heartbeat: Heartbeat,
 }
 
 impl Session {
     /// Runs the session and closes everything it opened; returns why it ended.
-    async fn start(shared: Arc<Shared>, open: Open<ClientInfo>, tcp: TcpStream) -> CloseReason {
+    async fn start<S: Io>(shared: Arc<Shared>, open: Open<ClientInfo>, io: S) -> CloseReason {
         let cfg = &shared.config;
-        let (mux, mut inbound, driver) = spawn_mux(tcp, yamux::Mode::Server, &cfg.mux);
+        let limits = &cfg.limits;
+        let (mux, mut inbound, driver) = spawn_mux(io, yamux::Mode::Server, &cfg.mux);
         let mut session = Session {
             client: open.info().clone(),
             closer: shared.root.child(),
@@ -107,6 +204,12 @@ impl Session {
             mux,
             tunnels: HashMap::new(),
             tasks: JoinSet::new(),
+            tunnel_slots: Gauge::new("max_tunnels_per_client", limits.max_tunnels_per_client),
+            stream_slots: Arc::new(Gauge::new(
+                "max_streams_per_client",
+                limits.max_streams_per_client,
+            )),
+            heartbeat: Heartbeat::new(limits.heartbeat_interval, limits.heartbeat_timeout),
         };
         let reason = match timeout(cfg.handshake_timeout, inbound.recv()).await {
             Ok(Some(control)) => session.control_loop(control, &mut inbound).await,
@@ -138,6 +241,16 @@ impl Session {
         let mut inbound_done = false;
         loop {
             let frame = tokio::select! {
+                beat = self.heartbeat.due() => {
+                    let ping = match beat {
+                        Beat::Ping(ping) => ping,
+                        Beat::Dead(silent) => return self.timed_out(silent),
+                    };
+                    match self.send(&mut control, ping).await {
+                        Ok(()) => continue,
+                        Err(reason) => return reason,
+                    }
+                },
                 _ = self.closer.closed() => {
                     let bye = Frame::Goodbye {
                         code: RefuseCode::ShuttingDown,
@@ -170,6 +283,7 @@ impl Session {
                 }
                 Some(Ok(frame)) => frame,
             };
+            self.heartbeat.heard();
             let reply = match frame {
                 Frame::OpenTunnel {
                     request_id,
@@ -183,7 +297,13 @@ impl Session {
                     None
                 }
                 Frame::Ping { seq } => Some(Frame::Pong { seq }),
-                Frame::Pong { .. } => None,
+                Frame::Pong { seq } => {
+                    if let Some(rtt) = self.heartbeat.pong(seq) {
+                        let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
+                        self.client.rtt_micros.store(micros, Ordering::Relaxed);
+                    }
+                    None
+                }
                 Frame::Goodbye { .. } => return CloseReason::Finished,
                 other => {
                     let e = SessionError::UnexpectedFrame {
@@ -195,11 +315,35 @@ impl Session {
                 }
             };
             if let Some(reply) = reply {
-                if control.send(reply).await.is_err() {
-                    return CloseReason::ConnectionLost;
+                if let Err(reason) = self.send(&mut control, reply).await {
+                    return reason;
                 }
             }
         }
+    }
+
+    /// Sends a control frame; a peer that stopped reading times out like a silent one.
+    async fn send(
+        &self,
+        control: &mut Framed<MuxStream, FrameCodec>,
+        frame: Frame,
+    ) -> Result<(), CloseReason> {
+        self.heartbeat
+            .send(control, frame)
+            .await
+            .map_err(|failure| match failure {
+                SendFailure::Closed => CloseReason::ConnectionLost,
+                SendFailure::Stalled(after) => self.timed_out(after),
+            })
+    }
+
+    fn timed_out(&self, silent: Duration) -> CloseReason {
+        let e = SessionError::HeartbeatTimeout {
+            peer: self.client.peer,
+            after: silent,
+        };
+        self.shared.report(Scope::Client(&self.client), &e);
+        CloseReason::Timeout(e.to_string())
     }
 
     async fn protocol_error(
@@ -240,6 +384,20 @@ impl Session {
             code: r.reason.code,
             message: r.reason.message.into_owned(),
         };
+        let slot = match self.tunnel_slots.take() {
+            Ok(slot) => slot,
+            Err(hit) => {
+                let pending = info(requested);
+                let e = SessionError::Limit {
+                    peer: self.client.peer,
+                    hit,
+                };
+                self.shared.report(Scope::Tunnel(&pending), &e);
+                let reason =
+                    Reason::new(RefuseCode::LimitReached, format!("too many tunnels: {hit}"));
+                return refused(self.shared.chain.refuse(Scope::Tunnel(&pending), reason));
+            }
+        };
         let listener = match self.bind_public(requested) {
             Ok(listener) => listener,
             Err(reason) => {
@@ -259,13 +417,20 @@ impl Session {
         tracing::info!(client = %self.client.name, tunnel = %id, %bound, %target, "tunnel open");
         let closer = self.closer.child();
         self.tunnels.insert(id, closer.clone());
-        self.tasks.spawn(tunnel::run(
-            self.shared.clone(),
-            open,
-            listener,
-            self.mux.clone(),
+        let tunnel = tunnel::Tunnel {
+            shared: self.shared.clone(),
+            mux: self.mux.clone(),
             closer,
-        ));
+            stream_slots: self.stream_slots.clone(),
+            pending: Arc::new(Gauge::new(
+                "max_pending_visitors",
+                self.shared.config.limits.max_pending_visitors,
+            )),
+        };
+        self.tasks.spawn(async move {
+            tunnel.run(open, listener).await;
+            drop(slot);
+        });
         Frame::TunnelOpened {
             request_id,
             tunnel_id: id,

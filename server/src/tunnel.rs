@@ -5,69 +5,97 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reitunnel_hooks::relay::relay;
-use reitunnel_hooks::{CloseReason, Open, Scope, StreamInfo, TunnelInfo};
+use reitunnel_hooks::{CloseReason, Open, Reason, RefuseCode, Scope, StreamInfo, TunnelInfo};
 use reitunnel_proto::Frame;
 use reitunnel_transport::{read_frame, tune, write_frame, Closer, MuxHandle};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
+use crate::limits::{Gauge, Slot};
 use crate::{Shared, StreamError};
 
-/// Accepts visitors until the tunnel's closer fires, then waits for its
-/// streams to close before closing the tunnel itself.
-pub(crate) async fn run(
-    shared: Arc<Shared>,
-    open: Open<TunnelInfo>,
-    listener: TcpListener,
-    mux: MuxHandle,
-    closer: Arc<Closer<CloseReason>>,
-) {
-    let streams = TaskTracker::new();
-    loop {
-        tokio::select! {
-            _ = closer.closed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let visitor = visitor(shared.clone(), tcp, peer, open.info().clone(), mux.clone(), closer.clone());
-                    streams.spawn(visitor);
-                }
-                Err(e) => {
-                    shared.report(Scope::Tunnel(open.info()), &e);
-                    tokio::select! {
-                        _ = closer.closed() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    }
-                }
-            },
-        }
-    }
-    drop(listener); // frees the public port before the close event fires
-    streams.close();
-    streams.wait().await;
-    open.close(closer.reason().unwrap_or(CloseReason::Finished));
+/// A running reverse tunnel: what its visitor tasks share.
+pub(crate) struct Tunnel {
+    pub shared: Arc<Shared>,
+    pub mux: MuxHandle,
+    pub closer: Arc<Closer<CloseReason>>,
+    /// The client's `max_streams_per_client` slots.
+    pub stream_slots: Arc<Gauge>,
+    /// This tunnel's `max_pending_visitors` slots.
+    pub pending: Arc<Gauge>,
 }
 
-/// One visitor: gate, bridge to the client, close.
-async fn visitor(
-    shared: Arc<Shared>,
-    mut tcp: TcpStream,
-    peer: SocketAddr,
-    tunnel: Arc<TunnelInfo>,
-    mux: MuxHandle,
-    closer: Arc<Closer<CloseReason>>,
-) {
-    let _ = tune(&tcp);
-    let info = Arc::new(StreamInfo::new(shared.ids.stream(), tunnel, peer));
-    // A refused visitor is simply disconnected; hooks heard on_rejected.
-    let Ok(open) = shared.chain.open_stream(info) else {
-        return;
-    };
-    let reason = tokio::select! {
-        _ = closer.closed() => closer.reason().unwrap_or(CloseReason::Finished),
-        reason = bridge(&shared, &mut tcp, &open, &mux) => reason,
-    };
-    open.close(reason);
+impl Tunnel {
+    /// Accepts visitors until the tunnel's closer fires, then waits for its
+    /// streams to close before closing the tunnel itself.
+    pub(crate) async fn run(self, open: Open<TunnelInfo>, listener: TcpListener) {
+        let this = Arc::new(self);
+        let closer = &this.closer;
+        let streams = TaskTracker::new();
+        loop {
+            tokio::select! {
+                _ = closer.closed() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        streams.spawn(this.clone().visitor(tcp, peer, open.info().clone()));
+                    }
+                    Err(e) => {
+                        this.shared.report(Scope::Tunnel(open.info()), &e);
+                        tokio::select! {
+                            _ = closer.closed() => break,
+                            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        }
+                    }
+                },
+            }
+        }
+        drop(listener); // frees the public port before the close event fires
+        streams.close();
+        streams.wait().await;
+        open.close(closer.reason().unwrap_or(CloseReason::Finished));
+    }
+
+    /// One visitor: limits, gate, bridge to the client, close.
+    async fn visitor(
+        self: Arc<Self>,
+        mut tcp: TcpStream,
+        peer: SocketAddr,
+        tunnel: Arc<TunnelInfo>,
+    ) {
+        let _ = tune(&tcp);
+        let shared = &self.shared;
+        let info = Arc::new(StreamInfo::new(shared.ids.stream(), tunnel, peer));
+        let slots = shared.admission.streams.take().and_then(|total| {
+            let client = self.stream_slots.take()?;
+            Ok((total, client, self.pending.take()?))
+        });
+        let (_total, _client, pending) = match slots {
+            Ok(slots) => slots,
+            Err(hit) => {
+                // Dropping the socket tells the visitor; hooks and logs hear which limit.
+                shared.report(Scope::Stream(&info), &StreamError::Limit(hit));
+                shared.chain.refuse(
+                    Scope::Stream(&info),
+                    Reason::new(
+                        RefuseCode::LimitReached,
+                        format!("visitor turned away: {hit}"),
+                    ),
+                );
+                return;
+            }
+        };
+        // A refused visitor is simply disconnected; hooks heard on_rejected.
+        let Ok(open) = shared.chain.open_stream(info) else {
+            return;
+        };
+        let closer = &self.closer;
+        let reason = tokio::select! {
+            _ = closer.closed() => closer.reason().unwrap_or(CloseReason::Finished),
+            reason = bridge(shared, &mut tcp, &open, &self.mux, pending) => reason,
+        };
+        open.close(reason);
+    }
 }
 
 /// Opens a yamux stream, introduces the visitor, waits for the client to
@@ -77,6 +105,7 @@ async fn bridge(
     tcp: &mut TcpStream,
     open: &Open<StreamInfo>,
     mux: &MuxHandle,
+    pending: Slot,
 ) -> CloseReason {
     let cfg = &shared.config;
     let info = open.info();
@@ -107,7 +136,7 @@ async fn bridge(
     {
         Err(_) => return failed(StreamError::AckTimeout(cfg.stream_ack_timeout)),
         Ok(Err(e)) => return failed(e.into()),
-        Ok(Ok(Frame::StreamAccepted)) => {}
+        Ok(Ok(Frame::StreamAccepted)) => drop(pending),
         Ok(Ok(Frame::StreamRefused { message })) => {
             return failed(StreamError::TargetRefused {
                 target: info.tunnel.target.to_string(),

@@ -10,8 +10,10 @@
 pub mod cli;
 mod closer;
 mod frame_io;
+pub mod heartbeat;
 mod mux;
 mod socket;
+pub mod tls;
 
 pub use closer::Closer;
 pub use frame_io::{read_frame, write_frame, FrameIoError};

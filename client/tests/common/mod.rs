@@ -3,6 +3,8 @@
 //! and the open/close balance check.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod pki;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -25,8 +25,10 @@ use crate::ports::PortRanges;
 /// What one client may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientRules {
-    /// The client's own token.
-    pub token: Secret,
+    /// The client's own token. `None`: the client must instead log in with
+    /// a client certificate the server verified (mTLS) for this name. With
+    /// both a token and mTLS on the server, both are required.
+    pub token: Option<Secret>,
     /// Public ports it may open (`None`: whatever the server allows).
     pub ports: Option<PortRanges>,
     /// Tunnels it may hold at once.
@@ -77,7 +79,7 @@ struct InUse {
 /// # use reitunnel_hooks::{StreamId, StreamInfo, TunnelId, TunnelInfo, TunnelKind};
 ///
 /// let alice = ClientRules {
-///     token: Secret::new("alice-token"),
+///     token: Some(Secret::new("alice-token")),
 ///     ports: None,
 ///     max_tunnels: Some(1),
 ///     max_streams: None,
@@ -168,11 +170,20 @@ impl Hook for Policy {
                 client.name
             )));
         };
-        if !login.proves(&client.name, rules.token.expose().as_bytes()) {
-            return Verdict::Reject(Reason::auth_failed(format!(
-                "token refused for client '{}'",
-                client.name
-            )));
+        match &rules.token {
+            Some(token) if !login.proves(&client.name, token.expose().as_bytes()) => {
+                return Verdict::Reject(Reason::auth_failed(format!(
+                    "token refused for client '{}'",
+                    client.name
+                )));
+            }
+            None if !client.certified => {
+                return Verdict::Reject(Reason::auth_failed(format!(
+                    "client '{}' must log in with a client certificate",
+                    client.name
+                )));
+            }
+            _ => {}
         }
         self.in_use
             .lock()

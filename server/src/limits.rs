@@ -1,0 +1,217 @@
+//! Resource limits that keep one client, one visitor flood or one attacker
+//! from starving everyone else. Each limit has an internet-safe default, a
+//! name that appears in the refusal, and a permit that gives the slot back
+//! when dropped, so no path can leak one.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The server's limits. Field names are the config file's keys and appear in
+/// every refusal, so an operator can tell which one was hit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Logged-in clients at once.
+    pub max_clients: usize,
+    /// Connections still in their TLS handshake or login, in total: bounds
+    /// what half-open connections can hold.
+    pub max_handshakes: usize,
+    /// The same, per source IP, so one address cannot fill the server.
+    pub max_handshakes_per_ip: usize,
+    /// Tunnels one client session may hold at once.
+    pub max_tunnels_per_client: usize,
+    /// Visitor streams one client session may carry at once. Keep it below
+    /// the yamux session's stream limit (`MuxConfig::max_streams`, 512 on
+    /// both sides by default) so this limit, with its clear reason, is the one hit.
+    pub max_streams_per_client: usize,
+    /// Visitor streams on the whole server at once.
+    pub max_streams: usize,
+    /// Visitors of one tunnel waiting for the client to reach its target.
+    pub max_pending_visitors: usize,
+    /// Failed logins per source IP per minute (burst and rate, 0 = no
+    /// limit). Past it, every login from that IP is refused, right token or
+    /// not, until the rate allows another attempt.
+    pub failed_logins_per_minute: u32,
+    /// How often each side sends a heartbeat on an idle control stream.
+    pub heartbeat_interval: Duration,
+    /// Silence after which the peer is taken for dead.
+    pub heartbeat_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_clients: 1000,
+            max_handshakes: 512,
+            max_handshakes_per_ip: 16,
+            max_tunnels_per_client: 64,
+            max_streams_per_client: 500,
+            max_streams: 10_000,
+            max_pending_visitors: 256,
+            failed_logins_per_minute: 10,
+            heartbeat_interval: Duration::from_secs(10),
+            heartbeat_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A limit that was hit: which one, and its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitHit {
+    /// The limit's name as in [`Limits`] and the config file.
+    pub name: &'static str,
+    /// Its configured value.
+    pub max: usize,
+}
+
+/// A counted slot; dropping it frees the slot.
+#[derive(Debug)]
+pub(crate) enum Slot {
+    Permit { _permit: OwnedSemaphorePermit },
+    PerIp { _slot: PerIpSlot },
+}
+
+/// A slot in a count of at most `max`.
+#[derive(Debug)]
+pub(crate) struct Gauge {
+    name: &'static str,
+    max: usize,
+    slots: Arc<Semaphore>,
+}
+
+impl Gauge {
+    pub(crate) fn new(name: &'static str, max: usize) -> Gauge {
+        Gauge {
+            name,
+            max,
+            slots: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    /// Takes a slot, or says which limit is full.
+    pub(crate) fn take(&self) -> Result<Slot, LimitHit> {
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .map(|p| Slot::Permit { _permit: p })
+            .map_err(|_| LimitHit {
+                name: self.name,
+                max: self.max,
+            })
+    }
+}
+
+/// Counts open handshakes per source IP.
+#[derive(Debug)]
+pub(crate) struct PerIp {
+    name: &'static str,
+    max: usize,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct PerIpSlot {
+    ip: IpAddr,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for PerIpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().expect("per-ip counts");
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl PerIp {
+    pub(crate) fn new(name: &'static str, max: usize) -> PerIp {
+        PerIp {
+            name,
+            max,
+            counts: Arc::default(),
+        }
+    }
+
+    pub(crate) fn take(&self, ip: IpAddr) -> Result<Slot, LimitHit> {
+        let mut counts = self.counts.lock().expect("per-ip counts");
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return Err(LimitHit {
+                name: self.name,
+                max: self.max,
+            });
+        }
+        *n += 1;
+        let slot = PerIpSlot {
+            ip,
+            counts: self.counts.clone(),
+        };
+        Ok(Slot::PerIp { _slot: slot })
+    }
+}
+
+/// Source IPs that failed to log in too often: refused until their time is up.
+pub(crate) struct FailedLogins {
+    per_minute: u32,
+    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    blocked: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+/// Beyond this many blocked addresses, expired entries are swept on insert.
+const SWEEP_AT: usize = 4096;
+
+impl FailedLogins {
+    pub(crate) fn new(per_minute: u32) -> FailedLogins {
+        FailedLogins {
+            per_minute,
+            limiter: NonZeroU32::new(per_minute)
+                .map(|n| DefaultKeyedRateLimiter::keyed(Quota::per_minute(n))),
+            blocked: Mutex::default(),
+        }
+    }
+
+    /// How long `ip` is still refused, if it is.
+    pub(crate) fn blocked_for(&self, ip: IpAddr) -> Option<Duration> {
+        let blocked = self.blocked.lock().expect("failed logins");
+        let until = *blocked.get(&ip)?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// Counts a failed login; returns the block if this one crossed the limit.
+    pub(crate) fn failed(&self, ip: IpAddr) -> Option<Duration> {
+        let limiter = self.limiter.as_ref()?;
+        let not_until = limiter.check_key(&ip).err()?;
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let now = Instant::now();
+        let mut blocked = self.blocked.lock().expect("failed logins");
+        if blocked.len() >= SWEEP_AT {
+            blocked.retain(|_, until| *until > now);
+            limiter.retain_recent();
+        }
+        blocked.insert(ip, now + wait);
+        Some(wait)
+    }
+
+    /// The configured rate, for messages.
+    pub(crate) fn per_minute(&self) -> u32 {
+        self.per_minute
+    }
+}
+
+impl std::fmt::Debug for FailedLogins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailedLogins")
+            .field("per_minute", &self.per_minute)
+            .finish_non_exhaustive()
+    }
+}
