@@ -69,6 +69,7 @@ pub(crate) enum Command {
 /// A logged-in client session. Dropping it ends the session like [`Client::shutdown`].
 pub struct Client {
     id: ClientId,
+    info: Arc<ClientInfo>,
     commands: mpsc::Sender<Command>,
     task: JoinHandle<Result<(), ClientError>>,
 }
@@ -134,12 +135,13 @@ impl Client {
             nonce: &logged_in.nonce,
             proof: &logged_in.proof,
         };
-        let open = chain
-            .open_client(info, &login)
-            .map_err(|r| ClientError::RefusedLocally {
-                by: r.by,
-                message: r.reason.message.into_owned(),
-            })?;
+        let open =
+            chain
+                .open_client(info.clone(), &login)
+                .map_err(|r| ClientError::RefusedLocally {
+                    by: r.by,
+                    message: r.reason.message.into_owned(),
+                })?;
         let (mux, inbound, driver) = spawn_mux(io, yamux::Mode::Client, &cfg.mux);
         let control = mux.open().await.map_err(|_| ClientError::ConnectionLost)?;
         let (commands, rx) = mpsc::channel(16);
@@ -160,6 +162,7 @@ impl Client {
         }));
         Ok(Client {
             id: logged_in.id,
+            info,
             commands,
             task,
         })
@@ -168,6 +171,11 @@ impl Client {
     /// The id the server gave this session.
     pub fn id(&self) -> ClientId {
         self.id
+    }
+
+    /// The latest heartbeat round trip to the server, once one was measured.
+    pub fn round_trip(&self) -> Option<Duration> {
+        self.info.rtt()
     }
 
     /// Asks the server for a public listener forwarding to `spec.target`.

@@ -19,7 +19,7 @@ struct Args {
     /// Shared secret of the server (only an HMAC proof of it is sent).
     /// Optional with --cert when the server authenticates by certificate alone.
     #[arg(long, env = "REITUNNEL_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    token: Option<Secret>,
     /// Name to log in with (letters, digits, `. _ - @`) [default: the
     /// identity of --cert, else reitunnel-client].
     #[arg(long)]
@@ -102,13 +102,13 @@ fn config(args: &Args) -> Result<ClientConfig, String> {
     };
     let token = match (&args.token, &args.cert) {
         (Some(token), _) => token.clone(),
-        (None, Some(_)) => String::new(),
+        (None, Some(_)) => Secret::new(""),
         (None, None) => return Err(
             "a token is required (--token or REITUNNEL_TOKEN), or a client certificate (--cert)"
                 .to_owned(),
         ),
     };
-    let mut cfg = ClientConfig::new(args.server.clone(), name, Secret::new(token));
+    let mut cfg = ClientConfig::new(args.server.clone(), name, token);
     let tls = args.tls || args.ca.is_some() || args.fingerprint.is_some() || args.cert.is_some();
     if tls {
         cfg.tls = Some(ClientTls {

@@ -296,3 +296,65 @@ async fn tls_on_one_side_only_is_named() {
     .await;
     plain.stop().await;
 }
+
+/// The command-line client: `--fingerprint` pins a self-signed server,
+/// `--cert/--key` log in by certificate with its name, no token needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_client_pins_the_server_and_logs_in_by_certificate() {
+    use tokio::io::AsyncBufReadExt;
+    let pki = Pki::new("unused ca");
+    let server_cert = pki.self_signed("self", &["edge.internal"]);
+    let clients = Pki::new("client ca");
+    let dave = clients.leaf("dave", &["dave"], false);
+    let (server, rec) = tls_server(server_tls(&server_cert, Some(&clients)), None).await;
+    let echo = echo_service().await;
+    let pin = Fingerprint::of(&server_cert.der).to_string();
+    let client = |fingerprint: &str| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_reitunnel-client"));
+        cmd.args([
+            "--server",
+            &server.addr.to_string(),
+            "--fingerprint",
+            fingerprint,
+        ])
+        .arg("--cert")
+        .arg(&dave.cert)
+        .arg("--key")
+        .arg(&dave.key)
+        .args(["-R", &format!("0:{echo}")])
+        .env_remove("REITUNNEL_TOKEN")
+        .kill_on_drop(true);
+        cmd
+    };
+
+    let wrong = "AB".repeat(32);
+    let out = client(&wrong).output().await.unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error: TLS with server") && stderr.contains("not the pinned"),
+        "{stderr}"
+    );
+
+    let mut child = client(&pin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next_line().await.unwrap().expect("ready line");
+    let public: std::net::SocketAddr = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
+    assert_eq!(echo_check(public, 1 << 20, 3).await, 1 << 20);
+    rec.wait_for("dave's login", |ev| {
+        ev.iter()
+            .any(|e| matches!(e, Ev::Connect(_, n) if n == "dave"))
+    })
+    .await;
+    child.kill().await.unwrap();
+    server.stop().await;
+    assert_balanced(&rec.events());
+}

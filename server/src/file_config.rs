@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
 use crate::PortRanges;
+use reitunnel_hooks::builtin::Secret;
 
 /// The server's config file.
 #[derive(Debug, Default)]
@@ -30,7 +31,7 @@ pub struct Settings {
     /// `--listen`.
     pub listen: Option<SocketAddr>,
     /// `--token`; `${VAR}` takes it from the environment.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// `--allow-ports`, e.g. `"20000-20100,30000"`.
     #[serde(default, deserialize_with = "from_str_opt")]
     pub allow_ports: Option<PortRanges>,
@@ -213,7 +214,7 @@ pub enum HookSpec {
         /// The endpoint, `http://host[:port][/path]`.
         url: String,
         /// HMAC key for `X-Reitunnel-Signature`; `${VAR}` takes it from the environment.
-        secret: String,
+        secret: Secret,
         /// Event names to send, e.g. `["quota.exceeded"]`; empty = all.
         #[serde(default)]
         events: Vec<String>,
@@ -235,7 +236,7 @@ pub enum HookSpec {
 pub struct ClientSpec {
     /// The client's token; `${VAR}` takes it from the environment. Without
     /// one, the client must log in with a verified client certificate (mTLS).
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Ports it may open, e.g. `"20000-20010"`.
     #[serde(default, deserialize_with = "from_str_opt")]
     pub ports: Option<PortRanges>,
@@ -420,11 +421,12 @@ impl FileConfig {
             source: Box::new(source),
         })?;
         if let Some(token) = &settings.token {
-            settings.token = Some(expand_env(token).map_err(|var| ConfigError::MissingEnv {
+            let token = expand_env(token.expose()).map_err(|var| ConfigError::MissingEnv {
                 path: path.to_owned(),
                 field: "token",
                 var,
-            })?);
+            })?;
+            settings.token = Some(Secret::new(token));
         }
         let hooks = std::mem::take(&mut settings.hooks)
             .into_iter()
@@ -561,10 +563,30 @@ kind = "log"
     }
 
     #[test]
+    fn secrets_never_show_in_debug_output() {
+        let cfg = parse(
+            "token = \"tok-111\"\n[[hooks]]\nkind = \"webhook\"\nurl = \"http://h/\"\nsecret = \"hook-222\"\n\
+             [[hooks]]\nkind = \"policy\"\n[hooks.clients.alice]\ntoken = \"alice-333\"\n",
+        )
+        .unwrap();
+        let mut server =
+            crate::ServerConfig::new("127.0.0.1:0".parse().unwrap(), cfg.settings.token.clone());
+        cfg.settings.limits.apply(&mut server);
+        let shown = format!("{cfg:?} {server:?}");
+        for secret in ["tok-111", "hook-222", "alice-333"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("MASKED"));
+    }
+
+    #[test]
     fn tokens_come_from_the_environment() {
         std::env::set_var("REITUNNEL_TEST_TOKEN_X", "s3cret");
         let cfg = parse("token = \"${REITUNNEL_TEST_TOKEN_X}\"\n").unwrap();
-        assert_eq!(cfg.settings.token.as_deref(), Some("s3cret"));
+        assert_eq!(
+            cfg.settings.token.as_ref().map(Secret::expose),
+            Some("s3cret")
+        );
         let e = parse("token = \"${REITUNNEL_TEST_UNSET_Y}\"\n").unwrap_err();
         assert_eq!(
             e,

@@ -76,7 +76,7 @@ pub fn add_hooks(
                     "webhook {url}: timeout_secs must be at least 1"
                 )));
             }
-            let secret = expand_env(secret).map_err(|var| {
+            let secret = expand_env(secret.expose()).map_err(|var| {
                 invalid(format!(
                     "webhook {url}: secret refers to ${{{var}}}, which is not set"
                 ))
@@ -298,8 +298,8 @@ fn policy(
     for (name, c) in clients {
         let token = c
             .token
-            .as_deref()
-            .map(expand_env)
+            .as_ref()
+            .map(|t| expand_env(t.expose()))
             .transpose()
             .map_err(|var| {
                 format!("policy: client '{name}': token refers to ${{{var}}}, which is not set")

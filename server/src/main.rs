@@ -31,7 +31,7 @@ struct Args {
     listen: Option<SocketAddr>,
     /// Shared secret every client must prove (never sent in clear).
     #[arg(long, env = "REITUNNEL_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    token: Option<Secret>,
     /// Ports clients may open, e.g. `20000-20100,30000` [default: 1024-65535].
     #[arg(long, value_name = "RANGES")]
     allow_ports: Option<PortRanges>,
@@ -64,7 +64,7 @@ struct Args {
     webhook: Option<String>,
     /// HMAC secret for --webhook.
     #[arg(long, env = "REITUNNEL_WEBHOOK_SECRET", hide_env_values = true)]
-    webhook_secret: Option<String>,
+    webhook_secret: Option<Secret>,
     /// TLS certificate chain (PEM); with --tls-key, clients must connect with TLS 1.3.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -129,7 +129,7 @@ fn main() -> anyhow::Result<()> {
         None => (FileConfig::default(), PathBuf::from("(no config file)")),
     };
     let s = file.settings;
-    let token = args.token.or(s.token).filter(|t| !t.is_empty());
+    let token = args.token.or(s.token).filter(|t| !t.expose().is_empty());
     let has_policy = file
         .hooks
         .iter()
@@ -160,7 +160,7 @@ fn main() -> anyhow::Result<()> {
         .listen
         .or(s.listen)
         .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7000)));
-    let mut config = ServerConfig::new(listen, token.map(Secret::new));
+    let mut config = ServerConfig::new(listen, token);
     config.tls = tls;
     s.limits.apply(&mut config);
     if let Some(name) = args.name.or(s.name) {

@@ -46,6 +46,11 @@ pub struct MuxConfig {
     /// Buffer between the socket and yamux, each way: yamux writes header
     /// and body separately and flushes per frame.
     pub io_buffer: usize,
+    /// Bytes the peer may send ahead of what we have read, over all streams
+    /// (each stream's window auto-grows within it): the bound on what one
+    /// session can make us buffer. At least 256 KiB x `max_streams`; the
+    /// 128 MiB default covers a 1 Gbit/s x 1 s bandwidth-delay product.
+    pub max_connection_window: usize,
 }
 
 impl Default for MuxConfig {
@@ -54,6 +59,7 @@ impl Default for MuxConfig {
             split_send_size: 256 * 1024,
             max_streams: 512,
             io_buffer: 512 * 1024,
+            max_connection_window: 128 << 20,
         }
     }
 }
@@ -62,7 +68,7 @@ impl MuxConfig {
     fn yamux(&self) -> yamux::Config {
         let mut cfg = yamux::Config::default();
         // Window first: yamux asserts window >= 256 KiB x streams on each setter.
-        let window = (self.max_streams * 256 * 1024).max(1 << 30);
+        let window = (self.max_streams * 256 * 1024).max(self.max_connection_window);
         cfg.set_max_connection_receive_window(Some(window));
         cfg.set_max_num_streams(self.max_streams);
         cfg.set_split_send_size(self.split_send_size.clamp(16 * 1024, 1024 * 1024));

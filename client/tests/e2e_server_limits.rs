@@ -1,0 +1,285 @@
+//! The server's own limits through real sessions: each one, when hit, gives
+//! whoever hit it a reason naming the limit, reaches `on_error`, and leaves
+//! everyone else alone; its slot comes back when the holder closes. And
+//! heartbeats: a peer frozen behind a proxy is noticed by both sides.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use reitunnel_client::{Client, ClientError};
+use reitunnel_hooks::{BoxError, ClientInfo, CloseReason, Hook, HookChain, Totals};
+use reitunnel_server::ServerConfig;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+async fn limited(tweak: impl FnOnce(&mut ServerConfig)) -> (TestServer, Arc<Recorder>) {
+    let rec = Recorder::new();
+    let server = TestServer::start(HookChain::builder().shared(rec.clone()).build(), tweak).await;
+    (server, rec)
+}
+
+fn has_error(events: &[Ev], text: &str) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, Ev::Error(m) if m.contains(text)))
+}
+
+/// A visitor the server turned away: its connection ends without a byte.
+async fn turned_away(addr: SocketAddr) {
+    let mut visitor = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(PATIENCE, visitor.read(&mut buf))
+        .await
+        .expect("turned away, not left hanging");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_clients_refuses_the_next_with_the_limit_and_frees_on_logout() {
+    let (server, rec) = limited(|c| c.limits.max_clients = 1).await;
+    let first = connect(server.addr, "first").await;
+    let err =
+        match Client::connect(client_config(server.addr, "second"), HookChain::default()).await {
+            Ok(_) => panic!("second client admitted past max_clients"),
+            Err(e) => e.to_string(),
+        };
+    assert!(
+        err.contains("server is full: limit max_clients = 1 reached"),
+        "{err}"
+    );
+    assert!(has_error(&rec.events(), "max_clients = 1"));
+    let echo = echo_service().await;
+    let tunnel = reverse(&first, echo).await;
+    assert_eq!(echo_check(tunnel.public_addr, 100_000, 1).await, 100_000);
+    first.shutdown().await.unwrap();
+    rec.wait_for("first gone", |ev| {
+        ev.iter().any(|e| matches!(e, Ev::Disconnect(..)))
+    })
+    .await;
+    let second = connect(server.addr, "second").await;
+    second.shutdown().await.unwrap();
+    server.stop().await;
+    assert_balanced(&rec.events());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_tunnels_per_client_refuses_the_next_and_frees_on_close() {
+    let (server, rec) = limited(|c| c.limits.max_tunnels_per_client = 1).await;
+    let client = connect(server.addr, "c").await;
+    let echo = echo_service().await;
+    let spec = || format!("0:{echo}").parse().unwrap();
+    let first = client.open_reverse(spec()).await.unwrap();
+    match client.open_reverse(spec()).await {
+        Err(ClientError::TunnelRefused { message, .. }) => assert!(
+            message.contains("too many tunnels: limit max_tunnels_per_client = 1 reached"),
+            "{message}"
+        ),
+        other => panic!("second tunnel: {other:?}"),
+    }
+    assert!(has_error(&rec.events(), "max_tunnels_per_client = 1"));
+    client.close_tunnel(first.id).await.unwrap();
+    rec.wait_for("first tunnel closed", |ev| {
+        ev.iter()
+            .any(|e| matches!(e, Ev::TunnelClose(id, ..) if *id == first.id))
+    })
+    .await;
+    let again = client.open_reverse(spec()).await.expect("slot given back");
+    assert_eq!(echo_check(again.public_addr, 100_000, 2).await, 100_000);
+    client.shutdown().await.unwrap();
+    server.stop().await;
+    assert_balanced(&rec.events());
+}
+
+/// Holds `n` visitor streams open through `addr` until dropped.
+async fn hold_streams(rec: &Recorder, addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let before = opened(&rec.events());
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    rec.wait_for("streams open", |ev| opened(ev) >= before + n)
+        .await;
+    held
+}
+
+fn opened(events: &[Ev]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Ev::StreamOpen(..)))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_limits_turn_visitors_away_per_client_and_in_total() {
+    let (server, rec) = limited(|c| {
+        c.limits.max_streams_per_client = 2;
+        c.limits.max_streams = 3;
+    })
+    .await;
+    let echo = echo_service().await;
+    let a = connect(server.addr, "a").await;
+    let b = connect(server.addr, "b").await;
+    let ta = reverse(&a, echo).await;
+    let tb = reverse(&b, echo).await;
+
+    let mut held_a = hold_streams(&rec, ta.public_addr, 2).await;
+    turned_away(ta.public_addr).await;
+    rec.wait_for("per-client limit reported", |ev| {
+        has_error(
+            ev,
+            "visitor turned away: limit max_streams_per_client = 2 reached",
+        )
+    })
+    .await;
+    // Client b is under its own limit, but the server's total is 3.
+    let _held_b = hold_streams(&rec, tb.public_addr, 1).await;
+    turned_away(tb.public_addr).await;
+    rec.wait_for("total limit reported", |ev| {
+        has_error(ev, "limit max_streams = 3 reached")
+    })
+    .await;
+
+    // A closed stream gives its slots back.
+    drop(held_a.pop());
+    assert_eq!(echo_check(ta.public_addr, 100_000, 3).await, 100_000);
+    drop(held_a);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    server.stop().await;
+    let events = rec.events();
+    assert_balanced(&events);
+    let refusals = events
+        .iter()
+        .filter(
+            |e| matches!(e, Ev::Rejected { reason, .. } if reason.contains("visitor turned away")),
+        )
+        .count();
+    assert_eq!(refusals, 2, "{events:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_pending_visitors_zero_turns_every_visitor_away() {
+    let (server, rec) = limited(|c| c.limits.max_pending_visitors = 0).await;
+    let client = connect(server.addr, "c").await;
+    let tunnel = reverse(&client, echo_service().await).await;
+    turned_away(tunnel.public_addr).await;
+    rec.wait_for("pending limit reported", |ev| {
+        has_error(ev, "limit max_pending_visitors = 0 reached")
+    })
+    .await;
+    client.shutdown().await.unwrap();
+    server.stop().await;
+    assert_balanced(&rec.events());
+}
+
+/// A TCP proxy that forwards until frozen, then holds both connections
+/// open without moving a byte: a peer that vanished without a FIN.
+async fn freezable_proxy(upstream: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (freeze, frozen) = watch::channel(false);
+    tokio::spawn(async move {
+        let (mut down, _) = listener.accept().await.unwrap();
+        let mut up = TcpStream::connect(upstream).await.unwrap();
+        let mut frozen = frozen;
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+            _ = frozen.changed() => {
+                // Hold both ends open, silent, until the test ends.
+                std::future::pending::<()>().await;
+            }
+        }
+    });
+    (addr, freeze)
+}
+
+/// Records the heartbeat round trip a session had measured when it closed.
+#[derive(Default)]
+struct RttAtClose(Mutex<Option<Duration>>);
+
+impl Hook for RttAtClose {
+    fn name(&self) -> &str {
+        "rtt"
+    }
+    fn on_client_disconnect(
+        &self,
+        c: &ClientInfo,
+        _: &CloseReason,
+        _: &Totals,
+    ) -> Result<(), BoxError> {
+        *self.0.lock().unwrap() = c.rtt();
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_peer_is_noticed_by_both_sides_within_the_heartbeat_timeout() {
+    let rec = Recorder::new();
+    let server = TestServer::start(HookChain::builder().shared(rec.clone()).build(), |c| {
+        c.limits.heartbeat_interval = Duration::from_millis(100);
+        c.limits.heartbeat_timeout = Duration::from_millis(600);
+    })
+    .await;
+    let (proxy, freeze) = freezable_proxy(server.addr).await;
+    let mut cfg = client_config(proxy, "frozen");
+    cfg.heartbeat_timeout = Duration::from_millis(600);
+    let client_rec = Recorder::new();
+    let client_rtt = Arc::new(RttAtClose::default());
+    let chain = HookChain::builder()
+        .shared(client_rec.clone())
+        .shared(client_rtt.clone())
+        .build();
+    let client = Client::connect(cfg, chain).await.unwrap();
+    let tunnel = reverse(&client, echo_service().await).await;
+    assert_eq!(echo_check(tunnel.public_addr, 10_000, 4).await, 10_000);
+    // The first heartbeat's answer gives the client a round trip (polled: an
+    // RTT is a number, not an event).
+    tokio::time::timeout(PATIENCE, async {
+        while client.round_trip().is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("client measures an RTT");
+
+    freeze.send(true).unwrap();
+    // The server drops the session with a timeout and tells its hooks why.
+    let events = rec
+        .wait_for("server-side disconnect", |ev| {
+            ev.iter().any(|e| matches!(e, Ev::Disconnect(..)))
+        })
+        .await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Ev::Disconnect(_, reason, _) if reason == "timeout")),
+        "{events:#?}"
+    );
+    assert!(has_error(&events, "(heartbeat timeout)"), "{events:#?}");
+    // The client's session ends on its own, for the same reason.
+    tokio::time::timeout(PATIENCE, client.ended())
+        .await
+        .expect("client notices");
+    let err = client.shutdown().await.unwrap_err();
+    assert!(
+        err.to_string().contains("server unresponsive")
+            && err.to_string().contains("heartbeat timeout"),
+        "{err}"
+    );
+    let client_events = client_rec.events();
+    assert!(
+        client_events
+            .iter()
+            .any(|e| matches!(e, Ev::Disconnect(_, reason, _) if reason == "timeout")),
+        "{client_events:#?}"
+    );
+    assert_balanced(&client_events);
+    assert!(client_rtt.0.lock().unwrap().is_some(), "client-side RTT");
+    server.stop().await;
+    assert_balanced(&rec.events());
+}
