@@ -21,6 +21,9 @@
 
 mod config;
 mod error;
+/// Public wrappers over the login code, for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub mod fuzzing;
 mod login;
 mod session;
 mod spec;

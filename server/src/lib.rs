@@ -25,6 +25,9 @@ pub mod cli;
 mod config;
 mod error;
 pub mod file_config;
+/// Public wrappers over the login code, for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub mod fuzzing;
 mod handshake;
 pub mod hook_config;
 mod limits;
