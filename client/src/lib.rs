@@ -21,6 +21,7 @@
 
 mod config;
 mod error;
+pub mod file_config;
 /// Public wrappers over the login code, for the fuzz targets in `fuzz/`.
 #[doc(hidden)]
 pub mod fuzzing;

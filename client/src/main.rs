@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
+use reitunnel_client::file_config::ClientFile;
 use reitunnel_client::{Client, ClientConfig, ClientTls, Fingerprint, RemoteSpec};
 use reitunnel_hooks::builtin::{Secret, TracingHook};
 use reitunnel_hooks::HookChain;
@@ -13,9 +15,12 @@ use reitunnel_transport::tls::file_identity;
 #[derive(Debug, Parser)]
 #[command(name = "reitunnel-client", version)]
 struct Args {
+    /// TOML file with any of the options below (`remote = [...]` for -R); flags win over it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The server's control address, `host:port`.
     #[arg(long)]
-    server: String,
+    server: Option<String>,
     /// Shared secret of the server (only an HMAC proof of it is sent).
     /// Optional with --cert when the server authenticates by certificate alone.
     #[arg(long, env = "REITUNNEL_TOKEN", hide_env_values = true)]
@@ -44,7 +49,7 @@ struct Args {
     #[arg(long, value_name = "FILE", requires = "cert")]
     key: Option<PathBuf>,
     /// Reverse tunnel `[BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT`; remote port 0 lets the server pick. Repeatable.
-    #[arg(short = 'R', long = "remote", value_name = "SPEC", required = true)]
+    #[arg(short = 'R', long = "remote", value_name = "SPEC")]
     remote: Vec<RemoteSpec>,
 }
 
@@ -65,8 +70,8 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> ExitCode {
     // Handlers first, so a signal during login still shuts down cleanly.
     let shutdown = reitunnel_transport::cli::shutdown_signal();
-    let cfg = match config(&args) {
-        Ok(cfg) => cfg,
+    let (cfg, remote) = match config(args) {
+        Ok(config) => config,
         Err(e) => return fail(&e),
     };
     let chain = HookChain::builder().hook(TracingHook::new(0)).build();
@@ -74,7 +79,7 @@ async fn run(args: Args) -> ExitCode {
         Ok(client) => client,
         Err(e) => return fail(&e.to_string()),
     };
-    for spec in args.remote {
+    for spec in remote {
         match client.open_reverse(spec).await {
             Ok(t) => println!("tunnel {} ready: {} -> {}", t.id.0, t.public_addr, t.target),
             Err(e) => {
@@ -93,33 +98,56 @@ async fn run(args: Args) -> ExitCode {
     }
 }
 
-/// The client's settings from the flags; the name defaults to the certificate's identity.
-fn config(args: &Args) -> Result<ClientConfig, String> {
-    let name = match (&args.name, &args.cert) {
-        (Some(name), _) => name.clone(),
+/// The client's settings and tunnels from the flags over the config file;
+/// the name defaults to the certificate's identity.
+fn config(args: Args) -> Result<(ClientConfig, Vec<RemoteSpec>), String> {
+    let file = match &args.config {
+        Some(path) => ClientFile::load(path).map_err(|e| e.to_string())?,
+        None => ClientFile::default(),
+    };
+    let server = args
+        .server
+        .or(file.server)
+        .ok_or("the server address is required (--server or `server` in the config file)")?;
+    let cert = args.cert.or(file.cert);
+    let name = match (args.name.or(file.name), &cert) {
+        (Some(name), _) => name,
         (None, Some(cert)) => file_identity(cert).map_err(|e| e.to_string())?,
         (None, None) => "reitunnel-client".to_owned(),
     };
-    let token = match (&args.token, &args.cert) {
-        (Some(token), _) => token.clone(),
+    let token = match (args.token.or(file.token), &cert) {
+        (Some(token), _) => token,
         (None, Some(_)) => Secret::new(""),
-        (None, None) => return Err(
-            "a token is required (--token or REITUNNEL_TOKEN), or a client certificate (--cert)"
-                .to_owned(),
-        ),
+        (None, None) => {
+            return Err("a token is required (--token, REITUNNEL_TOKEN or `token` in the config file), or a client certificate (--cert)".to_owned())
+        }
     };
-    let mut cfg = ClientConfig::new(args.server.clone(), name, token);
-    let tls = args.tls || args.ca.is_some() || args.fingerprint.is_some() || args.cert.is_some();
-    if tls {
-        cfg.tls = Some(ClientTls {
-            ca: args.ca.clone(),
-            fingerprint: args.fingerprint,
-            cert: args.cert.clone(),
-            key: args.key.clone(),
-        });
-        cfg.server_name = args.server_name.clone();
+    let remote = if args.remote.is_empty() {
+        file.remote
+    } else {
+        args.remote
+    };
+    if remote.is_empty() {
+        return Err(
+            "no tunnels: give -R at least once (or `remote = [...]` in the config file)".to_owned(),
+        );
     }
-    Ok(cfg)
+    let mut cfg = ClientConfig::new(server, name, token);
+    if let Some(ms) = file.heartbeat_timeout_ms {
+        cfg.heartbeat_timeout = Duration::from_millis(ms);
+    }
+    let ca = args.ca.or(file.ca);
+    let fingerprint = args.fingerprint.or(file.fingerprint);
+    if args.tls || file.tls || ca.is_some() || fingerprint.is_some() || cert.is_some() {
+        cfg.tls = Some(ClientTls {
+            ca,
+            fingerprint,
+            cert,
+            key: args.key.or(file.key),
+        });
+        cfg.server_name = args.server_name.or(file.server_name);
+    }
+    Ok((cfg, remote))
 }
 
 fn fail(message: &str) -> ExitCode {

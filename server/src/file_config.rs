@@ -447,22 +447,7 @@ impl FileConfig {
     }
 }
 
-/// Replaces `${VAR}` with the variable's value; `Err(VAR)` if it is unset.
-pub(crate) fn expand_env(value: &str) -> Result<String, String> {
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(start) = rest.find("${") {
-        let Some(len) = rest[start..].find('}') else {
-            break;
-        };
-        let var = &rest[start + 2..start + len];
-        out.push_str(&rest[..start]);
-        out.push_str(&std::env::var(var).map_err(|_| var.to_owned())?);
-        rest = &rest[start + len + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
+pub(crate) use reitunnel_transport::cli::expand_env;
 
 #[cfg(test)]
 mod tests {
@@ -577,6 +562,43 @@ kind = "log"
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert!(shown.contains("MASKED"));
+    }
+
+    #[test]
+    fn the_example_config_loads_and_builds_its_hooks() {
+        std::env::set_var("REITUNNEL_TOKEN", "example");
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/config/server.toml"
+        ));
+        let cfg = FileConfig::load(path).unwrap();
+        let mut server = crate::ServerConfig::new("127.0.0.1:0".parse().unwrap(), None);
+        cfg.settings.limits.apply(&mut server);
+        assert_eq!(
+            server.limits,
+            crate::Limits::default(),
+            "the example lists the defaults"
+        );
+        assert_eq!(cfg.hooks.len(), 4);
+        let dir = tempfile::tempdir().unwrap();
+        let hooks: Vec<HookSpec> = cfg
+            .hooks
+            .into_iter()
+            .map(|h| match h {
+                HookSpec::Audit { streams, .. } => HookSpec::Audit {
+                    path: dir.path().join("audit.jsonl"),
+                    streams,
+                },
+                other => other,
+            })
+            .collect();
+        let (builder, _bg) =
+            crate::hook_config::add_hooks(reitunnel_hooks::HookChain::builder(), &hooks, "t", path)
+                .unwrap();
+        assert_eq!(
+            builder.build().names(),
+            ["rate_limit", "quota", "meter", "audit"]
+        );
     }
 
     #[test]

@@ -1,0 +1,178 @@
+//! `reitunnel-client --config client.toml`: every command-line option in a
+//! file. Unknown keys and bad values (a malformed `-R` spec or fingerprint)
+//! are errors naming the line; `${VAR}` in `token` reads the environment;
+//! flags given on the command line win over the file.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use reitunnel_hooks::builtin::Secret;
+use reitunnel_transport::cli::expand_env;
+use reitunnel_transport::tls::Fingerprint;
+use serde::{Deserialize, Deserializer};
+use thiserror::Error;
+
+use crate::RemoteSpec;
+
+/// The client's config file; every key is the flag of the same name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    /// `--server`, `host:port`.
+    pub server: Option<String>,
+    /// `--token`; `${VAR}` takes it from the environment.
+    pub token: Option<Secret>,
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--tls`.
+    #[serde(default)]
+    pub tls: bool,
+    /// `--ca`.
+    pub ca: Option<PathBuf>,
+    /// `--fingerprint`.
+    #[serde(default, deserialize_with = "parsed")]
+    pub fingerprint: Option<Fingerprint>,
+    /// `--server-name`.
+    pub server_name: Option<String>,
+    /// `--cert`.
+    pub cert: Option<PathBuf>,
+    /// `--key`.
+    pub key: Option<PathBuf>,
+    /// `-R` specs, e.g. `["8080:127.0.0.1:3000"]`.
+    #[serde(default, deserialize_with = "specs")]
+    pub remote: Vec<RemoteSpec>,
+    /// Silence from the server before it is taken for dead, in milliseconds.
+    pub heartbeat_timeout_ms: Option<u64>,
+}
+
+/// Why the config file was refused.
+#[derive(Debug, Error)]
+pub enum ClientFileError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Bad TOML, an unknown key or a bad value; toml's message names line and column.
+    #[error("config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's error.
+        source: Box<toml::de::Error>,
+    },
+    /// `${VAR}` names an unset variable.
+    #[error("config {path}: token refers to ${{{var}}}, which is not set")]
+    MissingEnv {
+        /// The file.
+        path: PathBuf,
+        /// The variable.
+        var: String,
+    },
+}
+
+fn parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    Option::<String>::deserialize(d)?
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+fn specs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RemoteSpec>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+impl ClientFile {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<ClientFile, ClientFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ClientFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        ClientFile::parse(&text, path)
+    }
+
+    /// Parses TOML text (`path` only names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<ClientFile, ClientFileError> {
+        let mut file: ClientFile =
+            toml::from_str(text).map_err(|source| ClientFileError::Parse {
+                path: path.to_owned(),
+                source: Box::new(source),
+            })?;
+        if let Some(token) = &file.token {
+            let token = expand_env(token.expose()).map_err(|var| ClientFileError::MissingEnv {
+                path: path.to_owned(),
+                var,
+            })?;
+            file.token = Some(Secret::new(token));
+        }
+        Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ClientFile, String> {
+        ClientFile::parse(text, Path::new("client.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let f = parse(
+            "server = \"h:7000\"\ntoken = \"t\"\nname = \"n\"\ntls = true\nca = \"ca.pem\"\n\
+             server_name = \"h\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n\
+             remote = [\"8080:127.0.0.1:3000\", \"127.0.0.1:0:db:5432\"]\nheartbeat_timeout_ms = 5000\n",
+        )
+        .unwrap();
+        assert_eq!(f.server.as_deref(), Some("h:7000"));
+        assert_eq!(f.remote.len(), 2);
+        assert_eq!(f.remote[1].target, "db:5432");
+        assert!(f.tls);
+        assert_eq!(f.heartbeat_timeout_ms, Some(5000));
+    }
+
+    #[test]
+    fn mistakes_name_the_line_and_the_problem() {
+        let e = parse("server = \"h:1\"\nremot = []\n").unwrap_err();
+        assert!(
+            e.contains("line 2") && e.contains("unknown field `remot`"),
+            "{e}"
+        );
+        let e = parse("server = \"h:1\"\n\nremote = [\"80:nowhere\"]\n").unwrap_err();
+        assert!(
+            e.contains("line 3") && e.contains("invalid tunnel spec '80:nowhere'"),
+            "{e}"
+        );
+        let e = parse("fingerprint = \"abc\"\n").unwrap_err();
+        assert!(e.contains("line 1") && e.contains("bad fingerprint"), "{e}");
+        let e = parse("token = \"${REITUNNEL_CLIENT_TEST_UNSET}\"\n").unwrap_err();
+        assert!(
+            e.contains("token refers to ${REITUNNEL_CLIENT_TEST_UNSET}"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_example_config_loads() {
+        std::env::set_var("REITUNNEL_TOKEN", "example");
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/config/client.toml"
+        ));
+        let f = ClientFile::load(path).unwrap();
+        assert!(f.server.is_some() && !f.remote.is_empty());
+        assert_eq!(f.token.as_ref().map(Secret::expose), Some("example"));
+    }
+}
