@@ -11,7 +11,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
-use reitunnel_examples::{echo_service, full_chain, sink_service, Loopback};
+use reitunnel_examples::{echo_service, full_chain, sink_service, Loopback, LoopbackTls};
 use reitunnel_hooks::builtin::Counters;
 use reitunnel_hooks::HookChain;
 
@@ -82,23 +82,40 @@ fn main() {
     let hooked_sink = Loopback::start(sink, s, c).unwrap();
     let (s, c) = hooks();
     let hooked_echo = Loopback::start(echo, s, c).unwrap();
+    let tls = LoopbackTls::self_signed().unwrap();
+    let (s, c) = hooks();
+    let tls_sink = Loopback::start_with(sink, s, c, Some(&tls)).unwrap();
+    let (s, c) = hooks();
+    let tls_echo = Loopback::start_with(echo, s, c, Some(&tls)).unwrap();
 
     let names = [
         "direct loopback",
         "tunnel, no hooks",
         "tunnel, all built-ins",
+        "tunnel, TLS, built-ins",
     ];
-    let sinks = [sink, plain_sink.public_addr, hooked_sink.public_addr];
-    let echos = [echo, plain_echo.public_addr, hooked_echo.public_addr];
-    let mut gbps = vec![Vec::new(); 3];
-    let mut rtts = vec![Vec::new(); 3];
+    let n = names.len();
+    let sinks = [
+        sink,
+        plain_sink.public_addr,
+        hooked_sink.public_addr,
+        tls_sink.public_addr,
+    ];
+    let echos = [
+        echo,
+        plain_echo.public_addr,
+        hooked_echo.public_addr,
+        tls_echo.public_addr,
+    ];
+    let mut gbps = vec![Vec::new(); n];
+    let mut rtts = vec![Vec::new(); n];
     // Warm up every path once (connections, buffers, window growth).
-    for i in 0..3 {
+    for i in 0..n {
         bulk(sinks[i], 64 << 20);
         round_trips(echos[i], 1000);
     }
     for _ in 0..rounds {
-        for i in 0..3 {
+        for i in 0..n {
             gbps[i].push(bulk(sinks[i], mib << 20));
             rtts[i].push(round_trips(echos[i], rtt_n));
         }
@@ -113,7 +130,7 @@ fn main() {
         "{:<24} {:>10} {:>8} {:>14} {:>8}",
         "path", "Gbit/s", "ratio", "round trips/s", "ratio"
     );
-    for i in 0..3 {
+    for i in 0..n {
         println!(
             "{:<24} {:>10.2} {:>8.2} {:>14.0} {:>8.2}",
             names[i],
@@ -124,11 +141,20 @@ fn main() {
         );
     }
     println!(
-        "hooks on / hooks off: bulk {:.2}, round trips {:.2}",
+        "hooks on / hooks off: bulk {:.2}, round trips {:.2}; TLS / plain (both hooked): bulk {:.2}, round trips {:.2}",
         gbps[2] / gbps[1],
-        rtts[2] / rtts[1]
+        rtts[2] / rtts[1],
+        gbps[3] / gbps[2],
+        rtts[3] / rtts[2]
     );
-    for lb in [plain_sink, plain_echo, hooked_sink, hooked_echo] {
+    for lb in [
+        plain_sink,
+        plain_echo,
+        hooked_sink,
+        hooked_echo,
+        tls_sink,
+        tls_echo,
+    ] {
         lb.stop();
     }
 }

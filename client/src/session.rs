@@ -12,9 +12,8 @@ use reitunnel_hooks::{
 };
 use reitunnel_proto::{CodecError, Frame, FrameCodec};
 use reitunnel_transport::heartbeat::{Beat, Heartbeat, SendFailure};
-use reitunnel_transport::{Closer, Inbound, MuxError, MuxHandle, MuxStream, CLOSE_GRACE};
+use reitunnel_transport::{Closer, Inbound, MuxDriver, MuxHandle, MuxStream, CLOSE_GRACE};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
 use tokio_util::task::TaskTracker;
@@ -47,7 +46,7 @@ pub(crate) struct Parts {
     pub open: Open<ClientInfo>,
     pub mux: MuxHandle,
     pub inbound: Inbound,
-    pub driver: JoinHandle<Result<(), MuxError>>,
+    pub driver: MuxDriver,
     pub control: MuxStream,
     pub commands: mpsc::Receiver<Command>,
     pub heartbeat: Heartbeat,
@@ -129,7 +128,7 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
     drop(routes);
     mux.close();
     drop(inbound);
-    let _ = timeout(CLOSE_GRACE, driver).await;
+    driver.finish().await;
     open.close(reason);
     result
 }

@@ -107,6 +107,13 @@ async fn hold_streams(rec: &Recorder, addr: SocketAddr, n: usize) -> Vec<TcpStre
     held
 }
 
+fn closed(events: &[Ev]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Ev::StreamClose(..)))
+        .count()
+}
+
 fn opened(events: &[Ev]) -> usize {
     events
         .iter()
@@ -144,8 +151,11 @@ async fn stream_limits_turn_visitors_away_per_client_and_in_total() {
     })
     .await;
 
-    // A closed stream gives its slots back.
+    // A closed stream gives its slots back (before its close event fires).
+    let closed_before = closed(&rec.events());
     drop(held_a.pop());
+    rec.wait_for("the stream's close", |ev| closed(ev) > closed_before)
+        .await;
     assert_eq!(echo_check(ta.public_addr, 100_000, 3).await, 100_000);
     drop(held_a);
     a.shutdown().await.unwrap();

@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 
-use reitunnel_client::{Client, ClientConfig, RemoteSpec};
+use reitunnel_client::{Client, ClientConfig, ClientTls, Fingerprint, RemoteSpec};
+use reitunnel_transport::tls::ServerTls;
 use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +76,41 @@ where
         .expect("spawn thread")
 }
 
+/// A self-signed server certificate in a temporary directory, and a client
+/// pinned to it: TLS for loopback runs without a CA.
+pub struct LoopbackTls {
+    _dir: tempfile::TempDir,
+    server: ServerTls,
+    client: ClientTls,
+}
+
+impl LoopbackTls {
+    /// Makes the certificate (rcgen) and writes it as PEM.
+    pub fn self_signed() -> io::Result<LoopbackTls> {
+        let dir = tempfile::tempdir()?;
+        let key = rcgen::KeyPair::generate().map_err(io::Error::other)?;
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .and_then(|p| p.self_signed(&key))
+            .map_err(io::Error::other)?;
+        let server = ServerTls {
+            cert: dir.path().join("server.crt"),
+            key: dir.path().join("server.key"),
+            client_ca: None,
+        };
+        std::fs::write(&server.cert, cert.pem())?;
+        std::fs::write(&server.key, key.serialize_pem())?;
+        let client = ClientTls {
+            fingerprint: Some(Fingerprint::of(cert.der())),
+            ..ClientTls::default()
+        };
+        Ok(LoopbackTls {
+            _dir: dir,
+            server,
+            client,
+        })
+    }
+}
+
 /// A running server and client with one reverse tunnel to `target`.
 pub struct Loopback {
     /// The server's control address.
@@ -92,12 +128,25 @@ impl Loopback {
         server_hooks: HookChain,
         client_hooks: HookChain,
     ) -> io::Result<Loopback> {
+        Loopback::start_with(target, server_hooks, client_hooks, None)
+    }
+
+    /// Like [`Loopback::start`], with the control connection inside TLS if `tls` is given.
+    pub fn start_with(
+        target: SocketAddr,
+        server_hooks: HookChain,
+        client_hooks: HookChain,
+        tls: Option<&LoopbackTls>,
+    ) -> io::Result<Loopback> {
+        let server_tls = tls.map(|t| t.server.clone());
+        let client_tls = tls.map(|t| t.client.clone());
         let (addr_tx, addr_rx) = std_mpsc::channel();
         let (stop_server, stopped) = oneshot::channel::<()>();
         let server = spawn_runtime("server", move || async move {
             let mut cfg =
                 ServerConfig::new("127.0.0.1:0".parse().unwrap(), Some(Secret::new(TOKEN)));
             cfg.default_bind_ip = "127.0.0.1".parse().unwrap();
+            cfg.tls = server_tls;
             let server = match Server::bind(cfg, server_hooks).await {
                 Ok(s) => s,
                 Err(e) => return drop(addr_tx.send(Err(e.to_string()))),
@@ -116,7 +165,9 @@ impl Loopback {
 
         let (tunnel_tx, tunnel_rx) = std_mpsc::channel();
         let client = spawn_runtime("client", move || async move {
-            let cfg = ClientConfig::new(server_addr.to_string(), "loopback", Secret::new(TOKEN));
+            let mut cfg =
+                ClientConfig::new(server_addr.to_string(), "loopback", Secret::new(TOKEN));
+            cfg.tls = client_tls;
             let client = match Client::connect(cfg, client_hooks).await {
                 Ok(c) => c,
                 Err(e) => return drop(tunnel_tx.send(Err(e.to_string()))),

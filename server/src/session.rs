@@ -127,8 +127,7 @@ async fn admit<S: Io>(
     }
     drop(handshake_slots);
     tracing::info!(client = %client.name, id = %client.id, %peer, certified = client.certified, "client logged in");
-    let reason = Session::start(shared, open, io).await;
-    drop(client_slot);
+    let reason = Session::start(shared, open, io, client_slot).await;
     tracing::info!(client = %client.name, id = %client.id, %reason, "client gone");
 }
 
@@ -193,7 +192,13 @@ struct Session {
 
 impl Session {
     /// Runs the session and closes everything it opened; returns why it ended.
-    async fn start<S: Io>(shared: Arc<Shared>, open: Open<ClientInfo>, io: S) -> CloseReason {
+    /// `slot` is the client's `max_clients` slot, given back just before the close event.
+    async fn start<S: Io>(
+        shared: Arc<Shared>,
+        open: Open<ClientInfo>,
+        io: S,
+        slot: Slot,
+    ) -> CloseReason {
         let cfg = &shared.config;
         let limits = &cfg.limits;
         let (mux, mut inbound, driver) = spawn_mux(io, yamux::Mode::Server, &cfg.mux);
@@ -227,7 +232,8 @@ impl Session {
         while session.tasks.join_next().await.is_some() {}
         session.mux.close();
         drop(inbound);
-        let _ = timeout(CLOSE_GRACE, driver).await;
+        driver.finish().await;
+        drop(slot);
         open.close(reason.clone());
         reason
     }
@@ -427,10 +433,7 @@ impl Session {
                 self.shared.config.limits.max_pending_visitors,
             )),
         };
-        self.tasks.spawn(async move {
-            tunnel.run(open, listener).await;
-            drop(slot);
-        });
+        self.tasks.spawn(tunnel.run(open, listener, slot));
         Frame::TunnelOpened {
             request_id,
             tunnel_id: id,

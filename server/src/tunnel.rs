@@ -29,7 +29,8 @@ pub(crate) struct Tunnel {
 impl Tunnel {
     /// Accepts visitors until the tunnel's closer fires, then waits for its
     /// streams to close before closing the tunnel itself.
-    pub(crate) async fn run(self, open: Open<TunnelInfo>, listener: TcpListener) {
+    /// `slot` is the client's `max_tunnels_per_client` slot, given back just before the close event.
+    pub(crate) async fn run(self, open: Open<TunnelInfo>, listener: TcpListener, slot: Slot) {
         let this = Arc::new(self);
         let closer = &this.closer;
         let streams = TaskTracker::new();
@@ -53,6 +54,7 @@ impl Tunnel {
         drop(listener); // frees the public port before the close event fires
         streams.close();
         streams.wait().await;
+        drop(slot);
         open.close(closer.reason().unwrap_or(CloseReason::Finished));
     }
 
@@ -70,7 +72,7 @@ impl Tunnel {
             let client = self.stream_slots.take()?;
             Ok((total, client, self.pending.take()?))
         });
-        let (_total, _client, pending) = match slots {
+        let (total, client, pending) = match slots {
             Ok(slots) => slots,
             Err(hit) => {
                 // Dropping the socket tells the visitor; hooks and logs hear which limit.
@@ -94,6 +96,8 @@ impl Tunnel {
             _ = closer.closed() => closer.reason().unwrap_or(CloseReason::Finished),
             reason = bridge(shared, &mut tcp, &open, &self.mux, pending) => reason,
         };
+        // Slots first: whoever sees the close event may open the next stream.
+        drop((total, client));
         open.close(reason);
     }
 }

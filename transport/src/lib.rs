@@ -17,5 +17,7 @@ pub mod tls;
 
 pub use closer::Closer;
 pub use frame_io::{read_frame, write_frame, FrameIoError};
-pub use mux::{spawn_mux, Inbound, MuxConfig, MuxError, MuxHandle, MuxStream, CLOSE_GRACE};
+pub use mux::{
+    spawn_mux, Inbound, MuxConfig, MuxDriver, MuxError, MuxHandle, MuxStream, CLOSE_GRACE,
+};
 pub use socket::{listen, tune};

@@ -124,11 +124,7 @@ impl Inbound {
 
 /// Starts a yamux session over `io` (a TCP or TLS stream) on a new task.
 /// The task ends, returning why, when the peer goes away or the session is closed.
-pub fn spawn_mux<T>(
-    io: T,
-    mode: yamux::Mode,
-    cfg: &MuxConfig,
-) -> (MuxHandle, Inbound, JoinHandle<Result<(), MuxError>>)
+pub fn spawn_mux<T>(io: T, mode: yamux::Mode, cfg: &MuxConfig) -> (MuxHandle, Inbound, MuxDriver)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -146,7 +142,28 @@ where
         rx: in_rx,
         _close_on_drop: close.drop_guard(),
     };
-    (handle, inbound, task)
+    (handle, inbound, MuxDriver(task))
+}
+
+/// The task that drives a session's I/O.
+#[derive(Debug)]
+pub struct MuxDriver(JoinHandle<Result<(), MuxError>>);
+
+impl MuxDriver {
+    /// After [`MuxHandle::close`]: waits up to [`CLOSE_GRACE`] for the
+    /// session to close cleanly, then aborts the task. A peer that stopped
+    /// reading would otherwise keep the task, its socket and its buffers
+    /// alive for good. `None` if it had to be aborted.
+    pub async fn finish(self) -> Option<Result<(), MuxError>> {
+        let abort = self.0.abort_handle();
+        match tokio::time::timeout(CLOSE_GRACE, self.0).await {
+            Ok(joined) => joined.ok(),
+            Err(_) => {
+                abort.abort();
+                None
+            }
+        }
+    }
 }
 
 async fn drive<T>(
