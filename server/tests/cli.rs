@@ -2,10 +2,11 @@
 //! the line, a good one builds its hook chain, and SIGTERM stops it cleanly
 //! with the audit log flushed.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_reitunnel-server");
+use std::process::Command;
+
+use common::{start, BIN};
 
 /// Runs the server with `config` as its file; it must refuse to start. Returns stderr.
 fn refused(config: &str) -> String {
@@ -70,55 +71,6 @@ fn a_config_file_runs_the_server_and_sigterm_stops_it() {
             && events[0].contains("\"server\":\"edge-9\"")
     );
     assert!(events[1].starts_with("{\"event\":\"server.stopped\""));
-}
-
-/// Starts the server binary with `args`, returning it, its control address
-/// (from the "server started" log line) and the log lines up to that one.
-/// A running server process; killed on drop, so a failing test leaves nothing behind.
-struct Running(std::process::Child);
-
-impl Running {
-    /// SIGTERM, then the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.0.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        self.0.wait().unwrap()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(args: &[&str]) -> (Running, std::net::SocketAddr, Vec<String>) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before starting")
-            .unwrap();
-        if let Some(rest) = line.split("server started listen=").nth(1) {
-            break rest.trim().parse().unwrap();
-        }
-        seen.push(line);
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (Running(child), addr, seen)
 }
 
 #[test]
