@@ -97,6 +97,14 @@ pub enum ClientError {
         /// The server's explanation.
         message: String,
     },
+    /// A `-L` listener could not be bound.
+    #[error("cannot listen on {addr} for a local forward: {source}")]
+    LocalListen {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
     /// The connection to the server was lost.
     #[error("connection to the server was lost")]
     ConnectionLost,

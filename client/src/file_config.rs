@@ -12,7 +12,7 @@ use reitunnel_transport::tls::Fingerprint;
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
-use crate::RemoteSpec;
+use crate::{LocalSpec, RemoteSpec};
 
 /// The client's config file; every key is the flag of the same name.
 #[derive(Debug, Default, Deserialize)]
@@ -41,6 +41,9 @@ pub struct ClientFile {
     /// `-R` specs, e.g. `["8080:127.0.0.1:3000"]`.
     #[serde(default, deserialize_with = "specs")]
     pub remote: Vec<RemoteSpec>,
+    /// `-L` specs, e.g. `["5432:db.internal:5432"]`.
+    #[serde(default, deserialize_with = "specs")]
+    pub local: Vec<LocalSpec>,
     /// Silence from the server before it is taken for dead, in milliseconds.
     pub heartbeat_timeout_ms: Option<u64>,
 }
@@ -85,7 +88,12 @@ where
         .transpose()
 }
 
-fn specs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RemoteSpec>, D::Error> {
+fn specs<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
     Vec::<String>::deserialize(d)?
         .iter()
         .map(|s| s.parse().map_err(serde::de::Error::custom))
@@ -133,7 +141,8 @@ mod tests {
         let f = parse(
             "server = \"h:7000\"\ntoken = \"t\"\nname = \"n\"\ntls = true\nca = \"ca.pem\"\n\
              server_name = \"h\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n\
-             remote = [\"8080:127.0.0.1:3000\", \"127.0.0.1:0:db:5432\"]\nheartbeat_timeout_ms = 5000\n",
+             remote = [\"8080:127.0.0.1:3000\", \"127.0.0.1:0:db:5432\"]\nheartbeat_timeout_ms = 5000\n\
+             local = [\"5432:db.internal:5432\"]\n",
         )
         .unwrap();
         assert_eq!(f.server.as_deref(), Some("h:7000"));
@@ -141,6 +150,7 @@ mod tests {
         assert_eq!(f.remote[1].target, "db:5432");
         assert!(f.tls);
         assert_eq!(f.heartbeat_timeout_ms, Some(5000));
+        assert_eq!(f.local[0].target, "db.internal:5432");
     }
 
     #[test]

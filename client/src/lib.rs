@@ -22,6 +22,7 @@
 mod config;
 mod error;
 pub mod file_config;
+mod forward;
 /// Public wrappers over the login code, for the fuzz targets in `fuzz/`.
 #[doc(hidden)]
 pub mod fuzzing;
@@ -38,7 +39,7 @@ use std::time::Duration;
 
 use reitunnel_transport::heartbeat::Heartbeat;
 use reitunnel_transport::tls::{client_connector, explain, server_name, Side};
-use reitunnel_transport::{spawn_mux, tune};
+use reitunnel_transport::{listen, spawn_mux, tune};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -48,7 +49,7 @@ use tokio::time::{timeout_at, Instant};
 pub use config::ClientConfig;
 pub use error::{ClientError, TargetError};
 pub use reitunnel_transport::tls::{ClientTls, Fingerprint};
-pub use spec::{RemoteSpec, SpecError};
+pub use spec::{LocalSpec, RemoteSpec, SpecError};
 
 /// A tunnel the server opened for us.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,11 @@ pub struct TunnelReady {
 pub(crate) enum Command {
     OpenReverse {
         spec: RemoteSpec,
+        reply: oneshot::Sender<Result<TunnelReady, ClientError>>,
+    },
+    OpenForward {
+        spec: LocalSpec,
+        listener: tokio::net::TcpListener,
         reply: oneshot::Sender<Result<TunnelReady, ClientError>>,
     },
     CloseTunnel(TunnelId),
@@ -187,6 +193,27 @@ impl Client {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::OpenReverse { spec, reply })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// `-L`: listens on `spec.bind` here and has the server dial
+    /// `spec.target` for each connection. `public_addr` in the answer is
+    /// the local address; the server refuses targets outside its
+    /// `allow_forward` list, with the reason.
+    pub async fn open_forward(&self, spec: LocalSpec) -> Result<TunnelReady, ClientError> {
+        let listener = listen(spec.bind).map_err(|source| ClientError::LocalListen {
+            addr: spec.bind,
+            source,
+        })?;
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::OpenForward {
+                spec,
+                listener,
+                reply,
+            })
             .await
             .map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use reitunnel_client::file_config::ClientFile;
-use reitunnel_client::{Client, ClientConfig, ClientTls, Fingerprint, RemoteSpec};
+use reitunnel_client::{Client, ClientConfig, ClientTls, Fingerprint, LocalSpec, RemoteSpec};
 use reitunnel_hooks::builtin::{Secret, TracingHook};
 use reitunnel_hooks::HookChain;
 use reitunnel_transport::tls::file_identity;
@@ -51,6 +51,11 @@ struct Args {
     /// Reverse tunnel `[BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT`; remote port 0 lets the server pick. Repeatable.
     #[arg(short = 'R', long = "remote", value_name = "SPEC")]
     remote: Vec<RemoteSpec>,
+    /// Local forward `[BIND_ADDR:]LOCAL_PORT:TARGET_HOST:TARGET_PORT`: listen
+    /// here (127.0.0.1 unless named), the server dials the target (it must
+    /// be in the server's allow_forward). Repeatable.
+    #[arg(short = 'L', long = "local", value_name = "SPEC")]
+    local: Vec<LocalSpec>,
 }
 
 fn main() -> ExitCode {
@@ -70,7 +75,7 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> ExitCode {
     // Handlers first, so a signal during login still shuts down cleanly.
     let shutdown = reitunnel_transport::cli::shutdown_signal();
-    let (cfg, remote) = match config(args) {
+    let (cfg, tunnels) = match config(args) {
         Ok(config) => config,
         Err(e) => return fail(&e),
     };
@@ -79,9 +84,16 @@ async fn run(args: Args) -> ExitCode {
         Ok(client) => client,
         Err(e) => return fail(&e.to_string()),
     };
-    for spec in remote {
-        match client.open_reverse(spec).await {
-            Ok(t) => println!("tunnel {} ready: {} -> {}", t.id.0, t.public_addr, t.target),
+    let mut opened = Vec::new();
+    for spec in tunnels.remote {
+        opened.push(client.open_reverse(spec).await.map(|t| ("tunnel", t)));
+    }
+    for spec in tunnels.local {
+        opened.push(client.open_forward(spec).await.map(|t| ("forward", t)));
+    }
+    for result in opened {
+        match result {
+            Ok((what, t)) => println!("{what} {} ready: {} -> {}", t.id.0, t.public_addr, t.target),
             Err(e) => {
                 let _ = client.shutdown().await;
                 return fail(&e.to_string());
@@ -100,7 +112,7 @@ async fn run(args: Args) -> ExitCode {
 
 /// The client's settings and tunnels from the flags over the config file;
 /// the name defaults to the certificate's identity.
-fn config(args: Args) -> Result<(ClientConfig, Vec<RemoteSpec>), String> {
+fn config(args: Args) -> Result<(ClientConfig, Tunnels), String> {
     let file = match &args.config {
         Some(path) => ClientFile::load(path).map_err(|e| e.to_string())?,
         None => ClientFile::default(),
@@ -127,9 +139,15 @@ fn config(args: Args) -> Result<(ClientConfig, Vec<RemoteSpec>), String> {
     } else {
         args.remote
     };
-    if remote.is_empty() {
+    let local = if args.local.is_empty() {
+        file.local
+    } else {
+        args.local
+    };
+    if remote.is_empty() && local.is_empty() {
         return Err(
-            "no tunnels: give -R at least once (or `remote = [...]` in the config file)".to_owned(),
+            "no tunnels: give -R or -L at least once (or `remote`/`local` in the config file)"
+                .to_owned(),
         );
     }
     let mut cfg = ClientConfig::new(server, name, token);
@@ -147,7 +165,13 @@ fn config(args: Args) -> Result<(ClientConfig, Vec<RemoteSpec>), String> {
         });
         cfg.server_name = args.server_name.or(file.server_name);
     }
-    Ok((cfg, remote))
+    Ok((cfg, Tunnels { remote, local }))
+}
+
+/// The tunnels to open once logged in.
+struct Tunnels {
+    remote: Vec<RemoteSpec>,
+    local: Vec<LocalSpec>,
 }
 
 fn fail(message: &str) -> ExitCode {

@@ -3,7 +3,7 @@
 //! tunnel's close waits for its streams.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt, StreamExt};
@@ -13,13 +13,16 @@ use reitunnel_hooks::{
 use reitunnel_proto::{CodecError, Frame, FrameCodec};
 use reitunnel_transport::heartbeat::{Beat, Heartbeat, SendFailure};
 use reitunnel_transport::{Closer, Inbound, MuxDriver, MuxHandle, MuxStream, CLOSE_GRACE};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
 use tokio_util::task::TaskTracker;
 
 use crate::login::unexpected;
-use crate::{stream, ClientConfig, ClientError, Command, RemoteSpec, TunnelReady};
+use crate::{
+    forward, stream, ClientConfig, ClientError, Command, LocalSpec, RemoteSpec, TunnelReady,
+};
 
 /// A tunnel as the client's streams see it. The tunnel's close event fires
 /// when the last reference drops: the session's (removed on close) and each
@@ -52,13 +55,15 @@ pub(crate) struct Parts {
     pub heartbeat: Heartbeat,
 }
 
-type Pending = HashMap<
-    u32,
-    (
-        RemoteSpec,
-        oneshot::Sender<Result<TunnelReady, ClientError>>,
-    ),
->;
+/// A tunnel request waiting for the server's answer.
+enum Request {
+    Reverse(RemoteSpec),
+    /// The local listener is bound before asking, so a busy port fails locally.
+    Forward(LocalSpec, TcpListener),
+}
+
+type Reply = oneshot::Sender<Result<TunnelReady, ClientError>>;
+type Pending = HashMap<u32, (Request, Reply)>;
 
 struct Session {
     cfg: Arc<ClientConfig>,
@@ -70,6 +75,9 @@ struct Session {
     next_request: u32,
     streams: TaskTracker,
     heartbeat: Heartbeat,
+    mux: MuxHandle,
+    /// Ids for `-L` streams, which the client numbers itself.
+    forward_ids: Arc<AtomicU64>,
 }
 
 pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
@@ -94,6 +102,8 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
         next_request: 0,
         streams: TaskTracker::new(),
         heartbeat,
+        mux: mux.clone(),
+        forward_ids: Arc::default(),
     };
     let mut control = Framed::new(control, FrameCodec::new(session.cfg.max_frame_len));
     // Announce the control stream (a yamux stream reaches the peer with its first write).
@@ -155,7 +165,17 @@ impl Session {
                             bind: spec.bind,
                             target: spec.target.clone(),
                         };
-                        self.pending.insert(self.next_request, (spec, reply));
+                        self.pending.insert(self.next_request, (Request::Reverse(spec), reply));
+                        self.send(control, request).await?;
+                    }
+                    Some(Command::OpenForward { spec, listener, reply }) => {
+                        self.next_request = self.next_request.wrapping_add(1);
+                        let request = Frame::OpenForward {
+                            request_id: self.next_request,
+                            target: spec.target.clone(),
+                        };
+                        let pending = (Request::Forward(spec, listener), reply);
+                        self.pending.insert(self.next_request, pending);
                         self.send(control, request).await?;
                     }
                     Some(Command::CloseTunnel(id)) => {
@@ -202,7 +222,7 @@ impl Session {
                 tunnel_id,
                 bound,
             } => {
-                let Some((spec, reply)) = self.pending.remove(&request_id) else {
+                let Some((request, reply)) = self.pending.remove(&request_id) else {
                     return Err(unexpected(
                         "an answer to a pending request",
                         &Frame::TunnelOpened {
@@ -212,28 +232,46 @@ impl Session {
                         },
                     ));
                 };
+                let (kind, addr, target, listener) = match request {
+                    Request::Reverse(spec) => (TunnelKind::Reverse, bound, spec.target, None),
+                    Request::Forward(spec, listener) => {
+                        let local = listener.local_addr().unwrap_or(spec.bind);
+                        (TunnelKind::Forward, local, spec.target, Some(listener))
+                    }
+                };
                 let info = Arc::new(TunnelInfo::new(
                     tunnel_id,
                     self.client.clone(),
-                    TunnelKind::Reverse,
-                    bound,
-                    spec.target.as_str(),
+                    kind,
+                    addr,
+                    target.as_str(),
                 ));
                 match self.chain.open_tunnel(info.clone()) {
                     Ok(open) => {
-                        let route = Route {
+                        let route = Arc::new(Route {
                             info,
                             closer: self.closer.child(),
                             open: Some(open),
-                        };
+                        });
+                        if let Some(listener) = listener {
+                            let forward = forward::Forward {
+                                route: route.clone(),
+                                mux: self.mux.clone(),
+                                chain: self.chain.clone(),
+                                cfg: self.cfg.clone(),
+                                streams: self.streams.clone(),
+                                ids: self.forward_ids.clone(),
+                            };
+                            self.streams.spawn(forward.accept(listener));
+                        }
                         self.routes
                             .lock()
                             .expect("routes lock")
-                            .insert(tunnel_id, Arc::new(route));
+                            .insert(tunnel_id, route);
                         let _ = reply.send(Ok(TunnelReady {
                             id: tunnel_id,
-                            public_addr: bound,
-                            target: spec.target,
+                            public_addr: addr,
+                            target,
                         }));
                         Ok(None)
                     }
@@ -251,9 +289,13 @@ impl Session {
                 code,
                 message,
             } => {
-                if let Some((spec, reply)) = self.pending.remove(&request_id) {
+                if let Some((request, reply)) = self.pending.remove(&request_id) {
+                    let spec = match request {
+                        Request::Reverse(spec) => spec.to_string(),
+                        Request::Forward(spec, _) => spec.to_string(),
+                    };
                     let _ = reply.send(Err(ClientError::TunnelRefused {
-                        spec: spec.to_string(),
+                        spec,
                         code,
                         message,
                     }));

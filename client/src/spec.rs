@@ -1,4 +1,5 @@
-//! `-R [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT`, as ssh spells it.
+//! `-R [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT` and
+//! `-L [BIND_ADDR:]LOCAL_PORT:TARGET_HOST:TARGET_PORT`, as ssh spells them.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -16,13 +17,46 @@ pub struct RemoteSpec {
     pub target: String,
 }
 
-/// Why a `-R` value did not parse.
+/// A local forward request (`-L`): the client listens on `bind`, the
+/// server dials `target` for each connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSpec {
+    /// Local address to listen on (default IP 127.0.0.1, like `ssh -L`; port 0 picks one).
+    pub bind: SocketAddr,
+    /// `host:port` the server connects to; it must be in the server's `allow_forward`.
+    pub target: String,
+}
+
+/// Why a `-R` or `-L` value did not parse.
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("invalid tunnel spec '{spec}': {problem} (expected [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT)")]
+#[error("invalid tunnel spec '{spec}': {problem} (expected {grammar})")]
 pub struct SpecError {
     spec: String,
     problem: String,
+    grammar: &'static str,
 }
+
+/// The two spellings: `-R` binds on the server, `-L` on the client.
+struct Grammar {
+    text: &'static str,
+    bind_port: &'static str,
+    target_port: &'static str,
+    default_ip: IpAddr,
+}
+
+const REMOTE: Grammar = Grammar {
+    text: "[BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT",
+    bind_port: "remote port",
+    target_port: "local port",
+    default_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+};
+
+const LOCAL: Grammar = Grammar {
+    text: "[BIND_ADDR:]LOCAL_PORT:TARGET_HOST:TARGET_PORT",
+    bind_port: "local port",
+    target_port: "target port",
+    default_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+};
 
 /// Splits at colons outside `[...]`, so IPv6 literals survive.
 fn split_colons(s: &str) -> Vec<&str> {
@@ -43,46 +77,67 @@ fn split_colons(s: &str) -> Vec<&str> {
     parts
 }
 
+/// Parses `[BIND_ADDR:]PORT:HOST:PORT` into the bind address and target.
+fn parse(spec: &str, g: &Grammar) -> Result<(SocketAddr, String), SpecError> {
+    let err = |problem: String| SpecError {
+        spec: spec.to_owned(),
+        problem,
+        grammar: g.text,
+    };
+    let port = |s: &str, what: &str| {
+        s.parse::<u16>()
+            .map_err(|_| err(format!("{what} '{s}' is not a port number")))
+    };
+    let parts = split_colons(spec);
+    let (bind_ip, rest) = match parts.len() {
+        3 => (g.default_ip, &parts[..]),
+        4 => {
+            let raw = parts[0].trim_start_matches('[').trim_end_matches(']');
+            let ip = if raw == "localhost" {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                raw.parse()
+                    .map_err(|_| err(format!("bind address '{}' is not an IP address", parts[0])))?
+            };
+            (ip, &parts[1..])
+        }
+        n => return Err(err(format!("{n} fields separated by ':'"))),
+    };
+    let bind_port = port(rest[0], g.bind_port)?;
+    let target_port = port(rest[2], g.target_port)?;
+    if target_port == 0 {
+        return Err(err(format!("{} 0 cannot be connected to", g.target_port)));
+    }
+    if rest[1].is_empty() {
+        return Err(err("target host is empty".to_owned()));
+    }
+    Ok((
+        SocketAddr::new(bind_ip, bind_port),
+        format!("{}:{}", rest[1], target_port),
+    ))
+}
+
 impl FromStr for RemoteSpec {
     type Err = SpecError;
 
     fn from_str(spec: &str) -> Result<Self, SpecError> {
-        let err = |problem: String| SpecError {
-            spec: spec.to_owned(),
-            problem,
-        };
-        let port = |s: &str, what: &str| {
-            s.parse::<u16>()
-                .map_err(|_| err(format!("{what} '{s}' is not a port number")))
-        };
-        let parts = split_colons(spec);
-        let (bind_ip, rest) = match parts.len() {
-            3 => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), &parts[..]),
-            4 => {
-                let raw = parts[0].trim_start_matches('[').trim_end_matches(']');
-                let ip = if raw == "localhost" {
-                    IpAddr::V4(Ipv4Addr::LOCALHOST)
-                } else {
-                    raw.parse().map_err(|_| {
-                        err(format!("bind address '{}' is not an IP address", parts[0]))
-                    })?
-                };
-                (ip, &parts[1..])
-            }
-            n => return Err(err(format!("{n} fields separated by ':'"))),
-        };
-        let remote_port = port(rest[0], "remote port")?;
-        let local_port = port(rest[2], "local port")?;
-        if local_port == 0 {
-            return Err(err("local port 0 cannot be connected to".to_owned()));
-        }
-        if rest[1].is_empty() {
-            return Err(err("local host is empty".to_owned()));
-        }
-        Ok(RemoteSpec {
-            bind: SocketAddr::new(bind_ip, remote_port),
-            target: format!("{}:{}", rest[1], local_port),
-        })
+        let (bind, target) = parse(spec, &REMOTE)?;
+        Ok(RemoteSpec { bind, target })
+    }
+}
+
+impl FromStr for LocalSpec {
+    type Err = SpecError;
+
+    fn from_str(spec: &str) -> Result<Self, SpecError> {
+        let (bind, target) = parse(spec, &LOCAL)?;
+        Ok(LocalSpec { bind, target })
+    }
+}
+
+impl fmt::Display for LocalSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {} (via the server)", self.bind, self.target)
     }
 }
 
@@ -118,5 +173,19 @@ mod tests {
         assert!(e.to_string().contains("bind address 'nothost'"), "{e}");
         let e = "1:h:0".parse::<RemoteSpec>().unwrap_err();
         assert!(e.to_string().contains("local port 0"), "{e}");
+    }
+
+    #[test]
+    fn local_specs_bind_loopback_by_default() {
+        let s: LocalSpec = "5432:db.internal:5432".parse().unwrap();
+        assert_eq!(s.bind, "127.0.0.1:5432".parse().unwrap());
+        assert_eq!(s.target, "db.internal:5432");
+        let s: LocalSpec = "0.0.0.0:0:10.0.0.7:22".parse().unwrap();
+        assert_eq!(s.bind, "0.0.0.0:0".parse().unwrap());
+        let e = "5432:db:x".parse::<LocalSpec>().unwrap_err().to_string();
+        assert!(
+            e.contains("target port 'x'") && e.contains("LOCAL_PORT:TARGET_HOST:TARGET_PORT"),
+            "{e}"
+        );
     }
 }

@@ -123,6 +123,8 @@ mod tests {
                     target,
                 }
             }),
+            (any::<u32>(), text)
+                .prop_map(|(request_id, target)| Frame::OpenForward { request_id, target }),
             (any::<u32>(), any::<u64>(), addr()).prop_map(|(request_id, t, bound)| {
                 Frame::TunnelOpened {
                     request_id,

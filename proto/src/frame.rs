@@ -55,6 +55,7 @@ frame_kinds! {
     StreamAccepted = 12,
     StreamRefused = 13,
     Goodbye = 14,
+    OpenForward = 15,
 }
 
 /// Why something was refused, so the other side can react without parsing
@@ -131,6 +132,17 @@ pub enum Frame {
         /// Where the client will forward visitors (informational for the server's hooks).
         target: String,
     },
+    /// Client → server on the control stream, for `-L`: `request_id: u32 |
+    /// target: text`. The server answers `TunnelOpened` (with an unspecified
+    /// `bound`) if its forward allow-list admits `target`, else
+    /// `TunnelRefused`; each local connection then arrives as a client-opened
+    /// stream starting with a `StreamHeader` for this tunnel.
+    OpenForward {
+        /// Echoed in the answer.
+        request_id: u32,
+        /// `host:port` the server dials for each connection.
+        target: String,
+    },
     /// Server → client: `request_id: u32 | tunnel_id: u64 | bound: addr`.
     TunnelOpened {
         /// From the request.
@@ -199,6 +211,7 @@ impl Frame {
             Frame::LoginOk { .. } => FrameKind::LoginOk,
             Frame::LoginRefused { .. } => FrameKind::LoginRefused,
             Frame::OpenTunnel { .. } => FrameKind::OpenTunnel,
+            Frame::OpenForward { .. } => FrameKind::OpenForward,
             Frame::TunnelOpened { .. } => FrameKind::TunnelOpened,
             Frame::TunnelRefused { .. } => FrameKind::TunnelRefused,
             Frame::CloseTunnel { .. } => FrameKind::CloseTunnel,
@@ -246,6 +259,10 @@ impl Frame {
             } => {
                 dst.put_u32(*request_id);
                 put_addr(dst, bind);
+                put_text(dst, target, MAX_TEXT_LEN);
+            }
+            Frame::OpenForward { request_id, target } => {
+                dst.put_u32(*request_id);
                 put_text(dst, target, MAX_TEXT_LEN);
             }
             Frame::TunnelOpened {
@@ -306,6 +323,10 @@ impl Frame {
             FrameKind::OpenTunnel => Frame::OpenTunnel {
                 request_id: r.u32("request_id")?,
                 bind: r.addr("bind")?,
+                target: r.text("target", MAX_TEXT_LEN)?,
+            },
+            FrameKind::OpenForward => Frame::OpenForward {
+                request_id: r.u32("request_id")?,
                 target: r.text("target", MAX_TEXT_LEN)?,
             },
             FrameKind::TunnelOpened => Frame::TunnelOpened {

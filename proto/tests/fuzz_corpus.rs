@@ -190,6 +190,10 @@ fn one_of_each_kind() -> Vec<Frame> {
             code: RefuseCode::ShuttingDown,
             message: "bye".into(),
         },
+        Frame::OpenForward {
+            request_id: 2,
+            target: "db.internal:5432".into(),
+        },
     ]
 }
 

@@ -10,7 +10,7 @@ use reitunnel_proto::DEFAULT_MAX_FRAME_LEN;
 use reitunnel_transport::tls::ServerTls;
 use reitunnel_transport::MuxConfig;
 
-use crate::Limits;
+use crate::{ForwardRule, Limits};
 
 use reitunnel_hooks::ports::PortRanges;
 
@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub token: Option<Secret>,
     /// Ports clients may ask for.
     pub allow_ports: PortRanges,
+    /// Targets clients may reach through `-L` forwards (empty: none).
+    pub allow_forward: Vec<ForwardRule>,
     /// Where tunnels listen when the client leaves the address unspecified.
     pub default_bind_ip: IpAddr,
     /// A new connection must finish the login within this time.
@@ -52,6 +54,7 @@ impl ServerConfig {
             name: "reitunnel".to_owned(),
             token,
             allow_ports: PortRanges::unprivileged(),
+            allow_forward: Vec::new(),
             default_bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             handshake_timeout: Duration::from_secs(10),
             stream_ack_timeout: Duration::from_secs(15),

@@ -107,6 +107,13 @@ pub enum SessionError {
         /// The deadline.
         after: Duration,
     },
+    /// The multiplexed session broke before the control stream opened
+    /// (what followed the login was not valid yamux).
+    #[error("client {peer} broke the multiplexed session before opening its control stream")]
+    MuxEnded {
+        /// The peer.
+        peer: SocketAddr,
+    },
     /// A malformed control frame.
     #[error("malformed control frame from {peer}: {source}")]
     Control {

@@ -37,6 +37,9 @@ pub struct Settings {
     pub allow_ports: Option<PortRanges>,
     /// `--bind-ip`.
     pub bind_ip: Option<IpAddr>,
+    /// `--allow-forward`: targets `-L` clients may reach, e.g. `["db.internal:5432", "10.0.0.0/8:22"]`.
+    #[serde(default, deserialize_with = "forward_rules")]
+    pub allow_forward: Vec<crate::ForwardRule>,
     /// `--name`.
     pub name: Option<String>,
     /// `--stats-interval`, seconds.
@@ -56,6 +59,13 @@ pub struct Settings {
     /// errors can name its own line (serde loses positions inside tagged enums).
     #[serde(default)]
     hooks: Vec<toml::Spanned<toml::Table>>,
+}
+
+fn forward_rules<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<crate::ForwardRule>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
 }
 
 /// The `[limits]` table: each key overrides one default of [`crate::Limits`]

@@ -25,6 +25,7 @@ pub mod cli;
 mod config;
 mod error;
 pub mod file_config;
+mod forward;
 /// Public wrappers over the login code, for the fuzz targets in `fuzz/`.
 #[doc(hidden)]
 pub mod fuzzing;
@@ -51,6 +52,7 @@ use limits::{FailedLogins, Gauge, PerIp};
 
 pub use config::ServerConfig;
 pub use error::{ServerError, SessionError, StreamError};
+pub use forward::{ForwardRule, ForwardRuleError};
 pub use limits::{LimitHit, Limits};
 pub use reitunnel_hooks::ports::{PortRanges, PortRangesError};
 

@@ -12,7 +12,7 @@ use reitunnel_hooks::builtin::{Counters, MetricsHook, Secret, TracingHook};
 use reitunnel_hooks::HookChain;
 use reitunnel_server::file_config::{ByteSize, FileConfig, HookSpec};
 use reitunnel_server::hook_config::add_hooks;
-use reitunnel_server::{PortRanges, Server, ServerConfig};
+use reitunnel_server::{ForwardRule, PortRanges, Server, ServerConfig};
 use reitunnel_transport::tls::ServerTls;
 
 /// How long the server waits at exit for webhooks to deliver the last events.
@@ -35,6 +35,10 @@ struct Args {
     /// Ports clients may open, e.g. `20000-20100,30000` [default: 1024-65535].
     #[arg(long, value_name = "RANGES")]
     allow_ports: Option<PortRanges>,
+    /// Target `-L` clients may reach, `HOST:PORTS` (`db.internal:5432`, `*.internal:*`,
+    /// `10.0.0.0/8:22`); repeatable [default: none].
+    #[arg(long, value_name = "RULE")]
+    allow_forward: Vec<ForwardRule>,
     /// IP tunnels listen on when the client does not name one [default: 0.0.0.0].
     #[arg(long)]
     bind_ip: Option<IpAddr>,
@@ -172,6 +176,11 @@ fn main() -> anyhow::Result<()> {
     if let Some(ports) = args.allow_ports.or(s.allow_ports) {
         config.allow_ports = ports;
     }
+    config.allow_forward = if args.allow_forward.is_empty() {
+        s.allow_forward
+    } else {
+        args.allow_forward
+    };
     let stats_interval = args.stats_interval.or(s.stats_interval).unwrap_or(10);
 
     let mut hooks = file.hooks;

@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_util::codec::Framed;
 
+use crate::forward::{self, ForwardRoute, Forwards};
 use crate::handshake::{check_name, read_login};
 use crate::limits::{Gauge, Slot};
 use crate::{tunnel, SessionError, Shared};
@@ -182,6 +183,8 @@ struct Session {
     mux: MuxHandle,
     closer: Arc<Closer<CloseReason>>,
     tunnels: HashMap<TunnelId, Arc<Closer<CloseReason>>>,
+    /// `-L` tunnels, shared with the tasks serving their streams.
+    forwards: Forwards,
     tasks: JoinSet<()>,
     /// `max_tunnels_per_client`: each tunnel task holds a slot.
     tunnel_slots: Gauge,
@@ -208,6 +211,7 @@ impl Session {
             shared: shared.clone(),
             mux,
             tunnels: HashMap::new(),
+            forwards: Forwards::default(),
             tasks: JoinSet::new(),
             tunnel_slots: Gauge::new("max_tunnels_per_client", limits.max_tunnels_per_client),
             stream_slots: Arc::new(Gauge::new(
@@ -218,10 +222,15 @@ impl Session {
         };
         let reason = match timeout(cfg.handshake_timeout, inbound.recv()).await {
             Ok(Some(control)) => session.control_loop(control, &mut inbound).await,
-            _ => {
-                let e = SessionError::NoControlStream {
-                    peer: session.client.peer,
-                    after: cfg.handshake_timeout,
+            ended => {
+                let peer = session.client.peer;
+                let e = match ended {
+                    // The multiplexer died first: not yamux, or malformed yamux.
+                    Ok(None) => SessionError::MuxEnded { peer },
+                    _ => SessionError::NoControlStream {
+                        peer,
+                        after: cfg.handshake_timeout,
+                    },
                 };
                 shared.report(Scope::Client(&session.client), &e);
                 CloseReason::Error(e.to_string())
@@ -230,6 +239,8 @@ impl Session {
         // Leaf first: streams and tunnels close before the client does.
         session.closer.close(reason.clone());
         while session.tasks.join_next().await.is_some() {}
+        let forwards: Vec<_> = session.forwards.lock().expect("forwards").drain().collect();
+        drop(forwards); // their streams are done: the forward tunnels close now
         session.mux.close();
         drop(inbound);
         driver.finish().await;
@@ -269,8 +280,16 @@ impl Session {
                 // The end of the session is concluded from the control stream, so
                 // a Goodbye already received there is read first.
                 stream = inbound.recv(), if !inbound_done => match stream {
-                    // Client-initiated streams (forward tunnels) are not served yet: dropping resets it.
-                    Some(_) => continue,
+                    Some(stream) => {
+                        let serve = forward::serve(
+                            self.shared.clone(),
+                            stream,
+                            self.forwards.clone(),
+                            self.stream_slots.clone(),
+                        );
+                        self.tasks.spawn(serve);
+                        continue;
+                    }
                     None => {
                         inbound_done = true;
                         continue;
@@ -296,9 +315,16 @@ impl Session {
                     bind,
                     target,
                 } => Some(self.open_tunnel(request_id, bind, target)),
+                Frame::OpenForward { request_id, target } => {
+                    Some(self.open_forward(request_id, target))
+                }
                 Frame::CloseTunnel { tunnel_id } => {
                     if let Some(closer) = self.tunnels.remove(&tunnel_id) {
                         closer.close(CloseReason::Finished);
+                    }
+                    let forward = self.forwards.lock().expect("forwards").remove(&tunnel_id);
+                    if let Some(route) = forward {
+                        route.closer.close(CloseReason::Finished);
                     }
                     None
                 }
@@ -438,6 +464,59 @@ impl Session {
             request_id,
             tunnel_id: id,
             bound,
+        }
+    }
+
+    /// A `max_tunnels_per_client` slot for `pending`, or the refusal (reported to the hooks).
+    fn take_tunnel_slot(&self, pending: &TunnelInfo) -> Result<Slot, Refusal> {
+        self.tunnel_slots.take().map_err(|hit| {
+            let e = SessionError::Limit {
+                peer: self.client.peer,
+                hit,
+            };
+            self.shared.report(Scope::Tunnel(pending), &e);
+            let reason = Reason::new(RefuseCode::LimitReached, format!("too many tunnels: {hit}"));
+            self.shared.chain.refuse(Scope::Tunnel(pending), reason)
+        })
+    }
+
+    /// `-L`: checks the target against `allow_forward`, asks the hooks, and
+    /// registers the tunnel for the streams the client will open.
+    fn open_forward(&mut self, request_id: u32, target: String) -> Frame {
+        let id = self.shared.ids.tunnel();
+        let info = Arc::new(TunnelInfo::new(
+            id,
+            self.client.clone(),
+            TunnelKind::Forward,
+            forward::NO_BIND,
+            target.as_str(),
+        ));
+        let refused = |r: Refusal| Frame::TunnelRefused {
+            request_id,
+            code: r.reason.code,
+            message: r.reason.message.into_owned(),
+        };
+        let checked = forward::check_target(&self.shared.config.allow_forward, &target)
+            .map_err(|reason| self.shared.chain.refuse(Scope::Tunnel(&info), reason))
+            .and_then(|()| self.take_tunnel_slot(&info))
+            .and_then(|slot| Ok((slot, self.shared.chain.open_tunnel(info.clone())?)));
+        let (slot, open) = match checked {
+            Ok(opened) => opened,
+            Err(r) => {
+                tracing::warn!(client = %self.client.name, %target, by = %r.by, reason = %r.reason, "forward refused");
+                return refused(r);
+            }
+        };
+        tracing::info!(client = %self.client.name, tunnel = %id, %target, "forward open");
+        let route = ForwardRoute::new(open, self.closer.child(), slot);
+        self.forwards
+            .lock()
+            .expect("forwards")
+            .insert(id, Arc::new(route));
+        Frame::TunnelOpened {
+            request_id,
+            tunnel_id: id,
+            bound: forward::NO_BIND,
         }
     }
 

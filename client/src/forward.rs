@@ -1,0 +1,109 @@
+//! `-L` on the client: accept local connections and carry each one to the
+//! server in a stream of its own, which the server connects to the target.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reitunnel_hooks::relay::relay;
+use reitunnel_hooks::{CloseReason, HookChain, Open, Scope, StreamId, StreamInfo};
+use reitunnel_proto::Frame;
+use reitunnel_transport::{read_frame, tune, write_frame, MuxHandle};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use tokio_util::task::TaskTracker;
+
+use crate::session::Route;
+use crate::{ClientConfig, TargetError};
+
+/// Client-numbered stream ids carry this bit, so they never equal the
+/// server-numbered ids of reverse streams in the same client's hooks.
+const FORWARD_ID_BIT: u64 = 1 << 63;
+
+/// What a forward tunnel's accept loop and its streams share.
+pub(crate) struct Forward {
+    pub route: Arc<Route>,
+    pub mux: MuxHandle,
+    pub chain: HookChain,
+    pub cfg: Arc<ClientConfig>,
+    pub streams: TaskTracker,
+    pub ids: Arc<AtomicU64>,
+}
+
+impl Forward {
+    /// Accepts local connections until the tunnel closes.
+    pub(crate) async fn accept(self, listener: TcpListener) {
+        let this = Arc::new(self);
+        let closer = &this.route.closer;
+        loop {
+            tokio::select! {
+                _ = closer.closed() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        this.streams.spawn(this.clone().stream(tcp, peer));
+                    }
+                    Err(e) => {
+                        this.chain.error(Scope::Tunnel(&this.route.info), &e);
+                        tokio::select! {
+                            _ = closer.closed() => break,
+                            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// One local connection: gate, header, the server's answer, relay.
+    async fn stream(self: Arc<Self>, mut local: TcpStream, peer: SocketAddr) {
+        let _ = tune(&local);
+        let id = StreamId(FORWARD_ID_BIT | (self.ids.fetch_add(1, Ordering::Relaxed) + 1));
+        let info = Arc::new(StreamInfo::new(id, self.route.info.clone(), peer));
+        // Refused by a client hook: the local connection is simply closed.
+        let Ok(open) = self.chain.open_stream(info) else {
+            return;
+        };
+        let closer = &self.route.closer;
+        let reason = tokio::select! {
+            _ = closer.closed() => closer.reason().unwrap_or(CloseReason::Finished),
+            reason = self.bridge(&mut local, &open) => reason,
+        };
+        open.close(reason);
+    }
+
+    async fn bridge(&self, local: &mut TcpStream, open: &Open<StreamInfo>) -> CloseReason {
+        let info = open.info();
+        let mut up = match self.mux.open().await {
+            Ok(up) => up,
+            Err(e) => return CloseReason::Error(e.to_string()),
+        };
+        let header = Frame::StreamHeader {
+            tunnel_id: info.tunnel.id,
+            stream_id: info.id,
+            peer: info.peer,
+        };
+        if let Err(e) = write_frame(&mut up, &header).await {
+            return CloseReason::Error(e.to_string());
+        }
+        // The server answers once it has dialled the target (its own timeout applies first).
+        let wait = self.cfg.target_connect_timeout * 2;
+        match timeout(wait, read_frame(&mut up, self.cfg.max_frame_len)).await {
+            Ok(Ok(Frame::StreamAccepted)) => relay(local, &mut up, open, &self.cfg.relay).await,
+            Ok(Ok(Frame::StreamRefused { message })) => {
+                let e = TargetError {
+                    target: info.tunnel.target.to_string(),
+                    reason: format!("the server could not forward: {message}"),
+                };
+                self.chain.error(Scope::Stream(info), &e);
+                CloseReason::TargetUnreachable(message)
+            }
+            Ok(Ok(other)) => CloseReason::Error(format!(
+                "server answered a forward stream with a {:?} frame",
+                other.kind()
+            )),
+            Ok(Err(e)) => CloseReason::Error(e.to_string()),
+            Err(_) => CloseReason::Error(format!("server did not answer within {wait:?}")),
+        }
+    }
+}

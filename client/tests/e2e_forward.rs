@@ -1,0 +1,186 @@
+//! `-L` end to end: the client listens locally, the server dials targets
+//! its `allow_forward` list admits, both hook chains see the forward tunnel
+//! and its streams with exact byte totals, and a refused or dead target is
+//! named to the side that asked.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+
+use common::*;
+use reitunnel_client::{Client, ClientError, LocalSpec};
+use reitunnel_hooks::{HookChain, Totals};
+use reitunnel_server::ForwardRule;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::TcpStream;
+
+async fn server_allowing(rules: &[String]) -> (TestServer, std::sync::Arc<Recorder>) {
+    let rec = Recorder::new();
+    let rules: Vec<ForwardRule> = rules.iter().map(|r| r.parse().unwrap()).collect();
+    let server = TestServer::start(HookChain::builder().shared(rec.clone()).build(), |c| {
+        c.allow_forward = rules;
+    })
+    .await;
+    (server, rec)
+}
+
+fn local(target: impl std::fmt::Display) -> LocalSpec {
+    format!("0:{target}").parse().unwrap()
+}
+
+fn stream_totals(events: &[Ev]) -> Vec<Totals> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Ev::StreamClose(_, reason, t) if reason == "finished" => Some(*t),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_forward_carries_checked_bytes_and_both_sides_meter_them() {
+    let echo = echo_service().await;
+    let (server, rec) = server_allowing(&[format!("127.0.0.1:{}", echo.port())]).await;
+    let client_rec = Recorder::new();
+    let client = Client::connect(
+        client_config(server.addr, "fwd"),
+        HookChain::builder().shared(client_rec.clone()).build(),
+    )
+    .await
+    .unwrap();
+    let forward = client.open_forward(local(echo)).await.unwrap();
+    assert!(forward.public_addr.ip().is_loopback(), "{forward:?}");
+    let sizes = [1 << 20, 300_000, 17, 2 << 20];
+    let checks = sizes.map(|len| tokio::spawn(echo_check(forward.public_addr, len, len as u64)));
+    for (check, len) in checks.into_iter().zip(sizes) {
+        assert_eq!(check.await.unwrap(), len);
+    }
+    client.shutdown().await.unwrap();
+    server.stop().await;
+
+    for (side, events) in [("server", rec.events()), ("client", client_rec.events())] {
+        assert_balanced(&events);
+        let mut totals: Vec<u64> = stream_totals(&events)
+            .iter()
+            .map(|t| {
+                assert_eq!(
+                    t.bytes_in, t.bytes_out,
+                    "{side}: an echo returns what it got"
+                );
+                t.bytes_in
+            })
+            .collect();
+        totals.sort_unstable();
+        let mut want: Vec<u64> = sizes.iter().map(|&s| s as u64).collect();
+        want.sort_unstable();
+        assert_eq!(totals, want, "{side}: {events:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_outside_the_allow_list_are_refused_with_the_list() {
+    let echo = echo_service().await;
+    let allowed = format!("127.0.0.1:{}", echo.port());
+    let (server, rec) = server_allowing(std::slice::from_ref(&allowed)).await;
+    let client = connect(server.addr, "fwd").await;
+    match client.open_forward(local("127.0.0.1:22")).await {
+        Err(ClientError::TunnelRefused { message, .. }) => assert!(
+            message.contains(&format!(
+                "forward to 127.0.0.1:22 refused: it is not in the server's allow_forward list ({allowed})"
+            )),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    rec.wait_for("refusal heard", |ev| {
+        ev.iter()
+            .any(|e| matches!(e, Ev::Rejected { reason, .. } if reason.contains("allow_forward")))
+    })
+    .await;
+    // The session goes on: an allowed target still works.
+    let forward = client.open_forward(local(echo)).await.unwrap();
+    assert_eq!(echo_check(forward.public_addr, 10_000, 1).await, 10_000);
+    client.shutdown().await.unwrap();
+    server.stop().await;
+
+    let (default, _) = server_allowing(&[]).await;
+    let client = connect(default.addr, "fwd").await;
+    let err = client
+        .open_forward(local(echo))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the server allows no forward targets"),
+        "{err}"
+    );
+    client.shutdown().await.unwrap();
+    default.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_target_is_reported_on_both_sides_and_the_forward_stays() {
+    // A port with nothing behind it: bind, note, close.
+    let dead: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (server, rec) = server_allowing(&["127.0.0.1:*".to_owned()]).await;
+    let client_rec = Recorder::new();
+    let client = Client::connect(
+        client_config(server.addr, "fwd"),
+        HookChain::builder().shared(client_rec.clone()).build(),
+    )
+    .await
+    .unwrap();
+    let forward = client.open_forward(local(dead)).await.unwrap();
+    let mut visitor = TcpStream::connect(forward.public_addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    assert!(matches!(visitor.read(&mut buf).await, Ok(0) | Err(_)));
+    rec.wait_for("server error", |ev| {
+        ev.iter()
+            .any(|e| matches!(e, Ev::Error(m) if m.contains(&format!("connect to {dead} failed"))))
+    })
+    .await;
+    client_rec
+        .wait_for("client error", |ev| {
+            ev.iter()
+                .any(|e| matches!(e, Ev::Error(m) if m.contains("the server could not forward")))
+        })
+        .await;
+    client.shutdown().await.unwrap();
+    server.stop().await;
+    assert_balanced(&rec.events());
+    assert_balanced(&client_rec.events());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_client_forwards_with_dash_l() {
+    let echo = echo_service().await;
+    let (server, _rec) = server_allowing(&[format!("127.0.0.1:{}", echo.port())]).await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reitunnel-client"))
+        .args([
+            "--server",
+            &server.addr.to_string(),
+            "-L",
+            &format!("0:{echo}"),
+        ])
+        .env("REITUNNEL_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next_line().await.unwrap().expect("ready line");
+    assert!(
+        line.starts_with("forward ") && line.ends_with(&format!("-> {echo}")),
+        "{line}"
+    );
+    let local: SocketAddr = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(echo_check(local, 1 << 20, 5).await, 1 << 20);
+    child.kill().await.unwrap();
+    server.stop().await;
+}

@@ -1,0 +1,320 @@
+//! Local forwarding (`-L`): the client listens, each of its connections
+//! arrives here as a client-opened stream, and the server dials the
+//! tunnel's target, but only targets its allow-list names (default: none).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use ipnet::IpNet;
+use reitunnel_hooks::ports::PortRanges;
+use reitunnel_hooks::relay::relay;
+use reitunnel_hooks::{
+    CloseReason, Open, Reason, RefuseCode, Scope, StreamInfo, TunnelId, TunnelInfo,
+};
+use reitunnel_proto::Frame;
+use reitunnel_transport::{read_frame, tune, write_frame, Closer, MuxStream};
+use thiserror::Error;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::limits::{Gauge, Slot};
+use crate::{Shared, StreamError};
+
+/// One `allow_forward` entry: `HOST:PORTS`, where HOST is `*`, `*.suffix`,
+/// a name, an IP or a CIDR, and PORTS is `*`, a port or a range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardRule {
+    host: HostPattern,
+    ports: Option<PortRanges>,
+    /// As written, for refusals that quote the list.
+    text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    Any,
+    Suffix(String),
+    Name(String),
+    Net(IpNet),
+}
+
+/// A rule that does not parse.
+#[derive(Debug, Error)]
+#[error("invalid forward rule '{0}': expected HOST:PORTS like db.internal:5432, *.internal:*, 10.0.0.0/8:22 or [::1]:8000-8100")]
+pub struct ForwardRuleError(String);
+
+/// Splits `host:port` at the last colon outside brackets.
+fn split_host_port(s: &str) -> Option<(&str, &str)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Some((host, port))
+}
+
+impl FromStr for ForwardRule {
+    type Err = ForwardRuleError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ForwardRuleError(s.to_owned());
+        let (host, ports) = split_host_port(s).ok_or_else(bad)?;
+        let host = match host {
+            "" => return Err(bad()),
+            "*" => HostPattern::Any,
+            _ if host.starts_with("*.") => HostPattern::Suffix(host[1..].to_ascii_lowercase()),
+            _ => match (host.parse::<IpNet>(), host.parse::<IpAddr>()) {
+                (Ok(net), _) => HostPattern::Net(net),
+                (_, Ok(ip)) => HostPattern::Net(IpNet::from(ip)),
+                _ if host.contains('*') || host.contains('/') => return Err(bad()),
+                _ => HostPattern::Name(host.to_ascii_lowercase()),
+            },
+        };
+        let ports = match ports {
+            "*" => None,
+            p => Some(p.parse().map_err(|_| bad())?),
+        };
+        Ok(ForwardRule {
+            host,
+            ports,
+            text: s.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for ForwardRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl ForwardRule {
+    /// Whether `target` (`host:port`) is allowed by this rule. Names match
+    /// as written (not after resolution), IPs by network.
+    pub fn allows(&self, target: &str) -> bool {
+        let Some((host, port)) = split_host_port(target) else {
+            return false;
+        };
+        let Ok(port) = port.parse::<u16>() else {
+            return false;
+        };
+        if self.ports.as_ref().is_some_and(|p| !p.contains(port)) {
+            return false;
+        }
+        let host = host.to_ascii_lowercase();
+        match (&self.host, host.parse::<IpAddr>()) {
+            (HostPattern::Any, _) => true,
+            (HostPattern::Net(net), Ok(ip)) => net.contains(&ip),
+            (HostPattern::Suffix(suffix), Err(_)) => host.ends_with(suffix.as_str()),
+            (HostPattern::Name(name), Err(_)) => host == *name,
+            _ => false,
+        }
+    }
+}
+
+/// Checks a requested target against the allow-list.
+pub(crate) fn check_target(rules: &[ForwardRule], target: &str) -> Result<(), Reason> {
+    if rules.iter().any(|r| r.allows(target)) {
+        return Ok(());
+    }
+    let listed = if rules.is_empty() {
+        "the server allows no forward targets (allow_forward is empty)".to_owned()
+    } else {
+        let names: Vec<String> = rules.iter().map(ToString::to_string).collect();
+        format!(
+            "it is not in the server's allow_forward list ({})",
+            names.join(", ")
+        )
+    };
+    Err(Reason::forbidden(format!(
+        "forward to {target} refused: {listed}"
+    )))
+}
+
+/// A forward tunnel as its streams see it; its close event fires when the
+/// last reference drops (the session's and each live stream's), so it
+/// never closes before its streams.
+pub(crate) struct ForwardRoute {
+    pub info: Arc<TunnelInfo>,
+    pub closer: Arc<Closer<CloseReason>>,
+    open: Option<Open<TunnelInfo>>,
+    _slot: Slot,
+}
+
+impl ForwardRoute {
+    pub(crate) fn new(
+        open: Open<TunnelInfo>,
+        closer: Arc<Closer<CloseReason>>,
+        slot: Slot,
+    ) -> ForwardRoute {
+        ForwardRoute {
+            info: open.info().clone(),
+            closer,
+            open: Some(open),
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for ForwardRoute {
+    fn drop(&mut self) {
+        if let Some(open) = self.open.take() {
+            open.close(self.closer.reason().unwrap_or(CloseReason::Finished));
+        }
+    }
+}
+
+/// A session's forward tunnels, shared with its inbound stream tasks.
+pub(crate) type Forwards = Arc<Mutex<HashMap<TunnelId, Arc<ForwardRoute>>>>;
+
+/// Serves one client-opened stream: header, limits, gate, dial, answer, relay.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    mut up: MuxStream,
+    forwards: Forwards,
+    stream_slots: Arc<Gauge>,
+) {
+    let cfg = &shared.config;
+    let header = timeout(
+        cfg.stream_ack_timeout,
+        read_frame(&mut up, cfg.max_frame_len),
+    )
+    .await;
+    let (tunnel_id, peer) = match header {
+        Ok(Ok(Frame::StreamHeader {
+            tunnel_id, peer, ..
+        })) => (tunnel_id, peer),
+        // Not a forward stream at all: resetting it is the answer.
+        _ => return,
+    };
+    let route = forwards.lock().expect("forwards").get(&tunnel_id).cloned();
+    let Some(route) = route else {
+        let message = format!("tunnel {tunnel_id} is not a forward tunnel of this client");
+        let _ = write_frame(&mut up, &Frame::StreamRefused { message }).await;
+        return;
+    };
+    let info = Arc::new(StreamInfo::new(
+        shared.ids.stream(),
+        route.info.clone(),
+        peer,
+    ));
+    let slots = shared
+        .admission
+        .streams
+        .take()
+        .and_then(|total| Ok((total, stream_slots.take()?)));
+    let slots = match slots {
+        Ok(slots) => slots,
+        Err(hit) => {
+            shared.report(Scope::Stream(&info), &StreamError::Limit(hit));
+            let reason = Reason::new(RefuseCode::LimitReached, format!("stream refused: {hit}"));
+            let refusal = shared.chain.refuse(Scope::Stream(&info), reason);
+            let message = refusal.reason.message.into_owned();
+            let _ = write_frame(&mut up, &Frame::StreamRefused { message }).await;
+            return;
+        }
+    };
+    let open = match shared.chain.open_stream(info) {
+        Ok(open) => open,
+        Err(r) => {
+            let message = format!("refused by server hook '{}': {}", r.by, r.reason);
+            let _ = write_frame(&mut up, &Frame::StreamRefused { message }).await;
+            return;
+        }
+    };
+    let reason = tokio::select! {
+        _ = route.closer.closed() => route.closer.reason().unwrap_or(CloseReason::Finished),
+        reason = dial_and_relay(&shared, &mut up, &open) => reason,
+    };
+    drop(slots);
+    open.close(reason);
+}
+
+async fn dial_and_relay(
+    shared: &Shared,
+    up: &mut MuxStream,
+    open: &Open<StreamInfo>,
+) -> CloseReason {
+    let cfg = &shared.config;
+    let target = &open.info().tunnel.target;
+    let dialed = match timeout(cfg.stream_ack_timeout, TcpStream::connect(&**target)).await {
+        Ok(Ok(tcp)) => Ok(tcp),
+        Ok(Err(e)) => Err(format!("connect to {target} failed: {e}")),
+        Err(_) => Err(format!(
+            "connect to {target} timed out after {:?}",
+            cfg.stream_ack_timeout
+        )),
+    };
+    let mut tcp = match dialed {
+        Ok(tcp) => tcp,
+        Err(message) => {
+            let e = StreamError::TargetRefused {
+                target: target.to_string(),
+                message: message.clone(),
+            };
+            shared.report(Scope::Stream(open.info()), &e);
+            let _ = write_frame(
+                up,
+                &Frame::StreamRefused {
+                    message: message.clone(),
+                },
+            )
+            .await;
+            return CloseReason::TargetUnreachable(message);
+        }
+    };
+    let _ = tune(&tcp);
+    if let Err(e) = write_frame(up, &Frame::StreamAccepted).await {
+        return CloseReason::Error(StreamError::from(e).to_string());
+    }
+    relay(up, &mut tcp, open, &cfg.relay).await
+}
+
+/// The local address the client's forward tunnels are reported under:
+/// the server binds nothing for them.
+pub(crate) const NO_BIND: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(s: &str) -> ForwardRule {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn rules_match_names_suffixes_networks_and_ports() {
+        assert!(rule("db.internal:5432").allows("DB.internal:5432"));
+        assert!(!rule("db.internal:5432").allows("db.internal:5433"));
+        assert!(rule("*.internal:*").allows("cache.internal:6379"));
+        assert!(!rule("*.internal:*").allows("internal.evil.com:80"));
+        assert!(rule("10.0.0.0/8:22").allows("10.1.2.3:22"));
+        assert!(!rule("10.0.0.0/8:22").allows("11.1.2.3:22"));
+        assert!(rule("127.0.0.1:8000-8100").allows("127.0.0.1:8080"));
+        assert!(rule("[::1]:*").allows("[::1]:9"));
+        assert!(!rule("*:22").allows("host:23"));
+        assert!(!rule("*:*").allows("no-port"));
+    }
+
+    #[test]
+    fn bad_rules_and_refusals_say_what_is_expected() {
+        for bad in ["nohost", ":22", "a*b:1", "host:port", "1.2.3.4/99:1"] {
+            let e = bad.parse::<ForwardRule>().unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("'{bad}'")) && e.contains("HOST:PORTS"),
+                "{e}"
+            );
+        }
+        let none = check_target(&[], "db:1").unwrap_err();
+        assert!(none.message.contains("allows no forward targets"), "{none}");
+        let some = check_target(&[rule("db:5432")], "db:1").unwrap_err();
+        assert!(
+            some.message
+                .contains("not in the server's allow_forward list (db:5432)"),
+            "{some}"
+        );
+    }
+}
