@@ -46,6 +46,8 @@ pub struct ClientFile {
     pub local: Vec<LocalSpec>,
     /// Silence from the server before it is taken for dead, in milliseconds.
     pub heartbeat_timeout_ms: Option<u64>,
+    /// `--drain-timeout`, seconds.
+    pub drain_timeout_secs: Option<u64>,
 }
 
 /// Why the config file was refused.

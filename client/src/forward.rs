@@ -9,9 +9,10 @@ use std::time::Duration;
 use reitunnel_hooks::relay::relay;
 use reitunnel_hooks::{CloseReason, HookChain, Open, Scope, StreamId, StreamInfo};
 use reitunnel_proto::Frame;
-use reitunnel_transport::{read_frame, tune, write_frame, MuxHandle};
+use reitunnel_transport::{read_frame, tune, write_frame, MuxHandle, CLOSE_GRACE};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::session::Route;
@@ -23,6 +24,8 @@ const FORWARD_ID_BIT: u64 = 1 << 63;
 
 /// What a forward tunnel's accept loop and its streams share.
 pub(crate) struct Forward {
+    /// A graceful shutdown closes the local listener.
+    pub draining: CancellationToken,
     pub route: Arc<Route>,
     pub mux: MuxHandle,
     pub chain: HookChain,
@@ -39,6 +42,7 @@ impl Forward {
         loop {
             tokio::select! {
                 _ = closer.closed() => break,
+                _ = this.draining.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         this.streams.spawn(this.clone().stream(tcp, peer));
@@ -64,11 +68,11 @@ impl Forward {
         let Ok(open) = self.chain.open_stream(info) else {
             return;
         };
-        let closer = &self.route.closer;
-        let reason = tokio::select! {
-            _ = closer.closed() => closer.reason().unwrap_or(CloseReason::Finished),
-            reason = self.bridge(&mut local, &open) => reason,
-        };
+        let bridged = self.bridge(&mut local, &open);
+        let reason = (self.route.closer)
+            .run(bridged, CLOSE_GRACE, CloseReason::is_orderly)
+            .await
+            .unwrap_or_else(|cut| cut);
         open.close(reason);
     }
 

@@ -73,6 +73,8 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<TunnelReady, ClientError>>,
     },
     CloseTunnel(TunnelId),
+    /// Stop taking streams; say goodbye once they are done or at the deadline.
+    Drain(Instant),
     Shutdown,
 }
 
@@ -232,6 +234,28 @@ impl Client {
     pub async fn shutdown(self) -> Result<(), ClientError> {
         let _ = self.commands.send(Command::Shutdown).await;
         self.task.await.unwrap_or(Err(ClientError::Closed))
+    }
+
+    /// Graceful shutdown: refuses new streams and closes local `-L`
+    /// listeners at once, lets open streams finish for up to `drain` (or
+    /// until `force` resolves), then says goodbye like [`Client::shutdown`].
+    pub async fn shutdown_graceful(
+        self,
+        drain: Duration,
+        force: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ClientError> {
+        let _ = self
+            .commands
+            .send(Command::Drain(Instant::now() + drain))
+            .await;
+        let Client { commands, task, .. } = self;
+        tokio::pin!(task);
+        tokio::select! {
+            done = &mut task => return done.unwrap_or(Err(ClientError::Closed)),
+            _ = force => {}
+        }
+        let _ = commands.send(Command::Shutdown).await;
+        task.await.unwrap_or(Err(ClientError::Closed))
     }
 
     /// Resolves when the session ended on its own (the server closed it or

@@ -9,6 +9,7 @@ use reitunnel_client::file_config::ClientFile;
 use reitunnel_client::{Client, ClientConfig, ClientTls, Fingerprint, LocalSpec, RemoteSpec};
 use reitunnel_hooks::builtin::{Secret, TracingHook};
 use reitunnel_hooks::HookChain;
+use reitunnel_transport::cli::Signals;
 use reitunnel_transport::tls::file_identity;
 
 /// Reitunnel client: exposes local TCP services through a Reitunnel server.
@@ -42,6 +43,10 @@ struct Args {
     /// Name the server's certificate must be valid for [default: the host of --server].
     #[arg(long, value_name = "NAME")]
     server_name: Option<String>,
+    /// On SIGINT/SIGTERM, seconds open streams may take to finish; a second
+    /// signal closes them at once [default: 30].
+    #[arg(long, value_name = "SECS")]
+    drain_timeout: Option<u64>,
     /// Client certificate (PEM) for servers that require one (mTLS). Implies --tls.
     #[arg(long, value_name = "FILE", requires = "key")]
     cert: Option<PathBuf>,
@@ -74,7 +79,7 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> ExitCode {
     // Handlers first, so a signal during login still shuts down cleanly.
-    let shutdown = reitunnel_transport::cli::shutdown_signal();
+    let signals = Signals::install();
     let (cfg, tunnels) = match config(args) {
         Ok(config) => config,
         Err(e) => return fail(&e),
@@ -100,11 +105,11 @@ async fn run(args: Args) -> ExitCode {
             }
         }
     }
-    tokio::select! {
-        _ = shutdown => {}
-        _ = client.ended() => {}
-    }
-    match client.shutdown().await {
+    let shutdown = tokio::select! {
+        _ = signals.nth(1) => client.shutdown_graceful(tunnels.drain, signals.nth(2)).await,
+        _ = client.ended() => client.shutdown().await,
+    };
+    match shutdown {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
     }
@@ -165,13 +170,23 @@ fn config(args: Args) -> Result<(ClientConfig, Tunnels), String> {
         });
         cfg.server_name = args.server_name.or(file.server_name);
     }
-    Ok((cfg, Tunnels { remote, local }))
+    let drain = Duration::from_secs(args.drain_timeout.or(file.drain_timeout_secs).unwrap_or(30));
+    Ok((
+        cfg,
+        Tunnels {
+            remote,
+            local,
+            drain,
+        },
+    ))
 }
 
-/// The tunnels to open once logged in.
+/// The tunnels to open once logged in, and how long open streams may
+/// finish at shutdown.
 struct Tunnels {
     remote: Vec<RemoteSpec>,
     local: Vec<LocalSpec>,
+    drain: Duration,
 }
 
 fn fail(message: &str) -> ExitCode {

@@ -15,8 +15,9 @@ use reitunnel_transport::heartbeat::{Beat, Heartbeat, SendFailure};
 use reitunnel_transport::{Closer, Inbound, MuxDriver, MuxHandle, MuxStream, CLOSE_GRACE};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::timeout;
+use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::login::unexpected;
@@ -78,6 +79,10 @@ struct Session {
     mux: MuxHandle,
     /// Ids for `-L` streams, which the client numbers itself.
     forward_ids: Arc<AtomicU64>,
+    /// Cancelled by a graceful shutdown: no new streams, local listeners closed.
+    draining: CancellationToken,
+    /// When a graceful shutdown stops waiting for open streams.
+    drain_deadline: Option<Instant>,
 }
 
 pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
@@ -104,6 +109,8 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
         heartbeat,
         mux: mux.clone(),
         forward_ids: Arc::default(),
+        draining: CancellationToken::new(),
+        drain_deadline: None,
     };
     let mut control = Framed::new(control, FrameCodec::new(session.cfg.max_frame_len));
     // Announce the control stream (a yamux stream reaches the peer with its first write).
@@ -153,6 +160,11 @@ impl Session {
         let mut inbound_done = false;
         loop {
             tokio::select! {
+                // A drain ends when the streams are done or the deadline passes.
+                _ = self.streams.wait(), if self.drain_deadline.is_some() => return self.goodbye(control).await,
+                _ = sleep_until(self.drain_deadline.unwrap_or_else(Instant::now)), if self.drain_deadline.is_some() => {
+                    return self.goodbye(control).await
+                }
                 beat = self.heartbeat.due() => match beat {
                     Beat::Ping(ping) => self.send(control, ping).await?,
                     Beat::Dead(silent) => return Err(ClientError::HeartbeatTimeout(silent)),
@@ -182,11 +194,12 @@ impl Session {
                         self.close_route(id, CloseReason::Finished);
                         self.send(control, Frame::CloseTunnel { tunnel_id: id }).await?;
                     }
-                    Some(Command::Shutdown) | None => {
-                        let bye = Frame::Goodbye { code: RefuseCode::Other, message: "client closing".to_owned() };
-                        let _ = timeout(CLOSE_GRACE, control.send(bye)).await;
-                        return Ok(());
+                    Some(Command::Drain(deadline)) => {
+                        self.draining.cancel();
+                        self.streams.close();
+                        self.drain_deadline = Some(deadline);
                     }
+                    Some(Command::Shutdown) | None => return self.goodbye(control).await,
                 },
                 frame = control.next() => match frame {
                     None | Some(Err(CodecError::Io(_))) => return Err(ClientError::ConnectionLost),
@@ -205,7 +218,7 @@ impl Session {
                 // concluded from the control stream itself.
                 stream = inbound.recv(), if !inbound_done => match stream {
                     Some(stream) => {
-                        let serve = stream::serve(stream, self.routes.clone(), self.chain.clone(), self.cfg.clone());
+                        let serve = stream::serve(stream, self.routes.clone(), self.chain.clone(), self.cfg.clone(), self.draining.clone());
                         self.streams.spawn(serve);
                     }
                     None => inbound_done = true,
@@ -255,6 +268,7 @@ impl Session {
                         });
                         if let Some(listener) = listener {
                             let forward = forward::Forward {
+                                draining: self.draining.clone(),
                                 route: route.clone(),
                                 mux: self.mux.clone(),
                                 chain: self.chain.clone(),
@@ -328,6 +342,19 @@ impl Session {
 }
 
 impl Session {
+    /// Tells the server we are leaving; the session then ends.
+    async fn goodbye(
+        &self,
+        control: &mut Framed<MuxStream, FrameCodec>,
+    ) -> Result<(), ClientError> {
+        let bye = Frame::Goodbye {
+            code: RefuseCode::Other,
+            message: "client closing".to_owned(),
+        };
+        let _ = timeout(CLOSE_GRACE, control.send(bye)).await;
+        Ok(())
+    }
+
     /// Sends a control frame; a server that stopped reading times out like a silent one.
     async fn send(
         &self,

@@ -6,18 +6,21 @@ use std::sync::Arc;
 use reitunnel_hooks::relay::relay;
 use reitunnel_hooks::{CloseReason, HookChain, Scope, StreamInfo};
 use reitunnel_proto::Frame;
-use reitunnel_transport::{read_frame, tune, write_frame, MuxStream};
+use reitunnel_transport::{read_frame, tune, write_frame, MuxStream, CLOSE_GRACE};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
 
 use crate::session::Routes;
 use crate::{ClientConfig, TargetError};
 
+/// `draining`: once cancelled, new streams are refused with a reason.
 pub(crate) async fn serve(
     mut up: MuxStream,
     routes: Routes,
     chain: HookChain,
     cfg: Arc<ClientConfig>,
+    draining: CancellationToken,
 ) {
     let header = timeout(cfg.login_timeout, read_frame(&mut up, cfg.max_frame_len)).await;
     let Ok(Ok(Frame::StreamHeader {
@@ -29,6 +32,13 @@ pub(crate) async fn serve(
         tracing::warn!("dropping a stream without a valid header");
         return;
     };
+    if draining.is_cancelled() {
+        let refused = Frame::StreamRefused {
+            message: "the client is shutting down".to_owned(),
+        };
+        let _ = write_frame(&mut up, &refused).await;
+        return;
+    }
     let route = routes.lock().expect("routes lock").get(&tunnel_id).cloned();
     let Some(route) = route else {
         let refused = Frame::StreamRefused {
@@ -75,9 +85,10 @@ pub(crate) async fn serve(
     if write_frame(&mut up, &Frame::StreamAccepted).await.is_err() {
         return open.close(CloseReason::ConnectionLost);
     }
-    let reason = tokio::select! {
-        _ = route.closer.closed() => route.closer.reason().unwrap_or(CloseReason::Finished),
-        reason = relay(&mut up, &mut local, &open, &cfg.relay) => reason,
-    };
+    let relayed = relay(&mut up, &mut local, &open, &cfg.relay);
+    let reason = (route.closer)
+        .run(relayed, CLOSE_GRACE, CloseReason::is_orderly)
+        .await
+        .unwrap_or_else(|cut| cut);
     open.close(reason);
 }

@@ -379,6 +379,12 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// An orderly end (the peer said goodbye): streams cut by it may first
+    /// land the bytes already on the wire behind that goodbye.
+    pub fn is_orderly(&self) -> bool {
+        matches!(self, CloseReason::Finished)
+    }
+
     /// A short stable label (`finished`, `hook`, …) for metrics and audit logs.
     pub fn label(&self) -> &'static str {
         match self {

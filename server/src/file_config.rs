@@ -44,6 +44,8 @@ pub struct Settings {
     pub name: Option<String>,
     /// `--stats-interval`, seconds.
     pub stats_interval: Option<u64>,
+    /// `--drain-timeout`, seconds.
+    pub drain_timeout_secs: Option<u64>,
     /// `--metrics-listen`: serve Prometheus metrics at http://ADDR/metrics.
     pub metrics_listen: Option<SocketAddr>,
     /// `--tls-cert`: certificate chain (PEM); turns TLS on with `tls_key`.

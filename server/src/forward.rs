@@ -15,7 +15,7 @@ use reitunnel_hooks::{
     CloseReason, Open, Reason, RefuseCode, Scope, StreamInfo, TunnelId, TunnelInfo,
 };
 use reitunnel_proto::Frame;
-use reitunnel_transport::{read_frame, tune, write_frame, Closer, MuxStream};
+use reitunnel_transport::{read_frame, tune, write_frame, Closer, MuxStream, CLOSE_GRACE};
 use thiserror::Error;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -189,6 +189,12 @@ pub(crate) async fn serve(
         // Not a forward stream at all: resetting it is the answer.
         _ => return,
     };
+    if shared.draining.is_cancelled() {
+        let message = "the server is shutting down".to_owned();
+        let _ = write_frame(&mut up, &Frame::StreamRefused { message }).await;
+        return;
+    }
+    let _live = shared.streams.token();
     let route = forwards.lock().expect("forwards").get(&tunnel_id).cloned();
     let Some(route) = route else {
         let message = format!("tunnel {tunnel_id} is not a forward tunnel of this client");
@@ -224,10 +230,11 @@ pub(crate) async fn serve(
             return;
         }
     };
-    let reason = tokio::select! {
-        _ = route.closer.closed() => route.closer.reason().unwrap_or(CloseReason::Finished),
-        reason = dial_and_relay(&shared, &mut up, &open) => reason,
-    };
+    let relayed = dial_and_relay(&shared, &mut up, &open);
+    let reason = (route.closer)
+        .run(relayed, CLOSE_GRACE, CloseReason::is_orderly)
+        .await
+        .unwrap_or_else(|cut| cut);
     drop(slots);
     open.close(reason);
 }

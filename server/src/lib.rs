@@ -46,6 +46,7 @@ use reitunnel_hooks::{ClientId, CloseReason, HookChain, Scope, ServerInfo, Strea
 use reitunnel_transport::tls::{server_acceptor, TlsAcceptor};
 use reitunnel_transport::{listen, Closer};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use limits::{FailedLogins, Gauge, PerIp};
@@ -92,6 +93,10 @@ struct Shared {
     tls: Option<TlsAcceptor>,
     /// Server-wide counts behind [`Limits`].
     admission: Admission,
+    /// Cancelled when a graceful shutdown starts: no new visitors, tunnels or forward streams.
+    draining: CancellationToken,
+    /// Every live stream holds a token, so a drain knows when they are done.
+    streams: TaskTracker,
 }
 
 /// The server-wide counted limits; per-client and per-tunnel ones live with
@@ -171,6 +176,8 @@ impl Server {
                 port_hint: AtomicUsize::new(0),
                 tls,
                 admission: Admission::new(&config.limits),
+                draining: CancellationToken::new(),
+                streams: TaskTracker::new(),
                 config,
             }),
             info,
@@ -183,8 +190,23 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then closes every session (streams,
-    /// tunnels, clients, in that order), waits for them, and runs `on_server_stop`.
+    /// tunnels, clients, in that order) at once, waits for them, and runs
+    /// `on_server_stop`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        self.run_graceful(shutdown, std::future::pending(), Duration::ZERO)
+            .await
+    }
+
+    /// Like [`Server::run`], but drains first: once `shutdown` resolves the
+    /// server stops accepting clients, visitors, tunnels and forward
+    /// streams, and lets open streams finish for up to `drain` (or until
+    /// `force` resolves, say a second signal) before closing everything.
+    pub async fn run_graceful(
+        self,
+        shutdown: impl Future<Output = ()>,
+        force: impl Future<Output = ()>,
+        drain: Duration,
+    ) -> Result<(), ServerError> {
         let Server {
             listener,
             shared,
@@ -210,6 +232,20 @@ impl Server {
             }
         }
         drop(listener);
+        shared.draining.cancel();
+        shared.streams.close();
+        if !drain.is_zero() {
+            tracing::info!(
+                streams = shared.streams.len(),
+                ?drain,
+                "draining: waiting for open streams (a second signal forces)"
+            );
+            tokio::select! {
+                _ = shared.streams.wait() => tracing::info!("drained"),
+                _ = tokio::time::sleep(drain) => tracing::warn!(streams = shared.streams.len(), "drain deadline passed; closing open streams"),
+                _ = force => tracing::warn!(streams = shared.streams.len(), "forced: closing open streams"),
+            }
+        }
         tracing::info!("server shutting down");
         shared.root.close(CloseReason::Shutdown);
         sessions.close();

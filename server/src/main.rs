@@ -13,6 +13,7 @@ use reitunnel_hooks::HookChain;
 use reitunnel_server::file_config::{ByteSize, FileConfig, HookSpec};
 use reitunnel_server::hook_config::add_hooks;
 use reitunnel_server::{ForwardRule, PortRanges, Server, ServerConfig};
+use reitunnel_transport::cli::Signals;
 use reitunnel_transport::tls::ServerTls;
 
 /// How long the server waits at exit for webhooks to deliver the last events.
@@ -45,6 +46,10 @@ struct Args {
     /// Server name in events and logs [default: reitunnel].
     #[arg(long)]
     name: Option<String>,
+    /// On SIGINT/SIGTERM, seconds open streams may take to finish before they
+    /// are closed; a second signal closes them at once [default: 30].
+    #[arg(long, value_name = "SECS")]
+    drain_timeout: Option<u64>,
     /// Seconds between metering lines in the log, 0 = never [default: 10].
     #[arg(long)]
     stats_interval: Option<u64>,
@@ -182,6 +187,7 @@ fn main() -> anyhow::Result<()> {
         args.allow_forward
     };
     let stats_interval = args.stats_interval.or(s.stats_interval).unwrap_or(10);
+    let drain = Duration::from_secs(args.drain_timeout.or(s.drain_timeout_secs).unwrap_or(30));
 
     let mut hooks = file.hooks;
     hooks.extend(from_flags);
@@ -211,6 +217,8 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        // Handlers first, so a signal during start-up still shuts down cleanly.
+        let signals = Signals::install();
         if let Some(addr) = metrics_listen {
             PrometheusBuilder::new()
                 .with_http_listener(addr)
@@ -230,7 +238,7 @@ fn main() -> anyhow::Result<()> {
             .iter()
             .map(|(meter, every)| meter.spawn_reporter(*every))
             .collect();
-        server.run(reitunnel_transport::cli::shutdown_signal()).await?;
+        server.run_graceful(signals.nth(1), signals.nth(2), drain).await?;
         for (meter, _) in &background.meters {
             meter.report_now();
         }

@@ -468,7 +468,12 @@ impl Session {
     }
 
     /// A `max_tunnels_per_client` slot for `pending`, or the refusal (reported to the hooks).
+    /// Also refuses every new tunnel once a drain has started.
     fn take_tunnel_slot(&self, pending: &TunnelInfo) -> Result<Slot, Refusal> {
+        if self.shared.draining.is_cancelled() {
+            let reason = Reason::new(RefuseCode::ShuttingDown, "the server is shutting down");
+            return Err(self.shared.chain.refuse(Scope::Tunnel(pending), reason));
+        }
         self.tunnel_slots.take().map_err(|hit| {
             let e = SessionError::Limit {
                 peer: self.client.peer,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reitunnel_hooks::relay::relay;
 use reitunnel_hooks::{CloseReason, Open, Reason, RefuseCode, Scope, StreamInfo, TunnelInfo};
 use reitunnel_proto::Frame;
-use reitunnel_transport::{read_frame, tune, write_frame, Closer, MuxHandle};
+use reitunnel_transport::{read_frame, tune, write_frame, Closer, MuxHandle, CLOSE_GRACE};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
@@ -33,10 +33,12 @@ impl Tunnel {
     pub(crate) async fn run(self, open: Open<TunnelInfo>, listener: TcpListener, slot: Slot) {
         let this = Arc::new(self);
         let closer = &this.closer;
+        let draining = &this.shared.draining;
         let streams = TaskTracker::new();
         loop {
             tokio::select! {
                 _ = closer.closed() => break,
+                _ = draining.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         streams.spawn(this.clone().visitor(tcp, peer, open.info().clone()));
@@ -52,6 +54,8 @@ impl Tunnel {
             }
         }
         drop(listener); // frees the public port before the close event fires
+                        // A drain stops new visitors; the tunnel stays open until its streams are done.
+        closer.closed().await;
         streams.close();
         streams.wait().await;
         drop(slot);
@@ -67,6 +71,7 @@ impl Tunnel {
     ) {
         let _ = tune(&tcp);
         let shared = &self.shared;
+        let _live = shared.streams.token();
         let info = Arc::new(StreamInfo::new(shared.ids.stream(), tunnel, peer));
         let slots = shared.admission.streams.take().and_then(|total| {
             let client = self.stream_slots.take()?;
@@ -91,11 +96,11 @@ impl Tunnel {
         let Ok(open) = shared.chain.open_stream(info) else {
             return;
         };
-        let closer = &self.closer;
-        let reason = tokio::select! {
-            _ = closer.closed() => closer.reason().unwrap_or(CloseReason::Finished),
-            reason = bridge(shared, &mut tcp, &open, &self.mux, pending) => reason,
-        };
+        let bridged = bridge(shared, &mut tcp, &open, &self.mux, pending);
+        let reason = (self.closer)
+            .run(bridged, CLOSE_GRACE, CloseReason::is_orderly)
+            .await
+            .unwrap_or_else(|cut| cut);
         // Slots first: whoever sees the close event may open the next stream.
         drop((total, client));
         open.close(reason);

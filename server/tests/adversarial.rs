@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use common::{start, Log, Running};
+use common::{echo_service, echo_through, pseudo_random, start, Log, Running};
 use futures::{SinkExt, StreamExt};
 use reitunnel_client::{Client, ClientConfig, ClientError, RemoteSpec};
 use reitunnel_hooks::builtin::Secret;
@@ -32,7 +32,7 @@ use reitunnel_transport::{
     read_frame, spawn_mux, write_frame, FrameIoError, Inbound, MuxConfig, MuxHandle, MuxStream,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -191,70 +191,6 @@ async fn good_round(server: SocketAddr, echo: SocketAddr, name: &str) -> Result<
         .await
         .map_err(|_| format!("no answer within {PATIENCE:?}"))??;
     Ok(started.elapsed())
-}
-
-/// An echo service on 127.0.0.1:0 that half-closes after its peer does.
-async fn echo_service() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
-/// Sends `len` pseudo-random bytes to `addr` while reading the echo, then
-/// compares every byte.
-async fn echo_through(addr: SocketAddr, len: usize, seed: u64) -> Result<(), String> {
-    let payload = pseudo_random(seed, len);
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("visiting {addr}: {e}"))?;
-    let (mut r, mut w) = stream.into_split();
-    let sent = payload.clone();
-    let writer = tokio::spawn(async move {
-        w.write_all(&sent).await?;
-        w.shutdown().await
-    });
-    let mut back = Vec::with_capacity(len);
-    r.read_to_end(&mut back)
-        .await
-        .map_err(|e| format!("reading the echo: {e}"))?;
-    writer
-        .await
-        .unwrap()
-        .map_err(|e| format!("writing to the tunnel: {e}"))?;
-    if back != payload {
-        let at = back
-            .iter()
-            .zip(&payload)
-            .take_while(|(a, b)| a == b)
-            .count();
-        return Err(format!(
-            "echo differs: {} of {len} bytes back, first difference at byte {at}",
-            back.len()
-        ));
-    }
-    Ok(())
-}
-
-/// Deterministic garbage (xorshift64), so a failure can be replayed.
-fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------

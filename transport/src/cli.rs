@@ -12,35 +12,57 @@ pub fn init_logging() {
         .init();
 }
 
-/// Installs SIGINT and SIGTERM handlers now and returns a future that
-/// resolves on either. Installing at call time, not at first poll, matters:
-/// a signal arriving between start-up and the first poll would otherwise
-/// get the default action and kill the process without a clean shutdown.
-/// Call inside the runtime, before starting the server.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let int = signal(SignalKind::interrupt());
-        let term = signal(SignalKind::terminate());
-        async move {
-            match (int, term) {
+/// SIGINT and SIGTERM, counted: the first asks for a graceful shutdown,
+/// the second forces it. Handlers are installed when this is created, not
+/// at first poll: a signal arriving between start-up and the first poll
+/// would otherwise get the default action and kill the process without a
+/// clean shutdown. Create inside the runtime, before starting the server.
+#[derive(Debug, Clone)]
+pub struct Signals(tokio::sync::watch::Receiver<u32>);
+
+impl Signals {
+    /// Installs the handlers and starts counting.
+    pub fn install() -> Signals {
+        let (count, seen) = tokio::sync::watch::channel(0u32);
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
                 (Ok(mut int), Ok(mut term)) => {
-                    tokio::select! {
-                        _ = int.recv() => {}
-                        _ = term.recv() => {}
-                    }
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::select! {
+                                _ = int.recv() => {}
+                                _ = term.recv() => {}
+                            }
+                            count.send_modify(|n| *n += 1);
+                        }
+                    });
                 }
-                _ => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
+                _ => Signals::count_ctrl_c(count),
             }
         }
+        #[cfg(not(unix))]
+        Signals::count_ctrl_c(count);
+        Signals(seen)
     }
-    #[cfg(not(unix))]
-    {
-        async {
-            let _ = tokio::signal::ctrl_c().await;
+
+    fn count_ctrl_c(count: tokio::sync::watch::Sender<u32>) {
+        tokio::spawn(async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                count.send_modify(|n| *n += 1);
+            }
+        });
+    }
+
+    /// Resolves once `n` signals have arrived (1: shut down, 2: force).
+    pub fn nth(&self, n: u32) -> impl std::future::Future<Output = ()> + 'static {
+        let mut seen = self.0.clone();
+        async move {
+            let _ = seen.wait_for(|&count| count >= n).await;
         }
     }
 }

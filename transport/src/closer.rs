@@ -6,7 +6,9 @@
 //! killed client close with "connection lost", those of a stopping server
 //! with "shutdown").
 
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -59,5 +61,28 @@ impl<R: Clone> Closer<R> {
             .get()
             .cloned()
             .or_else(|| self.parent.as_ref().and_then(|p| p.reason()))
+    }
+
+    /// Runs `work` until this closer closes; `Err(reason)` if it was cut.
+    /// If the reason is one `lets_finish` accepts (the peer left in
+    /// order, so its last bytes are already on the wire behind its
+    /// goodbye), `work` gets up to `grace` more to land them first.
+    pub async fn run<F: Future>(
+        &self,
+        work: F,
+        grace: Duration,
+        lets_finish: impl Fn(&R) -> bool,
+    ) -> Result<F::Output, R> {
+        tokio::pin!(work);
+        tokio::select! {
+            done = &mut work => return Ok(done),
+            _ = self.closed() => {}
+        }
+        // Only `close` cancels a token, and it sets the reason first.
+        let reason = self.reason().expect("a closed closer has a reason");
+        if !lets_finish(&reason) {
+            return Err(reason);
+        }
+        tokio::time::timeout(grace, work).await.map_err(|_| reason)
     }
 }

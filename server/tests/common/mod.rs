@@ -10,6 +10,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_reitunnel-server");
 
 /// Every line the server wrote to stderr, in order, as it arrives. Filled by
@@ -127,12 +130,22 @@ pub struct Running {
 impl Running {
     /// SIGTERM, then the exit status.
     pub fn stop(mut self) -> ExitStatus {
+        self.terminate();
+        self.child.wait().unwrap()
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn terminate(&self) {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .unwrap()
             .success());
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(mut self) -> ExitStatus {
         self.child.wait().unwrap()
     }
 
@@ -197,4 +210,68 @@ pub fn start(args: &[&str]) -> (Running, SocketAddr, Vec<String>) {
     let sink = log.clone();
     std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| sink.push(l)));
     (Running { child, log }, addr, seen)
+}
+
+/// An echo service on 127.0.0.1:0 that half-closes after its peer does.
+pub async fn echo_service() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `len` pseudo-random bytes to `addr` while reading the echo, then
+/// compares every byte.
+pub async fn echo_through(addr: SocketAddr, len: usize, seed: u64) -> Result<(), String> {
+    let payload = pseudo_random(seed, len);
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("visiting {addr}: {e}"))?;
+    let (mut r, mut w) = stream.into_split();
+    let sent = payload.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&sent).await?;
+        w.shutdown().await
+    });
+    let mut back = Vec::with_capacity(len);
+    r.read_to_end(&mut back)
+        .await
+        .map_err(|e| format!("reading the echo: {e}"))?;
+    writer
+        .await
+        .unwrap()
+        .map_err(|e| format!("writing to the tunnel: {e}"))?;
+    if back != payload {
+        let at = back
+            .iter()
+            .zip(&payload)
+            .take_while(|(a, b)| a == b)
+            .count();
+        return Err(format!(
+            "echo differs: {} of {len} bytes back, first difference at byte {at}",
+            back.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Deterministic garbage (xorshift64), so a failure can be replayed.
+pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
 }
