@@ -48,6 +48,8 @@ pub struct ClientFile {
     pub heartbeat_timeout_ms: Option<u64>,
     /// `--drain-timeout`, seconds.
     pub drain_timeout_secs: Option<u64>,
+    /// `--reconnect-max`, seconds.
+    pub reconnect_max_secs: Option<u64>,
 }
 
 /// Why the config file was refused.
@@ -184,7 +186,11 @@ mod tests {
             "/../examples/config/client.toml"
         ));
         let f = ClientFile::load(path).unwrap();
-        assert!(f.server.is_some() && !f.remote.is_empty());
+        assert!(f.server.is_some() && !f.remote.is_empty() && !f.local.is_empty());
+        assert_eq!(
+            (f.reconnect_max_secs, f.drain_timeout_secs),
+            (Some(30), Some(30))
+        );
         assert_eq!(f.token.as_ref().map(Secret::expose), Some("example"));
     }
 }

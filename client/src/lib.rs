@@ -19,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+mod backoff;
 mod config;
 mod error;
 pub mod file_config;
@@ -46,6 +47,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 
+pub use backoff::Backoff;
 pub use config::ClientConfig;
 pub use error::{ClientError, TargetError};
 pub use reitunnel_transport::tls::{ClientTls, Fingerprint};

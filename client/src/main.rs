@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use reitunnel_client::file_config::ClientFile;
-use reitunnel_client::{Client, ClientConfig, ClientTls, Fingerprint, LocalSpec, RemoteSpec};
+use reitunnel_client::{
+    Backoff, Client, ClientConfig, ClientError, ClientTls, Fingerprint, LocalSpec, RemoteSpec,
+};
 use reitunnel_hooks::builtin::{Secret, TracingHook};
 use reitunnel_hooks::HookChain;
 use reitunnel_transport::cli::Signals;
@@ -43,6 +45,11 @@ struct Args {
     /// Name the server's certificate must be valid for [default: the host of --server].
     #[arg(long, value_name = "NAME")]
     server_name: Option<String>,
+    /// After losing the server, reconnect (re-login, same tunnels and ports)
+    /// with exponential backoff and jitter up to this many seconds between
+    /// attempts; 0 = exit instead [default: 30].
+    #[arg(long, value_name = "SECS")]
+    reconnect_max: Option<u64>,
     /// On SIGINT/SIGTERM, seconds open streams may take to finish; a second
     /// signal closes them at once [default: 30].
     #[arg(long, value_name = "SECS")]
@@ -80,38 +87,110 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> ExitCode {
     // Handlers first, so a signal during login still shuts down cleanly.
     let signals = Signals::install();
-    let (cfg, tunnels) = match config(args) {
+    let (cfg, mut tunnels) = match config(args) {
         Ok(config) => config,
         Err(e) => return fail(&e),
     };
     let chain = HookChain::builder().hook(TracingHook::new(0)).build();
-    let client = match Client::connect(cfg, chain).await {
-        Ok(client) => client,
-        Err(e) => return fail(&e.to_string()),
+    let mut backoff = Backoff::new(tunnels.reconnect_max);
+    let mut connected_once = false;
+    loop {
+        let error = match session(&cfg, &chain, &mut tunnels, &signals).await {
+            Ended::Stopped(result) => return result,
+            Ended::Lost { error, worked } => {
+                if worked {
+                    connected_once = true;
+                    backoff.reset();
+                }
+                error
+            }
+        };
+        // The first connection must work (a typo should not loop forever);
+        // a refused login is final; anything else is retried.
+        let permanent = matches!(
+            error,
+            ClientError::LoginRefused { .. } | ClientError::TlsSettings(_)
+        );
+        if !connected_once || permanent || tunnels.reconnect_max.is_zero() {
+            return fail(&error.to_string());
+        }
+        let wait = backoff.next_delay();
+        tracing::warn!(%error, attempt = backoff.attempts(), ?wait, "disconnected; reconnecting");
+        tokio::select! {
+            _ = signals.nth(1) => return ExitCode::SUCCESS,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// How one connection ended.
+enum Ended {
+    /// By a signal: the exit code is final.
+    Stopped(ExitCode),
+    /// Lost or refused; `worked` if it logged in and opened every tunnel.
+    Lost { error: ClientError, worked: bool },
+}
+
+/// One connection: log in, open every tunnel, then serve until a signal
+/// or the loss of the connection. Tunnels that worked keep their port for
+/// the next connection (the server holds it on a lease meanwhile).
+async fn session(
+    cfg: &ClientConfig,
+    chain: &HookChain,
+    tunnels: &mut Tunnels,
+    signals: &Signals,
+) -> Ended {
+    let lost = |error| Ended::Lost {
+        error,
+        worked: false,
     };
-    let mut opened = Vec::new();
-    for spec in tunnels.remote {
-        opened.push(client.open_reverse(spec).await.map(|t| ("tunnel", t)));
-    }
-    for spec in tunnels.local {
-        opened.push(client.open_forward(spec).await.map(|t| ("forward", t)));
-    }
-    for result in opened {
-        match result {
-            Ok((what, t)) => println!("{what} {} ready: {} -> {}", t.id.0, t.public_addr, t.target),
+    let connected = tokio::select! {
+        _ = signals.nth(1) => return Ended::Stopped(ExitCode::SUCCESS),
+        connected = Client::connect(cfg.clone(), chain.clone()) => connected,
+    };
+    let client = match connected {
+        Ok(client) => client,
+        Err(e) => return lost(e),
+    };
+    for spec in &mut tunnels.remote {
+        match client.open_reverse(spec.clone()).await {
+            Ok(t) => {
+                spec.bind.set_port(t.public_addr.port());
+                println!("tunnel {} ready: {} -> {}", t.id.0, t.public_addr, t.target);
+            }
             Err(e) => {
                 let _ = client.shutdown().await;
-                return fail(&e.to_string());
+                return lost(e);
             }
         }
     }
-    let shutdown = tokio::select! {
-        _ = signals.nth(1) => client.shutdown_graceful(tunnels.drain, signals.nth(2)).await,
-        _ = client.ended() => client.shutdown().await,
-    };
-    match shutdown {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e.to_string()),
+    for spec in &mut tunnels.local {
+        match client.open_forward(spec.clone()).await {
+            Ok(t) => {
+                spec.bind.set_port(t.public_addr.port());
+                println!(
+                    "forward {} ready: {} -> {}",
+                    t.id.0, t.public_addr, t.target
+                );
+            }
+            Err(e) => {
+                let _ = client.shutdown().await;
+                return lost(e);
+            }
+        }
+    }
+    tokio::select! {
+        _ = signals.nth(1) => {
+            let result = client.shutdown_graceful(tunnels.drain, signals.nth(2)).await;
+            Ended::Stopped(match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e.to_string()),
+            })
+        }
+        _ = client.ended() => Ended::Lost {
+            error: client.shutdown().await.err().unwrap_or(ClientError::ConnectionLost),
+            worked: true,
+        },
     }
 }
 
@@ -171,22 +250,26 @@ fn config(args: Args) -> Result<(ClientConfig, Tunnels), String> {
         cfg.server_name = args.server_name.or(file.server_name);
     }
     let drain = Duration::from_secs(args.drain_timeout.or(file.drain_timeout_secs).unwrap_or(30));
+    let reconnect_max =
+        Duration::from_secs(args.reconnect_max.or(file.reconnect_max_secs).unwrap_or(30));
     Ok((
         cfg,
         Tunnels {
             remote,
             local,
             drain,
+            reconnect_max,
         },
     ))
 }
 
-/// The tunnels to open once logged in, and how long open streams may
-/// finish at shutdown.
+/// The tunnels to open once logged in, how long open streams may finish
+/// at shutdown, and the longest wait between reconnect attempts.
 struct Tunnels {
     remote: Vec<RemoteSpec>,
     local: Vec<LocalSpec>,
     drain: Duration,
+    reconnect_max: Duration,
 }
 
 fn fail(message: &str) -> ExitCode {

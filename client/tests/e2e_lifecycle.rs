@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::*;
+use reitunnel_client::{ClientError, RemoteSpec};
 use reitunnel_hooks::{
     BoxError, DataEvent, ErrorStrategy, Hook, HookChain, Reason, ServerInfo, StreamInfo, Verdict,
 };
@@ -19,7 +20,7 @@ fn has(events: &[Ev], f: impl Fn(&Ev) -> bool) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_client_mid_transfer_closes_everything_once_and_frees_its_port() {
+async fn killed_client_closes_everything_once_and_gets_its_leased_port_back() {
     let rec = Recorder::new();
     let server = TestServer::start(HookChain::builder().shared(rec.clone()).build(), |_| {}).await;
     let echo = echo_service().await;
@@ -121,10 +122,40 @@ async fn killed_client_mid_transfer_closes_everything_once_and_frees_its_port() 
     let (reason, bytes_in) = stream_reason.expect("stream closed");
     assert!(reason == "connection_lost" || reason == "error", "{reason}");
     assert!(bytes_in >= 1 << 20);
-    // The public port is free again.
+    // The port is leased to the vanished client: another is told whose it is...
+    let spec: RemoteSpec = format!("{public}:{echo}").parse().unwrap();
+    let other = connect(server.addr, "other").await;
+    match other.open_reverse(spec.clone()).await {
+        Err(ClientError::TunnelRefused { message, .. }) => assert!(
+            message.contains(&format!(
+                "port {} is leased to client 'victim'",
+                public.port()
+            )),
+            "{message}"
+        ),
+        got => panic!("another client took a leased port: {got:?}"),
+    }
+    other.shutdown().await.unwrap();
+    // ...and the victim, back within the lease, gets the same port, visitors and all.
+    let back = connect(server.addr, "victim").await;
+    let again = back
+        .open_reverse(spec)
+        .await
+        .expect("the leased port comes back");
+    assert_eq!(again.public_addr, public);
+    assert_eq!(echo_check(public, 100_000, 6).await, 100_000);
+    // Leaving in order frees the port at once.
+    back.shutdown().await.unwrap();
+    rec.wait_for("the returned victim's disconnect", |ev| {
+        ev.iter()
+            .filter(|e| matches!(e, Ev::Disconnect(_, r, _) if r == "finished"))
+            .count()
+            >= 2
+    })
+    .await;
     TcpListener::bind(public)
         .await
-        .expect("victim's port was freed");
+        .expect("the port is free after an orderly goodbye");
     // The bystander never noticed.
     assert_eq!(echo_check(safe.public_addr, 200_000, 4).await, 200_000);
     bystander.shutdown().await.unwrap();

@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// yamux tuning.
     pub mux: MuxConfig,
+    /// How long a vanished client's public ports stay reserved for its
+    /// reconnect (zero: freed at once).
+    pub port_lease: Duration,
     /// Relay buffer sizes.
     pub relay: RelayConfig,
 }
@@ -60,6 +63,7 @@ impl ServerConfig {
             stream_ack_timeout: Duration::from_secs(15),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             tls: None,
+            port_lease: Duration::from_secs(30),
             limits: Limits::default(),
             mux: MuxConfig::default(),
             relay: RelayConfig::default(),

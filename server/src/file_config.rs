@@ -46,6 +46,8 @@ pub struct Settings {
     pub stats_interval: Option<u64>,
     /// `--drain-timeout`, seconds.
     pub drain_timeout_secs: Option<u64>,
+    /// `--port-lease`, seconds.
+    pub port_lease_secs: Option<u64>,
     /// `--metrics-listen`: serve Prometheus metrics at http://ADDR/metrics.
     pub metrics_listen: Option<SocketAddr>,
     /// `--tls-cert`: certificate chain (PEM); turns TLS on with `tls_key`.
@@ -590,6 +592,11 @@ kind = "log"
             server.limits,
             crate::Limits::default(),
             "the example lists the defaults"
+        );
+        let s = &cfg.settings;
+        assert_eq!(
+            (s.drain_timeout_secs, s.port_lease_secs),
+            (Some(30), Some(30))
         );
         assert_eq!(cfg.hooks.len(), 4);
         let dir = tempfile::tempdir().unwrap();

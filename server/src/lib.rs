@@ -31,6 +31,7 @@ mod forward;
 pub mod fuzzing;
 mod handshake;
 pub mod hook_config;
+mod lease;
 mod limits;
 mod session;
 mod tunnel;
@@ -49,6 +50,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use lease::Leases;
 use limits::{FailedLogins, Gauge, PerIp};
 
 pub use config::ServerConfig;
@@ -97,6 +99,8 @@ struct Shared {
     draining: CancellationToken,
     /// Every live stream holds a token, so a drain knows when they are done.
     streams: TaskTracker,
+    /// Public listeners of clients that vanished, kept for their return.
+    leases: Arc<Leases>,
 }
 
 /// The server-wide counted limits; per-client and per-tunnel ones live with
@@ -178,6 +182,7 @@ impl Server {
                 admission: Admission::new(&config.limits),
                 draining: CancellationToken::new(),
                 streams: TaskTracker::new(),
+                leases: Leases::new(config.port_lease),
                 config,
             }),
             info,

@@ -50,6 +50,10 @@ struct Args {
     /// are closed; a second signal closes them at once [default: 30].
     #[arg(long, value_name = "SECS")]
     drain_timeout: Option<u64>,
+    /// Seconds a vanished client's public ports stay reserved for its
+    /// reconnect, 0 = free them at once [default: 30].
+    #[arg(long, value_name = "SECS")]
+    port_lease: Option<u64>,
     /// Seconds between metering lines in the log, 0 = never [default: 10].
     #[arg(long)]
     stats_interval: Option<u64>,
@@ -171,6 +175,9 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7000)));
     let mut config = ServerConfig::new(listen, token);
     config.tls = tls;
+    if let Some(secs) = args.port_lease.or(s.port_lease_secs) {
+        config.port_lease = Duration::from_secs(secs);
+    }
     s.limits.apply(&mut config);
     if let Some(name) = args.name.or(s.name) {
         config.name = name;

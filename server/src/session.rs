@@ -536,6 +536,10 @@ impl Session {
                     addr.port()
                 )));
             }
+            if let Some(leased) = self.shared.leases.claim(&self.client.name, addr)? {
+                tracing::info!(client = %self.client.name, %addr, "leased port reclaimed");
+                return Ok(leased);
+            }
             return listen(addr).map_err(|e| unavailable(format!("cannot listen on {addr}: {e}")));
         }
         let hint = self.shared.port_hint.fetch_add(1, Ordering::Relaxed);

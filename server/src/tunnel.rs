@@ -53,8 +53,19 @@ impl Tunnel {
                 },
             }
         }
-        drop(listener); // frees the public port before the close event fires
-                        // A drain stops new visitors; the tunnel stays open until its streams are done.
+        // The port is freed (or leased, if the client vanished) before the
+        // close event fires.
+        let vanished = matches!(
+            closer.reason(),
+            Some(CloseReason::ConnectionLost | CloseReason::Timeout(_))
+        );
+        if vanished && !draining.is_cancelled() {
+            let client = open.info().client.name.clone();
+            this.shared.leases.park(client, listener);
+        } else {
+            drop(listener);
+        }
+        // A drain stops new visitors; the tunnel stays open until its streams are done.
         closer.closed().await;
         streams.close();
         streams.wait().await;
