@@ -4,12 +4,12 @@
 //! flags given on the command line win over the file.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_transport::cli::expand_env;
+use reitunnel_transport::config_file::{self, FileError};
 use reitunnel_transport::tls::Fingerprint;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use thiserror::Error;
 
 use crate::{LocalSpec, RemoteSpec};
@@ -30,7 +30,7 @@ pub struct ClientFile {
     /// `--ca`.
     pub ca: Option<PathBuf>,
     /// `--fingerprint`.
-    #[serde(default, deserialize_with = "parsed")]
+    #[serde(default, deserialize_with = "config_file::parsed_opt")]
     pub fingerprint: Option<Fingerprint>,
     /// `--server-name`.
     pub server_name: Option<String>,
@@ -39,10 +39,10 @@ pub struct ClientFile {
     /// `--key`.
     pub key: Option<PathBuf>,
     /// `-R` specs, e.g. `["8080:127.0.0.1:3000"]`.
-    #[serde(default, deserialize_with = "specs")]
+    #[serde(default, deserialize_with = "config_file::parsed_list")]
     pub remote: Vec<RemoteSpec>,
     /// `-L` specs, e.g. `["5432:db.internal:5432"]`.
-    #[serde(default, deserialize_with = "specs")]
+    #[serde(default, deserialize_with = "config_file::parsed_list")]
     pub local: Vec<LocalSpec>,
     /// Silence from the server before it is taken for dead, in milliseconds.
     pub heartbeat_timeout_ms: Option<u64>,
@@ -55,22 +55,9 @@ pub struct ClientFile {
 /// Why the config file was refused.
 #[derive(Debug, Error)]
 pub enum ClientFileError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// Bad TOML, an unknown key or a bad value; toml's message names line and column.
-    #[error("config {path}: {source}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// toml's error.
-        source: Box<toml::de::Error>,
-    },
+    /// Unreadable, bad TOML, an unknown key or a bad value (naming the line).
+    #[error(transparent)]
+    File(#[from] FileError),
     /// `${VAR}` names an unset variable.
     #[error("config {path}: token refers to ${{{var}}}, which is not set")]
     MissingEnv {
@@ -81,46 +68,15 @@ pub enum ClientFileError {
     },
 }
 
-fn parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: FromStr,
-    T::Err: std::fmt::Display,
-{
-    Option::<String>::deserialize(d)?
-        .map(|s| s.parse().map_err(serde::de::Error::custom))
-        .transpose()
-}
-
-fn specs<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: FromStr,
-    T::Err: std::fmt::Display,
-{
-    Vec::<String>::deserialize(d)?
-        .iter()
-        .map(|s| s.parse().map_err(serde::de::Error::custom))
-        .collect()
-}
-
 impl ClientFile {
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<ClientFile, ClientFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ClientFileError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        ClientFile::parse(&text, path)
+        ClientFile::parse(&config_file::read(path)?, path)
     }
 
     /// Parses TOML text (`path` only names it in errors).
     pub fn parse(text: &str, path: &Path) -> Result<ClientFile, ClientFileError> {
-        let mut file: ClientFile =
-            toml::from_str(text).map_err(|source| ClientFileError::Parse {
-                path: path.to_owned(),
-                source: Box::new(source),
-            })?;
+        let mut file: ClientFile = config_file::parse(text, path)?;
         if let Some(token) = &file.token {
             let token = expand_env(token.expose()).map_err(|var| ClientFileError::MissingEnv {
                 path: path.to_owned(),

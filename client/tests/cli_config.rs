@@ -7,7 +7,6 @@ mod common;
 use std::process::Stdio;
 
 use common::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 fn client() -> Command {
@@ -39,13 +38,7 @@ async fn a_config_file_opens_its_tunnels_and_flags_win() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next_line().await.unwrap().expect("ready line");
-    let public: std::net::SocketAddr = line
-        .split_whitespace()
-        .nth(3)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
+    let (_, public) = Ready::of(&mut child).next().await;
     assert_eq!(echo_check(public, 1 << 20, 9).await, 1 << 20);
     rec.wait_for("login under the flag's name", |ev| {
         ev.iter()

@@ -5,12 +5,10 @@
 
 mod common;
 
-use std::process::Stdio;
-
 use common::*;
 use reitunnel_hooks::HookChain;
 use reitunnel_server::ForwardRule;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const MIB: usize = 1 << 20;
@@ -24,27 +22,12 @@ async fn sigterm_drains_open_streams_then_says_goodbye() {
         c.allow_forward = vec![rule];
     })
     .await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reitunnel-client"))
-        .args(["--server", &server.addr.to_string(), "--name", "drainer"])
-        .args(["-R", &format!("0:{echo}"), "-L", &format!("0:{echo}")])
-        .env("REITUNNEL_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut ready = Vec::new();
-    for _ in 0..2 {
-        let line = lines.next_line().await.unwrap().expect("ready line");
-        let addr: std::net::SocketAddr = line
-            .split_whitespace()
-            .nth(3)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
-        ready.push(addr);
-    }
-    let (public, local) = (ready[0], ready[1]);
+    let (remote, local) = (format!("0:{echo}"), format!("0:{echo}"));
+    let args = ["--name", "drainer", "-R", &remote, "-L", &local];
+    let mut child = spawn_client(server.addr, &args);
+    let mut ready = Ready::of(&mut child);
+    let (_, public) = ready.next().await;
+    let (_, local) = ready.next().await;
 
     // A transfer under way: the first MiB is through before the signal.
     let mut pattern = Pattern::new(3);

@@ -6,13 +6,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 
 use common::*;
-use reitunnel_client::{Client, ClientError, LocalSpec};
+use reitunnel_client::{ClientError, LocalSpec};
 use reitunnel_hooks::{HookChain, Totals};
 use reitunnel_server::ForwardRule;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 async fn server_allowing(rules: &[String]) -> (TestServer, std::sync::Arc<Recorder>) {
@@ -43,13 +42,7 @@ fn stream_totals(events: &[Ev]) -> Vec<Totals> {
 async fn local_forward_carries_checked_bytes_and_both_sides_meter_them() {
     let echo = echo_service().await;
     let (server, rec) = server_allowing(&[format!("127.0.0.1:{}", echo.port())]).await;
-    let client_rec = Recorder::new();
-    let client = Client::connect(
-        client_config(server.addr, "fwd"),
-        HookChain::builder().shared(client_rec.clone()).build(),
-    )
-    .await
-    .unwrap();
+    let (client, client_rec) = recorded_client(server.addr, "fwd").await;
     let forward = client.open_forward(local(echo)).await.unwrap();
     assert!(forward.public_addr.ip().is_loopback(), "{forward:?}");
     let sizes = [1 << 20, 300_000, 17, 2 << 20];
@@ -128,13 +121,7 @@ async fn a_dead_target_is_reported_on_both_sides_and_the_forward_stays() {
         l.local_addr().unwrap()
     };
     let (server, rec) = server_allowing(&["127.0.0.1:*".to_owned()]).await;
-    let client_rec = Recorder::new();
-    let client = Client::connect(
-        client_config(server.addr, "fwd"),
-        HookChain::builder().shared(client_rec.clone()).build(),
-    )
-    .await
-    .unwrap();
+    let (client, client_rec) = recorded_client(server.addr, "fwd").await;
     let forward = client.open_forward(local(dead)).await.unwrap();
     let mut visitor = TcpStream::connect(forward.public_addr).await.unwrap();
     let mut buf = [0u8; 1];
@@ -160,26 +147,12 @@ async fn a_dead_target_is_reported_on_both_sides_and_the_forward_stays() {
 async fn the_command_line_client_forwards_with_dash_l() {
     let echo = echo_service().await;
     let (server, _rec) = server_allowing(&[format!("127.0.0.1:{}", echo.port())]).await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reitunnel-client"))
-        .args([
-            "--server",
-            &server.addr.to_string(),
-            "-L",
-            &format!("0:{echo}"),
-        ])
-        .env("REITUNNEL_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next_line().await.unwrap().expect("ready line");
+    let mut child = spawn_client(server.addr, &["-L", &format!("0:{echo}")]);
+    let (line, local) = Ready::of(&mut child).next().await;
     assert!(
         line.starts_with("forward ") && line.ends_with(&format!("-> {echo}")),
         "{line}"
     );
-    let local: SocketAddr = line.split_whitespace().nth(3).unwrap().parse().unwrap();
     assert_eq!(echo_check(local, 1 << 20, 5).await, 1 << 20);
     child.kill().await.unwrap();
     server.stop().await;

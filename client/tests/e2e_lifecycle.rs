@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -12,7 +11,7 @@ use reitunnel_client::{ClientError, RemoteSpec};
 use reitunnel_hooks::{
     BoxError, DataEvent, ErrorStrategy, Hook, HookChain, Reason, ServerInfo, StreamInfo, Verdict,
 };
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 fn has(events: &[Ev], f: impl Fn(&Ev) -> bool) -> bool {
@@ -28,29 +27,12 @@ async fn killed_client_closes_everything_once_and_gets_its_leased_port_back() {
     let bystander = connect(server.addr, "bystander").await;
     let safe = reverse(&bystander, echo).await;
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reitunnel-client"))
-        .args([
-            "--server",
-            &server.addr.to_string(),
-            "--name",
-            "victim",
-            "-R",
-            &format!("0:{echo}"),
-        ])
-        .env("REITUNNEL_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next_line().await.unwrap().expect("ready line");
+    let mut child = spawn_client(
+        server.addr,
+        &["--name", "victim", "-R", &format!("0:{echo}")],
+    );
+    let (line, public) = Ready::of(&mut child).next().await;
     // "tunnel N ready: 127.0.0.1:PORT -> 127.0.0.1:ECHO"
-    let public: std::net::SocketAddr = line
-        .split_whitespace()
-        .nth(3)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
     assert!(
         line.starts_with("tunnel ") && line.ends_with(&format!("-> {echo}")),
         "{line}"

@@ -301,7 +301,6 @@ async fn tls_on_one_side_only_is_named() {
 /// `--cert/--key` log in by certificate with its name, no token needed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_line_client_pins_the_server_and_logs_in_by_certificate() {
-    use tokio::io::AsyncBufReadExt;
     let pki = Pki::new("unused ca");
     let server_cert = pki.self_signed("self", &["edge.internal"]);
     let clients = Pki::new("client ca");
@@ -341,13 +340,7 @@ async fn command_line_client_pins_the_server_and_logs_in_by_certificate() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next_line().await.unwrap().expect("ready line");
-    let public: std::net::SocketAddr = line
-        .split_whitespace()
-        .nth(3)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
+    let (_, public) = Ready::of(&mut child).next().await;
     assert_eq!(echo_check(public, 1 << 20, 3).await, 1 << 20);
     rec.wait_for("dave's login", |ev| {
         ev.iter()

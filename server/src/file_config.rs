@@ -4,12 +4,11 @@
 //! read, so a bad value, an unknown field or an unknown hook kind is an
 //! error that names the line. Flags given on the command line win over the file.
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use thiserror::Error;
 
 use crate::PortRanges;
@@ -33,12 +32,12 @@ pub struct Settings {
     /// `--token`; `${VAR}` takes it from the environment.
     pub token: Option<Secret>,
     /// `--allow-ports`, e.g. `"20000-20100,30000"`.
-    #[serde(default, deserialize_with = "from_str_opt")]
+    #[serde(default, deserialize_with = "config_file::parsed_opt")]
     pub allow_ports: Option<PortRanges>,
     /// `--bind-ip`.
     pub bind_ip: Option<IpAddr>,
     /// `--allow-forward`: targets `-L` clients may reach, e.g. `["db.internal:5432", "10.0.0.0/8:22"]`.
-    #[serde(default, deserialize_with = "forward_rules")]
+    #[serde(default, deserialize_with = "config_file::parsed_list")]
     pub allow_forward: Vec<crate::ForwardRule>,
     /// `--name`.
     pub name: Option<String>,
@@ -63,13 +62,6 @@ pub struct Settings {
     /// errors can name its own line (serde loses positions inside tagged enums).
     #[serde(default)]
     hooks: Vec<toml::Spanned<toml::Table>>,
-}
-
-fn forward_rules<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<crate::ForwardRule>, D::Error> {
-    Vec::<String>::deserialize(d)?
-        .iter()
-        .map(|s| s.parse().map_err(serde::de::Error::custom))
-        .collect()
 }
 
 /// The `[limits]` table: each key overrides one default of [`crate::Limits`]
@@ -160,13 +152,13 @@ pub enum HookSpec {
     /// Byte and connection rate limits.
     RateLimit {
         /// Per client session, each direction, e.g. `"10MiB"`.
-        #[serde(default, deserialize_with = "from_str_opt")]
+        #[serde(default, deserialize_with = "config_file::parsed_opt")]
         per_client_bytes_per_sec: Option<ByteSize>,
         /// Per tunnel, each direction.
-        #[serde(default, deserialize_with = "from_str_opt")]
+        #[serde(default, deserialize_with = "config_file::parsed_opt")]
         per_tunnel_bytes_per_sec: Option<ByteSize>,
         /// Burst above the byte rates (default: a tenth of a second, at least 64 KiB).
-        #[serde(default, deserialize_with = "from_str_opt")]
+        #[serde(default, deserialize_with = "config_file::parsed_opt")]
         burst: Option<ByteSize>,
         /// New visitor streams per client per second.
         streams_per_client_per_sec: Option<u32>,
@@ -178,7 +170,7 @@ pub enum HookSpec {
     /// Bytes per client per period.
     Quota {
         /// e.g. `"10GiB"`.
-        #[serde(deserialize_with = "from_str")]
+        #[serde(deserialize_with = "config_file::parsed")]
         bytes: ByteSize,
         /// Period length in seconds (default a day, reset at 00:00 UTC).
         #[serde(default = "default_quota_period")]
@@ -252,7 +244,7 @@ pub struct ClientSpec {
     /// one, the client must log in with a verified client certificate (mTLS).
     pub token: Option<Secret>,
     /// Ports it may open, e.g. `"20000-20010"`.
-    #[serde(default, deserialize_with = "from_str_opt")]
+    #[serde(default, deserialize_with = "config_file::parsed_opt")]
     pub ports: Option<PortRanges>,
     /// Tunnels at once.
     pub max_tunnels: Option<u32>,
@@ -284,14 +276,7 @@ pub struct ClientsFile {
 impl ClientsFile {
     /// Reads `path`; errors name the file and line.
     pub fn load(path: &Path) -> Result<ClientsFile, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })
+        Ok(config_file::load(path)?)
     }
 }
 
@@ -312,25 +297,6 @@ fn default_webhook_timeout() -> u64 {
 }
 fn default_webhook_retries() -> u32 {
     3
-}
-
-fn from_str<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: FromStr,
-    T::Err: fmt::Display,
-{
-    let s = String::deserialize(d)?;
-    s.parse().map_err(serde::de::Error::custom)
-}
-
-fn from_str_opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: FromStr,
-    T::Err: fmt::Display,
-{
-    from_str(d).map(Some)
 }
 
 /// A byte count written with an optional unit: `65536`, `64KiB`, `10MiB`, `1GB`.
@@ -370,22 +336,9 @@ impl FromStr for ByteSize {
 /// Why the config file could not be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The TOML is malformed or has a bad value, unknown field or unknown hook kind.
-    #[error("config {path}: {source}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// toml's message, naming line and column.
-        source: Box<toml::de::Error>,
-    },
+    /// Unreadable, malformed TOML, a bad value or an unknown field (naming the line).
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A `[[hooks]]` table is not a valid hook.
     #[error("config {path}: line {line}: hook #{index}: {message}")]
     Hook {
@@ -421,19 +374,12 @@ pub enum ConfigError {
 impl FileConfig {
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        FileConfig::parse(&text, path)
+        FileConfig::parse(&config_file::read(path)?, path)
     }
 
     /// Parses TOML text (`path` only names it in errors).
     pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
-        let mut settings: Settings = toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })?;
+        let mut settings: Settings = config_file::parse(text, path)?;
         if let Some(token) = &settings.token {
             let token = expand_env(token.expose()).map_err(|var| ConfigError::MissingEnv {
                 path: path.to_owned(),
@@ -462,6 +408,7 @@ impl FileConfig {
 }
 
 pub(crate) use reitunnel_transport::cli::expand_env;
+use reitunnel_transport::config_file::{self, FileError};
 
 #[cfg(test)]
 mod tests {

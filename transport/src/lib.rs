@@ -9,6 +9,7 @@
 
 pub mod cli;
 mod closer;
+pub mod config_file;
 mod frame_io;
 pub mod heartbeat;
 mod mux;

@@ -354,3 +354,54 @@ pub async fn echo_check(addr: SocketAddr, len: usize, seed: u64) -> usize {
     assert_eq!(total, len, "echo length");
     total
 }
+
+/// The `tunnel N ready: ADDR -> TARGET` lines a command-line client prints.
+pub struct Ready(tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>);
+
+impl Ready {
+    /// Takes the child's piped stdout.
+    pub fn of(child: &mut tokio::process::Child) -> Ready {
+        use tokio::io::AsyncBufReadExt;
+        let stdout = child.stdout.take().expect("stdout piped");
+        Ready(tokio::io::BufReader::new(stdout).lines())
+    }
+
+    /// The next ready line and the address it announces (within [`PATIENCE`]).
+    pub async fn next(&mut self) -> (String, SocketAddr) {
+        let line = tokio::time::timeout(PATIENCE, self.0.next_line())
+            .await
+            .expect("a ready line in time")
+            .unwrap()
+            .expect("ready line");
+        let addr = line
+            .split_whitespace()
+            .nth(3)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
+        (line, addr)
+    }
+}
+
+/// The command-line client logging in to `server` with the test token and
+/// `args`; stdout piped for [`Ready`], killed when dropped.
+pub fn spawn_client(server: SocketAddr, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_reitunnel-client"))
+        .args(["--server", &server.to_string()])
+        .args(args)
+        .env("REITUNNEL_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start reitunnel-client")
+}
+
+/// A client connected to `server` whose own chain records into a new [`Recorder`].
+pub async fn recorded_client(server: SocketAddr, name: &str) -> (Client, Arc<Recorder>) {
+    let rec = Recorder::new();
+    let chain = HookChain::builder().shared(rec.clone()).build();
+    let client = Client::connect(client_config(server, name), chain)
+        .await
+        .expect("client connects");
+    (client, rec)
+}
