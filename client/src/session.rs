@@ -143,6 +143,14 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
         .drain()
         .collect();
     drop(routes);
+    if result.is_ok() {
+        // We said goodbye: let the server close first. Closing now would
+        // leave its last frames (a Pong, window updates) unread here, and a
+        // socket closed with unread data sends a reset, which can destroy
+        // the goodbye in the server's receive queue before it is read: the
+        // server then sees a lost connection and holds the ports on a lease.
+        let _ = timeout(CLOSE_GRACE, mux.closed()).await;
+    }
     mux.close();
     drop(inbound);
     driver.finish().await;

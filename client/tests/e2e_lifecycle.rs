@@ -395,3 +395,42 @@ async fn a_panicking_hook_never_takes_the_server_down() {
         assert_balanced(&rec.events());
     }
 }
+
+/// A client that logs in and says goodbye at once, before reading what the
+/// server sent (the Pong to its first Ping): the server must still read the
+/// goodbye, every time, and not take it for a lost connection (which would
+/// hold the client's ports on a lease). Before the client let the server
+/// close first, the closing socket's reset destroyed the goodbye in about
+/// two sessions out of three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_immediate_goodbye_is_always_read_as_one() {
+    const SESSIONS: usize = 100;
+    let rec = Recorder::new();
+    let server = TestServer::start(HookChain::builder().shared(rec.clone()).build(), |_| {}).await;
+    for _ in 0..SESSIONS {
+        connect(server.addr, "hasty")
+            .await
+            .shutdown()
+            .await
+            .unwrap();
+    }
+    let events = rec
+        .wait_for("every session to end", |evs| {
+            evs.iter()
+                .filter(|e| matches!(e, Ev::Disconnect(..)))
+                .count()
+                == SESSIONS
+        })
+        .await;
+    let reasons: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Ev::Disconnect(_, reason, _) => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(reasons.iter().all(|r| *r == "finished"), "{reasons:?}");
+    assert_eq!(rec.errors(), Vec::<String>::new());
+    assert_balanced(&events);
+    server.stop().await;
+}
