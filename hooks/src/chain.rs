@@ -375,4 +375,18 @@ impl HookChain {
         }
         builder.build()
     }
+
+    /// The hooks of this chain that are not in `other` (the same instance,
+    /// by pointer), in order, with this chain's strategy. A server that
+    /// reloads its configuration starts the hooks `new.without(&old)` and,
+    /// at exit, also stops those of `old.without(&new)` that it retired.
+    pub fn without(&self, other: &HookChain) -> HookChain {
+        let mut builder = HookChain::builder().strategy(self.inner.strategy);
+        for h in self.inner.hooks.iter() {
+            if !other.inner.hooks.iter().any(|o| Arc::ptr_eq(o, h)) {
+                builder = builder.shared(h.clone());
+            }
+        }
+        builder.build()
+    }
 }

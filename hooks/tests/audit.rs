@@ -98,3 +98,43 @@ fn an_unwritable_path_is_an_io_error() {
     let err = JsonLinesFile::open("/nonexistent-dir/reitunnel/audit.jsonl", 4).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
 }
+
+#[test]
+fn reopen_follows_a_rotated_file() {
+    let path = TempPath::new("rotate");
+    let rotated = TempPath(path.0.with_extension("jsonl.1"));
+    let sink = JsonLinesFile::open(&path.0, 16).unwrap();
+    sink.emit(&Event::now("before").with("n", 1u64));
+    // logrotate's move: the writer still holds the old file, now under a new name.
+    std::fs::rename(&path.0, &rotated.0).unwrap();
+    sink.emit(&Event::now("still.old").with("n", 2u64));
+    sink.reopen().unwrap();
+    sink.emit(&Event::now("after").with("n", 3u64));
+    sink.flush().unwrap();
+    let old: Vec<_> = lines(&rotated.0)
+        .iter()
+        .map(|e| e["event"].clone())
+        .collect();
+    let new: Vec<_> = lines(&path.0).iter().map(|e| e["event"].clone()).collect();
+    assert_eq!(old, ["before", "still.old"]);
+    assert_eq!(new, ["after"]);
+}
+
+#[test]
+fn a_failed_reopen_keeps_writing_to_the_old_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub").join("audit.jsonl");
+    std::fs::create_dir(path.parent().unwrap()).unwrap();
+    let sink = JsonLinesFile::open(&path, 16).unwrap();
+    let moved = dir.path().join("moved");
+    std::fs::rename(path.parent().unwrap(), &moved).unwrap();
+    let err = sink.reopen().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    sink.emit(&Event::now("kept").with("n", 1u64));
+    sink.flush().unwrap();
+    let kept: Vec<_> = lines(&moved.join("audit.jsonl"))
+        .iter()
+        .map(|e| e["event"].clone())
+        .collect();
+    assert_eq!(kept, ["kept"]);
+}

@@ -1,7 +1,8 @@
 //! The audit log: one JSON object per line, appended to a file by a
 //! background thread, so hooks only format and enqueue. A full queue drops
 //! the line and counts it rather than block the tunnel; `flush` (called on
-//! server stop) waits until everything queued is on disk.
+//! server stop) waits until everything queued is on disk; `reopen` (called
+//! on SIGHUP) starts a new file at the same path after a log rotation.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -16,6 +17,7 @@ use crate::events::{Event, EventSink};
 enum Command {
     Line(String),
     Flush(mpsc::Sender<io::Result<()>>),
+    Reopen(mpsc::Sender<io::Result<()>>),
 }
 
 /// A JSON-lines file sink. Use it behind an [`EventHook`](super::EventHook):
@@ -69,9 +71,10 @@ impl JsonLinesFile {
         let path = path.as_ref().to_path_buf();
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let (tx, rx) = mpsc::sync_channel(queue.max(1));
+        let reopen_at = path.clone();
         std::thread::Builder::new()
             .name("audit-log".into())
-            .spawn(move || write_lines(BufWriter::new(file), rx))?;
+            .spawn(move || write_lines(BufWriter::new(file), &reopen_at, rx))?;
         Ok(Arc::new(JsonLinesFile {
             path,
             tx,
@@ -91,16 +94,29 @@ impl JsonLinesFile {
 
     /// Waits until every line queued so far is written and flushed.
     pub fn flush(&self) -> io::Result<()> {
+        self.ask(Command::Flush)
+    }
+
+    /// Flushes, closes the file and opens the path again (creating it), so
+    /// a log rotated away by logrotate is followed by a new file. Lines
+    /// queued before the call go to the old file. On an error the writer
+    /// keeps the old file.
+    pub fn reopen(&self) -> io::Result<()> {
+        self.ask(Command::Reopen)
+    }
+
+    /// Sends a command to the writer and waits for its answer.
+    fn ask(&self, command: fn(mpsc::Sender<io::Result<()>>) -> Command) -> io::Result<()> {
         let (ack, done) = mpsc::channel();
         self.tx
-            .send(Command::Flush(ack))
+            .send(command(ack))
             .map_err(|_| io::Error::other("audit writer stopped"))?;
         done.recv()
             .map_err(|_| io::Error::other("audit writer stopped"))?
     }
 }
 
-fn write_lines(mut out: BufWriter<File>, rx: Receiver<Command>) {
+fn write_lines(mut out: BufWriter<File>, path: &Path, rx: Receiver<Command>) {
     loop {
         let command = match rx.recv_timeout(IDLE_FLUSH) {
             Ok(c) => c,
@@ -121,6 +137,14 @@ fn write_lines(mut out: BufWriter<File>, rx: Receiver<Command>) {
             }
             Command::Flush(ack) => {
                 let _ = ack.send(out.flush());
+            }
+            Command::Reopen(ack) => {
+                let reopened = out.flush().and_then(|()| {
+                    let file = OpenOptions::new().create(true).append(true).open(path)?;
+                    out = BufWriter::new(file);
+                    Ok(())
+                });
+                let _ = ack.send(reopened);
             }
         }
     }
