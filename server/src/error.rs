@@ -36,6 +36,9 @@ pub enum ServerError {
     /// A hook's `on_server_start` failed.
     #[error("a hook refused to start the server: {0}")]
     HookStart(#[from] MultiError),
+    /// A hook new in a reload failed its `on_server_start`; nothing changed.
+    #[error("a new hook refused to start, so the reload was not applied: {0}")]
+    HookReload(MultiError),
 }
 
 /// Why a client connection failed before or during its session.

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use reitunnel_hooks::ports::PortRanges;
 use reitunnel_hooks::relay::relay;
 use reitunnel_hooks::{
-    CloseReason, Open, Reason, RefuseCode, Scope, StreamInfo, TunnelId, TunnelInfo,
+    CloseReason, HookChain, Open, Reason, RefuseCode, Scope, StreamInfo, TunnelId, TunnelInfo,
 };
 use reitunnel_proto::Frame;
 use reitunnel_transport::{read_frame, tune, write_frame, Closer, MuxStream, CLOSE_GRACE};
@@ -139,6 +139,8 @@ pub(crate) fn check_target(rules: &[ForwardRule], target: &str) -> Result<(), Re
 pub(crate) struct ForwardRoute {
     pub info: Arc<TunnelInfo>,
     pub closer: Arc<Closer<CloseReason>>,
+    /// The hooks of the session that opened it, for its streams.
+    pub chain: HookChain,
     open: Option<Open<TunnelInfo>>,
     _slot: Slot,
 }
@@ -151,6 +153,7 @@ impl ForwardRoute {
     ) -> ForwardRoute {
         ForwardRoute {
             info: open.info().clone(),
+            chain: open.chain().clone(),
             closer,
             open: Some(open),
             _slot: slot,
@@ -216,13 +219,13 @@ pub(crate) async fn serve(
         Err(hit) => {
             shared.report(Scope::Stream(&info), &StreamError::Limit(hit));
             let reason = Reason::new(RefuseCode::LimitReached, format!("stream refused: {hit}"));
-            let refusal = shared.chain.refuse(Scope::Stream(&info), reason);
+            let refusal = route.chain.refuse(Scope::Stream(&info), reason);
             let message = refusal.reason.message.into_owned();
             let _ = write_frame(&mut up, &Frame::StreamRefused { message }).await;
             return;
         }
     };
-    let open = match shared.chain.open_stream(info) {
+    let open = match route.chain.open_stream(info) {
         Ok(open) => open,
         Err(r) => {
             let message = format!("refused by server hook '{}': {}", r.by, r.reason);

@@ -42,44 +42,197 @@ pub struct Background {
     pub webhooks: Vec<Arc<Webhook>>,
 }
 
-/// Appends the hooks of `specs` to `chain`, in order; events carry `server` as the server's name.
-pub fn add_hooks(
-    mut chain: HookChainBuilder,
-    specs: &[HookSpec],
-    server: &str,
-    path: &Path,
-) -> Result<(HookChainBuilder, Background), ConfigError> {
-    let invalid = |problem: String| ConfigError::Invalid {
-        path: path.to_owned(),
-        problem,
-    };
-    let mut bg = Background::default();
-    let mut bus = EventBus::new().for_server(server);
-    for spec in specs {
-        if let HookSpec::Audit { path: file, .. } = spec {
-            let sink = JsonLinesFile::open(file, AUDIT_QUEUE)
-                .map_err(|e| invalid(format!("cannot open audit log {}: {e}", file.display())))?;
-            bus = bus.with(sink.clone());
-            bg.audit.push(sink);
+/// An event sink of the config, with the spec it was opened for.
+#[derive(Clone)]
+enum Sink {
+    Audit(Arc<JsonLinesFile>),
+    Webhook(Arc<Webhook>),
+}
+
+/// The hooks built from a config's `[[hooks]]`, each kept with the spec it
+/// came from, so that a reload ([`HookSet::rebuild`]) keeps every hook whose
+/// table did not change, and with it the hook's state: quota usage, rate
+/// buckets, meter counters, the open audit file, a webhook's queue.
+pub struct HookSet {
+    hooks: Vec<(HookSpec, Built)>,
+    sinks: Vec<(HookSpec, Sink)>,
+    background: Background,
+}
+
+/// One hook of a [`HookSet`] and the meters inside it (a meter, or a sampled one).
+#[derive(Clone)]
+struct Built {
+    hook: Arc<dyn Hook>,
+    meters: Vec<(Arc<BandwidthMeter>, Duration)>,
+}
+
+impl std::fmt::Debug for HookSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.hooks.iter().map(|(_, b)| b.hook.name()).collect();
+        f.debug_struct("HookSet").field("hooks", &names).finish()
+    }
+}
+
+impl HookSet {
+    /// Builds the hooks of `specs`, in order; events carry `server` as the
+    /// server's name, errors name `path`.
+    pub fn build(specs: &[HookSpec], server: &str, path: &Path) -> Result<HookSet, ConfigError> {
+        HookSet::assemble(specs, server, path, None)
+    }
+
+    /// Builds the hooks of `specs` for a reload: a hook whose table equals
+    /// one of this set's is that same hook (each old hook is used once),
+    /// unless it emits events (quota, meter with `"events"`) and the event
+    /// sinks (audit logs, webhooks) changed, since it holds the old ones,
+    /// or it is a `policy`, which is always read again (with its
+    /// `clients_file`). An audit log or webhook whose table is unchanged
+    /// keeps its file or queue.
+    pub fn rebuild(
+        &self,
+        specs: &[HookSpec],
+        server: &str,
+        path: &Path,
+    ) -> Result<HookSet, ConfigError> {
+        HookSet::assemble(specs, server, path, Some(self))
+    }
+
+    /// The hooks, appended to `chain` in order.
+    pub fn append_to(&self, mut chain: HookChainBuilder) -> HookChainBuilder {
+        for (_, built) in &self.hooks {
+            chain = chain.shared(built.hook.clone());
         }
-        if let HookSpec::Webhook {
+        chain
+    }
+
+    /// What the hooks need run or reported besides the chain.
+    pub fn background(&self) -> &Background {
+        &self.background
+    }
+
+    fn assemble(
+        specs: &[HookSpec],
+        server: &str,
+        path: &Path,
+        previous: Option<&HookSet>,
+    ) -> Result<HookSet, ConfigError> {
+        let invalid = |problem: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            problem,
+        };
+        let mut bg = Background::default();
+        let mut bus = EventBus::new().for_server(server);
+        let mut sinks = Vec::new();
+        let mut spare_sinks: Vec<(HookSpec, Sink)> =
+            previous.map(|p| p.sinks.clone()).unwrap_or_default();
+        for spec in specs.iter().filter(|s| is_sink(s)) {
+            let sink = match take_equal(&mut spare_sinks, spec) {
+                Some(sink) => sink,
+                None => open_sink(spec).map_err(invalid)?,
+            };
+            match &sink {
+                Sink::Audit(file) => {
+                    bus = bus.with(file.clone());
+                    bg.audit.push(file.clone());
+                }
+                Sink::Webhook(hook) => {
+                    bus = bus.with(hook.clone());
+                    bg.webhooks.push(hook.clone());
+                }
+            }
+            sinks.push((spec.clone(), sink));
+        }
+        let sinks_unchanged = previous.is_some_and(|p| {
+            p.sinks
+                .iter()
+                .map(|(s, _)| s)
+                .eq(sinks.iter().map(|(s, _)| s))
+        });
+        let mut spare_hooks: Vec<(HookSpec, Built)> =
+            previous.map(|p| p.hooks.clone()).unwrap_or_default();
+        let mut builder = Builder {
+            server,
+            path,
+            bus,
+            bg,
+            audits: 0,
+            webhooks: 0,
+        };
+        let mut hooks = Vec::with_capacity(specs.len());
+        for spec in specs {
+            // A policy is always built anew: its `clients_file` may have
+            // changed under the same table. It holds no state a session
+            // needs: each session keeps the chain it logged in with.
+            let rebuilt =
+                matches!(spec, HookSpec::Policy { .. }) || (emits_events(spec) && !sinks_unchanged);
+            let kept = if rebuilt {
+                None
+            } else {
+                take_equal(&mut spare_hooks, spec)
+            };
+            let built = match kept {
+                Some(built) => {
+                    builder.keep(spec, &built);
+                    built
+                }
+                None => {
+                    let first_meter = builder.bg.meters.len();
+                    let hook = builder.build(spec)?;
+                    Built {
+                        hook,
+                        meters: builder.bg.meters[first_meter..].to_vec(),
+                    }
+                }
+            };
+            hooks.push((spec.clone(), built));
+        }
+        Ok(HookSet {
+            hooks,
+            sinks,
+            background: builder.bg,
+        })
+    }
+}
+
+/// Removes and returns the first entry of `spare` whose spec equals `spec`.
+fn take_equal<T>(spare: &mut Vec<(HookSpec, T)>, spec: &HookSpec) -> Option<T> {
+    let at = spare.iter().position(|(s, _)| s == spec)?;
+    Some(spare.remove(at).1)
+}
+
+/// Audit logs and webhooks: hooks that are also event sinks for the others.
+fn is_sink(spec: &HookSpec) -> bool {
+    matches!(spec, HookSpec::Audit { .. } | HookSpec::Webhook { .. })
+}
+
+/// Hooks that send events to every sink of the config.
+fn emits_events(spec: &HookSpec) -> bool {
+    match spec {
+        HookSpec::Quota { .. } => true,
+        HookSpec::Meter { sinks, .. } => sinks.contains(&MeterSinkKind::Events),
+        HookSpec::Sampled { hook, .. } => emits_events(hook),
+        _ => false,
+    }
+}
+
+/// Opens the audit file or starts the webhook of a sink spec.
+fn open_sink(spec: &HookSpec) -> Result<Sink, String> {
+    match spec {
+        HookSpec::Audit { path: file, .. } => JsonLinesFile::open(file, AUDIT_QUEUE)
+            .map(Sink::Audit)
+            .map_err(|e| format!("cannot open audit log {}: {e}", file.display())),
+        HookSpec::Webhook {
             url,
             secret,
             events,
             timeout_secs,
             retries,
             ..
-        } = spec
-        {
+        } => {
             if *timeout_secs == 0 {
-                return Err(invalid(format!(
-                    "webhook {url}: timeout_secs must be at least 1"
-                )));
+                return Err(format!("webhook {url}: timeout_secs must be at least 1"));
             }
             let secret = expand_env(secret.expose()).map_err(|var| {
-                invalid(format!(
-                    "webhook {url}: secret refers to ${{{var}}}, which is not set"
-                ))
+                format!("webhook {url}: secret refers to ${{{var}}}, which is not set")
             })?;
             let config = WebhookConfig {
                 url: url.clone(),
@@ -95,24 +248,22 @@ pub fn add_hooks(
                 Webhook::new(config)
             } else {
                 Webhook::new_on_thread(config)
-            }
-            .map_err(|e| invalid(e.to_string()))?;
-            bus = bus.with(sink.clone());
-            bg.webhooks.push(sink);
+            };
+            sink.map(Sink::Webhook).map_err(|e| e.to_string())
         }
+        _ => unreachable!("open_sink is only called for audit and webhook specs"),
     }
-    let mut builder = Builder {
-        server,
-        path,
-        bus,
-        bg,
-        audits: 0,
-        webhooks: 0,
-    };
-    for spec in specs {
-        chain = chain.shared(builder.build(spec)?);
-    }
-    Ok((chain, builder.bg))
+}
+
+/// Appends the hooks of `specs` to `chain`, in order; events carry `server` as the server's name.
+pub fn add_hooks(
+    chain: HookChainBuilder,
+    specs: &[HookSpec],
+    server: &str,
+    path: &Path,
+) -> Result<(HookChainBuilder, Background), ConfigError> {
+    let set = HookSet::build(specs, server, path)?;
+    Ok((set.append_to(chain), set.background))
 }
 
 /// Builds hooks from specs, handing out the sinks opened beforehand.
@@ -128,6 +279,17 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// Accounts for a hook kept from the previous set: its meters still
+    /// report, and the sinks it took are not handed to another hook.
+    fn keep(&mut self, spec: &HookSpec, built: &Built) {
+        self.bg.meters.extend(built.meters.iter().cloned());
+        match spec {
+            HookSpec::Audit { .. } => self.audits += 1,
+            HookSpec::Webhook { .. } => self.webhooks += 1,
+            _ => {}
+        }
+    }
+
     fn build(&mut self, spec: &HookSpec) -> Result<Arc<dyn Hook>, ConfigError> {
         let path = self.path.to_owned();
         let invalid = |problem: String| ConfigError::Invalid {
@@ -358,6 +520,81 @@ mod tests {
             .map(|n| n.to_string())
             .collect();
         Ok((names, bg))
+    }
+
+    /// The names of the hooks of `new` that are not the same instance as in `old`.
+    fn rebuilt(old: &HookSet, new: &HookSet) -> Vec<String> {
+        let chain = |set: &HookSet| set.append_to(HookChain::builder()).build();
+        let fresh = chain(new).without(&chain(old));
+        fresh.names().iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn a_rebuild_keeps_hooks_whose_table_did_not_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = |name: &str| HookSpec::Audit {
+            path: dir.path().join(name),
+            streams: false,
+        };
+        let quota = HookSpec::Quota {
+            bytes: ByteSize(1 << 20),
+            period_secs: 60,
+        };
+        let meter = HookSpec::Meter {
+            interval_secs: 10,
+            sinks: vec![MeterSinkKind::Log],
+        };
+        let policy = HookSpec::Policy {
+            clients: BTreeMap::new(),
+            clients_file: None,
+            visitors_allow: vec![],
+            visitors_deny: vec![],
+        };
+        let path = Path::new("server.toml");
+        let specs = [
+            policy.clone(),
+            quota.clone(),
+            meter.clone(),
+            audit("a.jsonl"),
+        ];
+        let first = HookSet::build(&specs, "t", path).unwrap();
+        assert_eq!(first.background().meters.len(), 1);
+
+        // Same tables: only the policy is read again.
+        let same = first.rebuild(&specs, "t", path).unwrap();
+        assert_eq!(rebuilt(&first, &same), ["policy"]);
+        assert!(Arc::ptr_eq(
+            &same.background().meters[0].0,
+            &first.background().meters[0].0
+        ));
+        assert!(Arc::ptr_eq(
+            &same.background().audit[0],
+            &first.background().audit[0]
+        ));
+
+        // Another audit file: the quota, which sends events to it, is built
+        // anew; the meter, which logs, is kept; and a changed table is new.
+        let other_meter = HookSpec::Meter {
+            interval_secs: 20,
+            sinks: vec![MeterSinkKind::Log],
+        };
+        let moved = [policy, quota, meter, other_meter, audit("b.jsonl")];
+        let next = same.rebuild(&moved, "t", path).unwrap();
+        assert_eq!(rebuilt(&same, &next), ["policy", "quota", "meter", "audit"]);
+        assert_eq!(next.background().meters.len(), 2);
+        assert!(Arc::ptr_eq(
+            &next.background().meters[0].0,
+            &same.background().meters[0].0
+        ));
+
+        // A bad table fails the rebuild and leaves the old set as it was.
+        let bad = [HookSpec::Quota {
+            bytes: ByteSize(1),
+            period_secs: 0,
+        }];
+        let err = next.rebuild(&bad, "t", path).unwrap_err().to_string();
+        assert!(err.contains("period_secs must be at least 1"), "{err}");
+        assert_eq!(next.hooks.len(), 5);
     }
 
     #[test]

@@ -18,6 +18,14 @@
 //! session: its control stream, its tunnels and, through them, its streams.
 //! Closing runs leaf first: streams, then tunnels, then the client, then,
 //! on shutdown, `on_server_stop` last.
+//!
+//! [`Reloader::reload`] swaps the token, the hook chain and the allow-lists
+//! while the server runs (the binary does it on SIGHUP). Like an nginx
+//! reload, new logins get the new settings and a client already logged in
+//! keeps, for its whole session, the settings it logged in with: every hook
+//! sees each session it admitted from login to disconnect, tunnels and
+//! streams included, so per-client counters and limits stay consistent.
+//! Nobody is dropped; a client that reconnects picks up the new settings.
 
 #![forbid(unsafe_code)]
 
@@ -37,12 +45,12 @@ mod session;
 mod tunnel;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use reitunnel_hooks::builtin::TokenAuth;
+use reitunnel_hooks::builtin::{Secret, TokenAuth};
 use reitunnel_hooks::{ClientId, CloseReason, HookChain, Scope, ServerInfo, StreamId, TunnelId};
 use reitunnel_transport::tls::{server_acceptor, TlsAcceptor};
 use reitunnel_transport::{listen, Closer};
@@ -82,10 +90,70 @@ impl Ids {
     }
 }
 
+/// What a reload may change. Everything else in [`ServerConfig`] (the
+/// addresses, TLS, limits, leases) needs a restart.
+#[derive(Debug, Clone)]
+pub struct Reload {
+    /// The shared token; `Some` puts a [`TokenAuth`] in front of `chain`, as at bind.
+    pub token: Option<Secret>,
+    /// The hooks, in order. Hooks that are also in the current chain (the
+    /// same instance) keep their state; new ones get `on_server_start` now.
+    pub chain: HookChain,
+    /// Ports clients may ask for.
+    pub allow_ports: PortRanges,
+    /// Targets `-L` forwards may reach.
+    pub allow_forward: Vec<ForwardRule>,
+    /// Where tunnels listen when the client leaves the address unspecified.
+    pub default_bind_ip: IpAddr,
+}
+
+impl Reload {
+    /// The reloadable part of `config`, with `chain`.
+    pub fn from_config(config: &ServerConfig, chain: HookChain) -> Reload {
+        Reload {
+            token: config.token.clone(),
+            chain,
+            allow_ports: config.allow_ports.clone(),
+            allow_forward: config.allow_forward.clone(),
+            default_bind_ip: config.default_bind_ip,
+        }
+    }
+
+    fn into_live(self) -> Live {
+        let chain = match &self.token {
+            Some(token) => self.chain.prepend(TokenAuth::new(token.clone())),
+            None => self.chain,
+        };
+        Live {
+            chain,
+            allow_ports: self.allow_ports,
+            allow_forward: self.allow_forward,
+            default_bind_ip: self.default_bind_ip,
+        }
+    }
+}
+
+/// The settings in force for new logins. A session takes the current one
+/// at login and keeps it to the end (see the crate docs).
+#[derive(Debug)]
+struct Live {
+    /// The hooks, with the token check in front when a token is set.
+    chain: HookChain,
+    allow_ports: PortRanges,
+    allow_forward: Vec<ForwardRule>,
+    default_bind_ip: IpAddr,
+}
+
 /// What every task of the server shares.
 struct Shared {
     config: ServerConfig,
-    chain: HookChain,
+    /// Swapped whole by a reload; read once per login (and per server-wide
+    /// error), never on the data path.
+    live: RwLock<Arc<Live>>,
+    /// Hooks a reload took out while sessions may still use them: they get
+    /// `on_server_stop` at exit too, after the current chain's.
+    retired: Mutex<Vec<HookChain>>,
+    info: ServerInfo,
     ids: Ids,
     /// Closed on shutdown; every session's closer is its child.
     root: Arc<Closer<CloseReason>>,
@@ -127,10 +195,77 @@ impl Admission {
 }
 
 impl Shared {
-    /// Logs an error and delivers it to the hooks.
+    /// The settings for a new login.
+    fn live(&self) -> Arc<Live> {
+        self.live.read().expect("live settings").clone()
+    }
+
+    /// Logs an error and delivers it to the current hooks.
     fn report(&self, scope: Scope<'_>, err: &(dyn std::error::Error + Send + Sync + 'static)) {
         tracing::warn!(error = %err, "{scope}");
-        self.chain.error(scope, err);
+        self.live().chain.error(scope, err);
+    }
+
+    /// `on_server_stop` on the current hooks, then on every retired one.
+    fn stop_hooks(&self) {
+        let current = self.live().chain.clone();
+        let retired = std::mem::take(&mut *self.retired.lock().expect("retired hooks"));
+        for chain in std::iter::once(current).chain(retired) {
+            if let Err(e) = chain.server_stop(&self.info) {
+                tracing::warn!(error = %e, "on_server_stop");
+            }
+        }
+    }
+}
+
+/// Applies new settings to a running server; cheap to clone. Get one from
+/// [`Server::reloader`].
+#[derive(Clone)]
+pub struct Reloader(Arc<Shared>);
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("hooks", &self.0.live().chain.names())
+            .finish()
+    }
+}
+
+impl Reloader {
+    /// Puts `update` in force for every login from now on; sessions already
+    /// logged in keep theirs. Hooks new to the chain get `on_server_start`
+    /// first: if one fails, nothing changes and the error is returned (and
+    /// reported to the current hooks' `on_error`).
+    pub fn reload(&self, update: Reload) -> Result<(), ServerError> {
+        let shared = &self.0;
+        let mut live = shared.live.write().expect("live settings");
+        let next = update.into_live();
+        let added = next.chain.without(&live.chain);
+        if let Err(e) = added.server_start(&shared.info) {
+            drop(live);
+            let e = ServerError::HookReload(e);
+            shared.report(Scope::Server, &e);
+            return Err(e);
+        }
+        let removed = live.chain.without(&next.chain);
+        tracing::info!(hooks = ?next.chain.names(), added = ?added.names(), removed = ?removed.names(), "settings reloaded");
+        if !removed.names().is_empty() {
+            shared.retired.lock().expect("retired hooks").push(removed);
+        }
+        *live = Arc::new(next);
+        Ok(())
+    }
+
+    /// Tells the current hooks, through `on_error`, of a reload that never
+    /// reached [`Reloader::reload`] (a broken config file, say), so an
+    /// audit log or webhook records it too.
+    pub fn report(&self, err: &(dyn std::error::Error + Send + Sync + 'static)) {
+        self.0.live().chain.error(Scope::Server, err);
+    }
+
+    /// The hooks in force for new logins (the token check first, if any).
+    pub fn chain(&self) -> HookChain {
+        self.0.live().chain.clone()
     }
 }
 
@@ -155,10 +290,7 @@ impl Server {
                 addr: config.listen,
                 source,
             })?;
-        let chain = match &config.token {
-            Some(token) => chain.prepend(TokenAuth::new(token.clone())),
-            None => chain,
-        };
+        let live = Reload::from_config(&config, chain).into_live();
         let info = ServerInfo {
             name: config.name.as_str().into(),
             listen: local,
@@ -174,7 +306,9 @@ impl Server {
         Ok(Server {
             listener,
             shared: Arc::new(Shared {
-                chain,
+                live: RwLock::new(Arc::new(live)),
+                retired: Mutex::default(),
+                info: info.clone(),
                 ids: Ids::default(),
                 root: Closer::root(),
                 port_hint: AtomicUsize::new(0),
@@ -192,6 +326,11 @@ impl Server {
     /// The control listener's address.
     pub fn local_addr(&self) -> SocketAddr {
         self.info.listen
+    }
+
+    /// A handle to change the token, hooks and allow-lists while the server runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.shared.clone())
     }
 
     /// Serves until `shutdown` resolves, then closes every session (streams,
@@ -217,7 +356,7 @@ impl Server {
             shared,
             info,
         } = self;
-        shared.chain.server_start(&info)?;
+        shared.live().chain.server_start(&info)?;
         tracing::info!(listen = %info.listen, "server started");
         let sessions = TaskTracker::new();
         tokio::pin!(shutdown);
@@ -255,9 +394,7 @@ impl Server {
         shared.root.close(CloseReason::Shutdown);
         sessions.close();
         sessions.wait().await;
-        if let Err(e) = shared.chain.server_stop(&info) {
-            tracing::warn!(error = %e, "on_server_stop");
-        }
+        shared.stop_hooks();
         tracing::info!("server stopped");
         Ok(())
     }

@@ -8,11 +8,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusBuilder;
-use reitunnel_hooks::builtin::{Counters, MetricsHook, Secret, TracingHook};
-use reitunnel_hooks::HookChain;
+use reitunnel_hooks::builtin::{
+    BandwidthMeter, Counters, JsonLinesFile, MetricsHook, Secret, TracingHook, Webhook,
+};
+use reitunnel_hooks::{Hook, HookChain};
 use reitunnel_server::file_config::{ByteSize, FileConfig, HookSpec};
-use reitunnel_server::hook_config::add_hooks;
-use reitunnel_server::{ForwardRule, PortRanges, Server, ServerConfig};
+use reitunnel_server::hook_config::{Background, HookSet};
+use reitunnel_server::{ForwardRule, PortRanges, Reload, Reloader, Server, ServerConfig};
 use reitunnel_transport::cli::Signals;
 use reitunnel_transport::tls::ServerTls;
 
@@ -132,91 +134,263 @@ fn flag_hooks(args: &Args) -> Vec<HookSpec> {
     hooks
 }
 
+/// Everything the server runs with, from the flags over the config file:
+/// made at start and again on each SIGHUP.
+struct Plan {
+    config: ServerConfig,
+    /// The file's hooks, then the flags'.
+    hooks: Vec<HookSpec>,
+    /// The config file (or a placeholder), for messages.
+    path: PathBuf,
+    stats_interval: u64,
+    drain: Duration,
+    metrics_listen: Option<SocketAddr>,
+}
+
+impl Plan {
+    /// Reads the config file (if any) and checks the combination.
+    fn load(args: &Args) -> anyhow::Result<Plan> {
+        let (file, path) = match &args.config {
+            Some(path) => (FileConfig::load(path)?, path.clone()),
+            None => (FileConfig::default(), PathBuf::from("(no config file)")),
+        };
+        let s = file.settings;
+        let token = args
+            .token
+            .clone()
+            .or(s.token)
+            .filter(|t| !t.expose().is_empty());
+        let has_policy = file
+            .hooks
+            .iter()
+            .any(|h| matches!(h, HookSpec::Policy { .. }));
+        let client_ca = args.client_ca.clone().or(s.client_ca);
+        let tls = match (
+            args.tls_cert.clone().or(s.tls_cert),
+            args.tls_key.clone().or(s.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(ServerTls {
+                cert,
+                key,
+                client_ca,
+            }),
+            (None, None) if client_ca.is_some() => {
+                anyhow::bail!("client certificates (client_ca) need TLS: give tls_cert and tls_key")
+            }
+            (None, None) => None,
+            _ => anyhow::bail!("TLS needs both tls_cert and tls_key"),
+        };
+        let mtls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        match (&token, has_policy || mtls) {
+            (None, false) => anyhow::bail!(
+                "a token is required: --token, REITUNNEL_TOKEN, `token` in the config file, a `policy` hook with per-client tokens, or client certificates (--client-ca)"
+            ),
+            (Some(_), true) if has_policy => anyhow::bail!(
+                "a global token and a `policy` hook's per-client tokens exclude each other: drop one"
+            ),
+            _ => {}
+        }
+        let listen = args
+            .listen
+            .or(s.listen)
+            .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7000)));
+        let mut config = ServerConfig::new(listen, token);
+        config.tls = tls;
+        if let Some(secs) = args.port_lease.or(s.port_lease_secs) {
+            config.port_lease = Duration::from_secs(secs);
+        }
+        s.limits.apply(&mut config);
+        if let Some(name) = args.name.clone().or(s.name) {
+            config.name = name;
+        }
+        if let Some(ip) = args.bind_ip.or(s.bind_ip) {
+            config.default_bind_ip = ip;
+        }
+        if let Some(ports) = args.allow_ports.clone().or(s.allow_ports) {
+            config.allow_ports = ports;
+        }
+        config.allow_forward = if args.allow_forward.is_empty() {
+            s.allow_forward
+        } else {
+            args.allow_forward.clone()
+        };
+        let mut hooks = file.hooks;
+        hooks.extend(flag_hooks(args));
+        let metrics_listen = args.metrics_listen.or(s.metrics_listen);
+        if metrics_listen.is_none() && hooks.iter().any(is_metrics) {
+            anyhow::bail!(
+                "the `metrics` hook needs `metrics_listen` in the config file (or --metrics-listen)"
+            );
+        }
+        Ok(Plan {
+            config,
+            hooks,
+            path,
+            stats_interval: args.stats_interval.or(s.stats_interval).unwrap_or(10),
+            drain: Duration::from_secs(args.drain_timeout.or(s.drain_timeout_secs).unwrap_or(30)),
+            metrics_listen,
+        })
+    }
+
+    /// The settings that differ from `running`'s and that only a restart applies.
+    fn restart_only_changes(&self, running: &Plan) -> Vec<&'static str> {
+        let (new, old) = (&self.config, &running.config);
+        [
+            ("listen", new.listen != old.listen),
+            ("name", new.name != old.name),
+            ("tls_cert, tls_key, client_ca", new.tls != old.tls),
+            (
+                "[limits]",
+                new.limits != old.limits
+                    || new.handshake_timeout != old.handshake_timeout
+                    || new.max_frame_len != old.max_frame_len,
+            ),
+            ("port_lease_secs", new.port_lease != old.port_lease),
+            ("drain_timeout_secs", self.drain != running.drain),
+            (
+                "stats_interval",
+                self.stats_interval != running.stats_interval,
+            ),
+            (
+                "metrics_listen",
+                self.metrics_listen != running.metrics_listen,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+    }
+}
+
+fn is_metrics(spec: &HookSpec) -> bool {
+    matches!(spec, HookSpec::Metrics { .. })
+}
+
+/// The hook chain: the config's hooks (kept across reloads when their table
+/// did not change) between the fixed hooks the binary adds itself.
+struct Hooks {
+    set: HookSet,
+    /// Logs every event when the config names no hooks at all.
+    fallback_log: Arc<dyn Hook>,
+    /// What `--metrics-listen` adds when the config has no `metrics` hook.
+    metrics: Option<Arc<dyn Hook>>,
+    /// Feeds the periodic `meter` log line.
+    counters: Arc<Counters>,
+}
+
+impl Hooks {
+    fn new(args: &Args, plan: &Plan) -> anyhow::Result<Hooks> {
+        Ok(Hooks {
+            set: HookSet::build(&plan.hooks, &plan.config.name, &plan.path)?,
+            fallback_log: Arc::new(TracingHook::new(args.log_data_every)),
+            metrics: plan
+                .metrics_listen
+                .map(|_| Arc::new(MetricsHook::new(args.metrics_client_labels)) as Arc<dyn Hook>),
+            counters: Arc::new(Counters::new()),
+        })
+    }
+
+    /// The chain for `plan` with the config's hooks from `set`.
+    fn chain(&self, set: &HookSet, plan: &Plan) -> HookChain {
+        let mut builder = HookChain::builder();
+        if plan.hooks.is_empty() {
+            builder = builder.shared(self.fallback_log.clone());
+        }
+        builder = set.append_to(builder);
+        if let Some(metrics) = self
+            .metrics
+            .as_ref()
+            .filter(|_| !plan.hooks.iter().any(is_metrics))
+        {
+            builder = builder.shared(metrics.clone());
+        }
+        builder.shared(self.counters.clone()).build()
+    }
+}
+
+/// Everything the hooks started in the background, over every reload: all
+/// of it is flushed, drained and reported at exit.
+#[derive(Default)]
+struct Running {
+    meters: Vec<(Arc<BandwidthMeter>, tokio::task::JoinHandle<()>)>,
+    audit: Vec<Arc<JsonLinesFile>>,
+    webhooks: Vec<Arc<Webhook>>,
+}
+
+impl Running {
+    /// Starts reporters for the meters of `bg` not yet running and takes in its sinks.
+    fn adopt(&mut self, bg: &Background) {
+        for (meter, every) in &bg.meters {
+            if !self.meters.iter().any(|(m, _)| Arc::ptr_eq(m, meter)) {
+                self.meters
+                    .push((meter.clone(), meter.spawn_reporter(*every)));
+            }
+        }
+        for file in &bg.audit {
+            if !self.audit.iter().any(|f| Arc::ptr_eq(f, file)) {
+                self.audit.push(file.clone());
+            }
+        }
+        for hook in &bg.webhooks {
+            if !self.webhooks.iter().any(|w| Arc::ptr_eq(w, hook)) {
+                self.webhooks.push(hook.clone());
+            }
+        }
+    }
+
+    /// Last meter reports, webhook drains and drop counts.
+    async fn finish(self) {
+        for (meter, reporter) in &self.meters {
+            meter.report_now();
+            reporter.abort();
+        }
+        for hook in &self.webhooks {
+            if !hook.drain(WEBHOOK_DRAIN).await {
+                tracing::warn!(url = hook.url(), "webhook events still pending at exit");
+            }
+            let h = hook.health();
+            tracing::info!(delivered = h.delivered, failed_attempts = h.failed_attempts, dropped = h.dropped,
+                healthy = h.healthy, last_error = ?h.last_error, "webhook");
+        }
+        for audit in &self.audit {
+            if audit.dropped() > 0 {
+                tracing::warn!(file = %audit.path().display(), dropped = audit.dropped(), "audit lines dropped (queue full)");
+            }
+        }
+    }
+}
+
+/// SIGHUP: reads the config again and puts the new token, hooks and
+/// allow-lists in force for new logins; sessions already logged in keep
+/// theirs. On any error nothing changes. `running` is the plan the process
+/// started with, for the settings only a restart applies.
+fn reload(
+    args: &Args,
+    running: &Plan,
+    hooks: &mut Hooks,
+    reloader: &Reloader,
+) -> anyhow::Result<()> {
+    let plan = Plan::load(args)?;
+    let set = hooks
+        .set
+        .rebuild(&plan.hooks, &running.config.name, &plan.path)?;
+    let chain = hooks.chain(&set, &plan);
+    reloader.reload(Reload::from_config(&plan.config, chain))?;
+    hooks.set = set;
+    tracing::info!(config = %plan.path.display(), hooks = ?reloader.chain().names(), "configuration reloaded: new logins use it, connected clients keep theirs");
+    for name in plan.restart_only_changes(running) {
+        tracing::warn!(config = %plan.path.display(), "{name} changed: it takes effect only after a restart");
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let from_flags = flag_hooks(&args);
     reitunnel_transport::cli::tune_allocator();
     reitunnel_transport::cli::init_logging();
-    let (file, path) = match &args.config {
-        Some(path) => (FileConfig::load(path)?, path.clone()),
-        None => (FileConfig::default(), PathBuf::from("(no config file)")),
-    };
-    let s = file.settings;
-    let token = args.token.or(s.token).filter(|t| !t.expose().is_empty());
-    let has_policy = file
-        .hooks
-        .iter()
-        .any(|h| matches!(h, HookSpec::Policy { .. }));
-    let tls = match (args.tls_cert.or(s.tls_cert), args.tls_key.or(s.tls_key)) {
-        (Some(cert), Some(key)) => Some(ServerTls {
-            cert,
-            key,
-            client_ca: args.client_ca.or(s.client_ca),
-        }),
-        (None, None) if args.client_ca.is_some() || s.client_ca.is_some() => {
-            anyhow::bail!("client certificates (client_ca) need TLS: give tls_cert and tls_key")
-        }
-        (None, None) => None,
-        _ => anyhow::bail!("TLS needs both tls_cert and tls_key"),
-    };
-    let mtls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
-    match (&token, has_policy || mtls) {
-        (None, false) => anyhow::bail!(
-            "a token is required: --token, REITUNNEL_TOKEN, `token` in the config file, a `policy` hook with per-client tokens, or client certificates (--client-ca)"
-        ),
-        (Some(_), true) => anyhow::bail!(
-            "a global token and a `policy` hook's per-client tokens exclude each other: drop one"
-        ),
-        _ => {}
-    }
-    let listen = args
-        .listen
-        .or(s.listen)
-        .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7000)));
-    let mut config = ServerConfig::new(listen, token);
-    config.tls = tls;
-    if let Some(secs) = args.port_lease.or(s.port_lease_secs) {
-        config.port_lease = Duration::from_secs(secs);
-    }
-    s.limits.apply(&mut config);
-    if let Some(name) = args.name.or(s.name) {
-        config.name = name;
-    }
-    if let Some(ip) = args.bind_ip.or(s.bind_ip) {
-        config.default_bind_ip = ip;
-    }
-    if let Some(ports) = args.allow_ports.or(s.allow_ports) {
-        config.allow_ports = ports;
-    }
-    config.allow_forward = if args.allow_forward.is_empty() {
-        s.allow_forward
-    } else {
-        args.allow_forward
-    };
-    let stats_interval = args.stats_interval.or(s.stats_interval).unwrap_or(10);
-    let drain = Duration::from_secs(args.drain_timeout.or(s.drain_timeout_secs).unwrap_or(30));
-
-    let mut hooks = file.hooks;
-    hooks.extend(from_flags);
-
-    let counters = Arc::new(Counters::new());
-    let builder = if hooks.is_empty() {
-        HookChain::builder().hook(TracingHook::new(args.log_data_every))
-    } else {
-        HookChain::builder()
-    };
-    let metrics_listen = args.metrics_listen.or(s.metrics_listen);
-    let metrics_hooked = hooks.iter().any(|h| matches!(h, HookSpec::Metrics { .. }));
-    if metrics_hooked && metrics_listen.is_none() {
-        anyhow::bail!(
-            "the `metrics` hook needs `metrics_listen` in the config file (or --metrics-listen)"
-        );
-    }
-    let (mut builder, background) = add_hooks(builder, &hooks, &config.name, &path)?;
-    if metrics_listen.is_some() && !metrics_hooked {
-        builder = builder.hook(MetricsHook::new(args.metrics_client_labels));
-    }
-    let chain = builder.shared(counters.clone()).build();
+    let plan = Plan::load(&args)?;
+    let mut hooks = Hooks::new(&args, &plan)?;
+    let chain = hooks.chain(&hooks.set, &plan);
     tracing::info!(hooks = ?chain.names(), "hook chain");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -226,45 +400,50 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         // Handlers first, so a signal during start-up still shuts down cleanly.
         let signals = Signals::install();
-        if let Some(addr) = metrics_listen {
+        let mut reloads = signals.reloads();
+        if let Some(addr) = plan.metrics_listen {
             PrometheusBuilder::new()
                 .with_http_listener(addr)
                 .install()
                 .with_context(|| format!("serving metrics on {addr}"))?;
             tracing::info!(%addr, "metrics at /metrics");
         }
-        let server = Server::bind(config, chain).await?;
-        if stats_interval > 0 {
+        let server = Server::bind(plan.config.clone(), chain).await?;
+        let reloader = server.reloader();
+        if plan.stats_interval > 0 {
             tokio::spawn(reitunnel_server::cli::log_counters(
-                counters,
-                Duration::from_secs(stats_interval),
+                hooks.counters.clone(),
+                Duration::from_secs(plan.stats_interval),
             ));
         }
-        let reporters: Vec<_> = background
-            .meters
-            .iter()
-            .map(|(meter, every)| meter.spawn_reporter(*every))
-            .collect();
-        server.run_graceful(signals.nth(1), signals.nth(2), drain).await?;
-        for (meter, _) in &background.meters {
-            meter.report_now();
-        }
-        for r in reporters {
-            r.abort();
-        }
-        for hook in &background.webhooks {
-            if !hook.drain(WEBHOOK_DRAIN).await {
-                tracing::warn!(url = hook.url(), "webhook events still pending at exit");
+        let mut background = Running::default();
+        background.adopt(hooks.set.background());
+        let serving = server.run_graceful(signals.nth(1), signals.nth(2), plan.drain);
+        tokio::pin!(serving);
+        loop {
+            tokio::select! {
+                served = &mut serving => {
+                    served?;
+                    break;
+                }
+                Ok(()) = reloads.changed() => {
+                    match reload(&args, &plan, &mut hooks, &reloader) {
+                        Ok(()) => background.adopt(hooks.set.background()),
+                        Err(e) => {
+                            tracing::error!("reload refused, the previous configuration stays in force: {e:#}");
+                            reloader.report(e.as_ref());
+                        }
+                    }
+                    // Log rotation: every SIGHUP starts the audit files anew.
+                    for file in &hooks.set.background().audit {
+                        if let Err(e) = file.reopen() {
+                            tracing::error!(file = %file.path().display(), error = %e, "cannot reopen the audit log; still writing to the old file");
+                        }
+                    }
+                }
             }
-            let h = hook.health();
-            tracing::info!(delivered = h.delivered, failed_attempts = h.failed_attempts, dropped = h.dropped,
-                healthy = h.healthy, last_error = ?h.last_error, "webhook");
         }
-        for audit in &background.audit {
-            if audit.dropped() > 0 {
-                tracing::warn!(file = %audit.path().display(), dropped = audit.dropped(), "audit lines dropped (queue full)");
-            }
-        }
+        background.finish().await;
         Ok(())
     })
 }

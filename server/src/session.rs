@@ -26,7 +26,7 @@ use tokio_util::codec::Framed;
 use crate::forward::{self, ForwardRoute, Forwards};
 use crate::handshake::{check_name, read_login};
 use crate::limits::{Gauge, Slot};
-use crate::{tunnel, SessionError, Shared};
+use crate::{tunnel, Live, SessionError, Shared};
 
 /// What a session's transport must offer: plain TCP or TLS over it.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -89,15 +89,17 @@ async fn admit<S: Io>(
         client = client.certified();
     }
     let client = Arc::new(client);
+    // This login's settings, for the whole session (see the crate docs on reload).
+    let live = shared.live();
     let admitted = shared
         .check_login(&client, identity.as_deref())
-        .map_err(|reason| shared.chain.refuse(Scope::Client(&client), reason))
+        .map_err(|reason| live.chain.refuse(Scope::Client(&client), reason))
         .and_then(|slot| {
             let login = Login {
                 nonce: &login.nonce,
                 proof: &login.proof,
             };
-            Ok((slot, shared.chain.open_client(client.clone(), &login)?))
+            Ok((slot, live.chain.open_client(client.clone(), &login)?))
         });
     let (client_slot, open) = match admitted {
         Ok(admitted) => admitted,
@@ -128,7 +130,7 @@ async fn admit<S: Io>(
     }
     drop(handshake_slots);
     tracing::info!(client = %client.name, id = %client.id, %peer, certified = client.certified, "client logged in");
-    let reason = Session::start(shared, open, io, client_slot).await;
+    let reason = Session::start(shared, live, open, io, client_slot).await;
     tracing::info!(client = %client.name, id = %client.id, %reason, "client gone");
 }
 
@@ -179,6 +181,8 @@ impl Shared {
 /// A logged-in client's state, owned by its connection task.
 struct Session {
     shared: Arc<Shared>,
+    /// The settings this session logged in with.
+    live: Arc<Live>,
     client: Arc<ClientInfo>,
     mux: MuxHandle,
     closer: Arc<Closer<CloseReason>>,
@@ -198,6 +202,7 @@ impl Session {
     /// `slot` is the client's `max_clients` slot, given back just before the close event.
     async fn start<S: Io>(
         shared: Arc<Shared>,
+        live: Arc<Live>,
         open: Open<ClientInfo>,
         io: S,
         slot: Slot,
@@ -209,6 +214,7 @@ impl Session {
             client: open.info().clone(),
             closer: shared.root.child(),
             shared: shared.clone(),
+            live,
             mux,
             tunnels: HashMap::new(),
             forwards: Forwards::default(),
@@ -394,9 +400,8 @@ impl Session {
 
     /// Checks policy, binds, asks the hooks, and starts the tunnel. Returns the answer frame.
     fn open_tunnel(&mut self, request_id: u32, bind: SocketAddr, target: String) -> Frame {
-        let cfg = &self.shared.config;
         let ip = if bind.ip().is_unspecified() {
-            cfg.default_bind_ip
+            self.live.default_bind_ip
         } else {
             bind.ip()
         };
@@ -427,7 +432,7 @@ impl Session {
                 self.shared.report(Scope::Tunnel(&pending), &e);
                 let reason =
                     Reason::new(RefuseCode::LimitReached, format!("too many tunnels: {hit}"));
-                return refused(self.shared.chain.refuse(Scope::Tunnel(&pending), reason));
+                return refused(self.live.chain.refuse(Scope::Tunnel(&pending), reason));
             }
         };
         let listener = match self.bind_public(requested) {
@@ -435,11 +440,11 @@ impl Session {
             Err(reason) => {
                 let pending = info(requested);
                 tracing::warn!(client = %self.client.name, %requested, %reason, "tunnel refused");
-                return refused(self.shared.chain.refuse(Scope::Tunnel(&pending), reason));
+                return refused(self.live.chain.refuse(Scope::Tunnel(&pending), reason));
             }
         };
         let bound = listener.local_addr().unwrap_or(requested);
-        let open = match self.shared.chain.open_tunnel(info(bound)) {
+        let open = match self.live.chain.open_tunnel(info(bound)) {
             Ok(open) => open,
             Err(r) => {
                 tracing::warn!(client = %self.client.name, %bound, by = %r.by, reason = %r.reason, "tunnel refused");
@@ -451,6 +456,7 @@ impl Session {
         self.tunnels.insert(id, closer.clone());
         let tunnel = tunnel::Tunnel {
             shared: self.shared.clone(),
+            chain: self.live.chain.clone(),
             mux: self.mux.clone(),
             closer,
             stream_slots: self.stream_slots.clone(),
@@ -472,7 +478,7 @@ impl Session {
     fn take_tunnel_slot(&self, pending: &TunnelInfo) -> Result<Slot, Refusal> {
         if self.shared.draining.is_cancelled() {
             let reason = Reason::new(RefuseCode::ShuttingDown, "the server is shutting down");
-            return Err(self.shared.chain.refuse(Scope::Tunnel(pending), reason));
+            return Err(self.live.chain.refuse(Scope::Tunnel(pending), reason));
         }
         self.tunnel_slots.take().map_err(|hit| {
             let e = SessionError::Limit {
@@ -481,7 +487,7 @@ impl Session {
             };
             self.shared.report(Scope::Tunnel(pending), &e);
             let reason = Reason::new(RefuseCode::LimitReached, format!("too many tunnels: {hit}"));
-            self.shared.chain.refuse(Scope::Tunnel(pending), reason)
+            self.live.chain.refuse(Scope::Tunnel(pending), reason)
         })
     }
 
@@ -501,10 +507,10 @@ impl Session {
             code: r.reason.code,
             message: r.reason.message.into_owned(),
         };
-        let checked = forward::check_target(&self.shared.config.allow_forward, &target)
-            .map_err(|reason| self.shared.chain.refuse(Scope::Tunnel(&info), reason))
+        let checked = forward::check_target(&self.live.allow_forward, &target)
+            .map_err(|reason| self.live.chain.refuse(Scope::Tunnel(&info), reason))
             .and_then(|()| self.take_tunnel_slot(&info))
-            .and_then(|slot| Ok((slot, self.shared.chain.open_tunnel(info.clone())?)));
+            .and_then(|slot| Ok((slot, self.live.chain.open_tunnel(info.clone())?)));
         let (slot, open) = match checked {
             Ok(opened) => opened,
             Err(r) => {
@@ -527,7 +533,7 @@ impl Session {
 
     /// Binds the public listener within the allow-list; port 0 picks a free allowed port.
     fn bind_public(&self, addr: SocketAddr) -> Result<TcpListener, Reason> {
-        let ports = &self.shared.config.allow_ports;
+        let ports = &self.live.allow_ports;
         let unavailable = |msg: String| Reason::new(RefuseCode::Unavailable, msg);
         if addr.port() != 0 || ports.is_unrestricted() {
             if addr.port() != 0 && !ports.contains(addr.port()) {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reitunnel_hooks::relay::relay;
-use reitunnel_hooks::{CloseReason, Open, Reason, RefuseCode, Scope, StreamInfo, TunnelInfo};
+use reitunnel_hooks::{
+    CloseReason, HookChain, Open, Reason, RefuseCode, Scope, StreamInfo, TunnelInfo,
+};
 use reitunnel_proto::Frame;
 use reitunnel_transport::{read_frame, tune, write_frame, Closer, MuxHandle, CLOSE_GRACE};
 use tokio::net::{TcpListener, TcpStream};
@@ -18,6 +20,8 @@ use crate::{Shared, StreamError};
 /// A running reverse tunnel: what its visitor tasks share.
 pub(crate) struct Tunnel {
     pub shared: Arc<Shared>,
+    /// The hooks of the session that opened it.
+    pub chain: HookChain,
     pub mux: MuxHandle,
     pub closer: Arc<Closer<CloseReason>>,
     /// The client's `max_streams_per_client` slots.
@@ -93,7 +97,7 @@ impl Tunnel {
             Err(hit) => {
                 // Dropping the socket tells the visitor; hooks and logs hear which limit.
                 shared.report(Scope::Stream(&info), &StreamError::Limit(hit));
-                shared.chain.refuse(
+                self.chain.refuse(
                     Scope::Stream(&info),
                     Reason::new(
                         RefuseCode::LimitReached,
@@ -104,7 +108,7 @@ impl Tunnel {
             }
         };
         // A refused visitor is simply disconnected; hooks heard on_rejected.
-        let Ok(open) = shared.chain.open_stream(info) else {
+        let Ok(open) = self.chain.open_stream(info) else {
             return;
         };
         let bridged = bridge(shared, &mut tcp, &open, &self.mux, pending);

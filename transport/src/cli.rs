@@ -13,41 +13,52 @@ pub fn init_logging() {
 }
 
 /// SIGINT and SIGTERM, counted: the first asks for a graceful shutdown,
-/// the second forces it. Handlers are installed when this is created, not
-/// at first poll: a signal arriving between start-up and the first poll
-/// would otherwise get the default action and kill the process without a
-/// clean shutdown. Create inside the runtime, before starting the server.
+/// the second forces it; and SIGHUP, the conventional "read your
+/// configuration again", counted apart. Handlers are installed when this is
+/// created, not at first poll: a signal arriving between start-up and the
+/// first poll would otherwise get the default action and kill the process
+/// (for SIGHUP too) without a clean shutdown. Create inside the runtime,
+/// before starting the server.
 #[derive(Debug, Clone)]
-pub struct Signals(tokio::sync::watch::Receiver<u32>);
+pub struct Signals {
+    stops: tokio::sync::watch::Receiver<u32>,
+    reloads: tokio::sync::watch::Receiver<u32>,
+}
 
 impl Signals {
     /// Installs the handlers and starts counting.
     pub fn install() -> Signals {
-        let (count, seen) = tokio::sync::watch::channel(0u32);
+        let (stop_count, stops) = tokio::sync::watch::channel(0u32);
+        let (reload_count, reloads) = tokio::sync::watch::channel(0u32);
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
             match (
                 signal(SignalKind::interrupt()),
                 signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
             ) {
-                (Ok(mut int), Ok(mut term)) => {
+                (Ok(mut int), Ok(mut term), Ok(mut hup)) => {
                     tokio::spawn(async move {
                         loop {
-                            tokio::select! {
-                                _ = int.recv() => {}
-                                _ = term.recv() => {}
-                            }
-                            count.send_modify(|n| *n += 1);
+                            let counter = tokio::select! {
+                                _ = int.recv() => &stop_count,
+                                _ = term.recv() => &stop_count,
+                                _ = hup.recv() => &reload_count,
+                            };
+                            counter.send_modify(|n| *n += 1);
                         }
                     });
                 }
-                _ => Signals::count_ctrl_c(count),
+                _ => Signals::count_ctrl_c(stop_count),
             }
         }
         #[cfg(not(unix))]
-        Signals::count_ctrl_c(count);
-        Signals(seen)
+        {
+            drop(reload_count);
+            Signals::count_ctrl_c(stop_count);
+        }
+        Signals { stops, reloads }
     }
 
     fn count_ctrl_c(count: tokio::sync::watch::Sender<u32>) {
@@ -58,12 +69,18 @@ impl Signals {
         });
     }
 
-    /// Resolves once `n` signals have arrived (1: shut down, 2: force).
+    /// Resolves once `n` SIGINT/SIGTERMs have arrived (1: shut down, 2: force).
     pub fn nth(&self, n: u32) -> impl std::future::Future<Output = ()> + 'static {
-        let mut seen = self.0.clone();
+        let mut seen = self.stops.clone();
         async move {
             let _ = seen.wait_for(|&count| count >= n).await;
         }
+    }
+
+    /// SIGHUPs since [`Signals::install`]: each `changed().await` on the
+    /// receiver returns after one or more new ones (a burst is one reload).
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u32> {
+        self.reloads.clone()
     }
 }
 

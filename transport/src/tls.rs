@@ -52,7 +52,7 @@ pub enum TlsError {
 }
 
 /// How a server offers TLS.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerTls {
     /// Certificate chain, PEM, leaf first.
     pub cert: PathBuf,

@@ -1,0 +1,284 @@
+//! SIGHUP on the `reitunnel-server` binary: the token list, policies and
+//! hook settings are read again while clients stay connected and a stream
+//! keeps flowing; a removed token can no longer log in; a broken file is
+//! refused with its line and the previous settings stay in force; an audit
+//! log rotated away is reopened.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{echo_service, echo_through, pseudo_random, start, Running};
+use reitunnel_client::{Client, ClientConfig, RemoteSpec};
+use reitunnel_hooks::builtin::Secret;
+use reitunnel_hooks::HookChain;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A server config: a `policy` hook with one `[hooks.clients.NAME]` table
+/// per `(name, token)`, then an audit log of every event (`extra` goes in between).
+fn config(audit: &Path, clients: &[(&str, &str)], extra: &str) -> String {
+    let mut text = "listen = \"127.0.0.1:0\"\nbind_ip = \"127.0.0.1\"\n\
+                    [[hooks]]\nkind = \"policy\"\n"
+        .to_owned();
+    for (name, token) in clients {
+        text.push_str(&format!("[hooks.clients.{name}]\ntoken = \"{token}\"\n"));
+    }
+    text.push_str(extra);
+    text.push_str(&format!(
+        "[[hooks]]\nkind = \"audit\"\npath = \"{}\"\n",
+        audit.display()
+    ));
+    text
+}
+
+fn hangup(server: &Running) {
+    let pid = server.pid().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Sends SIGHUP and waits for the `n`th line containing `outcome`.
+fn reload(server: &Running, outcome: &str, n: usize) -> String {
+    hangup(server);
+    tokio::task::block_in_place(|| {
+        server
+            .log()
+            .wait_for_n(outcome, n, PATIENCE, |l| l.contains(outcome))
+    })
+}
+
+async fn login(server: SocketAddr, name: &str, token: &str) -> Result<Client, String> {
+    let cfg = ClientConfig::new(server.to_string(), name, Secret::new(token));
+    Client::connect(cfg, HookChain::default())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A logged-in client with a tunnel to a fresh echo service.
+async fn tunnelled(server: SocketAddr, name: &str, token: &str) -> (Client, SocketAddr) {
+    let client = login(server, name, token).await.unwrap();
+    let spec: RemoteSpec = format!("0:{}", echo_service().await).parse().unwrap();
+    let public = client.open_reverse(spec).await.unwrap().public_addr;
+    (client, public)
+}
+
+/// Writes `chunk` and reads its echo back.
+async fn round_trip(stream: &mut TcpStream, chunk: &[u8]) {
+    stream.write_all(chunk).await.unwrap();
+    let mut back = vec![0u8; chunk.len()];
+    stream.read_exact(&mut back).await.unwrap();
+    assert!(back == chunk, "the echo differs");
+}
+
+/// The audit log's lines.
+fn audit_lines(audit: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The audit log's event names.
+fn events(audit: &Path) -> Vec<String> {
+    audit_lines(audit)
+        .iter()
+        .map(|v| v["event"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_swaps_the_token_list_without_dropping_anyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.toml");
+    let audit = dir.path().join("audit.jsonl");
+    std::fs::write(
+        &path,
+        config(&audit, &[("alice", "a-1"), ("bob", "b-1")], ""),
+    )
+    .unwrap();
+    let (server, addr, _) = start(&["--config", path.to_str().unwrap()]);
+
+    let (alice, alice_public) = tunnelled(addr, "alice", "a-1").await;
+    let (bob, bob_public) = tunnelled(addr, "bob", "b-1").await;
+    // A visitor stream that stays open across both reloads.
+    let mut visitor = TcpStream::connect(alice_public).await.unwrap();
+    round_trip(&mut visitor, &pseudo_random(1, 64 << 10)).await;
+    assert!(
+        login(addr, "carol", "c-1").await.is_err(),
+        "carol is unknown"
+    );
+
+    // Bob is taken out, carol put in.
+    std::fs::write(
+        &path,
+        config(&audit, &[("alice", "a-1"), ("carol", "c-1")], ""),
+    )
+    .unwrap();
+    let line = reload(&server, "configuration reloaded", 1);
+    assert!(line.contains("\"policy\", \"audit\""), "{line}");
+
+    let refused = login(addr, "bob", "b-1").await.err().expect("bob refused");
+    assert!(refused.contains("unknown client 'bob'"), "{refused}");
+    let carol = login(addr, "carol", "c-1").await.expect("carol logs in");
+    // Nobody was dropped: the open stream, and both old tunnels, still carry bytes.
+    round_trip(&mut visitor, &pseudo_random(2, 64 << 10)).await;
+    echo_through(alice_public, 256 << 10, 3).await.unwrap();
+    echo_through(bob_public, 256 << 10, 4).await.unwrap();
+
+    // A broken file: refused with its line, the previous settings stay.
+    std::fs::write(
+        &path,
+        "listen = \"127.0.0.1:0\"\n[[hooks]]\nkind = \"telepathy\"\n",
+    )
+    .unwrap();
+    let line = reload(&server, "reload refused", 1);
+    assert!(
+        line.contains("the previous configuration stays in force")
+            && line.contains("line 2")
+            && line.contains("unknown variant `telepathy`"),
+        "{line}"
+    );
+    assert!(server.log().count(|l| l.contains("configuration reloaded")) == 1);
+    let again = login(addr, "carol", "c-1")
+        .await
+        .expect("still carol's server");
+    let refused = login(addr, "bob", "b-1")
+        .await
+        .err()
+        .expect("bob still refused");
+    assert!(refused.contains("unknown client 'bob'"), "{refused}");
+    round_trip(&mut visitor, &pseudo_random(5, 64 << 10)).await;
+    echo_through(bob_public, 64 << 10, 6).await.unwrap();
+
+    drop(visitor);
+    for client in [alice, bob, carol, again] {
+        client.shutdown().await.unwrap();
+    }
+    assert!(server.stop().success(), "exit 0");
+    let events = events(&audit);
+    let count = |name: &str| events.iter().filter(|e| *e == name).count();
+    // The audit hook was kept, not reopened anew: one start, one stop, and
+    // every session's open and close in the same file.
+    assert_eq!(count("server.started"), 1, "{events:#?}");
+    assert_eq!(count("server.stopped"), 1, "{events:#?}");
+    assert_eq!(count("client.connected"), 4, "{events:#?}");
+    assert_eq!(count("client.disconnected"), 4, "{events:#?}");
+    assert_eq!(count("tunnel.opened"), count("tunnel.closed"));
+    // The broken reload reached the hooks as an error event.
+    let lines = audit_lines(&audit);
+    assert!(
+        lines.iter().any(|l| l["event"] == "error"
+            && l["error"].as_str().is_some_and(|e| e.contains("telepathy"))),
+        "{events:#?}"
+    );
+    // One refusal before each reload and two after: carol, then bob twice.
+    assert_eq!(count("client.rejected"), 3, "{events:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_logins_get_new_hook_settings_and_unchanged_hooks_keep_their_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.toml");
+    let audit = dir.path().join("audit.jsonl");
+    let quota = "[[hooks]]\nkind = \"quota\"\nbytes = \"1MiB\"\n";
+    std::fs::write(&path, config(&audit, &[("alice", "a-1")], quota)).unwrap();
+    let (server, addr, _) = start(&["--config", path.to_str().unwrap()]);
+
+    // 600 KiB (300 each way) of alice's 1 MiB quota used before the reload.
+    let (first, public) = tunnelled(addr, "alice", "a-1").await;
+    echo_through(public, 300 << 10, 1).await.unwrap();
+
+    // The quota table is unchanged: the same hook, the same usage. A
+    // tunnel limit is added to the policy.
+    std::fs::write(
+        &path,
+        config(&audit, &[("alice", "a-1")], quota)
+            .replace("token = \"a-1\"\n", "token = \"a-1\"\nmax_tunnels = 1\n"),
+    )
+    .unwrap();
+    reload(&server, "configuration reloaded", 1);
+    let line = server
+        .log()
+        .wait_for("the reload's summary", PATIENCE, |l| {
+            l.contains("settings reloaded")
+        });
+    assert!(
+        line.contains("added=[\"policy\"]") && line.contains("removed=[\"policy\"]"),
+        "only the policy is new: {line}"
+    );
+
+    // The old session keeps its settings: a second tunnel is fine.
+    let spec: RemoteSpec = format!("0:{}", echo_service().await).parse().unwrap();
+    first
+        .open_reverse(spec)
+        .await
+        .expect("old session, old policy");
+    // A new session gets the new policy.
+    let second = login(addr, "alice", "a-1").await.unwrap();
+    let spec: RemoteSpec = format!("0:{}", echo_service().await).parse().unwrap();
+    let new_public = second.open_reverse(spec.clone()).await.unwrap().public_addr;
+    let refused = second.open_reverse(spec).await.unwrap_err().to_string();
+    assert!(refused.contains("maximum of 1 tunnels"), "{refused}");
+
+    // The new session's chain holds the same quota hook: 600 KiB used, so
+    // 600 more (under the quota on their own) cross 1 MiB.
+    let crossing = echo_through(new_public, 300 << 10, 2).await;
+    assert!(
+        crossing.is_err(),
+        "the quota, kept across the reload, cut the stream"
+    );
+    first.shutdown().await.unwrap();
+    second.shutdown().await.unwrap();
+    assert!(server.stop().success());
+    let events = events(&audit);
+    assert_eq!(
+        events.iter().filter(|e| *e == "quota.exceeded").count(),
+        1,
+        "{events:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reopens_a_rotated_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.toml");
+    let audit = dir.path().join("audit.jsonl");
+    std::fs::write(&path, config(&audit, &[("alice", "a-1")], "")).unwrap();
+    let (server, addr, _) = start(&["--config", path.to_str().unwrap()]);
+    let first = login(addr, "alice", "a-1").await.unwrap();
+    first.shutdown().await.unwrap();
+    // logrotate: move the file away, then SIGHUP.
+    let rotated = dir.path().join("audit.jsonl.1");
+    tokio::task::block_in_place(|| {
+        server
+            .log()
+            .wait_for("alice's first session to end", PATIENCE, |l| {
+                l.contains("client gone")
+            })
+    });
+    std::fs::rename(&audit, &rotated).unwrap();
+    reload(&server, "configuration reloaded", 1);
+    let second = login(addr, "alice", "a-1").await.unwrap();
+    second.shutdown().await.unwrap();
+    assert!(server.stop().success());
+    let old = events(&rotated);
+    let new = events(&audit);
+    assert_eq!(old[..2], ["server.started", "client.connected"], "{old:#?}");
+    assert!(old.contains(&"client.disconnected".to_owned()), "{old:#?}");
+    assert_eq!(
+        new,
+        ["client.connected", "client.disconnected", "server.stopped"],
+        "{:#?}",
+        audit_lines(&audit)
+    );
+}
