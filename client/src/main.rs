@@ -8,6 +8,7 @@ use clap::Parser;
 use reitunnel_client::file_config::ClientFile;
 use reitunnel_client::{
     Backoff, Client, ClientConfig, ClientError, ClientTls, Fingerprint, LocalSpec, RemoteSpec,
+    TunnelReady,
 };
 use reitunnel_hooks::builtin::{Secret, TracingHook};
 use reitunnel_hooks::HookChain;
@@ -87,7 +88,8 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> ExitCode {
     // Handlers first, so a signal during login still shuts down cleanly.
     let signals = Signals::install();
-    let (cfg, mut tunnels) = match config(args) {
+    let mut reloads = signals.reloads();
+    let (cfg, mut tunnels) = match config(&args) {
         Ok(config) => config,
         Err(e) => return fail(&e),
     };
@@ -95,7 +97,7 @@ async fn run(args: Args) -> ExitCode {
     let mut backoff = Backoff::new(tunnels.reconnect_max);
     let mut connected_once = false;
     loop {
-        let error = match session(&cfg, &chain, &mut tunnels, &signals).await {
+        let error = match session(&args, &cfg, &chain, &mut tunnels, &signals).await {
             Ended::Stopped(result) => return result,
             Ended::Lost { error, worked } => {
                 if worked {
@@ -116,9 +118,15 @@ async fn run(args: Args) -> ExitCode {
         }
         let wait = backoff.next_delay();
         tracing::warn!(%error, attempt = backoff.attempts(), ?wait, "disconnected; reconnecting");
-        tokio::select! {
-            _ = signals.nth(1) => return ExitCode::SUCCESS,
-            _ = tokio::time::sleep(wait) => {}
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = signals.nth(1) => return ExitCode::SUCCESS,
+                _ = &mut sleep => break,
+                // Offline: the new list is what the next login opens.
+                Ok(()) = reloads.changed() => reload(&args, &cfg, &mut tunnels, None).await,
+            }
         }
     }
 }
@@ -132,9 +140,11 @@ enum Ended {
 }
 
 /// One connection: log in, open every tunnel, then serve until a signal
-/// or the loss of the connection. Tunnels that worked keep their port for
-/// the next connection (the server holds it on a lease meanwhile).
+/// or the loss of the connection, applying config reloads (SIGHUP) on the
+/// way. Tunnels that worked keep their port for the next connection (the
+/// server holds it on a lease meanwhile).
 async fn session(
+    args: &Args,
     cfg: &ClientConfig,
     chain: &HookChain,
     tunnels: &mut Tunnels,
@@ -152,66 +162,195 @@ async fn session(
         Ok(client) => client,
         Err(e) => return lost(e),
     };
-    for spec in &mut tunnels.remote {
-        match client.open_reverse(spec.clone()).await {
-            Ok(t) => {
-                spec.bind.set_port(t.public_addr.port());
-                println!("tunnel {} ready: {} -> {}", t.id.0, t.public_addr, t.target);
+    let opened = async {
+        open_all(&client, &mut tunnels.remote).await?;
+        open_all(&client, &mut tunnels.local).await
+    };
+    if let Err(e) = opened.await {
+        let _ = client.shutdown().await;
+        return lost(e);
+    }
+    let mut reloads = signals.reloads();
+    loop {
+        tokio::select! {
+            _ = signals.nth(1) => {
+                let result = client.shutdown_graceful(tunnels.drain, signals.nth(2)).await;
+                return Ended::Stopped(match result {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => fail(&e.to_string()),
+                });
             }
-            Err(e) => {
-                let _ = client.shutdown().await;
-                return lost(e);
+            _ = client.ended() => return Ended::Lost {
+                error: client.shutdown().await.err().unwrap_or(ClientError::ConnectionLost),
+                worked: true,
+            },
+            Ok(()) = reloads.changed() => reload(args, cfg, tunnels, Some(&client)).await,
+        }
+    }
+}
+
+/// SIGHUP: reads the config again and applies the tunnel lists: tunnels no
+/// longer listed close (with their streams), new ones open, unchanged ones
+/// are not touched. A broken file changes nothing. Other settings (server,
+/// name, token, TLS) apply only after a restart.
+async fn reload(args: &Args, cfg: &ClientConfig, tunnels: &mut Tunnels, client: Option<&Client>) {
+    let (new_cfg, new) = match config(args) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!("reload refused, the current tunnels stay as they are: {e}");
+            return;
+        }
+    };
+    if format!("{new_cfg:?}") != format!("{cfg:?}") || new_cfg.token.expose() != cfg.token.expose()
+    {
+        tracing::warn!("connection settings changed (server, name, token or TLS): they take effect only after a restart");
+    }
+    apply(client, &mut tunnels.remote, new.remote).await;
+    apply(client, &mut tunnels.local, new.local).await;
+    tracing::info!(
+        remote = tunnels.remote.len(),
+        local = tunnels.local.len(),
+        "configuration reloaded"
+    );
+}
+
+/// Makes `list` the tunnels of `wanted`: closes those no longer asked for,
+/// opens the new ones (if connected; otherwise the next login does), keeps
+/// the rest as they are.
+async fn apply<S: Spec>(
+    client: Option<&Client>,
+    list: &mut Vec<Wanted<S>>,
+    wanted: Vec<Wanted<S>>,
+) {
+    let mut kept = Vec::with_capacity(wanted.len());
+    let mut spare = std::mem::take(list);
+    for new in wanted {
+        match spare.iter().position(|w| w.written == new.written) {
+            Some(at) => kept.push(spare.remove(at)),
+            None => kept.push(new),
+        }
+    }
+    for gone in spare {
+        if let (Some(client), Some(ready)) = (client, gone.ready) {
+            match client.close_tunnel(ready.id).await {
+                Ok(()) => println!(
+                    "{} {} closed: {} -> {}",
+                    S::WHAT,
+                    ready.id.0,
+                    ready.public_addr,
+                    ready.target
+                ),
+                Err(e) => tracing::warn!(error = %e, tunnel = ready.id.0, "closing a tunnel"),
             }
         }
     }
-    for spec in &mut tunnels.local {
-        match client.open_forward(spec.clone()).await {
-            Ok(t) => {
-                spec.bind.set_port(t.public_addr.port());
-                println!(
-                    "forward {} ready: {} -> {}",
-                    t.id.0, t.public_addr, t.target
-                );
+    if let Some(client) = client {
+        for wanted in kept.iter_mut().filter(|w| w.ready.is_none()) {
+            // A refused new tunnel is reported and left out; the others stay.
+            if let Err(e) = wanted.open(client).await {
+                eprintln!("error: {e}");
             }
-            Err(e) => {
-                let _ = client.shutdown().await;
-                return lost(e);
-            }
+        }
+        kept.retain(|w| w.ready.is_some());
+    }
+    *list = kept;
+}
+
+/// Opens every tunnel of `list` in a new session, each on the port it had.
+async fn open_all<S: Spec>(client: &Client, list: &mut [Wanted<S>]) -> Result<(), ClientError> {
+    for wanted in list {
+        wanted.ready = None;
+        wanted.open(client).await?;
+    }
+    Ok(())
+}
+
+/// A tunnel the user asked for.
+struct Wanted<S> {
+    /// As written in the flags or the file, to tell on reload whether it changed.
+    written: S,
+    /// The port it got the first time, asked for again after a reconnect
+    /// (the server's lease keeps it meanwhile); 0 until then.
+    port: u16,
+    /// Open in the current session.
+    ready: Option<TunnelReady>,
+}
+
+impl<S: Spec> Wanted<S> {
+    fn new(written: S) -> Self {
+        Wanted {
+            written,
+            port: 0,
+            ready: None,
         }
     }
-    tokio::select! {
-        _ = signals.nth(1) => {
-            let result = client.shutdown_graceful(tunnels.drain, signals.nth(2)).await;
-            Ended::Stopped(match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(&e.to_string()),
-            })
+
+    async fn open(&mut self, client: &Client) -> Result<(), ClientError> {
+        let mut spec = self.written.clone();
+        if self.port != 0 {
+            spec.set_port(self.port);
         }
-        _ = client.ended() => Ended::Lost {
-            error: client.shutdown().await.err().unwrap_or(ClientError::ConnectionLost),
-            worked: true,
-        },
+        let t = spec.open(client).await?;
+        self.port = t.public_addr.port();
+        println!(
+            "{} {} ready: {} -> {}",
+            S::WHAT,
+            t.id.0,
+            t.public_addr,
+            t.target
+        );
+        self.ready = Some(t);
+        Ok(())
+    }
+}
+
+/// `-R` and `-L` specs, opened alike.
+trait Spec: Clone + PartialEq {
+    /// The word in the client's output lines.
+    const WHAT: &'static str;
+    fn set_port(&mut self, port: u16);
+    async fn open(self, client: &Client) -> Result<TunnelReady, ClientError>;
+}
+
+impl Spec for RemoteSpec {
+    const WHAT: &'static str = "tunnel";
+    fn set_port(&mut self, port: u16) {
+        self.bind.set_port(port);
+    }
+    async fn open(self, client: &Client) -> Result<TunnelReady, ClientError> {
+        client.open_reverse(self).await
+    }
+}
+
+impl Spec for LocalSpec {
+    const WHAT: &'static str = "forward";
+    fn set_port(&mut self, port: u16) {
+        self.bind.set_port(port);
+    }
+    async fn open(self, client: &Client) -> Result<TunnelReady, ClientError> {
+        client.open_forward(self).await
     }
 }
 
 /// The client's settings and tunnels from the flags over the config file;
 /// the name defaults to the certificate's identity.
-fn config(args: Args) -> Result<(ClientConfig, Tunnels), String> {
+fn config(args: &Args) -> Result<(ClientConfig, Tunnels), String> {
     let file = match &args.config {
         Some(path) => ClientFile::load(path).map_err(|e| e.to_string())?,
         None => ClientFile::default(),
     };
     let server = args
         .server
+        .clone()
         .or(file.server)
         .ok_or("the server address is required (--server or `server` in the config file)")?;
-    let cert = args.cert.or(file.cert);
-    let name = match (args.name.or(file.name), &cert) {
+    let cert = args.cert.clone().or(file.cert);
+    let name = match (args.name.clone().or(file.name), &cert) {
         (Some(name), _) => name,
         (None, Some(cert)) => file_identity(cert).map_err(|e| e.to_string())?,
         (None, None) => "reitunnel-client".to_owned(),
     };
-    let token = match (args.token.or(file.token), &cert) {
+    let token = match (args.token.clone().or(file.token), &cert) {
         (Some(token), _) => token,
         (None, Some(_)) => Secret::new(""),
         (None, None) => {
@@ -221,12 +360,12 @@ fn config(args: Args) -> Result<(ClientConfig, Tunnels), String> {
     let remote = if args.remote.is_empty() {
         file.remote
     } else {
-        args.remote
+        args.remote.clone()
     };
     let local = if args.local.is_empty() {
         file.local
     } else {
-        args.local
+        args.local.clone()
     };
     if remote.is_empty() && local.is_empty() {
         return Err(
@@ -238,16 +377,16 @@ fn config(args: Args) -> Result<(ClientConfig, Tunnels), String> {
     if let Some(ms) = file.heartbeat_timeout_ms {
         cfg.heartbeat_timeout = Duration::from_millis(ms);
     }
-    let ca = args.ca.or(file.ca);
+    let ca = args.ca.clone().or(file.ca);
     let fingerprint = args.fingerprint.or(file.fingerprint);
     if args.tls || file.tls || ca.is_some() || fingerprint.is_some() || cert.is_some() {
         cfg.tls = Some(ClientTls {
             ca,
             fingerprint,
             cert,
-            key: args.key.or(file.key),
+            key: args.key.clone().or(file.key),
         });
-        cfg.server_name = args.server_name.or(file.server_name);
+        cfg.server_name = args.server_name.clone().or(file.server_name);
     }
     let drain = Duration::from_secs(args.drain_timeout.or(file.drain_timeout_secs).unwrap_or(30));
     let reconnect_max =
@@ -255,8 +394,8 @@ fn config(args: Args) -> Result<(ClientConfig, Tunnels), String> {
     Ok((
         cfg,
         Tunnels {
-            remote,
-            local,
+            remote: remote.into_iter().map(Wanted::new).collect(),
+            local: local.into_iter().map(Wanted::new).collect(),
             drain,
             reconnect_max,
         },
@@ -266,8 +405,8 @@ fn config(args: Args) -> Result<(ClientConfig, Tunnels), String> {
 /// The tunnels to open once logged in, how long open streams may finish
 /// at shutdown, and the longest wait between reconnect attempts.
 struct Tunnels {
-    remote: Vec<RemoteSpec>,
-    local: Vec<LocalSpec>,
+    remote: Vec<Wanted<RemoteSpec>>,
+    local: Vec<Wanted<LocalSpec>>,
     drain: Duration,
     reconnect_max: Duration,
 }
