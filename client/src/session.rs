@@ -3,7 +3,7 @@
 //! tunnel's close waits for its streams.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt, StreamExt};
@@ -331,8 +331,7 @@ impl Session {
             Frame::Ping { seq } => Ok(Some(Frame::Pong { seq })),
             Frame::Pong { seq } => {
                 if let Some(rtt) = self.heartbeat.pong(seq) {
-                    let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
-                    self.client.rtt_micros.store(micros, Ordering::Relaxed);
+                    self.chain.heartbeat(&self.client, rtt);
                 }
                 Ok(None)
             }

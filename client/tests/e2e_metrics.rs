@@ -3,10 +3,30 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use common::*;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use reitunnel_hooks::builtin::MetricsHook;
-use reitunnel_hooks::HookChain;
+use reitunnel_hooks::{ClientInfo, Hook, HookChain};
+use tokio::sync::Notify;
+
+/// Wakes the test at each heartbeat the server measures.
+#[derive(Default)]
+struct Heartbeats(Notify);
+
+impl Hook for Heartbeats {
+    fn name(&self) -> &str {
+        "heartbeats"
+    }
+    fn wants_data(&self) -> bool {
+        false
+    }
+    fn on_heartbeat(&self, _: &ClientInfo, _: Duration) {
+        self.0.notify_one();
+    }
+}
 
 fn value(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -22,11 +42,16 @@ async fn metrics_count_real_traffic() {
     metrics::set_global_recorder(recorder).expect("first recorder in this binary");
 
     let rec = Recorder::new();
+    let beats = Arc::new(Heartbeats::default());
     let chain = HookChain::builder()
         .hook(MetricsHook::new(10))
         .shared(rec.clone())
+        .shared(beats.clone())
         .build();
-    let server = TestServer::start(chain, |_| {}).await;
+    let server = TestServer::start(chain, |c| {
+        c.limits.heartbeat_interval = Duration::from_millis(20);
+    })
+    .await;
     let echo = echo_service().await;
     let client = connect(server.addr, "alice").await;
     let tunnel = reverse(&client, echo).await;
@@ -66,6 +91,19 @@ async fn metrics_count_real_traffic() {
             "reitunnel_bytes_total{direction=\"out\",client=\"alice\"}"
         ),
         Some(300_000.0),
+        "{live}"
+    );
+
+    // The heartbeat's round trip, measured by the server (the metrics hook
+    // runs before the notifier, so the series exist once it wakes us).
+    tokio::time::timeout(PATIENCE, beats.0.notified())
+        .await
+        .expect("a heartbeat");
+    let live = handle.render();
+    let rtt = value(&live, "reitunnel_client_rtt_seconds{client=\"alice\"}").expect(&live);
+    assert!(rtt > 0.0 && rtt < PATIENCE.as_secs_f64(), "{live}");
+    assert!(
+        value(&live, "reitunnel_rtt_seconds_count").is_some_and(|n| n >= 1.0),
         "{live}"
     );
 

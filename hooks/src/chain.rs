@@ -2,6 +2,7 @@
 //! and panic isolation.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -156,6 +157,17 @@ impl HookChain {
                 tracing::error!(error = %e, "hook failed while handling an error");
             }
         }
+    }
+
+    /// Stores a measured heartbeat round trip on `client` (read back with
+    /// [`ClientInfo::rtt`]) and hands it to every hook's `on_heartbeat`.
+    pub fn heartbeat(&self, client: &ClientInfo, rtt: Duration) {
+        let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
+        client.rtt_micros.store(micros, Ordering::Relaxed);
+        let _ = self.observe(Scope::Client(client), |h| {
+            h.on_heartbeat(client, rtt);
+            Ok(())
+        });
     }
 
     fn hook_failed(&self, scope: Scope<'_>, err: &HookError) {

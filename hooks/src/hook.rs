@@ -3,6 +3,7 @@
 //! `NoopHook` embedding, without the embedding).
 
 use std::any::Any;
+use std::time::Duration;
 
 use crate::event::{
     ClientInfo, CloseReason, DataEvent, ErrorEvent, Login, Rejection, Scope, ServerInfo, StreamEnd,
@@ -131,6 +132,12 @@ pub trait Hook: Send + Sync + 'static {
     /// Observer: an error happened (I/O, protocol, an unreachable target, another hook's
     /// failure). Default: nothing.
     fn on_error(&self, _event: &ErrorEvent<'_>) {}
+
+    /// Observer: a heartbeat round trip to `client`'s peer was measured (on
+    /// the server, to the client; on the client, to the server), once per
+    /// heartbeat interval. Also readable at any time as [`ClientInfo::rtt`].
+    /// Default: nothing.
+    fn on_heartbeat(&self, _client: &ClientInfo, _rtt: Duration) {}
 }
 
 /// A shared hook is a hook: lets wrappers such as
@@ -191,5 +198,8 @@ impl<H: Hook + ?Sized> Hook for std::sync::Arc<H> {
     }
     fn on_error(&self, event: &ErrorEvent<'_>) {
         (**self).on_error(event)
+    }
+    fn on_heartbeat(&self, client: &ClientInfo, rtt: Duration) {
+        (**self).on_heartbeat(client, rtt)
     }
 }

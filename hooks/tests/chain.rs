@@ -4,12 +4,16 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use common::{
-    chain_of, client, errors_heard, open_client, stream, tunnel, Act, Log, QuietPanics, Rec,
-    PANIC_MARK,
+    addr, chain_of, client, client_at, errors_heard, open_client, stream, tunnel, Act, Log,
+    QuietPanics, Rec, PANIC_MARK,
 };
 use reitunnel_hooks::{
-    CloseReason, ErrorStrategy, HookChain, Reason, Refusal, RefuseCode, Scope, SERVER,
+    ClientInfo, CloseReason, ErrorStrategy, Hook, HookChain, Reason, Refusal, RefuseCode, Scope,
+    SERVER,
 };
 
 /// Which gate a test goes through.
@@ -373,5 +377,48 @@ fn error_reaches_every_hook_even_if_one_on_error_panics() {
             "h1:error server other: accept failed",
             "h2:error server other: accept failed",
         ]
+    );
+}
+
+/// Records each heartbeat it is told of; the first one panics.
+#[derive(Default)]
+struct Beats(std::sync::Mutex<Vec<Duration>>);
+
+impl Hook for Beats {
+    fn name(&self) -> &str {
+        "beats"
+    }
+    fn wants_data(&self) -> bool {
+        false
+    }
+    fn on_heartbeat(&self, _: &ClientInfo, rtt: Duration) {
+        let mut seen = self.0.lock().unwrap();
+        seen.push(rtt);
+        if seen.len() == 1 {
+            drop(seen);
+            panic!("first heartbeat");
+        }
+    }
+}
+
+#[test]
+fn a_heartbeat_is_stored_on_the_client_and_reaches_every_hook() {
+    let _quiet = QuietPanics::new();
+    let beats = Arc::new(Beats::default());
+    let chain = HookChain::builder()
+        .shared(beats.clone())
+        .shared(beats.clone())
+        .build();
+    let alice = client_at(1, "alice", addr(1));
+    assert_eq!(alice.rtt(), None);
+    chain.heartbeat(&alice, Duration::from_micros(1500));
+    assert_eq!(alice.rtt(), Some(Duration::from_micros(1500)));
+    // The first hook's panic is contained; the second still hears it.
+    assert_eq!(beats.0.lock().unwrap().len(), 2);
+    chain.heartbeat(&alice, Duration::ZERO);
+    assert_eq!(
+        alice.rtt(),
+        Some(Duration::from_micros(1)),
+        "a zero round trip still reads as measured"
     );
 }

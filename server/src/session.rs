@@ -131,7 +131,7 @@ async fn admit<S: Io>(
     drop(handshake_slots);
     tracing::info!(client = %client.name, id = %client.id, %peer, certified = client.certified, "client logged in");
     let reason = Session::start(shared, live, open, io, client_slot).await;
-    tracing::info!(client = %client.name, id = %client.id, %reason, "client gone");
+    tracing::info!(client = %client.name, id = %client.id, %reason, last_rtt = ?client.rtt(), "client gone");
 }
 
 impl Shared {
@@ -337,8 +337,7 @@ impl Session {
                 Frame::Ping { seq } => Some(Frame::Pong { seq }),
                 Frame::Pong { seq } => {
                     if let Some(rtt) = self.heartbeat.pong(seq) {
-                        let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
-                        self.client.rtt_micros.store(micros, Ordering::Relaxed);
+                        self.live.chain.heartbeat(&self.client, rtt);
                     }
                     None
                 }

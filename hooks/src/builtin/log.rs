@@ -144,4 +144,8 @@ impl Hook for TracingHook {
     fn on_error(&self, e: &ErrorEvent<'_>) {
         tracing::warn!(target: T, what = %e.scope, error = %e.error, "error");
     }
+
+    fn on_heartbeat(&self, c: &ClientInfo, rtt: std::time::Duration) {
+        tracing::debug!(target: T, client = %c.name, id = %c.id, rtt_ms = rtt.as_secs_f64() * 1e3, "heartbeat");
+    }
 }

@@ -4,8 +4,10 @@
 //! Names: `reitunnel_{clients,tunnels,streams}_total` (counters) and
 //! `…_active` (gauges), `reitunnel_bytes_total{direction, client}`,
 //! `reitunnel_rejections_total{scope, by}`, `reitunnel_errors_total{scope}`,
-//! `reitunnel_hook_errors_total{hook}`; [`RateLimit`](super::RateLimit)
-//! adds `reitunnel_throttles_total`.
+//! `reitunnel_hook_errors_total{hook}`, the heartbeat round trip as
+//! `reitunnel_rtt_seconds` (a summary over all clients) and
+//! `reitunnel_client_rtt_seconds{client}` (the last one measured);
+//! [`RateLimit`](super::RateLimit) adds `reitunnel_throttles_total`.
 //! The per-client label is capped: the first `max_client_labels` names get
 //! their own series, later ones share `client="other"`, so a flood of names
 //! cannot blow up the time-series database. Byte counter handles are
@@ -13,8 +15,9 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use metrics::{counter, gauge, Counter};
+use metrics::{counter, gauge, histogram, Counter};
 
 use super::{MeterReport, MeterSink};
 use crate::error::HookError;
@@ -153,6 +156,13 @@ impl Hook for MetricsHook {
     fn on_rejected(&self, r: &Rejection<'_>) {
         counter!("reitunnel_rejections_total", "scope" => r.scope.kind(), "by" => r.by.to_owned())
             .increment(1);
+    }
+
+    fn on_heartbeat(&self, client: &ClientInfo, rtt: Duration) {
+        let secs = rtt.as_secs_f64();
+        histogram!("reitunnel_rtt_seconds").record(secs);
+        let label = self.client_label(&client.name).to_string();
+        gauge!("reitunnel_client_rtt_seconds", "client" => label).set(secs);
     }
 
     fn on_error(&self, e: &ErrorEvent<'_>) {

@@ -178,6 +178,10 @@ impl<H: Hook> Hook for Sampler<H> {
         self.inner.on_error(e)
     }
 
+    fn on_heartbeat(&self, c: &ClientInfo, rtt: Duration) {
+        self.inner.on_heartbeat(c, rtt)
+    }
+
     fn stream_state(&self, s: &StreamInfo) -> Option<StreamState> {
         Some(Box::new(State {
             seen: Default::default(),
