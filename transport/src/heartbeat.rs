@@ -20,7 +20,7 @@ use tokio_util::codec::Framed;
 pub enum Beat {
     /// Send this `Ping`.
     Ping(Frame),
-    /// The peer has been silent this long, past the timeout: close.
+    /// The peer has been silent for the whole timeout (given here): close.
     Dead(Duration),
 }
 
@@ -61,15 +61,20 @@ impl Heartbeat {
         }
     }
 
-    /// Resolves when the next ping is due (cancel-safe: use in `select!`).
+    /// Resolves when the next ping is due, or when the silence reaches the
+    /// timeout, whichever comes first: a timeout that is not a multiple of
+    /// the interval is kept to, not rounded up to the next ping.
+    /// Cancel-safe: use in `select!`.
     pub async fn due(&mut self) -> Beat {
-        match &mut self.ticker {
-            Some(ticker) => ticker.tick().await,
-            None => std::future::pending().await,
+        let Some(ticker) = &mut self.ticker else {
+            return std::future::pending().await;
         };
-        let silent = self.last_heard.elapsed();
-        if silent >= self.timeout {
-            return Beat::Dead(silent);
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = tokio::time::sleep_until(self.last_heard + self.timeout) => {}
+        }
+        if self.last_heard.elapsed() >= self.timeout {
+            return Beat::Dead(self.timeout);
         }
         self.seq += 1;
         if self.outstanding.is_none() {
@@ -110,5 +115,48 @@ impl Heartbeat {
             Ok(Err(_)) => Err(SendFailure::Closed),
             Err(_) => Err(SendFailure::Stalled(self.timeout)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pings every 200 ms until the peer has been silent 1.5 s, then dead at
+    /// 1.5 s exactly (not at the next ping, 1.6 s), with the limit in hand.
+    #[tokio::test(start_paused = true)]
+    async fn silence_is_caught_at_the_timeout_not_the_next_ping() {
+        let ms = Duration::from_millis;
+        let start = Instant::now();
+        let mut beat = Heartbeat::new(ms(200), ms(1500));
+        let mut pings = 0;
+        let dead = loop {
+            match beat.due().await {
+                Beat::Ping(_) => pings += 1,
+                Beat::Dead(limit) => break limit,
+            }
+        };
+        assert_eq!(pings, 7, "pings at 200, 400, ... 1400 ms");
+        assert_eq!(dead, ms(1500));
+        assert_eq!(start.elapsed(), ms(1500));
+
+        // A frame from the peer restarts the count.
+        beat.heard();
+        let heard = Instant::now();
+        assert!(matches!(beat.due().await, Beat::Ping(_)));
+        assert!(heard.elapsed() <= ms(200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pong_for_the_timed_ping_gives_the_round_trip() {
+        let ms = Duration::from_millis;
+        let mut beat = Heartbeat::new(ms(100), ms(1000));
+        let Beat::Ping(Frame::Ping { seq }) = beat.due().await else {
+            panic!("a ping first")
+        };
+        tokio::time::advance(ms(7)).await;
+        assert_eq!(beat.pong(seq + 1), None, "not the timed ping");
+        assert_eq!(beat.pong(seq), Some(ms(7)));
+        assert_eq!(beat.pong(seq), None, "answered once");
     }
 }
