@@ -72,8 +72,8 @@ async fn killed_client_closes_everything_once_and_gets_its_leased_port_back() {
     child.wait().await.unwrap();
 
     let events = rec
-        .wait_for("victim's disconnect", |e| {
-            has(e, |e| matches!(e, Ev::Disconnect(_, _, _)))
+        .wait_for("the victim's stream to close", |e| {
+            has(e, |e| matches!(e, Ev::StreamClose(..)))
         })
         .await;
     // The visitor is cut off, not left hanging.
@@ -89,14 +89,6 @@ async fn killed_client_closes_everything_once_and_gets_its_leased_port_back() {
             _ => None,
         })
         .unwrap();
-    assert!(has(
-        &events,
-        |e| matches!(e, Ev::Disconnect(id, r, _) if *id == victim && r == "connection_lost")
-    ));
-    assert!(has(
-        &events,
-        |e| matches!(e, Ev::TunnelClose(_, r, _) if r == "connection_lost")
-    ));
     let stream_reason = events.iter().find_map(|e| match e {
         Ev::StreamClose(_, r, t) => Some((r.clone(), t.bytes_in)),
         _ => None,
@@ -104,6 +96,13 @@ async fn killed_client_closes_everything_once_and_gets_its_leased_port_back() {
     let (reason, bytes_in) = stream_reason.expect("stream closed");
     assert!(reason == "connection_lost" || reason == "error", "{reason}");
     assert!(bytes_in >= 1 << 20);
+    assert!(
+        !has(
+            &rec.events(),
+            |e| matches!(e, Ev::Disconnect(id, ..) if *id == victim)
+        ),
+        "the lease keeps the vanished client open"
+    );
     // The port is leased to the vanished client: another is told whose it is...
     let spec: RemoteSpec = format!("{public}:{echo}").parse().unwrap();
     let other = connect(server.addr, "other").await;
@@ -125,6 +124,21 @@ async fn killed_client_closes_everything_once_and_gets_its_leased_port_back() {
         .await
         .expect("the leased port comes back");
     assert_eq!(again.public_addr, public);
+    // The lease kept the old tunnel and client open; the claim closed them,
+    // tunnel first, before the new tunnel opened on the same listener.
+    let events = rec.events();
+    let at = |f: &dyn Fn(&Ev) -> bool| events.iter().position(f);
+    let old_tunnel = at(&|e| matches!(e, Ev::TunnelClose(_, r, _) if r == "connection_lost"))
+        .expect("the leased tunnel closed at the claim");
+    let old_client =
+        at(&|e| matches!(e, Ev::Disconnect(id, r, _) if *id == victim && r == "connection_lost"))
+            .expect("the vanished client closed after its leased tunnel");
+    let new_tunnel =
+        at(&|e| matches!(e, Ev::TunnelOpen(_, c) if *c == back.id())).expect("the new tunnel");
+    assert!(
+        old_tunnel < old_client && old_client < new_tunnel,
+        "{events:#?}"
+    );
     assert_eq!(echo_check(public, 100_000, 6).await, 100_000);
     // Leaving in order frees the port at once.
     back.shutdown().await.unwrap();

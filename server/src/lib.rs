@@ -394,6 +394,8 @@ impl Server {
         shared.root.close(CloseReason::Shutdown);
         sessions.close();
         sessions.wait().await;
+        // Tunnels of vanished clients waiting on a lease close last, before the hooks stop.
+        shared.leases.end_all();
         shared.stop_hooks();
         tracing::info!("server stopped");
         Ok(())

@@ -25,6 +25,7 @@ use tokio_util::codec::Framed;
 
 use crate::forward::{self, ForwardRoute, Forwards};
 use crate::handshake::{check_name, read_login};
+use crate::lease::ClientHold;
 use crate::limits::{Gauge, Slot};
 use crate::{tunnel, Live, SessionError, Shared};
 
@@ -184,6 +185,9 @@ struct Session {
     /// The settings this session logged in with.
     live: Arc<Live>,
     client: Arc<ClientInfo>,
+    /// The client's open handle, shared with tunnels that may outlive the
+    /// session on a port lease.
+    hold: Arc<ClientHold>,
     mux: MuxHandle,
     closer: Arc<Closer<CloseReason>>,
     tunnels: HashMap<TunnelId, Arc<Closer<CloseReason>>>,
@@ -212,6 +216,7 @@ impl Session {
         let (mux, mut inbound, driver) = spawn_mux(io, yamux::Mode::Server, &cfg.mux);
         let mut session = Session {
             client: open.info().clone(),
+            hold: ClientHold::new(open),
             closer: shared.root.child(),
             shared: shared.clone(),
             live,
@@ -251,7 +256,9 @@ impl Session {
         drop(inbound);
         driver.finish().await;
         drop(slot);
-        open.close(reason.clone());
+        // The client's close fires now, or after its last leased tunnel's.
+        session.hold.ended(reason.clone());
+        drop(session);
         reason
     }
 
@@ -456,6 +463,7 @@ impl Session {
         let tunnel = tunnel::Tunnel {
             shared: self.shared.clone(),
             chain: self.live.chain.clone(),
+            client: self.hold.clone(),
             mux: self.mux.clone(),
             closer,
             stream_slots: self.stream_slots.clone(),

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
+use crate::lease::{ClientHold, Parked};
 use crate::limits::{Gauge, Slot};
 use crate::{Shared, StreamError};
 
@@ -22,6 +23,8 @@ pub(crate) struct Tunnel {
     pub shared: Arc<Shared>,
     /// The hooks of the session that opened it.
     pub chain: HookChain,
+    /// Its client, kept open while this tunnel is leased.
+    pub client: Arc<ClientHold>,
     pub mux: MuxHandle,
     pub closer: Arc<Closer<CloseReason>>,
     /// The client's `max_streams_per_client` slots.
@@ -57,24 +60,27 @@ impl Tunnel {
                 },
             }
         }
-        // The port is freed (or leased, if the client vanished) before the
-        // close event fires.
+        // A vanished client's port is leased, with the tunnel kept open,
+        // once its streams are done; otherwise the port is freed now,
+        // before the close event fires.
         let vanished = matches!(
             closer.reason(),
             Some(CloseReason::ConnectionLost | CloseReason::Timeout(_))
-        );
-        if vanished && !draining.is_cancelled() {
-            let client = open.info().client.name.clone();
-            this.shared.leases.park(client, listener);
-        } else {
-            drop(listener);
-        }
+        ) && !draining.is_cancelled();
+        let listener = vanished.then_some(listener);
         // A drain stops new visitors; the tunnel stays open until its streams are done.
         closer.closed().await;
         streams.close();
         streams.wait().await;
         drop(slot);
-        open.close(closer.reason().unwrap_or(CloseReason::Finished));
+        let reason = closer.reason().unwrap_or(CloseReason::Finished);
+        match listener {
+            Some(listener) => {
+                let parked = Parked::new(listener, open, reason, this.client.clone());
+                this.shared.leases.park(parked);
+            }
+            None => open.close(reason),
+        }
     }
 
     /// One visitor: limits, gate, bridge to the client, close.
