@@ -290,17 +290,24 @@ mod tests {
         parked
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_lease_holds_the_port_and_the_tunnel_until_it_expires() {
+    /// Client `id` ("alice") vanished with two tunnels, both leased for 30 s;
+    /// the recorder holds nothing yet.
+    async fn two_leased(id: u64) -> (Arc<Order>, HookChain, Arc<Leases>, [SocketAddr; 2]) {
         let order = Arc::new(Order::default());
         let chain = HookChain::builder().shared(order.clone()).build();
         let leases = Leases::new(Duration::from_secs(30));
-        let mut parked = vanished(&chain, 1, "alice", 2).await;
-        let (second, second_addr) = parked.pop().unwrap();
-        let (first, addr) = parked.pop().unwrap();
-        leases.park(first);
-        leases.park(second);
+        let mut addrs = Vec::new();
+        for (parked, addr) in vanished(&chain, id, "alice", 2).await {
+            leases.park(parked);
+            addrs.push(addr);
+        }
         order.take();
+        (order, chain, leases, [addrs[0], addrs[1]])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_holds_the_port_and_the_tunnel_until_it_expires() {
+        let (order, _, leases, [addr, second_addr]) = two_leased(1).await;
 
         let e = leases.claim("bob", addr).unwrap_err();
         assert!(
@@ -327,15 +334,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_claim_closes_the_old_tunnel_then_the_client_after_its_last() {
-        let order = Arc::new(Order::default());
-        let chain = HookChain::builder().shared(order.clone()).build();
-        let leases = Leases::new(Duration::from_secs(30));
-        let mut parked = vanished(&chain, 2, "alice", 2).await;
-        let (second, second_addr) = parked.pop().unwrap();
-        let (first, addr) = parked.pop().unwrap();
-        leases.park(first);
-        leases.park(second);
-        order.take();
+        let (order, chain, leases, [addr, second_addr]) = two_leased(2).await;
 
         tokio::time::sleep(Duration::from_secs(10)).await;
         let back = leases.claim("alice", addr).unwrap().expect("alice's port");
