@@ -178,21 +178,45 @@ impl HookChain {
     /// `on_server_start` on every hook. Under `StopOnError` the first failure
     /// stops the loop; either way any failure means the server must not start.
     pub fn server_start(&self, server: &ServerInfo) -> Result<(), MultiError> {
+        self.start_each(server).map_err(|(e, _)| e)
+    }
+
+    /// Like [`HookChain::server_start`], but all or nothing: if a hook
+    /// fails, those that had started get `on_server_stop` at once, so no
+    /// hook is left started by a start that did not happen (a server adding
+    /// hooks on reload uses this).
+    pub fn server_start_or_undo(&self, server: &ServerInfo) -> Result<(), MultiError> {
+        self.start_each(server).map_err(|(e, started)| {
+            for hook in started.iter().rev() {
+                if let Some(stop) =
+                    self.observer_call(Scope::Server, &**hook, || hook.on_server_stop(server))
+                {
+                    tracing::warn!(error = %stop, "undoing a failed start");
+                }
+            }
+            e
+        })
+    }
+
+    /// Starts the hooks in order; on failure, the error and the hooks that started.
+    fn start_each(&self, server: &ServerInfo) -> Result<(), (MultiError, Vec<Arc<dyn Hook>>)> {
         let mut errors = Vec::new();
+        let mut started = Vec::new();
         for hook in self.inner.hooks.iter() {
-            if let Some(e) =
-                self.observer_call(Scope::Server, &**hook, || hook.on_server_start(server))
-            {
-                errors.push(e);
-                if self.inner.strategy == ErrorStrategy::StopOnError {
-                    break;
+            match self.observer_call(Scope::Server, &**hook, || hook.on_server_start(server)) {
+                None => started.push(hook.clone()),
+                Some(e) => {
+                    errors.push(e);
+                    if self.inner.strategy == ErrorStrategy::StopOnError {
+                        break;
+                    }
                 }
             }
         }
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(MultiError { errors })
+            Err((MultiError { errors }, started))
         }
     }
 
@@ -379,10 +403,29 @@ impl HookChain {
     /// A new chain with `hook` in front of this chain's hooks (same strategy).
     /// Used by the server to put its token check ahead of user hooks.
     pub fn prepend(&self, hook: impl Hook) -> HookChain {
+        self.prepend_shared(Arc::new(hook))
+    }
+
+    /// [`HookChain::prepend`] with a shared hook, so chains built from the
+    /// same one hold the same instance ([`HookChain::without`] tells them apart by it).
+    pub fn prepend_shared(&self, hook: Arc<dyn Hook>) -> HookChain {
         let mut builder = HookChain::builder()
             .strategy(self.inner.strategy)
-            .hook(hook);
+            .shared(hook);
         for h in self.inner.hooks.iter() {
+            builder = builder.shared(h.clone());
+        }
+        builder.build()
+    }
+
+    /// This chain's hooks, then those of `other` that are not among them
+    /// (by instance), with this chain's strategy.
+    pub fn with(&self, other: &HookChain) -> HookChain {
+        let mut builder = HookChain::builder().strategy(self.inner.strategy);
+        for h in self.inner.hooks.iter() {
+            builder = builder.shared(h.clone());
+        }
+        for h in other.without(self).inner.hooks.iter() {
             builder = builder.shared(h.clone());
         }
         builder.build()

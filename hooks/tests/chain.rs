@@ -422,3 +422,92 @@ fn a_heartbeat_is_stored_on_the_client_and_reaches_every_hook() {
         "a zero round trip still reads as measured"
     );
 }
+
+/// Notes its starts and stops in a shared log; `fail` makes its start fail.
+struct Starts {
+    name: &'static str,
+    fail: bool,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Hook for Starts {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn wants_data(&self) -> bool {
+        false
+    }
+    fn on_server_start(
+        &self,
+        _: &reitunnel_hooks::ServerInfo,
+    ) -> Result<(), reitunnel_hooks::BoxError> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("start {}", self.name));
+        if self.fail {
+            return Err("no".into());
+        }
+        Ok(())
+    }
+    fn on_server_stop(
+        &self,
+        _: &reitunnel_hooks::ServerInfo,
+    ) -> Result<(), reitunnel_hooks::BoxError> {
+        self.log.lock().unwrap().push(format!("stop {}", self.name));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failed_start_is_undone_for_the_hooks_that_started() {
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hook = |name, fail| Starts {
+        name,
+        fail,
+        log: log.clone(),
+    };
+    let server = reitunnel_hooks::ServerInfo {
+        name: "t".into(),
+        listen: addr(1),
+    };
+    let chain = HookChain::builder()
+        .hook(hook("a", false))
+        .hook(hook("b", false))
+        .hook(hook("c", true))
+        .hook(hook("d", false))
+        .build();
+    let err = chain.server_start_or_undo(&server).unwrap_err();
+    assert!(err.to_string().contains("c"), "{err}");
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["start a", "start b", "start c", "stop b", "stop a"]
+    );
+}
+
+#[test]
+fn chains_combine_and_subtract_by_instance() {
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let shared = |name| -> Arc<dyn Hook> {
+        Arc::new(Starts {
+            name,
+            fail: false,
+            log: log.clone(),
+        })
+    };
+    let (a, b, c) = (shared("a"), shared("b"), shared("c"));
+    let ab = HookChain::builder()
+        .shared(a.clone())
+        .shared(b.clone())
+        .build();
+    let bc = HookChain::builder()
+        .shared(b.clone())
+        .shared(c.clone())
+        .build();
+    assert_eq!(ab.without(&bc).names(), ["a"]);
+    assert_eq!(ab.with(&bc).names(), ["a", "b", "c"]);
+    assert_eq!(bc.prepend_shared(a.clone()).without(&ab).names(), ["c"]);
+    // Another instance of the same kind of hook is another hook.
+    let other_a = HookChain::builder().shared(shared("a")).build();
+    assert_eq!(other_a.without(&ab).names(), ["a"]);
+}
