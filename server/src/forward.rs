@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::limits::{Gauge, Slot};
-use crate::{Shared, StreamError};
+use crate::{report_to, Shared, StreamError};
 
 /// One `allow_forward` entry: `HOST:PORTS`, where HOST is `*`, `*.suffix`,
 /// a name, an IP or a CIDR, and PORTS is `*`, a port or a range.
@@ -217,7 +217,7 @@ pub(crate) async fn serve(
     let slots = match slots {
         Ok(slots) => slots,
         Err(hit) => {
-            shared.report(Scope::Stream(&info), &StreamError::Limit(hit));
+            report_to(&route.chain, Scope::Stream(&info), &StreamError::Limit(hit));
             let reason = Reason::new(RefuseCode::LimitReached, format!("stream refused: {hit}"));
             let refusal = route.chain.refuse(Scope::Stream(&info), reason);
             let message = refusal.reason.message.into_owned();
@@ -264,7 +264,7 @@ async fn dial_and_relay(
                 target: target.to_string(),
                 message: message.clone(),
             };
-            shared.report(Scope::Stream(open.info()), &e);
+            report_to(open.chain(), Scope::Stream(open.info()), &e);
             let _ = write_frame(
                 up,
                 &Frame::StreamRefused {

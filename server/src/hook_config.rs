@@ -42,7 +42,7 @@ pub struct Background {
     pub webhooks: Vec<Arc<Webhook>>,
 }
 
-/// An event sink of the config, with the spec it was opened for.
+/// An event sink of the config (kept beside the spec it was opened for).
 #[derive(Clone)]
 enum Sink {
     Audit(Arc<JsonLinesFile>),
@@ -594,7 +594,6 @@ mod tests {
         }];
         let err = next.rebuild(&bad, "t", path).unwrap_err().to_string();
         assert!(err.contains("period_secs must be at least 1"), "{err}");
-        assert_eq!(next.hooks.len(), 5);
     }
 
     #[test]

@@ -245,8 +245,8 @@ mod tests {
         }
     }
 
-    /// A vanished client `name` with one tunnel per port of `ports`, each
-    /// on a fresh listener, ready to park; the session's hold already let go.
+    /// A vanished client `name` with `n` tunnels, each on a fresh listener,
+    /// ready to park; the session's hold already let go.
     async fn vanished(
         chain: &HookChain,
         id: u64,

@@ -51,7 +51,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use reitunnel_hooks::builtin::{Secret, TokenAuth};
-use reitunnel_hooks::{ClientId, CloseReason, HookChain, Scope, ServerInfo, StreamId, TunnelId};
+use reitunnel_hooks::{
+    ClientId, CloseReason, Hook, HookChain, Scope, ServerInfo, StreamId, TunnelId,
+};
 use reitunnel_transport::tls::{server_acceptor, TlsAcceptor};
 use reitunnel_transport::{listen, Closer};
 use tokio::net::TcpListener;
@@ -119,13 +121,28 @@ impl Reload {
         }
     }
 
-    fn into_live(self) -> Live {
-        let chain = match &self.token {
-            Some(token) => self.chain.prepend(TokenAuth::new(token.clone())),
+    /// The settings to put in force; the token check of `current` is kept
+    /// (the same hook) when the token did not change.
+    fn into_live(self, current: Option<&Live>) -> Live {
+        let token_auth = self.token.map(|token| {
+            let same = current
+                .and_then(|c| c.token_auth.as_ref())
+                .filter(|(old, _)| old.expose() == token.expose());
+            match same {
+                Some((_, hook)) => (token, hook.clone()),
+                None => {
+                    let hook: Arc<dyn Hook> = Arc::new(TokenAuth::new(token.clone()));
+                    (token, hook)
+                }
+            }
+        });
+        let chain = match &token_auth {
+            Some((_, hook)) => self.chain.prepend_shared(hook.clone()),
             None => self.chain,
         };
         Live {
             chain,
+            token_auth,
             allow_ports: self.allow_ports,
             allow_forward: self.allow_forward,
             default_bind_ip: self.default_bind_ip,
@@ -135,10 +152,11 @@ impl Reload {
 
 /// The settings in force for new logins. A session takes the current one
 /// at login and keeps it to the end (see the crate docs).
-#[derive(Debug)]
 struct Live {
     /// The hooks, with the token check in front when a token is set.
     chain: HookChain,
+    /// The token and its check, kept across reloads that do not change it.
+    token_auth: Option<(Secret, Arc<dyn Hook>)>,
     allow_ports: PortRanges,
     allow_forward: Vec<ForwardRule>,
     default_bind_ip: IpAddr,
@@ -147,12 +165,15 @@ struct Live {
 /// What every task of the server shares.
 struct Shared {
     config: ServerConfig,
-    /// Swapped whole by a reload; read once per login (and per server-wide
-    /// error), never on the data path.
+    /// Swapped whole by a reload; read once per login (and per error
+    /// before a login), never on the data path.
     live: RwLock<Arc<Live>>,
+    /// Taken by reloads (one at a time, so new hooks can start outside the
+    /// `live` lock) and by the server's start: true once the hooks started.
+    started: Mutex<bool>,
     /// Hooks a reload took out while sessions may still use them: they get
     /// `on_server_stop` at exit too, after the current chain's.
-    retired: Mutex<Vec<HookChain>>,
+    retired: Mutex<HookChain>,
     info: ServerInfo,
     ids: Ids,
     /// Closed on shutdown; every session's closer is its child.
@@ -200,22 +221,32 @@ impl Shared {
         self.live.read().expect("live settings").clone()
     }
 
-    /// Logs an error and delivers it to the current hooks.
+    /// Logs an error from before a login (or of the server itself) and
+    /// delivers it to the current hooks; a session's errors go to its own.
     fn report(&self, scope: Scope<'_>, err: &(dyn std::error::Error + Send + Sync + 'static)) {
-        tracing::warn!(error = %err, "{scope}");
-        self.live().chain.error(scope, err);
+        report_to(&self.live().chain, scope, err);
     }
 
     /// `on_server_stop` on the current hooks, then on every retired one.
     fn stop_hooks(&self) {
         let current = self.live().chain.clone();
-        let retired = std::mem::take(&mut *self.retired.lock().expect("retired hooks"));
-        for chain in std::iter::once(current).chain(retired) {
+        let retired = self.retired.lock().expect("retired hooks").clone();
+        for chain in [current, retired] {
             if let Err(e) = chain.server_stop(&self.info) {
                 tracing::warn!(error = %e, "on_server_stop");
             }
         }
     }
+}
+
+/// Logs an error and delivers it to `chain`'s hooks.
+fn report_to(
+    chain: &HookChain,
+    scope: Scope<'_>,
+    err: &(dyn std::error::Error + Send + Sync + 'static),
+) {
+    tracing::warn!(error = %err, "{scope}");
+    chain.error(scope, err);
 }
 
 /// Applies new settings to a running server; cheap to clone. Get one from
@@ -234,25 +265,33 @@ impl std::fmt::Debug for Reloader {
 impl Reloader {
     /// Puts `update` in force for every login from now on; sessions already
     /// logged in keep theirs. Hooks new to the chain get `on_server_start`
-    /// first: if one fails, nothing changes and the error is returned (and
-    /// reported to the current hooks' `on_error`).
+    /// first, outside any lock the server uses: if one fails, those that
+    /// started are stopped again, nothing changes, and the error is returned
+    /// (and reported to the current hooks' `on_error`). A hook that an
+    /// earlier reload retired and this one brings back was never stopped,
+    /// so it is not started again.
     pub fn reload(&self, update: Reload) -> Result<(), ServerError> {
         let shared = &self.0;
-        let mut live = shared.live.write().expect("live settings");
-        let next = update.into_live();
-        let added = next.chain.without(&live.chain);
-        if let Err(e) = added.server_start(&shared.info) {
-            drop(live);
+        let started = shared.started.lock().expect("reload lock");
+        let current = shared.live();
+        let next = update.into_live(Some(&current));
+        if !*started {
+            // Before the start: the start will start whatever is in force.
+            *shared.live.write().expect("live settings") = Arc::new(next);
+            return Ok(());
+        }
+        let retired = shared.retired.lock().expect("retired hooks").clone();
+        let added = next.chain.without(&current.chain).without(&retired);
+        if let Err(e) = added.server_start_or_undo(&shared.info) {
             let e = ServerError::HookReload(e);
             shared.report(Scope::Server, &e);
             return Err(e);
         }
-        let removed = live.chain.without(&next.chain);
+        let removed = current.chain.without(&next.chain);
         tracing::info!(hooks = ?next.chain.names(), added = ?added.names(), removed = ?removed.names(), "settings reloaded");
-        if !removed.names().is_empty() {
-            shared.retired.lock().expect("retired hooks").push(removed);
-        }
-        *live = Arc::new(next);
+        *shared.retired.lock().expect("retired hooks") =
+            retired.without(&next.chain).with(&removed);
+        *shared.live.write().expect("live settings") = Arc::new(next);
         Ok(())
     }
 
@@ -290,7 +329,7 @@ impl Server {
                 addr: config.listen,
                 source,
             })?;
-        let live = Reload::from_config(&config, chain).into_live();
+        let live = Reload::from_config(&config, chain).into_live(None);
         let info = ServerInfo {
             name: config.name.as_str().into(),
             listen: local,
@@ -307,6 +346,7 @@ impl Server {
             listener,
             shared: Arc::new(Shared {
                 live: RwLock::new(Arc::new(live)),
+                started: Mutex::default(),
                 retired: Mutex::default(),
                 info: info.clone(),
                 ids: Ids::default(),
@@ -356,7 +396,11 @@ impl Server {
             shared,
             info,
         } = self;
-        shared.live().chain.server_start(&info)?;
+        {
+            let mut started = shared.started.lock().expect("reload lock");
+            shared.live().chain.server_start(&info)?;
+            *started = true;
+        }
         tracing::info!(listen = %info.listen, "server started");
         let sessions = TaskTracker::new();
         tokio::pin!(shutdown);

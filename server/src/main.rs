@@ -160,10 +160,6 @@ impl Plan {
             .clone()
             .or(s.token)
             .filter(|t| !t.expose().is_empty());
-        let has_policy = file
-            .hooks
-            .iter()
-            .any(|h| matches!(h, HookSpec::Policy { .. }));
         let client_ca = args.client_ca.clone().or(s.client_ca);
         let tls = match (
             args.tls_cert.clone().or(s.tls_cert),
@@ -180,16 +176,6 @@ impl Plan {
             (None, None) => None,
             _ => anyhow::bail!("TLS needs both tls_cert and tls_key"),
         };
-        let mtls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
-        match (&token, has_policy || mtls) {
-            (None, false) => anyhow::bail!(
-                "a token is required: --token, REITUNNEL_TOKEN, `token` in the config file, a `policy` hook with per-client tokens, or client certificates (--client-ca)"
-            ),
-            (Some(_), true) if has_policy => anyhow::bail!(
-                "a global token and a `policy` hook's per-client tokens exclude each other: drop one"
-            ),
-            _ => {}
-        }
         let listen = args
             .listen
             .or(s.listen)
@@ -222,14 +208,36 @@ impl Plan {
                 "the `metrics` hook needs `metrics_listen` in the config file (or --metrics-listen)"
             );
         }
-        Ok(Plan {
+        let plan = Plan {
             config,
             hooks,
             path,
             stats_interval: args.stats_interval.or(s.stats_interval).unwrap_or(10),
             drain: Duration::from_secs(args.drain_timeout.or(s.drain_timeout_secs).unwrap_or(30)),
             metrics_listen,
-        })
+        };
+        plan.check_auth(&plan.config.tls)?;
+        Ok(plan)
+    }
+
+    /// Every login must have something to prove: a token, a `policy`
+    /// hook's per-client tokens, or a client certificate under `tls`
+    /// (which a reload cannot change: there the running TLS counts).
+    fn check_auth(&self, tls: &Option<ServerTls>) -> anyhow::Result<()> {
+        let has_policy = self
+            .hooks
+            .iter()
+            .any(|h| matches!(h, HookSpec::Policy { .. }));
+        let mtls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        match (&self.config.token, has_policy || mtls) {
+            (None, false) => anyhow::bail!(
+                "a token is required: --token, REITUNNEL_TOKEN, `token` in the config file, a `policy` hook with per-client tokens, or client certificates (--client-ca)"
+            ),
+            (Some(_), true) if has_policy => anyhow::bail!(
+                "a global token and a `policy` hook's per-client tokens exclude each other: drop one"
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// The settings that differ from `running`'s and that only a restart applies.
@@ -362,18 +370,24 @@ impl Running {
 
 /// SIGHUP: reads the config again and puts the new token, hooks and
 /// allow-lists in force for new logins; sessions already logged in keep
-/// theirs. On any error nothing changes. `running` is the plan the process
-/// started with, for the settings only a restart applies.
+/// theirs. On any error nothing changes, and the error has reached the
+/// hooks' `on_error`. `running` is the plan the process started with, for
+/// the settings only a restart applies.
 fn reload(
     args: &Args,
     running: &Plan,
     hooks: &mut Hooks,
     reloader: &Reloader,
 ) -> anyhow::Result<()> {
-    let plan = Plan::load(args)?;
-    let set = hooks
-        .set
-        .rebuild(&plan.hooks, &running.config.name, &plan.path)?;
+    let prepared = Plan::load(args).and_then(|plan| {
+        plan.check_auth(&running.config.tls)
+            .context("with the TLS settings in force (TLS changes need a restart)")?;
+        let set = hooks
+            .set
+            .rebuild(&plan.hooks, &running.config.name, &plan.path)?;
+        Ok((plan, set))
+    });
+    let (plan, set) = prepared.inspect_err(|e| reloader.report(e.as_ref()))?;
     let chain = hooks.chain(&set, &plan);
     reloader.reload(Reload::from_config(&plan.config, chain))?;
     hooks.set = set;
@@ -422,6 +436,8 @@ fn main() -> anyhow::Result<()> {
         tokio::pin!(serving);
         loop {
             tokio::select! {
+                // The server first: its first poll starts the hooks, before any reload.
+                biased;
                 served = &mut serving => {
                     served?;
                     break;
@@ -429,13 +445,11 @@ fn main() -> anyhow::Result<()> {
                 Ok(()) = reloads.changed() => {
                     match reload(&args, &plan, &mut hooks, &reloader) {
                         Ok(()) => background.adopt(hooks.set.background()),
-                        Err(e) => {
-                            tracing::error!("reload refused, the previous configuration stays in force: {e:#}");
-                            reloader.report(e.as_ref());
-                        }
+                        Err(e) => tracing::error!("reload refused, the previous configuration stays in force: {e:#}"),
                     }
-                    // Log rotation: every SIGHUP starts the audit files anew.
-                    for file in &hooks.set.background().audit {
+                    // Log rotation: every SIGHUP starts the audit files anew,
+                    // retired ones too (sessions from before a reload write there).
+                    for file in &background.audit {
                         if let Err(e) = file.reopen() {
                             tracing::error!(file = %file.path().display(), error = %e, "cannot reopen the audit log; still writing to the old file");
                         }

@@ -27,7 +27,7 @@ use crate::forward::{self, ForwardRoute, Forwards};
 use crate::handshake::{check_name, read_login};
 use crate::lease::ClientHold;
 use crate::limits::{Gauge, Slot};
-use crate::{tunnel, Live, SessionError, Shared};
+use crate::{report_to, tunnel, Live, SessionError, Shared};
 
 /// What a session's transport must offer: plain TCP or TLS over it.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -243,7 +243,7 @@ impl Session {
                         after: cfg.handshake_timeout,
                     },
                 };
-                shared.report(Scope::Client(&session.client), &e);
+                report_to(&session.live.chain, Scope::Client(&session.client), &e);
                 CloseReason::Error(e.to_string())
             }
         };
@@ -386,7 +386,7 @@ impl Session {
             peer: self.client.peer,
             after: silent,
         };
-        self.shared.report(Scope::Client(&self.client), &e);
+        report_to(&self.live.chain, Scope::Client(&self.client), &e);
         CloseReason::Timeout(e.to_string())
     }
 
@@ -395,7 +395,7 @@ impl Session {
         control: &mut Framed<MuxStream, FrameCodec>,
         e: SessionError,
     ) -> CloseReason {
-        self.shared.report(Scope::Client(&self.client), &e);
+        report_to(&self.live.chain, Scope::Client(&self.client), &e);
         let bye = Frame::Goodbye {
             code: RefuseCode::BadRequest,
             message: e.to_string(),
@@ -435,7 +435,7 @@ impl Session {
                     peer: self.client.peer,
                     hit,
                 };
-                self.shared.report(Scope::Tunnel(&pending), &e);
+                report_to(&self.live.chain, Scope::Tunnel(&pending), &e);
                 let reason =
                     Reason::new(RefuseCode::LimitReached, format!("too many tunnels: {hit}"));
                 return refused(self.live.chain.refuse(Scope::Tunnel(&pending), reason));
@@ -492,7 +492,7 @@ impl Session {
                 peer: self.client.peer,
                 hit,
             };
-            self.shared.report(Scope::Tunnel(pending), &e);
+            report_to(&self.live.chain, Scope::Tunnel(pending), &e);
             let reason = Reason::new(RefuseCode::LimitReached, format!("too many tunnels: {hit}"));
             self.live.chain.refuse(Scope::Tunnel(pending), reason)
         })

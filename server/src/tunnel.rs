@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::lease::{ClientHold, Parked};
 use crate::limits::{Gauge, Slot};
-use crate::{Shared, StreamError};
+use crate::{report_to, Shared, StreamError};
 
 /// A running reverse tunnel: what its visitor tasks share.
 pub(crate) struct Tunnel {
@@ -51,7 +51,7 @@ impl Tunnel {
                         streams.spawn(this.clone().visitor(tcp, peer, open.info().clone()));
                     }
                     Err(e) => {
-                        this.shared.report(Scope::Tunnel(open.info()), &e);
+                        report_to(&this.chain, Scope::Tunnel(open.info()), &e);
                         tokio::select! {
                             _ = closer.closed() => break,
                             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -102,7 +102,7 @@ impl Tunnel {
             Ok(slots) => slots,
             Err(hit) => {
                 // Dropping the socket tells the visitor; hooks and logs hear which limit.
-                shared.report(Scope::Stream(&info), &StreamError::Limit(hit));
+                report_to(&self.chain, Scope::Stream(&info), &StreamError::Limit(hit));
                 self.chain.refuse(
                     Scope::Stream(&info),
                     Reason::new(
@@ -140,7 +140,7 @@ async fn bridge(
     let cfg = &shared.config;
     let info = open.info();
     let failed = |e: StreamError| {
-        shared.report(Scope::Stream(info), &e);
+        report_to(open.chain(), Scope::Stream(info), &e);
         match e {
             StreamError::TargetRefused { message, .. } => CloseReason::TargetUnreachable(message),
             other => CloseReason::Error(other.to_string()),

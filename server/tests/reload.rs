@@ -282,3 +282,132 @@ async fn sighup_reopens_a_rotated_audit_log() {
         audit_lines(&audit)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_cannot_drop_the_token_on_the_strength_of_tls_it_does_not_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.toml");
+    std::fs::write(&path, "listen = \"127.0.0.1:0\"\ntoken = \"t-1\"\n").unwrap();
+    let (server, addr, _) = start(&["--config", path.to_str().unwrap()]);
+    // Client certificates would replace the token, but TLS only starts
+    // with a restart: until then this file would let anyone in.
+    std::fs::write(
+        &path,
+        "listen = \"127.0.0.1:0\"\ntls_cert = \"s.crt\"\ntls_key = \"s.key\"\nclient_ca = \"ca.crt\"\n",
+    )
+    .unwrap();
+    let line = reload(&server, "reload refused", 1);
+    assert!(
+        line.contains("TLS changes need a restart") && line.contains("a token is required"),
+        "{line}"
+    );
+    let refused = login(addr, "mallory", "wrong")
+        .await
+        .err()
+        .expect("still a token");
+    assert!(refused.contains("token"), "{refused}");
+    login(addr, "alice", "t-1")
+        .await
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+    assert!(server.stop().success());
+}
+
+/// Counts a hook's starts and stops; its start fails when `fail` is set.
+#[derive(Default)]
+struct Lifecycle {
+    starts: std::sync::atomic::AtomicUsize,
+    stops: std::sync::atomic::AtomicUsize,
+    fail: bool,
+    started: tokio::sync::Notify,
+}
+
+impl reitunnel_hooks::Hook for Lifecycle {
+    fn name(&self) -> &str {
+        "lifecycle"
+    }
+    fn wants_data(&self) -> bool {
+        false
+    }
+    fn on_server_start(
+        &self,
+        _: &reitunnel_hooks::ServerInfo,
+    ) -> Result<(), reitunnel_hooks::BoxError> {
+        self.starts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.started.notify_one();
+        if self.fail {
+            return Err("refusing to start".into());
+        }
+        Ok(())
+    }
+    fn on_server_stop(
+        &self,
+        _: &reitunnel_hooks::ServerInfo,
+    ) -> Result<(), reitunnel_hooks::BoxError> {
+        self.stops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hook_starts_and_stops_once_however_often_it_is_reloaded_in_and_out() {
+    use reitunnel_server::{Reload, Server, ServerConfig};
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::sync::Arc;
+
+    let kept = Arc::new(Lifecycle::default());
+    let juggled = Arc::new(Lifecycle::default());
+    let broken = Arc::new(Lifecycle {
+        fail: true,
+        ..Lifecycle::default()
+    });
+    let chain = |hooks: &[&Arc<Lifecycle>]| {
+        hooks
+            .iter()
+            .fold(HookChain::builder(), |b, h| b.shared((*h).clone()))
+            .build()
+    };
+    let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), Some(Secret::new("t")));
+    let server = Server::bind(config.clone(), chain(&[&kept])).await.unwrap();
+    let reloader = server.reloader();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let update = |hooks: &[&Arc<Lifecycle>]| Reload::from_config(&config, chain(hooks));
+    // Reloads from here on find the server started (one before would only
+    // change what the start starts).
+    kept.started.notified().await;
+    assert_eq!(reloader.chain().names(), ["token_auth", "lifecycle"]);
+
+    reloader.reload(update(&[&kept, &juggled])).unwrap();
+    reloader.reload(update(&[&kept])).unwrap();
+    reloader.reload(update(&[&kept, &juggled])).unwrap();
+    let err = reloader
+        .reload(update(&[&kept, &broken]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("refusing to start"), "{err}");
+    // The failed reload changed nothing: the juggled hook is still in force.
+    assert_eq!(
+        reloader.chain().names(),
+        ["token_auth", "lifecycle", "lifecycle"]
+    );
+    reloader.reload(update(&[&kept])).unwrap();
+
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    for (name, hook) in [("kept", &kept), ("juggled", &juggled)] {
+        assert_eq!(hook.starts.load(SeqCst), 1, "{name} started once");
+        assert_eq!(hook.stops.load(SeqCst), 1, "{name} stopped once");
+    }
+    assert_eq!(broken.starts.load(SeqCst), 1);
+    assert_eq!(
+        broken.stops.load(SeqCst),
+        0,
+        "a hook that never started is not stopped"
+    );
+}
