@@ -11,7 +11,7 @@ use reitunnel_client::{
     TunnelReady,
 };
 use reitunnel_hooks::builtin::{Secret, TracingHook};
-use reitunnel_hooks::HookChain;
+use reitunnel_hooks::{HookChain, RefuseCode};
 use reitunnel_transport::cli::Signals;
 use reitunnel_transport::tls::file_identity;
 
@@ -97,7 +97,7 @@ async fn run(args: Args) -> ExitCode {
     let mut backoff = Backoff::new(tunnels.reconnect_max);
     let mut connected_once = false;
     loop {
-        let error = match session(&args, &cfg, &chain, &mut tunnels, &signals).await {
+        let error = match session(&args, &cfg, &chain, &mut tunnels, &signals, &mut reloads).await {
             Ended::Stopped(result) => return result,
             Ended::Lost { error, worked } => {
                 if worked {
@@ -149,6 +149,7 @@ async fn session(
     chain: &HookChain,
     tunnels: &mut Tunnels,
     signals: &Signals,
+    reloads: &mut tokio::sync::watch::Receiver<u32>,
 ) -> Ended {
     let lost = |error| Ended::Lost {
         error,
@@ -170,7 +171,6 @@ async fn session(
         let _ = client.shutdown().await;
         return lost(e);
     }
-    let mut reloads = signals.reloads();
     loop {
         tokio::select! {
             _ = signals.nth(1) => {
@@ -230,30 +230,77 @@ async fn apply<S: Spec>(
             None => kept.push(new),
         }
     }
+    let mut freed = Vec::new();
     for gone in spare {
         if let (Some(client), Some(ready)) = (client, gone.ready) {
             match client.close_tunnel(ready.id).await {
-                Ok(()) => println!(
-                    "{} {} closed: {} -> {}",
-                    S::WHAT,
-                    ready.id.0,
-                    ready.public_addr,
-                    ready.target
-                ),
+                Ok(()) => {
+                    freed.push(ready.public_addr.port());
+                    println!(
+                        "{} {} closed: {} -> {}",
+                        S::WHAT,
+                        ready.id.0,
+                        ready.public_addr,
+                        ready.target
+                    );
+                }
                 Err(e) => tracing::warn!(error = %e, tunnel = ready.id.0, "closing a tunnel"),
             }
         }
     }
     if let Some(client) = client {
         for wanted in kept.iter_mut().filter(|w| w.ready.is_none()) {
-            // A refused new tunnel is reported and left out; the others stay.
-            if let Err(e) = wanted.open(client).await {
+            let mut opened = wanted.open(client).await;
+            // A tunnel moved to another target on the same port: the port is
+            // let go a moment after the close was sent (by the server for
+            // -R, by our listener task for -L), so retry briefly.
+            let reused = freed.contains(&wanted.written.port());
+            for _ in 0..PORT_RELEASE_TRIES {
+                match &opened {
+                    Err(e) if reused && port_still_closing(e) => {
+                        tokio::time::sleep(PORT_RELEASE_WAIT).await;
+                        opened = wanted.open(client).await;
+                    }
+                    _ => break,
+                }
+            }
+            if let Err(e) = opened {
+                // A refused new tunnel is reported and left out; one cut by a
+                // lost connection stays for the next login to open.
                 eprintln!("error: {e}");
+                if is_refusal(&e) {
+                    wanted.refused = true;
+                }
             }
         }
-        kept.retain(|w| w.ready.is_some());
+        kept.retain(|w| !w.refused);
     }
     *list = kept;
+}
+
+/// How often, and how far apart, a reload retries opening a tunnel on a
+/// port it just closed.
+const PORT_RELEASE_TRIES: usize = 50;
+const PORT_RELEASE_WAIT: Duration = Duration::from_millis(20);
+
+/// A failure that means the port is still taken.
+fn port_still_closing(e: &ClientError) -> bool {
+    match e {
+        ClientError::LocalListen { source, .. } => source.kind() == std::io::ErrorKind::AddrInUse,
+        ClientError::TunnelRefused { code, .. } => *code == RefuseCode::Unavailable,
+        _ => false,
+    }
+}
+
+/// The server, a local hook or the OS said no to this tunnel (rather than
+/// the connection failing).
+fn is_refusal(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::TunnelRefused { .. }
+            | ClientError::LocalListen { .. }
+            | ClientError::RefusedLocally { .. }
+    )
 }
 
 /// Opens every tunnel of `list` in a new session, each on the port it had.
@@ -274,6 +321,8 @@ struct Wanted<S> {
     port: u16,
     /// Open in the current session.
     ready: Option<TunnelReady>,
+    /// Refused when a reload added it: dropped from the list.
+    refused: bool,
 }
 
 impl<S: Spec> Wanted<S> {
@@ -282,6 +331,7 @@ impl<S: Spec> Wanted<S> {
             written,
             port: 0,
             ready: None,
+            refused: false,
         }
     }
 
@@ -308,12 +358,17 @@ impl<S: Spec> Wanted<S> {
 trait Spec: Clone + PartialEq {
     /// The word in the client's output lines.
     const WHAT: &'static str;
+    /// The port as written (0: any).
+    fn port(&self) -> u16;
     fn set_port(&mut self, port: u16);
     async fn open(self, client: &Client) -> Result<TunnelReady, ClientError>;
 }
 
 impl Spec for RemoteSpec {
     const WHAT: &'static str = "tunnel";
+    fn port(&self) -> u16 {
+        self.bind.port()
+    }
     fn set_port(&mut self, port: u16) {
         self.bind.set_port(port);
     }
@@ -324,6 +379,9 @@ impl Spec for RemoteSpec {
 
 impl Spec for LocalSpec {
     const WHAT: &'static str = "forward";
+    fn port(&self) -> u16 {
+        self.bind.port()
+    }
     fn set_port(&mut self, port: u16) {
         self.bind.set_port(port);
     }

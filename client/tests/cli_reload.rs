@@ -161,6 +161,30 @@ async fn sighup_applies_added_and_removed_tunnels_and_leaves_the_rest() {
         1
     );
 
+    // The added tunnel moves to another service on the same port: the old
+    // one closes, the new one gets the port as soon as the server lets go.
+    let moved = echo_service().await;
+    let remote = format!(
+        "server = \"{}\"\ntoken = \"{TOKEN}\"\nname = \"reloader\"\nremote = [\"0:{kept}\", \"{}:{moved}\"]\n",
+        server.addr,
+        added_public.port()
+    );
+    std::fs::write(&path, remote).unwrap();
+    hangup(&child);
+    let (closed, at) = out.next().await;
+    assert!(
+        closed.contains(" closed: ") && at == added_public,
+        "{closed}"
+    );
+    let (opened, again) = out.next().await;
+    assert!(
+        opened.contains(" ready: ") && opened.ends_with(&moved.to_string()),
+        "{opened}"
+    );
+    assert_eq!(again, added_public, "the same port, another target");
+    assert_eq!(echo_check(again, 1 << 20, 3).await, 1 << 20);
+    round_trip(&mut visitor, &[10u8; 100_000]).await;
+
     drop(visitor);
     child.kill().await.unwrap();
     server.stop().await;

@@ -106,7 +106,20 @@ async fn killed_client_closes_everything_once_and_gets_its_leased_port_back() {
     // The port is leased to the vanished client: another is told whose it is...
     let spec: RemoteSpec = format!("{public}:{echo}").parse().unwrap();
     let other = connect(server.addr, "other").await;
-    match other.open_reverse(spec.clone()).await {
+    // The port is leased once the victim's session has noticed the loss,
+    // a moment after its stream closed; until then the port is simply busy.
+    let mut answer = other.open_reverse(spec.clone()).await;
+    for _ in 0..1000 {
+        match &answer {
+            Err(ClientError::TunnelRefused { message, .. })
+                if message.contains("cannot listen") =>
+            {
+                answer = other.open_reverse(spec.clone()).await;
+            }
+            _ => break,
+        }
+    }
+    match answer {
         Err(ClientError::TunnelRefused { message, .. }) => assert!(
             message.contains(&format!(
                 "port {} is leased to client 'victim'",

@@ -12,7 +12,7 @@ use common::*;
 #[test]
 fn a_killed_clients_port_is_held_for_the_lease_then_freed_with_its_close_events() {
     let echo = echo_service();
-    let server = start_server("127.0.0.1:0", &["--port-lease", "2"]);
+    let server = start_server("127.0.0.1:0", &["--port-lease", "5"]);
     let client = start_client(server.addr, &["-R", &format!("0:{echo}")]);
     let public = client.ready(1, PATIENCE);
     echo_check(public, 1 << 20, 1).expect("traffic before the kill");
@@ -67,7 +67,7 @@ fn a_killed_clients_port_is_held_for_the_lease_then_freed_with_its_close_events(
         lines[gone]
     );
     eprintln!(
-        "killed client: port leased, freed {} after SIGKILL (lease 2 s)",
+        "killed client: port leased, freed {} after SIGKILL (lease 5 s)",
         ms(expired)
     );
 }
