@@ -312,7 +312,6 @@ impl Reloader {
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
-    info: ServerInfo,
 }
 
 impl Server {
@@ -348,7 +347,7 @@ impl Server {
                 live: RwLock::new(Arc::new(live)),
                 started: Mutex::default(),
                 retired: Mutex::default(),
-                info: info.clone(),
+                info,
                 ids: Ids::default(),
                 root: Closer::root(),
                 port_hint: AtomicUsize::new(0),
@@ -359,13 +358,12 @@ impl Server {
                 leases: Leases::new(config.port_lease),
                 config,
             }),
-            info,
         })
     }
 
     /// The control listener's address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.info.listen
+        self.shared.info.listen
     }
 
     /// A handle to change the token, hooks and allow-lists while the server runs.
@@ -391,14 +389,11 @@ impl Server {
         force: impl Future<Output = ()>,
         drain: Duration,
     ) -> Result<(), ServerError> {
-        let Server {
-            listener,
-            shared,
-            info,
-        } = self;
+        let Server { listener, shared } = self;
+        let info = &shared.info;
         {
             let mut started = shared.started.lock().expect("reload lock");
-            shared.live().chain.server_start(&info)?;
+            shared.live().chain.server_start(info)?;
             *started = true;
         }
         tracing::info!(listen = %info.listen, "server started");

@@ -334,16 +334,8 @@ impl Running {
                     .push((meter.clone(), meter.spawn_reporter(*every)));
             }
         }
-        for file in &bg.audit {
-            if !self.audit.iter().any(|f| Arc::ptr_eq(f, file)) {
-                self.audit.push(file.clone());
-            }
-        }
-        for hook in &bg.webhooks {
-            if !self.webhooks.iter().any(|w| Arc::ptr_eq(w, hook)) {
-                self.webhooks.push(hook.clone());
-            }
-        }
+        add_new(&mut self.audit, &bg.audit);
+        add_new(&mut self.webhooks, &bg.webhooks);
     }
 
     /// Last meter reports, webhook drains and drop counts.
@@ -364,6 +356,15 @@ impl Running {
             if audit.dropped() > 0 {
                 tracing::warn!(file = %audit.path().display(), dropped = audit.dropped(), "audit lines dropped (queue full)");
             }
+        }
+    }
+}
+
+/// Appends the items of `new` that are not in `have` (the same instance).
+fn add_new<T>(have: &mut Vec<Arc<T>>, new: &[Arc<T>]) {
+    for item in new {
+        if !have.iter().any(|h| Arc::ptr_eq(h, item)) {
+            have.push(item.clone());
         }
     }
 }
