@@ -20,5 +20,6 @@ pub use closer::Closer;
 pub use frame_io::{read_frame, write_frame, FrameIoError};
 pub use mux::{
     spawn_mux, Inbound, MuxConfig, MuxDriver, MuxError, MuxHandle, MuxStream, CLOSE_GRACE,
+    STREAM_CREDIT,
 };
 pub use socket::{listen, tune};

@@ -36,30 +36,46 @@ pub enum MuxError {
 /// session's transport to close before giving up on a clean close.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-/// Tuning of a yamux session (see DESIGN.md "yamux" for the measurements).
+/// The receive window every yamux stream starts with (the yamux spec's
+/// initial credit): what the peer may send on a new stream before we read.
+pub const STREAM_CREDIT: usize = yamux::DEFAULT_CREDIT as usize;
+
+/// Tuning of a yamux session.
+///
+/// Across a link, one stream moves at most one receive window per round
+/// trip. yamux starts every stream at [`STREAM_CREDIT`] (256 KiB: 42 Mbit/s
+/// at 50 ms) and doubles a stream's window whenever its reader drains half
+/// of it within two round trips, so a bulk stream grows to about twice the
+/// bandwidth-delay product. The growth comes out of `window_headroom`,
+/// which the session's streams share; the `STREAM_CREDIT` of each stream is
+/// on top. So what one session can make us buffer is at most
+/// `open streams x STREAM_CREDIT + window_headroom`, and that is what the
+/// server's memory budget accounts for.
 #[derive(Debug, Clone, Copy)]
 pub struct MuxConfig {
     /// Largest yamux data frame; 16 KiB default costs half the throughput. Max 1 MiB.
     pub split_send_size: usize,
-    /// Streams per session.
+    /// Streams per session, a hard protocol limit: yamux ends the whole
+    /// session when it is crossed, so keep it well above the limits that
+    /// refuse a single stream with a reason (the server's
+    /// `max_streams_per_client`). It costs no memory by itself.
     pub max_streams: usize,
     /// Buffer between the socket and yamux, each way: yamux writes header
     /// and body separately and flushes per frame.
     pub io_buffer: usize,
-    /// Bytes the peer may send ahead of what we have read, over all streams
-    /// (each stream's window auto-grows within it): the bound on what one
-    /// session can make us buffer. At least 256 KiB x `max_streams`; the
-    /// 128 MiB default covers a 1 Gbit/s x 1 s bandwidth-delay product.
-    pub max_connection_window: usize,
+    /// Receive window the session's streams may grow into beyond their
+    /// initial credit, together. 256 MiB lets one stream fill 10 Gbit/s at
+    /// 100 ms, or a few streams share it.
+    pub window_headroom: usize,
 }
 
 impl Default for MuxConfig {
     fn default() -> Self {
         MuxConfig {
             split_send_size: 256 * 1024,
-            max_streams: 512,
+            max_streams: 65_536,
             io_buffer: 512 * 1024,
-            max_connection_window: 128 << 20,
+            window_headroom: 256 << 20,
         }
     }
 }
@@ -67,10 +83,16 @@ impl Default for MuxConfig {
 impl MuxConfig {
     fn yamux(&self) -> yamux::Config {
         let mut cfg = yamux::Config::default();
-        // Window first: yamux asserts window >= 256 KiB x streams on each setter.
-        let window = (self.max_streams * 256 * 1024).max(self.max_connection_window);
-        cfg.set_max_connection_receive_window(Some(window));
-        cfg.set_max_num_streams(self.max_streams);
+        // yamux keeps STREAM_CREDIT per possible stream out of the
+        // connection window and lets streams grow into the rest. On a
+        // 32-bit target the product may not fit: fewer streams then.
+        let streams = self
+            .max_streams
+            .min((usize::MAX - self.window_headroom) / STREAM_CREDIT)
+            .max(1);
+        // Window first: yamux asserts window >= STREAM_CREDIT x streams on each setter.
+        cfg.set_max_connection_receive_window(Some(streams * STREAM_CREDIT + self.window_headroom));
+        cfg.set_max_num_streams(streams);
         cfg.set_split_send_size(self.split_send_size.clamp(16 * 1024, 1024 * 1024));
         cfg
     }
