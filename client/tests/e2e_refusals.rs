@@ -208,7 +208,13 @@ async fn target_down_closes_the_visitor_and_keeps_the_tunnel() {
     let client = connect(server.addr, "down").await;
     let tunnel = reverse(&client, target).await;
 
+    // The request goes out at once, behind the stream header, before the
+    // client has tried the target: the refusal must still end it cleanly.
     let mut visitor = TcpStream::connect(tunnel.public_addr).await.unwrap();
+    visitor
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let n = tokio::time::timeout(PATIENCE, visitor.read(&mut [0u8; 64]))
         .await
         .expect("visitor closed promptly")
@@ -229,6 +235,11 @@ async fn target_down_closes_the_visitor_and_keeps_the_tunnel() {
             .any(|m| m.starts_with("stream: client could not reach target")
                 && m.contains(&format!("connect to {target} failed"))),
         "{errors:?}"
+    );
+    assert_eq!(
+        errors.iter().filter(|m| m.starts_with("stream:")).count(),
+        1,
+        "one refusal, reported once: {errors:?}"
     );
 
     // Bring the target up on the same port: the same tunnel now works.

@@ -52,6 +52,22 @@ pub struct RelayError {
     pub source: io::Error,
 }
 
+/// An I/O error a side's stream may return to end the relay with a close
+/// reason of its own. The relay closes with that reason and does not report
+/// the error to `on_error`: whoever raised it has reported what happened.
+/// (A server stream that learns mid-relay that the far end refused it uses
+/// this to close as "target unreachable" rather than as an I/O failure.)
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Ended(pub CloseReason);
+
+impl Ended {
+    /// As an `io::Error`, for a side's `poll_read` or `poll_write` to return.
+    pub fn into_io(reason: CloseReason) -> io::Error {
+        io::Error::other(Ended(reason))
+    }
+}
+
 enum End {
     Hook(Reason),
     Io(RelayError),
@@ -243,6 +259,9 @@ where
         Ok(()) => CloseReason::Finished,
         Err(End::Hook(reason)) => CloseReason::Hook(reason),
         Err(End::Io(err)) => {
+            if let Some(Ended(reason)) = err.source.get_ref().and_then(|e| e.downcast_ref()) {
+                return reason.clone();
+            }
             let reason = CloseReason::Error(err.to_string());
             stream.chain().error(Scope::Stream(stream.info()), &err);
             reason

@@ -83,6 +83,9 @@ pub struct LimitsSpec {
     pub max_streams: Option<usize>,
     /// Visitors of one tunnel waiting for the client to reach the target.
     pub max_pending_visitors: Option<usize>,
+    /// Bytes of tunnel data the server may buffer, e.g. `"4GiB"`.
+    #[serde(default, deserialize_with = "config_file::parsed_opt")]
+    pub max_buffered_bytes: Option<ByteSize>,
     /// Failed logins per source IP per minute (0 = unlimited).
     pub failed_logins_per_minute: Option<u32>,
     /// Milliseconds between heartbeats (0 = off).
@@ -107,6 +110,10 @@ impl LimitsSpec {
         set(&mut l.max_streams_per_client, self.max_streams_per_client);
         set(&mut l.max_streams, self.max_streams);
         set(&mut l.max_pending_visitors, self.max_pending_visitors);
+        set(
+            &mut l.max_buffered_bytes,
+            self.max_buffered_bytes.map(|b| b.0),
+        );
         set(
             &mut l.failed_logins_per_minute,
             self.failed_logins_per_minute,

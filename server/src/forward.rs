@@ -209,11 +209,13 @@ pub(crate) async fn serve(
         route.info.clone(),
         peer,
     ));
-    let slots = shared
-        .admission
-        .streams
-        .take()
-        .and_then(|total| Ok((total, stream_slots.take()?)));
+    let slots = shared.admission.streams.take().and_then(|total| {
+        Ok((
+            total,
+            stream_slots.take()?,
+            shared.admission.budget.stream()?,
+        ))
+    });
     let slots = match slots {
         Ok(slots) => slots,
         Err(hit) => {

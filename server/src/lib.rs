@@ -29,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+mod answer;
 pub mod cli;
 mod config;
 mod error;
@@ -55,13 +56,13 @@ use reitunnel_hooks::{
     ClientId, CloseReason, Hook, HookChain, Scope, ServerInfo, StreamId, TunnelId,
 };
 use reitunnel_transport::tls::{server_acceptor, TlsAcceptor};
-use reitunnel_transport::{listen, Closer};
+use reitunnel_transport::{listen, Closer, STREAM_CREDIT};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use lease::Leases;
-use limits::{FailedLogins, Gauge, PerIp};
+use limits::{Budget, FailedLogins, Gauge, PerIp};
 
 pub use config::ServerConfig;
 pub use error::{ServerError, SessionError, StreamError};
@@ -201,11 +202,18 @@ struct Admission {
     clients: Gauge,
     streams: Gauge,
     failed_logins: FailedLogins,
+    /// `max_buffered_bytes`: every stream and session reserves its share.
+    budget: Budget,
 }
 
 impl Admission {
-    fn new(limits: &Limits) -> Admission {
+    fn new(config: &ServerConfig) -> Admission {
+        let limits = &config.limits;
+        // What a peer may make one stream hold: its initial yamux window
+        // and a full relay buffer each way.
+        let per_stream = STREAM_CREDIT + 2 * config.relay.max_chunk;
         Admission {
+            budget: Budget::new(limits.max_buffered_bytes, per_stream),
             handshakes: Gauge::new("max_handshakes", limits.max_handshakes),
             handshakes_per_ip: PerIp::new("max_handshakes_per_ip", limits.max_handshakes_per_ip),
             clients: Gauge::new("max_clients", limits.max_clients),
@@ -352,7 +360,7 @@ impl Server {
                 root: Closer::root(),
                 port_hint: AtomicUsize::new(0),
                 tls,
-                admission: Admission::new(&config.limits),
+                admission: Admission::new(&config),
                 draining: CancellationToken::new(),
                 streams: TaskTracker::new(),
                 leases: Leases::new(config.port_lease),

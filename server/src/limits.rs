@@ -26,14 +26,21 @@ pub struct Limits {
     pub max_handshakes_per_ip: usize,
     /// Tunnels one client session may hold at once.
     pub max_tunnels_per_client: usize,
-    /// Visitor streams one client session may carry at once. Keep it below
-    /// the yamux session's stream limit (`MuxConfig::max_streams`, 512 on
-    /// both sides by default) so this limit, with its clear reason, is the one hit.
+    /// Visitor streams one client session may carry at once. Keep it well
+    /// below the yamux session's stream limit (`MuxConfig::max_streams`,
+    /// 65,536 on both sides by default) so this limit, with its clear
+    /// reason, is the one hit.
     pub max_streams_per_client: usize,
     /// Visitor streams on the whole server at once.
     pub max_streams: usize,
     /// Visitors of one tunnel waiting for the client to reach its target.
     pub max_pending_visitors: usize,
+    /// Bytes of tunnel data the server may hold in memory, over all
+    /// sessions: what peers may send ahead of slow readers (each stream's
+    /// initial yamux window and relay buffers, each session's window growth).
+    /// A visitor that would cross it is refused; sessions' window growth
+    /// may use at most half of it. Default: half the machine's memory.
+    pub max_buffered_bytes: u64,
     /// Failed logins per source IP per minute (burst and rate, 0 = no
     /// limit). Past it, every login from that IP is refused, right token or
     /// not, until the rate allows another attempt.
@@ -51,9 +58,10 @@ impl Default for Limits {
             max_handshakes: 512,
             max_handshakes_per_ip: 16,
             max_tunnels_per_client: 64,
-            max_streams_per_client: 500,
-            max_streams: 10_000,
+            max_streams_per_client: 10_000,
+            max_streams: 50_000,
             max_pending_visitors: 256,
+            max_buffered_bytes: half_of_memory(),
             failed_logins_per_minute: 10,
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),
@@ -70,11 +78,100 @@ pub struct LimitHit {
     pub max: usize,
 }
 
+/// Half of the machine's memory (from `/proc/meminfo`), or 4 GiB where
+/// that cannot be read.
+fn half_of_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024 / 2)
+        })
+        .unwrap_or(4 << 30)
+}
+
 /// A counted slot; dropping it frees the slot.
 #[derive(Debug)]
 pub(crate) enum Slot {
     Permit { _permit: OwnedSemaphorePermit },
     PerIp { _slot: PerIpSlot },
+    Bytes { _permits: Vec<OwnedSemaphorePermit> },
+}
+
+/// `max_buffered_bytes`: reservations of memory that peers may make the
+/// server fill. Counted in KiB so a semaphore's `u32` request covers 4 TiB.
+///
+/// yamux lets the peer send a stream's whole receive window ahead of our
+/// reader, and a visitor who stops reading leaves exactly that in memory.
+/// So a stream reserves its worst case (initial window plus relay buffers)
+/// before it opens, and a session reserves the window growth its streams
+/// share when it starts. Growth draws on a second pool of half the budget,
+/// so sessions never take what visitors need to open at all.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    max: u64,
+    per_stream_kib: u32,
+    total: Arc<Semaphore>,
+    growth: Arc<Semaphore>,
+}
+
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
+impl Budget {
+    /// A budget of `max` bytes, of which each stream takes `per_stream`.
+    pub(crate) fn new(max: u64, per_stream: usize) -> Budget {
+        let units = (kib(max) as usize).min(Semaphore::MAX_PERMITS);
+        Budget {
+            max,
+            per_stream_kib: kib(per_stream as u64).max(1),
+            total: Arc::new(Semaphore::new(units)),
+            growth: Arc::new(Semaphore::new(units / 2)),
+        }
+    }
+
+    /// Reserves one stream's worst case, or says the budget is spent.
+    pub(crate) fn stream(&self) -> Result<Slot, LimitHit> {
+        let permit = self
+            .total
+            .clone()
+            .try_acquire_many_owned(self.per_stream_kib)
+            .map_err(|_| LimitHit {
+                name: "max_buffered_bytes",
+                max: usize::try_from(self.max).unwrap_or(usize::MAX),
+            })?;
+        Ok(Slot::Bytes {
+            _permits: vec![permit],
+        })
+    }
+
+    /// Reserves up to `wanted` bytes of window growth for a session:
+    /// whatever is left of the growth pool and of the whole budget.
+    /// Returns the reservation and the bytes it holds (0 when none is left:
+    /// the session's streams then keep their initial windows).
+    pub(crate) fn growth(&self, wanted: usize) -> (Slot, usize) {
+        let free = self
+            .growth
+            .available_permits()
+            .min(self.total.available_permits());
+        let units = kib(wanted as u64).min(u32::try_from(free).unwrap_or(u32::MAX));
+        let taken = (units > 0)
+            .then(|| {
+                let growth = self.growth.clone().try_acquire_many_owned(units).ok()?;
+                let total = self.total.clone().try_acquire_many_owned(units).ok()?;
+                Some(vec![growth, total])
+            })
+            .flatten();
+        match taken {
+            Some(permits) => (
+                Slot::Bytes { _permits: permits },
+                (units as usize * 1024).min(wanted),
+            ),
+            None => (Slot::Bytes { _permits: vec![] }, 0),
+        }
+    }
 }
 
 /// A slot in a count of at most `max`.

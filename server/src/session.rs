@@ -15,7 +15,7 @@ use reitunnel_proto::{CodecError, Frame, FrameCodec};
 use reitunnel_transport::heartbeat::{Beat, Heartbeat, SendFailure};
 use reitunnel_transport::tls::{explain, identity, Side};
 use reitunnel_transport::{
-    listen, spawn_mux, tune, write_frame, Closer, MuxHandle, MuxStream, CLOSE_GRACE,
+    listen, spawn_mux, tune, write_frame, Closer, MuxConfig, MuxHandle, MuxStream, CLOSE_GRACE,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -213,7 +213,21 @@ impl Session {
     ) -> CloseReason {
         let cfg = &shared.config;
         let limits = &cfg.limits;
-        let (mux, mut inbound, driver) = spawn_mux(io, yamux::Mode::Server, &cfg.mux);
+        // Window growth comes out of the memory budget; what is left of it
+        // may be less than the configured headroom, or nothing.
+        let (growth, headroom) = shared.admission.budget.growth(cfg.mux.window_headroom);
+        if headroom < cfg.mux.window_headroom {
+            tracing::warn!(
+                client = %open.info().name,
+                headroom,
+                "max_buffered_bytes is nearly spent: this session's streams get less window to grow into"
+            );
+        }
+        let mux_cfg = MuxConfig {
+            window_headroom: headroom,
+            ..cfg.mux
+        };
+        let (mux, mut inbound, driver) = spawn_mux(io, yamux::Mode::Server, &mux_cfg);
         let mut session = Session {
             client: open.info().clone(),
             hold: ClientHold::new(open),
@@ -255,7 +269,7 @@ impl Session {
         session.mux.close();
         drop(inbound);
         driver.finish().await;
-        drop(slot);
+        drop((slot, growth));
         // The client's close fires now, or after its last leased tunnel's.
         session.hold.ended(reason.clone());
         drop(session);

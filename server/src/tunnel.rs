@@ -9,11 +9,11 @@ use reitunnel_hooks::{
     CloseReason, HookChain, Open, Reason, RefuseCode, Scope, StreamInfo, TunnelInfo,
 };
 use reitunnel_proto::Frame;
-use reitunnel_transport::{read_frame, tune, write_frame, Closer, MuxHandle, CLOSE_GRACE};
+use reitunnel_transport::{tune, write_frame, Closer, MuxHandle, CLOSE_GRACE};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
+use crate::answer::{failed, Answered};
 use crate::lease::{ClientHold, Parked};
 use crate::limits::{Gauge, Slot};
 use crate::{report_to, Shared, StreamError};
@@ -96,9 +96,10 @@ impl Tunnel {
         let info = Arc::new(StreamInfo::new(shared.ids.stream(), tunnel, peer));
         let slots = shared.admission.streams.take().and_then(|total| {
             let client = self.stream_slots.take()?;
-            Ok((total, client, self.pending.take()?))
+            let pending = self.pending.take()?;
+            Ok((total, client, pending, shared.admission.budget.stream()?))
         });
-        let (total, client, pending) = match slots {
+        let (total, client, pending, buffers) = match slots {
             Ok(slots) => slots,
             Err(hit) => {
                 // Dropping the socket tells the visitor; hooks and logs hear which limit.
@@ -123,13 +124,14 @@ impl Tunnel {
             .await
             .unwrap_or_else(|cut| cut);
         // Slots first: whoever sees the close event may open the next stream.
-        drop((total, client));
+        drop((total, client, buffers));
         open.close(reason);
     }
 }
 
-/// Opens a yamux stream, introduces the visitor, waits for the client to
-/// reach its target, then relays.
+/// Opens a yamux stream, introduces the visitor and relays at once: the
+/// visitor's first bytes travel right behind the header, and the client's
+/// answer is read in line before the service's bytes (see [`Answered`]).
 async fn bridge(
     shared: &Shared,
     tcp: &mut TcpStream,
@@ -139,16 +141,9 @@ async fn bridge(
 ) -> CloseReason {
     let cfg = &shared.config;
     let info = open.info();
-    let failed = |e: StreamError| {
-        report_to(open.chain(), Scope::Stream(info), &e);
-        match e {
-            StreamError::TargetRefused { message, .. } => CloseReason::TargetUnreachable(message),
-            other => CloseReason::Error(other.to_string()),
-        }
-    };
     let mut up = match mux.open().await {
         Ok(up) => up,
-        Err(e) => return failed(e.into()),
+        Err(e) => return failed(open, e.into()),
     };
     let header = Frame::StreamHeader {
         tunnel_id: info.tunnel.id,
@@ -156,24 +151,8 @@ async fn bridge(
         peer: info.peer,
     };
     if let Err(e) = write_frame(&mut up, &header).await {
-        return failed(e.into());
+        return failed(open, e.into());
     }
-    match timeout(
-        cfg.stream_ack_timeout,
-        read_frame(&mut up, cfg.max_frame_len),
-    )
-    .await
-    {
-        Err(_) => return failed(StreamError::AckTimeout(cfg.stream_ack_timeout)),
-        Ok(Err(e)) => return failed(e.into()),
-        Ok(Ok(Frame::StreamAccepted)) => drop(pending),
-        Ok(Ok(Frame::StreamRefused { message })) => {
-            return failed(StreamError::TargetRefused {
-                target: info.tunnel.target.to_string(),
-                message,
-            })
-        }
-        Ok(Ok(other)) => return failed(StreamError::UnexpectedAnswer(other.kind())),
-    }
+    let mut up = Answered::new(up, open, cfg.max_frame_len, cfg.stream_ack_timeout, pending);
     relay(tcp, &mut up, open, &cfg.relay).await
 }

@@ -1,0 +1,215 @@
+//! Capacity through real sessions: thousands of visitors on one client, and
+//! the server's memory budget (`max_buffered_bytes`) holding against
+//! visitors that stop reading while another client's stream keeps moving.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use reitunnel_hooks::HookChain;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+fn count(events: &[Ev], pred: impl Fn(&Ev) -> bool) -> usize {
+    events.iter().filter(|e| pred(e)).count()
+}
+
+/// 2,000 visitors at once (four times yamux's default stream limit, and
+/// the old per-client limit of 500): every one reaches the service and gets
+/// its own bytes back while all are open together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_visitors_at_once_on_one_client() {
+    const VISITORS: u64 = 2_000;
+    let rec = Recorder::new();
+    let server = TestServer::start(HookChain::builder().shared(rec.clone()).build(), |_| {}).await;
+    let client = connect(server.addr, "many").await;
+    let tunnel = reverse(&client, echo_service().await).await;
+
+    let mut visitors = Vec::new();
+    for i in 0..VISITORS {
+        let mut v = TcpStream::connect(tunnel.public_addr).await.unwrap();
+        v.write_all(&i.to_be_bytes()).await.unwrap();
+        visitors.push(v);
+    }
+    // Nobody has closed yet, so all 2,000 streams are open at once.
+    let mut echoes = JoinSet::new();
+    for (i, mut v) in visitors.into_iter().enumerate() {
+        echoes.spawn(async move {
+            let mut back = [0u8; 8];
+            v.read_exact(&mut back).await.unwrap();
+            assert_eq!(u64::from_be_bytes(back), i as u64);
+            v
+        });
+    }
+    let mut held = Vec::new();
+    while let Some(v) = echoes.join_next().await {
+        held.push(v.unwrap());
+    }
+    let events = rec.events();
+    assert_eq!(
+        count(&events, |e| matches!(e, Ev::StreamOpen(..))),
+        VISITORS as usize
+    );
+    assert_eq!(count(&events, |e| matches!(e, Ev::StreamClose(..))), 0);
+    assert!(rec.errors().is_empty(), "{:?}", rec.errors());
+
+    drop(held);
+    rec.wait_for("every stream closed", |ev| {
+        count(ev, |e| matches!(e, Ev::StreamClose(..))) == VISITORS as usize
+    })
+    .await;
+    client.shutdown().await.unwrap();
+    server.stop().await;
+    assert_balanced(&rec.events());
+}
+
+/// A service that writes to every connection until it fails: a download
+/// that a visitor who stops reading leaves stuck in the tunnel's buffers.
+async fn firehose() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let chunk = vec![0x5a; 64 * 1024];
+                while s.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    addr
+}
+
+/// Connects a visitor that reads one byte, then never again. `true` if the
+/// server let it in (the firehose's byte arrived), `false` if it was turned
+/// away (EOF).
+async fn stalled_visitor(addr: SocketAddr) -> (bool, TcpStream) {
+    let mut v = TcpStream::connect(addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let n = tokio::time::timeout(PATIENCE, v.read(&mut byte))
+        .await
+        .expect("admitted or turned away, not left hanging");
+    (matches!(n, Ok(1)), v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_budget_turns_stalled_visitors_away_and_others_keep_moving() {
+    const BUDGET: u64 = 16 << 20;
+    // What each stream reserves: its initial yamux window and a 64 KiB
+    // relay buffer each way (the relay's default).
+    const PER_STREAM: u64 = 256 * 1024 + 2 * 64 * 1024;
+    let rec = Recorder::new();
+    let server = TestServer::start(HookChain::builder().shared(rec.clone()).build(), |c| {
+        c.limits.max_buffered_bytes = BUDGET;
+    })
+    .await;
+
+    // A well-behaved client first: its session takes window growth from
+    // the budget, and its echo stream is open before the flood.
+    let steady = connect(server.addr, "steady").await;
+    let echo = reverse(&steady, echo_service().await).await;
+    let mut ours = TcpStream::connect(echo.public_addr).await.unwrap();
+    ours.write_all(b"ping").await.unwrap();
+    let mut pong = [0u8; 4];
+    ours.read_exact(&mut pong).await.unwrap();
+    assert_eq!(&pong, b"ping");
+
+    // Another client's download, and visitors who stop reading it.
+    let hosed = connect(server.addr, "hosed").await;
+    let download = reverse(&hosed, firehose().await).await;
+    let mut stalled = Vec::new();
+    let refused = loop {
+        let (admitted, v) = stalled_visitor(download.public_addr).await;
+        if !admitted {
+            break v;
+        }
+        stalled.push(v);
+        assert!(
+            stalled.len() as u64 <= BUDGET / PER_STREAM,
+            "{} stalled visitors admitted: more than the budget holds",
+            stalled.len()
+        );
+    };
+    drop(refused);
+    assert!(!stalled.is_empty());
+    rec.wait_for("the budget named", |ev| {
+        ev.iter().any(|e| {
+            matches!(e, Ev::Error(m) if m.contains(&format!("limit max_buffered_bytes = {BUDGET} reached")))
+        })
+    })
+    .await;
+
+    // The other client's stream still carries every byte, both ways.
+    const LEN: usize = 32 << 20;
+    let (mut r, mut w) = ours.split();
+    let send = async {
+        let mut pattern = Pattern::new(11);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut left = LEN;
+        while left > 0 {
+            let n = left.min(buf.len());
+            pattern.fill(&mut buf[..n]);
+            w.write_all(&buf[..n]).await.unwrap();
+            left -= n;
+        }
+    };
+    let check = async {
+        let mut pattern = Pattern::new(11);
+        let mut want = vec![0u8; 64 * 1024];
+        let mut got = vec![0u8; 64 * 1024];
+        let mut left = LEN;
+        while left > 0 {
+            let room = left.min(got.len());
+            let n = r.read(&mut got[..room]).await.unwrap();
+            assert!(n > 0, "echo ended early");
+            pattern.fill(&mut want[..n]);
+            assert_eq!(got[..n], want[..n]);
+            left -= n;
+        }
+    };
+    tokio::join!(send, check);
+
+    // Stalled visitors leaving give their share back.
+    let before = count(&rec.events(), |e| matches!(e, Ev::StreamClose(..)));
+    let left = stalled.len();
+    drop(stalled);
+    rec.wait_for("stalled streams closed", |ev| {
+        count(ev, |e| matches!(e, Ev::StreamClose(..))) >= before + left
+    })
+    .await;
+    let (admitted, again) = stalled_visitor(download.public_addr).await;
+    assert!(admitted, "the budget came back");
+    drop((again, ours));
+
+    steady.shutdown().await.unwrap();
+    hosed.shutdown().await.unwrap();
+    server.stop().await;
+    assert_balanced(&rec.events());
+}
+
+/// The same budget check on a session's window growth: it never takes more
+/// than half the budget, so visitors can always open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_growth_leaves_room_for_visitors() {
+    let rec = Recorder::new();
+    let server = TestServer::start(HookChain::builder().shared(rec.clone()).build(), |c| {
+        // Less than one session's default headroom (256 MiB).
+        c.limits.max_buffered_bytes = 4 << 20;
+    })
+    .await;
+    let mut clients = Vec::new();
+    for name in ["a", "b", "c"] {
+        clients.push(connect(server.addr, name).await);
+    }
+    let echo = echo_service().await;
+    for client in &clients {
+        let tunnel = reverse(client, echo).await;
+        assert_eq!(echo_check(tunnel.public_addr, 1 << 20, 5).await, 1 << 20);
+    }
+    for client in clients {
+        client.shutdown().await.unwrap();
+    }
+    server.stop().await;
+    assert_balanced(&rec.events());
+}
