@@ -22,6 +22,9 @@ struct Args {
     /// TOML file with any of the options below (`remote = [...]` for -R); flags win over it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Worker threads: 0 = one per core, 1 = a single-threaded runtime.
+    #[arg(long, value_name = "N", default_value_t = 0, env = "REITUNNEL_THREADS")]
+    threads: usize,
     /// The server's control address, `host:port`.
     #[arg(long)]
     server: Option<String>,
@@ -75,10 +78,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     reitunnel_transport::cli::tune_allocator();
     reitunnel_transport::cli::init_logging();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match reitunnel_transport::cli::runtime(args.threads) {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("starting the async runtime: {e}")),
     };

@@ -29,6 +29,9 @@ struct Args {
     /// TOML file with any of the options below and the `[[hooks]]` chain; flags win over it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Worker threads: 0 = one per core, 1 = a single-threaded runtime.
+    #[arg(long, value_name = "N", default_value_t = 0, env = "REITUNNEL_THREADS")]
+    threads: usize,
     /// Address clients connect to [default: 0.0.0.0:7000].
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -408,10 +411,8 @@ fn main() -> anyhow::Result<()> {
     let chain = hooks.chain(&hooks.set, &plan);
     tracing::info!(hooks = ?chain.names(), "hook chain");
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime =
+        reitunnel_transport::cli::runtime(args.threads).context("starting the async runtime")?;
     runtime.block_on(async move {
         // Handlers first, so a signal during start-up still shuts down cleanly.
         let signals = Signals::install();

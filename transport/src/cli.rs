@@ -12,6 +12,22 @@ pub fn init_logging() {
         .init();
 }
 
+/// The async runtime of a binary, with `threads` workers: 0 means one per
+/// core. Sessions, tunnels and streams are tasks that any worker may run, so
+/// a server with many clients uses every core. With 1 it is a
+/// current-thread runtime, which has no cross-thread wake-ups: the fastest
+/// for a single busy session.
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if threads > 1 {
+        builder.worker_threads(threads);
+    }
+    builder.enable_all().build()
+}
+
 /// SIGINT and SIGTERM, counted: the first asks for a graceful shutdown,
 /// the second forces it; and SIGHUP, the conventional "read your
 /// configuration again", counted apart. Handlers are installed when this is
