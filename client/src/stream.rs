@@ -7,6 +7,7 @@ use reitunnel_hooks::relay::relay;
 use reitunnel_hooks::{CloseReason, HookChain, Scope, StreamInfo};
 use reitunnel_proto::Frame;
 use reitunnel_transport::{read_frame, tune, write_frame, MuxStream, CLOSE_GRACE};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +23,10 @@ pub(crate) async fn serve(
     cfg: Arc<ClientConfig>,
     draining: CancellationToken,
 ) {
+    // Acknowledge the stream at once with an empty frame: the server's
+    // multiplexer opens at most 256 streams ahead of our acknowledgements,
+    // and a burst of visitors should not wait for each target's dial.
+    let _ = up.write(&[]).await;
     let header = timeout(cfg.login_timeout, read_frame(&mut up, cfg.max_frame_len)).await;
     let Ok(Ok(Frame::StreamHeader {
         tunnel_id,

@@ -7,9 +7,12 @@
 //! outbound streams on request. Handles are cheap clones that talk to it.
 
 use std::future::{poll_fn, Future};
-use std::task::Poll;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use futures::task::AtomicWaker;
 use futures::{AsyncRead as FuturesRead, AsyncWrite as FuturesWrite};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, BufStream};
@@ -188,6 +191,25 @@ impl MuxDriver {
     }
 }
 
+/// The waker yamux gets when asked to open a stream: it records that yamux
+/// woke it (an outbound stream was acknowledged) and wakes the driver.
+#[derive(Default)]
+struct OpenWake {
+    ready: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for OpenWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
 async fn drive<T>(
     mut conn: yamux::Connection<T>,
     mut open_rx: mpsc::Receiver<OpenReply>,
@@ -198,20 +220,34 @@ where
     T: FuturesRead + FuturesWrite + Unpin,
 {
     let mut pending_open: Option<OpenReply> = None;
+    let open_wake = Arc::new(OpenWake::default());
+    let open_waker = Waker::from(open_wake.clone());
+    // Set while yamux refuses to open (too many streams unacknowledged).
+    let mut blocked = false;
     let closing = close.cancelled();
     tokio::pin!(closing);
     let result = poll_fn(|cx| {
         if closing.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Ok(true));
         }
-        // Serve open requests one at a time, in order.
+        open_wake.task.register(cx.waker());
+        // Serve open requests one at a time, in order. yamux counts the
+        // unacknowledged streams by walking all of them on every call, so
+        // while it refuses, ask again only once it wakes us for an ack,
+        // not on every frame of every other stream.
         loop {
             if let Some(reply) = pending_open.take() {
-                match conn.poll_new_outbound(cx) {
+                if blocked && !open_wake.ready.swap(false, Ordering::AcqRel) {
+                    pending_open = Some(reply);
+                    break;
+                }
+                match conn.poll_new_outbound(&mut Context::from_waker(&open_waker)) {
                     Poll::Ready(r) => {
+                        blocked = false;
                         let _ = reply.send(r.map_err(MuxError::from));
                     }
                     Poll::Pending => {
+                        blocked = true;
                         pending_open = Some(reply);
                         break;
                     }
