@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use reitunnel_hooks::relay::relay;
+use reitunnel_hooks::relay::{relay, Ended};
 use reitunnel_hooks::{CloseReason, HookChain, Open, Scope, StreamId, StreamInfo};
 use reitunnel_proto::Frame;
-use reitunnel_transport::{read_frame, tune, write_frame, MuxHandle, CLOSE_GRACE};
+use reitunnel_transport::answer::{AnswerError, Answered};
+use reitunnel_transport::{tune, write_frame, MuxHandle, CLOSE_GRACE};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -90,11 +90,19 @@ impl Forward {
         if let Err(e) = write_frame(&mut up, &header).await {
             return CloseReason::Error(e.to_string());
         }
-        // The server answers once it has dialled the target (its own timeout applies first).
+        // The local connection's first bytes go right behind the header;
+        // the server answers once it has dialled the target (its own
+        // timeout applies first), and its answer is read in line.
         let wait = self.cfg.target_connect_timeout * 2;
-        match timeout(wait, read_frame(&mut up, self.cfg.max_frame_len)).await {
-            Ok(Ok(Frame::StreamAccepted)) => relay(local, &mut up, open, &self.cfg.relay).await,
-            Ok(Ok(Frame::StreamRefused { message })) => {
+        let not_accepted = |e| Ended::into_io(self.not_accepted(info, e));
+        let mut up = Answered::new(up, self.cfg.max_frame_len, wait, (), not_accepted);
+        relay(local, &mut up, open, &self.cfg.relay).await
+    }
+
+    /// Reports why the server did not accept a forward stream; returns how it closes.
+    fn not_accepted(&self, info: &StreamInfo, e: AnswerError) -> CloseReason {
+        match e {
+            AnswerError::Refused(message) => {
                 let e = TargetError {
                     target: info.tunnel.target.to_string(),
                     reason: format!("the server could not forward: {message}"),
@@ -102,12 +110,13 @@ impl Forward {
                 self.chain.error(Scope::Stream(info), &e);
                 CloseReason::TargetUnreachable(message)
             }
-            Ok(Ok(other)) => CloseReason::Error(format!(
-                "server answered a forward stream with a {:?} frame",
-                other.kind()
+            AnswerError::Unexpected(kind) => CloseReason::Error(format!(
+                "server answered a forward stream with a {kind:?} frame"
             )),
-            Ok(Err(e)) => CloseReason::Error(e.to_string()),
-            Err(_) => CloseReason::Error(format!("server did not answer within {wait:?}")),
+            AnswerError::Frame(e) => CloseReason::Error(e.to_string()),
+            AnswerError::Timeout(wait) => {
+                CloseReason::Error(format!("server did not answer within {wait:?}"))
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use common::*;
 use reitunnel_client::{ClientError, LocalSpec};
 use reitunnel_hooks::{HookChain, Totals};
 use reitunnel_server::ForwardRule;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn server_allowing(rules: &[String]) -> (TestServer, std::sync::Arc<Recorder>) {
@@ -123,7 +123,9 @@ async fn a_dead_target_is_reported_on_both_sides_and_the_forward_stays() {
     let (server, rec) = server_allowing(&["127.0.0.1:*".to_owned()]).await;
     let (client, client_rec) = recorded_client(server.addr, "fwd").await;
     let forward = client.open_forward(local(dead)).await.unwrap();
+    // Its first bytes leave before the server has tried the target.
     let mut visitor = TcpStream::connect(forward.public_addr).await.unwrap();
+    visitor.write_all(b"hello?").await.unwrap();
     let mut buf = [0u8; 1];
     assert!(matches!(visitor.read(&mut buf).await, Ok(0) | Err(_)));
     rec.wait_for("server error", |ev| {

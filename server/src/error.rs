@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use reitunnel_hooks::MultiError;
 use reitunnel_proto::{CodecError, FrameKind, PreambleError};
+use reitunnel_transport::answer::AnswerError;
 use reitunnel_transport::tls::TlsError;
 use reitunnel_transport::{FrameIoError, MuxError};
 
@@ -153,4 +154,19 @@ pub enum StreamError {
     /// The client answered with something else than accept/refuse.
     #[error("client answered the stream header with a {0:?} frame")]
     UnexpectedAnswer(FrameKind),
+}
+
+impl StreamError {
+    /// The client's answer to a visitor's stream header, when it was not "accepted".
+    pub(crate) fn from_answer(e: AnswerError, target: &str) -> StreamError {
+        match e {
+            AnswerError::Refused(message) => StreamError::TargetRefused {
+                target: target.to_owned(),
+                message,
+            },
+            AnswerError::Unexpected(kind) => StreamError::UnexpectedAnswer(kind),
+            AnswerError::Frame(e) => StreamError::Header(e),
+            AnswerError::Timeout(wait) => StreamError::AckTimeout(wait),
+        }
+    }
 }

@@ -29,7 +29,6 @@
 
 #![forbid(unsafe_code)]
 
-mod answer;
 pub mod cli;
 mod config;
 mod error;

@@ -4,16 +4,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reitunnel_hooks::relay::relay;
+use reitunnel_hooks::relay::{relay, Ended};
 use reitunnel_hooks::{
     CloseReason, HookChain, Open, Reason, RefuseCode, Scope, StreamInfo, TunnelInfo,
 };
 use reitunnel_proto::Frame;
+use reitunnel_transport::answer::Answered;
 use reitunnel_transport::{tune, write_frame, Closer, MuxHandle, CLOSE_GRACE};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
-use crate::answer::{failed, Answered};
 use crate::lease::{ClientHold, Parked};
 use crate::limits::{Gauge, Slot};
 use crate::{report_to, Shared, StreamError};
@@ -153,6 +153,23 @@ async fn bridge(
     if let Err(e) = write_frame(&mut up, &header).await {
         return failed(open, e.into());
     }
-    let mut up = Answered::new(up, open, cfg.max_frame_len, cfg.stream_ack_timeout, pending);
+    let target = info.tunnel.target.to_string();
+    let not_accepted = |e| Ended::into_io(failed(open, StreamError::from_answer(e, &target)));
+    let mut up = Answered::new(
+        up,
+        cfg.max_frame_len,
+        cfg.stream_ack_timeout,
+        pending,
+        not_accepted,
+    );
     relay(tcp, &mut up, open, &cfg.relay).await
+}
+
+/// Reports a failed stream to its hooks and says how it closes.
+fn failed(open: &Open<StreamInfo>, e: StreamError) -> CloseReason {
+    report_to(open.chain(), Scope::Stream(open.info()), &e);
+    match e {
+        StreamError::TargetRefused { message, .. } => CloseReason::TargetUnreachable(message),
+        other => CloseReason::Error(other.to_string()),
+    }
 }

@@ -7,6 +7,7 @@
 
 #![deny(unsafe_code)] // one audited exception: cli::tune_allocator
 
+pub mod answer;
 pub mod cli;
 mod closer;
 pub mod config_file;
