@@ -2,13 +2,17 @@
 //! service side of one stream, asking the chain about every chunk.
 //!
 //! Both directions are driven by one future without splitting the streams
-//! (no lock, as in tokio's `copy_bidirectional`). Each direction owns one
-//! buffer that starts small and grows once to `max_chunk` when a read fills
-//! it, so idle connections stay cheap and bulk ones get large writes. A
-//! `Throttle` verdict holds the chunk back on a reused, pinned `Sleep`
-//! (allocated on the first throttle only). EOF on one side becomes a
-//! half-close (`shutdown`) of the other, so request/response protocols that
-//! close their write side still get their answer.
+//! (no lock, as in tokio's `copy_bidirectional`). Each direction reads into
+//! a small buffer inside the future (no heap at all for idle and
+//! interactive streams) until a read fills it; then it moves to a heap
+//! buffer of `max_chunk`, reused for every chunk, so bulk streams get large
+//! writes. A stream that stays idle for [`SHRINK_AFTER`] gives the big
+//! buffers back: thousands of connections that moved a file once and then
+//! idle cost kilobytes, not 128 KiB each. A `Throttle` verdict holds the
+//! chunk back on a reused, pinned `Sleep` (allocated on the first throttle
+//! only). EOF on one side becomes a half-close (`shutdown`) of the other, so
+//! request/response protocols that close their write side still get their
+//! answer.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -22,10 +26,17 @@ use tokio::time::{Instant, Sleep};
 use crate::event::{CloseReason, Direction, Reason, Scope, StreamInfo, Verdict};
 use crate::open::Open;
 
+/// Size of the small buffer each direction holds inline.
+pub const INLINE_CHUNK: usize = 2 * 1024;
+
+/// Idle time after which a direction gives its big buffer back.
+pub const SHRINK_AFTER: Duration = Duration::from_secs(1);
+
 /// Buffer sizes of the relay.
 #[derive(Debug, Clone, Copy)]
 pub struct RelayConfig {
-    /// Buffer size a direction starts with.
+    /// Bytes a direction reads at once until a read fills them (at most
+    /// [`INLINE_CHUNK`], the buffer kept inline); then it reads `max_chunk`.
     pub initial_chunk: usize,
     /// Largest chunk read (and offered to hooks) at once.
     pub max_chunk: usize,
@@ -34,7 +45,7 @@ pub struct RelayConfig {
 impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
-            initial_chunk: 8 * 1024,
+            initial_chunk: INLINE_CHUNK,
             max_chunk: 64 * 1024,
         }
     }
@@ -83,10 +94,19 @@ fn sides(dir: Direction) -> (&'static str, &'static str) {
 /// One direction's copy state.
 struct Pump {
     dir: Direction,
-    buf: Vec<u8>,
+    /// Where reads go while the stream is not bulk.
+    small: [u8; INLINE_CHUNK],
+    /// Bytes read into `small` at once.
+    small_len: usize,
+    /// The bulk buffer: empty until a read fills `small`, emptied after idle.
+    big: Vec<u8>,
+    /// Reads (and the chunk in flight) use `big`.
+    on_big: bool,
     max: usize,
     start: usize,
     end: usize,
+    /// The last read found nothing and nothing waits to be written.
+    idle: bool,
     read_done: bool,
     need_flush: bool,
     finished: bool,
@@ -96,17 +116,44 @@ struct Pump {
 
 impl Pump {
     fn new(dir: Direction, cfg: &RelayConfig) -> Self {
+        let max = cfg.max_chunk.max(1);
         Pump {
             dir,
-            buf: vec![0; cfg.initial_chunk.min(cfg.max_chunk).max(1)],
-            max: cfg.max_chunk.max(1),
+            small: [0; INLINE_CHUNK],
+            small_len: cfg.initial_chunk.clamp(1, INLINE_CHUNK).min(max),
+            big: Vec::new(),
+            on_big: false,
+            max,
             start: 0,
             end: 0,
+            idle: false,
             read_done: false,
             need_flush: false,
             finished: false,
             throttled: false,
             sleep: None,
+        }
+    }
+
+    /// The buffer the current chunk is in.
+    fn chunk(&self) -> &[u8] {
+        if self.on_big {
+            &self.big[self.start..self.end]
+        } else {
+            &self.small[self.start..self.end]
+        }
+    }
+
+    /// Holds a big buffer that an idle spell could give back.
+    fn holds_big(&self) -> bool {
+        self.big.capacity() > 0
+    }
+
+    /// Gives the big buffer back if nothing is in it.
+    fn shrink_if_idle(&mut self) {
+        if (self.idle || self.finished) && self.start == self.end {
+            self.big = Vec::new();
+            self.on_big = false;
         }
     }
 
@@ -160,8 +207,7 @@ impl Pump {
                     }
                     self.throttled = false;
                 }
-                let chunk = &self.buf[self.start..self.end];
-                let n = ready!(writer.as_mut().poll_write(cx, chunk))
+                let n = ready!(writer.as_mut().poll_write(cx, self.chunk()))
                     .map_err(|e| self.io_err(false, "write", e))?;
                 if n == 0 {
                     let e = io::Error::new(io::ErrorKind::WriteZero, "wrote zero bytes");
@@ -177,13 +223,21 @@ impl Pump {
                     .map_err(|e| self.io_err(false, "shutdown", e))?;
                 return Poll::Ready(Ok(()));
             }
-            if self.end == self.buf.len() && self.buf.len() < self.max {
-                // The last read filled the buffer: this is a bulk stream; grow once.
-                self.buf.resize(self.max, 0);
+            if !self.on_big && self.end == self.small_len && self.small_len < self.max {
+                // The last read filled the small buffer: this is a bulk stream.
+                if self.big.is_empty() {
+                    self.big.resize(self.max, 0);
+                }
+                self.on_big = true;
             }
-            let mut rb = ReadBuf::new(&mut self.buf);
+            let mut rb = if self.on_big {
+                ReadBuf::new(&mut self.big)
+            } else {
+                ReadBuf::new(&mut self.small[..self.small_len])
+            };
             match reader.as_mut().poll_read(cx, &mut rb) {
                 Poll::Pending => {
+                    self.idle = true;
                     if self.need_flush {
                         ready!(writer.as_mut().poll_flush(cx))
                             .map_err(|e| self.io_err(false, "write", e))?;
@@ -201,8 +255,9 @@ impl Pump {
             }
             self.start = 0;
             self.end = n;
+            self.idle = false;
             if stream.wants_data() {
-                match stream.on_data(self.dir, &self.buf[..n]) {
+                match stream.on_data(self.dir, self.chunk()) {
                     Verdict::Continue => {}
                     Verdict::Throttle(wait) => self.throttle(wait),
                     Verdict::Reject(r) | Verdict::Close(r) => {
@@ -231,6 +286,10 @@ where
 {
     let mut ingress = Pump::new(Direction::Ingress, cfg);
     let mut egress = Pump::new(Direction::Egress, cfg);
+    // Gives big buffers back after an idle spell; allocated the first time
+    // a direction goes bulk, reused after.
+    let mut shrink: Option<Pin<Box<Sleep>>> = None;
+    let mut shrink_armed = false;
     let result = poll_fn(|cx| {
         if !ingress.finished {
             if let Poll::Ready(r) =
@@ -249,10 +308,26 @@ where
             }
         }
         if ingress.finished && egress.finished {
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Pending
+            return Poll::Ready(Ok(()));
         }
+        if ingress.holds_big() || egress.holds_big() {
+            let deadline = Instant::now() + SHRINK_AFTER;
+            let timer = shrink.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if !shrink_armed {
+                timer.as_mut().reset(deadline);
+                shrink_armed = true;
+            }
+            while timer.as_mut().poll(cx).is_ready() {
+                ingress.shrink_if_idle();
+                egress.shrink_if_idle();
+                if !(ingress.holds_big() || egress.holds_big()) {
+                    shrink_armed = false;
+                    break;
+                }
+                timer.as_mut().reset(Instant::now() + SHRINK_AFTER);
+            }
+        }
+        Poll::Pending
     })
     .await;
     match result {

