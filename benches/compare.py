@@ -122,6 +122,9 @@ class Mode:
 class Direct(Mode):
     name = "no tunnel"
 
+    def hooks_or_tls(self):
+        return False
+
     def start(self, rtt):
         if rtt == 0:
             return self.services["iperf"], self.services["nginx"]
@@ -135,6 +138,9 @@ class Reitunnel(Mode):
         self.hooks, self.tls, self.threads = hooks, tls, threads
         self.name = "reitunnel" + (" tls" if tls else "") + (" +hooks" if hooks else "") \
             + (f" {threads}thr" if threads else "")
+
+    def hooks_or_tls(self):
+        return self.hooks or self.tls
 
     def start(self, rtt):
         control = free_port()
@@ -153,7 +159,7 @@ class Reitunnel(Mode):
                   "-R", f"127.0.0.1:{pi}:127.0.0.1:{self.services['iperf']}",
                   "-R", f"127.0.0.1:{pn}:127.0.0.1:{self.services['nginx']}"]
         if self.tls:
-            client += ["--ca", self.services["cert"], "--server-name", "localhost"]
+            client += ["--fingerprint", self.services["fingerprint"]]
         c = self.procs.start("reitunnel-client", client, env=dict(os.environ, RUST_LOG="info"))
         wait_log(self.work, "reitunnel-client", r"tunnel \d+ ready", count=2)
         self.pids = [s.pid, c.pid]
@@ -167,8 +173,7 @@ class Bore(Mode):
     name = "bore"
 
     def start(self, rtt):
-        s = self.procs.start("bore-server", ["bore", "server", "--bind-addr", "127.0.0.1",
-                                             "--min-port", "30000", "--max-port", "39999"])
+        self.procs.start("bore-server", ["bore", "server", "--bind-addr", "127.0.0.1"])
         wait_port("127.0.0.1", 7835)
         to = "127.0.0.1"
         if rtt:
@@ -177,7 +182,7 @@ class Bore(Mode):
         ports = []
         for svc in ("iperf", "nginx"):
             port = free_port()
-            self.procs.start(f"bore-{svc}", ["bore", "local", str(self.services[svc]),
+            self.procs.start(f"bore-{svc}", ["bore", "local", str(self.services[svc]), "-l", "127.0.0.1",
                                              "--to", to, "--port", str(port)])
             ports.append(port)
         for svc in ("iperf", "nginx"):
@@ -226,16 +231,23 @@ class Rathole(Mode):
 # ---------------------------------------------------------------- measurements
 
 def iperf(port, parallel, reverse, secs):
-    """Mbit/s received, and bytes received (0 on failure)."""
+    """Mbit/s received, and bytes received (0 on failure). iperf3's server
+    runs one test at a time and may still be closing the last one: a
+    "busy" answer is tried again."""
     argv = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(secs), "-P", str(parallel), "-J"]
     if reverse:
         argv.append("-R")
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 60)
-    try:
-        end = json.loads(out.stdout)["end"]["sum_received"]
-    except (ValueError, KeyError):
-        return 0.0, 0
-    return end["bits_per_second"] / 1e6, int(end["bytes"])
+    for _ in range(5):
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 60)
+        try:
+            report = json.loads(out.stdout)
+            end = report["end"]["sum_received"]
+            return end["bits_per_second"] / 1e6, int(end["bytes"])
+        except (ValueError, KeyError):
+            if "busy" not in out.stdout:
+                return 0.0, 0
+            time.sleep(0.5)
+    return 0.0, 0
 
 
 def cpu_ms(pids):
@@ -301,6 +313,7 @@ def idle_visitors(port, n, server_pid):
     """Opens n connections, each asks nginx for 1 KiB and stays open; returns
     how many got their answer and the server's RSS growth per connection."""
     before = rss_kib(server_pid) if server_pid else 0
+    t0 = time.monotonic()
     sel = selectors.DefaultSelector()
     socks = []
     try:
@@ -319,24 +332,65 @@ def idle_visitors(port, n, server_pid):
                     sel.unregister(key.fileobj)
                     done += bool(data)
         after = rss_kib(server_pid) if server_pid else 0
-        return done, (after - before) / n
+        return done, (after - before) / n, time.monotonic() - t0
     finally:
         for s in socks:
             s.close()
 
 
+def aggregate(mode, n, secs):
+    """Mbit/s summed over n clients, each with its own tunnel to its own
+    iperf3 server, all sending at once (1 stream each). Reitunnel modes
+    only, and "no tunnel" as the limit."""
+    procs = Procs(mode.work)
+    try:
+        ports = [free_port() for _ in range(n)]
+        for i, port in enumerate(ports):
+            procs.start(f"agg-iperf{i}", ["iperf3", "-s", "-p", str(port)])
+            wait_port("127.0.0.1", port)
+        if isinstance(mode, Reitunnel):
+            control = free_port()
+            procs.start("agg-server", [os.path.join(BIN, "reitunnel-server"), "--listen",
+                                       f"127.0.0.1:{control}", "--token", TOKEN, "--stats-interval", "0",
+                                       "--threads", str(mode.threads)])
+            wait_port("127.0.0.1", control)
+            public = []
+            for i, port in enumerate(ports):
+                pub = free_port()
+                procs.start(f"agg-client{i}", [os.path.join(BIN, "reitunnel-client"), "--server",
+                                               f"127.0.0.1:{control}", "--token", TOKEN, "--name", f"c{i}",
+                                               "--threads", str(mode.threads),
+                                               "-R", f"127.0.0.1:{pub}:127.0.0.1:{port}"])
+                wait_log(mode.work, f"agg-client{i}", r"tunnel \d+ ready")
+                public.append(pub)
+            ports = public
+        runs = [subprocess.Popen(["iperf3", "-c", "127.0.0.1", "-p", str(p), "-t", str(secs), "-J"],
+                                 stdout=subprocess.PIPE, text=True) for p in ports]
+        total = 0.0
+        for r in runs:
+            out, _ = r.communicate(timeout=secs + 60)
+            try:
+                total += json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
+            except (ValueError, KeyError):
+                return 0.0
+        return total
+    finally:
+        procs.stop()
+
+
 # ---------------------------------------------------------------- set-up
 
 def ensure_tools(install):
-    missing = [t for t in ("iperf3", "wrk", "nginx") if not shutil.which(t)]
+    tools = ("iperf3", "wrk", "nginx", "openssl")
+    missing = [t for t in tools if not shutil.which(t)]
     if missing and install:
-        pkgs = {"iperf3": "iperf3", "wrk": "wrk", "nginx": "nginx-light"}
+        pkgs = {"iperf3": "iperf3", "wrk": "wrk", "nginx": "nginx-light", "openssl": "openssl"}
         subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(["apt-get", "install", "-y", "-qq"] + [pkgs[t] for t in missing], check=True,
                        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
-    missing = [t for t in ("iperf3", "wrk", "nginx") if not shutil.which(t)]
+    missing = [t for t in tools if not shutil.which(t)]
     if missing:
-        sys.exit(f"missing {missing}: apt-get install iperf3 wrk nginx-light")
+        sys.exit(f"missing {missing}: apt-get install iperf3 wrk nginx-light openssl")
 
 
 def build():
@@ -392,11 +446,13 @@ hook = {{ kind = "log" }}
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                     "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
                     "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    fingerprint = subprocess.run(["openssl", "x509", "-in", cert, "-noout", "-fingerprint", "-sha256"],
+                                 check=True, capture_output=True, text=True).stdout.strip().split("=", 1)[1]
     p12 = os.path.join(work, "identity.p12")
     subprocess.run(["openssl", "pkcs12", "-export", "-out", p12, "-inkey", key, "-in", cert,
                     "-passout", "pass:bench"], check=True, capture_output=True)
     return {"iperf": iperf_port, "nginx": nginx_port, "hooks_toml": hooks, "cert": cert,
-            "key": key, "p12": p12}
+            "key": key, "p12": p12, "fingerprint": fingerprint}
 
 
 # ---------------------------------------------------------------- the run
@@ -407,8 +463,8 @@ def measure(mode, rtt, args, results):
         results.setdefault((row, mode.name), []).append(value)
 
     dist = f"{rtt} ms" if rtt else "loopback"
-    pi, pn = mode.start(rtt)
     try:
+        pi, pn = mode.start(rtt)
         if rtt == 0 and mode.pids:
             put("idle RSS server / client (KiB)", f"{rss_kib(mode.pids[0])} / {rss_kib(mode.pids[-1])}")
         moved = {}
@@ -435,9 +491,15 @@ def measure(mode, rtt, args, results):
             w = wrk(pn, "/1k", 50, args.secs, close=True)
             put("loopback: new connections/s, 50 conns", w["rate"])
             ok = ok and w["rate"] > 0
+            if isinstance(mode, (Direct, Reitunnel)) and not mode.hooks_or_tls():
+                for n in args.clients:
+                    rate = aggregate(mode, n, args.secs)
+                    put(f"loopback: {n} clients at once, 1 stream each (Mbit/s, sum)", rate)
+                    ok = ok and rate > 0
             for n in args.idle:
-                served, per = idle_visitors(pn, n, mode.pids[0] if mode.pids else None)
+                served, per, secs = idle_visitors(pn, n, mode.pids[0] if mode.pids else None)
                 put(f"loopback: {n} idle visitors served", served)
+                put(f"loopback: {n} idle visitors, seconds to serve all", secs)
                 if mode.pids:
                     put(f"loopback: server KiB per idle visitor ({n})", per)
                 ok = ok and served == n
@@ -481,10 +543,13 @@ def main():
     args = ap.parse_args()
     if args.smoke:
         args.rounds, args.secs, args.delays, args.idle = 1, 1, "0,10", "50"
+        # Ours only: the smoke checks Reitunnel, not whichever peers are installed.
+        args.modes = args.modes or "direct,reitunnel,reitunnel 1thr,reitunnel +hooks,reitunnel tls +hooks"
     args.delays = [int(d) for d in args.delays.split(",")]
     args.idle = [int(n) for n in args.idle.split(",") if n]
     args.streams = [1, 4]
     args.wrk_conns = [1, 50]
+    args.clients = [1, 2] if args.smoke else [1, 2, 4]
     args.ttfb_n = 5 if args.smoke else 21
 
     ensure_tools(not args.no_install)
@@ -498,7 +563,8 @@ def main():
     services = Procs(work)
     try:
         svc = start_services(work, services, args.smoke)
-        modes = [Direct(work, svc), Reitunnel(work, svc), Reitunnel(work, svc, hooks=True),
+        modes = [Direct(work, svc), Reitunnel(work, svc), Reitunnel(work, svc, threads=1),
+                 Reitunnel(work, svc, hooks=True),
                  Reitunnel(work, svc, hooks=True, tls=True)]
         if shutil.which("bore"):
             modes.append(Bore(work, svc))

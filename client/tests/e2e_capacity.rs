@@ -142,30 +142,26 @@ async fn memory_budget_turns_stalled_visitors_away_and_others_keep_moving() {
 
     // The other client's stream still carries every byte, both ways.
     const LEN: usize = 32 << 20;
+    let mut payload = vec![0u8; LEN];
+    Pattern::new(11).fill(&mut payload);
     let (mut r, mut w) = ours.split();
     let send = async {
-        let mut pattern = Pattern::new(11);
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut left = LEN;
-        while left > 0 {
-            let n = left.min(buf.len());
-            pattern.fill(&mut buf[..n]);
-            w.write_all(&buf[..n]).await.unwrap();
-            left -= n;
+        for chunk in payload.chunks(64 * 1024) {
+            w.write_all(chunk).await.unwrap();
         }
     };
     let check = async {
-        let mut pattern = Pattern::new(11);
-        let mut want = vec![0u8; 64 * 1024];
         let mut got = vec![0u8; 64 * 1024];
-        let mut left = LEN;
-        while left > 0 {
-            let room = left.min(got.len());
+        let mut at = 0;
+        while at < LEN {
+            let room = (LEN - at).min(got.len());
             let n = r.read(&mut got[..room]).await.unwrap();
             assert!(n > 0, "echo ended early");
-            pattern.fill(&mut want[..n]);
-            assert_eq!(got[..n], want[..n]);
-            left -= n;
+            assert!(
+                got[..n] == payload[at..at + n],
+                "echo differs near byte {at}"
+            );
+            at += n;
         }
     };
     tokio::join!(send, check);

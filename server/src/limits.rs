@@ -60,7 +60,7 @@ impl Default for Limits {
             max_tunnels_per_client: 64,
             max_streams_per_client: 10_000,
             max_streams: 50_000,
-            max_pending_visitors: 256,
+            max_pending_visitors: 4096,
             max_buffered_bytes: half_of_memory(),
             failed_logins_per_minute: 10,
             heartbeat_interval: Duration::from_secs(10),

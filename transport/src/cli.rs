@@ -103,8 +103,8 @@ impl Signals {
 /// Tunes glibc's allocator for yamux, which allocates a buffer per frame
 /// (up to 256 KiB here). With glibc's defaults those sizes cross the
 /// dynamic mmap threshold and the heap top is trimmed and regrown
-/// constantly: throughput swung 10–25 Gbit/s run to run on page faults
-/// (DESIGN.md), and our e2e bench measured 0.24× → 0.32× of direct
+/// constantly: throughput swung 10–25 Gbit/s run to run on page faults,
+/// and our e2e bench measured 0.24× → 0.32× of direct
 /// loopback with these settings. Call once at start-up, before threads.
 /// No-op on other platforms.
 pub fn tune_allocator() {
