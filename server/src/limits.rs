@@ -58,7 +58,7 @@ impl Default for Limits {
             max_handshakes: 512,
             max_handshakes_per_ip: 16,
             max_tunnels_per_client: 64,
-            max_streams_per_client: 10_000,
+            max_streams_per_client: 16_384,
             max_streams: 50_000,
             max_pending_visitors: 4096,
             max_buffered_bytes: half_of_memory(),
