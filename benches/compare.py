@@ -232,21 +232,23 @@ class Rathole(Mode):
 
 def iperf(port, parallel, reverse, secs):
     """Mbit/s received, and bytes received (0 on failure). iperf3's server
-    runs one test at a time and may still be closing the last one: a
-    "busy" answer is tried again."""
+    runs one test at a time and may still be closing the last one, and its
+    control connection now and then fails a run on its own (seen on the
+    no-tunnel path too): a failed run is tried again, and said."""
     argv = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(secs), "-P", str(parallel), "-J"]
     if reverse:
         argv.append("-R")
-    for _ in range(5):
+    for attempt in range(4):
         out = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 60)
         try:
             report = json.loads(out.stdout)
             end = report["end"]["sum_received"]
             return end["bits_per_second"] / 1e6, int(end["bytes"])
         except (ValueError, KeyError):
-            if "busy" not in out.stdout:
-                return 0.0, 0
-            time.sleep(0.5)
+            error = re.search(r'"error":\s*"([^"]*)"', out.stdout)
+            print(f"  iperf3 {' '.join(argv[5:])} failed (try {attempt + 1}): "
+                  f"{error.group(1) if error else out.stderr.strip()[:200]}", file=sys.stderr)
+            time.sleep(0.5 * (attempt + 1))
     return 0.0, 0
 
 
