@@ -1,4 +1,4 @@
-//! Events as operators consume them (INTEGRATIONS.md): dotted past-tense
+//! Events as operators consume them (docs/EVENTS.md): dotted past-tense
 //! names, one JSON object each, with an RFC 3339 UTC timestamp and ids.
 //! Hooks that notice something worth telling (`quota.exceeded`, …) emit
 //! them to [`EventSink`]s; the audit log and webhooks are sinks.

@@ -1,5 +1,5 @@
 //! `reitunnel-server --config server.toml`: every command-line option, plus
-//! the ordered `[[hooks]]` tables (INTEGRATIONS.md). Values that need
+//! the ordered `[[hooks]]` tables (docs/EVENTS.md). Values that need
 //! checking (port lists, byte sizes, durations) are parsed while the TOML is
 //! read, so a bad value, an unknown field or an unknown hook kind is an
 //! error that names the line. Flags given on the command line win over the file.

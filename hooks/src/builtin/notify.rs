@@ -1,4 +1,4 @@
-//! Lifecycle events as operator events (INTEGRATIONS.md names and fields),
+//! Lifecycle events as operator events (names and fields in docs/EVENTS.md),
 //! sent to an [`EventBus`]: the audit log and webhooks are its sinks.
 //! Opens are reported from `on_open`, after every gate, so a line saying
 //! `client.connected` is never followed by that client's rejection.

@@ -1,4 +1,4 @@
-//! Webhooks (INTEGRATIONS.md): every event POSTed as one JSON object to an
+//! Webhooks (docs/EVENTS.md): every event POSTed as one JSON object to an
 //! endpoint, signed so receivers can check it came from us and reject
 //! replays. `emit` only filters and enqueues (a full queue drops the event
 //! and counts it); a background task delivers in order, one request at a
