@@ -21,37 +21,54 @@ use reitunnel_hooks::builtin::{
     Secret, TracingHook,
 };
 use reitunnel_hooks::events::EventBus;
-use reitunnel_hooks::HookChain;
+use reitunnel_hooks::{Hook, HookChain};
 use reitunnel_server::{Server, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-/// Every built-in hook with a data path, configured so none refuses or
-/// throttles: what "hooks on" costs, for the benchmarks.
-pub fn full_chain() -> HookChain {
+/// Every built-in hook with a data path, by name, configured so none
+/// refuses or throttles: what each costs per chunk, for the benchmarks.
+pub fn data_builtins() -> Vec<(&'static str, Arc<dyn Hook>)> {
     let huge = ByteRate {
         bytes_per_sec: NonZeroU32::MAX,
         burst: NonZeroU32::MAX,
     };
-    HookChain::builder()
-        .hook(RateLimit::new(RateLimitConfig {
-            per_client: Some(huge),
-            per_tunnel: Some(huge),
-            ..RateLimitConfig::default()
-        }))
-        .hook(Quota::new(
-            u64::MAX / 2,
-            Duration::from_secs(86_400),
-            EventBus::new(),
-        ))
-        .shared(BandwidthMeter::new(Vec::new()))
-        .hook(Sampler::new(
-            Counters::new(),
-            Sampling::OneIn(NonZeroU64::new(64).expect("64 > 0")),
-        ))
-        .hook(TracingHook::new(1024))
-        .shared(Arc::new(Counters::new()))
+    vec![
+        (
+            "rate_limit",
+            Arc::new(RateLimit::new(RateLimitConfig {
+                per_client: Some(huge),
+                per_tunnel: Some(huge),
+                ..RateLimitConfig::default()
+            })),
+        ),
+        (
+            "quota",
+            Arc::new(Quota::new(
+                u64::MAX / 2,
+                Duration::from_secs(86_400),
+                EventBus::new(),
+            )),
+        ),
+        ("meter", BandwidthMeter::new(Vec::new())),
+        (
+            "sampled counters",
+            Arc::new(Sampler::new(
+                Counters::new(),
+                Sampling::OneIn(NonZeroU64::new(64).expect("64 > 0")),
+            )),
+        ),
+        ("log", Arc::new(TracingHook::new(1024))),
+        ("counters", Arc::new(Counters::new())),
+    ]
+}
+
+/// All of [`data_builtins`] in one chain: what "hooks on" costs.
+pub fn full_chain() -> HookChain {
+    data_builtins()
+        .into_iter()
+        .fold(HookChain::builder(), |b, (_, hook)| b.shared(hook))
         .build()
 }
 

@@ -4,6 +4,7 @@
 
 use std::any::Any;
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -212,6 +213,32 @@ fn downcast<'a, T: 'static>(state: StateRef<'a>) -> Option<&'a T> {
     state.and_then(|s| s.downcast_ref::<T>())
 }
 
+/// When a chunk was offered. Reading the clock costs more than everything
+/// else a built-in hook does per chunk, so the clock is read on the first
+/// [`ChunkTime::now`] and every later hook of the same chunk gets that stamp.
+#[derive(Debug, Default)]
+pub struct ChunkTime(Cell<Option<Instant>>);
+
+impl ChunkTime {
+    /// A stamp not yet taken.
+    pub fn new() -> Self {
+        ChunkTime::default()
+    }
+
+    /// The chunk's time: the clock at the first call, the same instant after.
+    #[inline]
+    pub fn now(&self) -> Instant {
+        match self.0.get() {
+            Some(at) => at,
+            None => {
+                let at = Instant::now();
+                self.0.set(Some(at));
+                at
+            }
+        }
+    }
+}
+
 /// One chunk read from one side of a stream, before it is written to the other.
 #[derive(Debug, Clone, Copy)]
 pub struct DataEvent<'a> {
@@ -226,10 +253,13 @@ pub struct DataEvent<'a> {
     pub skipped: u64,
     /// The receiving hook's per-stream state, if it made one.
     pub state: StateRef<'a>,
+    /// The chunk's time, shared by the chain's hooks; see [`DataEvent::now`].
+    pub time: Option<&'a ChunkTime>,
 }
 
 impl<'a> DataEvent<'a> {
-    /// An unsampled event with no state (the chain fills in each hook's state).
+    /// An unsampled event with no state (the chain fills in each hook's state)
+    /// and no shared stamp ([`DataEvent::now`] reads the clock each time).
     pub fn new(stream: &'a StreamInfo, direction: Direction, data: &'a [u8]) -> Self {
         DataEvent {
             stream,
@@ -237,7 +267,16 @@ impl<'a> DataEvent<'a> {
             data,
             skipped: 0,
             state: None,
+            time: None,
         }
+    }
+
+    /// When the chunk was offered. Hooks that need the time per chunk (rate
+    /// limits, periods, time-based sampling) ask here, so one chunk costs
+    /// one clock read however many of them there are.
+    #[inline]
+    pub fn now(&self) -> Instant {
+        self.time.map_or_else(Instant::now, ChunkTime::now)
     }
 
     /// The bytes this event accounts for: the chunk plus what sampling skipped.

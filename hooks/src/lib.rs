@@ -45,9 +45,9 @@ pub mod relay;
 pub use chain::{ErrorStrategy, HookChain, HookChainBuilder, Refusal, SERVER};
 pub use error::{HookError, HookErrorKind, MultiError};
 pub use event::{
-    ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Login, Meter, Reason,
-    RefuseCode, Rejection, Scope, ServerInfo, StateRef, StreamEnd, StreamId, StreamInfo, Totals,
-    TunnelId, TunnelInfo, TunnelKind, Verdict,
+    ChunkTime, ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Login, Meter,
+    Reason, RefuseCode, Rejection, Scope, ServerInfo, StateRef, StreamEnd, StreamId, StreamInfo,
+    Totals, TunnelId, TunnelInfo, TunnelKind, Verdict,
 };
 pub use hook::{BoxError, Hook, StreamState};
 pub use open::{Open, Subject};

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use crate::chain::{HookChain, Refusal};
 use crate::event::{
-    ClientInfo, CloseReason, DataEvent, Direction, Login, Scope, StreamEnd, StreamInfo, Totals,
-    TunnelInfo, Verdict,
+    ChunkTime, ClientInfo, CloseReason, DataEvent, Direction, Login, Scope, StreamEnd, StreamInfo,
+    Totals, TunnelInfo, Verdict,
 };
 use crate::hook::StreamState;
 
@@ -133,8 +133,20 @@ impl Open<StreamInfo> {
     /// bytes themselves call it too.
     #[inline]
     pub fn on_data(&self, direction: Direction, data: &[u8]) -> Verdict {
-        self.chain
-            .on_data(&DataEvent::new(&self.info, direction, data), &self.states)
+        self.on_data_at(direction, data, &ChunkTime::new())
+    }
+
+    /// [`Open::on_data`] with a stamp shared beyond this chunk: the relay
+    /// takes one per wake-up for every chunk it moves in it, so a busy
+    /// stream reads the clock once per wake-up, not once per chunk (the
+    /// stamp lags by at most the time that wake-up runs).
+    #[inline]
+    pub fn on_data_at(&self, direction: Direction, data: &[u8], time: &ChunkTime) -> Verdict {
+        let event = DataEvent {
+            time: Some(time),
+            ..DataEvent::new(&self.info, direction, data)
+        };
+        self.chain.dispatch_data(event, &self.states)
     }
 
     /// Whether any hook wants data (if not, skip [`Open::on_data`] entirely).

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::event::{CloseReason, Direction, Reason, Scope, StreamInfo, Verdict};
+use crate::event::{ChunkTime, CloseReason, Direction, Reason, Scope, StreamInfo, Verdict};
 use crate::open::Open;
 
 /// Size of the small buffer each direction holds inline.
@@ -186,6 +186,7 @@ impl Pump {
         mut reader: Pin<&mut R>,
         mut writer: Pin<&mut W>,
         stream: &Open<StreamInfo>,
+        time: &ChunkTime,
     ) -> Poll<Result<(), End>>
     where
         R: AsyncRead + ?Sized,
@@ -257,7 +258,7 @@ impl Pump {
             self.end = n;
             self.idle = false;
             if stream.wants_data() {
-                match stream.on_data(self.dir, self.chunk()) {
+                match stream.on_data_at(self.dir, self.chunk(), time) {
                     Verdict::Continue => {}
                     Verdict::Throttle(wait) => self.throttle(wait),
                     Verdict::Reject(r) | Verdict::Close(r) => {
@@ -291,18 +292,28 @@ where
     let mut shrink: Option<Pin<Box<Sleep>>> = None;
     let mut shrink_armed = false;
     let result = poll_fn(|cx| {
+        // One stamp per wake-up, read only if a hook asks.
+        let time = ChunkTime::new();
         if !ingress.finished {
-            if let Poll::Ready(r) =
-                ingress.poll_copy(cx, Pin::new(&mut *visitor), Pin::new(&mut *service), stream)
-            {
+            if let Poll::Ready(r) = ingress.poll_copy(
+                cx,
+                Pin::new(&mut *visitor),
+                Pin::new(&mut *service),
+                stream,
+                &time,
+            ) {
                 r?;
                 ingress.finished = true;
             }
         }
         if !egress.finished {
-            if let Poll::Ready(r) =
-                egress.poll_copy(cx, Pin::new(&mut *service), Pin::new(&mut *visitor), stream)
-            {
+            if let Poll::Ready(r) = egress.poll_copy(
+                cx,
+                Pin::new(&mut *service),
+                Pin::new(&mut *visitor),
+                stream,
+                &time,
+            ) {
                 r?;
                 egress.finished = true;
             }

@@ -2,10 +2,13 @@
 
 mod common;
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::{data, errors_heard, stream, Act, Log, QuietPanics, Rec, PANIC_MARK};
-use reitunnel_hooks::{Direction, ErrorStrategy, HookChain, Reason, RefuseCode, Verdict};
+use reitunnel_hooks::{
+    ChunkTime, DataEvent, Direction, ErrorStrategy, Hook, HookChain, Reason, RefuseCode, Verdict,
+};
 
 const CHUNK: &[u8] = b"0123456789";
 
@@ -230,7 +233,7 @@ fn data_event_carries_the_bytes_and_stream() {
         fn name(&self) -> &str {
             "check"
         }
-        fn on_data(&self, ev: &reitunnel_hooks::DataEvent<'_>) -> Verdict {
+        fn on_data(&self, ev: &DataEvent<'_>) -> Verdict {
             assert_eq!(ev.data, CHUNK);
             assert_eq!(ev.stream.id, reitunnel_hooks::StreamId(1));
             assert_eq!(ev.direction, Direction::Egress);
@@ -244,4 +247,46 @@ fn data_event_carries_the_bytes_and_stream() {
         offer(&chain, Direction::Egress),
         Verdict::Close(Reason::forbidden("checked"))
     );
+}
+
+/// Records the time each chunk was offered at, as hooks see it.
+#[derive(Default)]
+struct Stamps(Mutex<Vec<Instant>>);
+
+impl Hook for Stamps {
+    fn name(&self) -> &str {
+        "stamps"
+    }
+    fn on_data(&self, ev: &DataEvent<'_>) -> Verdict {
+        self.0.lock().expect("stamps").push(ev.now());
+        Verdict::Continue
+    }
+}
+
+#[test]
+fn hooks_of_one_chunk_share_one_stamp_and_the_relay_shares_it_per_wake_up() {
+    let (first, second) = (Arc::new(Stamps::default()), Arc::new(Stamps::default()));
+    let chain = HookChain::builder()
+        .shared(first.clone())
+        .shared(second.clone())
+        .build();
+    let session = common::Session::open(&chain, common::client(), 1);
+    let s = session.stream(1);
+
+    // One chunk: both hooks see the same instant.
+    let _ = s.on_data(Direction::Ingress, CHUNK);
+    // Two chunks in one wake-up: one stamp for both.
+    let time = ChunkTime::new();
+    let _ = s.on_data_at(Direction::Ingress, CHUNK, &time);
+    let _ = s.on_data_at(Direction::Egress, CHUNK, &time);
+    // A later chunk gets a later (or equal) stamp of its own.
+    let _ = s.on_data(Direction::Ingress, CHUNK);
+
+    let a = first.0.lock().expect("stamps").clone();
+    let b = second.0.lock().expect("stamps").clone();
+    assert_eq!(a, b, "every hook of a chunk sees the same stamp");
+    assert_eq!(a.len(), 4);
+    assert_eq!(a[1], a[2], "chunks of one wake-up share the stamp");
+    assert!(a[0] <= a[1] && a[2] <= a[3]);
+    assert_eq!(a[1], time.now());
 }

@@ -9,11 +9,16 @@
 //! Usage is an atomic per client name, looked up once per stream: the data
 //! path takes no lock. It is kept by name, not by session, so reconnecting
 //! does not reset it.
+//!
+//! The wall clock is read at most once a second, not per chunk: the current
+//! period is cached with its end on the monotonic clock (checked against
+//! the chunk's shared stamp). Periods only move forward, so a wall clock
+//! stepped back across a boundary does not hand out a second quota.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::event::{DataEvent, Reason, StreamInfo, Verdict};
 use crate::events::{Event, EventBus};
@@ -76,6 +81,64 @@ pub struct Quota {
     period: Duration,
     usage: Mutex<HashMap<Arc<str>, Arc<Usage>>>,
     events: EventBus,
+    clock: PeriodClock,
+}
+
+/// The current period number, cached until a monotonic deadline so the
+/// data path compares two integers instead of reading the wall clock.
+#[derive(Debug)]
+struct PeriodClock {
+    /// Where the monotonic deadlines count from.
+    base: Instant,
+    /// The period in force (Unix seconds / period seconds); never decreases.
+    current: AtomicU64,
+    /// Nanoseconds after `base` at which to consult the wall clock again.
+    recheck_at: AtomicU64,
+}
+
+/// The longest the cached period is trusted, so a wall clock set forward
+/// (or a suspended machine waking up) is noticed within this much.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
+impl PeriodClock {
+    fn new() -> Self {
+        PeriodClock {
+            base: Instant::now(),
+            current: AtomicU64::new(0),
+            recheck_at: AtomicU64::new(0),
+        }
+    }
+
+    /// The period in force at `now`, for periods of `secs` seconds.
+    #[inline]
+    fn period_at(&self, now: Instant, secs: u64) -> u64 {
+        let t = now.saturating_duration_since(self.base).as_nanos() as u64;
+        if t < self.recheck_at.load(Ordering::Relaxed) {
+            return self.current.load(Ordering::Relaxed);
+        }
+        self.recheck(t, secs)
+    }
+
+    /// Reads the wall clock: see [`PeriodClock::advance`].
+    #[cold]
+    fn recheck(&self, t: u64, secs: u64) -> u64 {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.advance(t, secs, wall)
+    }
+
+    /// With the wall clock at `wall` (since the Unix epoch) and the monotonic
+    /// clock at `t`: moves the period forward (never back) and sets the next
+    /// check at the period's end or [`RECHECK_EVERY`], whichever is sooner.
+    fn advance(&self, t: u64, secs: u64, wall: Duration) -> u64 {
+        let seen = wall.as_secs() / secs;
+        let period = self.current.fetch_max(seen, Ordering::Relaxed).max(seen);
+        let ends = Duration::from_secs((period + 1) * secs).saturating_sub(wall);
+        let wait = ends.min(RECHECK_EVERY).as_nanos() as u64;
+        self.recheck_at.store(t + wait, Ordering::Relaxed);
+        period
+    }
 }
 
 impl Quota {
@@ -86,6 +149,7 @@ impl Quota {
             period: period.max(Duration::from_secs(1)),
             usage: Mutex::default(),
             events,
+            clock: PeriodClock::new(),
         }
     }
 
@@ -93,25 +157,22 @@ impl Quota {
     pub fn used(&self, client: &str) -> u64 {
         let usage = self.usage.lock().expect("quota map").get(client).cloned();
         usage.map_or(0, |u| {
-            self.roll(&u);
+            self.roll(&u, Instant::now());
             u.bytes.load(Ordering::Relaxed)
         })
     }
 
-    fn current_period(&self) -> u64 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        now.as_secs() / self.period.as_secs()
+    fn current_period(&self, now: Instant) -> u64 {
+        self.clock.period_at(now, self.period.as_secs())
     }
 
-    /// Resets `u` if a new period began.
-    fn roll(&self, u: &Usage) {
-        let now = self.current_period();
+    /// Resets `u` if a new period began by `now`.
+    fn roll(&self, u: &Usage, now: Instant) {
+        let period = self.current_period(now);
         let seen = u.period.load(Ordering::Relaxed);
-        if now != seen
+        if period > seen
             && u.period
-                .compare_exchange(seen, now, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(seen, period, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
             u.bytes.store(0, Ordering::Relaxed);
@@ -124,7 +185,7 @@ impl Quota {
         map.entry(client.clone())
             .or_insert_with(|| {
                 Arc::new(Usage {
-                    period: AtomicU64::new(self.current_period()),
+                    period: AtomicU64::new(self.current_period(Instant::now())),
                     ..Usage::default()
                 })
             })
@@ -156,7 +217,7 @@ impl Hook for Quota {
     fn on_stream_open(&self, stream: &StreamInfo) -> Verdict {
         let client = &stream.tunnel.client.name;
         let u = self.usage(client);
-        self.roll(&u);
+        self.roll(&u, Instant::now());
         if u.bytes.load(Ordering::Relaxed) >= self.limit {
             return Verdict::Reject(self.exceeded(client, &u));
         }
@@ -172,12 +233,12 @@ impl Hook for Quota {
         let Some(u) = ev.state::<Arc<Usage>>() else {
             return Verdict::Continue;
         };
-        self.roll(u);
+        self.roll(u, ev.now());
         let n = ev.bytes();
         let admitted = u
             .bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                (used + n <= self.limit).then_some(used + n)
+                used.checked_add(n).filter(|&total| total <= self.limit)
             });
         if admitted.is_ok() {
             return Verdict::Continue;
@@ -186,5 +247,45 @@ impl Hook for Quota {
         // as used up so new streams are refused until the period ends.
         u.bytes.fetch_max(self.limit, Ordering::Relaxed);
         Verdict::Close(self.exceeded(&ev.stream.tunnel.client.name, u))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: u64 = 86_400;
+
+    #[test]
+    fn a_wall_clock_stepped_back_does_not_reopen_a_period() {
+        let clock = PeriodClock::new();
+        let second = Duration::from_secs(1).as_nanos() as u64;
+        // Just past midnight of day 20,000: period 20,000.
+        let after = Duration::from_secs(20_000 * DAY + 5);
+        assert_eq!(clock.advance(0, DAY, after), 20_000);
+        // The wall clock is set back across midnight: still 20,000.
+        let before = Duration::from_secs(20_000 * DAY - 5);
+        assert_eq!(clock.advance(second, DAY, before), 20_000);
+        assert_eq!(clock.current.load(Ordering::Relaxed), 20_000);
+    }
+
+    #[test]
+    fn the_cached_period_is_rechecked_within_a_second_and_at_the_boundary() {
+        let clock = PeriodClock::new();
+        let ns = |d: Duration| d.as_nanos() as u64;
+        // Mid-period: trusted for at most RECHECK_EVERY.
+        clock.advance(0, DAY, Duration::from_secs(20_000 * DAY + 100));
+        assert_eq!(clock.recheck_at.load(Ordering::Relaxed), ns(RECHECK_EVERY));
+        // 300 ms before the boundary: rechecked exactly at the boundary.
+        let t = ns(Duration::from_secs(7));
+        let wall = Duration::from_secs(20_001 * DAY) - Duration::from_millis(300);
+        assert_eq!(clock.advance(t, DAY, wall), 20_000);
+        assert_eq!(
+            clock.recheck_at.load(Ordering::Relaxed),
+            t + ns(Duration::from_millis(300))
+        );
+        // Before the recheck time the cached period answers without the wall clock.
+        let soon = clock.base + Duration::from_nanos(t + 1);
+        assert_eq!(clock.period_at(soon, DAY), 20_000);
     }
 }

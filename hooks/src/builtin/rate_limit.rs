@@ -80,32 +80,40 @@ type Limiter = DefaultDirectRateLimiter;
 
 /// A GCRA token bucket that charges at once and returns the wait: the
 /// "reserve" that governor lacks. Lock-free (one CAS loop on the
-/// theoretical arrival time, in nanoseconds since `start`).
+/// theoretical arrival time, in nanoseconds since the limiter's epoch). The
+/// time comes from the chunk's shared stamp and a chunk's cost is a
+/// multiplication by a fixed-point nanoseconds-per-byte: no clock read and
+/// no division of its own.
 struct Reservoir {
-    start: Instant,
     tat: AtomicU64,
-    bytes_per_sec: u128,
+    /// Nanoseconds per byte, as a 32.32 fixed-point number.
+    ns_per_byte: u64,
     burst_ns: u64,
 }
+
+/// Fraction bits of [`Reservoir::ns_per_byte`].
+const FRACTION_BITS: u32 = 32;
 
 impl Reservoir {
     fn new(rate: ByteRate) -> Self {
         let bytes_per_sec = u128::from(rate.bytes_per_sec.get());
+        // At most 1e9 << 32 (one byte a second), which fits in 64 bits.
+        let ns_per_byte = ((1_000_000_000u128 << FRACTION_BITS) / bytes_per_sec) as u64;
         Reservoir {
-            start: Instant::now(),
             tat: AtomicU64::new(0),
             burst_ns: (u128::from(rate.burst.get()) * 1_000_000_000 / bytes_per_sec) as u64,
-            bytes_per_sec,
+            ns_per_byte,
         }
     }
 
-    /// Charges `n` bytes now; returns how long they must wait to keep the rate.
-    fn reserve(&self, n: u64) -> Duration {
-        let now = self.start.elapsed().as_nanos() as u64;
-        let cost = (u128::from(n) * 1_000_000_000 / self.bytes_per_sec) as u64;
+    /// Charges `n` bytes at `now` (nanoseconds since the epoch); returns how
+    /// long they must wait to keep the rate.
+    fn reserve(&self, n: u64, now: u64) -> Duration {
+        let cost = (u128::from(n) * u128::from(self.ns_per_byte)) >> FRACTION_BITS;
+        let cost = u64::try_from(cost).unwrap_or(u64::MAX);
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
-            let next = tat.max(now) + cost;
+            let next = tat.max(now).saturating_add(cost);
             match self
                 .tat
                 .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
@@ -131,11 +139,11 @@ impl Buckets {
         })
     }
 
-    /// Charges `n` bytes moving `dir`; returns how long to hold them.
-    fn charge(&self, dir: Direction, n: u64) -> Duration {
+    /// Charges `n` bytes moving `dir` at `now`; returns how long to hold them.
+    fn charge(&self, dir: Direction, n: u64, now: u64) -> Duration {
         match dir {
-            Direction::Ingress => self.ingress.reserve(n),
-            Direction::Egress => self.egress.reserve(n),
+            Direction::Ingress => self.ingress.reserve(n, now),
+            Direction::Egress => self.egress.reserve(n, now),
         }
     }
 }
@@ -236,6 +244,8 @@ pub struct RateLimit {
     visitors_per_ip: Keyed<IpAddr>,
     logins_per_ip: Keyed<IpAddr>,
     throttled: AtomicU64,
+    /// Where every byte bucket's clock counts from.
+    epoch: Instant,
 }
 
 impl std::fmt::Debug for RateLimit {
@@ -262,6 +272,7 @@ impl RateLimit {
             clients: Mutex::default(),
             tunnels: Mutex::default(),
             throttled: AtomicU64::new(0),
+            epoch: Instant::now(),
             cfg,
         }
     }
@@ -352,9 +363,10 @@ impl Hook for RateLimit {
             return Verdict::Continue;
         };
         let n = ev.bytes();
+        let now = ev.now().saturating_duration_since(self.epoch).as_nanos() as u64;
         let mut wait = Duration::ZERO;
         for buckets in [&limits.client, &limits.tunnel].into_iter().flatten() {
-            wait = wait.max(buckets.charge(ev.direction, n));
+            wait = wait.max(buckets.charge(ev.direction, n, now));
         }
         if wait.is_zero() {
             Verdict::Continue
@@ -390,5 +402,47 @@ impl Hook for RateLimit {
     fn on_tunnel_close(&self, t: &TunnelInfo, _: &CloseReason, _: &Totals) -> Result<(), BoxError> {
         self.tunnels.lock().expect("tunnels").remove(&t.id);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reservoir(bytes_per_sec: u32, burst: u32) -> Reservoir {
+        Reservoir::new(ByteRate {
+            bytes_per_sec: NonZeroU32::new(bytes_per_sec).unwrap(),
+            burst: NonZeroU32::new(burst).unwrap(),
+        })
+    }
+
+    #[test]
+    fn fixed_point_costs_match_the_rate() {
+        let second = Duration::from_secs(1).as_nanos() as u64;
+        // 1000 B/s, burst 1000: the burst passes, 500 more wait half a second.
+        let r = reservoir(1000, 1000);
+        assert_eq!(r.reserve(1000, second), Duration::ZERO);
+        let wait = r.reserve(500, second);
+        assert!(
+            wait.abs_diff(Duration::from_millis(500)) < Duration::from_micros(1),
+            "{wait:?}"
+        );
+        // 3 B/s (a period that does not divide 1e9): 3 bytes past the burst cost one second.
+        let r = reservoir(3, 3);
+        assert_eq!(r.reserve(3, second), Duration::ZERO);
+        let wait = r.reserve(3, second);
+        assert!(
+            wait.abs_diff(Duration::from_secs(1)) < Duration::from_micros(1),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn the_fastest_rate_and_the_largest_charge_do_not_overflow() {
+        let r = reservoir(u32::MAX, u32::MAX);
+        assert_eq!(r.reserve(64 * 1024, 0), Duration::ZERO);
+        // One byte a second charged more bytes than fit in nanoseconds: saturates.
+        let r = reservoir(1, 1);
+        assert!(r.reserve(u64::MAX, 0) >= Duration::from_secs(100 * 365 * 86_400));
     }
 }

@@ -115,11 +115,11 @@ impl<H: Hook> Sampler<H> {
         }
     }
 
-    fn take(&self, st: &State, i: usize) -> bool {
+    fn take(&self, st: &State, i: usize, ev: &DataEvent<'_>) -> bool {
         match self.sampling {
             Sampling::OneIn(n) => st.seen[i].fetch_add(1, Ordering::Relaxed) % n.get() == 0,
             Sampling::Every(every) => {
-                let now = self.epoch.elapsed().as_nanos() as u64 + 1;
+                let now = ev.now().saturating_duration_since(self.epoch).as_nanos() as u64 + 1;
                 let last = st.last[i].load(Ordering::Relaxed);
                 (last == 0 || now - last >= every.as_nanos() as u64)
                     && st.last[i]
@@ -197,7 +197,7 @@ impl<H: Hook> Hook for Sampler<H> {
             return self.inner.on_data(ev);
         };
         let i = slot(ev.direction);
-        if !self.take(st, i) {
+        if !self.take(st, i, ev) {
             st.skipped[i].fetch_add(ev.bytes(), Ordering::Relaxed);
             return Verdict::Continue;
         }
@@ -217,11 +217,9 @@ impl<H: Hook> Hook for Sampler<H> {
                 if rest > 0 {
                     // The tail the wrapped hook has not seen; its verdict no longer matters.
                     let _ = self.inner.on_data(&DataEvent {
-                        stream: end.stream,
-                        direction: dir,
-                        data: &[],
                         skipped: rest,
                         state: st.inner.as_deref(),
+                        ..DataEvent::new(end.stream, dir, &[])
                     });
                 }
             }
