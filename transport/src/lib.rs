@@ -14,6 +14,7 @@ pub mod config_file;
 mod frame_io;
 pub mod heartbeat;
 mod mux;
+mod session_io;
 mod socket;
 pub mod tls;
 

@@ -15,11 +15,13 @@ use std::time::Duration;
 use futures::task::AtomicWaker;
 use futures::{AsyncRead as FuturesRead, AsyncWrite as FuturesWrite};
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncWrite, BufStream};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::session_io::SessionIo;
 
 /// A multiplexed stream, usable with tokio's I/O traits.
 pub type MuxStream = Compat<yamux::Stream>;
@@ -63,9 +65,15 @@ pub struct MuxConfig {
     /// refuse a single stream with a reason (the server's
     /// `max_streams_per_client`). It costs no memory by itself.
     pub max_streams: usize,
-    /// Buffer between the socket and yamux, each way: yamux writes header
-    /// and body separately and flushes per frame.
+    /// Read buffer between the socket and yamux; frames smaller than this
+    /// are queued for the next flush, larger ones go to the socket at once
+    /// (see `session_io.rs`).
     pub io_buffer: usize,
+    /// Bytes of small frames (acks, resets, pongs) that may queue while the
+    /// socket is full. yamux stops reading while it cannot write such an
+    /// answer, so this slack keeps two busy peers from waiting on each
+    /// other. Memory is taken only while the queue is in use.
+    pub io_slack: usize,
     /// Receive window the session's streams may grow into beyond their
     /// initial credit, together. 256 MiB lets one stream fill 10 Gbit/s at
     /// 100 ms, or a few streams share it.
@@ -77,7 +85,8 @@ impl Default for MuxConfig {
         MuxConfig {
             split_send_size: 256 * 1024,
             max_streams: 65_536,
-            io_buffer: 512 * 1024,
+            io_buffer: 16 * 1024,
+            io_slack: 512 * 1024,
             window_headroom: 256 << 20,
         }
     }
@@ -153,8 +162,11 @@ pub fn spawn_mux<T>(io: T, mode: yamux::Mode, cfg: &MuxConfig) -> (MuxHandle, In
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let buffered = BufStream::with_capacity(cfg.io_buffer, cfg.io_buffer, io).compat();
-    let conn = yamux::Connection::new(buffered, cfg.yamux(), mode);
+    let conn = yamux::Connection::new(
+        SessionIo::new(io, cfg.io_buffer, cfg.io_slack),
+        cfg.yamux(),
+        mode,
+    );
     let (open_tx, open_rx) = mpsc::channel(64);
     let (in_tx, in_rx) = mpsc::unbounded_channel();
     let close = CancellationToken::new();

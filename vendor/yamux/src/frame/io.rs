@@ -15,7 +15,8 @@ use super::{
 use crate::connection::Id;
 use futures::{prelude::*, ready};
 use std::{
-    fmt, io,
+    fmt,
+    io::{self, IoSlice},
     pin::Pin,
     task::{Context, Poll},
 };
@@ -50,13 +51,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Io<T> {
 /// The stages of writing a new `Frame`.
 enum WriteState {
     Init,
-    Header {
+    /// A frame going out: its header, then its body, in vectored writes
+    /// (Reitunnel: one system call per frame and no copy into a write
+    /// buffer, where the original wrote header and body separately).
+    /// `offset` counts the bytes of both written so far.
+    Frame {
         header: [u8; header::HEADER_SIZE],
-        buffer: Vec<u8>,
-        offset: usize,
-    },
-    Body {
-        buffer: Vec<u8>,
+        body: Vec<u8>,
         offset: usize,
     },
     Poisoned,
@@ -66,15 +67,12 @@ impl fmt::Debug for WriteState {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
             WriteState::Init => f.write_str("(WriteState::Init)"),
-            WriteState::Header { offset, .. } => {
-                write!(f, "(WriteState::Header (offset {offset}))")
-            }
-            WriteState::Body { offset, buffer } => {
+            WriteState::Frame { offset, body, .. } => {
                 write!(
                     f,
-                    "(WriteState::Body (offset {}) (buffer-len {}))",
+                    "(WriteState::Frame (offset {}) (body-len {}))",
                     offset,
-                    buffer.len()
+                    body.len()
                 )
             }
             WriteState::Poisoned => f.write_str("(WriteState::Poisoned)"),
@@ -91,68 +89,35 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Sink<Frame<()>> for Io<T> {
             log::trace!("{}: write: {:?}", this.id, this.write_state);
             match &mut this.write_state {
                 WriteState::Init => return Poll::Ready(Ok(())),
-                WriteState::Header {
+                WriteState::Frame {
                     header,
-                    buffer,
+                    body,
                     ref mut offset,
-                } => match Pin::new(&mut this.io).poll_write(cx, &header[*offset..]) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Ready(Ok(n)) => {
-                        if n == 0 {
-                            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                        }
-                        *offset += n;
-
-                        if *offset > header.len() {
-                            let err = io::Error::other(format!(
-                                "Writer header returned invalid write count n={n}: {offset} > {} ",
-                                header.len(),
-                            ));
-
-                            this.write_state = WriteState::Poisoned;
-
-                            return Poll::Ready(Err(err));
-                        }
-
-                        if *offset == header.len() {
-                            if !buffer.is_empty() {
-                                let buffer = std::mem::take(buffer);
-                                this.write_state = WriteState::Body { buffer, offset: 0 };
-                            } else {
-                                this.write_state = WriteState::Init;
-                            }
-                        }
+                } => {
+                    let total = header.len() + body.len();
+                    if *offset == total {
+                        this.write_state = WriteState::Init;
+                        continue;
                     }
-                },
-                WriteState::Body {
-                    buffer,
-                    ref mut offset,
-                } => match Pin::new(&mut this.io).poll_write(cx, &buffer[*offset..]) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Ready(Ok(n)) => {
-                        if n == 0 {
-                            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                        }
-                        *offset += n;
-
-                        if *offset > buffer.len() {
-                            let err = io::Error::other(format!(
-                                "Writer body returned invalid write count n={n}: {offset} > {} ",
-                                buffer.len(),
-                            ));
-
-                            this.write_state = WriteState::Poisoned;
-
-                            return Poll::Ready(Err(err));
-                        }
-
-                        if *offset == buffer.len() {
-                            this.write_state = WriteState::Init;
-                        }
+                    let n = if *offset < header.len() {
+                        let parts = [IoSlice::new(&header[*offset..]), IoSlice::new(body)];
+                        ready!(Pin::new(&mut this.io).poll_write_vectored(cx, &parts))?
+                    } else {
+                        let rest = &body[*offset - header.len()..];
+                        ready!(Pin::new(&mut this.io).poll_write(cx, rest))?
+                    };
+                    if n == 0 {
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                     }
-                },
+                    *offset += n;
+                    if *offset > total {
+                        let err = io::Error::other(format!(
+                            "Writer returned invalid write count n={n}: {offset} > {total}",
+                        ));
+                        this.write_state = WriteState::Poisoned;
+                        return Poll::Ready(Err(err));
+                    }
+                }
                 WriteState::Poisoned => {
                     return Poll::Ready(Err(io::Error::other(
                         "Sink is in poisoned state due to previous write error",
@@ -164,10 +129,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Sink<Frame<()>> for Io<T> {
 
     fn start_send(self: Pin<&mut Self>, f: Frame<()>) -> Result<(), Self::Error> {
         let header = header::encode(&f.header);
-        let buffer = f.body;
-        self.get_mut().write_state = WriteState::Header {
+        self.get_mut().write_state = WriteState::Frame {
             header,
-            buffer,
+            body: f.body,
             offset: 0,
         };
         Ok(())
