@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::{SinkExt, StreamExt};
 use reitunnel_hooks::{
@@ -139,7 +139,7 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
     let routes: Vec<_> = session
         .routes
         .lock()
-        .expect("routes lock")
+        .unwrap_or_else(PoisonError::into_inner)
         .drain()
         .collect();
     drop(routes);
@@ -288,7 +288,7 @@ impl Session {
                         }
                         self.routes
                             .lock()
-                            .expect("routes lock")
+                            .unwrap_or_else(PoisonError::into_inner)
                             .insert(tunnel_id, route);
                         let _ = reply.send(Ok(TunnelReady {
                             id: tunnel_id,
@@ -341,7 +341,11 @@ impl Session {
     }
 
     fn close_route(&self, id: TunnelId, reason: CloseReason) {
-        let route = self.routes.lock().expect("routes lock").remove(&id);
+        let route = self
+            .routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
         if let Some(route) = route {
             route.closer.close(reason);
         }

@@ -1,7 +1,7 @@
 //! One visitor stream on the client: read the header, reach the target,
 //! answer, relay.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use reitunnel_hooks::relay::relay;
 use reitunnel_hooks::{CloseReason, HookChain, Scope, StreamInfo};
@@ -44,7 +44,11 @@ pub(crate) async fn serve(
         let _ = write_frame(&mut up, &refused).await;
         return;
     }
-    let route = routes.lock().expect("routes lock").get(&tunnel_id).cloned();
+    let route = routes
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&tunnel_id)
+        .cloned();
     let Some(route) = route else {
         let refused = Frame::StreamRefused {
             message: format!("tunnel {tunnel_id} is not open on this client"),

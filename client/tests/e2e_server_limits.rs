@@ -13,7 +13,7 @@ use common::*;
 use reitunnel_client::{Client, ClientError};
 use reitunnel_hooks::{BoxError, ClientInfo, CloseReason, Hook, HookChain, Totals};
 use reitunnel_server::ServerConfig;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -182,6 +182,91 @@ async fn max_pending_visitors_zero_turns_every_visitor_away() {
         has_error(ev, "limit max_pending_visitors = 0 reached")
     })
     .await;
+    client.shutdown().await.unwrap();
+    server.stop().await;
+    assert_balanced(&rec.events());
+}
+
+/// A connection to `addr` from the loopback address `from` (127.0.0.0/8).
+async fn connect_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((from, 0))).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Echoes `len` bytes through `v`, checking them.
+async fn echo_on(v: &mut TcpStream, len: usize) {
+    let sent: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+    v.write_all(&sent).await.unwrap();
+    let mut back = vec![0u8; len];
+    v.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_visitors_per_ip_turns_the_next_away_and_other_addresses_still_get_in() {
+    let (server, rec) = limited(|c| c.limits.max_visitors_per_ip = 2).await;
+    let client = connect(server.addr, "c").await;
+    let echo = echo_service().await;
+    let first = reverse(&client, echo).await;
+    let second = reverse(&client, echo).await;
+    const HOME: [u8; 4] = [127, 0, 0, 1];
+
+    // Two visitors from 127.0.0.1, on two tunnels: the limit is per address, server-wide.
+    let mut a = connect_from(HOME, first.public_addr).await;
+    let mut b = connect_from(HOME, second.public_addr).await;
+    echo_on(&mut a, 1000).await;
+    echo_on(&mut b, 1000).await;
+    turned_away(first.public_addr).await;
+    rec.wait_for("per-address limit reported", |ev| {
+        has_error(
+            ev,
+            "visitor turned away: limit max_visitors_per_ip = 2 reached",
+        )
+    })
+    .await;
+    // Another address is not affected.
+    let mut other = connect_from([127, 0, 0, 2], first.public_addr).await;
+    echo_on(&mut other, 1000).await;
+
+    // A visitor that leaves gives its address's slot back.
+    let closed_before = closed(&rec.events());
+    drop(a);
+    rec.wait_for("the visitor's close", |ev| closed(ev) > closed_before)
+        .await;
+    let mut again = connect_from(HOME, first.public_addr).await;
+    echo_on(&mut again, 1000).await;
+    drop((b, other, again));
+    client.shutdown().await.unwrap();
+    server.stop().await;
+    assert_balanced(&rec.events());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_silent_past_the_idle_timeout_is_closed_as_a_timeout() {
+    let (server, rec) = limited(|c| c.relay.idle_timeout = Some(Duration::from_millis(300))).await;
+    let client = connect(server.addr, "c").await;
+    let tunnel = reverse(&client, echo_service().await).await;
+    let mut quiet = TcpStream::connect(tunnel.public_addr).await.unwrap();
+    echo_on(&mut quiet, 1000).await;
+    // Then nothing: the server closes it, the visitor sees the end.
+    let mut rest = Vec::new();
+    tokio::time::timeout(PATIENCE, quiet.read_to_end(&mut rest))
+        .await
+        .expect("closed, not left open")
+        .unwrap();
+    assert!(rest.is_empty());
+    let events = rec
+        .wait_for("the stream's close", |ev| closed(ev) == 1)
+        .await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Ev::StreamClose(_, reason, _) if reason == "timeout")),
+        "{events:#?}"
+    );
+    // The tunnel itself lives on.
+    assert_eq!(echo_check(tunnel.public_addr, 100_000, 9).await, 100_000);
     client.shutdown().await.unwrap();
     server.stop().await;
     assert_balanced(&rec.events());

@@ -37,6 +37,7 @@ mod error;
 mod event;
 pub mod events;
 mod hook;
+pub mod keyed;
 mod open;
 pub mod ports;
 #[cfg(feature = "tokio")]

@@ -12,7 +12,9 @@
 //! chunk back on a reused, pinned `Sleep` (allocated on the first throttle
 //! only). EOF on one side becomes a half-close (`shutdown`) of the other, so
 //! request/response protocols that close their write side still get their
-//! answer.
+//! answer. With an idle timeout set, a stream that moves no byte either way
+//! for that long is closed (`CloseReason::Timeout`); the relay reads the
+//! clock at most once per wake-up that moved bytes for it.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -32,7 +34,7 @@ pub const INLINE_CHUNK: usize = 2 * 1024;
 /// Idle time after which a direction gives its big buffer back.
 pub const SHRINK_AFTER: Duration = Duration::from_secs(1);
 
-/// Buffer sizes of the relay.
+/// Buffer sizes and the idle timeout of the relay.
 #[derive(Debug, Clone, Copy)]
 pub struct RelayConfig {
     /// Bytes a direction reads at once until a read fills them (at most
@@ -40,6 +42,8 @@ pub struct RelayConfig {
     pub initial_chunk: usize,
     /// Largest chunk read (and offered to hooks) at once.
     pub max_chunk: usize,
+    /// Closes a stream that moved no byte either way for this long (none: never).
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for RelayConfig {
@@ -47,6 +51,7 @@ impl Default for RelayConfig {
         RelayConfig {
             initial_chunk: INLINE_CHUNK,
             max_chunk: 64 * 1024,
+            idle_timeout: None,
         }
     }
 }
@@ -82,6 +87,38 @@ impl Ended {
 enum End {
     Hook(Reason),
     Io(RelayError),
+    Idle(Duration),
+}
+
+/// The idle timeout's state: when bytes last moved, and the timer that
+/// checks it (re-armed only when it fires, not per chunk).
+struct Idle {
+    after: Duration,
+    last_active: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Idle {
+    fn new(after: Duration) -> Idle {
+        let now = Instant::now();
+        Idle {
+            after,
+            last_active: now,
+            timer: Box::pin(tokio::time::sleep_until(now + after)),
+        }
+    }
+
+    /// Whether the stream has been idle for `after` (else the timer is re-armed).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let deadline = self.last_active + self.after;
+            if deadline <= Instant::now() {
+                return true;
+            }
+            self.timer.as_mut().reset(deadline);
+        }
+        false
+    }
 }
 
 fn sides(dir: Direction) -> (&'static str, &'static str) {
@@ -107,6 +144,8 @@ struct Pump {
     end: usize,
     /// The last read found nothing and nothing waits to be written.
     idle: bool,
+    /// A read since the relay last looked returned bytes.
+    moved: bool,
     read_done: bool,
     need_flush: bool,
     finished: bool,
@@ -127,6 +166,7 @@ impl Pump {
             start: 0,
             end: 0,
             idle: false,
+            moved: false,
             read_done: false,
             need_flush: false,
             finished: false,
@@ -257,6 +297,7 @@ impl Pump {
             self.start = 0;
             self.end = n;
             self.idle = false;
+            self.moved = true;
             if stream.wants_data() {
                 match stream.on_data_at(self.dir, self.chunk(), time) {
                     Verdict::Continue => {}
@@ -291,6 +332,7 @@ where
     // a direction goes bulk, reused after.
     let mut shrink: Option<Pin<Box<Sleep>>> = None;
     let mut shrink_armed = false;
+    let mut idle = cfg.idle_timeout.map(Idle::new);
     let result = poll_fn(|cx| {
         // One stamp per wake-up, read only if a hook asks.
         let time = ChunkTime::new();
@@ -321,6 +363,14 @@ where
         if ingress.finished && egress.finished {
             return Poll::Ready(Ok(()));
         }
+        if let Some(idle) = &mut idle {
+            if std::mem::take(&mut ingress.moved) | std::mem::take(&mut egress.moved) {
+                idle.last_active = Instant::now();
+            }
+            if idle.expired(cx) {
+                return Poll::Ready(Err(End::Idle(idle.after)));
+            }
+        }
         if ingress.holds_big() || egress.holds_big() {
             let deadline = Instant::now() + SHRINK_AFTER;
             let timer = shrink.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -344,6 +394,10 @@ where
     match result {
         Ok(()) => CloseReason::Finished,
         Err(End::Hook(reason)) => CloseReason::Hook(reason),
+        Err(End::Idle(after)) => CloseReason::Timeout(format!(
+            "idle: no bytes either way for {}s",
+            after.as_secs_f64()
+        )),
         Err(End::Io(err)) => {
             if let Some(Ended(reason)) = err.source.get_ref().and_then(|e| e.downcast_ref()) {
                 return reason.clone();

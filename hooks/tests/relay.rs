@@ -440,6 +440,7 @@ async fn throttle_delays_forwarding_and_meters_behind_it_see_every_byte() {
         let (mut visitor, mut service, mut near) = pipes_with(RelayConfig {
             initial_chunk: 1000,
             max_chunk: 1000,
+            ..RelayConfig::default()
         });
         let payload = pseudo_random(3_000, 11);
         send_all(&mut visitor, &payload).await;
@@ -485,6 +486,7 @@ async fn chunks_never_exceed_max_chunk_and_sum_to_the_bytes_sent() {
             let (mut visitor, mut service, mut near) = pipes_with(RelayConfig {
                 initial_chunk,
                 max_chunk,
+                ..RelayConfig::default()
             });
             let payload = pseudo_random(20_000, 5);
             let answer = pseudo_random(30_001, 6);
@@ -671,4 +673,52 @@ async fn an_unbounded_throttle_holds_the_chunk_without_panicking() {
         assert!(received.is_empty(), "a throttled byte was forwarded early");
     })
     .await;
+}
+
+/// On a paused clock: a stream that moves a byte every 6 s lives past its
+/// 10 s idle timeout many times over; once it falls silent it is closed
+/// exactly 10 s after its last byte, with a reason that says so.
+#[tokio::test(start_paused = true)]
+async fn a_stream_idle_past_its_timeout_is_closed_and_a_busy_one_is_not() {
+    const AFTER: Duration = Duration::from_secs(10);
+    let chain = HookChain::default();
+    let (mut visitor, mut service, mut near) = pipes_with(RelayConfig {
+        idle_timeout: Some(AFTER),
+        ..RelayConfig::default()
+    });
+    let start = tokio::time::Instant::now();
+    let ((reason, ended_at), last_byte_at) = tokio::join!(
+        async {
+            let reason = near.relay(&chain).await;
+            (reason, tokio::time::Instant::now())
+        },
+        async {
+            let mut b = [0u8; 1];
+            let mut last = start;
+            for i in 0..5u8 {
+                // Each way in turn.
+                let (from, to) = if i % 2 == 0 {
+                    (&mut visitor, &mut service)
+                } else {
+                    (&mut service, &mut visitor)
+                };
+                from.write_all(&[i]).await.unwrap();
+                to.read_exact(&mut b).await.unwrap();
+                assert_eq!(b[0], i);
+                last = tokio::time::Instant::now();
+                tokio::time::sleep(Duration::from_secs(6)).await;
+            }
+            last
+        },
+    );
+    assert_eq!(
+        reason,
+        CloseReason::Timeout("idle: no bytes either way for 10s".into())
+    );
+    assert_eq!(last_byte_at - start, Duration::from_secs(24));
+    let silent = ended_at - last_byte_at;
+    assert!(
+        silent >= AFTER && silent < AFTER + Duration::from_millis(10),
+        "closed after {silent:?} of silence"
+    );
 }

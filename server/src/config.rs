@@ -45,9 +45,16 @@ pub struct ServerConfig {
     /// How long a vanished client's public ports stay reserved for its
     /// reconnect (zero: freed at once).
     pub port_lease: Duration,
-    /// Relay buffer sizes.
+    /// Relay buffer sizes, and the idle timeout of visitor and `-L`
+    /// streams (default [`VISITOR_IDLE_TIMEOUT`]; `[limits]
+    /// visitor_idle_timeout_secs` in the config file).
     pub relay: RelayConfig,
 }
+
+/// A visitor stream that moves no byte either way for this long is closed,
+/// so idle visitors cannot hold their slots for ever. An hour keeps quiet
+/// interactive sessions (ssh, databases) that send no keepalives.
+pub const VISITOR_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl ServerConfig {
     /// Defaults: public tunnels on all interfaces, any unprivileged port, 10 s handshake.
@@ -66,7 +73,10 @@ impl ServerConfig {
             port_lease: Duration::from_secs(30),
             limits: Limits::default(),
             mux: MuxConfig::default(),
-            relay: RelayConfig::default(),
+            relay: RelayConfig {
+                idle_timeout: Some(VISITOR_IDLE_TIMEOUT),
+                ..RelayConfig::default()
+            },
         }
     }
 }

@@ -83,6 +83,11 @@ pub struct LimitsSpec {
     pub max_streams: Option<usize>,
     /// Visitors of one tunnel waiting for the client to reach the target.
     pub max_pending_visitors: Option<usize>,
+    /// Visitors connected at once from one source address or IPv6 /64 (0 = unlimited).
+    pub max_visitors_per_ip: Option<usize>,
+    /// Seconds without a byte either way after which a visitor or `-L`
+    /// stream is closed (0 = never).
+    pub visitor_idle_timeout_secs: Option<u64>,
     /// Bytes of tunnel data the server may buffer, e.g. `"4GiB"`.
     #[serde(default, deserialize_with = "config_file::parsed_opt")]
     pub max_buffered_bytes: Option<ByteSize>,
@@ -110,6 +115,10 @@ impl LimitsSpec {
         set(&mut l.max_streams_per_client, self.max_streams_per_client);
         set(&mut l.max_streams, self.max_streams);
         set(&mut l.max_pending_visitors, self.max_pending_visitors);
+        set(&mut l.max_visitors_per_ip, self.max_visitors_per_ip);
+        if let Some(secs) = self.visitor_idle_timeout_secs {
+            config.relay.idle_timeout = (secs > 0).then(|| std::time::Duration::from_secs(secs));
+        }
         set(
             &mut l.max_buffered_bytes,
             self.max_buffered_bytes.map(|b| b.0),

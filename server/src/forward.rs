@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ipnet::IpNet;
 use reitunnel_hooks::ports::PortRanges;
@@ -198,7 +198,11 @@ pub(crate) async fn serve(
         return;
     }
     let _live = shared.streams.token();
-    let route = forwards.lock().expect("forwards").get(&tunnel_id).cloned();
+    let route = forwards
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&tunnel_id)
+        .cloned();
     let Some(route) = route else {
         let message = format!("tunnel {tunnel_id} is not a forward tunnel of this client");
         let _ = write_frame(&mut up, &Frame::StreamRefused { message }).await;

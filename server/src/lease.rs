@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use reitunnel_hooks::{ClientInfo, CloseReason, Open, Reason, RefuseCode, TunnelInfo};
@@ -39,14 +39,18 @@ impl ClientHold {
 
     /// Why the session ended: the reason of the close event, whenever it fires.
     pub(crate) fn ended(&self, reason: CloseReason) {
-        *self.reason.lock().expect("client hold") = Some(reason);
+        *self.reason.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
     }
 }
 
 impl Drop for ClientHold {
     fn drop(&mut self) {
         if let Some(open) = self.open.take() {
-            let reason = self.reason.lock().expect("client hold").take();
+            let reason = self
+                .reason
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
             open.close(reason.unwrap_or(CloseReason::Aborted));
         }
     }
@@ -124,7 +128,7 @@ impl Leases {
             return;
         }
         let generation = {
-            let mut held = self.held.lock().expect("leases");
+            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
             held.0 += 1;
             let generation = held.0;
             let lease = Lease {
@@ -141,7 +145,7 @@ impl Leases {
         tokio::spawn(async move {
             tokio::time::sleep(leases.period).await;
             let expired = {
-                let mut held = leases.held.lock().expect("leases");
+                let mut held = leases.held.lock().unwrap_or_else(PoisonError::into_inner);
                 let current = held
                     .1
                     .get(&addr)
@@ -165,7 +169,7 @@ impl Leases {
         addr: SocketAddr,
     ) -> Result<Option<TcpListener>, Reason> {
         let lease = {
-            let mut held = self.held.lock().expect("leases");
+            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
             match held.1.get(&addr) {
                 None => return Ok(None),
                 Some(lease) if *lease.client == *client => held.1.remove(&addr),
@@ -189,7 +193,7 @@ impl Leases {
 
     /// Ends every lease (at shutdown): ports freed, tunnels and clients closed.
     pub(crate) fn end_all(&self) {
-        let all = std::mem::take(&mut self.held.lock().expect("leases").1);
+        let all = std::mem::take(&mut self.held.lock().unwrap_or_else(PoisonError::into_inner).1);
         drop(all);
     }
 }

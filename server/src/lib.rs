@@ -47,7 +47,7 @@ mod tunnel;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use reitunnel_hooks::builtin::{Secret, TokenAuth};
@@ -63,7 +63,7 @@ use tokio_util::task::TaskTracker;
 use lease::Leases;
 use limits::{Budget, FailedLogins, Gauge, PerIp};
 
-pub use config::ServerConfig;
+pub use config::{ServerConfig, VISITOR_IDLE_TIMEOUT};
 pub use error::{ServerError, SessionError, StreamError};
 pub use forward::{ForwardRule, ForwardRuleError};
 pub use limits::{LimitHit, Limits};
@@ -198,6 +198,7 @@ struct Shared {
 struct Admission {
     handshakes: Gauge,
     handshakes_per_ip: PerIp,
+    visitors_per_ip: PerIp,
     clients: Gauge,
     streams: Gauge,
     failed_logins: FailedLogins,
@@ -215,6 +216,7 @@ impl Admission {
             budget: Budget::new(limits.max_buffered_bytes, per_stream),
             handshakes: Gauge::new("max_handshakes", limits.max_handshakes),
             handshakes_per_ip: PerIp::new("max_handshakes_per_ip", limits.max_handshakes_per_ip),
+            visitors_per_ip: PerIp::new("max_visitors_per_ip", limits.max_visitors_per_ip),
             clients: Gauge::new("max_clients", limits.max_clients),
             streams: Gauge::new("max_streams", limits.max_streams),
             failed_logins: FailedLogins::new(limits.failed_logins_per_minute),
@@ -225,7 +227,10 @@ impl Admission {
 impl Shared {
     /// The settings for a new login.
     fn live(&self) -> Arc<Live> {
-        self.live.read().expect("live settings").clone()
+        self.live
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Logs an error from before a login (or of the server itself) and
@@ -237,7 +242,11 @@ impl Shared {
     /// `on_server_stop` on the current hooks, then on every retired one.
     fn stop_hooks(&self) {
         let current = self.live().chain.clone();
-        let retired = self.retired.lock().expect("retired hooks").clone();
+        let retired = self
+            .retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         for chain in [current, retired] {
             if let Err(e) = chain.server_stop(&self.info) {
                 tracing::warn!(error = %e, "on_server_stop");
@@ -279,15 +288,22 @@ impl Reloader {
     /// so it is not started again.
     pub fn reload(&self, update: Reload) -> Result<(), ServerError> {
         let shared = &self.0;
-        let started = shared.started.lock().expect("reload lock");
+        let started = shared
+            .started
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let current = shared.live();
         let next = update.into_live(Some(&current));
         if !*started {
             // Before the start: the start will start whatever is in force.
-            *shared.live.write().expect("live settings") = Arc::new(next);
+            *shared.live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
             return Ok(());
         }
-        let retired = shared.retired.lock().expect("retired hooks").clone();
+        let retired = shared
+            .retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let added = next.chain.without(&current.chain).without(&retired);
         if let Err(e) = added.server_start_or_undo(&shared.info) {
             let e = ServerError::HookReload(e);
@@ -296,9 +312,11 @@ impl Reloader {
         }
         let removed = current.chain.without(&next.chain);
         tracing::info!(hooks = ?next.chain.names(), added = ?added.names(), removed = ?removed.names(), "settings reloaded");
-        *shared.retired.lock().expect("retired hooks") =
-            retired.without(&next.chain).with(&removed);
-        *shared.live.write().expect("live settings") = Arc::new(next);
+        *shared
+            .retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = retired.without(&next.chain).with(&removed);
+        *shared.live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
         Ok(())
     }
 
@@ -399,7 +417,10 @@ impl Server {
         let Server { listener, shared } = self;
         let info = &shared.info;
         {
-            let mut started = shared.started.lock().expect("reload lock");
+            let mut started = shared
+                .started
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             shared.live().chain.server_start(info)?;
             *started = true;
         }

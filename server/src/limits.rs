@@ -6,11 +6,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
+use reitunnel_hooks::keyed::{ip_key, KeyedLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The server's limits. Field names are the config file's keys and appear in
@@ -35,6 +34,10 @@ pub struct Limits {
     pub max_streams: usize,
     /// Visitors of one tunnel waiting for the client to reach its target.
     pub max_pending_visitors: usize,
+    /// Visitors connected at once from one source address (an IPv6 source
+    /// counts by its /64), over all tunnels; 0 = no limit. Keeps one
+    /// address from holding every stream slot.
+    pub max_visitors_per_ip: usize,
     /// Bytes of tunnel data the server may hold in memory, over all
     /// sessions: what peers may send ahead of slow readers (each stream's
     /// initial yamux window and relay buffers, each session's window growth).
@@ -61,6 +64,7 @@ impl Default for Limits {
             max_streams_per_client: 16_384,
             max_streams: 50_000,
             max_pending_visitors: 4096,
+            max_visitors_per_ip: 1024,
             max_buffered_bytes: half_of_memory(),
             failed_logins_per_minute: 10,
             heartbeat_interval: Duration::from_secs(10),
@@ -94,9 +98,17 @@ fn half_of_memory() -> u64 {
 /// A counted slot; dropping it frees the slot.
 #[derive(Debug)]
 pub(crate) enum Slot {
-    Permit { _permit: OwnedSemaphorePermit },
-    PerIp { _slot: PerIpSlot },
-    Bytes { _permits: Vec<OwnedSemaphorePermit> },
+    /// A limit that is off.
+    Unlimited,
+    Permit {
+        _permit: OwnedSemaphorePermit,
+    },
+    PerIp {
+        _slot: PerIpSlot,
+    },
+    Bytes {
+        _permits: Vec<OwnedSemaphorePermit>,
+    },
 }
 
 /// `max_buffered_bytes`: reservations of memory that peers may make the
@@ -220,7 +232,7 @@ pub(crate) struct PerIpSlot {
 
 impl Drop for PerIpSlot {
     fn drop(&mut self) {
-        let mut counts = self.counts.lock().expect("per-ip counts");
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(n) = counts.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -239,8 +251,13 @@ impl PerIp {
         }
     }
 
+    /// A slot for `ip` (counted per [`ip_key`]); always one when the limit is 0.
     pub(crate) fn take(&self, ip: IpAddr) -> Result<Slot, LimitHit> {
-        let mut counts = self.counts.lock().expect("per-ip counts");
+        if self.max == 0 {
+            return Ok(Slot::Unlimited);
+        }
+        let ip = ip_key(ip);
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let n = counts.entry(ip).or_insert(0);
         if *n >= self.max {
             return Err(LimitHit {
@@ -257,46 +274,69 @@ impl PerIp {
     }
 }
 
-/// Source IPs that failed to log in too often: refused until their time is up.
+/// Source IPs that failed to log in too often: refused until their time is
+/// up. Counted per [`ip_key`] (an IPv6 source by its /64). Both maps forget
+/// idle entries as they grow, so failures from ever new addresses cost
+/// memory only for those failing now.
 pub(crate) struct FailedLogins {
     per_minute: u32,
-    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    blocked: Mutex<HashMap<IpAddr, Instant>>,
+    limiter: Option<KeyedLimiter<IpAddr>>,
+    blocked: Mutex<Blocked>,
 }
 
-/// Beyond this many blocked addresses, expired entries are swept on insert.
-const SWEEP_AT: usize = 4096;
+/// Addresses refused until a time, swept of expired ones each time the map
+/// has doubled since the last sweep.
+#[derive(Default)]
+struct Blocked {
+    until: HashMap<IpAddr, Instant>,
+    sweep_at: usize,
+}
+
+/// The fewest blocked addresses at which a sweep is worth its pass.
+const FIRST_SWEEP: usize = 1024;
 
 impl FailedLogins {
     pub(crate) fn new(per_minute: u32) -> FailedLogins {
         FailedLogins {
             per_minute,
-            limiter: NonZeroU32::new(per_minute)
-                .map(|n| DefaultKeyedRateLimiter::keyed(Quota::per_minute(n))),
+            limiter: NonZeroU32::new(per_minute).map(KeyedLimiter::per_minute),
             blocked: Mutex::default(),
         }
     }
 
     /// How long `ip` is still refused, if it is.
     pub(crate) fn blocked_for(&self, ip: IpAddr) -> Option<Duration> {
-        let blocked = self.blocked.lock().expect("failed logins");
-        let until = *blocked.get(&ip)?;
+        let blocked = self.blocked.lock().unwrap_or_else(PoisonError::into_inner);
+        let until = *blocked.until.get(&ip_key(ip))?;
         until.checked_duration_since(Instant::now())
     }
 
     /// Counts a failed login; returns the block if this one crossed the limit.
     pub(crate) fn failed(&self, ip: IpAddr) -> Option<Duration> {
-        let limiter = self.limiter.as_ref()?;
-        let not_until = limiter.check_key(&ip).err()?;
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let key = ip_key(ip);
+        let wait = self.limiter.as_ref()?.check(&key).err()?;
         let now = Instant::now();
-        let mut blocked = self.blocked.lock().expect("failed logins");
-        if blocked.len() >= SWEEP_AT {
-            blocked.retain(|_, until| *until > now);
-            limiter.retain_recent();
+        let mut blocked = self.blocked.lock().unwrap_or_else(PoisonError::into_inner);
+        if blocked.until.len() >= blocked.sweep_at.max(FIRST_SWEEP) {
+            blocked.until.retain(|_, until| *until > now);
+            blocked.sweep_at = blocked.until.len() * 2;
         }
-        blocked.insert(ip, now + wait);
+        blocked.until.insert(key, now + wait);
         Some(wait)
+    }
+
+    /// Addresses held (blocked ones and the limiter's), for tests.
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        let limiter = self.limiter.as_ref().map_or(0, KeyedLimiter::len);
+        (
+            self.blocked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .until
+                .len(),
+            limiter,
+        )
     }
 
     /// The configured rate, for messages.
@@ -310,5 +350,42 @@ impl std::fmt::Debug for FailedLogins {
         f.debug_struct("FailedLogins")
             .field("per_minute", &self.per_minute)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_logins_from_one_ipv6_64_count_together() {
+        let logins = FailedLogins::new(3);
+        let host = |n: u16| IpAddr::from([0x2001, 0xdb8, 0, 7, 0, 0, 0, n]);
+        // Three failures from three addresses of one /64: within the burst.
+        for n in 1..=3 {
+            assert_eq!(logins.failed(host(n)), None);
+        }
+        // A fourth address of the same /64 crosses the limit for all of them.
+        assert!(logins.failed(host(4)).is_some());
+        assert!(logins.blocked_for(host(0xffff)).is_some());
+        assert_eq!(logins.held(), (1, 1), "one key for the whole /64");
+        // A neighbouring /64 is not affected.
+        let neighbour = IpAddr::from([0x2001, 0xdb8, 0, 8, 0, 0, 0, 1]);
+        assert!(logins.blocked_for(neighbour).is_none());
+        assert_eq!(logins.failed(neighbour), None);
+    }
+
+    #[test]
+    fn handshakes_per_ip_count_an_ipv6_64_as_one_source() {
+        let per_ip = PerIp::new("max_handshakes_per_ip", 2);
+        let host = |n: u16| IpAddr::from([0x2001, 0xdb8, 0, 7, 0, 0, 0, n]);
+        let _a = per_ip.take(host(1)).expect("first");
+        let _b = per_ip.take(host(2)).expect("second");
+        let hit = per_ip
+            .take(host(3))
+            .expect_err("a third address of the /64");
+        assert_eq!(hit.name, "max_handshakes_per_ip");
+        drop(_a);
+        let _c = per_ip.take(host(3)).expect("a slot came back");
     }
 }

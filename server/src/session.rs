@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -264,7 +264,12 @@ impl Session {
         // Leaf first: streams and tunnels close before the client does.
         session.closer.close(reason.clone());
         while session.tasks.join_next().await.is_some() {}
-        let forwards: Vec<_> = session.forwards.lock().expect("forwards").drain().collect();
+        let forwards: Vec<_> = session
+            .forwards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .collect();
         drop(forwards); // their streams are done: the forward tunnels close now
         session.mux.close();
         drop(inbound);
@@ -349,7 +354,11 @@ impl Session {
                     if let Some(closer) = self.tunnels.remove(&tunnel_id) {
                         closer.close(CloseReason::Finished);
                     }
-                    let forward = self.forwards.lock().expect("forwards").remove(&tunnel_id);
+                    let forward = self
+                        .forwards
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&tunnel_id);
                     if let Some(route) = forward {
                         route.closer.close(CloseReason::Finished);
                     }
@@ -441,19 +450,9 @@ impl Session {
             code: r.reason.code,
             message: r.reason.message.into_owned(),
         };
-        let slot = match self.tunnel_slots.take() {
+        let slot = match self.take_tunnel_slot(&info(requested)) {
             Ok(slot) => slot,
-            Err(hit) => {
-                let pending = info(requested);
-                let e = SessionError::Limit {
-                    peer: self.client.peer,
-                    hit,
-                };
-                report_to(&self.live.chain, Scope::Tunnel(&pending), &e);
-                let reason =
-                    Reason::new(RefuseCode::LimitReached, format!("too many tunnels: {hit}"));
-                return refused(self.live.chain.refuse(Scope::Tunnel(&pending), reason));
-            }
+            Err(r) => return refused(r),
         };
         let listener = match self.bind_public(requested) {
             Ok(listener) => listener,
@@ -543,7 +542,7 @@ impl Session {
         let route = ForwardRoute::new(open, self.closer.child(), slot);
         self.forwards
             .lock()
-            .expect("forwards")
+            .unwrap_or_else(PoisonError::into_inner)
             .insert(id, Arc::new(route));
         Frame::TunnelOpened {
             request_id,

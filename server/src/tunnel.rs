@@ -94,12 +94,17 @@ impl Tunnel {
         let shared = &self.shared;
         let _live = shared.streams.token();
         let info = Arc::new(StreamInfo::new(shared.ids.stream(), tunnel, peer));
-        let slots = shared.admission.streams.take().and_then(|total| {
-            let client = self.stream_slots.take()?;
-            let pending = self.pending.take()?;
-            Ok((total, client, pending, shared.admission.budget.stream()?))
-        });
-        let (total, client, pending, buffers) = match slots {
+        let admission = &shared.admission;
+        let slots = admission
+            .visitors_per_ip
+            .take(peer.ip())
+            .and_then(|per_ip| {
+                let total = admission.streams.take()?;
+                let client = self.stream_slots.take()?;
+                let pending = self.pending.take()?;
+                Ok((per_ip, total, client, pending, admission.budget.stream()?))
+            });
+        let (per_ip, total, client, pending, buffers) = match slots {
             Ok(slots) => slots,
             Err(hit) => {
                 // Dropping the socket tells the visitor; hooks and logs hear which limit.
@@ -124,7 +129,7 @@ impl Tunnel {
             .await
             .unwrap_or_else(|cut| cut);
         // Slots first: whoever sees the close event may open the next stream.
-        drop((total, client, buffers));
+        drop((per_ip, total, client, buffers));
         open.close(reason);
     }
 }

@@ -95,6 +95,16 @@ async fn sigterm_lets_a_transfer_finish_then_closes_leaf_first_and_exits_0() {
     // New logins are refused at once: the control port is closed.
     let late = ClientConfig::new(addr.to_string(), "late", Secret::new(TOKEN));
     assert!(Client::connect(late, HookChain::default()).await.is_err());
+    // A session already in asks for one more tunnel: refused, with the reason.
+    let spec: RemoteSpec = format!("0:{}", echo_service().await).parse().unwrap();
+    let refusal = client
+        .open_reverse(spec)
+        .await
+        .expect_err("no new tunnel during a drain");
+    assert!(
+        refusal.to_string().contains("the server is shutting down"),
+        "{refusal}"
+    );
 
     // The rest of the 100 MiB still flows, both ways, byte for byte.
     let rest = payload[MIB..].to_vec();

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::event::{
@@ -204,13 +204,19 @@ impl BandwidthMeter {
 
     /// Reports what every live stream moved since the last report.
     pub fn report_now(&self) {
-        let live: Vec<_> = self.live.lock().expect("meter").values().cloned().collect();
+        let live: Vec<_> = self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
         self.publish(&live);
     }
 
     /// Bytes (in, out) of live streams not yet reported: the meter's view between reports.
     pub fn unreported(&self) -> (u64, u64) {
-        let live = self.live.lock().expect("meter");
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         live.values().fold((0, 0), |(i, o), c| {
             let un = |k: usize| c.pending[k].load(Ordering::Relaxed);
             (i + un(0), o + un(1))
@@ -249,7 +255,7 @@ impl Hook for BandwidthMeter {
         });
         self.live
             .lock()
-            .expect("meter")
+            .unwrap_or_else(PoisonError::into_inner)
             .insert(s.id, counts.clone());
         Some(Box::new(counts))
     }
@@ -267,7 +273,11 @@ impl Hook for BandwidthMeter {
     }
 
     fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
-        let removed = self.live.lock().expect("meter").remove(&end.stream.id);
+        let removed = self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&end.stream.id);
         if let Some(c) = removed {
             self.publish(&[c]);
         }

@@ -14,7 +14,7 @@
 //! resolved once per stream (its state), so a chunk costs one atomic add.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram, Counter};
@@ -88,7 +88,7 @@ impl MetricsHook {
 
     /// The label value for `client`: its name while under the cap, else `other`.
     fn client_label(&self, client: &Arc<str>) -> Arc<str> {
-        let mut labelled = self.labelled.lock().expect("metrics labels");
+        let mut labelled = self.labelled.lock().unwrap_or_else(PoisonError::into_inner);
         if labelled.contains(client) || labelled.len() < self.max_client_labels {
             labelled.insert(client.clone());
             client.clone()

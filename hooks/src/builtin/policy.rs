@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ipnet::IpNet;
 
@@ -146,7 +146,11 @@ impl Policy {
     }
 
     fn in_use(&self, id: ClientId) -> Option<Arc<InUse>> {
-        self.in_use.lock().expect("policy").get(&id).cloned()
+        self.in_use
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
     }
 
     fn rules(&self, client: &ClientInfo) -> Option<&ClientRules> {
@@ -187,7 +191,7 @@ impl Hook for Policy {
         }
         self.in_use
             .lock()
-            .expect("policy")
+            .unwrap_or_else(PoisonError::into_inner)
             .insert(client.id, Arc::default());
         Verdict::Continue
     }
@@ -244,7 +248,12 @@ impl Hook for Policy {
             return;
         }
         match r.scope {
-            Scope::Client(c) => drop(self.in_use.lock().expect("policy").remove(&c.id)),
+            Scope::Client(c) => drop(
+                self.in_use
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&c.id),
+            ),
             Scope::Tunnel(t) => self
                 .in_use(t.client.id)
                 .iter()
@@ -277,7 +286,65 @@ impl Hook for Policy {
         _: &CloseReason,
         _: &Totals,
     ) -> Result<(), BoxError> {
-        self.in_use.lock().expect("policy").remove(&c.id);
+        self.in_use
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&c.id);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builtin::Secret;
+    use crate::event::{TunnelId, TunnelKind};
+
+    /// A panic while the policy's lock is held (here: forced on another
+    /// thread) must not turn every later login away.
+    #[test]
+    fn a_panic_under_the_lock_does_not_refuse_later_logins() {
+        let rules = ClientRules {
+            token: Some(Secret::new("t")),
+            ports: None,
+            max_tunnels: Some(1),
+            max_streams: None,
+        };
+        let policy = Arc::new(Policy::new(
+            HashMap::from([("alice".to_owned(), rules)]),
+            VisitorRules::default(),
+        ));
+        let poisoner = policy.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = poisoner.in_use.lock().unwrap();
+            panic!("a hook panicked while holding the policy's lock");
+        })
+        .join();
+        assert!(policy.in_use.is_poisoned());
+
+        let alice = ClientInfo::new(ClientId(1), "alice", "127.0.0.1:1".parse().unwrap());
+        let nonce = [0u8; 32];
+        let proof = reitunnel_proto::auth::proof(b"t", &nonce, "alice");
+        let login = Login {
+            nonce: &nonce,
+            proof: &proof,
+        };
+        assert_eq!(policy.on_client_connect(&alice, &login), Verdict::Continue);
+        // Its per-client state works too: the tunnel limit still counts.
+        let alice = Arc::new(alice);
+        let tunnel = |id| {
+            TunnelInfo::new(
+                TunnelId(id),
+                alice.clone(),
+                TunnelKind::Reverse,
+                "127.0.0.1:9000".parse().unwrap(),
+                "127.0.0.1:3000",
+            )
+        };
+        assert_eq!(policy.on_tunnel_open(&tunnel(1)), Verdict::Continue);
+        assert!(matches!(
+            policy.on_tunnel_open(&tunnel(2)),
+            Verdict::Reject(_)
+        ));
     }
 }

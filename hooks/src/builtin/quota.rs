@@ -16,20 +16,74 @@
 //! stepped back across a boundary does not hand out a second quota.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use portable_atomic::AtomicU128;
 
 use crate::event::{DataEvent, Reason, StreamInfo, Verdict};
 use crate::events::{Event, EventBus};
 use crate::hook::{Hook, StreamState};
 
 /// One client's usage in the current period.
+/// One client's usage: (period, bytes used in it) in one 128-bit atomic,
+/// so moving into a new period and counting a chunk are a single step (two
+/// atomics would lose bytes counted between "new period" and "reset to 0").
 #[derive(Debug, Default)]
 struct Usage {
-    period: AtomicU64,
-    bytes: AtomicU64,
-    reported: AtomicBool,
+    state: AtomicU128,
+    /// The last period a `quota.exceeded` went out for, plus one (0: never).
+    reported: AtomicU64,
+}
+
+fn pack(period: u64, bytes: u64) -> u128 {
+    (u128::from(period) << 64) | u128::from(bytes)
+}
+
+fn unpack(state: u128) -> (u64, u64) {
+    ((state >> 64) as u64, state as u64)
+}
+
+impl Usage {
+    /// (period, bytes) as of `period`: a state from an earlier period counts as empty.
+    fn at(state: u128, period: u64) -> (u64, u64) {
+        match unpack(state) {
+            (p, _) if p < period => (period, 0),
+            seen => seen,
+        }
+    }
+
+    /// Bytes used in `period` (or in a later one, if another caller already moved on).
+    fn used(&self, period: u64) -> u64 {
+        Usage::at(self.state.load(Ordering::Relaxed), period).1
+    }
+
+    /// Counts `n` bytes in `period` if the total stays within `limit`.
+    fn charge(&self, period: u64, n: u64, limit: u64) -> bool {
+        self.state
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |state| {
+                let (p, used) = Usage::at(state, period);
+                let total = used.checked_add(n).filter(|&t| t <= limit)?;
+                Some(pack(p, total))
+            })
+            .is_ok()
+    }
+
+    /// Marks the quota of `period` used up.
+    fn use_up(&self, period: u64, limit: u64) {
+        let _ = self
+            .state
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |state| {
+                let (p, used) = Usage::at(state, period);
+                Some(pack(p, used.max(limit)))
+            });
+    }
+
+    /// True exactly once per period: whether to send its `quota.exceeded`.
+    fn first_report(&self, period: u64) -> bool {
+        self.reported.fetch_max(period + 1, Ordering::Relaxed) <= period
+    }
 }
 
 /// The per-client byte quota. See the module docs.
@@ -155,45 +209,26 @@ impl Quota {
 
     /// Bytes `client` used in the current period.
     pub fn used(&self, client: &str) -> u64 {
-        let usage = self.usage.lock().expect("quota map").get(client).cloned();
-        usage.map_or(0, |u| {
-            self.roll(&u, Instant::now());
-            u.bytes.load(Ordering::Relaxed)
-        })
+        let usage = self
+            .usage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(client)
+            .cloned();
+        usage.map_or(0, |u| u.used(self.current_period(Instant::now())))
     }
 
     fn current_period(&self, now: Instant) -> u64 {
         self.clock.period_at(now, self.period.as_secs())
     }
 
-    /// Resets `u` if a new period began by `now`.
-    fn roll(&self, u: &Usage, now: Instant) {
-        let period = self.current_period(now);
-        let seen = u.period.load(Ordering::Relaxed);
-        if period > seen
-            && u.period
-                .compare_exchange(seen, period, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            u.bytes.store(0, Ordering::Relaxed);
-            u.reported.store(false, Ordering::Relaxed);
-        }
-    }
-
     fn usage(&self, client: &Arc<str>) -> Arc<Usage> {
-        let mut map = self.usage.lock().expect("quota map");
-        map.entry(client.clone())
-            .or_insert_with(|| {
-                Arc::new(Usage {
-                    period: AtomicU64::new(self.current_period(Instant::now())),
-                    ..Usage::default()
-                })
-            })
-            .clone()
+        let mut map = self.usage.lock().unwrap_or_else(PoisonError::into_inner);
+        map.entry(client.clone()).or_default().clone()
     }
 
-    fn exceeded(&self, client: &str, u: &Usage) -> Reason {
-        if !u.reported.swap(true, Ordering::Relaxed) && !self.events.is_empty() {
+    fn exceeded(&self, client: &str, u: &Usage, period: u64) -> Reason {
+        if u.first_report(period) && !self.events.is_empty() {
             self.events.emit(
                 &Event::now("quota.exceeded")
                     .with("client", client)
@@ -217,9 +252,9 @@ impl Hook for Quota {
     fn on_stream_open(&self, stream: &StreamInfo) -> Verdict {
         let client = &stream.tunnel.client.name;
         let u = self.usage(client);
-        self.roll(&u, Instant::now());
-        if u.bytes.load(Ordering::Relaxed) >= self.limit {
-            return Verdict::Reject(self.exceeded(client, &u));
+        let period = self.current_period(Instant::now());
+        if u.used(period) >= self.limit {
+            return Verdict::Reject(self.exceeded(client, &u, period));
         }
         Verdict::Continue
     }
@@ -233,20 +268,14 @@ impl Hook for Quota {
         let Some(u) = ev.state::<Arc<Usage>>() else {
             return Verdict::Continue;
         };
-        self.roll(u, ev.now());
-        let n = ev.bytes();
-        let admitted = u
-            .bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                used.checked_add(n).filter(|&total| total <= self.limit)
-            });
-        if admitted.is_ok() {
+        let period = self.current_period(ev.now());
+        if u.charge(period, ev.bytes(), self.limit) {
             return Verdict::Continue;
         }
         // The chunk does not fit: it is not forwarded, and the quota counts
         // as used up so new streams are refused until the period ends.
-        u.bytes.fetch_max(self.limit, Ordering::Relaxed);
-        Verdict::Close(self.exceeded(&ev.stream.tunnel.client.name, u))
+        u.use_up(period, self.limit);
+        Verdict::Close(self.exceeded(&ev.stream.tunnel.client.name, u, period))
     }
 }
 
@@ -255,6 +284,26 @@ mod tests {
     use super::*;
 
     const DAY: u64 = 86_400;
+
+    #[test]
+    fn usage_moves_to_a_new_period_in_one_step_and_reports_once_per_period() {
+        let u = Usage::default();
+        assert!(u.charge(7, 600, 1000));
+        assert!(!u.charge(7, 600, 1000), "past the limit");
+        assert_eq!(u.used(7), 600);
+        u.use_up(7, 1000);
+        assert_eq!(u.used(7), 1000);
+        assert!(u.first_report(7));
+        assert!(!u.first_report(7), "one quota.exceeded per period");
+        // A caller still on period 7 after another moved to 8 counts into 8.
+        assert!(u.charge(8, 10, 1000));
+        assert_eq!(u.used(7), 10);
+        assert_eq!(u.used(8), 10);
+        assert!(u.first_report(8));
+        // An overflowing charge is refused, not wrapped.
+        assert!(!u.charge(8, u64::MAX, u64::MAX));
+        assert_eq!(u.used(8), 10);
+    }
 
     #[test]
     fn a_wall_clock_stepped_back_does_not_reopen_a_period() {

@@ -14,22 +14,23 @@
 //! wait: nothing is ever refused or deadlocked.
 //!
 //! Connection rates return `Reject` past the limit: a refused visitor or
-//! login costs nothing more.
+//! login costs nothing more. Per-IP rates count an IPv6 source by its /64
+//! ([`crate::keyed::ip_key`]).
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-
-use governor::{DefaultDirectRateLimiter, Quota as GovQuota};
 
 use crate::event::{
     ClientId, ClientInfo, CloseReason, DataEvent, Direction, Login, Reason, Rejection, Scope,
     StreamInfo, Totals, TunnelId, TunnelInfo, Verdict,
 };
 use crate::hook::{BoxError, Hook, StreamState};
+use crate::keyed::{ip_key, KeyedLimiter};
 
 /// A byte rate: sustained bytes per second and the burst allowed above it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +76,6 @@ pub struct RateLimitConfig {
     /// Client logins per source IP.
     pub logins_per_ip: Option<EventRate>,
 }
-
-type Limiter = DefaultDirectRateLimiter;
 
 /// A GCRA token bucket that charges at once and returns the wait: the
 /// "reserve" that governor lacks. Lock-free (one CAS loop on the
@@ -148,46 +147,20 @@ impl Buckets {
     }
 }
 
-/// A limiter per key (client, IP), created on first use. Locked per
-/// connection, never per chunk. The IP maps are cleared when they grow past
-/// `MAX_KEYS`, so a scan from many addresses cannot grow memory without bound
-/// (a cleared key starts with a fresh burst, erring on the side of letting in).
-struct Keyed<K> {
-    rate: Option<EventRate>,
-    map: Mutex<HashMap<K, Limiter>>,
-}
+/// A connection rate per key (client, IP), or none. Checked per
+/// connection, never per chunk; keys gone idle are swept (see
+/// [`KeyedLimiter`]), so a scan from many addresses neither grows memory
+/// without bound nor resets anyone's bucket.
+struct Keyed<K: Hash + Eq + Clone>(Option<KeyedLimiter<K>>);
 
-const MAX_KEYS: usize = 100_000;
-
-impl<K: std::hash::Hash + Eq> Keyed<K> {
+impl<K: Hash + Eq + Clone> Keyed<K> {
     fn new(rate: Option<EventRate>) -> Self {
-        Keyed {
-            rate,
-            map: Mutex::default(),
-        }
+        Keyed(rate.map(|r| KeyedLimiter::per_second(r.per_sec, r.burst)))
     }
 
     /// Whether one more event for `key` conforms (always, when unlimited).
     fn allow(&self, key: K) -> bool {
-        let Some(rate) = self.rate else {
-            return true;
-        };
-        let mut map = self.map.lock().expect("rate map");
-        if map.len() >= MAX_KEYS && !map.contains_key(&key) {
-            map.clear();
-        }
-        map.entry(key)
-            .or_insert_with(|| {
-                Limiter::direct(GovQuota::per_second(rate.per_sec).allow_burst(rate.burst))
-            })
-            .check()
-            .is_ok()
-    }
-
-    fn forget(&self, key: &K) {
-        if self.rate.is_some() {
-            self.map.lock().expect("rate map").remove(key);
-        }
+        self.0.as_ref().is_none_or(|l| l.check(&key).is_ok())
     }
 }
 
@@ -293,7 +266,7 @@ impl Hook for RateLimit {
     }
 
     fn on_client_connect(&self, client: &ClientInfo, _: &Login<'_>) -> Verdict {
-        if !self.logins_per_ip.allow(client.peer.ip()) {
+        if !self.logins_per_ip.allow(ip_key(client.peer.ip())) {
             return Verdict::Reject(Reason::limit_reached(format!(
                 "too many logins from {}; try again later",
                 client.peer.ip()
@@ -302,7 +275,7 @@ impl Hook for RateLimit {
         if let Some(rate) = self.cfg.per_client {
             self.clients
                 .lock()
-                .expect("clients")
+                .unwrap_or_else(PoisonError::into_inner)
                 .insert(client.id, Buckets::new(rate));
         }
         Verdict::Continue
@@ -312,14 +285,14 @@ impl Hook for RateLimit {
         if let Some(rate) = self.cfg.per_tunnel {
             self.tunnels
                 .lock()
-                .expect("tunnels")
+                .unwrap_or_else(PoisonError::into_inner)
                 .insert(tunnel.id, Buckets::new(rate));
         }
         Verdict::Continue
     }
 
     fn on_stream_open(&self, stream: &StreamInfo) -> Verdict {
-        if !self.visitors_per_ip.allow(stream.peer.ip()) {
+        if !self.visitors_per_ip.allow(ip_key(stream.peer.ip())) {
             return Verdict::Reject(Reason::limit_reached(format!(
                 "too many connections from {}",
                 stream.peer.ip()
@@ -341,13 +314,13 @@ impl Hook for RateLimit {
         let client = self
             .clients
             .lock()
-            .expect("clients")
+            .unwrap_or_else(PoisonError::into_inner)
             .get(&stream.tunnel.client.id)
             .cloned();
         let tunnel = self
             .tunnels
             .lock()
-            .expect("tunnels")
+            .unwrap_or_else(PoisonError::into_inner)
             .get(&stream.tunnel.id)
             .cloned();
         Some(Box::new(StreamLimits {
@@ -382,8 +355,18 @@ impl Hook for RateLimit {
             return;
         }
         match r.scope {
-            Scope::Client(c) => drop(self.clients.lock().expect("clients").remove(&c.id)),
-            Scope::Tunnel(t) => drop(self.tunnels.lock().expect("tunnels").remove(&t.id)),
+            Scope::Client(c) => drop(
+                self.clients
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&c.id),
+            ),
+            Scope::Tunnel(t) => drop(
+                self.tunnels
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&t.id),
+            ),
             Scope::Stream(_) | Scope::Server => {}
         }
     }
@@ -394,13 +377,18 @@ impl Hook for RateLimit {
         _: &CloseReason,
         _: &Totals,
     ) -> Result<(), BoxError> {
-        self.clients.lock().expect("clients").remove(&c.id);
-        self.streams_per_client.forget(&c.id);
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&c.id);
         Ok(())
     }
 
     fn on_tunnel_close(&self, t: &TunnelInfo, _: &CloseReason, _: &Totals) -> Result<(), BoxError> {
-        self.tunnels.lock().expect("tunnels").remove(&t.id);
+        self.tunnels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&t.id);
         Ok(())
     }
 }
