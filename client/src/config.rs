@@ -33,7 +33,15 @@ pub struct ClientConfig {
     pub mux: MuxConfig,
     /// Relay buffer sizes.
     pub relay: RelayConfig,
+    /// Local connections through `-L` tunnels at once, over all of them.
+    /// Past it a new one is closed at once and the hooks hear why. Kept well
+    /// below the yamux session's stream limit (65,536), which would end the
+    /// whole session, with every tunnel on it.
+    pub max_forward_streams: usize,
 }
+
+/// Default of [`ClientConfig::max_forward_streams`].
+pub const MAX_FORWARD_STREAMS: usize = 16_384;
 
 impl ClientConfig {
     /// Defaults: plain TCP, 10 s to log in, 10 s to reach a target, 30 s heartbeat timeout.
@@ -50,6 +58,7 @@ impl ClientConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             mux: MuxConfig::default(),
             relay: RelayConfig::default(),
+            max_forward_streams: MAX_FORWARD_STREAMS,
         }
     }
 }

@@ -7,11 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reitunnel_hooks::relay::{relay, Ended};
-use reitunnel_hooks::{CloseReason, HookChain, Open, Scope, StreamId, StreamInfo};
+use reitunnel_hooks::{
+    CloseReason, HookChain, Open, Reason, RefuseCode, Scope, StreamId, StreamInfo,
+};
 use reitunnel_proto::Frame;
 use reitunnel_transport::answer::{AnswerError, Answered};
 use reitunnel_transport::{tune, write_frame, MuxHandle, CLOSE_GRACE};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -32,6 +35,8 @@ pub(crate) struct Forward {
     pub cfg: Arc<ClientConfig>,
     pub streams: TaskTracker,
     pub ids: Arc<AtomicU64>,
+    /// The session's `max_forward_streams` slots.
+    pub slots: Arc<Semaphore>,
 }
 
 impl Forward {
@@ -64,7 +69,17 @@ impl Forward {
         let _ = tune(&local);
         let id = StreamId(FORWARD_ID_BIT | (self.ids.fetch_add(1, Ordering::Relaxed) + 1));
         let info = Arc::new(StreamInfo::new(id, self.route.info.clone(), peer));
-        // Refused by a client hook: the local connection is simply closed.
+        // Over the limit or refused by a client hook: the local connection
+        // is simply closed; the hooks hear why.
+        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
+            let max = self.cfg.max_forward_streams;
+            let reason = Reason::new(
+                RefuseCode::LimitReached,
+                format!("local connection turned away: limit max_forward_streams = {max} reached"),
+            );
+            self.chain.refuse(Scope::Stream(&info), reason);
+            return;
+        };
         let Ok(open) = self.chain.open_stream(info) else {
             return;
         };

@@ -48,7 +48,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 
 pub use backoff::Backoff;
-pub use config::ClientConfig;
+pub use config::{ClientConfig, MAX_FORWARD_STREAMS};
 pub use error::{ClientError, TargetError};
 pub use reitunnel_transport::tls::{ClientTls, Fingerprint};
 pub use spec::{LocalSpec, RemoteSpec, SpecError};

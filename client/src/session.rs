@@ -14,7 +14,7 @@ use reitunnel_proto::{CodecError, Frame, FrameCodec};
 use reitunnel_transport::heartbeat::{Beat, Heartbeat, SendFailure};
 use reitunnel_transport::{Closer, Inbound, MuxDriver, MuxHandle, MuxStream, CLOSE_GRACE};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -79,6 +79,8 @@ struct Session {
     mux: MuxHandle,
     /// Ids for `-L` streams, which the client numbers itself.
     forward_ids: Arc<AtomicU64>,
+    /// `max_forward_streams`, shared by every `-L` tunnel of the session.
+    forward_slots: Arc<Semaphore>,
     /// Cancelled by a graceful shutdown: no new streams, local listeners closed.
     draining: CancellationToken,
     /// When a graceful shutdown stops waiting for open streams.
@@ -97,6 +99,7 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
         mut commands,
         heartbeat,
     } = parts;
+    let forward_slots = Arc::new(Semaphore::new(cfg.max_forward_streams));
     let mut session = Session {
         cfg: Arc::new(cfg),
         chain,
@@ -109,6 +112,7 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
         heartbeat,
         mux: mux.clone(),
         forward_ids: Arc::default(),
+        forward_slots,
         draining: CancellationToken::new(),
         drain_deadline: None,
     };
@@ -283,6 +287,7 @@ impl Session {
                                 cfg: self.cfg.clone(),
                                 streams: self.streams.clone(),
                                 ids: self.forward_ids.clone(),
+                                slots: self.forward_slots.clone(),
                             };
                             self.streams.spawn(forward.accept(listener));
                         }

@@ -159,3 +159,82 @@ async fn the_command_line_client_forwards_with_dash_l() {
     child.kill().await.unwrap();
     server.stop().await;
 }
+
+/// 300 local connections at once against `max_forward_streams = 100`: the
+/// first 100 through get their echo while all are open, the rest are closed
+/// at once and the client's hooks hear the limit's name; the session, and
+/// a reverse tunnel on it, live on; a slot given back lets the next one in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_connections_past_max_forward_streams_are_closed_and_the_session_lives() {
+    const LIMIT: usize = 100;
+    const TRIES: usize = 300;
+    let echo = echo_service().await;
+    let (server, rec) = server_allowing(&[format!("127.0.0.1:{}", echo.port())]).await;
+    let client_rec = Recorder::new();
+    let mut cfg = client_config(server.addr, "many-local");
+    cfg.max_forward_streams = LIMIT;
+    let chain = HookChain::builder().shared(client_rec.clone()).build();
+    let client = reitunnel_client::Client::connect(cfg, chain).await.unwrap();
+    let forward = client.open_forward(local(echo)).await.unwrap();
+    let reverse_tunnel = reverse(&client, echo).await;
+
+    let mut conns = Vec::new();
+    for i in 0..TRIES as u64 {
+        let mut c = TcpStream::connect(forward.public_addr).await.unwrap();
+        c.write_all(&i.to_be_bytes()).await.unwrap();
+        conns.push((i, c));
+    }
+    // Each either gets its own 8 bytes back or is closed without a byte.
+    let mut held = Vec::new();
+    let mut closed = 0;
+    for (i, mut c) in conns {
+        let mut back = [0u8; 8];
+        let got = tokio::time::timeout(PATIENCE, c.read_exact(&mut back))
+            .await
+            .expect("an answer or a close, not a hang");
+        match got {
+            Ok(_) => {
+                assert_eq!(u64::from_be_bytes(back), i);
+                held.push(c);
+            }
+            Err(_) => closed += 1,
+        }
+    }
+    assert_eq!((held.len(), closed), (LIMIT, TRIES - LIMIT));
+    let refusals = client_rec
+        .events()
+        .iter()
+        .filter(|e| {
+            matches!(e, Ev::Rejected { reason, .. }
+            if reason == "local connection turned away: limit max_forward_streams = 100 reached")
+        })
+        .count();
+    assert_eq!(refusals, TRIES - LIMIT);
+    // The session lives: its reverse tunnel still carries bytes.
+    assert_eq!(
+        echo_check(reverse_tunnel.public_addr, 100_000, 7).await,
+        100_000
+    );
+
+    // A closed connection gives its slot back.
+    let closes_before = client_rec
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Ev::StreamClose(..)))
+        .count();
+    drop(held.pop());
+    client_rec
+        .wait_for("a forward stream's close", |ev| {
+            ev.iter()
+                .filter(|e| matches!(e, Ev::StreamClose(..)))
+                .count()
+                > closes_before
+        })
+        .await;
+    assert_eq!(echo_check(forward.public_addr, 10_000, 8).await, 10_000);
+    drop(held);
+    client.shutdown().await.unwrap();
+    server.stop().await;
+    assert_balanced(&rec.events());
+    assert_balanced(&client_rec.events());
+}
