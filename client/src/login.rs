@@ -34,6 +34,10 @@ where
     })?;
     let nonce = match read_frame(tcp, cfg.max_frame_len).await.map_err(hs)? {
         Frame::Challenge { nonce } => nonce,
+        // A server may refuse before the challenge (an address it blocks).
+        Frame::LoginRefused { code, message } => {
+            return Err(ClientError::LoginRefused { code, message })
+        }
         other => return Err(unexpected("Challenge", &other)),
     };
     let proof = proof(cfg.token.expose().as_bytes(), &nonce, &cfg.name);

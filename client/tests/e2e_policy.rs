@@ -81,11 +81,14 @@ token = "bob-secret"
             )
             .await
         ),
-        "server refused login: token refused for client 'alice'"
+        "server refused login: client 'alice' is unknown, or its token or certificate is not \
+         the one configured"
     );
+    // An unknown name is told the same, so names cannot be enumerated.
     assert_eq!(
         refused(Client::connect(config(server.addr, "carol", "x"), HookChain::default()).await),
-        "server refused login: unknown client 'carol'"
+        "server refused login: client 'carol' is unknown, or its token or certificate is not \
+         the one configured"
     );
     let alice = Client::connect(
         config(server.addr, "alice", "alice-secret"),

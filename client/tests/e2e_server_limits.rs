@@ -272,6 +272,113 @@ async fn a_visitor_silent_past_the_idle_timeout_is_closed_as_a_timeout() {
     assert_balanced(&rec.events());
 }
 
+fn errors_with(events: &[Ev], text: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Ev::Error(m) if m.contains(text)))
+        .count()
+}
+
+fn rejections(events: &[Ev]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Ev::Rejected { .. }))
+        .count()
+}
+
+/// 50 connections that send HTTP instead of a login: the hooks hear the
+/// first failure as it happens and the other 49 as one count (here at
+/// shutdown; normally once per `pre_login_summary`), while a real client
+/// logs in as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_before_login_reach_the_hooks_once_then_as_one_count() {
+    const GARBAGE: usize = 50;
+    let (server, rec) = limited(|c| c.pre_login_summary = Duration::from_secs(3600)).await;
+    for _ in 0..GARBAGE {
+        let mut c = TcpStream::connect(server.addr).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: tunnel\r\n\r\n")
+            .await
+            .unwrap();
+        // The server answers with its preamble and hangs up (a reset, as
+        // the rest of the request is left unread).
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(PATIENCE, c.read_to_end(&mut rest))
+            .await
+            .expect("closed, not left open");
+    }
+    let events = rec.events();
+    assert_eq!(
+        errors_with(&events, "server: login from 127.0.0.1"),
+        1,
+        "{events:#?}"
+    );
+    let good = connect(server.addr, "good").await;
+    good.shutdown().await.unwrap();
+    server.stop().await;
+    let events = rec.events();
+    assert_eq!(
+        errors_with(&events, "49 more 'preamble' failures before login"),
+        1,
+        "{events:#?}"
+    );
+    assert_balanced(&events);
+}
+
+/// Past `failed_logins_per_minute` an address is turned away at accept,
+/// before any handshake: its further attempts, right token or not, are told
+/// why and reach the hooks as one error and one count, not as a rejection each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_address_is_dropped_at_accept_without_a_rejection_each() {
+    let (server, rec) = limited(|c| {
+        c.limits.failed_logins_per_minute = 2;
+        c.pre_login_summary = Duration::from_secs(3600);
+    })
+    .await;
+    let guess = || {
+        let mut cfg = client_config(server.addr, "guesser");
+        cfg.token = reitunnel_hooks::builtin::Secret::new("wrong");
+        Client::connect(cfg, HookChain::default())
+    };
+    // Two failures within the burst, the third crosses the limit.
+    for _ in 0..3 {
+        let err = guess().await.err().expect("a wrong token is refused");
+        assert!(err.to_string().contains("token"), "{err}");
+    }
+    let refused = rejections(&rec.events());
+    assert_eq!(refused, 3);
+    // Now even the right token is turned away at once, 20 times, told why.
+    for _ in 0..20 {
+        let right = Client::connect(client_config(server.addr, "guesser"), HookChain::default());
+        let err = right.await.err().expect("a blocked address got in");
+        assert!(
+            err.to_string()
+                .contains("too many failed logins from 127.0.0.1"),
+            "{err}"
+        );
+    }
+    let events = rec.events();
+    assert_eq!(
+        rejections(&events),
+        refused,
+        "no rejection per blocked attempt"
+    );
+    assert_eq!(
+        errors_with(
+            &events,
+            "turned away before its handshake: too many failed logins from it \
+             (limit failed_logins_per_minute = 2)"
+        ),
+        1
+    );
+    server.stop().await;
+    let events = rec.events();
+    assert_eq!(
+        errors_with(&events, "19 more 'blocked' failures before login"),
+        1,
+        "{events:#?}"
+    );
+}
+
 /// A TCP proxy that forwards until frozen, then holds both connections
 /// open without moving a byte: a peer that vanished without a FIN.
 async fn freezable_proxy(upstream: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {

@@ -53,11 +53,18 @@ fn logins_need_the_clients_own_token() {
     let r = open_client_with_token(&chain, alice.clone(), "b-token").unwrap_err();
     assert_eq!(
         (r.reason.code, r.reason.message.as_ref()),
-        (RefuseCode::AuthFailed, "token refused for client 'alice'")
+        (
+            RefuseCode::AuthFailed,
+            "client 'alice' is unknown, or its token or certificate is not the one configured"
+        )
     );
+    // An unknown name hears the same words: names cannot be enumerated.
     let r =
         open_client_with_token(&chain, client_at(2, "mallory", addr(1)), "a-token").unwrap_err();
-    assert_eq!(r.reason.message, "unknown client 'mallory'");
+    assert_eq!(
+        r.reason.message,
+        "client 'mallory' is unknown, or its token or certificate is not the one configured"
+    );
     assert_eq!(r.by, "policy");
     let _alice = open_client_with_token(&chain, alice, "a-token").expect("her own token");
 }

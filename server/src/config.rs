@@ -45,6 +45,10 @@ pub struct ServerConfig {
     /// How long a vanished client's public ports stay reserved for its
     /// reconnect (zero: freed at once).
     pub port_lease: Duration,
+    /// How often failures before login (bad TLS, garbled logins, timeouts)
+    /// are summed up for the hooks: each kind reaches them once as it
+    /// happens, then as one count per interval (every one is logged).
+    pub pre_login_summary: Duration,
     /// Relay buffer sizes, and the idle timeout of visitor and `-L`
     /// streams (default [`VISITOR_IDLE_TIMEOUT`]; `[limits]
     /// visitor_idle_timeout_secs` in the config file).
@@ -71,6 +75,7 @@ impl ServerConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             tls: None,
             port_lease: Duration::from_secs(30),
+            pre_login_summary: Duration::from_secs(60),
             limits: Limits::default(),
             mux: MuxConfig::default(),
             relay: RelayConfig {

@@ -126,6 +126,54 @@ pub enum SessionError {
         /// The decode error.
         source: CodecError,
     },
+    /// A connection from an address blocked for failed logins, turned away
+    /// at once (before any TLS handshake).
+    #[error(
+        "connection from {peer} turned away before its handshake: too many failed logins \
+         from it (limit failed_logins_per_minute = {per_minute}); blocked for {}s more",
+        wait.as_secs() + 1
+    )]
+    Blocked {
+        /// The peer.
+        peer: SocketAddr,
+        /// The configured limit.
+        per_minute: u32,
+        /// How long it stays blocked.
+        wait: Duration,
+    },
+    /// Failures before login of one kind, after the first, since the last
+    /// summary (see the server's `pre_login_summary`).
+    #[error(
+        "{count} more '{kind}' failures before login since the last summary; the last: {last}"
+    )]
+    Repeated {
+        /// Which kind ([`SessionError::kind`]).
+        kind: &'static str,
+        /// How many.
+        count: u64,
+        /// The last one's message.
+        last: String,
+    },
+}
+
+impl SessionError {
+    /// A short stable name of the variant, e.g. `tls`, for counting and summaries.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SessionError::HandshakeTimeout { .. } => "handshake_timeout",
+            SessionError::Tls { .. } => "tls",
+            SessionError::Limit { .. } => "limit",
+            SessionError::HeartbeatTimeout { .. } => "heartbeat_timeout",
+            SessionError::Preamble { .. } => "preamble",
+            SessionError::Login { .. } => "login",
+            SessionError::UnexpectedFrame { .. } => "unexpected_frame",
+            SessionError::NoControlStream { .. } => "no_control_stream",
+            SessionError::MuxEnded { .. } => "mux_ended",
+            SessionError::Control { .. } => "control",
+            SessionError::Blocked { .. } => "blocked",
+            SessionError::Repeated { .. } => "repeated",
+        }
+    }
 }
 
 /// Why a visitor's stream failed.

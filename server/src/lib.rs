@@ -41,6 +41,7 @@ mod handshake;
 pub mod hook_config;
 mod lease;
 mod limits;
+mod prelogin;
 mod session;
 mod tunnel;
 
@@ -62,6 +63,7 @@ use tokio_util::task::TaskTracker;
 
 use lease::Leases;
 use limits::{Budget, FailedLogins, Gauge, PerIp};
+use prelogin::PreLoginErrors;
 
 pub use config::{ServerConfig, VISITOR_IDLE_TIMEOUT};
 pub use error::{ServerError, SessionError, StreamError};
@@ -190,6 +192,8 @@ struct Shared {
     streams: TaskTracker,
     /// Public listeners of clients that vanished, kept for their return.
     leases: Arc<Leases>,
+    /// Failures before login, summed up for the hooks.
+    pre_login: PreLoginErrors,
 }
 
 /// The server-wide counted limits; per-client and per-tunnel ones live with
@@ -381,6 +385,7 @@ impl Server {
                 draining: CancellationToken::new(),
                 streams: TaskTracker::new(),
                 leases: Leases::new(config.port_lease),
+                pre_login: PreLoginErrors::new(config.pre_login_summary),
                 config,
             }),
         })
@@ -426,10 +431,14 @@ impl Server {
         }
         tracing::info!(listen = %info.listen, "server started");
         let sessions = TaskTracker::new();
+        let every = shared.pre_login.interval();
+        let mut summary = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = summary.tick() => shared.pre_login.summarize(&shared.live().chain),
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         sessions.spawn(session::serve(shared.clone(), tcp, peer));
@@ -463,6 +472,7 @@ impl Server {
         sessions.wait().await;
         // Tunnels of vanished clients waiting on a lease close last, before the hooks stop.
         shared.leases.end_all();
+        shared.pre_login.summarize(&shared.live().chain);
         shared.stop_hooks();
         tracing::info!("server stopped");
         Ok(())

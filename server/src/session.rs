@@ -1,7 +1,8 @@
 //! One client connection: login, then the session's control loop.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
@@ -11,13 +12,13 @@ use reitunnel_hooks::{
     ClientInfo, CloseReason, Login, Open, Reason, Refusal, RefuseCode, Scope, TunnelId, TunnelInfo,
     TunnelKind,
 };
-use reitunnel_proto::{CodecError, Frame, FrameCodec};
+use reitunnel_proto::{CodecError, Frame, FrameCodec, Preamble, PREAMBLE_LEN};
 use reitunnel_transport::heartbeat::{Beat, Heartbeat, SendFailure};
 use reitunnel_transport::tls::{explain, identity, Side};
 use reitunnel_transport::{
     listen, spawn_mux, tune, write_frame, Closer, MuxConfig, MuxHandle, MuxStream, CLOSE_GRACE,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::{timeout, timeout_at, Instant};
@@ -37,16 +38,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 /// disconnect. The handshake holds a counted slot (in total and per source
 /// IP) and must finish within `handshake_timeout`.
 pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
-    let _ = tune(&tcp);
     let admission = &shared.admission;
+    let _ = tune(&tcp);
     let slots = admission
         .handshakes
         .take()
         .and_then(|a| Ok((a, admission.handshakes_per_ip.take(peer.ip())?)));
     let slots = match slots {
         Ok(slots) => slots,
-        Err(hit) => return shared.report(Scope::Server, &SessionError::Limit { peer, hit }),
+        Err(hit) => return shared.pre_login_failed(&SessionError::Limit { peer, hit }),
     };
+    // An address blocked for failed logins gets no TLS handshake; its
+    // handshake slots bound how many such connections it may hold.
+    if let Some(wait) = admission.failed_logins.blocked_for(peer.ip()) {
+        return turn_away_blocked(&shared, tcp, peer, wait).await;
+    }
     let deadline = Instant::now() + shared.config.handshake_timeout;
     match shared.tls.clone() {
         None => admit(shared, tcp, peer, None, slots, deadline).await,
@@ -62,11 +68,42 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr)
             }
             Ok(Err(e)) => {
                 let reason = explain(&e, Side::Server).unwrap_or_else(|| e.to_string());
-                shared.report(Scope::Server, &SessionError::Tls { peer, reason });
+                shared.pre_login_failed(&SessionError::Tls { peer, reason });
             }
-            Err(_) => shared.report(Scope::Server, &shared.handshake_timeout(peer)),
+            Err(_) => shared.pre_login_failed(&shared.handshake_timeout(peer)),
         },
     }
+}
+
+/// Turns away a connection from an address blocked for failed logins,
+/// without a hook call of its own (the failures are counted for the hooks).
+/// Plain TCP is told why at little cost: after the client's preamble (read,
+/// so closing sends no reset that could eat the answer), ours, then the
+/// refusal where the challenge would come. TLS would need a handshake.
+async fn turn_away_blocked(shared: &Shared, tcp: TcpStream, peer: SocketAddr, wait: Duration) {
+    let failed_logins = &shared.admission.failed_logins;
+    shared.pre_login_failed(&SessionError::Blocked {
+        peer,
+        per_minute: failed_logins.per_minute(),
+        wait,
+    });
+    if shared.tls.is_some() {
+        return;
+    }
+    let refusal = Frame::LoginRefused {
+        code: RefuseCode::LimitReached,
+        message: shared.blocked_message(peer.ip(), wait),
+    };
+    let mut tcp = tcp;
+    let _ = timeout(shared.config.handshake_timeout, async {
+        tcp.read_exact(&mut [0u8; PREAMBLE_LEN]).await?;
+        tcp.write_all(&Preamble::CURRENT.encode()).await?;
+        write_frame(&mut tcp, &refusal)
+            .await
+            .map_err(io::Error::other)?;
+        tcp.shutdown().await
+    })
+    .await;
 }
 
 /// Reads the login, runs the admission checks and the hooks' gate, answers,
@@ -82,18 +119,25 @@ async fn admit<S: Io>(
     let cfg = &shared.config;
     let login = match timeout_at(deadline, read_login(&mut io, peer, cfg.max_frame_len)).await {
         Ok(Ok(login)) => login,
-        Ok(Err(e)) => return shared.report(Scope::Server, &e),
-        Err(_) => return shared.report(Scope::Server, &shared.handshake_timeout(peer)),
+        Ok(Err(e)) => return shared.pre_login_failed(&e),
+        Err(_) => return shared.pre_login_failed(&shared.handshake_timeout(peer)),
     };
-    let mut client = ClientInfo::new(shared.ids.client(), login.name.as_str(), peer);
+    // A name that fails the check reaches logs and hooks only escaped
+    // (quoted, control characters spelled out), so it cannot forge log lines.
+    let named = check_name(&login.name).map_err(|why| Reason::new(RefuseCode::BadRequest, why));
+    let shown = match named {
+        Ok(()) => login.name.clone(),
+        Err(_) => format!("{:?}", login.name),
+    };
+    let mut client = ClientInfo::new(shared.ids.client(), shown.as_str(), peer);
     if identity.is_some() {
         client = client.certified();
     }
     let client = Arc::new(client);
     // This login's settings, for the whole session (see the crate docs on reload).
     let live = shared.live();
-    let admitted = shared
-        .check_login(&client, identity.as_deref())
+    let admitted = named
+        .and_then(|()| shared.check_login(&client, identity.as_deref()))
         .map_err(|reason| live.chain.refuse(Scope::Client(&client), reason))
         .and_then(|slot| {
             let login = Login {
@@ -136,6 +180,20 @@ async fn admit<S: Io>(
 }
 
 impl Shared {
+    /// A failure before login: logged, and summed up for the hooks.
+    fn pre_login_failed(&self, e: &SessionError) {
+        self.pre_login.report(&self.live().chain, Scope::Server, e);
+    }
+
+    /// What an address blocked for failed logins is told.
+    fn blocked_message(&self, ip: IpAddr, wait: Duration) -> String {
+        format!(
+            "too many failed logins from {ip} (limit failed_logins_per_minute = {}); retry in {}s",
+            self.admission.failed_logins.per_minute(),
+            wait.as_secs() + 1
+        )
+    }
+
     fn handshake_timeout(&self, peer: SocketAddr) -> SessionError {
         SessionError::HandshakeTimeout {
             peer,
@@ -143,23 +201,15 @@ impl Shared {
         }
     }
 
-    /// The server's own login checks, before any hook: failed-login block,
-    /// name syntax, certificate identity, client count. Returns the
+    /// The server's own login checks after the name's syntax, before any
+    /// hook: failed-login block, certificate identity, client count. Returns the
     /// client's counted slot.
     fn check_login(&self, client: &ClientInfo, identity: Option<&str>) -> Result<Slot, Reason> {
         let admission = &self.admission;
         if let Some(wait) = admission.failed_logins.blocked_for(client.peer.ip()) {
-            return Err(Reason::new(
-                RefuseCode::LimitReached,
-                format!(
-                    "too many failed logins from {} (limit failed_logins_per_minute = {}); retry in {}s",
-                    client.peer.ip(),
-                    admission.failed_logins.per_minute(),
-                    wait.as_secs() + 1
-                ),
-            ));
+            let message = self.blocked_message(client.peer.ip(), wait);
+            return Err(Reason::new(RefuseCode::LimitReached, message));
         }
-        check_name(&client.name).map_err(|why| Reason::new(RefuseCode::BadRequest, why))?;
         if let Some(identity) = identity {
             if *client.name != *identity {
                 return Err(Reason::auth_failed(format!(
@@ -173,7 +223,8 @@ impl Shared {
                 peer: client.peer,
                 hit,
             };
-            self.report(Scope::Client(client), &e);
+            self.pre_login
+                .report(&self.live().chain, Scope::Client(client), &e);
             Reason::new(RefuseCode::Unavailable, format!("server is full: {hit}"))
         })
     }

@@ -216,6 +216,8 @@ where
     assert_eq!(theirs, Preamble::CURRENT.encode(), "the server's preamble");
     let nonce = match read_frame(io, MAX_FRAME).await? {
         Frame::Challenge { nonce } => nonce,
+        // A blocked address is refused before the challenge.
+        refused @ Frame::LoginRefused { .. } => return Ok(refused),
         other => panic!("expected a Challenge, got {other:?}"),
     };
     let login = Frame::Login {
@@ -1131,4 +1133,40 @@ async fn a_login_brute_force_locks_out_its_address_only() {
         refusals[0].0, refusals[0].1, refusals[29].0, refusals[29].1
     );
     t.still_serves("login-brute-force", &what).await;
+}
+
+// ---------------------------------------------------------------------------
+// 9: a client name that tries to forge log lines.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_name_cannot_forge_log_lines() {
+    let mut t = Target::new("handshake_timeout_ms = 30000").await;
+    let forged =
+        "2026-01-01T00:00:00.000000Z  INFO reitunnel_server: client logged in client=admin";
+    let name = format!("evil\n{forged}");
+    let mut tcp = TcpStream::connect(t.addr).await.unwrap();
+    let answer = timeout(PATIENCE, login(&mut tcp, &name, TOKEN))
+        .await
+        .expect("the login hung")
+        .unwrap();
+    let Frame::LoginRefused { code, message } = answer else {
+        panic!("a name with a newline logged in: {answer:?}");
+    };
+    assert_eq!(code, RefuseCode::BadRequest);
+    assert!(message.contains(r"contains '\n'"), "{message}");
+    // The refusal is logged with the name escaped, on one line.
+    let line = t
+        .logged("the refusal", |l| l.contains("login refused"))
+        .await;
+    assert!(line.contains(r"evil\n2026"), "{line}");
+    assert_eq!(
+        t.log().count(|l| l.starts_with("2026-01-01T00:00:00")),
+        0,
+        "a forged line reached the log"
+    );
+    t.still_serves(
+        "log-injection",
+        "a name with a newline was refused and logged escaped",
+    )
+    .await;
 }

@@ -128,7 +128,16 @@ async fn sighup_swaps_the_token_list_without_dropping_anyone() {
     assert!(line.contains("\"policy\", \"audit\""), "{line}");
 
     let refused = login(addr, "bob", "b-1").await.err().expect("bob refused");
-    assert!(refused.contains("unknown client 'bob'"), "{refused}");
+    assert!(
+        refused.contains("client 'bob' is unknown, or its token"),
+        "{refused}"
+    );
+    // The server's log says which it was.
+    server.log().wait_for("the policy's reason", PATIENCE, |l| {
+        l.contains("login refused")
+            && l.contains("client=bob")
+            && l.contains("why=\"unknown client\"")
+    });
     let carol = login(addr, "carol", "c-1").await.expect("carol logs in");
     // Nobody was dropped: the open stream, and both old tunnels, still carry bytes.
     round_trip(&mut visitor, &pseudo_random(2, 64 << 10)).await;
@@ -156,7 +165,10 @@ async fn sighup_swaps_the_token_list_without_dropping_anyone() {
         .await
         .err()
         .expect("bob still refused");
-    assert!(refused.contains("unknown client 'bob'"), "{refused}");
+    assert!(
+        refused.contains("client 'bob' is unknown, or its token"),
+        "{refused}"
+    );
     round_trip(&mut visitor, &pseudo_random(5, 64 << 10)).await;
     echo_through(bob_public, 64 << 10, 6).await.unwrap();
 

@@ -95,10 +95,14 @@ struct InUse {
 ///     chain.open_client(client, &Login { nonce: &nonce, proof: &proof })
 /// };
 ///
-/// // Unknown clients are refused, whatever their token.
+/// // Unknown clients are refused, whatever their token, in the same words
+/// // as a wrong token (the server's log says which it was).
 /// let refusal = login_as(1, "mallory", b"alice-token").unwrap_err();
 /// assert_eq!(refusal.reason.code, RefuseCode::AuthFailed);
-/// assert_eq!(refusal.reason.message, "unknown client 'mallory'");
+/// assert_eq!(
+///     refusal.reason.message,
+///     "client 'mallory' is unknown, or its token or certificate is not the one configured"
+/// );
 ///
 /// let client = login_as(2, "alice", b"alice-token").unwrap();
 /// # let tunnel_info = |id| Arc::new(TunnelInfo::new(TunnelId(id), client.info().clone(),
@@ -119,6 +123,17 @@ pub struct Policy {
     clients: HashMap<String, ClientRules>,
     visitors: VisitorRules,
     in_use: Mutex<HashMap<ClientId, Arc<InUse>>>,
+}
+
+/// Refuses a login with the same words whatever went wrong, so a peer
+/// cannot find out which client names exist; `why` goes to the server's
+/// log only.
+fn refuse_login(client: &ClientInfo, why: &'static str) -> Verdict {
+    tracing::info!(target: "reitunnel::policy", client = %client.name, peer = %client.peer, why, "login refused");
+    Verdict::Reject(Reason::auth_failed(format!(
+        "client '{}' is unknown, or its token or certificate is not the one configured",
+        client.name
+    )))
 }
 
 /// Takes one unit of `counter` if it stays within `max`.
@@ -169,23 +184,14 @@ impl Hook for Policy {
 
     fn on_client_connect(&self, client: &ClientInfo, login: &Login<'_>) -> Verdict {
         let Some(rules) = self.rules(client) else {
-            return Verdict::Reject(Reason::auth_failed(format!(
-                "unknown client '{}'",
-                client.name
-            )));
+            return refuse_login(client, "unknown client");
         };
         match &rules.token {
             Some(token) if !login.proves(&client.name, token.expose().as_bytes()) => {
-                return Verdict::Reject(Reason::auth_failed(format!(
-                    "token refused for client '{}'",
-                    client.name
-                )));
+                return refuse_login(client, "wrong token");
             }
             None if !client.certified => {
-                return Verdict::Reject(Reason::auth_failed(format!(
-                    "client '{}' must log in with a client certificate",
-                    client.name
-                )));
+                return refuse_login(client, "no client certificate (required for this client)");
             }
             _ => {}
         }
