@@ -217,7 +217,7 @@ pub enum ClientLoginOutcome {
         /// From `LoginOk`.
         heartbeat_ms: u32,
     },
-    /// Challenge, then `LoginRefused`.
+    /// `LoginRefused`, after the challenge or in its place.
     Refused {
         /// From `LoginRefused`.
         code: RefuseCode,
@@ -250,6 +250,10 @@ pub fn expected_client_login(data: &[u8], max: usize) -> ClientLoginOutcome {
     }
     let (nonce, rest) = match one_frame(rest, max) {
         OneFrame::Frame(Frame::Challenge { nonce }, used) => (nonce, &rest[used..]),
+        // A server refuses a blocked address in the challenge's place.
+        OneFrame::Frame(Frame::LoginRefused { code, message }, _) => {
+            return Out::Refused { code, message }
+        }
         OneFrame::Frame(other, _) => {
             return Out::Unexpected {
                 expected: "Challenge",

@@ -426,7 +426,9 @@ impl Server {
                 .started
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            shared.live().chain.server_start(info)?;
+            // All or nothing: hooks that started before a failing one are
+            // stopped again, so none is left running by a server that never ran.
+            shared.live().chain.server_start_or_undo(info)?;
             *started = true;
         }
         tracing::info!(listen = %info.listen, "server started");

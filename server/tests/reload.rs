@@ -423,3 +423,39 @@ async fn every_hook_starts_and_stops_once_however_often_it_is_reloaded_in_and_ou
         "a hook that never started is not stopped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_failing_at_start_up_stops_the_ones_started_before_it() {
+    use reitunnel_server::{Server, ServerConfig};
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::sync::Arc;
+
+    let first = Arc::new(Lifecycle::default());
+    let broken = Arc::new(Lifecycle {
+        fail: true,
+        ..Lifecycle::default()
+    });
+    let chain = HookChain::builder()
+        .shared(first.clone())
+        .shared(broken.clone())
+        .build();
+    let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), Some(Secret::new("t")));
+    let server = Server::bind(config, chain).await.unwrap();
+    let err = server
+        .run(std::future::pending())
+        .await
+        .expect_err("a hook refused to start")
+        .to_string();
+    assert!(err.contains("refusing to start"), "{err}");
+    assert_eq!(first.starts.load(SeqCst), 1);
+    assert_eq!(
+        first.stops.load(SeqCst),
+        1,
+        "the hook that had started is stopped"
+    );
+    assert_eq!(
+        broken.stops.load(SeqCst),
+        0,
+        "the one that failed never started"
+    );
+}
