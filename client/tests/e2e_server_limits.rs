@@ -24,9 +24,7 @@ async fn limited(tweak: impl FnOnce(&mut ServerConfig)) -> (TestServer, Arc<Reco
 }
 
 fn has_error(events: &[Ev], text: &str) -> bool {
-    events
-        .iter()
-        .any(|e| matches!(e, Ev::Error(m) if m.contains(text)))
+    errors_with(events, text) > 0
 }
 
 /// A visitor the server turned away: its connection ends without a byte.

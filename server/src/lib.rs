@@ -265,8 +265,13 @@ fn report_to(
     scope: Scope<'_>,
     err: &(dyn std::error::Error + Send + Sync + 'static),
 ) {
-    tracing::warn!(error = %err, "{scope}");
+    log_error(scope, err);
     chain.error(scope, err);
+}
+
+/// The log line of every error the server reports, delivered to hooks or not.
+fn log_error(scope: Scope<'_>, err: &(dyn std::error::Error + Send + Sync + 'static)) {
+    tracing::warn!(error = %err, "{scope}");
 }
 
 /// Applies new settings to a running server; cheap to clone. Get one from

@@ -16,7 +16,7 @@ use std::time::Duration;
 use reitunnel_hooks::{HookChain, Scope};
 
 use crate::error::SessionError;
-use crate::report_to;
+use crate::{log_error, report_to};
 
 /// Counts of each kind of failure since the last summary.
 #[derive(Debug)]
@@ -68,7 +68,7 @@ impl PreLoginErrors {
             report_to(chain, scope, err);
         } else {
             // Logged like any error; only the hooks are spared.
-            tracing::warn!(error = %err, "{scope}");
+            log_error(scope, err);
         }
     }
 
