@@ -127,7 +127,9 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
         Err(_) => Err(ClientError::ConnectionLost),
     };
     let reason = match &result {
-        Ok(()) => CloseReason::Finished,
+        // Our own shutdown (or the handle dropped): what it cuts closes as
+        // such; streams that ended before it closed as `Finished` already.
+        Ok(()) => CloseReason::Shutdown,
         Err(ClientError::ConnectionLost) => CloseReason::ConnectionLost,
         Err(e @ ClientError::HeartbeatTimeout(_)) => CloseReason::Timeout(e.to_string()),
         Err(e) => CloseReason::Error(e.to_string()),

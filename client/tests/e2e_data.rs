@@ -124,11 +124,12 @@ async fn hooks_see_the_exact_event_sequence_on_both_sides() {
     let tunnel = reverse(&client, echo).await;
     assert_eq!(echo_check(tunnel.public_addr, 5000, 3).await, 5000);
     // The visitor has its echo; the stream's close races the shutdown, so wait for it.
-    server_rec
-        .wait_for("stream close", |e| {
+    for rec in [&server_rec, &client_rec] {
+        rec.wait_for("stream close", |e| {
             e.iter().any(|e| matches!(e, Ev::StreamClose(..)))
         })
         .await;
+    }
     client.shutdown().await.unwrap();
     server_rec
         .wait_for("disconnect", |e| {
@@ -142,7 +143,11 @@ async fn hooks_see_the_exact_event_sequence_on_both_sides() {
         streams: 1,
         ..Totals::default()
     };
-    for (side, rec) in [("server", &server_rec), ("client", &client_rec)] {
+    // The server saw the client log out; the client's own hooks, its shutdown.
+    for (side, rec, ended) in [
+        ("server", &server_rec, "finished"),
+        ("client", &client_rec, "shutdown"),
+    ] {
         let events = rec.events();
         assert_balanced(&events);
         let lifecycle: Vec<Ev> = events
@@ -162,8 +167,8 @@ async fn hooks_see_the_exact_event_sequence_on_both_sides() {
                 Ev::TunnelOpen(tunnel.id, c),
                 Ev::StreamOpen(s, tunnel.id),
                 Ev::StreamClose(s, "finished".into(), totals),
-                Ev::TunnelClose(tunnel.id, "finished".into(), totals),
-                Ev::Disconnect(c, "finished".into(), totals),
+                Ev::TunnelClose(tunnel.id, ended.into(), totals),
+                Ev::Disconnect(c, ended.into(), totals),
             ],
             "{side} lifecycle"
         );

@@ -461,3 +461,58 @@ async fn an_immediate_goodbye_is_always_read_as_one() {
     assert_balanced(&events);
     server.stop().await;
 }
+
+/// A client shut down while a visitor's stream is open: its own hooks see
+/// the stream, the tunnel and itself close as `shutdown` (not as if they
+/// had finished), the server's see a logout, and both balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_shutdown_closes_what_it_cuts_as_shutdown() {
+    let server_rec = Recorder::new();
+    let server = TestServer::start(
+        HookChain::builder().shared(server_rec.clone()).build(),
+        |_| {},
+    )
+    .await;
+    let (client, client_rec) = recorded_client(server.addr, "leaving").await;
+    let tunnel = reverse(&client, echo_service().await).await;
+    let mut visitor = TcpStream::connect(tunnel.public_addr).await.unwrap();
+    visitor.write_all(b"still here").await.unwrap();
+    let mut echo = [0u8; 10];
+    visitor.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"still here");
+
+    client.shutdown().await.unwrap();
+    let mine = client_rec.events();
+    assert_balanced(&mine);
+    assert_eq!(
+        closed_as(&mine),
+        ["shutdown", "shutdown", "shutdown"],
+        "{mine:#?}"
+    );
+    let theirs = server_rec
+        .wait_for("the logout", |e| {
+            e.iter().any(|e| matches!(e, Ev::Disconnect(..)))
+        })
+        .await;
+    assert_eq!(closed_as(&theirs)[2], "finished", "{theirs:#?}");
+    // The visitor is told: its connection ends.
+    assert_eq!(visitor.read(&mut echo).await.unwrap_or(0), 0);
+    server.stop().await;
+    assert_balanced(&server_rec.events());
+}
+
+/// Why the first stream, tunnel and client closed, in that order.
+fn closed_as(events: &[Ev]) -> [String; 3] {
+    let reason = |i: usize| {
+        events
+            .iter()
+            .find_map(|e| match (i, e) {
+                (0, Ev::StreamClose(_, r, _))
+                | (1, Ev::TunnelClose(_, r, _))
+                | (2, Ev::Disconnect(_, r, _)) => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    [reason(0), reason(1), reason(2)]
+}

@@ -140,6 +140,11 @@ impl HookChain {
         self.inner.strategy
     }
 
+    /// The hooks, in order (to tell instances apart by pointer).
+    pub fn hooks(&self) -> &[Arc<dyn Hook>] {
+        &self.inner.hooks
+    }
+
     /// The hooks' names, in order.
     pub fn names(&self) -> Vec<&str> {
         self.inner.hooks.iter().map(|h| h.name()).collect()

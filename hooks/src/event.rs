@@ -399,13 +399,15 @@ pub enum Verdict {
 /// Why something closed. Delivered with every close event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
-    /// Orderly end: both sides finished (stream), the client closed it (tunnel), logout (client).
+    /// Orderly end: both sides finished (stream), the client closed it
+    /// (tunnel), the client logged out (client, as the server sees it).
     Finished,
     /// A hook returned `Close`.
     Hook(Reason),
     /// The client's connection to the server was lost.
     ConnectionLost,
-    /// The server (or client) is shutting down.
+    /// The server is shutting down; or, in the client's own hooks, the
+    /// client is (what its shutdown cuts, its tunnels and itself).
     Shutdown,
     /// The service behind the tunnel could not be reached.
     TargetUnreachable(String),

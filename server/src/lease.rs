@@ -20,6 +20,8 @@ use reitunnel_hooks::{ClientInfo, CloseReason, Open, Reason, RefuseCode, TunnelI
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
+use crate::Live;
+
 /// A client's open handle, shared by its session and by every tunnel of it
 /// that may still be leased: the close event fires when the last one lets
 /// go, with the reason the session ended with ([`CloseReason::Aborted`] if
@@ -27,13 +29,18 @@ use tokio::time::Instant;
 pub(crate) struct ClientHold {
     open: Option<Open<ClientInfo>>,
     reason: Mutex<Option<CloseReason>>,
+    /// The settings the client logged in with, let go after its close
+    /// event (fields drop after `Drop::drop`): hooks a reload took out
+    /// meanwhile stop only once nothing of the client is left.
+    _settings: Arc<Live>,
 }
 
 impl ClientHold {
-    pub(crate) fn new(open: Open<ClientInfo>) -> Arc<ClientHold> {
+    pub(crate) fn new(open: Open<ClientInfo>, settings: Arc<Live>) -> Arc<ClientHold> {
         Arc::new(ClientHold {
             open: Some(open),
             reason: Mutex::default(),
+            _settings: settings,
         })
     }
 
@@ -272,7 +279,7 @@ mod tests {
                 },
             )
             .unwrap();
-        let hold = ClientHold::new(client);
+        let hold = ClientHold::new(client, crate::Live::with_chain(chain.clone()));
         hold.ended(CloseReason::ConnectionLost);
         let mut parked = Vec::new();
         for i in 0..n {

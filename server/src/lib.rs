@@ -39,6 +39,7 @@ mod forward;
 pub mod fuzzing;
 mod handshake;
 pub mod hook_config;
+mod in_use;
 mod lease;
 mod limits;
 mod prelogin;
@@ -61,6 +62,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use in_use::{Hold, HooksInUse};
 use lease::Leases;
 use limits::{Budget, FailedLogins, Gauge, PerIp};
 use prelogin::PreLoginErrors;
@@ -123,9 +125,10 @@ impl Reload {
         }
     }
 
-    /// The settings to put in force; the token check of `current` is kept
-    /// (the same hook) when the token did not change.
-    fn into_live(self, current: Option<&Live>) -> Live {
+    /// The settings to put in force, held in `in_use`, and the hooks of
+    /// them nobody held before (to start, once the server runs); the token
+    /// check of `current` is kept (the same hook) when the token did not change.
+    fn into_live(self, current: Option<&Live>, in_use: &Arc<HooksInUse>) -> (Live, HookChain) {
         let token_auth = self.token.map(|token| {
             let same = current
                 .and_then(|c| c.token_auth.as_ref())
@@ -142,18 +145,23 @@ impl Reload {
             Some((_, hook)) => self.chain.prepend_shared(hook.clone()),
             None => self.chain,
         };
-        Live {
+        let (hold, fresh) = in_use.hold(&chain);
+        let live = Live {
             chain,
             token_auth,
             allow_ports: self.allow_ports,
             allow_forward: self.allow_forward,
             default_bind_ip: self.default_bind_ip,
-        }
+            _hold: hold,
+        };
+        (live, fresh)
     }
 }
 
 /// The settings in force for new logins. A session takes the current one
-/// at login and keeps it to the end (see the crate docs).
+/// at login and keeps it to the end (see the crate docs), and so do its
+/// leased tunnels, through the client's hold: when the last of them lets
+/// go, hooks that a reload took out meanwhile are stopped.
 struct Live {
     /// The hooks, with the token check in front when a token is set.
     chain: HookChain,
@@ -162,6 +170,27 @@ struct Live {
     allow_ports: PortRanges,
     allow_forward: Vec<ForwardRule>,
     default_bind_ip: IpAddr,
+    /// Counts the hooks as in use while these settings live.
+    _hold: Hold,
+}
+
+#[cfg(test)]
+impl Live {
+    /// Settings with `chain`, for unit tests.
+    fn with_chain(chain: HookChain) -> Arc<Live> {
+        let server = ServerInfo {
+            name: "test".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let reload = Reload {
+            token: None,
+            chain,
+            allow_ports: PortRanges::unprivileged(),
+            allow_forward: Vec::new(),
+            default_bind_ip: server.listen.ip(),
+        };
+        Arc::new(reload.into_live(None, &HooksInUse::new(server)).0)
+    }
 }
 
 /// What every task of the server shares.
@@ -173,9 +202,9 @@ struct Shared {
     /// Taken by reloads (one at a time, so new hooks can start outside the
     /// `live` lock) and by the server's start: true once the hooks started.
     started: Mutex<bool>,
-    /// Hooks a reload took out while sessions may still use them: they get
-    /// `on_server_stop` at exit too, after the current chain's.
-    retired: Mutex<HookChain>,
+    /// Which hooks the settings of live sessions hold: a hook a reload took
+    /// out is stopped when its last session ends.
+    in_use: Arc<HooksInUse>,
     info: ServerInfo,
     ids: Ids,
     /// Closed on shutdown; every session's closer is its child.
@@ -243,19 +272,9 @@ impl Shared {
         report_to(&self.live().chain, scope, err);
     }
 
-    /// `on_server_stop` on the current hooks, then on every retired one.
+    /// `on_server_stop` on the current hooks, then on any other still in use.
     fn stop_hooks(&self) {
-        let current = self.live().chain.clone();
-        let retired = self
-            .retired
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        for chain in [current, retired] {
-            if let Err(e) = chain.server_stop(&self.info) {
-                tracing::warn!(error = %e, "on_server_stop");
-            }
-        }
+        self.in_use.stop_all(&self.live().chain);
     }
 }
 
@@ -290,11 +309,12 @@ impl std::fmt::Debug for Reloader {
 impl Reloader {
     /// Puts `update` in force for every login from now on; sessions already
     /// logged in keep theirs. Hooks new to the chain get `on_server_start`
-    /// first, outside any lock the server uses: if one fails, those that
+    /// first, outside any lock sessions use: if one fails, those that
     /// started are stopped again, nothing changes, and the error is returned
-    /// (and reported to the current hooks' `on_error`). A hook that an
-    /// earlier reload retired and this one brings back was never stopped,
-    /// so it is not started again.
+    /// (and reported to the current hooks' `on_error`). Hooks taken out
+    /// are stopped once no session uses them (at once if none does); a hook
+    /// that a session still uses and this reload brings back was never
+    /// stopped, so it is not started again.
     pub fn reload(&self, update: Reload) -> Result<(), ServerError> {
         let shared = &self.0;
         let started = shared
@@ -302,29 +322,20 @@ impl Reloader {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let current = shared.live();
-        let next = update.into_live(Some(&current));
+        let (next, added) = update.into_live(Some(&current), &shared.in_use);
         if !*started {
             // Before the start: the start will start whatever is in force.
             *shared.live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
             return Ok(());
         }
-        let retired = shared
-            .retired
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let added = next.chain.without(&current.chain).without(&retired);
         if let Err(e) = added.server_start_or_undo(&shared.info) {
+            shared.in_use.forget(&added);
             let e = ServerError::HookReload(e);
             shared.report(Scope::Server, &e);
             return Err(e);
         }
         let removed = current.chain.without(&next.chain);
         tracing::info!(hooks = ?next.chain.names(), added = ?added.names(), removed = ?removed.names(), "settings reloaded");
-        *shared
-            .retired
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = retired.without(&next.chain).with(&removed);
         *shared.live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
         Ok(())
     }
@@ -362,11 +373,12 @@ impl Server {
                 addr: config.listen,
                 source,
             })?;
-        let live = Reload::from_config(&config, chain).into_live(None);
         let info = ServerInfo {
             name: config.name.as_str().into(),
             listen: local,
         };
+        let in_use = HooksInUse::new(info.clone());
+        let (live, _) = Reload::from_config(&config, chain).into_live(None, &in_use);
         let tls = match &config.tls {
             None => None,
             Some(settings) => {
@@ -380,7 +392,7 @@ impl Server {
             shared: Arc::new(Shared {
                 live: RwLock::new(Arc::new(live)),
                 started: Mutex::default(),
-                retired: Mutex::default(),
+                in_use,
                 info,
                 ids: Ids::default(),
                 root: Closer::root(),
@@ -434,6 +446,7 @@ impl Server {
             // All or nothing: hooks that started before a failing one are
             // stopped again, so none is left running by a server that never ran.
             shared.live().chain.server_start_or_undo(info)?;
+            shared.in_use.started();
             *started = true;
         }
         tracing::info!(listen = %info.listen, "server started");

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -319,35 +319,50 @@ impl Hooks {
     }
 }
 
-/// Everything the hooks started in the background, over every reload: all
-/// of it is flushed, drained and reported at exit.
+/// What the hooks run in the background, over every reload, held weakly:
+/// a meter, audit file or webhook that a reload took out ends with the last
+/// hook using it (the server stops such hooks when their last session
+/// ends), and what is left is flushed, drained and reported at exit.
 #[derive(Default)]
 struct Running {
-    meters: Vec<(Arc<BandwidthMeter>, tokio::task::JoinHandle<()>)>,
-    audit: Vec<Arc<JsonLinesFile>>,
-    webhooks: Vec<Arc<Webhook>>,
+    meters: Vec<(Weak<BandwidthMeter>, tokio::task::JoinHandle<()>)>,
+    audit: Vec<Weak<JsonLinesFile>>,
+    webhooks: Vec<Weak<Webhook>>,
 }
 
 impl Running {
-    /// Starts reporters for the meters of `bg` not yet running and takes in its sinks.
+    /// Starts reporters for the meters of `bg` not yet running, takes in
+    /// its sinks and forgets those gone.
     fn adopt(&mut self, bg: &Background) {
+        self.meters.retain(|(m, _)| m.strong_count() > 0);
         for (meter, every) in &bg.meters {
-            if !self.meters.iter().any(|(m, _)| Arc::ptr_eq(m, meter)) {
+            if !self
+                .meters
+                .iter()
+                .any(|(m, _)| m.ptr_eq(&Arc::downgrade(meter)))
+            {
                 self.meters
-                    .push((meter.clone(), meter.spawn_reporter(*every)));
+                    .push((Arc::downgrade(meter), meter.spawn_reporter(*every)));
             }
         }
         add_new(&mut self.audit, &bg.audit);
         add_new(&mut self.webhooks, &bg.webhooks);
     }
 
+    /// The audit files still written to.
+    fn audit(&self) -> impl Iterator<Item = Arc<JsonLinesFile>> + '_ {
+        self.audit.iter().filter_map(Weak::upgrade)
+    }
+
     /// Last meter reports, webhook drains and drop counts.
     async fn finish(self) {
         for (meter, reporter) in &self.meters {
-            meter.report_now();
+            if let Some(meter) = meter.upgrade() {
+                meter.report_now();
+            }
             reporter.abort();
         }
-        for hook in &self.webhooks {
+        for hook in self.webhooks.iter().filter_map(Weak::upgrade) {
             if !hook.drain(WEBHOOK_DRAIN).await {
                 tracing::warn!(url = hook.url(), "webhook events still pending at exit");
             }
@@ -355,7 +370,7 @@ impl Running {
             tracing::info!(delivered = h.delivered, failed_attempts = h.failed_attempts, dropped = h.dropped,
                 healthy = h.healthy, last_error = ?h.last_error, "webhook");
         }
-        for audit in &self.audit {
+        for audit in self.audit() {
             if audit.dropped() > 0 {
                 tracing::warn!(file = %audit.path().display(), dropped = audit.dropped(), "audit lines dropped (queue full)");
             }
@@ -363,11 +378,13 @@ impl Running {
     }
 }
 
-/// Appends the items of `new` that are not in `have` (the same instance).
-fn add_new<T>(have: &mut Vec<Arc<T>>, new: &[Arc<T>]) {
+/// Drops the items of `have` that are gone and adds those of `new` not in it (the same instance).
+fn add_new<T>(have: &mut Vec<Weak<T>>, new: &[Arc<T>]) {
+    have.retain(|h| h.strong_count() > 0);
     for item in new {
-        if !have.iter().any(|h| Arc::ptr_eq(h, item)) {
-            have.push(item.clone());
+        let item = Arc::downgrade(item);
+        if !have.iter().any(|h| h.ptr_eq(&item)) {
+            have.push(item);
         }
     }
 }
@@ -451,7 +468,7 @@ fn main() -> anyhow::Result<()> {
                     }
                     // Log rotation: every SIGHUP starts the audit files anew,
                     // retired ones too (sessions from before a reload write there).
-                    for file in &background.audit {
+                    for file in background.audit() {
                         if let Err(e) = file.reopen() {
                             tracing::error!(file = %file.path().display(), error = %e, "cannot reopen the audit log; still writing to the old file");
                         }

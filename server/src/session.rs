@@ -281,7 +281,7 @@ impl Session {
         let (mux, mut inbound, driver) = spawn_mux(io, yamux::Mode::Server, &mux_cfg);
         let mut session = Session {
             client: open.info().clone(),
-            hold: ClientHold::new(open),
+            hold: ClientHold::new(open, live.clone()),
             closer: shared.root.child(),
             shared: shared.clone(),
             live,

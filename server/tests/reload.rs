@@ -261,6 +261,50 @@ async fn new_logins_get_new_hook_settings_and_unchanged_hooks_keep_their_state()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_log_a_reload_took_out_is_closed_once_its_last_session_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.toml");
+    let (old, new) = (dir.path().join("old.jsonl"), dir.path().join("new.jsonl"));
+    std::fs::write(&path, config(&old, &[("alice", "a-1")], "")).unwrap();
+    let (server, addr, _) = start(&["--config", path.to_str().unwrap()]);
+    let (alice, public) = tunnelled(addr, "alice", "a-1").await;
+    assert_eq!(server.threads_named("audit-log"), 1);
+
+    std::fs::write(&path, config(&new, &[("alice", "a-1")], "")).unwrap();
+    reload(&server, "configuration reloaded", 1);
+    // Alice keeps the settings she logged in with, her audit log included.
+    assert_eq!(server.threads_named("audit-log"), 2);
+    echo_through(public, 1000, 1).await.unwrap();
+    alice.shutdown().await.unwrap();
+    server.log().wait_for("the old hooks' stop", PATIENCE, |l| {
+        l.contains("no longer in use: stopped")
+    });
+    // Its writer flushes and ends once the stopped hooks let go of it: a
+    // thread's end has no event to wait on, so look until it is gone.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while server.threads_named("audit-log") > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old audit writer still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let old_events = events(&old);
+    assert_eq!(
+        old_events[old_events.len() - 2..],
+        ["client.disconnected", "server.stopped"],
+        "{old_events:#?}"
+    );
+    assert!(server.stop().success());
+    assert_eq!(
+        events(&old).len(),
+        old_events.len(),
+        "nothing more reached the old log at exit"
+    );
+    assert_eq!(events(&new), ["server.started", "server.stopped"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reopens_a_rotated_audit_log() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("server.toml");
@@ -334,6 +378,7 @@ struct Lifecycle {
     stops: std::sync::atomic::AtomicUsize,
     fail: bool,
     started: tokio::sync::Notify,
+    stopped: tokio::sync::Notify,
 }
 
 impl reitunnel_hooks::Hook for Lifecycle {
@@ -360,12 +405,13 @@ impl reitunnel_hooks::Hook for Lifecycle {
         _: &reitunnel_hooks::ServerInfo,
     ) -> Result<(), reitunnel_hooks::BoxError> {
         self.stops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.stopped.notify_one();
         Ok(())
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_hook_starts_and_stops_once_however_often_it_is_reloaded_in_and_out() {
+async fn every_start_of_a_hook_has_one_stop_however_often_it_is_reloaded_in_and_out() {
     use reitunnel_server::{Reload, Server, ServerConfig};
     use std::sync::atomic::Ordering::SeqCst;
     use std::sync::Arc;
@@ -397,6 +443,8 @@ async fn every_hook_starts_and_stops_once_however_often_it_is_reloaded_in_and_ou
 
     reloader.reload(update(&[&kept, &juggled])).unwrap();
     reloader.reload(update(&[&kept])).unwrap();
+    // No session used it: stopped at once, and started again when it is back.
+    assert_eq!(juggled.stops.load(SeqCst), 1);
     reloader.reload(update(&[&kept, &juggled])).unwrap();
     let err = reloader
         .reload(update(&[&kept, &broken]))
@@ -412,9 +460,9 @@ async fn every_hook_starts_and_stops_once_however_often_it_is_reloaded_in_and_ou
 
     let _ = stop.send(());
     running.await.unwrap().unwrap();
-    for (name, hook) in [("kept", &kept), ("juggled", &juggled)] {
-        assert_eq!(hook.starts.load(SeqCst), 1, "{name} started once");
-        assert_eq!(hook.stops.load(SeqCst), 1, "{name} stopped once");
+    for (name, hook, times) in [("kept", &kept, 1), ("juggled", &juggled, 2)] {
+        assert_eq!(hook.starts.load(SeqCst), times, "{name} starts");
+        assert_eq!(hook.stops.load(SeqCst), times, "{name} stops");
     }
     assert_eq!(broken.starts.load(SeqCst), 1);
     assert_eq!(
@@ -422,6 +470,44 @@ async fn every_hook_starts_and_stops_once_however_often_it_is_reloaded_in_and_ou
         0,
         "a hook that never started is not stopped"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_a_reload_took_out_stops_when_its_last_session_ends_not_before() {
+    use reitunnel_server::{Reload, Server, ServerConfig};
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::sync::Arc;
+
+    let (old, new) = (
+        Arc::new(Lifecycle::default()),
+        Arc::new(Lifecycle::default()),
+    );
+    let chain = |hook: &Arc<Lifecycle>| HookChain::builder().shared(hook.clone()).build();
+    let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), Some(Secret::new("t")));
+    let server = Server::bind(config.clone(), chain(&old)).await.unwrap();
+    let addr = server.local_addr();
+    let reloader = server.reloader();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let (alice, public) = tunnelled(addr, "alice", "t").await;
+    reloader
+        .reload(Reload::from_config(&config, chain(&new)))
+        .unwrap();
+    // Alice's session still runs on the old hook.
+    echo_through(public, 1000, 1).await.unwrap();
+    assert_eq!(old.stops.load(SeqCst), 0);
+    alice.shutdown().await.unwrap();
+    tokio::time::timeout(PATIENCE, old.stopped.notified())
+        .await
+        .expect("the old hook stops when alice's session ends");
+    assert_eq!(new.stops.load(SeqCst), 0, "the server runs on");
+
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    assert_eq!(old.stops.load(SeqCst), 1, "stopped once");
+    assert_eq!(new.stops.load(SeqCst), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -168,6 +168,18 @@ impl Running {
         Memory::of(self.pid()).expect("the server's /proc status")
     }
 
+    /// How many of its threads are named `name` (as `/proc` shows them).
+    pub fn threads_named(&self, name: &str) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .expect("the server's /proc task directory")
+            .filter_map(Result::ok)
+            .filter(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|comm| comm.trim_end() == name)
+            })
+            .count()
+    }
+
     /// How many file descriptors it holds (sockets, listeners, files).
     pub fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
