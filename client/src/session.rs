@@ -116,6 +116,8 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
         draining: CancellationToken::new(),
         drain_deadline: None,
     };
+    // Aborted (its runtime shut down), this task ends its streams at once.
+    let _abort = session.closer.close_on_drop(CloseReason::Aborted);
     let mut control = Framed::new(control, FrameCodec::new(session.cfg.max_frame_len));
     // Announce the control stream (a yamux stream reaches the peer with its first write).
     let result = match control.send(Frame::Ping { seq: 0 }).await {

@@ -516,3 +516,57 @@ fn closed_as(events: &[Ev]) -> [String; 3] {
     };
     [reason(0), reason(1), reason(2)]
 }
+
+/// A server whose every task is dropped mid-session (its runtime shut down,
+/// as when a program embedding it ends without stopping it): each open
+/// still has one close, streams before their tunnel, tunnels before their
+/// client, though nothing closed them in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_dropped_mid_session_still_closes_leaf_first() {
+    let rec = Recorder::new();
+    let chain = HookChain::builder().shared(rec.clone()).build();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = runtime
+        .spawn(TestServer::start(chain, |_| {}))
+        .await
+        .unwrap();
+    let echo = echo_service().await;
+    let mut clients = Vec::new();
+    let mut visitors = Vec::new();
+    for name in ["one", "two", "three"] {
+        let client = connect(server.addr, name).await;
+        for _ in 0..2 {
+            let tunnel = reverse(&client, echo).await;
+            for _ in 0..3 {
+                let mut visitor = TcpStream::connect(tunnel.public_addr).await.unwrap();
+                visitor.write_all(b"open").await.unwrap();
+                visitor.read_exact(&mut [0u8; 4]).await.unwrap();
+                visitors.push(visitor);
+            }
+        }
+        clients.push(client);
+    }
+    rec.wait_for("every stream open", |e| {
+        e.iter().filter(|e| matches!(e, Ev::StreamOpen(..))).count() == visitors.len()
+    })
+    .await;
+
+    tokio::task::spawn_blocking(move || drop(runtime))
+        .await
+        .unwrap();
+    let events = rec.events();
+    assert_balanced(&events);
+    let aborted = events
+        .iter()
+        .filter(|e| matches!(e, Ev::StreamClose(_, r, _) if r == "aborted"))
+        .count();
+    assert_eq!(aborted, visitors.len(), "{events:#?}");
+    drop(server);
+    for mut visitor in visitors {
+        assert_eq!(visitor.read(&mut [0u8; 4]).await.unwrap_or(0), 0);
+    }
+}

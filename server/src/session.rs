@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -279,10 +279,13 @@ impl Session {
             ..cfg.mux
         };
         let (mux, mut inbound, driver) = spawn_mux(io, yamux::Mode::Server, &mux_cfg);
+        let closer = shared.root.child();
+        // Aborted, this task ends its tunnels and streams at once.
+        let _abort = closer.close_on_drop(CloseReason::Aborted);
         let mut session = Session {
             client: open.info().clone(),
             hold: ClientHold::new(open, live.clone()),
-            closer: shared.root.child(),
+            closer,
             shared: shared.clone(),
             live,
             mux,
@@ -525,6 +528,8 @@ impl Session {
         let closer = self.closer.child();
         self.tunnels.insert(id, closer.clone());
         let tunnel = tunnel::Tunnel {
+            info: open.info().clone(),
+            open: Mutex::new(Some(open)),
             shared: self.shared.clone(),
             chain: self.live.chain.clone(),
             client: self.hold.clone(),
@@ -536,7 +541,7 @@ impl Session {
                 self.shared.config.limits.max_pending_visitors,
             )),
         };
-        self.tasks.spawn(tunnel.run(open, listener, slot));
+        self.tasks.spawn(tunnel.run(listener, slot));
         Frame::TunnelOpened {
             request_id,
             tunnel_id: id,

@@ -1,7 +1,7 @@
 //! A reverse tunnel's public listener and its visitors.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use reitunnel_hooks::relay::{relay, Ended};
@@ -20,6 +20,13 @@ use crate::{report_to, Shared, StreamError};
 
 /// A running reverse tunnel: what its visitor tasks share.
 pub(crate) struct Tunnel {
+    /// The tunnel's open handle, taken by [`Tunnel::run`] to close (or
+    /// park) it once its streams are done. If `run` is dropped unfinished
+    /// (its session task aborted), the handle goes with the last visitor
+    /// task instead, so the tunnel's close still follows its streams'; and,
+    /// declared before `client`, it goes before the client's.
+    pub open: Mutex<Option<Open<TunnelInfo>>>,
+    pub info: Arc<TunnelInfo>,
     pub shared: Arc<Shared>,
     /// The hooks of the session that opened it.
     pub chain: HookChain,
@@ -37,9 +44,11 @@ impl Tunnel {
     /// Accepts visitors until the tunnel's closer fires, then waits for its
     /// streams to close before closing the tunnel itself.
     /// `slot` is the client's `max_tunnels_per_client` slot, given back just before the close event.
-    pub(crate) async fn run(self, open: Open<TunnelInfo>, listener: TcpListener, slot: Slot) {
+    pub(crate) async fn run(self, listener: TcpListener, slot: Slot) {
         let this = Arc::new(self);
         let closer = &this.closer;
+        // Aborted, this task ends its visitors' too.
+        let _abort = closer.close_on_drop(CloseReason::Aborted);
         let draining = &this.shared.draining;
         let streams = TaskTracker::new();
         loop {
@@ -48,10 +57,10 @@ impl Tunnel {
                 _ = draining.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
-                        streams.spawn(this.clone().visitor(tcp, peer, open.info().clone()));
+                        streams.spawn(this.clone().visitor(tcp, peer));
                     }
                     Err(e) => {
-                        report_to(&this.chain, Scope::Tunnel(open.info()), &e);
+                        report_to(&this.chain, Scope::Tunnel(&this.info), &e);
                         tokio::select! {
                             _ = closer.closed() => break,
                             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -74,6 +83,12 @@ impl Tunnel {
         streams.wait().await;
         drop(slot);
         let reason = closer.reason().unwrap_or(CloseReason::Finished);
+        let open = this
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(open) = open else { return };
         match listener {
             Some(listener) => {
                 let parked = Parked::new(listener, open, reason, this.client.clone());
@@ -84,16 +99,15 @@ impl Tunnel {
     }
 
     /// One visitor: limits, gate, bridge to the client, close.
-    async fn visitor(
-        self: Arc<Self>,
-        mut tcp: TcpStream,
-        peer: SocketAddr,
-        tunnel: Arc<TunnelInfo>,
-    ) {
+    async fn visitor(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr) {
         let _ = tune(&tcp);
         let shared = &self.shared;
         let _live = shared.streams.token();
-        let info = Arc::new(StreamInfo::new(shared.ids.stream(), tunnel, peer));
+        let info = Arc::new(StreamInfo::new(
+            shared.ids.stream(),
+            self.info.clone(),
+            peer,
+        ));
         let admission = &shared.admission;
         let slots = admission
             .visitors_per_ip

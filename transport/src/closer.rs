@@ -63,6 +63,17 @@ impl<R: Clone> Closer<R> {
             .or_else(|| self.parent.as_ref().and_then(|p| p.reason()))
     }
 
+    /// A guard that closes this closer with `reason` when dropped, unless it
+    /// was closed already: a task that owns children holds one, so if the
+    /// task is aborted (dropped mid-way), its children end with it instead
+    /// of outliving it.
+    pub fn close_on_drop(self: &Arc<Self>, reason: R) -> CloseOnDrop<R> {
+        CloseOnDrop {
+            closer: self.clone(),
+            reason: Some(reason),
+        }
+    }
+
     /// Runs `work` until this closer closes; `Err(reason)` if it was cut.
     /// If the reason is one `lets_finish` accepts (the peer left in
     /// order, so its last bytes are already on the wire behind its
@@ -84,5 +95,20 @@ impl<R: Clone> Closer<R> {
             return Err(reason);
         }
         tokio::time::timeout(grace, work).await.map_err(|_| reason)
+    }
+}
+
+/// Closes its closer when dropped; see [`Closer::close_on_drop`].
+#[derive(Debug)]
+pub struct CloseOnDrop<R: Clone> {
+    closer: Arc<Closer<R>>,
+    reason: Option<R>,
+}
+
+impl<R: Clone> Drop for CloseOnDrop<R> {
+    fn drop(&mut self) {
+        if let Some(reason) = self.reason.take().filter(|_| !self.closer.is_closed()) {
+            self.closer.close(reason);
+        }
     }
 }

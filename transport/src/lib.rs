@@ -18,7 +18,7 @@ mod session_io;
 mod socket;
 pub mod tls;
 
-pub use closer::Closer;
+pub use closer::{CloseOnDrop, Closer};
 pub use frame_io::{read_frame, write_frame, FrameIoError};
 pub use mux::{
     spawn_mux, Inbound, MuxConfig, MuxDriver, MuxError, MuxHandle, MuxStream, CLOSE_GRACE,
