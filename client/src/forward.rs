@@ -12,7 +12,7 @@ use reitunnel_hooks::{
 };
 use reitunnel_proto::Frame;
 use reitunnel_transport::answer::{AnswerError, Answered};
-use reitunnel_transport::{tune, write_frame, MuxHandle, CLOSE_GRACE};
+use reitunnel_transport::{cut_by_connection, tune, write_frame, MuxHandle, CLOSE_GRACE};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -111,7 +111,8 @@ impl Forward {
         let wait = self.cfg.target_connect_timeout * 2;
         let not_accepted = |e| Ended::into_io(self.not_accepted(info, e));
         let mut up = Answered::new(up, self.cfg.max_frame_len, wait, (), not_accepted);
-        relay(local, &mut up, open, &self.cfg.relay).await
+        let reason = relay(local, &mut up, open, &self.cfg.relay).await;
+        reason.unless_cut(cut_by_connection(up.get_ref()))
     }
 
     /// Reports why the server did not accept a forward stream; returns how it closes.

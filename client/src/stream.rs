@@ -6,7 +6,9 @@ use std::sync::{Arc, PoisonError};
 use reitunnel_hooks::relay::relay;
 use reitunnel_hooks::{CloseReason, HookChain, Scope, StreamInfo};
 use reitunnel_proto::Frame;
-use reitunnel_transport::{read_frame, tune, write_frame, MuxStream, CLOSE_GRACE};
+use reitunnel_transport::{
+    cut_by_connection, read_frame, tune, write_frame, MuxStream, CLOSE_GRACE,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -94,7 +96,10 @@ pub(crate) async fn serve(
     if write_frame(&mut up, &Frame::StreamAccepted).await.is_err() {
         return open.close(CloseReason::ConnectionLost);
     }
-    let relayed = relay(&mut up, &mut local, &open, &cfg.relay);
+    let relayed = async {
+        let reason = relay(&mut up, &mut local, &open, &cfg.relay).await;
+        reason.unless_cut(cut_by_connection(&up))
+    };
     let reason = (route.closer)
         .run(relayed, CLOSE_GRACE, CloseReason::is_orderly)
         .await

@@ -426,6 +426,15 @@ impl CloseReason {
         matches!(self, CloseReason::Finished)
     }
 
+    /// `ConnectionLost` in place of `Finished` for a stream whose session
+    /// connection ended under it (`cut`): its end was not the peer's.
+    pub fn unless_cut(self, cut: bool) -> CloseReason {
+        match self {
+            CloseReason::Finished if cut => CloseReason::ConnectionLost,
+            other => other,
+        }
+    }
+
     /// A short stable label (`finished`, `hook`, …) for metrics and audit logs.
     pub fn label(&self) -> &'static str {
         match self {

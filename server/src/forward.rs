@@ -15,7 +15,9 @@ use reitunnel_hooks::{
     CloseReason, HookChain, Open, Reason, RefuseCode, Scope, StreamInfo, TunnelId, TunnelInfo,
 };
 use reitunnel_proto::Frame;
-use reitunnel_transport::{read_frame, tune, write_frame, Closer, MuxStream, CLOSE_GRACE};
+use reitunnel_transport::{
+    cut_by_connection, read_frame, tune, write_frame, Closer, MuxStream, CLOSE_GRACE,
+};
 use thiserror::Error;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -285,7 +287,8 @@ async fn dial_and_relay(
     if let Err(e) = write_frame(up, &Frame::StreamAccepted).await {
         return CloseReason::Error(StreamError::from(e).to_string());
     }
-    relay(up, &mut tcp, open, &cfg.relay).await
+    let reason = relay(up, &mut tcp, open, &cfg.relay).await;
+    reason.unless_cut(cut_by_connection(up))
 }
 
 /// The local address the client's forward tunnels are reported under:

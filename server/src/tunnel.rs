@@ -10,7 +10,7 @@ use reitunnel_hooks::{
 };
 use reitunnel_proto::Frame;
 use reitunnel_transport::answer::Answered;
-use reitunnel_transport::{tune, write_frame, Closer, MuxHandle, CLOSE_GRACE};
+use reitunnel_transport::{cut_by_connection, tune, write_frame, Closer, MuxHandle, CLOSE_GRACE};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
@@ -181,7 +181,8 @@ async fn bridge(
         pending,
         not_accepted,
     );
-    relay(tcp, &mut up, open, &cfg.relay).await
+    let reason = relay(tcp, &mut up, open, &cfg.relay).await;
+    reason.unless_cut(cut_by_connection(up.get_ref()))
 }
 
 /// Reports a failed stream to its hooks and says how it closes.

@@ -83,6 +83,11 @@ where
         }
     }
 
+    /// The stream inside.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
     fn failed(&mut self, e: AnswerError) -> io::Error {
         self.state = State::Failed;
         (self.fail)(e)

@@ -21,7 +21,7 @@ pub mod tls;
 pub use closer::{CloseOnDrop, Closer};
 pub use frame_io::{read_frame, write_frame, FrameIoError};
 pub use mux::{
-    spawn_mux, Inbound, MuxConfig, MuxDriver, MuxError, MuxHandle, MuxStream, CLOSE_GRACE,
-    STREAM_CREDIT,
+    cut_by_connection, spawn_mux, Inbound, MuxConfig, MuxDriver, MuxError, MuxHandle, MuxStream,
+    CLOSE_GRACE, STREAM_CREDIT,
 };
 pub use socket::{listen, tune};

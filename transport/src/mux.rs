@@ -112,6 +112,13 @@ impl MuxConfig {
 
 type OpenReply = oneshot::Sender<Result<yamux::Stream, MuxError>>;
 
+/// Whether `stream` was closed because its session's connection ended or
+/// failed, not by the peer: its end of stream was made up, so a relay that
+/// "finished" on it did not finish in order.
+pub fn cut_by_connection(stream: &MuxStream) -> bool {
+    stream.get_ref().is_lost()
+}
+
 /// Opens streams on a session; clone freely. Dropping every handle does not
 /// end the session; [`MuxHandle::close`] or dropping the session's
 /// [`Inbound`] does.

@@ -901,6 +901,8 @@ impl<T> Active<T> {
     fn drop_all_streams(&mut self) {
         for (id, s) in self.streams.drain() {
             let mut shared = s.lock();
+            // Reitunnel: a stream the peer had not ended is cut, not finished.
+            shared.lost = shared.state().can_read();
             shared.update_state(self.id, id, State::Closed);
             if let Some(w) = shared.reader.take() {
                 w.wake()

@@ -189,6 +189,13 @@ impl Stream {
         matches!(self.shared().state(), State::Closed)
     }
 
+    /// Reitunnel: whether this stream was closed because the connection
+    /// ended or failed while the peer had not ended it: reads then return
+    /// an end of stream the peer never sent.
+    pub fn is_lost(&self) -> bool {
+        self.shared().lost
+    }
+
     /// Whether we are still waiting for the remote to acknowledge this stream.
     pub fn is_pending_ack(&self) -> bool {
         self.shared().is_pending_ack()
@@ -446,6 +453,8 @@ impl AsyncWrite for Stream {
 #[derive(Debug)]
 pub(crate) struct Shared {
     state: State,
+    /// Reitunnel: closed by the connection's end, not by the peer.
+    pub(crate) lost: bool,
     flow_controller: FlowController,
     pub(crate) buffer: Chunks,
     pub(crate) reader: Option<Waker>,
@@ -464,6 +473,7 @@ impl Shared {
             state: State::Open {
                 acknowledged: false,
             },
+            lost: false,
             flow_controller: FlowController::new(
                 receive_window,
                 send_window,

@@ -1,0 +1,14 @@
+//! Test support shared by Reitunnel's tests and its soak script.
+//!
+//! [`FaultProxy`] sits between a client and a server (or anything that
+//! speaks TCP) and does to their link what real networks do: delay it, cut
+//! it, black-hole it so both ends think it is still up, throttle it, or stop
+//! reading one way so backpressure builds. Tests drive it while traffic
+//! flows and check that both ends notice, recover and account for every
+//! stream.
+
+#![forbid(unsafe_code)]
+
+mod fault;
+
+pub use fault::{FaultProxy, Toward};
