@@ -1,0 +1,123 @@
+//! Many clients on one server process: 200 clients with 5 tunnels each all
+//! carry checked bytes; the server's memory per idle client and per idle
+//! visitor stream is measured from `/proc`; when everyone leaves, the
+//! server's file descriptors are back where they started.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{echo_service, echo_through, start, Running};
+use reitunnel_client::{Client, ClientConfig, RemoteSpec};
+use reitunnel_hooks::builtin::Secret;
+use reitunnel_hooks::HookChain;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+const CLIENTS: usize = 200;
+const TUNNELS: usize = 5;
+/// Logins at a time: under the server's `max_handshakes_per_ip` (16).
+const LOGINS_AT_ONCE: usize = 8;
+const TOKEN: &str = "many";
+/// Echo checks at a time.
+const CHECKS_AT_ONCE: usize = 64;
+
+/// A client with `TUNNELS` tunnels to `echo`; returns it and their public addresses.
+async fn client_with_tunnels(
+    server: SocketAddr,
+    i: usize,
+    echo: SocketAddr,
+) -> (Client, Vec<SocketAddr>) {
+    let cfg = ClientConfig::new(server.to_string(), &format!("c{i}"), Secret::new(TOKEN));
+    let client = Client::connect(cfg, HookChain::default()).await.unwrap();
+    let mut publics = Vec::new();
+    for _ in 0..TUNNELS {
+        let spec: RemoteSpec = format!("0:{echo}").parse().unwrap();
+        publics.push(client.open_reverse(spec).await.unwrap().public_addr);
+    }
+    (client, publics)
+}
+
+fn kib_per(server: &Running, before: u64, count: usize) -> f64 {
+    (server.memory().rss_kib.saturating_sub(before)) as f64 / count as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_clients_with_five_tunnels_each_all_work() {
+    let (server, addr, _) = start(&[
+        "--token",
+        TOKEN,
+        "--listen",
+        "127.0.0.1:0",
+        "--bind-ip",
+        "127.0.0.1",
+        "--stats-interval",
+        "0",
+    ]);
+    let echo = echo_service().await;
+    let (fds, idle) = (server.open_fds(), server.memory().rss_kib);
+
+    let mut logging_in = JoinSet::new();
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        if logging_in.len() >= LOGINS_AT_ONCE {
+            clients.push(logging_in.join_next().await.unwrap().unwrap());
+        }
+        logging_in.spawn(client_with_tunnels(addr, i, echo));
+    }
+    while let Some(done) = logging_in.join_next().await {
+        clients.push(done.unwrap());
+    }
+    let per_client = kib_per(&server, idle, CLIENTS);
+
+    // One idle visitor on every tunnel, its stream open end to end.
+    let publics: Vec<SocketAddr> = clients.iter().flat_map(|(_, p)| p.clone()).collect();
+    assert_eq!(publics.len(), CLIENTS * TUNNELS);
+    let with_clients = server.memory().rss_kib;
+    let mut visitors = Vec::new();
+    for public in &publics {
+        let mut visitor = TcpStream::connect(public).await.unwrap();
+        visitor.write_all(b"hi").await.unwrap();
+        visitor.read_exact(&mut [0u8; 2]).await.unwrap();
+        visitors.push(visitor);
+    }
+    let per_stream = kib_per(&server, with_clients, visitors.len());
+    eprintln!(
+        "{CLIENTS} clients x {TUNNELS} tunnels: server RSS {:.1} MiB idle, {:.1} KiB per idle client \
+         (with its {TUNNELS} tunnels), {:.1} KiB per idle visitor stream; {} file descriptors",
+        idle as f64 / 1024.0,
+        per_client,
+        per_stream,
+        server.open_fds()
+    );
+
+    // Every tunnel carries checked bytes (a few at a time: the one echo
+    // service behind them all is the test's, not the tunnel's, bottleneck;
+    // the idle visitors go first, or they would count against
+    // max_visitors_per_ip, 1,024 from one address).
+    drop(visitors);
+    let mut checks: JoinSet<Result<(), String>> = JoinSet::new();
+    for (seed, public) in publics.iter().copied().enumerate() {
+        if checks.len() >= CHECKS_AT_ONCE {
+            checks.join_next().await.unwrap().unwrap().unwrap();
+        }
+        checks.spawn(async move { echo_through(public, 4096, seed as u64).await });
+    }
+    while let Some(done) = checks.join_next().await {
+        done.unwrap().unwrap();
+    }
+
+    for (client, _) in clients {
+        client.shutdown().await.unwrap();
+    }
+    // A logout returns once the server ended the session (its FIN), a
+    // moment before the server drops the socket; nothing signals that
+    // drop, so look until the count is back.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.open_fds() > fds && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(server.open_fds(), fds, "the server's descriptors are back");
+    assert!(server.stop().success());
+}
