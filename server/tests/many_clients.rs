@@ -29,7 +29,7 @@ async fn client_with_tunnels(
     i: usize,
     echo: SocketAddr,
 ) -> (Client, Vec<SocketAddr>) {
-    let cfg = ClientConfig::new(server.to_string(), &format!("c{i}"), Secret::new(TOKEN));
+    let cfg = ClientConfig::new(server.to_string(), format!("c{i}"), Secret::new(TOKEN));
     let client = Client::connect(cfg, HookChain::default()).await.unwrap();
     let mut publics = Vec::new();
     for _ in 0..TUNNELS {
