@@ -213,3 +213,75 @@ async fn window_growth_leaves_room_for_visitors() {
     server.stop().await;
     assert_balanced(&rec.events());
 }
+
+/// What tries past a per-client limit of `limit` must show: `limit` of
+/// them served and open together, every other one closed at once with a
+/// refusal giving `reason`; and once the served ones leave, `other`, a
+/// tunnel of the same session, still carries bytes.
+async fn limit_held(
+    rec: &Recorder,
+    (held, closed): (Vec<TcpStream>, usize),
+    limit: usize,
+    reason: &str,
+    other: SocketAddr,
+) {
+    assert_eq!(held.len(), limit);
+    assert_eq!(rec.rejections(reason), closed, "one refusal per closed try");
+    drop(held);
+    stream_closes(rec, limit).await;
+    assert_eq!(echo_check(other, 100_000, 3).await, 100_000);
+}
+
+/// Past `max_streams_per_client` (lowered to 500), 2,000 visitors at once
+/// on one tunnel: 500 are served, every other one is closed at once, and
+/// the server's hooks hear the limit's name for each; the session and its
+/// other tunnel live on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_past_max_streams_per_client_are_closed_and_the_session_lives() {
+    const LIMIT: usize = 500;
+    const VISITORS: u64 = 2_000;
+    let rec = Recorder::new();
+    let server = TestServer::start(HookChain::builder().shared(rec.clone()).build(), |c| {
+        c.limits.max_visitors_per_ip = 0;
+        c.limits.max_streams_per_client = LIMIT;
+    })
+    .await;
+    let client = connect(server.addr, "crowded").await;
+    let echo = echo_service().await;
+    let (first, second) = (reverse(&client, echo).await, reverse(&client, echo).await);
+
+    let tried = echoed_or_closed(first.public_addr, VISITORS).await;
+    let reason = "visitor turned away: limit max_streams_per_client = 500 reached";
+    limit_held(&rec, tried, LIMIT, reason, second.public_addr).await;
+    client.shutdown().await.unwrap();
+    server.stop().await;
+    assert_balanced(&rec.events());
+}
+
+/// The same limit on `-L`: 2,000 local connections at once, the server
+/// refuses all but 500 of their streams, naming the limit, and each refused
+/// one is closed at once; the session and its reverse tunnel live on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_streams_past_max_streams_per_client_are_refused_and_the_session_lives() {
+    const LIMIT: usize = 500;
+    const LOCAL: u64 = 2_000;
+    let echo = echo_service().await;
+    let rule: reitunnel_server::ForwardRule = format!("127.0.0.1:{}", echo.port()).parse().unwrap();
+    let rec = Recorder::new();
+    let server = TestServer::start(HookChain::builder().shared(rec.clone()).build(), |c| {
+        c.allow_forward = vec![rule];
+        c.limits.max_streams_per_client = LIMIT;
+    })
+    .await;
+    let client = connect(server.addr, "crowded-local").await;
+    let spec: reitunnel_client::LocalSpec = format!("0:{echo}").parse().unwrap();
+    let forward = client.open_forward(spec).await.unwrap();
+    let reverse_tunnel = reverse(&client, echo).await;
+
+    let tried = echoed_or_closed(forward.public_addr, LOCAL).await;
+    let reason = "stream refused: limit max_streams_per_client = 500 reached";
+    limit_held(&rec, tried, LIMIT, reason, reverse_tunnel.public_addr).await;
+    client.shutdown().await.unwrap();
+    server.stop().await;
+    assert_balanced(&rec.events());
+}

@@ -178,38 +178,13 @@ async fn local_connections_past_max_forward_streams_are_closed_and_the_session_l
     let forward = client.open_forward(local(echo)).await.unwrap();
     let reverse_tunnel = reverse(&client, echo).await;
 
-    let mut conns = Vec::new();
-    for i in 0..TRIES as u64 {
-        let mut c = TcpStream::connect(forward.public_addr).await.unwrap();
-        c.write_all(&i.to_be_bytes()).await.unwrap();
-        conns.push((i, c));
-    }
-    // Each either gets its own 8 bytes back or is closed without a byte.
-    let mut held = Vec::new();
-    let mut closed = 0;
-    for (i, mut c) in conns {
-        let mut back = [0u8; 8];
-        let got = tokio::time::timeout(PATIENCE, c.read_exact(&mut back))
-            .await
-            .expect("an answer or a close, not a hang");
-        match got {
-            Ok(_) => {
-                assert_eq!(u64::from_be_bytes(back), i);
-                held.push(c);
-            }
-            Err(_) => closed += 1,
-        }
-    }
+    let (mut held, closed) = echoed_or_closed(forward.public_addr, TRIES as u64).await;
     assert_eq!((held.len(), closed), (LIMIT, TRIES - LIMIT));
-    let refusals = client_rec
-        .events()
-        .iter()
-        .filter(|e| {
-            matches!(e, Ev::Rejected { reason, .. }
-            if reason == "local connection turned away: limit max_forward_streams = 100 reached")
-        })
-        .count();
-    assert_eq!(refusals, TRIES - LIMIT);
+    assert_eq!(
+        client_rec
+            .rejections("local connection turned away: limit max_forward_streams = 100 reached"),
+        TRIES - LIMIT
+    );
     // The session lives: its reverse tunnel still carries bytes.
     assert_eq!(
         echo_check(reverse_tunnel.public_addr, 100_000, 7).await,

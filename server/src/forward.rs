@@ -182,6 +182,11 @@ pub(crate) async fn serve(
     stream_slots: Arc<Gauge>,
 ) {
     let cfg = &shared.config;
+    // Counted from the moment the stream exists: streams still waiting for
+    // their header count against max_streams_per_client too, so a client
+    // cannot pile up streams past the limit (and into yamux's own, which
+    // would end the session) by holding back their headers.
+    let claimed = stream_slots.take();
     let header = timeout(
         cfg.stream_ack_timeout,
         read_frame(&mut up, cfg.max_frame_len),
@@ -215,10 +220,10 @@ pub(crate) async fn serve(
         route.info.clone(),
         peer,
     ));
-    let slots = shared.admission.streams.take().and_then(|total| {
+    let slots = claimed.and_then(|client| {
         Ok((
-            total,
-            stream_slots.take()?,
+            shared.admission.streams.take()?,
+            client,
             shared.admission.budget.stream()?,
         ))
     });

@@ -84,6 +84,14 @@ impl Recorder {
         }
     }
 
+    /// How many refusals (`on_rejected`) gave exactly `reason`.
+    pub fn rejections(&self, reason: &str) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| matches!(e, Ev::Rejected { reason: r, .. } if r == reason))
+            .count()
+    }
+
     pub fn errors(&self) -> Vec<String> {
         self.events()
             .into_iter()
@@ -404,4 +412,43 @@ pub async fn recorded_client(server: SocketAddr, name: &str) -> (Client, Arc<Rec
         .await
         .expect("client connects");
     (client, rec)
+}
+
+/// Opens `n` connections to `addr` at once, each sending its index; then
+/// each either gets its index echoed (and is kept open, so all are open
+/// together) or is closed without a byte. A hang fails the test.
+pub async fn echoed_or_closed(addr: SocketAddr, n: u64) -> (Vec<TcpStream>, usize) {
+    let mut conns = Vec::new();
+    for i in 0..n {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(&i.to_be_bytes()).await.unwrap();
+        conns.push((i, c));
+    }
+    let mut held = Vec::new();
+    let mut closed = 0;
+    for (i, mut c) in conns {
+        let mut back = [0u8; 8];
+        let got = tokio::time::timeout(PATIENCE, c.read_exact(&mut back))
+            .await
+            .expect("an answer or a close, not a hang");
+        match got {
+            Ok(_) => {
+                assert_eq!(u64::from_be_bytes(back), i);
+                held.push(c);
+            }
+            Err(_) => closed += 1,
+        }
+    }
+    (held, closed)
+}
+
+/// Waits until `rec` has seen `n` stream closes.
+pub async fn stream_closes(rec: &Recorder, n: usize) {
+    rec.wait_for("stream closes", |ev| {
+        ev.iter()
+            .filter(|e| matches!(e, Ev::StreamClose(..)))
+            .count()
+            >= n
+    })
+    .await;
 }

@@ -513,16 +513,18 @@ fn churn_once(
 }
 
 /// The server's warning lines, counted by kind: the message and its
-/// `error` field, numbers (ids, ports, durations) written as `#`.
+/// `error` field, each number (ids, ports, durations) written as `#`.
 fn warnings_by_kind(lines: &[String]) -> BTreeMap<String, u64> {
     let mut kinds = BTreeMap::new();
     for line in lines.iter().filter(|l| l.contains(" WARN ")) {
         let message = line.split(" WARN ").nth(1).unwrap_or_default();
-        let kind: String = message
-            .chars()
-            .map(|c| if c.is_ascii_digit() { '#' } else { c })
-            .take(100)
-            .collect();
+        let mut kind = String::new();
+        for c in message.chars().take(100) {
+            let c = if c.is_ascii_digit() { '#' } else { c };
+            if !(c == '#' && kind.ends_with('#')) {
+                kind.push(c);
+            }
+        }
         *kinds.entry(kind).or_default() += 1;
     }
     kinds
