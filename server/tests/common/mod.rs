@@ -287,3 +287,25 @@ pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Checks that every open in an audit log (streams included) has exactly
+/// one close: clients, tunnels and streams alike. Returns the streams opened.
+pub fn assert_audit_balanced(audit: &std::path::Path) -> usize {
+    let text = std::fs::read_to_string(audit).expect("the audit log");
+    let count = |event: &str| {
+        text.lines()
+            .filter(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+                v["event"] == event
+            })
+            .count()
+    };
+    for (open, close) in [
+        ("client.connected", "client.disconnected"),
+        ("tunnel.opened", "tunnel.closed"),
+        ("stream.opened", "stream.closed"),
+    ] {
+        assert_eq!(count(open), count(close), "{open} against {close}");
+    }
+    count("stream.opened")
+}
