@@ -7,7 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{assert_audit_balanced, echo_service, echo_through, start, Running};
+use common::{assert_audit_balanced, echo_service, echo_through, start_audited, Running};
 use reitunnel_client::{Client, ClientConfig, RemoteSpec};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
@@ -46,20 +46,12 @@ fn kib_per(server: &Running, before: u64, count: usize) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_clients_with_five_tunnels_each_all_work() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, audit) = (
-        dir.path().join("server.toml"),
-        dir.path().join("audit.jsonl"),
-    );
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nbind_ip = \"127.0.0.1\"\nstats_interval = 0\n\
-             [[hooks]]\nkind = \"audit\"\npath = \"{}\"\nstreams = true\n",
-            audit.display()
+    let (server, addr, audit) = start_audited(
+        dir.path(),
+        &format!(
+            "listen = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nbind_ip = \"127.0.0.1\"\nstats_interval = 0\n"
         ),
-    )
-    .unwrap();
-    let (server, addr, _) = start(&["--config", config.to_str().unwrap()]);
+    );
     let echo = echo_service().await;
     let (fds, idle) = (server.open_fds(), server.memory().rss_kib);
 

@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use common::{assert_audit_balanced, echo_service, pseudo_random, start};
+use common::{assert_audit_balanced, echo_service, pseudo_random, start_audited};
 use reitunnel_client::{Client, ClientConfig, RemoteSpec};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
@@ -57,21 +57,13 @@ async fn bulk(public: SocketAddr, seed: u64) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_visitors_stay_within_the_budget_and_the_clients_other_tunnel_moves() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, audit) = (
-        dir.path().join("server.toml"),
-        dir.path().join("audit.jsonl"),
-    );
-    std::fs::write(
-        &config,
-        format!(
+    let (server, addr, audit) = start_audited(
+        dir.path(),
+        &format!(
             "listen = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nbind_ip = \"127.0.0.1\"\n\
-             [limits]\nmax_buffered_bytes = \"{BUDGET_MIB}MiB\"\n\
-             [[hooks]]\nkind = \"audit\"\npath = \"{}\"\nstreams = true\n",
-            audit.display()
+             [limits]\nmax_buffered_bytes = \"{BUDGET_MIB}MiB\"\n"
         ),
-    )
-    .unwrap();
-    let (server, addr, _) = start(&["--config", config.to_str().unwrap()]);
+    );
     let cfg = ClientConfig::new(addr.to_string(), "consumer", Secret::new(TOKEN));
     let client = Client::connect(cfg, HookChain::default()).await.unwrap();
     let open = |target: SocketAddr| {

@@ -288,6 +288,23 @@ pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Starts the server binary from a config file in `dir`: `settings` (its
+/// keys and tables), then an audit log of every event, streams included.
+/// Returns the server, its control address and the audit log's path.
+pub fn start_audited(
+    dir: &std::path::Path,
+    settings: &str,
+) -> (Running, SocketAddr, std::path::PathBuf) {
+    let (config, audit) = (dir.join("server.toml"), dir.join("audit.jsonl"));
+    let hook = format!(
+        "[[hooks]]\nkind = \"audit\"\npath = \"{}\"\nstreams = true\n",
+        audit.display()
+    );
+    std::fs::write(&config, format!("{settings}{hook}")).expect("writing the config");
+    let (server, addr, _) = start(&["--config", config.to_str().expect("a UTF-8 path")]);
+    (server, addr, audit)
+}
+
 /// Checks that every open in an audit log (streams included) has exactly
 /// one close: clients, tunnels and streams alike. Returns the streams opened.
 pub fn assert_audit_balanced(audit: &std::path::Path) -> usize {
