@@ -260,6 +260,21 @@ async fn new_logins_get_new_hook_settings_and_unchanged_hooks_keep_their_state()
     );
 }
 
+/// Waits until the server runs `n` audit writer threads. A thread takes
+/// its name only once it runs, and its end has no event to wait on, so this
+/// looks until the count is right (failing after [`PATIENCE`]).
+async fn audit_writers(server: &Running, n: usize, what: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while server.threads_named("audit-log") != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {} audit writers, not {n}",
+            server.threads_named("audit-log")
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audit_log_a_reload_took_out_is_closed_once_its_last_session_ends() {
     let dir = tempfile::tempdir().unwrap();
@@ -268,27 +283,19 @@ async fn an_audit_log_a_reload_took_out_is_closed_once_its_last_session_ends() {
     std::fs::write(&path, config(&old, &[("alice", "a-1")], "")).unwrap();
     let (server, addr, _) = start(&["--config", path.to_str().unwrap()]);
     let (alice, public) = tunnelled(addr, "alice", "a-1").await;
-    assert_eq!(server.threads_named("audit-log"), 1);
+    audit_writers(&server, 1, "one audit writer").await;
 
     std::fs::write(&path, config(&new, &[("alice", "a-1")], "")).unwrap();
     reload(&server, "configuration reloaded", 1);
     // Alice keeps the settings she logged in with, her audit log included.
-    assert_eq!(server.threads_named("audit-log"), 2);
+    audit_writers(&server, 2, "the old and the new audit writer").await;
     echo_through(public, 1000, 1).await.unwrap();
     alice.shutdown().await.unwrap();
     server.log().wait_for("the old hooks' stop", PATIENCE, |l| {
         l.contains("no longer in use: stopped")
     });
-    // Its writer flushes and ends once the stopped hooks let go of it: a
-    // thread's end has no event to wait on, so look until it is gone.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while server.threads_named("audit-log") > 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the old audit writer still runs"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Its writer flushes and ends once the stopped hooks let go of it.
+    audit_writers(&server, 1, "the old audit writer ended").await;
     let old_events = events(&old);
     assert_eq!(
         old_events[old_events.len() - 2..],
