@@ -26,7 +26,7 @@ pub enum ClientError {
         after: Duration,
     },
     /// The TLS settings (CA, certificate, key, fingerprint) are unusable.
-    #[error("{0}")]
+    #[error(transparent)]
     TlsSettings(#[from] TlsError),
     /// The TLS handshake failed; the text says why in plain words.
     #[error("TLS with server {server} failed: {reason}")]

@@ -32,7 +32,7 @@ pub enum ServerError {
         source: io::Error,
     },
     /// The TLS certificate, key or CA could not be used.
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] TlsError),
     /// A hook's `on_server_start` failed.
     #[error("a hook refused to start the server: {0}")]

@@ -77,6 +77,14 @@ impl Signals {
         Signals { stops, reloads }
     }
 
+    /// Signals sent by hand through the returned [`SignalSender`] instead
+    /// of by the OS: for running a program in-process, in tests.
+    pub fn by_hand() -> (Signals, SignalSender) {
+        let (stop, stops) = tokio::sync::watch::channel(0u32);
+        let (reload, reloads) = tokio::sync::watch::channel(0u32);
+        (Signals { stops, reloads }, SignalSender { stop, reload })
+    }
+
     fn count_ctrl_c(count: tokio::sync::watch::Sender<u32>) {
         tokio::spawn(async move {
             while tokio::signal::ctrl_c().await.is_ok() {
@@ -97,6 +105,25 @@ impl Signals {
     /// receiver returns after one or more new ones (a burst is one reload).
     pub fn reloads(&self) -> tokio::sync::watch::Receiver<u32> {
         self.reloads.clone()
+    }
+}
+
+/// Sends the signals of [`Signals::by_hand`].
+#[derive(Debug)]
+pub struct SignalSender {
+    stop: tokio::sync::watch::Sender<u32>,
+    reload: tokio::sync::watch::Sender<u32>,
+}
+
+impl SignalSender {
+    /// As a SIGINT or SIGTERM: the first asks for a graceful stop, the second forces it.
+    pub fn stop(&self) {
+        self.stop.send_modify(|n| *n += 1);
+    }
+
+    /// As a SIGHUP: read the configuration again.
+    pub fn reload(&self) {
+        self.reload.send_modify(|n| *n += 1);
     }
 }
 

@@ -63,7 +63,7 @@ pub struct ServerTls {
 }
 
 /// How a client checks the server and, for mTLS, proves itself.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientTls {
     /// Trusted CA certificates, PEM; the system roots when `None`.
     pub ca: Option<PathBuf>,
