@@ -29,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod cli;
 mod config;
 mod error;

@@ -1,0 +1,126 @@
+//! The server's command-line flags, and the hooks some of them add.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::Parser;
+use reitunnel_hooks::builtin::Secret;
+
+use crate::file_config::{ByteSize, HookSpec};
+use crate::{ForwardRule, PortRanges};
+
+/// Reitunnel server: clients log in over one multiplexed connection and get
+/// public ports that forward visitors to their local services.
+#[derive(Debug, Parser)]
+#[command(name = "reitunnel-server", version)]
+pub struct Args {
+    /// TOML file with any of the options below and the `[[hooks]]` chain; flags win over it.
+    #[arg(long, value_name = "FILE")]
+    pub(super) config: Option<PathBuf>,
+    /// Worker threads: 0 = one per core, 1 = a single-threaded runtime.
+    #[arg(long, value_name = "N", default_value_t = 0, env = "REITUNNEL_THREADS")]
+    pub(super) threads: usize,
+    /// Address clients connect to [default: 0.0.0.0:7000].
+    #[arg(long)]
+    pub(super) listen: Option<SocketAddr>,
+    /// Shared secret every client must prove (never sent in clear).
+    #[arg(long, env = "REITUNNEL_TOKEN", hide_env_values = true)]
+    pub(super) token: Option<Secret>,
+    /// Ports clients may open, e.g. `20000-20100,30000` [default: 1024-65535].
+    #[arg(long, value_name = "RANGES")]
+    pub(super) allow_ports: Option<PortRanges>,
+    /// Target `-L` clients may reach, `HOST:PORTS` (`db.internal:5432`, `*.internal:*`,
+    /// `10.0.0.0/8:22`); repeatable [default: none].
+    #[arg(long, value_name = "RULE")]
+    pub(super) allow_forward: Vec<ForwardRule>,
+    /// IP tunnels listen on when the client does not name one [default: 0.0.0.0].
+    #[arg(long)]
+    pub(super) bind_ip: Option<IpAddr>,
+    /// Server name in events and logs [default: reitunnel].
+    #[arg(long)]
+    pub(super) name: Option<String>,
+    /// On SIGINT/SIGTERM, seconds open streams may take to finish before they
+    /// are closed; a second signal closes them at once [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub(super) drain_timeout: Option<u64>,
+    /// Seconds a vanished client's public ports stay reserved for its
+    /// reconnect, 0 = free them at once [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub(super) port_lease: Option<u64>,
+    /// Seconds between metering lines in the log, 0 = never [default: 10].
+    #[arg(long)]
+    pub(super) stats_interval: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (adds the metrics hook).
+    #[arg(long, value_name = "ADDR")]
+    pub(super) metrics_listen: Option<SocketAddr>,
+    /// Distinct client names labelled in metrics; later ones share `client="other"`.
+    #[arg(long, default_value_t = 100)]
+    pub(super) metrics_client_labels: usize,
+    /// Append every event as a JSON line to FILE (an `audit` hook after the file's hooks).
+    #[arg(long, value_name = "FILE")]
+    pub(super) audit_log: Option<PathBuf>,
+    /// Limit each client to this many bytes/s each way, e.g. `10MiB` (a `rate_limit` hook).
+    #[arg(long, value_name = "BYTES")]
+    pub(super) rate_limit: Option<ByteSize>,
+    /// Allow each client this many bytes per day, e.g. `50GiB` (a `quota` hook).
+    #[arg(long, value_name = "BYTES")]
+    pub(super) quota: Option<ByteSize>,
+    /// POST signed events to this http:// URL (a `webhook` hook; needs --webhook-secret).
+    #[arg(long, value_name = "URL", requires = "webhook_secret")]
+    pub(super) webhook: Option<String>,
+    /// HMAC secret for --webhook.
+    #[arg(long, env = "REITUNNEL_WEBHOOK_SECRET", hide_env_values = true)]
+    pub(super) webhook_secret: Option<Secret>,
+    /// TLS certificate chain (PEM); with --tls-key, clients must connect with TLS 1.3.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(super) tls_cert: Option<PathBuf>,
+    /// Private key for --tls-cert (PEM: PKCS#8, RSA or EC).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(super) tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM); the certificate's
+    /// name becomes the client's name, and replaces the token unless one is set.
+    #[arg(long, value_name = "FILE")]
+    pub(super) client_ca: Option<PathBuf>,
+    /// Log one in N data chunks at debug level, 0 = none (when the file configures no hooks).
+    #[arg(long, default_value_t = 0)]
+    pub(super) log_data_every: u64,
+}
+
+/// The hooks the command-line flags ask for, in a fixed order: limits
+/// before the quota, notifiers last. They follow the config file's hooks.
+pub(super) fn flag_hooks(args: &Args) -> Vec<HookSpec> {
+    let mut hooks = Vec::new();
+    if let Some(rate) = args.rate_limit {
+        hooks.push(HookSpec::RateLimit {
+            per_client_bytes_per_sec: Some(rate),
+            per_tunnel_bytes_per_sec: None,
+            burst: None,
+            streams_per_client_per_sec: None,
+            visitors_per_ip_per_sec: None,
+            logins_per_ip_per_sec: None,
+        });
+    }
+    if let Some(bytes) = args.quota {
+        hooks.push(HookSpec::Quota {
+            bytes,
+            period_secs: 86_400,
+        });
+    }
+    if let Some(path) = &args.audit_log {
+        hooks.push(HookSpec::Audit {
+            path: path.clone(),
+            streams: false,
+        });
+    }
+    if let (Some(url), Some(secret)) = (&args.webhook, &args.webhook_secret) {
+        hooks.push(HookSpec::Webhook {
+            url: url.clone(),
+            secret: secret.clone(),
+            events: Vec::new(),
+            timeout_secs: 5,
+            retries: 3,
+            streams: false,
+        });
+    }
+    hooks
+}

@@ -1,0 +1,152 @@
+//! The settings the server runs with: its flags over its config file,
+//! checked as a whole. Made at start and again on each reload.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reitunnel_transport::tls::ServerTls;
+
+use super::Args;
+use crate::file_config::{FileConfig, HookSpec};
+use crate::ServerConfig;
+
+/// Everything the server runs with, from the flags over the config file:
+/// made at start and again on each SIGHUP.
+pub(super) struct Settings {
+    pub(super) config: ServerConfig,
+    /// The file's hooks, then the flags'.
+    pub(super) hooks: Vec<HookSpec>,
+    /// The config file (or a placeholder), for messages.
+    pub(super) path: PathBuf,
+    pub(super) stats_interval: u64,
+    pub(super) drain: Duration,
+    pub(super) metrics_listen: Option<SocketAddr>,
+}
+
+impl Settings {
+    /// Reads the config file (if any) and checks the combination.
+    pub(super) fn load(args: &Args) -> anyhow::Result<Settings> {
+        let (file, path) = match &args.config {
+            Some(path) => (FileConfig::load(path)?, path.clone()),
+            None => (FileConfig::default(), PathBuf::from("(no config file)")),
+        };
+        let s = file.settings;
+        let token = args
+            .token
+            .clone()
+            .or(s.token)
+            .filter(|t| !t.expose().is_empty());
+        let client_ca = args.client_ca.clone().or(s.client_ca);
+        let tls = match (
+            args.tls_cert.clone().or(s.tls_cert),
+            args.tls_key.clone().or(s.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(ServerTls {
+                cert,
+                key,
+                client_ca,
+            }),
+            (None, None) if client_ca.is_some() => {
+                anyhow::bail!("client certificates (client_ca) need TLS: give tls_cert and tls_key")
+            }
+            (None, None) => None,
+            _ => anyhow::bail!("TLS needs both tls_cert and tls_key"),
+        };
+        let listen = args
+            .listen
+            .or(s.listen)
+            .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7000)));
+        let mut config = ServerConfig::new(listen, token);
+        config.tls = tls;
+        if let Some(secs) = args.port_lease.or(s.port_lease_secs) {
+            config.port_lease = Duration::from_secs(secs);
+        }
+        s.limits.apply(&mut config);
+        if let Some(name) = args.name.clone().or(s.name) {
+            config.name = name;
+        }
+        if let Some(ip) = args.bind_ip.or(s.bind_ip) {
+            config.default_bind_ip = ip;
+        }
+        if let Some(ports) = args.allow_ports.clone().or(s.allow_ports) {
+            config.allow_ports = ports;
+        }
+        config.allow_forward = if args.allow_forward.is_empty() {
+            s.allow_forward
+        } else {
+            args.allow_forward.clone()
+        };
+        let mut hooks = file.hooks;
+        hooks.extend(super::args::flag_hooks(args));
+        let metrics_listen = args.metrics_listen.or(s.metrics_listen);
+        if metrics_listen.is_none() && hooks.iter().any(is_metrics) {
+            anyhow::bail!(
+                "the `metrics` hook needs `metrics_listen` in the config file (or --metrics-listen)"
+            );
+        }
+        let settings = Settings {
+            config,
+            hooks,
+            path,
+            stats_interval: args.stats_interval.or(s.stats_interval).unwrap_or(10),
+            drain: Duration::from_secs(args.drain_timeout.or(s.drain_timeout_secs).unwrap_or(30)),
+            metrics_listen,
+        };
+        settings.check_auth(&settings.config.tls)?;
+        Ok(settings)
+    }
+
+    /// Every login must have something to prove: a token, a `policy`
+    /// hook's per-client tokens, or a client certificate under `tls`
+    /// (which a reload cannot change: there the running TLS counts).
+    pub(super) fn check_auth(&self, tls: &Option<ServerTls>) -> anyhow::Result<()> {
+        let has_policy = self
+            .hooks
+            .iter()
+            .any(|h| matches!(h, HookSpec::Policy { .. }));
+        let mtls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        match (&self.config.token, has_policy || mtls) {
+            (None, false) => anyhow::bail!(
+                "a token is required: --token, REITUNNEL_TOKEN, `token` in the config file, a `policy` hook with per-client tokens, or client certificates (--client-ca)"
+            ),
+            (Some(_), true) if has_policy => anyhow::bail!(
+                "a global token and a `policy` hook's per-client tokens exclude each other: drop one"
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// The settings that differ from `running`'s and that only a restart applies.
+    pub(super) fn restart_only_changes(&self, running: &Settings) -> Vec<&'static str> {
+        let (new, old) = (&self.config, &running.config);
+        [
+            ("listen", new.listen != old.listen),
+            ("name", new.name != old.name),
+            ("tls_cert, tls_key, client_ca", new.tls != old.tls),
+            (
+                "[limits]",
+                new.limits != old.limits
+                    || new.handshake_timeout != old.handshake_timeout
+                    || new.max_frame_len != old.max_frame_len,
+            ),
+            ("port_lease_secs", new.port_lease != old.port_lease),
+            ("drain_timeout_secs", self.drain != running.drain),
+            (
+                "stats_interval",
+                self.stats_interval != running.stats_interval,
+            ),
+            (
+                "metrics_listen",
+                self.metrics_listen != running.metrics_listen,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+    }
+}
+
+pub(super) fn is_metrics(spec: &HookSpec) -> bool {
+    matches!(spec, HookSpec::Metrics { .. })
+}
