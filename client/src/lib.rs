@@ -19,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod app;
 mod backoff;
 mod config;
 mod error;
@@ -28,9 +29,11 @@ mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 mod login;
+mod reconcile;
 mod session;
 mod spec;
 mod stream;
+mod supervisor;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,8 +53,10 @@ use tokio::time::{timeout_at, Instant};
 pub use backoff::Backoff;
 pub use config::{ClientConfig, MAX_FORWARD_STREAMS};
 pub use error::{ClientError, TargetError};
+pub use reconcile::{Kind, Report};
 pub use reitunnel_transport::tls::{ClientTls, Fingerprint};
 pub use spec::{LocalSpec, RemoteSpec, SpecError};
+pub use supervisor::{Supervised, Supervisor};
 
 /// A tunnel the server opened for us.
 #[derive(Debug, Clone, PartialEq, Eq)]

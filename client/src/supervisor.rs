@@ -1,0 +1,204 @@
+//! A client that stays up: logs in, opens its tunnels, and when the
+//! connection is lost logs in again with backoff and reopens each tunnel on
+//! the port it had (the server holds it on a lease meanwhile). A reload
+//! signal applies a new tunnel list to the running session.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), reitunnel_client::ClientError> {
+//! use std::time::Duration;
+//! use reitunnel_client::{ClientConfig, Supervised, Supervisor};
+//! use reitunnel_hooks::{builtin::Secret, HookChain};
+//! use reitunnel_transport::cli::Signals;
+//!
+//! let wanted = Supervised {
+//!     client: ClientConfig::new("tunnel.example.com:7000", "laptop", Secret::new("s3cret")),
+//!     remote: vec!["0:127.0.0.1:3000".parse().unwrap()],
+//!     local: Vec::new(),
+//!     drain: Duration::from_secs(30),
+//!     reconnect_max: Duration::from_secs(30),
+//! };
+//! Supervisor::new(wanted, HookChain::default())
+//!     .run(Signals::install(), || Err("no config file to reload".to_owned()), |report| println!("{report:?}"))
+//!     .await
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use reitunnel_hooks::HookChain;
+use reitunnel_transport::cli::Signals;
+use tokio::sync::watch;
+
+use crate::reconcile::{Report, Wanted};
+use crate::{Backoff, Client, ClientConfig, ClientError, LocalSpec, RemoteSpec};
+
+/// What a [`Supervisor`] keeps up.
+#[derive(Debug, Clone)]
+pub struct Supervised {
+    /// How to connect and log in.
+    pub client: ClientConfig,
+    /// Reverse tunnels (`-R`).
+    pub remote: Vec<RemoteSpec>,
+    /// Local forwards (`-L`).
+    pub local: Vec<LocalSpec>,
+    /// At a stop signal, how long open streams may take to finish.
+    pub drain: Duration,
+    /// Longest wait between reconnect attempts; zero: no reconnect, a lost
+    /// connection ends [`Supervisor::run`] with its error.
+    pub reconnect_max: Duration,
+}
+
+/// Keeps a client logged in with its tunnels open; see the module docs.
+pub struct Supervisor {
+    settings: Supervised,
+    chain: HookChain,
+    wanted: Wanted,
+    backoff: Backoff,
+}
+
+/// How one connection ended.
+enum Ended {
+    /// By a stop signal: the result is final.
+    Stopped(Result<(), ClientError>),
+    /// Lost or refused; `worked` if it logged in and opened every tunnel.
+    Lost { error: ClientError, worked: bool },
+}
+
+impl Supervisor {
+    /// A supervisor for `settings`, with `chain` as the client's hooks.
+    pub fn new(settings: Supervised, chain: HookChain) -> Supervisor {
+        Supervisor {
+            wanted: Wanted::new(settings.remote.clone(), settings.local.clone()),
+            backoff: Backoff::new(settings.reconnect_max),
+            settings,
+            chain,
+        }
+    }
+
+    /// Runs until the first stop signal (then drains; a second one cuts the
+    /// drain short) or an error that reconnecting cannot cure: the first
+    /// login failing (a typo should not loop forever), a refused login, bad
+    /// TLS settings. On each reload signal `reload` gives the new settings;
+    /// its tunnel lists are applied at once, other changes only warned
+    /// about. `report` hears what each tunnel does.
+    pub async fn run(
+        mut self,
+        signals: Signals,
+        mut reload: impl FnMut() -> Result<Supervised, String> + Send,
+        mut report: impl FnMut(Report) + Send,
+    ) -> Result<(), ClientError> {
+        let mut reloads = signals.reloads();
+        let mut connected_once = false;
+        loop {
+            let error = match self
+                .session(&signals, &mut reloads, &mut reload, &mut report)
+                .await
+            {
+                Ended::Stopped(result) => return result,
+                Ended::Lost { error, worked } => {
+                    if worked {
+                        connected_once = true;
+                        self.backoff.reset();
+                    }
+                    error
+                }
+            };
+            let permanent = matches!(
+                error,
+                ClientError::LoginRefused { .. } | ClientError::TlsSettings(_)
+            );
+            if !connected_once || permanent || self.settings.reconnect_max.is_zero() {
+                return Err(error);
+            }
+            let wait = self.backoff.next_delay();
+            report(Report::Reconnecting {
+                error: &error,
+                attempt: self.backoff.attempts(),
+                wait,
+            });
+            let sleep = tokio::time::sleep(wait);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = signals.nth(1) => return Ok(()),
+                    _ = &mut sleep => break,
+                    // Offline: the new list is what the next login opens.
+                    Ok(()) = reloads.changed() => self.reload(None, &mut reload, &mut report).await,
+                }
+            }
+        }
+    }
+
+    /// One connection: log in, open every tunnel, then serve until a
+    /// signal or the loss of the connection, applying reloads on the way.
+    async fn session(
+        &mut self,
+        signals: &Signals,
+        reloads: &mut watch::Receiver<u32>,
+        reload: &mut (impl FnMut() -> Result<Supervised, String> + Send),
+        report: &mut (impl FnMut(Report) + Send),
+    ) -> Ended {
+        let lost = |error| Ended::Lost {
+            error,
+            worked: false,
+        };
+        let connected = tokio::select! {
+            _ = signals.nth(1) => return Ended::Stopped(Ok(())),
+            connected = Client::connect(self.settings.client.clone(), self.chain.clone()) => connected,
+        };
+        let client = match connected {
+            Ok(client) => client,
+            Err(e) => return lost(e),
+        };
+        if let Err(e) = self.wanted.open_all(&client, report).await {
+            let _ = client.shutdown().await;
+            return lost(e);
+        }
+        loop {
+            tokio::select! {
+                _ = signals.nth(1) => {
+                    let drained = client.shutdown_graceful(self.settings.drain, signals.nth(2)).await;
+                    return Ended::Stopped(drained);
+                }
+                _ = client.ended() => return Ended::Lost {
+                    error: client.shutdown().await.err().unwrap_or(ClientError::ConnectionLost),
+                    worked: true,
+                },
+                Ok(()) = reloads.changed() => self.reload(Some(&client), reload, report).await,
+            }
+        }
+    }
+
+    /// Applies the tunnel lists of the reloaded settings; a broken config
+    /// changes nothing. Connection settings (server, name, token, TLS)
+    /// apply only after a restart.
+    async fn reload(
+        &mut self,
+        client: Option<&Client>,
+        reload: &mut (impl FnMut() -> Result<Supervised, String> + Send),
+        report: &mut (impl FnMut(Report) + Send),
+    ) {
+        let new = match reload() {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::error!("reload refused, the current tunnels stay as they are: {e}");
+                return;
+            }
+        };
+        if connection_changed(&new.client, &self.settings.client) {
+            tracing::warn!("connection settings changed (server, name, token or TLS): they take effect only after a restart");
+        }
+        let tunnels = Wanted::new(new.remote, new.local);
+        self.wanted.apply(client, tunnels, report).await;
+    }
+}
+
+/// The settings a config file gives that only a new login would apply.
+fn connection_changed(a: &ClientConfig, b: &ClientConfig) -> bool {
+    a.server != b.server
+        || a.name != b.name
+        || a.token != b.token
+        || a.tls != b.tls
+        || a.server_name != b.server_name
+        || a.heartbeat_timeout != b.heartbeat_timeout
+}
