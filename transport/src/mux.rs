@@ -49,9 +49,10 @@ pub const STREAM_CREDIT: usize = yamux::DEFAULT_CREDIT as usize;
 ///
 /// Across a link, one stream moves at most one receive window per round
 /// trip. yamux starts every stream at [`STREAM_CREDIT`] (256 KiB: 42 Mbit/s
-/// at 50 ms) and doubles a stream's window whenever its reader drains half
-/// of it within two round trips, so a bulk stream grows to about twice the
-/// bandwidth-delay product. The growth comes out of `window_headroom`,
+/// at 50 ms) and, as patched here, quadruples a stream's window whenever its
+/// reader drains half of it within two round trips, so a bulk stream grows
+/// to between two and eight times the bandwidth-delay product in a few
+/// round trips (about 1 s at 150 ms). The growth comes out of `window_headroom`,
 /// which the session's streams share; the `STREAM_CREDIT` of each stream is
 /// on top. So what one session can make us buffer is at most
 /// `open streams x STREAM_CREDIT + window_headroom`, and that is what the
