@@ -30,7 +30,6 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod cli;
 mod config;
 mod error;
 pub mod file_config;

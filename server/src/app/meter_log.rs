@@ -1,4 +1,4 @@
-//! The server binary's metering line. Public so the demo prints the same.
+//! The metering line the server logs every `stats_interval` seconds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use reitunnel_hooks::builtin::Counters;
 
 /// Logs the counters every `every`, with rates since the previous line.
-pub async fn log_counters(counters: Arc<Counters>, every: Duration) {
+pub(super) async fn log_counters(counters: Arc<Counters>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     let mut last = counters.snapshot();

@@ -23,6 +23,7 @@
 
 mod args;
 mod chain;
+mod meter_log;
 mod reload;
 mod settings;
 mod sinks;
@@ -106,7 +107,7 @@ impl App {
         let mut reloads = signals.reloads();
         let reloader = server.reloader();
         if settings.stats_interval > 0 {
-            tokio::spawn(crate::cli::log_counters(
+            tokio::spawn(meter_log::log_counters(
                 parts.counters.clone(),
                 Duration::from_secs(settings.stats_interval),
             ));
