@@ -7,6 +7,7 @@ mod common;
 use std::process::Stdio;
 
 use common::*;
+use reitunnel_testkit::echo_service;
 use tokio::process::Command;
 
 fn client() -> Command {

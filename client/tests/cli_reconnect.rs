@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use reitunnel_hooks::HookChain;
+use reitunnel_testkit::echo_service;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_gets_the_client_back_on_the_same_port() {

@@ -11,6 +11,7 @@ use std::process::Stdio;
 
 use common::*;
 use reitunnel_hooks::HookChain;
+use reitunnel_testkit::echo_service;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;

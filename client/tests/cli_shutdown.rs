@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use reitunnel_hooks::HookChain;
 use reitunnel_server::ForwardRule;
+use reitunnel_testkit::echo_service;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

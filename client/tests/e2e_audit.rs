@@ -12,6 +12,7 @@ use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
 use reitunnel_server::file_config::FileConfig;
 use reitunnel_server::hook_config::add_hooks;
+use reitunnel_testkit::echo_service;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use common::*;
 use reitunnel_hooks::HookChain;
+use reitunnel_testkit::echo_service;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;

@@ -17,6 +17,7 @@ use reitunnel_client::Client;
 use reitunnel_hooks::{
     BoxError, ClientInfo, CloseReason, Hook, HookChain, Scope, StreamEnd, Totals, TunnelInfo,
 };
+use reitunnel_testkit::echo_service;
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
 

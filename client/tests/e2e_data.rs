@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use reitunnel_hooks::{Direction, HookChain, Totals};
+use reitunnel_testkit::echo_service;
 use tokio::task::JoinSet;
 
 fn chain(rec: &std::sync::Arc<Recorder>) -> HookChain {

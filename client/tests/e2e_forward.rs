@@ -11,6 +11,7 @@ use common::*;
 use reitunnel_client::{ClientError, LocalSpec};
 use reitunnel_hooks::{HookChain, Totals};
 use reitunnel_server::ForwardRule;
+use reitunnel_testkit::echo_service;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

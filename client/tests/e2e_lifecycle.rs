@@ -11,6 +11,7 @@ use reitunnel_client::{ClientError, RemoteSpec};
 use reitunnel_hooks::{
     BoxError, DataEvent, ErrorStrategy, Hook, HookChain, Reason, ServerInfo, StreamInfo, Verdict,
 };
+use reitunnel_testkit::echo_service;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

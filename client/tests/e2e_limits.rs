@@ -14,6 +14,7 @@ use reitunnel_hooks::builtin::{
 };
 use reitunnel_hooks::events::{Event, EventBus, EventSink};
 use reitunnel_hooks::HookChain;
+use reitunnel_testkit::echo_service;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -10,6 +10,7 @@ use common::*;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use reitunnel_hooks::builtin::MetricsHook;
 use reitunnel_hooks::{ClientInfo, Hook, HookChain};
+use reitunnel_testkit::echo_service;
 use tokio::sync::Notify;
 
 /// Wakes the test at each heartbeat the server measures.

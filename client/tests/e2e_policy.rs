@@ -12,6 +12,7 @@ use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
 use reitunnel_server::file_config::FileConfig;
 use reitunnel_server::hook_config::add_hooks;
+use reitunnel_testkit::echo_service;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 

@@ -9,6 +9,7 @@ use reitunnel_client::{Client, ClientError, RemoteSpec};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::{HookChain, RefuseCode};
 use reitunnel_proto::{Preamble, PREAMBLE_LEN};
+use reitunnel_testkit::echo_service;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

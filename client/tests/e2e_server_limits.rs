@@ -13,6 +13,7 @@ use common::*;
 use reitunnel_client::{Client, ClientError};
 use reitunnel_hooks::{BoxError, ClientInfo, CloseReason, Hook, HookChain, Totals};
 use reitunnel_server::ServerConfig;
+use reitunnel_testkit::echo_service;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;

@@ -14,6 +14,7 @@ use reitunnel_client::{Client, ClientConfig, ClientTls, Fingerprint};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
 use reitunnel_server::ServerConfig;
+use reitunnel_testkit::echo_service;
 use reitunnel_transport::tls::ServerTls;
 
 fn server_tls(pem: &Pem, client_ca: Option<&Pki>) -> ServerTls {

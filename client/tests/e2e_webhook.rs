@@ -9,6 +9,7 @@ use common::*;
 use reitunnel_hooks::HookChain;
 use reitunnel_server::file_config::FileConfig;
 use reitunnel_server::hook_config::add_hooks;
+use reitunnel_testkit::echo_service;
 use ring::hmac;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

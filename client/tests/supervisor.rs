@@ -10,9 +10,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{client_config, echo_check, echo_service, TestServer, PATIENCE};
+use common::{client_config, echo_check, TestServer, PATIENCE};
 use reitunnel_client::{Kind, RemoteSpec, Report, Supervised, Supervisor};
 use reitunnel_hooks::HookChain;
+use reitunnel_testkit::echo_service;
+use reitunnel_testkit::within;
 use reitunnel_transport::cli::Signals;
 use tokio::sync::mpsc;
 
@@ -37,9 +39,8 @@ fn seen(report: Report) -> Seen {
 }
 
 async fn next(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
-    tokio::time::timeout(PATIENCE, seen.recv())
+    within(PATIENCE, "the next report", seen.recv())
         .await
-        .expect("no report in time")
         .expect("supervisor gone")
 }
 
@@ -119,9 +120,8 @@ async fn keeps_tunnels_open_over_reloads_and_a_server_restart() {
     assert_eq!(echo_check(public2, 64 << 10, 4).await, 64 << 10);
 
     send.stop();
-    tokio::time::timeout(PATIENCE, running)
+    within(PATIENCE, "run after the stop", running)
         .await
-        .expect("run did not return after the stop")
         .unwrap()
         .unwrap();
     server.stop().await;

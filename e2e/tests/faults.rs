@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use common::*;
-use reitunnel_testkit::FaultProxy;
+use reitunnel_testkit::{pseudo_random, FaultProxy};
 
 /// The server's side: a ping every 200 ms, dead after 1.5 s of silence; an
 /// audit log of every event, streams included.

@@ -21,13 +21,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use common::{echo_service, echo_through, pseudo_random, start, Log, Running};
+use common::{echo_through, start, Log, Running};
 use futures::{SinkExt, StreamExt};
 use reitunnel_client::{Client, ClientConfig, ClientError, RemoteSpec};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
 use reitunnel_proto::auth::proof;
 use reitunnel_proto::{Frame, FrameCodec, Preamble, RefuseCode, PREAMBLE_LEN};
+use reitunnel_testkit::{echo_service, pseudo_random};
 use reitunnel_transport::{
     read_frame, spawn_mux, write_frame, FrameIoError, Inbound, MuxConfig, MuxHandle, MuxStream,
 };

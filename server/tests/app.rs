@@ -10,11 +10,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use common::{echo_service, echo_through};
+use common::echo_through;
 use reitunnel_client::{Client, ClientConfig, ClientError};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
 use reitunnel_server::app::{App, Args};
+use reitunnel_testkit::echo_service;
+use reitunnel_testkit::within;
 use reitunnel_transport::cli::Signals;
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -71,9 +73,8 @@ async fn a_reload_changes_the_token_for_new_logins_and_a_stop_ends_run() {
     echo_through(tunnel.public_addr, 64 << 10, 2).await.unwrap();
 
     send.stop();
-    tokio::time::timeout(PATIENCE, running)
+    within(PATIENCE, "run after the stop", running)
         .await
-        .expect("run did not return after the stop")
         .unwrap()
         .unwrap();
     early.ended().await;

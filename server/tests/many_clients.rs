@@ -7,10 +7,11 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{assert_audit_balanced, echo_service, echo_through, start_audited, Running};
+use common::{assert_audit_balanced, echo_through, start_audited, Running};
 use reitunnel_client::{Client, ClientConfig, RemoteSpec};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
+use reitunnel_testkit::echo_service;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;

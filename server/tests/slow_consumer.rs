@@ -9,10 +9,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use common::{assert_audit_balanced, echo_service, pseudo_random, start_audited};
+use common::{assert_audit_balanced, start_audited};
 use reitunnel_client::{Client, ClientConfig, RemoteSpec};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
+use reitunnel_testkit::{echo_service, pseudo_random};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

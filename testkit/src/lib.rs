@@ -6,9 +6,17 @@
 //! reading one way so backpressure builds. Tests drive it while traffic
 //! flows and check that both ends notice, recover and account for every
 //! stream.
+//!
+//! Beside it, what tests on every crate share: an [`echo_service`],
+//! replayable [`pseudo_random`] payloads checked with [`same_echo`], and
+//! [`within`], a failure guard for a future.
 
 #![forbid(unsafe_code)]
 
+mod bytes;
 mod fault;
+mod service;
 
+pub use bytes::{pseudo_random, same_echo};
 pub use fault::{FaultProxy, Toward};
+pub use service::{echo_service, within};

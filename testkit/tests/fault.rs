@@ -1,30 +1,13 @@
 //! Each fault of the proxy does what it says, with an echo service behind it.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use reitunnel_testkit::{FaultProxy, Toward};
+use reitunnel_testkit::{echo_service, FaultProxy, Toward};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// A failure guard, never a synchronisation.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// An echo service that half-closes after its peer does.
-async fn echo_service() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    addr
-}
 
 async fn proxied() -> (FaultProxy, TcpStream) {
     let proxy = FaultProxy::start(echo_service().await).unwrap();

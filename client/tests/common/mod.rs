@@ -19,7 +19,7 @@ use reitunnel_hooks::{
 };
 use reitunnel_server::{Server, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
@@ -274,25 +274,6 @@ pub async fn connect(server: SocketAddr, name: &str) -> Client {
 pub async fn reverse(client: &Client, target: SocketAddr) -> TunnelReady {
     let spec: RemoteSpec = format!("0:{target}").parse().unwrap();
     client.open_reverse(spec).await.expect("tunnel opens")
-}
-
-/// An echo service on 127.0.0.1:0 that half-closes after its peer does.
-pub async fn echo_service() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    addr
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so the receiver can check

@@ -14,6 +14,8 @@ use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use reitunnel_testkit::{pseudo_random, same_echo};
+
 pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_e2e-server");
 pub const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_e2e-client");
 pub const TOKEN: &str = "e2e-process-secret";
@@ -378,31 +380,7 @@ pub fn echo_check(addr: SocketAddr, len: usize, seed: u64) -> Result<(), String>
             back.len()
         )
     })?;
-    if back != payload {
-        let at = back
-            .iter()
-            .zip(&payload)
-            .take_while(|(a, b)| a == b)
-            .count();
-        return Err(format!(
-            "echo through {addr} differs: {} of {len} bytes back, first difference at byte {at}",
-            back.len()
-        ));
-    }
-    Ok(())
-}
-
-/// Deterministic bytes (xorshift64), so a failure can be replayed.
-pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
+    same_echo(&payload, &back, addr)
 }
 
 /// Milliseconds, for the measured-time lines.

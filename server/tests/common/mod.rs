@@ -10,8 +10,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use reitunnel_testkit::{pseudo_random, same_echo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_reitunnel-server");
 
@@ -224,22 +225,6 @@ pub fn start(args: &[&str]) -> (Running, SocketAddr, Vec<String>) {
     (Running { child, log }, addr, seen)
 }
 
-/// An echo service on 127.0.0.1:0 that half-closes after its peer does.
-pub async fn echo_service() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
 /// Sends `len` pseudo-random bytes to `addr` while reading the echo, then
 /// compares every byte.
 pub async fn echo_through(addr: SocketAddr, len: usize, seed: u64) -> Result<(), String> {
@@ -261,31 +246,7 @@ pub async fn echo_through(addr: SocketAddr, len: usize, seed: u64) -> Result<(),
         .await
         .unwrap()
         .map_err(|e| format!("writing to the tunnel: {e}"))?;
-    if back != payload {
-        let at = back
-            .iter()
-            .zip(&payload)
-            .take_while(|(a, b)| a == b)
-            .count();
-        return Err(format!(
-            "echo differs: {} of {len} bytes back, first difference at byte {at}",
-            back.len()
-        ));
-    }
-    Ok(())
-}
-
-/// Deterministic garbage (xorshift64), so a failure can be replayed.
-pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
+    same_echo(&payload, &back, addr)
 }
 
 /// Starts the server binary from a config file in `dir`: `settings` (its

@@ -199,19 +199,6 @@ fn echo_service() -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
-/// Deterministic bytes (xorshift64).
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
-
 /// How one visitor ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Outcome {
@@ -232,7 +219,7 @@ fn visit(addr: SocketAddr, len: usize, seed: u64) -> Outcome {
     };
     let _ = stream.set_read_timeout(Some(PATIENCE));
     let _ = stream.set_write_timeout(Some(PATIENCE));
-    let payload = pattern(seed, len);
+    let payload = reitunnel_testkit::pseudo_random(seed, len);
     let Ok(mut writer) = stream.try_clone() else {
         return Outcome::Refused;
     };

@@ -1,0 +1,34 @@
+//! Services and task helpers for tests that run on tokio.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+/// An echo service on 127.0.0.1:0 that half-closes after its peer does;
+/// it runs until the runtime ends.
+pub async fn echo_service() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// What `done` gives, or a panic naming `what` if it takes longer than
+/// `patience`: a failure guard for a test, never a synchronisation.
+pub async fn within<T>(patience: Duration, what: &str, done: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(patience, done).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what}: not done within {patience:?}"),
+    }
+}
