@@ -21,14 +21,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use common::{echo_through, start, Log, Running};
+use common::{echo_through, start, Running};
 use futures::{SinkExt, StreamExt};
 use reitunnel_client::{Client, ClientConfig, ClientError, RemoteSpec};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
 use reitunnel_proto::auth::proof;
 use reitunnel_proto::{Frame, FrameCodec, Preamble, RefuseCode, PREAMBLE_LEN};
-use reitunnel_testkit::{echo_service, pseudo_random};
+use reitunnel_testkit::{echo_service, pseudo_random, Lines};
 use reitunnel_transport::{
     read_frame, spawn_mux, write_frame, FrameIoError, Inbound, MuxConfig, MuxHandle, MuxStream,
 };
@@ -90,7 +90,7 @@ impl Target {
         }
     }
 
-    fn log(&self) -> &Log {
+    fn log(&self) -> &Lines {
         self.server.log()
     }
 
@@ -108,7 +108,7 @@ impl Target {
     ) -> String {
         let log = self.log().clone();
         let what = what.to_owned();
-        tokio::task::spawn_blocking(move || log.wait_for_n(&what, n, PATIENCE, pred))
+        tokio::task::spawn_blocking(move || log.wait_for_nth(&what, n, PATIENCE, pred))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }

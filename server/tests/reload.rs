@@ -53,7 +53,7 @@ fn reload(server: &Running, outcome: &str, n: usize) -> String {
     tokio::task::block_in_place(|| {
         server
             .log()
-            .wait_for_n(outcome, n, PATIENCE, |l| l.contains(outcome))
+            .wait_for_nth(outcome, n, PATIENCE, |l| l.contains(outcome))
     })
 }
 

@@ -9,14 +9,17 @@
 //!
 //! Beside it, what tests on every crate share: an [`echo_service`],
 //! replayable [`pseudo_random`] payloads checked with [`same_echo`], and
-//! [`within`], a failure guard for a future.
+//! [`within`], a failure guard for a future; and [`Process`], a child
+//! whose output tests wait on line by line.
 
 #![forbid(unsafe_code)]
 
 mod bytes;
 mod fault;
+mod process;
 mod service;
 
 pub use bytes::{pseudo_random, same_echo};
 pub use fault::{FaultProxy, Toward};
+pub use process::{Frozen, Lines, Process};
 pub use service::{echo_service, within};

@@ -1,78 +1,21 @@
 //! Shared by the tests that run the `reitunnel-server` binary: start it,
-//! stop it, read its log as it is written, and read its memory and open
-//! file descriptors from `/proc`.
+//! stop it, read its log as it is written (a testkit `Process`), and read
+//! its memory and open file descriptors from `/proc`.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::fmt;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
-use reitunnel_testkit::{pseudo_random, same_echo};
+use reitunnel_testkit::{pseudo_random, same_echo, Lines, Process};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_reitunnel-server");
 
-/// Every line the server wrote to stderr, in order, as it arrives. Filled by
-/// the thread that drains the pipe (so the server never blocks on it); tests
-/// wait on it for the server's warnings with a deadline.
-#[derive(Clone, Default)]
-pub struct Log(Arc<(Mutex<Vec<String>>, Condvar)>);
-
-impl Log {
-    fn push(&self, line: String) {
-        let (lines, changed) = &*self.0;
-        lines.lock().unwrap().push(line);
-        changed.notify_all();
-    }
-
-    /// A copy of every line so far.
-    pub fn lines(&self) -> Vec<String> {
-        self.0 .0.lock().unwrap().clone()
-    }
-
-    /// How many lines so far satisfy `pred`.
-    pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
-        self.0 .0.lock().unwrap().iter().filter(|l| pred(l)).count()
-    }
-
-    /// Blocks until at least `n` lines satisfy `pred` and returns the first
-    /// of them; panics with the log's tail after `patience`.
-    pub fn wait_for_n(
-        &self,
-        what: &str,
-        n: usize,
-        patience: Duration,
-        pred: impl Fn(&str) -> bool,
-    ) -> String {
-        let deadline = Instant::now() + patience;
-        let (lines, changed) = &*self.0;
-        let mut guard = lines.lock().unwrap();
-        loop {
-            let matching: Vec<&String> = guard.iter().filter(|l| pred(l)).collect();
-            if matching.len() >= n {
-                return matching[0].clone();
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let tail = guard[guard.len().saturating_sub(40)..].join("\n");
-                panic!(
-                    "no {n} log lines for {what} within {patience:?} ({} seen); log tail:\n{tail}",
-                    matching.len()
-                );
-            }
-            guard = changed.wait_timeout(guard, deadline - now).unwrap().0;
-        }
-    }
-
-    /// Blocks until a line satisfies `pred` and returns it; panics after `patience`.
-    pub fn wait_for(&self, what: &str, patience: Duration, pred: impl Fn(&str) -> bool) -> String {
-        self.wait_for_n(what, 1, patience, pred)
-    }
-}
+/// Longest wait for the server to start or exit: a failure guard.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Resident memory of a process, from `/proc/<pid>/status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,44 +67,38 @@ impl fmt::Display for Memory {
 
 /// A running server process; killed on drop, so a failing test leaves nothing behind.
 pub struct Running {
-    child: Child,
-    log: Log,
+    process: Process,
 }
 
 impl Running {
     /// SIGTERM, then the exit status.
-    pub fn stop(mut self) -> ExitStatus {
+    pub fn stop(self) -> ExitStatus {
         self.terminate();
-        self.child.wait().unwrap()
+        self.wait()
     }
 
     /// Sends SIGTERM without waiting.
     pub fn terminate(&self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
+        self.process.signal("TERM");
     }
 
-    /// Waits for the process to exit.
-    pub fn wait(mut self) -> ExitStatus {
-        self.child.wait().unwrap()
+    /// Waits (bounded) for the process to exit.
+    pub fn wait(self) -> ExitStatus {
+        self.process.wait_exit(PATIENCE)
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Whether the process has not exited (a panic or abort would end it).
     pub fn is_alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        self.process.is_alive()
     }
 
     /// The server's stderr so far and to come.
-    pub fn log(&self) -> &Log {
-        &self.log
+    pub fn log(&self) -> &Lines {
+        &self.process.stderr
     }
 
     /// Its current and peak resident memory.
@@ -189,40 +126,28 @@ impl Running {
     }
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts the server binary with `args`, returning it, its control address
 /// (from the "server started" log line) and the log lines up to that one.
 pub fn start(args: &[&str]) -> (Running, SocketAddr, Vec<String>) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let log = Log::default();
-    let mut seen = Vec::new();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before starting")
-            .unwrap();
-        log.push(line.clone());
-        if let Some(rest) = line.split("server started listen=").nth(1) {
-            break rest.trim().parse().unwrap();
-        }
-        seen.push(line);
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    let sink = log.clone();
-    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| sink.push(l)));
-    (Running { child, log }, addr, seen)
+    let mut command = Command::new(BIN);
+    command.args(args);
+    let process = Process::spawn("the server", command);
+    let started = |l: &str| l.contains("server started listen=");
+    let line = process
+        .stderr
+        .wait_for("the server's start", PATIENCE, started);
+    let addr = line
+        .split("server started listen=")
+        .nth(1)
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or_else(|| panic!("unexpected start line {line:?}"));
+    let seen = process
+        .stderr
+        .all()
+        .into_iter()
+        .take_while(|l| !started(l))
+        .collect();
+    (Running { process }, addr, seen)
 }
 
 /// Sends `len` pseudo-random bytes to `addr` while reading the echo, then
