@@ -73,6 +73,18 @@ impl Lines {
         patience: Duration,
         pred: impl Fn(&str) -> bool,
     ) -> String {
+        self.try_wait_for_nth(n, patience, pred)
+            .unwrap_or_else(|why| panic!("{what}: {why}"))
+    }
+
+    /// [`Lines::wait_for_nth`] for a program that reports rather than
+    /// panics: the error says why (timed out or exited) with the tail.
+    pub fn try_wait_for_nth(
+        &self,
+        n: usize,
+        patience: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String, String> {
         assert!(n >= 1);
         let deadline = Instant::now() + patience;
         let (state, changed) = &*self.0;
@@ -80,7 +92,7 @@ impl Lines {
         loop {
             let Collected { lines, closed } = &*guard;
             if let Some(line) = lines.iter().filter(|l| pred(l)).nth(n - 1) {
-                return line.clone();
+                return Ok(line.clone());
             }
             let now = Instant::now();
             if *closed || now >= deadline {
@@ -91,8 +103,9 @@ impl Lines {
                 } else {
                     format!("not within {patience:?}")
                 };
-                drop(guard); // do not poison the lock the draining thread needs
-                panic!("{what}: {why} ({seen} of {n} matching lines seen); tail:\n{tail}");
+                return Err(format!(
+                    "{why} ({seen} of {n} matching lines seen); tail:\n{tail}"
+                ));
             }
             guard = changed.wait_timeout(guard, deadline - now).unwrap().0;
         }
@@ -135,24 +148,31 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `command` (with `RUST_LOG=info`) and collects its output;
+    /// Starts `command` (with `RUST_LOG=info` unless it sets its own) and
+    /// collects its output;
     /// `what` names it in failure messages.
-    pub fn spawn(what: &'static str, mut command: Command) -> Process {
+    pub fn spawn(what: &'static str, command: Command) -> Process {
+        Process::try_spawn(what, command).unwrap_or_else(|e| panic!("starting {what}: {e}"))
+    }
+
+    /// [`Process::spawn`] returning the error of a command that cannot start.
+    pub fn try_spawn(what: &'static str, mut command: Command) -> std::io::Result<Process> {
+        if !command.get_envs().any(|(key, _)| key == "RUST_LOG") {
+            command.env("RUST_LOG", "info");
+        }
         let mut child = command
-            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+            .spawn()?;
         let out: ChildStdout = child.stdout.take().unwrap();
         let err: ChildStderr = child.stderr.take().unwrap();
-        Process {
+        Ok(Process {
             what,
             child,
             stdout: Lines::drain(out),
             stderr: Lines::drain(err),
-        }
+        })
     }
 
     /// Its process id.
@@ -177,16 +197,21 @@ impl Process {
     }
 
     /// Waits (bounded) for the process to exit and returns its status.
-    pub fn wait_exit(mut self, patience: Duration) -> ExitStatus {
+    pub fn wait_exit(self, patience: Duration) -> ExitStatus {
+        let what = self.what;
+        self.try_wait_exit(patience).unwrap_or_else(|tail| {
+            panic!("{what} did not exit within {patience:?}; stderr tail:\n{tail}")
+        })
+    }
+
+    /// [`Process::wait_exit`] without the panic: the tail of its stderr if
+    /// it is still running after `patience` (it is killed on drop).
+    pub fn try_wait_exit(mut self, patience: Duration) -> Result<ExitStatus, String> {
         // Its pipes close when it exits; then `wait` returns at once.
         if !self.stderr.wait_closed(patience) {
-            panic!(
-                "{} did not exit within {patience:?}; stderr tail:\n{}",
-                self.what,
-                self.stderr.tail(40)
-            );
+            return Err(self.stderr.tail(40));
         }
-        self.child.wait().unwrap()
+        Ok(self.child.wait().unwrap())
     }
 }
 

@@ -24,6 +24,29 @@ pub async fn echo_service() -> SocketAddr {
     addr
 }
 
+/// An echo service on 127.0.0.1:0 on plain threads, one per connection,
+/// for tests and programs without a runtime; half-closes after its peer
+/// does, and gives up on a peer silent for `patience`.
+pub fn echo_service_on_threads(patience: Duration) -> std::io::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(patience));
+                let _ = conn.set_write_timeout(Some(patience));
+                let Ok(mut back) = conn.try_clone() else {
+                    return;
+                };
+                let _ = std::io::copy(&mut conn, &mut back);
+                let _ = back.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    Ok(addr)
+}
+
 /// What `done` gives, or a panic naming `what` if it takes longer than
 /// `patience`: a failure guard for a test, never a synchronisation.
 pub async fn within<T>(patience: Duration, what: &str, done: impl Future<Output = T>) -> T {

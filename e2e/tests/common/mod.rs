@@ -8,7 +8,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -128,21 +128,7 @@ fn is_ready(line: &str) -> bool {
 /// An echo service on 127.0.0.1:0, a thread per connection; half-closes
 /// after its peer does.
 pub fn echo_service() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            std::thread::spawn(move || {
-                let _ = conn.set_read_timeout(Some(PATIENCE));
-                let _ = conn.set_write_timeout(Some(PATIENCE));
-                let mut back = conn.try_clone().unwrap();
-                let _ = std::io::copy(&mut conn, &mut back);
-                let _ = back.shutdown(Shutdown::Write);
-            });
-        }
-    });
-    addr
+    reitunnel_testkit::echo_service_on_threads(PATIENCE).expect("an echo service on 127.0.0.1")
 }
 
 /// Sends `len` pseudo-random bytes through `addr` while reading the echo

@@ -13,16 +13,16 @@
 //! `soak [--minutes N] [--bin-dir DIR]`; `testkit/soak.sh` builds and runs it.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use reitunnel_testkit::{FaultProxy, Toward};
+use reitunnel_testkit::{echo_service_on_threads, FaultProxy, Lines, Process, Toward};
 
 const TOKEN: &str = "soak-token";
 /// Bound on every socket wait: a failure guard.
@@ -84,87 +84,17 @@ impl Args {
     }
 }
 
-/// A child process whose output lines are kept; killed on drop.
-struct Proc {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+/// SIGTERM, then a bounded wait for the exit; whether it was a success.
+fn terminate(process: Process) -> bool {
+    process.signal("TERM");
+    process
+        .try_wait_exit(PATIENCE)
+        .is_ok_and(|status| status.success())
 }
 
-impl Proc {
-    fn spawn(mut command: Command) -> Result<Proc, String> {
-        command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(|e| format!("{command:?}: {e}"))?;
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let outputs: [Box<dyn Read + Send>; 2] = [
-            Box::new(child.stdout.take().expect("piped")),
-            Box::new(child.stderr.take().expect("piped")),
-        ];
-        for output in outputs {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(output).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        Ok(Proc { child, lines })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits for a line containing `text` (the `n`th, counting from 1).
-    fn wait_for(&self, text: &str, n: usize) -> Result<String, String> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(line) = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|l| l.contains(text))
-                .nth(n - 1)
-            {
-                return Ok(line.clone());
-            }
-            if Instant::now() > deadline {
-                return Err(format!("no line with {text:?} within {PATIENCE:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn count(&self, text: &str) -> usize {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(text))
-            .count()
-    }
-
-    /// SIGTERM, then waits for the exit; whether it was a success.
-    fn terminate(mut self) -> bool {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits for the first line of `lines` containing `text`.
+fn line_with(lines: &Lines, text: &str) -> Result<String, String> {
+    lines.try_wait_for_nth(1, PATIENCE, |l| l.contains(text))
 }
 
 /// Peak resident memory (MiB) and open descriptors of `pid`.
@@ -177,26 +107,6 @@ fn usage(pid: u32) -> (f64, usize) {
         .unwrap_or(0.0);
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
     (hwm_kib / 1024.0, fds)
-}
-
-/// An echo service, a thread per connection.
-fn echo_service() -> Result<SocketAddr, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let _ = conn.set_read_timeout(Some(PATIENCE));
-                let Ok(mut back) = conn.try_clone() else {
-                    return;
-                };
-                let _ = std::io::copy(&mut conn, &mut back);
-                let _ = back.shutdown(Shutdown::Write);
-            });
-        }
-    });
-    Ok(addr)
 }
 
 /// How one visitor ended.
@@ -284,14 +194,14 @@ fn run(args: &Args) -> Result<bool, String> {
 
     let mut command = Command::new(&server_bin);
     command.args(["--config", &config.to_string_lossy()]);
-    let server = Proc::spawn(command)?;
-    let started = server.wait_for("server started listen=", 1)?;
+    let server = Process::try_spawn("the server", command).map_err(|e| e.to_string())?;
+    let started = line_with(&server.stderr, "server started listen=")?;
     let server_addr: SocketAddr = started
         .split("server started listen=")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .ok_or(format!("unexpected start line {started:?}"))?;
-    let echo = echo_service()?;
+    let echo = echo_service_on_threads(PATIENCE).map_err(|e| e.to_string())?;
     let proxy = FaultProxy::start(server_addr).map_err(|e| e.to_string())?;
     let client = |to: SocketAddr, name: &str| {
         let mut command = Command::new(&client_bin);
@@ -307,10 +217,10 @@ fn run(args: &Args) -> Result<bool, String> {
             "-R",
             &format!("0:{echo}"),
         ]);
-        Proc::spawn(command)
+        Process::try_spawn("a client", command).map_err(|e| e.to_string())
     };
     let steady = client(proxy.addr(), "steady")?;
-    let ready = steady.wait_for(" ready: ", 1)?;
+    let ready = line_with(&steady.stdout, " ready: ")?;
     let public: SocketAddr = ready
         .split_whitespace()
         .nth(3)
@@ -400,10 +310,12 @@ fn run(args: &Args) -> Result<bool, String> {
 
     let (server_peak, server_fds) = usage(server.pid());
     let (client_peak, _) = usage(steady.pid());
-    let reconnects = steady.count("disconnected; reconnecting");
-    let warnings = warnings_by_kind(&server.lines.lock().unwrap());
-    let client_ok = steady.terminate();
-    let server_ok = server.terminate();
+    let reconnects = steady
+        .stderr
+        .count(|l| l.contains("disconnected; reconnecting"));
+    let warnings = warnings_by_kind(&server.stderr.all());
+    let client_ok = terminate(steady);
+    let server_ok = terminate(server);
     let balance = audit_balance(&audit)?;
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -481,17 +393,15 @@ fn churn_once(
         "-R",
         &format!("0:{echo}"),
     ]);
-    let client = Proc::spawn(command)?;
-    let ready = client
-        .wait_for(" ready: ", 1)
-        .map_err(|_| "never ready".to_owned())?;
+    let client = Process::try_spawn("a churn client", command).map_err(|e| e.to_string())?;
+    let ready = line_with(&client.stdout, " ready: ").map_err(|_| "never ready".to_owned())?;
     let public: SocketAddr = ready
         .split_whitespace()
         .nth(3)
         .and_then(|a| a.parse().ok())
         .ok_or("unexpected ready line")?;
     let outcome = visit(public, 64 << 10, n);
-    let exited = client.terminate();
+    let exited = terminate(client);
     match (outcome, exited) {
         (Outcome::Whole, true) => Ok(()),
         (Outcome::Whole, false) => Err("bad exit".into()),
