@@ -203,3 +203,44 @@ impl<H: Hook + ?Sized> Hook for std::sync::Arc<H> {
         (**self).on_heartbeat(client, rtt)
     }
 }
+
+/// A wrapper that forgets to forward a method does not fail to compile: the
+/// trait's default runs instead and the wrapped hook silently misses those
+/// events. This reads the sources and names any method a wrapper lacks.
+#[cfg(test)]
+mod forwarding {
+    /// The names of the `fn`s in the block of `source` that starts with `header`.
+    fn methods(source: &str, header: &str) -> Vec<String> {
+        let start = source
+            .find(header)
+            .unwrap_or_else(|| panic!("no `{header}`"));
+        let end = start + source[start..].find("\n}\n").expect("the block's end");
+        source[start..end]
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("fn "))
+            .map(|rest| rest.split(['(', '<']).next().unwrap_or(rest).to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn every_wrapper_forwards_every_method_of_the_trait() {
+        let hook = include_str!("hook.rs");
+        let wanted = methods(hook, "pub trait Hook");
+        assert!(wanted.len() >= 16, "read too few methods: {wanted:?}");
+        let wrappers = [
+            (hook, "impl<H: Hook + ?Sized> Hook for std::sync::Arc<H>"),
+            (
+                include_str!("builtin/sampler.rs"),
+                "impl<H: Hook> Hook for Sampler<H>",
+            ),
+        ];
+        for (source, header) in wrappers {
+            let forwarded = methods(source, header);
+            let missing: Vec<&String> = wanted.iter().filter(|m| !forwarded.contains(m)).collect();
+            assert!(
+                missing.is_empty(),
+                "`{header}` does not forward {missing:?}"
+            );
+        }
+    }
+}
