@@ -42,6 +42,7 @@ mod open;
 pub mod ports;
 #[cfg(feature = "tokio")]
 pub mod relay;
+mod secret;
 
 pub use chain::{ErrorStrategy, HookChain, HookChainBuilder, Refusal, SERVER};
 pub use error::{HookError, HookErrorKind, MultiError};
@@ -52,3 +53,4 @@ pub use event::{
 };
 pub use hook::{BoxError, Hook, StreamState};
 pub use open::{Open, Subject};
+pub use secret::Secret;

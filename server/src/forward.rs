@@ -22,8 +22,8 @@ use thiserror::Error;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::limits::{Gauge, Slot};
-use crate::{report_to, Shared, StreamError};
+use crate::limits::{Slot, Slots};
+use crate::{report_to, ServerState, StreamError};
 
 /// One `allow_forward` entry: `HOST:PORTS`, where HOST is `*`, `*.suffix`,
 /// a name, an IP or a CIDR, and PORTS is `*`, a port or a range.
@@ -176,10 +176,10 @@ pub(crate) type Forwards = Arc<Mutex<HashMap<TunnelId, Arc<ForwardRoute>>>>;
 
 /// Serves one client-opened stream: header, limits, gate, dial, answer, relay.
 pub(crate) async fn serve(
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     mut up: MuxStream,
     forwards: Forwards,
-    stream_slots: Arc<Gauge>,
+    stream_slots: Arc<Slots>,
 ) {
     let cfg = &shared.config;
     // Counted from the moment the stream exists: streams still waiting for
@@ -256,7 +256,7 @@ pub(crate) async fn serve(
 }
 
 async fn dial_and_relay(
-    shared: &Shared,
+    shared: &ServerState,
     up: &mut MuxStream,
     open: &Open<StreamInfo>,
 ) -> CloseReason {

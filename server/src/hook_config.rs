@@ -54,14 +54,14 @@ enum Sink {
 /// table did not change, and with it the hook's state: quota usage, rate
 /// buckets, meter counters, the open audit file, a webhook's queue.
 pub struct HookSet {
-    hooks: Vec<(HookSpec, Built)>,
+    hooks: Vec<(HookSpec, BuiltHook)>,
     sinks: Vec<(HookSpec, Sink)>,
     background: Background,
 }
 
 /// One hook of a [`HookSet`] and the meters inside it (a meter, or a sampled one).
 #[derive(Clone)]
-struct Built {
+struct BuiltHook {
     hook: Arc<dyn Hook>,
     meters: Vec<(Arc<BandwidthMeter>, Duration)>,
 }
@@ -147,7 +147,7 @@ impl HookSet {
                 .map(|(s, _)| s)
                 .eq(sinks.iter().map(|(s, _)| s))
         });
-        let mut spare_hooks: Vec<(HookSpec, Built)> =
+        let mut spare_hooks: Vec<(HookSpec, BuiltHook)> =
             previous.map(|p| p.hooks.clone()).unwrap_or_default();
         let mut builder = Builder {
             server,
@@ -177,7 +177,7 @@ impl HookSet {
                 None => {
                     let first_meter = builder.bg.meters.len();
                     let hook = builder.build(spec)?;
-                    Built {
+                    BuiltHook {
                         hook,
                         meters: builder.bg.meters[first_meter..].to_vec(),
                     }
@@ -281,7 +281,7 @@ struct Builder<'a> {
 impl Builder<'_> {
     /// Accounts for a hook kept from the previous set: its meters still
     /// report, and the sinks it took are not handed to another hook.
-    fn keep(&mut self, spec: &HookSpec, built: &Built) {
+    fn keep(&mut self, spec: &HookSpec, built: &BuiltHook) {
         self.bg.meters.extend(built.meters.iter().cloned());
         match spec {
             HookSpec::Audit { .. } => self.audits += 1,

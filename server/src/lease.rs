@@ -20,7 +20,7 @@ use reitunnel_hooks::{ClientInfo, CloseReason, Open, Reason, RefuseCode, TunnelI
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use crate::Live;
+use crate::LoginSettings;
 
 /// A client's open handle, shared by its session and by every tunnel of it
 /// that may still be leased: the close event fires when the last one lets
@@ -32,11 +32,11 @@ pub(crate) struct ClientHold {
     /// The settings the client logged in with, let go after its close
     /// event (fields drop after `Drop::drop`): hooks a reload took out
     /// meanwhile stop only once nothing of the client is left.
-    _settings: Arc<Live>,
+    _settings: Arc<LoginSettings>,
 }
 
 impl ClientHold {
-    pub(crate) fn new(open: Open<ClientInfo>, settings: Arc<Live>) -> Arc<ClientHold> {
+    pub(crate) fn new(open: Open<ClientInfo>, settings: Arc<LoginSettings>) -> Arc<ClientHold> {
         Arc::new(ClientHold {
             open: Some(open),
             reason: Mutex::default(),
@@ -279,7 +279,7 @@ mod tests {
                 },
             )
             .unwrap();
-        let hold = ClientHold::new(client, crate::Live::with_chain(chain.clone()));
+        let hold = ClientHold::new(client, crate::LoginSettings::with_chain(chain.clone()));
         hold.ended(CloseReason::ConnectionLost);
         let mut parked = Vec::new();
         for i in 0..n {

@@ -64,7 +64,7 @@ use tokio_util::task::TaskTracker;
 
 use in_use::{Hold, HooksInUse};
 use lease::Leases;
-use limits::{Budget, FailedLogins, Gauge, PerIp};
+use limits::{Budget, FailedLogins, PerIp, Slots};
 use prelogin::PreLoginErrors;
 
 pub use config::{ServerConfig, VISITOR_IDLE_TIMEOUT};
@@ -128,7 +128,11 @@ impl Reload {
     /// The settings to put in force, held in `in_use`, and the hooks of
     /// them nobody held before (to start, once the server runs); the token
     /// check of `current` is kept (the same hook) when the token did not change.
-    fn into_live(self, current: Option<&Live>, in_use: &Arc<HooksInUse>) -> (Live, HookChain) {
+    fn into_settings(
+        self,
+        current: Option<&LoginSettings>,
+        in_use: &Arc<HooksInUse>,
+    ) -> (LoginSettings, HookChain) {
         let token_auth = self.token.map(|token| {
             let same = current
                 .and_then(|c| c.token_auth.as_ref())
@@ -146,7 +150,7 @@ impl Reload {
             None => self.chain,
         };
         let (hold, fresh) = in_use.hold(&chain);
-        let live = Live {
+        let live = LoginSettings {
             chain,
             token_auth,
             allow_ports: self.allow_ports,
@@ -162,7 +166,7 @@ impl Reload {
 /// at login and keeps it to the end (see the crate docs), and so do its
 /// leased tunnels, through the client's hold: when the last of them lets
 /// go, hooks that a reload took out meanwhile are stopped.
-struct Live {
+struct LoginSettings {
     /// The hooks, with the token check in front when a token is set.
     chain: HookChain,
     /// The token and its check, kept across reloads that do not change it.
@@ -175,9 +179,9 @@ struct Live {
 }
 
 #[cfg(test)]
-impl Live {
+impl LoginSettings {
     /// Settings with `chain`, for unit tests.
-    fn with_chain(chain: HookChain) -> Arc<Live> {
+    fn with_chain(chain: HookChain) -> Arc<LoginSettings> {
         let server = ServerInfo {
             name: "test".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -189,16 +193,16 @@ impl Live {
             allow_forward: Vec::new(),
             default_bind_ip: server.listen.ip(),
         };
-        Arc::new(reload.into_live(None, &HooksInUse::new(server)).0)
+        Arc::new(reload.into_settings(None, &HooksInUse::new(server)).0)
     }
 }
 
 /// What every task of the server shares.
-struct Shared {
+struct ServerState {
     config: ServerConfig,
     /// Swapped whole by a reload; read once per login (and per error
     /// before a login), never on the data path.
-    live: RwLock<Arc<Live>>,
+    live: RwLock<Arc<LoginSettings>>,
     /// Taken by reloads (one at a time, so new hooks can start outside the
     /// `live` lock) and by the server's start: true once the hooks started.
     started: Mutex<bool>,
@@ -229,11 +233,11 @@ struct Shared {
 /// their session and tunnel.
 #[derive(Debug)]
 struct Admission {
-    handshakes: Gauge,
+    handshakes: Slots,
     handshakes_per_ip: PerIp,
     visitors_per_ip: PerIp,
-    clients: Gauge,
-    streams: Gauge,
+    clients: Slots,
+    streams: Slots,
     failed_logins: FailedLogins,
     /// `max_buffered_bytes`: every stream and session reserves its share.
     budget: Budget,
@@ -247,19 +251,19 @@ impl Admission {
         let per_stream = STREAM_CREDIT + 2 * config.relay.max_chunk;
         Admission {
             budget: Budget::new(limits.max_buffered_bytes, per_stream),
-            handshakes: Gauge::new("max_handshakes", limits.max_handshakes),
+            handshakes: Slots::new("max_handshakes", limits.max_handshakes),
             handshakes_per_ip: PerIp::new("max_handshakes_per_ip", limits.max_handshakes_per_ip),
             visitors_per_ip: PerIp::new("max_visitors_per_ip", limits.max_visitors_per_ip),
-            clients: Gauge::new("max_clients", limits.max_clients),
-            streams: Gauge::new("max_streams", limits.max_streams),
+            clients: Slots::new("max_clients", limits.max_clients),
+            streams: Slots::new("max_streams", limits.max_streams),
             failed_logins: FailedLogins::new(limits.failed_logins_per_minute),
         }
     }
 }
 
-impl Shared {
+impl ServerState {
     /// The settings for a new login.
-    fn live(&self) -> Arc<Live> {
+    fn live(&self) -> Arc<LoginSettings> {
         self.live
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -296,7 +300,7 @@ fn log_error(scope: Scope<'_>, err: &(dyn std::error::Error + Send + Sync + 'sta
 /// Applies new settings to a running server; cheap to clone. Get one from
 /// [`Server::reloader`].
 #[derive(Clone)]
-pub struct Reloader(Arc<Shared>);
+pub struct Reloader(Arc<ServerState>);
 
 impl std::fmt::Debug for Reloader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -322,7 +326,7 @@ impl Reloader {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let current = shared.live();
-        let (next, added) = update.into_live(Some(&current), &shared.in_use);
+        let (next, added) = update.into_settings(Some(&current), &shared.in_use);
         if !*started {
             // Before the start: the start will start whatever is in force.
             *shared.live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
@@ -356,7 +360,7 @@ impl Reloader {
 /// A bound, not yet running server.
 pub struct Server {
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
 }
 
 impl Server {
@@ -378,7 +382,7 @@ impl Server {
             listen: local,
         };
         let in_use = HooksInUse::new(info.clone());
-        let (live, _) = Reload::from_config(&config, chain).into_live(None, &in_use);
+        let (live, _) = Reload::from_config(&config, chain).into_settings(None, &in_use);
         let tls = match &config.tls {
             None => None,
             Some(settings) => {
@@ -389,7 +393,7 @@ impl Server {
         };
         Ok(Server {
             listener,
-            shared: Arc::new(Shared {
+            shared: Arc::new(ServerState {
                 live: RwLock::new(Arc::new(live)),
                 started: Mutex::default(),
                 in_use,

@@ -192,15 +192,15 @@ impl Budget {
 
 /// A slot in a count of at most `max`.
 #[derive(Debug)]
-pub(crate) struct Gauge {
+pub(crate) struct Slots {
     name: &'static str,
     max: usize,
     slots: Arc<Semaphore>,
 }
 
-impl Gauge {
-    pub(crate) fn new(name: &'static str, max: usize) -> Gauge {
-        Gauge {
+impl Slots {
+    pub(crate) fn new(name: &'static str, max: usize) -> Slots {
+        Slots {
             name,
             max,
             slots: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),

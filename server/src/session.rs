@@ -27,8 +27,8 @@ use tokio_util::codec::Framed;
 use crate::forward::{self, ForwardRoute, Forwards};
 use crate::handshake::{check_name, read_login};
 use crate::lease::ClientHold;
-use crate::limits::{Gauge, Slot};
-use crate::{report_to, tunnel, Live, SessionError, Shared};
+use crate::limits::{Slot, Slots};
+use crate::{report_to, tunnel, LoginSettings, ServerState, SessionError};
 
 /// What a session's transport must offer: plain TCP or TLS over it.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -37,7 +37,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 /// Serves one accepted connection from its TLS handshake and login to
 /// disconnect. The handshake holds a counted slot (in total and per source
 /// IP) and must finish within `handshake_timeout`.
-pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+pub(crate) async fn serve(shared: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr) {
     let admission = &shared.admission;
     let _ = tune(&tcp);
     let slots = admission
@@ -80,7 +80,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr)
 /// Plain TCP is told why at little cost: after the client's preamble (read,
 /// so closing sends no reset that could eat the answer), ours, then the
 /// refusal where the challenge would come. TLS would need a handshake.
-async fn turn_away_blocked(shared: &Shared, tcp: TcpStream, peer: SocketAddr, wait: Duration) {
+async fn turn_away_blocked(shared: &ServerState, tcp: TcpStream, peer: SocketAddr, wait: Duration) {
     let failed_logins = &shared.admission.failed_logins;
     shared.pre_login_failed(&SessionError::Blocked {
         peer,
@@ -109,7 +109,7 @@ async fn turn_away_blocked(shared: &Shared, tcp: TcpStream, peer: SocketAddr, wa
 /// Reads the login, runs the admission checks and the hooks' gate, answers,
 /// and runs the session. `identity` is the verified client certificate's.
 async fn admit<S: Io>(
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     mut io: S,
     peer: SocketAddr,
     identity: Option<String>,
@@ -179,7 +179,7 @@ async fn admit<S: Io>(
     tracing::info!(client = %client.name, id = %client.id, %reason, last_rtt = ?client.rtt(), "client gone");
 }
 
-impl Shared {
+impl ServerState {
     /// A failure before login: logged, and summed up for the hooks.
     fn pre_login_failed(&self, e: &SessionError) {
         self.pre_login.report(&self.live().chain, Scope::Server, e);
@@ -232,9 +232,9 @@ impl Shared {
 
 /// A logged-in client's state, owned by its connection task.
 struct Session {
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     /// The settings this session logged in with.
-    live: Arc<Live>,
+    live: Arc<LoginSettings>,
     client: Arc<ClientInfo>,
     /// The client's open handle, shared with tunnels that may outlive the
     /// session on a port lease.
@@ -246,9 +246,9 @@ struct Session {
     forwards: Forwards,
     tasks: JoinSet<()>,
     /// `max_tunnels_per_client`: each tunnel task holds a slot.
-    tunnel_slots: Gauge,
+    tunnel_slots: Slots,
     /// `max_streams_per_client`: shared with the tunnels, a slot per visitor.
-    stream_slots: Arc<Gauge>,
+    stream_slots: Arc<Slots>,
     heartbeat: Heartbeat,
 }
 
@@ -256,8 +256,8 @@ impl Session {
     /// Runs the session and closes everything it opened; returns why it ended.
     /// `slot` is the client's `max_clients` slot, given back just before the close event.
     async fn start<S: Io>(
-        shared: Arc<Shared>,
-        live: Arc<Live>,
+        shared: Arc<ServerState>,
+        live: Arc<LoginSettings>,
         open: Open<ClientInfo>,
         io: S,
         slot: Slot,
@@ -292,8 +292,8 @@ impl Session {
             tunnels: HashMap::new(),
             forwards: Forwards::default(),
             tasks: JoinSet::new(),
-            tunnel_slots: Gauge::new("max_tunnels_per_client", limits.max_tunnels_per_client),
-            stream_slots: Arc::new(Gauge::new(
+            tunnel_slots: Slots::new("max_tunnels_per_client", limits.max_tunnels_per_client),
+            stream_slots: Arc::new(Slots::new(
                 "max_streams_per_client",
                 limits.max_streams_per_client,
             )),
@@ -536,7 +536,7 @@ impl Session {
             mux: self.mux.clone(),
             closer,
             stream_slots: self.stream_slots.clone(),
-            pending: Arc::new(Gauge::new(
+            pending: Arc::new(Slots::new(
                 "max_pending_visitors",
                 self.shared.config.limits.max_pending_visitors,
             )),

@@ -15,8 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
 use crate::lease::{ClientHold, Parked};
-use crate::limits::{Gauge, Slot};
-use crate::{report_to, Shared, StreamError};
+use crate::limits::{Slot, Slots};
+use crate::{report_to, ServerState, StreamError};
 
 /// A running reverse tunnel: what its visitor tasks share.
 pub(crate) struct Tunnel {
@@ -27,7 +27,7 @@ pub(crate) struct Tunnel {
     /// declared before `client`, it goes before the client's.
     pub open: Mutex<Option<Open<TunnelInfo>>>,
     pub info: Arc<TunnelInfo>,
-    pub shared: Arc<Shared>,
+    pub shared: Arc<ServerState>,
     /// The hooks of the session that opened it.
     pub chain: HookChain,
     /// Its client, kept open while this tunnel is leased.
@@ -35,9 +35,9 @@ pub(crate) struct Tunnel {
     pub mux: MuxHandle,
     pub closer: Arc<Closer<CloseReason>>,
     /// The client's `max_streams_per_client` slots.
-    pub stream_slots: Arc<Gauge>,
+    pub stream_slots: Arc<Slots>,
     /// This tunnel's `max_pending_visitors` slots.
-    pub pending: Arc<Gauge>,
+    pub pending: Arc<Slots>,
 }
 
 impl Tunnel {
@@ -152,7 +152,7 @@ impl Tunnel {
 /// visitor's first bytes travel right behind the header, and the client's
 /// answer is read in line before the service's bytes (see [`Answered`]).
 async fn bridge(
-    shared: &Shared,
+    shared: &ServerState,
     tcp: &mut TcpStream,
     open: &Open<StreamInfo>,
     mux: &MuxHandle,

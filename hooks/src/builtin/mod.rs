@@ -2,10 +2,10 @@
 
 mod audit;
 mod counters;
+mod event_hook;
 mod log;
 mod meter;
 mod metrics;
-mod notify;
 mod policy;
 mod quota;
 mod rate_limit;
@@ -14,16 +14,18 @@ mod token_auth;
 #[cfg(feature = "tokio")]
 mod webhook;
 
+/// Also at the crate root, where it now lives.
+pub use crate::Secret;
 pub use audit::JsonLinesFile;
 pub use counters::{Counters, CountersSnapshot};
+pub use event_hook::EventHook;
 pub use log::TracingHook;
 pub use meter::{BandwidthMeter, MeterReport, MeterSink, TracingSink, Usage};
 pub use metrics::MetricsHook;
-pub use notify::EventHook;
 pub use policy::{ClientRules, Policy, VisitorRules};
 pub use quota::Quota;
 pub use rate_limit::{ByteRate, EventRate, RateLimit, RateLimitConfig};
 pub use sampler::{Sampler, Sampling};
-pub use token_auth::{Secret, TokenAuth};
+pub use token_auth::TokenAuth;
 #[cfg(feature = "tokio")]
 pub use webhook::{Webhook, WebhookConfig, WebhookHealth, UNHEALTHY_AFTER};
