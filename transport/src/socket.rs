@@ -16,7 +16,7 @@ pub fn tune(stream: &TcpStream) -> io::Result<()> {
 }
 
 /// Binds a listener with `SO_REUSEADDR` (a restarted server rebinds at once)
-/// and a [`LISTEN_BACKLOG`] backlog.
+/// and a backlog of 1,024 (`LISTEN_BACKLOG`).
 pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
