@@ -29,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+mod accept;
 pub mod app;
 mod config;
 mod error;
@@ -43,26 +44,24 @@ mod in_use;
 mod lease;
 mod limits;
 mod prelogin;
+mod reloader;
 mod session;
 mod tunnel;
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use reitunnel_hooks::builtin::{Secret, TokenAuth};
-use reitunnel_hooks::{
-    ClientId, CloseReason, Hook, HookChain, Scope, ServerInfo, StreamId, TunnelId,
-};
+use reitunnel_hooks::{ClientId, CloseReason, HookChain, Scope, ServerInfo, StreamId, TunnelId};
 use reitunnel_transport::tls::{server_acceptor, TlsAcceptor};
 use reitunnel_transport::{listen, Closer, STREAM_CREDIT};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use in_use::{Hold, HooksInUse};
+use in_use::HooksInUse;
 use lease::Leases;
 use limits::{Budget, FailedLogins, PerIp, Slots};
 use prelogin::PreLoginErrors;
@@ -72,6 +71,8 @@ pub use error::{ServerError, SessionError, StreamError};
 pub use forward::{ForwardRule, ForwardRuleError};
 pub use limits::{LimitHit, Limits};
 pub use reitunnel_hooks::ports::{PortRanges, PortRangesError};
+use reloader::LoginSettings;
+pub use reloader::{Reload, Reloader};
 
 /// Id counters, unique for the life of the server.
 #[derive(Debug, Default)]
@@ -93,107 +94,6 @@ impl Ids {
     }
     fn stream(&self) -> StreamId {
         StreamId(Ids::next(&self.stream))
-    }
-}
-
-/// What a reload may change. Everything else in [`ServerConfig`] (the
-/// addresses, TLS, limits, leases) needs a restart.
-#[derive(Debug, Clone)]
-pub struct Reload {
-    /// The shared token; `Some` puts a [`TokenAuth`] in front of `chain`, as at bind.
-    pub token: Option<Secret>,
-    /// The hooks, in order. Hooks that are also in the current chain (the
-    /// same instance) keep their state; new ones get `on_server_start` now.
-    pub chain: HookChain,
-    /// Ports clients may ask for.
-    pub allow_ports: PortRanges,
-    /// Targets `-L` forwards may reach.
-    pub allow_forward: Vec<ForwardRule>,
-    /// Where tunnels listen when the client leaves the address unspecified.
-    pub default_bind_ip: IpAddr,
-}
-
-impl Reload {
-    /// The reloadable part of `config`, with `chain`.
-    pub fn from_config(config: &ServerConfig, chain: HookChain) -> Reload {
-        Reload {
-            token: config.token.clone(),
-            chain,
-            allow_ports: config.allow_ports.clone(),
-            allow_forward: config.allow_forward.clone(),
-            default_bind_ip: config.default_bind_ip,
-        }
-    }
-
-    /// The settings to put in force, held in `in_use`, and the hooks of
-    /// them nobody held before (to start, once the server runs); the token
-    /// check of `current` is kept (the same hook) when the token did not change.
-    fn into_settings(
-        self,
-        current: Option<&LoginSettings>,
-        in_use: &Arc<HooksInUse>,
-    ) -> (LoginSettings, HookChain) {
-        let token_auth = self.token.map(|token| {
-            let same = current
-                .and_then(|c| c.token_auth.as_ref())
-                .filter(|(old, _)| old.expose() == token.expose());
-            match same {
-                Some((_, hook)) => (token, hook.clone()),
-                None => {
-                    let hook: Arc<dyn Hook> = Arc::new(TokenAuth::new(token.clone()));
-                    (token, hook)
-                }
-            }
-        });
-        let chain = match &token_auth {
-            Some((_, hook)) => self.chain.prepend_shared(hook.clone()),
-            None => self.chain,
-        };
-        let (hold, fresh) = in_use.hold(&chain);
-        let live = LoginSettings {
-            chain,
-            token_auth,
-            allow_ports: self.allow_ports,
-            allow_forward: self.allow_forward,
-            default_bind_ip: self.default_bind_ip,
-            _hold: hold,
-        };
-        (live, fresh)
-    }
-}
-
-/// The settings in force for new logins. A session takes the current one
-/// at login and keeps it to the end (see the crate docs), and so do its
-/// leased tunnels, through the client's hold: when the last of them lets
-/// go, hooks that a reload took out meanwhile are stopped.
-struct LoginSettings {
-    /// The hooks, with the token check in front when a token is set.
-    chain: HookChain,
-    /// The token and its check, kept across reloads that do not change it.
-    token_auth: Option<(Secret, Arc<dyn Hook>)>,
-    allow_ports: PortRanges,
-    allow_forward: Vec<ForwardRule>,
-    default_bind_ip: IpAddr,
-    /// Counts the hooks as in use while these settings live.
-    _hold: Hold,
-}
-
-#[cfg(test)]
-impl LoginSettings {
-    /// Settings with `chain`, for unit tests.
-    fn with_chain(chain: HookChain) -> Arc<LoginSettings> {
-        let server = ServerInfo {
-            name: "test".into(),
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let reload = Reload {
-            token: None,
-            chain,
-            allow_ports: PortRanges::unprivileged(),
-            allow_forward: Vec::new(),
-            default_bind_ip: server.listen.ip(),
-        };
-        Arc::new(reload.into_settings(None, &HooksInUse::new(server)).0)
     }
 }
 
@@ -297,66 +197,6 @@ fn log_error(scope: Scope<'_>, err: &(dyn std::error::Error + Send + Sync + 'sta
     tracing::warn!(error = %err, "{scope}");
 }
 
-/// Applies new settings to a running server; cheap to clone. Get one from
-/// [`Server::reloader`].
-#[derive(Clone)]
-pub struct Reloader(Arc<ServerState>);
-
-impl std::fmt::Debug for Reloader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reloader")
-            .field("hooks", &self.0.live().chain.names())
-            .finish()
-    }
-}
-
-impl Reloader {
-    /// Puts `update` in force for every login from now on; sessions already
-    /// logged in keep theirs. Hooks new to the chain get `on_server_start`
-    /// first, outside any lock sessions use: if one fails, those that
-    /// started are stopped again, nothing changes, and the error is returned
-    /// (and reported to the current hooks' `on_error`). Hooks taken out
-    /// are stopped once no session uses them (at once if none does); a hook
-    /// that a session still uses and this reload brings back was never
-    /// stopped, so it is not started again.
-    pub fn reload(&self, update: Reload) -> Result<(), ServerError> {
-        let shared = &self.0;
-        let started = shared
-            .started
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let current = shared.live();
-        let (next, added) = update.into_settings(Some(&current), &shared.in_use);
-        if !*started {
-            // Before the start: the start will start whatever is in force.
-            *shared.live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
-            return Ok(());
-        }
-        if let Err(e) = added.server_start_or_undo(&shared.info) {
-            shared.in_use.forget(&added);
-            let e = ServerError::HookReload(e);
-            shared.report(Scope::Server, &e);
-            return Err(e);
-        }
-        let removed = current.chain.without(&next.chain);
-        tracing::info!(hooks = ?next.chain.names(), added = ?added.names(), removed = ?removed.names(), "settings reloaded");
-        *shared.live.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
-        Ok(())
-    }
-
-    /// Tells the current hooks, through `on_error`, of a reload that never
-    /// reached [`Reloader::reload`] (a broken config file, say), so an
-    /// audit log or webhook records it too.
-    pub fn report(&self, err: &(dyn std::error::Error + Send + Sync + 'static)) {
-        self.0.live().chain.error(Scope::Server, err);
-    }
-
-    /// The hooks in force for new logins (the token check first, if any).
-    pub fn chain(&self) -> HookChain {
-        self.0.live().chain.clone()
-    }
-}
-
 /// A bound, not yet running server.
 pub struct Server {
     listener: TcpListener,
@@ -364,7 +204,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the control listener. If `config.token` is set, a [`TokenAuth`]
+    /// Binds the control listener. If `config.token` is set, a [`TokenAuth`](reitunnel_hooks::builtin::TokenAuth)
     /// hook is put in front of `chain`, so every hook sees the login's verdict.
     pub async fn bind(config: ServerConfig, chain: HookChain) -> Result<Server, ServerError> {
         let listener = listen(config.listen).map_err(|source| ServerError::Listen {
@@ -465,7 +305,7 @@ impl Server {
                 _ = summary.tick() => shared.pre_login.summarize(&shared.live().chain),
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
-                        sessions.spawn(session::serve(shared.clone(), tcp, peer));
+                        sessions.spawn(accept::serve(shared.clone(), tcp, peer));
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.

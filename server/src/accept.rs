@@ -1,0 +1,220 @@
+//! One accepted connection up to a logged-in session: the TLS handshake,
+//! the login and the server's admission checks, then [`Session::start`].
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reitunnel_hooks::{ClientInfo, CloseReason, Login, Reason, Refusal, RefuseCode, Scope};
+use reitunnel_proto::{Frame, Preamble, PREAMBLE_LEN};
+use reitunnel_transport::tls::{explain, identity, Side};
+use reitunnel_transport::{tune, write_frame};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, timeout_at, Instant};
+
+use crate::handshake::{check_name, read_login};
+use crate::limits::Slot;
+use crate::session::Session;
+use crate::{ServerState, SessionError};
+
+/// What a session's transport must offer: plain TCP or TLS over it.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// Serves one accepted connection from its TLS handshake and login to
+/// disconnect. The handshake holds a counted slot (in total and per source
+/// IP) and must finish within `handshake_timeout`.
+pub(crate) async fn serve(shared: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr) {
+    let admission = &shared.admission;
+    let _ = tune(&tcp);
+    let slots = admission
+        .handshakes
+        .take()
+        .and_then(|a| Ok((a, admission.handshakes_per_ip.take(peer.ip())?)));
+    let slots = match slots {
+        Ok(slots) => slots,
+        Err(hit) => return shared.pre_login_failed(&SessionError::Limit { peer, hit }),
+    };
+    // An address blocked for failed logins gets no TLS handshake; its
+    // handshake slots bound how many such connections it may hold.
+    if let Some(wait) = admission.failed_logins.blocked_for(peer.ip()) {
+        return turn_away_blocked(&shared, tcp, peer, wait).await;
+    }
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    match shared.tls.clone() {
+        None => admit(shared, tcp, peer, None, slots, deadline).await,
+        Some(acceptor) => match timeout_at(deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => {
+                let identity = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|cert| identity(cert));
+                admit(shared, tls, peer, identity, slots, deadline).await
+            }
+            Ok(Err(e)) => {
+                let reason = explain(&e, Side::Server).unwrap_or_else(|| e.to_string());
+                shared.pre_login_failed(&SessionError::Tls { peer, reason });
+            }
+            Err(_) => shared.pre_login_failed(&shared.handshake_timeout(peer)),
+        },
+    }
+}
+
+/// Turns away a connection from an address blocked for failed logins,
+/// without a hook call of its own (the failures are counted for the hooks).
+/// Plain TCP is told why at little cost: after the client's preamble (read,
+/// so closing sends no reset that could eat the answer), ours, then the
+/// refusal where the challenge would come. TLS would need a handshake.
+async fn turn_away_blocked(shared: &ServerState, tcp: TcpStream, peer: SocketAddr, wait: Duration) {
+    let failed_logins = &shared.admission.failed_logins;
+    shared.pre_login_failed(&SessionError::Blocked {
+        peer,
+        per_minute: failed_logins.per_minute(),
+        wait,
+    });
+    if shared.tls.is_some() {
+        return;
+    }
+    let refusal = Frame::LoginRefused {
+        code: RefuseCode::LimitReached,
+        message: shared.blocked_message(peer.ip(), wait),
+    };
+    let mut tcp = tcp;
+    let _ = timeout(shared.config.handshake_timeout, async {
+        tcp.read_exact(&mut [0u8; PREAMBLE_LEN]).await?;
+        tcp.write_all(&Preamble::CURRENT.encode()).await?;
+        write_frame(&mut tcp, &refusal)
+            .await
+            .map_err(io::Error::other)?;
+        tcp.shutdown().await
+    })
+    .await;
+}
+
+/// Reads the login, runs the admission checks and the hooks' gate, answers,
+/// and runs the session. `identity` is the verified client certificate's.
+async fn admit<S: Io>(
+    shared: Arc<ServerState>,
+    mut io: S,
+    peer: SocketAddr,
+    identity: Option<String>,
+    handshake_slots: (Slot, Slot),
+    deadline: Instant,
+) {
+    let cfg = &shared.config;
+    let login = match timeout_at(deadline, read_login(&mut io, peer, cfg.max_frame_len)).await {
+        Ok(Ok(login)) => login,
+        Ok(Err(e)) => return shared.pre_login_failed(&e),
+        Err(_) => return shared.pre_login_failed(&shared.handshake_timeout(peer)),
+    };
+    // A name that fails the check reaches logs and hooks only escaped
+    // (quoted, control characters spelled out), so it cannot forge log lines.
+    let named = check_name(&login.name).map_err(|why| Reason::new(RefuseCode::BadRequest, why));
+    let shown = match named {
+        Ok(()) => login.name.clone(),
+        Err(_) => format!("{:?}", login.name),
+    };
+    let mut client = ClientInfo::new(shared.ids.client(), shown.as_str(), peer);
+    if identity.is_some() {
+        client = client.certified();
+    }
+    let client = Arc::new(client);
+    // This login's settings, for the whole session (see the crate docs on reload).
+    let live = shared.live();
+    let admitted = named
+        .and_then(|()| shared.check_login(&client, identity.as_deref()))
+        .map_err(|reason| live.chain.refuse(Scope::Client(&client), reason))
+        .and_then(|slot| {
+            let login = Login {
+                nonce: &login.nonce,
+                proof: &login.proof,
+            };
+            Ok((slot, live.chain.open_client(client.clone(), &login)?))
+        });
+    let (client_slot, open) = match admitted {
+        Ok(admitted) => admitted,
+        Err(Refusal { reason, by }) => {
+            tracing::warn!(client = %client.name, %peer, %by, %reason, "login refused");
+            if reason.code == RefuseCode::AuthFailed {
+                if let Some(wait) = shared.admission.failed_logins.failed(peer.ip()) {
+                    tracing::warn!(%peer, ?wait, "too many failed logins; refusing this address for a while");
+                }
+            }
+            let refusal = Frame::LoginRefused {
+                code: reason.code,
+                message: reason.message.into_owned(),
+            };
+            let _ = timeout_at(deadline, write_frame(&mut io, &refusal)).await;
+            return;
+        }
+    };
+    let ok = Frame::LoginOk {
+        client_id: client.id,
+        heartbeat_ms: u32::try_from(cfg.limits.heartbeat_interval.as_millis()).unwrap_or(u32::MAX),
+    };
+    if timeout_at(deadline, write_frame(&mut io, &ok))
+        .await
+        .is_err()
+    {
+        return open.close(CloseReason::ConnectionLost);
+    }
+    drop(handshake_slots);
+    tracing::info!(client = %client.name, id = %client.id, %peer, certified = client.certified, "client logged in");
+    let reason = Session::start(shared, live, open, io, client_slot).await;
+    tracing::info!(client = %client.name, id = %client.id, %reason, last_rtt = ?client.rtt(), "client gone");
+}
+
+impl ServerState {
+    /// A failure before login: logged, and summed up for the hooks.
+    fn pre_login_failed(&self, e: &SessionError) {
+        self.pre_login.report(&self.live().chain, Scope::Server, e);
+    }
+
+    /// What an address blocked for failed logins is told.
+    fn blocked_message(&self, ip: IpAddr, wait: Duration) -> String {
+        format!(
+            "too many failed logins from {ip} (limit failed_logins_per_minute = {}); retry in {}s",
+            self.admission.failed_logins.per_minute(),
+            wait.as_secs() + 1
+        )
+    }
+
+    fn handshake_timeout(&self, peer: SocketAddr) -> SessionError {
+        SessionError::HandshakeTimeout {
+            peer,
+            after: self.config.handshake_timeout,
+        }
+    }
+
+    /// The server's own login checks after the name's syntax, before any
+    /// hook: failed-login block, certificate identity, client count. Returns the
+    /// client's counted slot.
+    fn check_login(&self, client: &ClientInfo, identity: Option<&str>) -> Result<Slot, Reason> {
+        let admission = &self.admission;
+        if let Some(wait) = admission.failed_logins.blocked_for(client.peer.ip()) {
+            let message = self.blocked_message(client.peer.ip(), wait);
+            return Err(Reason::new(RefuseCode::LimitReached, message));
+        }
+        if let Some(identity) = identity {
+            if *client.name != *identity {
+                return Err(Reason::auth_failed(format!(
+                    "client name '{}' does not match its certificate, which is for '{identity}'",
+                    client.name
+                )));
+            }
+        }
+        admission.clients.take().map_err(|hit| {
+            let e = SessionError::Limit {
+                peer: client.peer,
+                hit,
+            };
+            self.pre_login
+                .report(&self.live().chain, Scope::Client(client), &e);
+            Reason::new(RefuseCode::Unavailable, format!("server is full: {hit}"))
+        })
+    }
+}
