@@ -78,7 +78,7 @@ pub struct ClientInfo {
     /// verified (mTLS), rather than only a name the client claimed.
     pub certified: bool,
     /// The latest heartbeat round trip, in microseconds (0 = none yet).
-    pub rtt_micros: AtomicU64,
+    pub(crate) rtt_micros: AtomicU64,
 }
 
 impl ClientInfo {
