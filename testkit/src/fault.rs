@@ -183,7 +183,7 @@ impl FaultProxy {
         self.counters.open.load(Ordering::Relaxed)
     }
 
-    /// Bytes passed on `toward` one side so far.
+    /// Bytes passed on `toward` one side so far (a write in progress counts).
     pub fn moved(&self, toward: Toward) -> u64 {
         self.counters.moved[toward.index()].load(Ordering::Relaxed)
     }
@@ -402,14 +402,22 @@ async fn write(
                     piece
                 }
             };
+            // Counted before the write, so a count read once the other end
+            // has the bytes never lags them (a test reading an echo raced
+            // the count); taken back if the write does not complete.
+            let n = piece.len() as u64;
+            moved.fetch_add(n, Ordering::Relaxed);
             // A peer that stopped reading blocks the write; a cut still ends it.
             tokio::select! {
                 written = to.write_all(&piece) => if written.is_err() {
+                    moved.fetch_sub(n, Ordering::Relaxed);
                     return End::Closed;
                 },
-                () = cut(&mut state, born) => return End::Cut,
+                () = cut(&mut state, born) => {
+                    moved.fetch_sub(n, Ordering::Relaxed);
+                    return End::Cut;
+                }
             }
-            moved.fetch_add(piece.len() as u64, Ordering::Relaxed);
         }
     }
 }
