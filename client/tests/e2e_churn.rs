@@ -131,7 +131,15 @@ struct Usage {
     rss_kib: u64,
     server_tasks: usize,
     client_tasks: usize,
+    /// Tasks of the runtime driving the test: the echo service's accept
+    /// loop and one task per echo connection, each holding a socket until
+    /// it ends, which may be just after its visitor has read the echo.
+    driver_tasks: usize,
 }
+
+/// The driver runtime's tasks once every echo connection has ended: the
+/// echo service's accept loop alone.
+const DRIVER_IDLE_TASKS: usize = 1;
 
 fn usage(server: &Runtime, client: &Runtime) -> Usage {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -145,17 +153,23 @@ fn usage(server: &Runtime, client: &Runtime) -> Usage {
         rss_kib,
         server_tasks: server.metrics().num_alive_tasks(),
         client_tasks: client.metrics().num_alive_tasks(),
+        driver_tasks: tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
     }
 }
 
-/// Waits until both runtimes run no more tasks than `baseline` (a task
+/// Waits until the three runtimes run no more tasks than `baseline` (a task
 /// ends just after the close event it fires, and the runtime has no
 /// notification for that, so this looks until it holds), then reads usage.
+/// Runs on the driver runtime.
 async fn settled(server: &Runtime, client: &Runtime, baseline: Usage) -> Usage {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let now = usage(server, client);
-        if now.server_tasks <= baseline.server_tasks && now.client_tasks <= baseline.client_tasks
+        if now.server_tasks <= baseline.server_tasks
+            && now.client_tasks <= baseline.client_tasks
+            && now.driver_tasks <= baseline.driver_tasks
             || tokio::time::Instant::now() > deadline
         {
             return now;
@@ -173,6 +187,10 @@ fn assert_back(what: &str, before: Usage, after: Usage) {
     assert_eq!(
         after.client_tasks, before.client_tasks,
         "{what}: client tasks"
+    );
+    assert_eq!(
+        after.driver_tasks, before.driver_tasks,
+        "{what}: echo connections"
     );
     assert_eq!(after.fds, before.fds, "{what}: file descriptors");
     assert!(
@@ -235,7 +253,12 @@ fn churn_of_visitors_and_logins_leaves_nothing_behind() {
         let (client, public) = logged_in(&client_rt, server.addr, "churn".into(), echo).await;
         visitors(public, WARM_UP).await;
         balance.until_closed("warm-up", [0, 0, WARM_UP]).await;
-        let start = settled(&server_rt, &client_rt, usage(&server_rt, &client_rt)).await;
+        let first = usage(&server_rt, &client_rt);
+        let idle = Usage {
+            driver_tasks: DRIVER_IDLE_TASKS,
+            ..first
+        };
+        let start = settled(&server_rt, &client_rt, idle).await;
 
         visitors(public, VISITORS).await;
         balance
