@@ -149,7 +149,11 @@ impl Client {
                 server: cfg.server.clone(),
                 after: cfg.login_timeout,
             })??;
-        let info = Arc::new(ClientInfo::new(logged_in.id, cfg.name.as_str(), peer));
+        let info = Arc::new(ClientInfo::new(
+            logged_in.client_id,
+            cfg.name.as_str(),
+            peer,
+        ));
         let login = Login {
             nonce: &logged_in.nonce,
             proof: &logged_in.proof,
@@ -180,7 +184,7 @@ impl Client {
             heartbeat,
         }));
         Ok(Client {
-            id: logged_in.id,
+            id: logged_in.client_id,
             info,
             commands,
             task,

@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
             },
         ) => {
             assert_eq!(
-                (done.id, done.heartbeat_ms, done.nonce),
+                (done.client_id, done.heartbeat_ms, done.nonce),
                 (client_id, heartbeat_ms, nonce)
             );
             Some(nonce)

@@ -4,7 +4,8 @@
 //! [`Preamble`] from each side (magic + protocol version), so a version
 //! mismatch is reported before anything else is parsed. Then the server sends
 //! a [`Frame::Challenge`], the client answers with [`Frame::Login`] carrying an
-//! HMAC proof of its token (see [`auth`]), and the server accepts or refuses.
+//! HMAC proof of its token (see [`auth`]), and the server accepts or refuses;
+//! [`login`] holds both sides of that exchange as state machines.
 //! After that both sides switch the connection to yamux; the client opens the
 //! first yamux stream as the control stream and every later stream carries one
 //! visitor connection, introduced by a [`Frame::StreamHeader`].
@@ -20,6 +21,7 @@ mod codec;
 mod error;
 mod frame;
 mod ids;
+pub mod login;
 mod preamble;
 mod wire;
 

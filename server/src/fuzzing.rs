@@ -4,21 +4,10 @@
 
 use std::net::SocketAddr;
 
-use reitunnel_proto::auth::{NONCE_LEN, PROOF_LEN};
+pub use reitunnel_proto::login::LoginRequest;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::SessionError;
-
-/// What a client brought to log in (the crate-private `LoginRequest`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Login {
-    /// The name it claims.
-    pub name: String,
-    /// The challenge the server sent.
-    pub nonce: [u8; NONCE_LEN],
-    /// Its answer to the challenge.
-    pub proof: [u8; PROOF_LEN],
-}
 
 /// The server's login up to the client's `Login` frame: exchanges
 /// preambles, sends a challenge, reads the login.
@@ -26,16 +15,11 @@ pub async fn read_login<S>(
     io: &mut S,
     peer: SocketAddr,
     max_frame_len: usize,
-) -> Result<Login, SessionError>
+) -> Result<LoginRequest, SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let req = crate::handshake::read_login(io, peer, max_frame_len).await?;
-    Ok(Login {
-        name: req.name,
-        nonce: req.nonce,
-        proof: req.proof,
-    })
+    crate::handshake::read_login(io, peer, max_frame_len).await
 }
 
 /// The check every client name passes before hooks see it.

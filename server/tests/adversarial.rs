@@ -27,10 +27,12 @@ use reitunnel_client::{Client, ClientConfig, ClientError, RemoteSpec};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
 use reitunnel_proto::auth::proof;
+use reitunnel_proto::login::{ClientLogin, ServerAnswer};
 use reitunnel_proto::{Frame, FrameCodec, Preamble, RefuseCode, PREAMBLE_LEN};
 use reitunnel_testkit::{echo_service, pseudo_random, Lines};
 use reitunnel_transport::{
-    read_frame, spawn_mux, write_frame, FrameIoError, Inbound, MuxConfig, MuxHandle, MuxStream,
+    read_frame, run_login, spawn_mux, write_frame, Inbound, LoginFailure, MuxConfig, MuxHandle,
+    MuxStream,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
@@ -205,28 +207,12 @@ async fn connect_from(source: Ipv4Addr, server: SocketAddr) -> io::Result<TcpStr
     socket.connect(server).await
 }
 
-/// The client's side of the handshake by hand: preambles, challenge, and a
-/// login proving `token`. Returns the server's answer (LoginOk or LoginRefused).
-async fn login<S>(io: &mut S, name: &str, token: &str) -> Result<Frame, FrameIoError>
+/// The client's side of the login, proving `token`: the server's answer.
+async fn login<S>(io: &mut S, name: &str, token: &str) -> Result<ServerAnswer, LoginFailure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    io.write_all(&Preamble::CURRENT.encode()).await?;
-    let mut theirs = [0u8; PREAMBLE_LEN];
-    io.read_exact(&mut theirs).await?;
-    assert_eq!(theirs, Preamble::CURRENT.encode(), "the server's preamble");
-    let nonce = match read_frame(io, MAX_FRAME).await? {
-        Frame::Challenge { nonce } => nonce,
-        // A blocked address is refused before the challenge.
-        refused @ Frame::LoginRefused { .. } => return Ok(refused),
-        other => panic!("expected a Challenge, got {other:?}"),
-    };
-    let login = Frame::Login {
-        name: name.to_owned(),
-        proof: proof(token.as_bytes(), &nonce, name),
-    };
-    write_frame(io, &login).await?;
-    read_frame(io, MAX_FRAME).await
+    run_login(io, ClientLogin::new(name, token.as_bytes(), MAX_FRAME)).await
 }
 
 /// How a connection ended, seen from the attacker.
@@ -322,7 +308,7 @@ async fn raw_session(server: SocketAddr, name: &str, recv_buffer: Option<u32>) -
     let mut tcp = socket.connect(server).await.unwrap();
     let local = tcp.local_addr().unwrap();
     match login(&mut tcp, name, TOKEN).await.unwrap() {
-        Frame::LoginOk { .. } => {}
+        ServerAnswer::Welcome(_) => {}
         other => panic!("{name}: expected LoginOk, got {other:?}"),
     }
     let stall = Arc::new(AtomicBool::new(false));
@@ -581,7 +567,7 @@ async fn garbage_where_yamux_belongs_ends_the_session() {
     let mut t = Target::new("handshake_timeout_ms = 30000").await;
     let mut tcp = TcpStream::connect(t.addr).await.unwrap();
     match login(&mut tcp, "garbage-mux", TOKEN).await.unwrap() {
-        Frame::LoginOk { .. } => {}
+        ServerAnswer::Welcome(_) => {}
         other => panic!("expected LoginOk, got {other:?}"),
     }
     let (mut r, mut w) = tcp.into_split();
@@ -1091,9 +1077,8 @@ async fn a_login_brute_force_locks_out_its_address_only() {
             .expect("a login hung")
             .unwrap()
         {
-            Frame::LoginOk { .. } => None,
-            Frame::LoginRefused { code, message } => Some((code, message)),
-            other => panic!("expected LoginOk or LoginRefused, got {other:?}"),
+            ServerAnswer::Welcome(_) => None,
+            ServerAnswer::Refused { code, message } => Some((code, message)),
         }
     }
 
@@ -1150,7 +1135,7 @@ async fn a_client_name_cannot_forge_log_lines() {
         .await
         .expect("the login hung")
         .unwrap();
-    let Frame::LoginRefused { code, message } = answer else {
+    let ServerAnswer::Refused { code, message } = answer else {
         panic!("a name with a newline logged in: {answer:?}");
     };
     assert_eq!(code, RefuseCode::BadRequest);

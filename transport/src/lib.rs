@@ -13,6 +13,7 @@ mod closer;
 pub mod config_file;
 mod frame_io;
 pub mod heartbeat;
+mod login_io;
 mod mux;
 mod session_io;
 mod socket;
@@ -20,6 +21,7 @@ pub mod tls;
 
 pub use closer::{CloseOnDrop, Closer};
 pub use frame_io::{read_frame, write_frame, FrameIoError};
+pub use login_io::{run_login, LoginFailure};
 pub use mux::{
     cut_by_connection, spawn_mux, Inbound, MuxConfig, MuxDriver, MuxError, MuxHandle, MuxStream,
     CLOSE_GRACE, STREAM_CREDIT,
