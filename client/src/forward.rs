@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use reitunnel_hooks::relay::{relay, Ended};
+use reitunnel_hooks::relay::Ended;
 use reitunnel_hooks::{
     CloseReason, HookChain, Open, Reason, RefuseCode, Scope, StreamId, StreamInfo,
 };
-use reitunnel_proto::Frame;
-use reitunnel_transport::answer::{AnswerError, Answered};
-use reitunnel_transport::{cut_by_connection, tune, write_frame, MuxHandle, CLOSE_GRACE};
+use reitunnel_transport::answer::AnswerError;
+use reitunnel_transport::stream::{open_and_relay, until_closed, AnswerWait};
+use reitunnel_transport::{tune, MuxHandle};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -84,35 +84,24 @@ impl Forward {
             return;
         };
         let bridged = self.bridge(&mut local, &open);
-        let reason = (self.route.closer)
-            .run(bridged, CLOSE_GRACE, CloseReason::is_orderly)
-            .await
-            .unwrap_or_else(|cut| cut);
+        let reason = until_closed(&self.route.closer, bridged).await;
         open.close(reason);
     }
 
+    /// Opens a stream to the server and relays the local connection over
+    /// it at once (see [`open_and_relay`]). The server answers once it has
+    /// dialled the target (its own timeout applies first).
     async fn bridge(&self, local: &mut TcpStream, open: &Open<StreamInfo>) -> CloseReason {
         let info = open.info();
-        let mut up = match self.mux.open().await {
-            Ok(up) => up,
-            Err(e) => return CloseReason::Error(e.to_string()),
+        let answer = AnswerWait {
+            max_frame_len: self.cfg.max_frame_len,
+            within: self.cfg.target_connect_timeout * 2,
+            guard: (),
+            not_accepted: |e| Ended::into_io(self.not_accepted(info, e)),
         };
-        let header = Frame::StreamHeader {
-            tunnel_id: info.tunnel.id,
-            stream_id: info.id,
-            peer: info.peer,
-        };
-        if let Err(e) = write_frame(&mut up, &header).await {
-            return CloseReason::Error(e.to_string());
-        }
-        // The local connection's first bytes go right behind the header;
-        // the server answers once it has dialled the target (its own
-        // timeout applies first), and its answer is read in line.
-        let wait = self.cfg.target_connect_timeout * 2;
-        let not_accepted = |e| Ended::into_io(self.not_accepted(info, e));
-        let mut up = Answered::new(up, self.cfg.max_frame_len, wait, (), not_accepted);
-        let reason = relay(local, &mut up, open, &self.cfg.relay).await;
-        reason.unless_cut(cut_by_connection(up.get_ref()))
+        open_and_relay(&self.mux, local, open, answer, &self.cfg.relay)
+            .await
+            .unwrap_or_else(|e| CloseReason::Error(e.to_string()))
     }
 
     /// Reports why the server did not accept a forward stream; returns how it closes.

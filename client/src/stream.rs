@@ -3,15 +3,12 @@
 
 use std::sync::{Arc, PoisonError};
 
-use reitunnel_hooks::relay::relay;
 use reitunnel_hooks::{CloseReason, HookChain, Scope, StreamInfo};
-use reitunnel_proto::Frame;
-use reitunnel_transport::{
-    cut_by_connection, read_frame, tune, write_frame, MuxStream, CLOSE_GRACE,
+use reitunnel_transport::stream::{
+    accept_and_relay, dial, read_header, refuse, until_closed, Header,
 };
+use reitunnel_transport::MuxStream;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::session::Routes;
@@ -29,22 +26,17 @@ pub(crate) async fn serve(
     // multiplexer opens at most 256 streams ahead of our acknowledgements,
     // and a burst of visitors should not wait for each target's dial.
     let _ = up.write(&[]).await;
-    let header = timeout(cfg.login_timeout, read_frame(&mut up, cfg.max_frame_len)).await;
-    let Ok(Ok(Frame::StreamHeader {
+    let Some(Header {
         tunnel_id,
         stream_id,
         peer,
-    })) = header
+    }) = read_header(&mut up, cfg.login_timeout, cfg.max_frame_len).await
     else {
         tracing::warn!("dropping a stream without a valid header");
         return;
     };
     if draining.is_cancelled() {
-        let refused = Frame::StreamRefused {
-            message: "the client is shutting down".to_owned(),
-        };
-        let _ = write_frame(&mut up, &refused).await;
-        return;
+        return refuse(&mut up, "the client is shutting down".to_owned()).await;
     }
     let route = routes
         .lock()
@@ -52,57 +44,36 @@ pub(crate) async fn serve(
         .get(&tunnel_id)
         .cloned();
     let Some(route) = route else {
-        let refused = Frame::StreamRefused {
-            message: format!("tunnel {tunnel_id} is not open on this client"),
-        };
-        let _ = write_frame(&mut up, &refused).await;
-        return;
+        let message = format!("tunnel {tunnel_id} is not open on this client");
+        return refuse(&mut up, message).await;
     };
     let info = Arc::new(StreamInfo::new(stream_id, route.info.clone(), peer));
     let open = match chain.open_stream(info) {
         Ok(open) => open,
         Err(r) => {
-            let refused = Frame::StreamRefused {
-                message: format!("refused by client hook '{}': {}", r.by, r.reason),
-            };
-            let _ = write_frame(&mut up, &refused).await;
-            return;
+            let message = format!("refused by client hook '{}': {}", r.by, r.reason);
+            return refuse(&mut up, message).await;
         }
     };
-    let info = open.info().clone();
     let target = &route.info.target;
-    let connected = match timeout(cfg.target_connect_timeout, TcpStream::connect(&**target)).await {
-        Ok(Ok(local)) => Ok(local),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("timed out after {:?}", cfg.target_connect_timeout)),
-    };
-    let mut local = match connected {
+    let mut local = match dial(target, cfg.target_connect_timeout).await {
         Ok(local) => local,
-        Err(reason) => {
+        Err(e) => {
             let err = TargetError {
                 target: target.to_string(),
-                reason,
+                reason: e.to_string(),
             };
             tracing::warn!(error = %err, "visitor not connected");
-            chain.error(Scope::Stream(&info), &err);
-            let refused = Frame::StreamRefused {
-                message: err.to_string(),
-            };
-            let _ = write_frame(&mut up, &refused).await;
+            chain.error(Scope::Stream(open.info()), &err);
+            refuse(&mut up, err.to_string()).await;
             return open.close(CloseReason::TargetUnreachable(err.to_string()));
         }
     };
-    let _ = tune(&local);
-    if write_frame(&mut up, &Frame::StreamAccepted).await.is_err() {
-        return open.close(CloseReason::ConnectionLost);
-    }
     let relayed = async {
-        let reason = relay(&mut up, &mut local, &open, &cfg.relay).await;
-        reason.unless_cut(cut_by_connection(&up))
+        accept_and_relay(&mut up, &mut local, &open, &cfg.relay)
+            .await
+            .unwrap_or(CloseReason::ConnectionLost)
     };
-    let reason = (route.closer)
-        .run(relayed, CLOSE_GRACE, CloseReason::is_orderly)
-        .await
-        .unwrap_or_else(|cut| cut);
+    let reason = until_closed(&route.closer, relayed).await;
     open.close(reason);
 }

@@ -10,17 +10,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use ipnet::IpNet;
 use reitunnel_hooks::ports::PortRanges;
-use reitunnel_hooks::relay::relay;
 use reitunnel_hooks::{
     CloseReason, HookChain, Open, Reason, RefuseCode, Scope, StreamInfo, TunnelId, TunnelInfo,
 };
-use reitunnel_proto::Frame;
-use reitunnel_transport::{
-    cut_by_connection, read_frame, tune, write_frame, Closer, MuxStream, CLOSE_GRACE,
+use reitunnel_transport::stream::{
+    accept_and_relay, dial, read_header, refuse, until_closed, Header,
 };
+use reitunnel_transport::{Closer, MuxStream};
 use thiserror::Error;
-use tokio::net::TcpStream;
-use tokio::time::timeout;
 
 use crate::limits::{Slot, Slots};
 use crate::{report_to, ServerState, StreamError};
@@ -187,22 +184,14 @@ pub(crate) async fn serve(
     // cannot pile up streams past the limit (and into yamux's own, which
     // would end the session) by holding back their headers.
     let claimed = stream_slots.take();
-    let header = timeout(
-        cfg.stream_ack_timeout,
-        read_frame(&mut up, cfg.max_frame_len),
-    )
-    .await;
-    let (tunnel_id, peer) = match header {
-        Ok(Ok(Frame::StreamHeader {
-            tunnel_id, peer, ..
-        })) => (tunnel_id, peer),
-        // Not a forward stream at all: resetting it is the answer.
-        _ => return,
+    let Some(Header {
+        tunnel_id, peer, ..
+    }) = read_header(&mut up, cfg.stream_ack_timeout, cfg.max_frame_len).await
+    else {
+        return;
     };
     if shared.draining.is_cancelled() {
-        let message = "the server is shutting down".to_owned();
-        let _ = write_frame(&mut up, &Frame::StreamRefused { message }).await;
-        return;
+        return refuse(&mut up, "the server is shutting down".to_owned()).await;
     }
     let _live = shared.streams.token();
     let route = forwards
@@ -212,8 +201,7 @@ pub(crate) async fn serve(
         .cloned();
     let Some(route) = route else {
         let message = format!("tunnel {tunnel_id} is not a forward tunnel of this client");
-        let _ = write_frame(&mut up, &Frame::StreamRefused { message }).await;
-        return;
+        return refuse(&mut up, message).await;
     };
     let info = Arc::new(StreamInfo::new(
         shared.ids.stream(),
@@ -233,28 +221,23 @@ pub(crate) async fn serve(
             report_to(&route.chain, Scope::Stream(&info), &StreamError::Limit(hit));
             let reason = Reason::new(RefuseCode::LimitReached, format!("stream refused: {hit}"));
             let refusal = route.chain.refuse(Scope::Stream(&info), reason);
-            let message = refusal.reason.message.into_owned();
-            let _ = write_frame(&mut up, &Frame::StreamRefused { message }).await;
-            return;
+            return refuse(&mut up, refusal.reason.message.into_owned()).await;
         }
     };
     let open = match route.chain.open_stream(info) {
         Ok(open) => open,
         Err(r) => {
             let message = format!("refused by server hook '{}': {}", r.by, r.reason);
-            let _ = write_frame(&mut up, &Frame::StreamRefused { message }).await;
-            return;
+            return refuse(&mut up, message).await;
         }
     };
     let relayed = dial_and_relay(&shared, &mut up, &open);
-    let reason = (route.closer)
-        .run(relayed, CLOSE_GRACE, CloseReason::is_orderly)
-        .await
-        .unwrap_or_else(|cut| cut);
+    let reason = until_closed(&route.closer, relayed).await;
     drop(slots);
     open.close(reason);
 }
 
+/// Reaches the stream's target, answers, relays.
 async fn dial_and_relay(
     shared: &ServerState,
     up: &mut MuxStream,
@@ -262,38 +245,22 @@ async fn dial_and_relay(
 ) -> CloseReason {
     let cfg = &shared.config;
     let target = &open.info().tunnel.target;
-    let dialed = match timeout(cfg.stream_ack_timeout, TcpStream::connect(&**target)).await {
-        Ok(Ok(tcp)) => Ok(tcp),
-        Ok(Err(e)) => Err(format!("connect to {target} failed: {e}")),
-        Err(_) => Err(format!(
-            "connect to {target} timed out after {:?}",
-            cfg.stream_ack_timeout
-        )),
-    };
-    let mut tcp = match dialed {
+    let mut tcp = match dial(target, cfg.stream_ack_timeout).await {
         Ok(tcp) => tcp,
-        Err(message) => {
+        Err(e) => {
+            let message = format!("connect to {target} failed: {e}");
             let e = StreamError::TargetRefused {
                 target: target.to_string(),
                 message: message.clone(),
             };
             report_to(open.chain(), Scope::Stream(open.info()), &e);
-            let _ = write_frame(
-                up,
-                &Frame::StreamRefused {
-                    message: message.clone(),
-                },
-            )
-            .await;
+            refuse(up, message.clone()).await;
             return CloseReason::TargetUnreachable(message);
         }
     };
-    let _ = tune(&tcp);
-    if let Err(e) = write_frame(up, &Frame::StreamAccepted).await {
-        return CloseReason::Error(StreamError::from(e).to_string());
-    }
-    let reason = relay(up, &mut tcp, open, &cfg.relay).await;
-    reason.unless_cut(cut_by_connection(up))
+    accept_and_relay(up, &mut tcp, open, &cfg.relay)
+        .await
+        .unwrap_or_else(|e| CloseReason::Error(StreamError::from(e).to_string()))
 }
 
 /// The local address the client's forward tunnels are reported under:

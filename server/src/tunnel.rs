@@ -4,13 +4,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use reitunnel_hooks::relay::{relay, Ended};
+use reitunnel_hooks::relay::Ended;
 use reitunnel_hooks::{
     CloseReason, HookChain, Open, Reason, RefuseCode, Scope, StreamInfo, TunnelInfo,
 };
-use reitunnel_proto::Frame;
-use reitunnel_transport::answer::Answered;
-use reitunnel_transport::{cut_by_connection, tune, write_frame, Closer, MuxHandle, CLOSE_GRACE};
+use reitunnel_transport::stream::{open_and_relay, until_closed, AnswerWait, OpenError};
+use reitunnel_transport::{tune, Closer, MuxHandle};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
@@ -138,19 +137,15 @@ impl Tunnel {
             return;
         };
         let bridged = bridge(shared, &mut tcp, &open, &self.mux, pending);
-        let reason = (self.closer)
-            .run(bridged, CLOSE_GRACE, CloseReason::is_orderly)
-            .await
-            .unwrap_or_else(|cut| cut);
+        let reason = until_closed(&self.closer, bridged).await;
         // Slots first: whoever sees the close event may open the next stream.
         drop((per_ip, total, client, buffers));
         open.close(reason);
     }
 }
 
-/// Opens a yamux stream, introduces the visitor and relays at once: the
-/// visitor's first bytes travel right behind the header, and the client's
-/// answer is read in line before the service's bytes (see [`Answered`]).
+/// Opens a stream to the client and relays the visitor over it at once
+/// (see [`open_and_relay`]); a failure is reported to the stream's hooks.
 async fn bridge(
     shared: &ServerState,
     tcp: &mut TcpStream,
@@ -159,30 +154,18 @@ async fn bridge(
     pending: Slot,
 ) -> CloseReason {
     let cfg = &shared.config;
-    let info = open.info();
-    let mut up = match mux.open().await {
-        Ok(up) => up,
-        Err(e) => return failed(open, e.into()),
+    let target = open.info().tunnel.target.to_string();
+    let answer = AnswerWait {
+        max_frame_len: cfg.max_frame_len,
+        within: cfg.stream_ack_timeout,
+        guard: pending,
+        not_accepted: |e| Ended::into_io(failed(open, StreamError::from_answer(e, &target))),
     };
-    let header = Frame::StreamHeader {
-        tunnel_id: info.tunnel.id,
-        stream_id: info.id,
-        peer: info.peer,
-    };
-    if let Err(e) = write_frame(&mut up, &header).await {
-        return failed(open, e.into());
+    match open_and_relay(mux, tcp, open, answer, &cfg.relay).await {
+        Ok(reason) => reason,
+        Err(OpenError::Mux(e)) => failed(open, e.into()),
+        Err(OpenError::Header(e)) => failed(open, e.into()),
     }
-    let target = info.tunnel.target.to_string();
-    let not_accepted = |e| Ended::into_io(failed(open, StreamError::from_answer(e, &target)));
-    let mut up = Answered::new(
-        up,
-        cfg.max_frame_len,
-        cfg.stream_ack_timeout,
-        pending,
-        not_accepted,
-    );
-    let reason = relay(tcp, &mut up, open, &cfg.relay).await;
-    reason.unless_cut(cut_by_connection(up.get_ref()))
 }
 
 /// Reports a failed stream to its hooks and says how it closes.

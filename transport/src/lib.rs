@@ -17,6 +17,7 @@ mod login_io;
 mod mux;
 mod session_io;
 mod socket;
+pub mod stream;
 pub mod tls;
 
 pub use closer::{CloseOnDrop, Closer};
