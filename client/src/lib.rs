@@ -41,6 +41,7 @@ use std::sync::Arc;
 use reitunnel_hooks::{ClientId, ClientInfo, HookChain, Login, TunnelId};
 use std::time::Duration;
 
+use reitunnel_transport::control::Control;
 use reitunnel_transport::heartbeat::Heartbeat;
 use reitunnel_transport::tls::{client_connector, explain, server_name, Side};
 use reitunnel_transport::{listen, spawn_mux, tune};
@@ -167,11 +168,12 @@ impl Client {
                 })?;
         let (mux, inbound, driver) = spawn_mux(io, yamux::Mode::Client, &cfg.mux);
         let control = mux.open().await.map_err(|_| ClientError::ConnectionLost)?;
-        let (commands, rx) = mpsc::channel(16);
         let heartbeat = Heartbeat::new(
             Duration::from_millis(u64::from(logged_in.heartbeat_ms)),
             cfg.heartbeat_timeout,
         );
+        let control = Control::new(control, cfg.max_frame_len, heartbeat);
+        let (commands, rx) = mpsc::channel(16);
         let task = tokio::spawn(session::run(session::Parts {
             cfg,
             chain,
@@ -181,7 +183,6 @@ impl Client {
             driver,
             control,
             commands: rx,
-            heartbeat,
         }));
         Ok(Client {
             id: logged_in.client_id,

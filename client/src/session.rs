@@ -6,17 +6,15 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use futures::{SinkExt, StreamExt};
 use reitunnel_hooks::{
     ClientInfo, CloseReason, HookChain, Open, RefuseCode, TunnelId, TunnelInfo, TunnelKind,
 };
-use reitunnel_proto::{CodecError, Frame, FrameCodec};
-use reitunnel_transport::heartbeat::{Beat, Heartbeat, SendFailure};
+use reitunnel_proto::Frame;
+use reitunnel_transport::control::{Control, ControlEnd, Incoming};
 use reitunnel_transport::{Closer, Inbound, MuxDriver, MuxHandle, MuxStream, CLOSE_GRACE};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -51,9 +49,8 @@ pub(crate) struct Parts {
     pub mux: MuxHandle,
     pub inbound: Inbound,
     pub driver: MuxDriver,
-    pub control: MuxStream,
+    pub control: Control<MuxStream>,
     pub commands: mpsc::Receiver<Command>,
-    pub heartbeat: Heartbeat,
 }
 
 /// A tunnel request waiting for the server's answer.
@@ -75,7 +72,6 @@ struct Session {
     pending: Pending,
     next_request: u32,
     streams: TaskTracker,
-    heartbeat: Heartbeat,
     mux: MuxHandle,
     /// Ids for `-L` streams, which the client numbers itself.
     forward_ids: Arc<AtomicU64>,
@@ -95,9 +91,8 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
         mux,
         mut inbound,
         driver,
-        control,
+        mut control,
         mut commands,
-        heartbeat,
     } = parts;
     let forward_slots = Arc::new(Semaphore::new(cfg.max_forward_streams));
     let mut session = Session {
@@ -109,7 +104,6 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
         pending: HashMap::new(),
         next_request: 0,
         streams: TaskTracker::new(),
-        heartbeat,
         mux: mux.clone(),
         forward_ids: Arc::default(),
         forward_slots,
@@ -118,7 +112,6 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
     };
     // Aborted (its runtime shut down), this task ends its streams at once.
     let _abort = session.closer.close_on_drop(CloseReason::Aborted);
-    let mut control = Framed::new(control, FrameCodec::new(session.cfg.max_frame_len));
     // Announce the control stream (a yamux stream reaches the peer with its first write).
     let result = match control.send(Frame::Ping { seq: 0 }).await {
         Ok(()) => {
@@ -169,7 +162,7 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
 impl Session {
     async fn serve(
         &mut self,
-        control: &mut Framed<MuxStream, FrameCodec>,
+        control: &mut Control<MuxStream>,
         inbound: &mut Inbound,
         commands: &mut mpsc::Receiver<Command>,
     ) -> Result<(), ClientError> {
@@ -181,10 +174,6 @@ impl Session {
                 _ = sleep_until(self.drain_deadline.unwrap_or_else(Instant::now)), if self.drain_deadline.is_some() => {
                     return self.goodbye(control).await
                 }
-                beat = self.heartbeat.due() => match beat {
-                    Beat::Ping(ping) => self.send(control, ping).await?,
-                    Beat::Dead(silent) => return Err(ClientError::HeartbeatTimeout(silent)),
-                },
                 command = commands.recv() => match command {
                     Some(Command::OpenReverse { spec, reply }) => {
                         self.next_request = self.next_request.wrapping_add(1);
@@ -217,16 +206,15 @@ impl Session {
                     }
                     Some(Command::Shutdown) | None => return self.goodbye(control).await,
                 },
-                frame = control.next() => match frame {
-                    None | Some(Err(CodecError::Io(_))) => return Err(ClientError::ConnectionLost),
-                    Some(Err(CodecError::Decode(e))) => {
-                        return Err(ClientError::Handshake { server: self.cfg.server.clone(), source: e.into() })
-                    }
-                    Some(Ok(frame)) => {
-                        self.heartbeat.heard();
+                incoming = control.next() => match incoming.map_err(|e| self.ended(e))? {
+                    Incoming::Frame(frame) => {
                         if let Some(reply) = self.on_frame(frame)? {
                             self.send(control, reply).await?;
                         }
+                    }
+                    Incoming::RoundTrip(rtt) => self.chain.heartbeat(&self.client, rtt),
+                    Incoming::Goodbye { code, message } => {
+                        return Err(ClientError::ServerGoodbye { code, message })
                     }
                 },
                 // When the session ends, frames already received on the control
@@ -337,14 +325,6 @@ impl Session {
                 self.close_route(tunnel_id, CloseReason::Finished);
                 Ok(None)
             }
-            Frame::Ping { seq } => Ok(Some(Frame::Pong { seq })),
-            Frame::Pong { seq } => {
-                if let Some(rtt) = self.heartbeat.pong(seq) {
-                    self.chain.heartbeat(&self.client, rtt);
-                }
-                Ok(None)
-            }
-            Frame::Goodbye { code, message } => Err(ClientError::ServerGoodbye { code, message }),
             other => Err(unexpected("a control frame", &other)),
         }
     }
@@ -363,30 +343,31 @@ impl Session {
 
 impl Session {
     /// Tells the server we are leaving; the session then ends.
-    async fn goodbye(
-        &self,
-        control: &mut Framed<MuxStream, FrameCodec>,
-    ) -> Result<(), ClientError> {
-        let bye = Frame::Goodbye {
-            code: RefuseCode::Other,
-            message: "client closing".to_owned(),
-        };
-        let _ = timeout(CLOSE_GRACE, control.send(bye)).await;
+    async fn goodbye(&self, control: &mut Control<MuxStream>) -> Result<(), ClientError> {
+        control
+            .goodbye(RefuseCode::Other, "client closing".to_owned())
+            .await;
         Ok(())
     }
 
     /// Sends a control frame; a server that stopped reading times out like a silent one.
     async fn send(
         &self,
-        control: &mut Framed<MuxStream, FrameCodec>,
+        control: &mut Control<MuxStream>,
         frame: Frame,
     ) -> Result<(), ClientError> {
-        self.heartbeat
-            .send(control, frame)
-            .await
-            .map_err(|failure| match failure {
-                SendFailure::Closed => ClientError::ConnectionLost,
-                SendFailure::Stalled(after) => ClientError::HeartbeatTimeout(after),
-            })
+        control.send(frame).await.map_err(|e| self.ended(e))
+    }
+
+    /// The session's error for how its control stream ended.
+    fn ended(&self, end: ControlEnd) -> ClientError {
+        match end {
+            ControlEnd::Lost => ClientError::ConnectionLost,
+            ControlEnd::Silent(after) => ClientError::HeartbeatTimeout(after),
+            ControlEnd::Malformed(e) => ClientError::Handshake {
+                server: self.cfg.server.clone(),
+                source: e.into(),
+            },
+        }
     }
 }

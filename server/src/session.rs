@@ -5,22 +5,18 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use reitunnel_hooks::{
     ClientInfo, CloseReason, Open, Reason, Refusal, RefuseCode, Scope, TunnelId, TunnelInfo,
     TunnelKind,
 };
-use reitunnel_proto::{CodecError, Frame, FrameCodec};
-use reitunnel_transport::heartbeat::{Beat, Heartbeat, SendFailure};
-use reitunnel_transport::{
-    listen, spawn_mux, Closer, MuxConfig, MuxHandle, MuxStream, CLOSE_GRACE,
-};
+use reitunnel_proto::{CodecError, Frame};
+use reitunnel_transport::control::{Control, ControlEnd, Incoming};
+use reitunnel_transport::heartbeat::Heartbeat;
+use reitunnel_transport::{listen, spawn_mux, Closer, MuxConfig, MuxHandle, MuxStream};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
-use tokio_util::codec::Framed;
 
 use crate::accept::Io;
 use crate::forward::{self, ForwardRoute, Forwards};
@@ -47,7 +43,6 @@ pub(crate) struct Session {
     tunnel_slots: Slots,
     /// `max_streams_per_client`: shared with the tunnels, a slot per visitor.
     stream_slots: Arc<Slots>,
-    heartbeat: Heartbeat,
 }
 
 impl Session {
@@ -95,10 +90,13 @@ impl Session {
                 "max_streams_per_client",
                 limits.max_streams_per_client,
             )),
-            heartbeat: Heartbeat::new(limits.heartbeat_interval, limits.heartbeat_timeout),
         };
         let reason = match timeout(cfg.handshake_timeout, inbound.recv()).await {
-            Ok(Some(control)) => session.control_loop(control, &mut inbound).await,
+            Ok(Some(control)) => {
+                let heartbeat = Heartbeat::new(limits.heartbeat_interval, limits.heartbeat_timeout);
+                let control = Control::new(control, cfg.max_frame_len, heartbeat);
+                session.control_loop(control, &mut inbound).await
+            }
             ended => {
                 let peer = session.client.peer;
                 let e = match ended {
@@ -135,32 +133,18 @@ impl Session {
 
     async fn control_loop(
         &mut self,
-        control: MuxStream,
+        mut control: Control<MuxStream>,
         inbound: &mut reitunnel_transport::Inbound,
     ) -> CloseReason {
-        let mut control = Framed::new(control, FrameCodec::new(self.shared.config.max_frame_len));
         let mut inbound_done = false;
         loop {
-            let frame = tokio::select! {
-                beat = self.heartbeat.due() => {
-                    let ping = match beat {
-                        Beat::Ping(ping) => ping,
-                        Beat::Dead(silent) => return self.timed_out(silent),
-                    };
-                    match self.send(&mut control, ping).await {
-                        Ok(()) => continue,
-                        Err(reason) => return reason,
-                    }
-                },
+            let incoming = tokio::select! {
                 _ = self.closer.closed() => {
-                    let bye = Frame::Goodbye {
-                        code: RefuseCode::ShuttingDown,
-                        message: "server is shutting down".to_owned(),
-                    };
-                    let _ = timeout(CLOSE_GRACE, control.send(bye)).await;
+                    let why = "server is shutting down".to_owned();
+                    control.goodbye(RefuseCode::ShuttingDown, why).await;
                     return self.closer.reason().unwrap_or(CloseReason::Shutdown);
                 }
-                frame = control.next() => frame,
+                incoming = control.next() => incoming,
                 // The end of the session is concluded from the control stream, so
                 // a Goodbye already received there is read first.
                 stream = inbound.recv(), if !inbound_done => match stream {
@@ -181,18 +165,22 @@ impl Session {
                 },
                 Some(_) = self.tasks.join_next() => continue,
             };
-            let frame = match frame {
-                None | Some(Err(CodecError::Io(_))) => return CloseReason::ConnectionLost,
-                Some(Err(source)) => {
+            let frame = match incoming {
+                Ok(Incoming::Frame(frame)) => frame,
+                Ok(Incoming::RoundTrip(rtt)) => {
+                    self.live.chain.heartbeat(&self.client, rtt);
+                    continue;
+                }
+                Ok(Incoming::Goodbye { .. }) => return CloseReason::Finished,
+                Err(ControlEnd::Malformed(e)) => {
                     let e = SessionError::Control {
                         peer: self.client.peer,
-                        source,
+                        source: CodecError::Decode(e),
                     };
                     return self.protocol_error(&mut control, e).await;
                 }
-                Some(Ok(frame)) => frame,
+                Err(end) => return self.ended(end),
             };
-            self.heartbeat.heard();
             let reply = match frame {
                 Frame::OpenTunnel {
                     request_id,
@@ -216,14 +204,6 @@ impl Session {
                     }
                     None
                 }
-                Frame::Ping { seq } => Some(Frame::Pong { seq }),
-                Frame::Pong { seq } => {
-                    if let Some(rtt) = self.heartbeat.pong(seq) {
-                        self.live.chain.heartbeat(&self.client, rtt);
-                    }
-                    None
-                }
-                Frame::Goodbye { .. } => return CloseReason::Finished,
                 other => {
                     let e = SessionError::UnexpectedFrame {
                         peer: self.client.peer,
@@ -234,48 +214,37 @@ impl Session {
                 }
             };
             if let Some(reply) = reply {
-                if let Err(reason) = self.send(&mut control, reply).await {
-                    return reason;
+                if let Err(end) = control.send(reply).await {
+                    return self.ended(end);
                 }
             }
         }
     }
 
-    /// Sends a control frame; a peer that stopped reading times out like a silent one.
-    async fn send(
-        &self,
-        control: &mut Framed<MuxStream, FrameCodec>,
-        frame: Frame,
-    ) -> Result<(), CloseReason> {
-        self.heartbeat
-            .send(control, frame)
-            .await
-            .map_err(|failure| match failure {
-                SendFailure::Closed => CloseReason::ConnectionLost,
-                SendFailure::Stalled(after) => self.timed_out(after),
-            })
+    /// How the session closes when its control stream ended.
+    fn ended(&self, end: ControlEnd) -> CloseReason {
+        match end {
+            ControlEnd::Lost => CloseReason::ConnectionLost,
+            ControlEnd::Silent(after) => {
+                let e = SessionError::HeartbeatTimeout {
+                    peer: self.client.peer,
+                    after,
+                };
+                report_to(&self.live.chain, Scope::Client(&self.client), &e);
+                CloseReason::Timeout(e.to_string())
+            }
+            ControlEnd::Malformed(e) => CloseReason::Error(e.to_string()),
+        }
     }
 
-    fn timed_out(&self, silent: Duration) -> CloseReason {
-        let e = SessionError::HeartbeatTimeout {
-            peer: self.client.peer,
-            after: silent,
-        };
-        report_to(&self.live.chain, Scope::Client(&self.client), &e);
-        CloseReason::Timeout(e.to_string())
-    }
-
+    /// Reports a protocol error and says goodbye naming it.
     async fn protocol_error(
         &self,
-        control: &mut Framed<MuxStream, FrameCodec>,
+        control: &mut Control<MuxStream>,
         e: SessionError,
     ) -> CloseReason {
         report_to(&self.live.chain, Scope::Client(&self.client), &e);
-        let bye = Frame::Goodbye {
-            code: RefuseCode::BadRequest,
-            message: e.to_string(),
-        };
-        let _ = timeout(CLOSE_GRACE, control.send(bye)).await;
+        control.goodbye(RefuseCode::BadRequest, e.to_string()).await;
         CloseReason::Error(e.to_string())
     }
 

@@ -9,11 +9,8 @@
 
 use std::time::Duration;
 
-use futures::SinkExt;
-use reitunnel_proto::{Frame, FrameCodec};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{interval_at, timeout, Instant, Interval, MissedTickBehavior};
-use tokio_util::codec::Framed;
+use reitunnel_proto::Frame;
+use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 
 /// What a due heartbeat asks of the session.
 #[derive(Debug)]
@@ -22,15 +19,6 @@ pub enum Beat {
     Ping(Frame),
     /// The peer has been silent for the whole timeout (given here): close.
     Dead(Duration),
-}
-
-/// Why a control frame could not be sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendFailure {
-    /// The stream is closed or broken.
-    Closed,
-    /// The peer stopped reading: the frame did not go out within the heartbeat timeout.
-    Stalled(Duration),
 }
 
 /// One side's heartbeat state.
@@ -99,22 +87,9 @@ impl Heartbeat {
         }
     }
 
-    /// Sends a control frame, giving up if the peer does not take it within
-    /// the heartbeat timeout (it stopped reading: it must not hold the
-    /// session's task forever).
-    pub async fn send<T>(
-        &self,
-        control: &mut Framed<T, FrameCodec>,
-        frame: Frame,
-    ) -> Result<(), SendFailure>
-    where
-        T: AsyncRead + AsyncWrite + Unpin,
-    {
-        match timeout(self.timeout, control.send(frame)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(SendFailure::Closed),
-            Err(_) => Err(SendFailure::Stalled(self.timeout)),
-        }
+    /// How long the peer may stay silent.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 }
 

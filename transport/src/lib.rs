@@ -11,6 +11,7 @@ pub mod answer;
 pub mod cli;
 mod closer;
 pub mod config_file;
+pub mod control;
 mod frame_io;
 pub mod heartbeat;
 mod login_io;
