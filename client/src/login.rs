@@ -8,7 +8,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::{ClientConfig, ClientError};
 
-pub(crate) async fn login<S>(io: &mut S, cfg: &ClientConfig) -> Result<LoggedIn, ClientError>
+/// The client's login over an established transport: preambles, challenge,
+/// login frame, the server's answer.
+pub async fn login<S>(io: &mut S, cfg: &ClientConfig) -> Result<LoggedIn, ClientError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

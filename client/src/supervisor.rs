@@ -50,7 +50,10 @@ pub struct Supervised {
 
 /// Keeps a client logged in with its tunnels open; see the module docs.
 pub struct Supervisor {
-    settings: Supervised,
+    /// How to connect: the first settings' (a reload changes only the tunnels).
+    client: ClientConfig,
+    drain: Duration,
+    reconnect_max: Duration,
     chain: HookChain,
     wanted: Wanted,
     backoff: Backoff,
@@ -68,9 +71,11 @@ impl Supervisor {
     /// A supervisor for `settings`, with `chain` as the client's hooks.
     pub fn new(settings: Supervised, chain: HookChain) -> Supervisor {
         Supervisor {
-            wanted: Wanted::new(settings.remote.clone(), settings.local.clone()),
+            wanted: Wanted::new(settings.remote, settings.local),
             backoff: Backoff::new(settings.reconnect_max),
-            settings,
+            client: settings.client,
+            drain: settings.drain,
+            reconnect_max: settings.reconnect_max,
             chain,
         }
     }
@@ -107,7 +112,7 @@ impl Supervisor {
                 error,
                 ClientError::LoginRefused { .. } | ClientError::TlsSettings(_)
             );
-            if !connected_once || permanent || self.settings.reconnect_max.is_zero() {
+            if !connected_once || permanent || self.reconnect_max.is_zero() {
                 return Err(error);
             }
             let wait = self.backoff.next_delay();
@@ -144,7 +149,7 @@ impl Supervisor {
         };
         let connected = tokio::select! {
             _ = signals.nth(1) => return Ended::Stopped(Ok(())),
-            connected = Client::connect(self.settings.client.clone(), self.chain.clone()) => connected,
+            connected = Client::connect(self.client.clone(), self.chain.clone()) => connected,
         };
         let client = match connected {
             Ok(client) => client,
@@ -157,7 +162,7 @@ impl Supervisor {
         loop {
             tokio::select! {
                 _ = signals.nth(1) => {
-                    let drained = client.shutdown_graceful(self.settings.drain, signals.nth(2)).await;
+                    let drained = client.shutdown_graceful(self.drain, signals.nth(2)).await;
                     return Ended::Stopped(drained);
                 }
                 _ = client.ended() => return Ended::Lost {
@@ -185,7 +190,7 @@ impl Supervisor {
                 return;
             }
         };
-        if connection_changed(&new.client, &self.settings.client) {
+        if connection_changed(&new.client, &self.client) {
             tracing::warn!("connection settings changed (server, name, token or TLS): they take effect only after a restart");
         }
         let tunnels = Wanted::new(new.remote, new.local);

@@ -22,9 +22,10 @@ pub enum ErrorStrategy {
     /// closes still reach every hook, so open/close stays balanced.
     #[default]
     StopOnError,
-    /// Every hook runs; failures are gathered into one [`MultiError`] and
-    /// reported through `on_error`. Verdicts come from the hooks that did not
-    /// fail (the failing hook fails open).
+    /// Every hook runs; each failure is reported through `on_error` as it
+    /// happens (and `server_start`/`server_stop` return them all in one
+    /// [`MultiError`]). Verdicts come from the hooks that did not fail (the
+    /// failing hook fails open).
     CollectAndContinue,
 }
 

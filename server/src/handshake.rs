@@ -10,8 +10,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::SessionError;
 
-/// Exchanges preambles, sends a challenge and reads the login.
-pub(crate) async fn read_login<S>(
+/// Exchanges preambles, sends a challenge and reads the login: everything
+/// up to the client's `Login` frame.
+pub async fn read_login<S>(
     io: &mut S,
     peer: SocketAddr,
     max_frame_len: usize,
@@ -31,8 +32,9 @@ where
     })
 }
 
-/// Client names are ids in logs, metrics labels and audit lines: keep them plain.
-pub(crate) fn check_name(name: &str) -> Result<(), String> {
+/// Client names are ids in logs, metrics labels and audit lines: keep them
+/// plain. Every name passes this check before hooks see it.
+pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("client name is empty".to_owned());
     }
