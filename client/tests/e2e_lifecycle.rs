@@ -9,7 +9,8 @@ use std::sync::Arc;
 use common::*;
 use reitunnel_client::{ClientError, RemoteSpec};
 use reitunnel_hooks::{
-    BoxError, DataEvent, ErrorStrategy, Hook, HookChain, Reason, ServerInfo, StreamInfo, Verdict,
+    BoxError, DataEvent, ErrorStrategy, Gate, Hook, HookChain, Reason, ServerInfo, StreamInfo,
+    Verdict,
 };
 use reitunnel_testkit::echo_service;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -263,8 +264,8 @@ impl Hook for NoVisitors {
     fn wants_data(&self) -> bool {
         false
     }
-    fn on_stream_open(&self, _: &StreamInfo) -> Verdict {
-        Verdict::Reject(Reason::forbidden("closed for maintenance"))
+    fn on_stream_open(&self, _: &StreamInfo) -> Gate {
+        Gate::Refuse(Reason::forbidden("closed for maintenance"))
     }
 }
 
@@ -290,7 +291,7 @@ impl Hook for CloseAfter {
 async fn reject_and_close_verdicts_act_on_real_visitors() {
     let echo = echo_service().await;
 
-    // Reject at the stream gate: the visitor is disconnected, hooks hear why.
+    // Refused at the stream gate: the visitor is disconnected, hooks hear why.
     let rec = Recorder::new();
     let server = TestServer::start(
         HookChain::builder()
@@ -375,7 +376,7 @@ impl Hook for Boom {
     fn wants_data(&self) -> bool {
         false
     }
-    fn on_stream_open(&self, _: &StreamInfo) -> Verdict {
+    fn on_stream_open(&self, _: &StreamInfo) -> Gate {
         panic!("boom hook exploded")
     }
 }

@@ -3,7 +3,7 @@
 //! through a real server and client (section 9).
 
 use reitunnel_hooks::{
-    ClientId, ClientInfo, DataEvent, Direction, Hook, HookChain, Login, Reason, StreamId,
+    ClientId, ClientInfo, DataEvent, Direction, Gate, Hook, HookChain, Login, Reason, StreamId,
     StreamInfo, StreamState, TunnelId, TunnelInfo, TunnelKind, Verdict,
 };
 use std::collections::HashMap;
@@ -30,15 +30,15 @@ impl Hook for NoSsh {
         "no_ssh"
     }
     // Gate. `target` is the "host:port" the client named.
-    fn on_tunnel_open(&self, tunnel: &TunnelInfo) -> Verdict {
+    fn on_tunnel_open(&self, tunnel: &TunnelInfo) -> Gate {
         let port = tunnel
             .target
             .rsplit_once(':')
             .and_then(|(_, p)| p.parse::<u16>().ok());
         if port == Some(22) {
-            return Verdict::Reject(Reason::forbidden("tunnels to port 22 are not allowed"));
+            return Gate::Refuse(Reason::forbidden("tunnels to port 22 are not allowed"));
         }
-        Verdict::Continue
+        Gate::Allow
     }
     // Once per stream: the lock is taken here, never per chunk.
     fn stream_state(&self, stream: &StreamInfo) -> Option<StreamState> {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::error::{HookError, MultiError};
 use crate::event::{
-    ClientInfo, DataEvent, ErrorEvent, Login, Reason, RefuseCode, Rejection, Scope, ServerInfo,
-    StreamInfo, TunnelInfo, Verdict,
+    ClientInfo, DataEvent, ErrorEvent, Gate, Login, Reason, RefuseCode, Rejection, Scope,
+    ServerInfo, StreamInfo, TunnelInfo, Verdict,
 };
 use crate::hook::{BoxError, Hook, StreamState};
 
@@ -270,12 +270,12 @@ impl HookChain {
 
     /// Asks every gate in order; see [`crate::Hook`] for the rules. On
     /// refusal every hook hears `on_rejected`.
-    fn gate(&self, scope: Scope<'_>, call: impl Fn(&dyn Hook) -> Verdict) -> Result<(), Refusal> {
+    fn gate(&self, scope: Scope<'_>, call: impl Fn(&dyn Hook) -> Gate) -> Result<(), Refusal> {
         let mut failed: Vec<usize> = Vec::new(); // allocates only if a hook fails
         for (i, hook) in self.inner.hooks.iter().enumerate() {
             let reason = match isolated(&**hook, || call(&**hook)) {
-                Ok(Verdict::Continue | Verdict::Throttle(_)) => continue,
-                Ok(Verdict::Reject(r) | Verdict::Close(r)) => r,
+                Ok(Gate::Allow) => continue,
+                Ok(Gate::Refuse(r)) => r,
                 Err(err) => {
                     self.hook_failed(scope, &err);
                     if self.inner.strategy == ErrorStrategy::CollectAndContinue {
@@ -377,8 +377,8 @@ impl HookChain {
 
     /// The per-chunk dispatch; `states` are the stream's, by hook position
     /// (from [`HookChain::stream_states`]; hooks without an entry get none).
-    /// Allocates nothing and takes no lock unless a hook fails. `Reject` and
-    /// `Close` end the stream at once; the longest `Throttle` wins.
+    /// Allocates nothing and takes no lock unless a hook fails. `Close` ends
+    /// the stream at once; the longest `Throttle` wins.
     /// Low-level: [`Open::on_data`](crate::Open::on_data) passes the right states for you.
     #[inline]
     pub fn on_data(&self, event: &DataEvent<'_>, states: &[Option<StreamState>]) -> Verdict {
@@ -400,7 +400,7 @@ impl HookChain {
             match isolated(&**hook, || hook.on_data(&event)) {
                 Ok(Verdict::Continue) => {}
                 Ok(Verdict::Throttle(d)) => wait = wait.max(d),
-                Ok(Verdict::Reject(r) | Verdict::Close(r)) => return Verdict::Close(r),
+                Ok(Verdict::Close(r)) => return Verdict::Close(r),
                 Err(err) => {
                     self.hook_failed(Scope::Stream(event.stream), &err);
                     if self.inner.strategy == ErrorStrategy::StopOnError {

@@ -382,14 +382,23 @@ impl fmt::Display for Reason {
     }
 }
 
-/// A gate's answer, or a data hook's.
+/// A gate's answer: whether a client may log in, a tunnel open, a visitor
+/// come in. The first hook to refuse decides, and the peer is told why.
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// Let it in, as far as this hook is concerned.
+    Allow,
+    /// Refuse it, saying why.
+    Refuse(Reason),
+}
+
+/// A data hook's answer for one chunk.
 #[must_use]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Go on.
+    /// Forward the chunk.
     Continue,
-    /// Refuse the connect / tunnel / stream (on data: same as `Close`).
-    Reject(Reason),
     /// Forward this chunk only after waiting this long. The relay waits; the hook never sleeps.
     Throttle(Duration),
     /// Close the stream now; the chunk is not forwarded.
@@ -513,7 +522,7 @@ pub struct Rejection<'a> {
     /// The refusing hook's name, or `"server"` for the server's own policy and failures.
     pub by: &'a str,
     /// True when this hook's own gate ran for this event and returned
-    /// `Continue`: anything it set up there must be released now, because no
+    /// `Allow`: anything it set up there must be released now, because no
     /// close event will follow.
     pub passed_gate: bool,
 }

@@ -6,8 +6,8 @@ use std::any::Any;
 use std::time::Duration;
 
 use crate::event::{
-    ClientInfo, CloseReason, DataEvent, ErrorEvent, Login, Rejection, Scope, ServerInfo, StreamEnd,
-    StreamInfo, Totals, TunnelInfo, Verdict,
+    ClientInfo, CloseReason, DataEvent, ErrorEvent, Gate, Login, Rejection, Scope, ServerInfo,
+    StreamEnd, StreamInfo, Totals, TunnelInfo, Verdict,
 };
 
 /// An error a hook returns from an observer method. The chain attaches the
@@ -24,11 +24,12 @@ pub type StreamState = Box<dyn Any + Send + Sync>;
 ///
 /// Three kinds of methods:
 /// - **Gates** (`on_client_connect`, `on_tunnel_open`, `on_stream_open`)
-///   decide whether something opens. The first `Reject` wins and later hooks
+///   decide whether something opens: each answers a [`Gate`]. The first
+///   `Refuse` wins and later hooks
 ///   are not asked; every hook then hears [`Hook::on_rejected`]. Nothing that a
 ///   gate refused ever gets a close event.
 /// - **The data path** (`on_data`) runs per chunk, per direction, on both
-///   sides. `Close`/`Reject` end the stream, `Throttle` delays the chunk (the
+///   sides, answering a [`Verdict`]. `Close` ends the stream, `Throttle` delays the chunk (the
 ///   longest throttle of all hooks wins, and hooks after a throttling hook
 ///   still see the chunk, so meters stay exact).
 /// - **Observers** (the rest) always run on every hook, whatever others
@@ -63,9 +64,9 @@ pub trait Hook: Send + Sync + 'static {
     }
 
     /// Gate: a client proved something at login (see [`Login::proves`]). Authentication
-    /// hooks check it here. Default: `Continue`.
-    fn on_client_connect(&self, _client: &ClientInfo, _login: &Login<'_>) -> Verdict {
-        Verdict::Continue
+    /// hooks check it here. Default: `Allow`.
+    fn on_client_connect(&self, _client: &ClientInfo, _login: &Login<'_>) -> Gate {
+        Gate::Allow
     }
 
     /// Observer: a client whose connect passed the gates is gone. Exactly once per accepted
@@ -80,9 +81,9 @@ pub trait Hook: Send + Sync + 'static {
     }
 
     /// Gate: a client asks for a tunnel; its listener is bound already, so
-    /// `tunnel.bind` is the real address. Default: `Continue`.
-    fn on_tunnel_open(&self, _tunnel: &TunnelInfo) -> Verdict {
-        Verdict::Continue
+    /// `tunnel.bind` is the real address. Default: `Allow`.
+    fn on_tunnel_open(&self, _tunnel: &TunnelInfo) -> Gate {
+        Gate::Allow
     }
 
     /// Observer: an opened tunnel closed, after all its streams. `totals` is
@@ -96,9 +97,9 @@ pub trait Hook: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Gate: a visitor connected to a tunnel. Default: `Continue`.
-    fn on_stream_open(&self, _stream: &StreamInfo) -> Verdict {
-        Verdict::Continue
+    /// Gate: a visitor connected to a tunnel. Default: `Allow`.
+    fn on_stream_open(&self, _stream: &StreamInfo) -> Gate {
+        Gate::Allow
     }
 
     /// Observer: every gate passed; the client, tunnel or stream is open and
@@ -156,7 +157,7 @@ impl<H: Hook + ?Sized> Hook for std::sync::Arc<H> {
     fn on_server_stop(&self, server: &ServerInfo) -> Result<(), BoxError> {
         (**self).on_server_stop(server)
     }
-    fn on_client_connect(&self, client: &ClientInfo, login: &Login<'_>) -> Verdict {
+    fn on_client_connect(&self, client: &ClientInfo, login: &Login<'_>) -> Gate {
         (**self).on_client_connect(client, login)
     }
     fn on_client_disconnect(
@@ -167,7 +168,7 @@ impl<H: Hook + ?Sized> Hook for std::sync::Arc<H> {
     ) -> Result<(), BoxError> {
         (**self).on_client_disconnect(client, reason, totals)
     }
-    fn on_tunnel_open(&self, tunnel: &TunnelInfo) -> Verdict {
+    fn on_tunnel_open(&self, tunnel: &TunnelInfo) -> Gate {
         (**self).on_tunnel_open(tunnel)
     }
     fn on_tunnel_close(
@@ -178,7 +179,7 @@ impl<H: Hook + ?Sized> Hook for std::sync::Arc<H> {
     ) -> Result<(), BoxError> {
         (**self).on_tunnel_close(tunnel, reason, totals)
     }
-    fn on_stream_open(&self, stream: &StreamInfo) -> Verdict {
+    fn on_stream_open(&self, stream: &StreamInfo) -> Gate {
         (**self).on_stream_open(stream)
     }
     fn on_open(&self, scope: Scope<'_>) {

@@ -7,16 +7,16 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use reitunnel_hooks::{builtin::Counters, Hook, HookChain, StreamInfo, Verdict, Reason};
+//! use reitunnel_hooks::{builtin::Counters, Hook, HookChain, StreamInfo, Gate, Reason};
 //!
 //! /// Refuses visitors from outside loopback.
 //! struct LoopbackOnly;
 //! impl Hook for LoopbackOnly {
 //!     fn name(&self) -> &str { "loopback_only" }
 //!     fn wants_data(&self) -> bool { false }
-//!     fn on_stream_open(&self, s: &StreamInfo) -> Verdict {
-//!         if s.peer.ip().is_loopback() { Verdict::Continue }
-//!         else { Verdict::Reject(Reason::forbidden("visitors must be local")) }
+//!     fn on_stream_open(&self, s: &StreamInfo) -> Gate {
+//!         if s.peer.ip().is_loopback() { Gate::Allow }
+//!         else { Gate::Refuse(Reason::forbidden("visitors must be local")) }
 //!     }
 //! }
 //!
@@ -47,9 +47,9 @@ mod secret;
 pub use chain::{ErrorStrategy, HookChain, HookChainBuilder, Refusal, SERVER};
 pub use error::{HookError, HookErrorKind, MultiError};
 pub use event::{
-    ChunkTime, ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Login, Meter,
-    Reason, RefuseCode, Rejection, Scope, ServerInfo, StateRef, StreamEnd, StreamId, StreamInfo,
-    Totals, TunnelId, TunnelInfo, TunnelKind, Verdict,
+    ChunkTime, ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Gate, Login,
+    Meter, Reason, RefuseCode, Rejection, Scope, ServerInfo, StateRef, StreamEnd, StreamId,
+    StreamInfo, Totals, TunnelId, TunnelInfo, TunnelKind, Verdict,
 };
 pub use hook::{BoxError, Hook, StreamState};
 pub use open::{Open, Subject};

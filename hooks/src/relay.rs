@@ -302,9 +302,7 @@ impl Pump {
                 match stream.on_data_at(self.dir, self.chunk(), time) {
                     Verdict::Continue => {}
                     Verdict::Throttle(wait) => self.throttle(wait),
-                    Verdict::Reject(r) | Verdict::Close(r) => {
-                        return Poll::Ready(Err(End::Hook(r)))
-                    }
+                    Verdict::Close(r) => return Poll::Ready(Err(End::Hook(r))),
                 }
             }
         }

@@ -222,28 +222,6 @@ fn reject_short_circuits_under_collect_and_continue_too() {
 }
 
 #[test]
-fn close_from_a_gate_refuses_and_throttle_lets_through() {
-    for kind in KINDS {
-        let (log, chain) = three(
-            ErrorStrategy::StopOnError,
-            [
-                Act::Throttle(std::time::Duration::from_secs(5)),
-                Act::Close("closing"),
-                Act::Pass,
-            ],
-        );
-        let refusal = kind.open(&chain).expect_err("a gate's Close refuses");
-        assert_eq!(refusal.by, "h2");
-        assert_eq!(refusal.reason, Reason::forbidden("closing"));
-        assert_eq!(log.count(&format!("h3:{}", kind.gate())), 0);
-        // The throttling gate counts as passed.
-        assert!(log
-            .entries()
-            .contains(&rejected("h1", kind, "h2", true, &refusal)));
-    }
-}
-
-#[test]
 fn panicking_gate_fails_closed_under_stop_on_error() {
     let _quiet = QuietPanics::new();
     for kind in KINDS {

@@ -133,19 +133,6 @@ fn close_after_a_throttle_wins() {
 }
 
 #[test]
-fn reject_on_data_becomes_close() {
-    let (log, chain) = chain_of(
-        ErrorStrategy::StopOnError,
-        &[("a", Act::Reject("bad bytes")), ("b", Act::Pass)],
-    );
-    assert_eq!(
-        offer(&chain, Direction::Ingress),
-        Verdict::Close(Reason::forbidden("bad bytes"))
-    );
-    assert_eq!(log.take(), saw(&["a"], "in"));
-}
-
-#[test]
 fn panicking_data_hook_closes_under_stop_on_error() {
     let _quiet = QuietPanics::new();
     let (log, chain) = chain_of(

@@ -10,7 +10,7 @@ use common::{client_at, open_client, stream_of, tunnel_of};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use reitunnel_hooks::builtin::MetricsHook;
 use reitunnel_hooks::{
-    CloseReason, Direction, Hook, HookChain, Reason, Scope, StreamInfo, Verdict,
+    CloseReason, Direction, Gate, Hook, HookChain, Reason, Scope, StreamInfo, Verdict,
 };
 
 /// Refuses every visitor, so rejections get counted.
@@ -22,8 +22,8 @@ impl Hook for NoStreams {
     fn wants_data(&self) -> bool {
         false
     }
-    fn on_stream_open(&self, _: &StreamInfo) -> Verdict {
-        Verdict::Reject(Reason::forbidden("no"))
+    fn on_stream_open(&self, _: &StreamInfo) -> Gate {
+        Gate::Refuse(Reason::forbidden("no"))
     }
 }
 
@@ -133,7 +133,7 @@ impl Hook for Boom {
     fn wants_data(&self) -> bool {
         false
     }
-    fn on_stream_open(&self, _: &StreamInfo) -> Verdict {
+    fn on_stream_open(&self, _: &StreamInfo) -> Gate {
         panic!("boom")
     }
 }

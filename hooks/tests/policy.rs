@@ -117,11 +117,11 @@ impl reitunnel_hooks::Hook for RefuseFirstStream {
     fn wants_data(&self) -> bool {
         false
     }
-    fn on_stream_open(&self, _: &reitunnel_hooks::StreamInfo) -> reitunnel_hooks::Verdict {
+    fn on_stream_open(&self, _: &reitunnel_hooks::StreamInfo) -> reitunnel_hooks::Gate {
         if self.0.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            reitunnel_hooks::Verdict::Reject(reitunnel_hooks::Reason::forbidden("first"))
+            reitunnel_hooks::Gate::Refuse(reitunnel_hooks::Reason::forbidden("first"))
         } else {
-            reitunnel_hooks::Verdict::Continue
+            reitunnel_hooks::Gate::Allow
         }
     }
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::{client, open_client, server_info, stream_of, tunnel_of, Act, Log, Rec};
 use reitunnel_hooks::builtin::{Sampler, Sampling};
 use reitunnel_hooks::{
-    BoxError, CloseReason, DataEvent, Direction, Hook, HookChain, Open, Reason, RefuseCode, Scope,
-    StreamEnd, StreamInfo, StreamState, Verdict,
+    BoxError, CloseReason, DataEvent, Direction, Gate, Hook, HookChain, Open, Reason, RefuseCode,
+    Scope, StreamEnd, StreamInfo, StreamState, Verdict,
 };
 
 /// A data hook that logs what it is told, with its own per-stream state
@@ -337,11 +337,11 @@ impl Hook for DenySecondStream {
         false
     }
 
-    fn on_stream_open(&self, _: &StreamInfo) -> Verdict {
+    fn on_stream_open(&self, _: &StreamInfo) -> Gate {
         if self.0.fetch_add(1, Ordering::Relaxed) == 0 {
-            Verdict::Continue
+            Gate::Allow
         } else {
-            Verdict::Reject(Reason::forbidden("no"))
+            Gate::Refuse(Reason::forbidden("no"))
         }
     }
 }

@@ -12,8 +12,8 @@ use reitunnel_client::{Client, ClientConfig};
 use reitunnel_examples::{echo_service, Loopback};
 use reitunnel_hooks::builtin::{Counters, Secret};
 use reitunnel_hooks::{
-    BoxError, ClientInfo, CloseReason, Hook, HookChain, Rejection, ServerInfo, StreamEnd, Totals,
-    TunnelInfo, Verdict,
+    BoxError, ClientInfo, CloseReason, Gate, Hook, HookChain, Rejection, ServerInfo, StreamEnd,
+    Totals, TunnelInfo,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -55,12 +55,12 @@ impl Hook for Printer {
         );
         Ok(())
     }
-    fn on_tunnel_open(&self, t: &TunnelInfo) -> Verdict {
+    fn on_tunnel_open(&self, t: &TunnelInfo) -> Gate {
         println!(
             "  [hook] tunnel.opened    {} {} -> {} (client {})",
             t.id, t.bind, t.target, t.client.name
         );
-        Verdict::Continue
+        Gate::Allow
     }
     fn on_tunnel_close(
         &self,

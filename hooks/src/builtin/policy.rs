@@ -1,7 +1,7 @@
 //! Who may log in and what each client may do: per-client tokens, port
 //! ranges, tunnel and concurrent-stream limits, and CIDR allow/deny lists
 //! for visitors. Fails closed: an unknown client, a wrong token, a port or
-//! address outside the rules is a `Reject` that says which rule.
+//! address outside the rules is a `Refuse` that says which rule.
 //!
 //! Limits count with atomics taken in the gate (so concurrent opens cannot
 //! overshoot) and released on close, or on a later hook's refusal
@@ -16,8 +16,8 @@ use ipnet::IpNet;
 
 use super::Secret;
 use crate::event::{
-    ClientId, ClientInfo, CloseReason, Login, Reason, Rejection, Scope, StreamEnd, StreamInfo,
-    Totals, TunnelInfo, Verdict,
+    ClientId, ClientInfo, CloseReason, Gate, Login, Reason, Rejection, Scope, StreamEnd,
+    StreamInfo, Totals, TunnelInfo,
 };
 use crate::hook::{BoxError, Hook};
 use crate::ports::PortRanges;
@@ -128,9 +128,9 @@ pub struct Policy {
 /// Refuses a login with the same words whatever went wrong, so a peer
 /// cannot find out which client names exist; `why` goes to the server's
 /// log only.
-fn refuse_login(client: &ClientInfo, why: &'static str) -> Verdict {
+fn refuse_login(client: &ClientInfo, why: &'static str) -> Gate {
     tracing::info!(target: "reitunnel::policy", client = %client.name, peer = %client.peer, why, "login refused");
-    Verdict::Reject(Reason::auth_failed(format!(
+    Gate::Refuse(Reason::auth_failed(format!(
         "client '{}' is unknown, or its token or certificate is not the one configured",
         client.name
     )))
@@ -182,7 +182,7 @@ impl Hook for Policy {
         false
     }
 
-    fn on_client_connect(&self, client: &ClientInfo, login: &Login<'_>) -> Verdict {
+    fn on_client_connect(&self, client: &ClientInfo, login: &Login<'_>) -> Gate {
         let Some(rules) = self.rules(client) else {
             return refuse_login(client, "unknown client");
         };
@@ -199,13 +199,13 @@ impl Hook for Policy {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(client.id, Arc::default());
-        Verdict::Continue
+        Gate::Allow
     }
 
-    fn on_tunnel_open(&self, tunnel: &TunnelInfo) -> Verdict {
+    fn on_tunnel_open(&self, tunnel: &TunnelInfo) -> Gate {
         let client = &tunnel.client;
         let Some(rules) = self.rules(client) else {
-            return Verdict::Reject(Reason::forbidden(format!(
+            return Gate::Refuse(Reason::forbidden(format!(
                 "unknown client '{}'",
                 client.name
             )));
@@ -213,7 +213,7 @@ impl Hook for Policy {
         let in_use = self.in_use(client.id);
         if let Some(u) = &in_use {
             if !take(&u.tunnels, rules.max_tunnels) {
-                return Verdict::Reject(Reason::limit_reached(format!(
+                return Gate::Refuse(Reason::limit_reached(format!(
                     "client '{}' already has its maximum of {} tunnels",
                     client.name,
                     rules.max_tunnels.unwrap_or_default()
@@ -223,30 +223,30 @@ impl Hook for Policy {
         let port = tunnel.bind.port();
         if let Some(ports) = rules.ports.as_ref().filter(|p| !p.contains(port)) {
             in_use.iter().for_each(|u| release(&u.tunnels));
-            return Verdict::Reject(Reason::forbidden(format!(
+            return Gate::Refuse(Reason::forbidden(format!(
                 "client '{}' may not open port {port} (allowed: {ports})",
                 client.name
             )));
         }
-        Verdict::Continue
+        Gate::Allow
     }
 
-    fn on_stream_open(&self, stream: &StreamInfo) -> Verdict {
+    fn on_stream_open(&self, stream: &StreamInfo) -> Gate {
         if let Err(why) = self.visitors.check(stream.peer.ip()) {
-            return Verdict::Reject(Reason::forbidden(why));
+            return Gate::Refuse(Reason::forbidden(why));
         }
         let client = &stream.tunnel.client;
         let max = self.rules(client).and_then(|r| r.max_streams);
         if let Some(in_use) = self.in_use(client.id) {
             if !take(&in_use.streams, max) {
-                return Verdict::Reject(Reason::limit_reached(format!(
+                return Gate::Refuse(Reason::limit_reached(format!(
                     "client '{}' already carries its maximum of {} streams",
                     client.name,
                     max.unwrap_or_default()
                 )));
             }
         }
-        Verdict::Continue
+        Gate::Allow
     }
 
     fn on_rejected(&self, r: &Rejection<'_>) {
@@ -335,7 +335,7 @@ mod tests {
             nonce: &nonce,
             proof: &proof,
         };
-        assert_eq!(policy.on_client_connect(&alice, &login), Verdict::Continue);
+        assert_eq!(policy.on_client_connect(&alice, &login), Gate::Allow);
         // Its per-client state works too: the tunnel limit still counts.
         let alice = Arc::new(alice);
         let tunnel = |id| {
@@ -347,10 +347,7 @@ mod tests {
                 "127.0.0.1:3000",
             )
         };
-        assert_eq!(policy.on_tunnel_open(&tunnel(1)), Verdict::Continue);
-        assert!(matches!(
-            policy.on_tunnel_open(&tunnel(2)),
-            Verdict::Reject(_)
-        ));
+        assert_eq!(policy.on_tunnel_open(&tunnel(1)), Gate::Allow);
+        assert!(matches!(policy.on_tunnel_open(&tunnel(2)), Gate::Refuse(_)));
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use portable_atomic::AtomicU128;
 
-use crate::event::{DataEvent, Reason, StreamInfo, Verdict};
+use crate::event::{DataEvent, Gate, Reason, StreamInfo, Verdict};
 use crate::events::{Event, EventBus};
 use crate::hook::{Hook, StreamState};
 
@@ -249,14 +249,14 @@ impl Hook for Quota {
         "quota"
     }
 
-    fn on_stream_open(&self, stream: &StreamInfo) -> Verdict {
+    fn on_stream_open(&self, stream: &StreamInfo) -> Gate {
         let client = &stream.tunnel.client.name;
         let u = self.usage(client);
         let period = self.current_period(Instant::now());
         if u.used(period) >= self.limit {
-            return Verdict::Reject(self.exceeded(client, &u, period));
+            return Gate::Refuse(self.exceeded(client, &u, period));
         }
-        Verdict::Continue
+        Gate::Allow
     }
 
     fn stream_state(&self, stream: &StreamInfo) -> Option<StreamState> {

@@ -13,7 +13,7 @@
 //! exactly right. A chunk larger than the burst passes with a proportional
 //! wait: nothing is ever refused or deadlocked.
 //!
-//! Connection rates return `Reject` past the limit: a refused visitor or
+//! Connection rates return `Refuse` past the limit: a refused visitor or
 //! login costs nothing more. Per-IP rates count an IPv6 source by its /64
 //! ([`crate::keyed::ip_key`]).
 
@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::event::{
-    ClientId, ClientInfo, CloseReason, DataEvent, Direction, Login, Reason, Rejection, Scope,
+    ClientId, ClientInfo, CloseReason, DataEvent, Direction, Gate, Login, Reason, Rejection, Scope,
     StreamInfo, Totals, TunnelId, TunnelInfo, Verdict,
 };
 use crate::hook::{BoxError, Hook, StreamState};
@@ -265,9 +265,9 @@ impl Hook for RateLimit {
         self.cfg.per_client.is_some() || self.cfg.per_tunnel.is_some()
     }
 
-    fn on_client_connect(&self, client: &ClientInfo, _: &Login<'_>) -> Verdict {
+    fn on_client_connect(&self, client: &ClientInfo, _: &Login<'_>) -> Gate {
         if !self.logins_per_ip.allow(ip_key(client.peer.ip())) {
-            return Verdict::Reject(Reason::limit_reached(format!(
+            return Gate::Refuse(Reason::limit_reached(format!(
                 "too many logins from {}; try again later",
                 client.peer.ip()
             )));
@@ -278,33 +278,33 @@ impl Hook for RateLimit {
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(client.id, Buckets::new(rate));
         }
-        Verdict::Continue
+        Gate::Allow
     }
 
-    fn on_tunnel_open(&self, tunnel: &TunnelInfo) -> Verdict {
+    fn on_tunnel_open(&self, tunnel: &TunnelInfo) -> Gate {
         if let Some(rate) = self.cfg.per_tunnel {
             self.tunnels
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(tunnel.id, Buckets::new(rate));
         }
-        Verdict::Continue
+        Gate::Allow
     }
 
-    fn on_stream_open(&self, stream: &StreamInfo) -> Verdict {
+    fn on_stream_open(&self, stream: &StreamInfo) -> Gate {
         if !self.visitors_per_ip.allow(ip_key(stream.peer.ip())) {
-            return Verdict::Reject(Reason::limit_reached(format!(
+            return Gate::Refuse(Reason::limit_reached(format!(
                 "too many connections from {}",
                 stream.peer.ip()
             )));
         }
         if !self.streams_per_client.allow(stream.tunnel.client.id) {
-            return Verdict::Reject(Reason::limit_reached(format!(
+            return Gate::Refuse(Reason::limit_reached(format!(
                 "client '{}' is receiving new connections faster than its limit",
                 stream.tunnel.client.name
             )));
         }
-        Verdict::Continue
+        Gate::Allow
     }
 
     fn stream_state(&self, stream: &StreamInfo) -> Option<StreamState> {

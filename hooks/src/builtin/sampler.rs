@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::event::{
-    ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Login, Rejection, Scope, ServerInfo,
-    StreamEnd, StreamInfo, Totals, TunnelInfo, Verdict,
+    ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Gate, Login, Rejection, Scope,
+    ServerInfo, StreamEnd, StreamInfo, Totals, TunnelInfo, Verdict,
 };
 use crate::hook::{BoxError, Hook, StreamState};
 
@@ -143,7 +143,7 @@ impl<H: Hook> Hook for Sampler<H> {
     fn on_server_stop(&self, s: &ServerInfo) -> Result<(), BoxError> {
         self.inner.on_server_stop(s)
     }
-    fn on_client_connect(&self, c: &ClientInfo, l: &Login<'_>) -> Verdict {
+    fn on_client_connect(&self, c: &ClientInfo, l: &Login<'_>) -> Gate {
         self.inner.on_client_connect(c, l)
     }
     fn on_client_disconnect(
@@ -154,7 +154,7 @@ impl<H: Hook> Hook for Sampler<H> {
     ) -> Result<(), BoxError> {
         self.inner.on_client_disconnect(c, r, t)
     }
-    fn on_tunnel_open(&self, t: &TunnelInfo) -> Verdict {
+    fn on_tunnel_open(&self, t: &TunnelInfo) -> Gate {
         self.inner.on_tunnel_open(t)
     }
     fn on_tunnel_close(
@@ -165,7 +165,7 @@ impl<H: Hook> Hook for Sampler<H> {
     ) -> Result<(), BoxError> {
         self.inner.on_tunnel_close(t, r, tot)
     }
-    fn on_stream_open(&self, s: &StreamInfo) -> Verdict {
+    fn on_stream_open(&self, s: &StreamInfo) -> Gate {
         self.inner.on_stream_open(s)
     }
     fn on_open(&self, scope: Scope<'_>) {

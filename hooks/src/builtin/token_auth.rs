@@ -1,9 +1,9 @@
-use crate::event::{ClientInfo, Login, Reason, Verdict};
+use crate::event::{ClientInfo, Gate, Login, Reason};
 use crate::hook::Hook;
 use crate::Secret;
 
 /// Accepts a client only if its login proves knowledge of one shared token.
-/// Fails closed: a wrong proof is a `Reject` with an `AuthFailed` code.
+/// Fails closed: a wrong proof is a `Refuse` with an `AuthFailed` code.
 ///
 /// # Example
 ///
@@ -52,11 +52,11 @@ impl Hook for TokenAuth {
         false
     }
 
-    fn on_client_connect(&self, client: &ClientInfo, login: &Login<'_>) -> Verdict {
+    fn on_client_connect(&self, client: &ClientInfo, login: &Login<'_>) -> Gate {
         if login.proves(&client.name, self.token.expose().as_bytes()) {
-            Verdict::Continue
+            Gate::Allow
         } else {
-            Verdict::Reject(Reason::auth_failed(
+            Gate::Refuse(Reason::auth_failed(
                 "token refused: the token does not match the server's",
             ))
         }

@@ -13,8 +13,8 @@ use reitunnel_hooks::builtin::Counters;
 use reitunnel_hooks::events::{Event, EventBus, EventSink};
 use reitunnel_hooks::{
     BoxError, ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, ErrorStrategy,
-    Hook, HookChain, HookError, HookErrorKind, Login, Open, Reason, Refusal, Rejection, ServerInfo,
-    StreamEnd, StreamId, StreamInfo, Totals, TunnelId, TunnelInfo, TunnelKind, Verdict,
+    Gate, Hook, HookChain, HookError, HookErrorKind, Login, Open, Reason, Refusal, Rejection,
+    ServerInfo, StreamEnd, StreamId, StreamInfo, Totals, TunnelId, TunnelInfo, TunnelKind, Verdict,
 };
 use reitunnel_proto::auth::{NONCE_LEN, PROOF_LEN};
 
@@ -79,26 +79,42 @@ pub enum Act {
     /// `Continue` / `Ok(())`.
     #[default]
     Pass,
-    /// `Verdict::Reject(Reason::forbidden(msg))`.
+    /// Gates: `Gate::Refuse(Reason::forbidden(msg))`.
     Reject(&'static str),
-    /// `Verdict::Close(Reason::forbidden(msg))`.
+    /// Data: `Verdict::Close(Reason::forbidden(msg))`.
     Close(&'static str),
-    /// `Verdict::Throttle(d)`.
+    /// Data: `Verdict::Throttle(d)`.
     Throttle(Duration),
-    /// Observers return `Err(msg)`; verdict methods treat it as `Pass`.
+    /// Observers return `Err(msg)`; gates and data treat it as `Pass`.
     Fail(&'static str),
     /// Panics with a message starting with [`PANIC_MARK`].
     Panic,
 }
 
 impl Act {
+    fn gate(&self, hook: &str) -> Gate {
+        match self {
+            Act::Pass | Act::Fail(_) => Gate::Allow,
+            Act::Reject(m) => Gate::Refuse(Reason::forbidden(*m)),
+            Act::Close(_) | Act::Throttle(_) => panic!("{self:?} is a data verdict, not a gate's"),
+            Act::Panic => panic!("{PANIC_MARK} in {hook}"),
+        }
+    }
+
     fn verdict(&self, hook: &str) -> Verdict {
         match self {
             Act::Pass | Act::Fail(_) => Verdict::Continue,
-            Act::Reject(m) => Verdict::Reject(Reason::forbidden(*m)),
             Act::Close(m) => Verdict::Close(Reason::forbidden(*m)),
             Act::Throttle(d) => Verdict::Throttle(*d),
+            Act::Reject(_) => panic!("{self:?} is a gate's answer, not a data verdict"),
             Act::Panic => panic!("{PANIC_MARK} in {hook}"),
+        }
+    }
+
+    /// For methods without an answer: only `Panic` does anything.
+    fn act(&self, hook: &str) {
+        if let Act::Panic = self {
+            panic!("{PANIC_MARK} in {hook}");
         }
     }
 
@@ -213,9 +229,9 @@ impl Hook for Rec {
         self.server.result(self.name)
     }
 
-    fn on_client_connect(&self, _client: &ClientInfo, _login: &Login<'_>) -> Verdict {
+    fn on_client_connect(&self, _client: &ClientInfo, _login: &Login<'_>) -> Gate {
         self.rec("client_connect");
-        self.gate.verdict(self.name)
+        self.gate.gate(self.name)
     }
 
     fn on_client_disconnect(
@@ -234,9 +250,9 @@ impl Hook for Rec {
         self.close.result(self.name)
     }
 
-    fn on_tunnel_open(&self, _tunnel: &TunnelInfo) -> Verdict {
+    fn on_tunnel_open(&self, _tunnel: &TunnelInfo) -> Gate {
         self.rec("tunnel_open");
-        self.gate.verdict(self.name)
+        self.gate.gate(self.name)
     }
 
     fn on_tunnel_close(
@@ -255,9 +271,9 @@ impl Hook for Rec {
         self.close.result(self.name)
     }
 
-    fn on_stream_open(&self, _stream: &StreamInfo) -> Verdict {
+    fn on_stream_open(&self, _stream: &StreamInfo) -> Gate {
         self.rec("stream_open");
-        self.gate.verdict(self.name)
+        self.gate.gate(self.name)
     }
 
     fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
@@ -289,7 +305,7 @@ impl Hook for Rec {
             r.passed_gate,
             r.reason.message
         ));
-        let _ = self.rejected.verdict(self.name);
+        self.rejected.act(self.name);
     }
 
     fn on_error(&self, ev: &ErrorEvent<'_>) {
@@ -306,7 +322,7 @@ impl Hook for Rec {
                 ev.error
             )),
         }
-        let _ = self.error.verdict(self.name);
+        self.error.act(self.name);
     }
 }
 
