@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 
 use common::*;
 use reitunnel_hooks::HookChain;
-use reitunnel_testkit::echo_service;
+use reitunnel_testkit::{echo_service, firehose_service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 fn count(events: &[Ev], pred: impl Fn(&Ev) -> bool) -> usize {
@@ -70,22 +70,6 @@ async fn two_thousand_visitors_at_once_on_one_client() {
     assert_balanced(&rec.events());
 }
 
-/// A service that writes to every connection until it fails: a download
-/// that a visitor who stops reading leaves stuck in the tunnel's buffers.
-async fn firehose() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let chunk = vec![0x5a; 64 * 1024];
-                while s.write_all(&chunk).await.is_ok() {}
-            });
-        }
-    });
-    addr
-}
-
 /// Connects a visitor that reads one byte, then never again. `true` if the
 /// server let it in (the firehose's byte arrived), `false` if it was turned
 /// away (EOF).
@@ -122,7 +106,7 @@ async fn memory_budget_turns_stalled_visitors_away_and_others_keep_moving() {
 
     // Another client's download, and visitors who stop reading it.
     let hosed = connect(server.addr, "hosed").await;
-    let download = reverse(&hosed, firehose().await).await;
+    let download = reverse(&hosed, firehose_service().await).await;
     let mut stalled = Vec::new();
     let refused = loop {
         let (admitted, v) = stalled_visitor(download.public_addr).await;

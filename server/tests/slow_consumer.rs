@@ -13,29 +13,14 @@ use common::{assert_audit_balanced, start_audited};
 use reitunnel_client::{Client, ClientConfig, RemoteSpec};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
-use reitunnel_testkit::{echo_service, pseudo_random};
+use reitunnel_testkit::{echo_service, firehose_service, pseudo_random};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const TOKEN: &str = "slow";
 const BUDGET_MIB: u64 = 64;
 const STALLED: usize = 16;
 const BULK: usize = 64 << 20;
-
-/// A service that writes to every connection until the write fails.
-async fn firehose() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let chunk = vec![0x5a; 64 * 1024];
-                while s.write_all(&chunk).await.is_ok() {}
-            });
-        }
-    });
-    addr
-}
 
 /// Echoes `BULK` checked bytes through `public`; returns MiB/s.
 async fn bulk(public: SocketAddr, seed: u64) -> f64 {
@@ -71,7 +56,7 @@ async fn stalled_visitors_stay_within_the_budget_and_the_clients_other_tunnel_mo
         let spec: RemoteSpec = format!("0:{target}").parse().unwrap();
         client.open_reverse(spec)
     };
-    let download = open(firehose().await).await.unwrap().public_addr;
+    let download = open(firehose_service().await).await.unwrap().public_addr;
     let echo = open(echo_service().await).await.unwrap().public_addr;
     let idle = server.memory();
 

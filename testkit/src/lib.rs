@@ -22,4 +22,4 @@ mod service;
 pub use bytes::{pseudo_random, same_echo};
 pub use fault::{FaultProxy, Toward};
 pub use process::{Frozen, Lines, Process};
-pub use service::{echo_service, echo_service_on_threads, within};
+pub use service::{echo_service, echo_service_on_threads, firehose_service, within};

@@ -24,6 +24,23 @@ pub async fn echo_service() -> SocketAddr {
     addr
 }
 
+/// A service on 127.0.0.1:0 that writes to every connection until the
+/// write fails: a download that a visitor who stops reading leaves stuck in
+/// the tunnel's buffers. It runs until the runtime ends.
+pub async fn firehose_service() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let chunk = vec![0x5a; 64 * 1024];
+                while s.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    addr
+}
+
 /// An echo service on 127.0.0.1:0 on plain threads, one per connection,
 /// for tests and programs without a runtime; half-closes after its peer
 /// does, and gives up on a peer silent for `patience`.
