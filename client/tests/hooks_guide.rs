@@ -111,62 +111,18 @@ fn no_ssh_driven_by_hand() -> Result<(), Box<dyn std::error::Error>> {
 mod through_a_server {
     use super::NoSsh;
     use reitunnel_client::{Client, ClientConfig, ClientError};
+    use reitunnel_hooks::testing::{assert_balanced, Recorded, Recorder};
     use reitunnel_hooks::{builtin::Secret, *};
     use reitunnel_server::{Server, ServerConfig};
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     use tokio::{
         io::{AsyncReadExt, AsyncWriteExt},
         net::TcpStream,
     };
-    #[derive(Default)]
-    struct Rec(Mutex<Vec<String>>);
-    impl Rec {
-        fn push(&self, e: String) -> Result<(), BoxError> {
-            self.0.lock().unwrap().push(e);
-            Ok(())
-        }
-    }
-    impl Hook for Rec {
-        fn name(&self) -> &str {
-            "rec"
-        }
-        fn wants_data(&self) -> bool {
-            false
-        }
-        fn on_open(&self, s: Scope<'_>) {
-            let _ = self.push(format!("open {s}"));
-        }
-        fn on_rejected(&self, r: &Rejection<'_>) {
-            let _ = self.push(format!("rejected {} by {}", r.scope.kind(), r.by));
-        }
-        fn on_client_disconnect(
-            &self,
-            c: &ClientInfo,
-            r: &CloseReason,
-            _: &Totals,
-        ) -> Result<(), BoxError> {
-            self.push(format!("close {} {}", Scope::Client(c), r.label()))
-        }
-        fn on_tunnel_close(
-            &self,
-            t: &TunnelInfo,
-            r: &CloseReason,
-            _: &Totals,
-        ) -> Result<(), BoxError> {
-            self.push(format!("close {} {}", Scope::Tunnel(t), r.label()))
-        }
-        fn on_stream_close(&self, e: &StreamEnd<'_>) -> Result<(), BoxError> {
-            self.push(format!(
-                "close {} {}",
-                Scope::Stream(e.stream),
-                e.reason.label()
-            ))
-        }
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn refuses_port_22_counts_bytes_and_balances() {
-        let (no_ssh, rec) = (Arc::new(NoSsh::default()), Arc::new(Rec::default()));
+        let (no_ssh, rec) = (Arc::new(NoSsh::default()), Recorder::new());
         let chain = HookChain::builder()
             .shared(no_ssh.clone())
             .shared(rec.clone())
@@ -206,28 +162,20 @@ mod through_a_server {
         visitor.write_all(b"hello").await.unwrap();
         visitor.read_exact(&mut [0u8; 5]).await.unwrap(); // the echo
         drop(visitor);
+        rec.wait_for("the stream's close", |ev| {
+            ev.iter().any(|e| matches!(e, Recorded::StreamClose(..)))
+        })
+        .await;
         client.shutdown().await.unwrap();
         stop.send(()).unwrap();
         task.await.unwrap(); // run() returns after every close and on_server_stop
         assert_eq!(no_ssh.bytes("alice"), 10); // 5 bytes each way
-        let ev = rec.0.lock().unwrap().clone();
+        let ev = rec.events();
         assert!(
-            ev.contains(&"rejected tunnel by no_ssh".to_owned()),
+            ev.iter()
+                .any(|e| matches!(e, Recorded::Rejected { by, .. } if by == "no_ssh")),
             "{ev:#?}"
         );
-        for (i, e) in ev.iter().enumerate() {
-            let Some(what) = e.strip_prefix("open ") else {
-                continue;
-            };
-            let closes: Vec<usize> = (0..ev.len())
-                .filter(|&j| ev[j].starts_with(&format!("close {what} ")))
-                .collect();
-            assert!(
-                closes.len() == 1 && closes[0] > i,
-                "{what} must close once: {ev:#?}"
-            );
-        }
-        let at = |p: &str| ev.iter().position(|e| e.starts_with(p)).unwrap();
-        assert!(at("close stream") < at("close tunnel") && at("close tunnel") < at("close client"));
+        assert_balanced(&ev); // one close per open, leaf first
     }
 }

@@ -43,6 +43,8 @@ pub mod ports;
 #[cfg(feature = "tokio")]
 pub mod relay;
 mod secret;
+#[cfg(feature = "tokio")]
+pub mod testing;
 
 pub use chain::{ErrorStrategy, HookChain, HookChainBuilder, Refusal, SERVER};
 pub use error::{HookError, HookErrorKind, MultiError};

@@ -1,221 +1,29 @@
-//! Shared by the end-to-end tests: a real server on 127.0.0.1:0, an echo
-//! service, a recording hook whose events tests wait on (never sleep on),
-//! and the open/close balance check.
+//! Shared by the end-to-end tests: a real server on 127.0.0.1:0, clients
+//! and tunnels on it, and the recording hook of `reitunnel_hooks::testing`
+//! (whose events tests wait on, never sleep on) with its balance check.
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod pki;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reitunnel_client::{Client, ClientConfig, RemoteSpec, TunnelReady};
 use reitunnel_hooks::builtin::Secret;
-use reitunnel_hooks::BoxError;
-use reitunnel_hooks::{
-    ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Hook, HookChain,
-    Rejection, Scope, StreamEnd, StreamId, Totals, TunnelId, TunnelInfo, Verdict,
-};
+use reitunnel_hooks::{Hook, HookChain};
 use reitunnel_server::{Server, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use reitunnel_hooks::testing::{assert_balanced, Recorded as Ev, Recorder};
 
 pub const TOKEN: &str = "e2e-secret";
 /// Upper bound for any wait: a failure guard, never a synchronisation.
 pub const PATIENCE: Duration = Duration::from_secs(60);
-
-/// One recorded hook event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ev {
-    Connect(ClientId, String),
-    Disconnect(ClientId, String, Totals),
-    TunnelOpen(TunnelId, ClientId),
-    TunnelClose(TunnelId, String, Totals),
-    StreamOpen(StreamId, TunnelId),
-    StreamClose(StreamId, String, Totals),
-    Data(StreamId, Direction, usize),
-    Rejected { by: String, reason: String },
-    Error(String),
-}
-
-/// Records every event in order; tests wait for conditions on the record.
-#[derive(Default)]
-pub struct Recorder {
-    events: Mutex<Vec<Ev>>,
-    changed: Notify,
-}
-
-impl Recorder {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Recorder::default())
-    }
-
-    fn push(&self, ev: Ev) {
-        self.events.lock().unwrap().push(ev);
-        self.changed.notify_waiters();
-    }
-
-    pub fn events(&self) -> Vec<Ev> {
-        self.events.lock().unwrap().clone()
-    }
-
-    /// Waits until `pred` holds for the record, or fails after [`PATIENCE`].
-    pub async fn wait_for(&self, what: &str, pred: impl Fn(&[Ev]) -> bool) -> Vec<Ev> {
-        let wait = async {
-            loop {
-                let notified = self.changed.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                {
-                    let events = self.events.lock().unwrap();
-                    if pred(&events) {
-                        return events.clone();
-                    }
-                }
-                notified.await;
-            }
-        };
-        match tokio::time::timeout(PATIENCE, wait).await {
-            Ok(events) => events,
-            Err(_) => panic!("timed out waiting for {what}; events: {:#?}", self.events()),
-        }
-    }
-
-    /// How many refusals (`on_rejected`) gave exactly `reason`.
-    pub fn rejections(&self, reason: &str) -> usize {
-        self.events()
-            .iter()
-            .filter(|e| matches!(e, Ev::Rejected { reason: r, .. } if r == reason))
-            .count()
-    }
-
-    pub fn errors(&self) -> Vec<String> {
-        self.events()
-            .into_iter()
-            .filter_map(|e| match e {
-                Ev::Error(m) => Some(m),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-impl Hook for Recorder {
-    fn name(&self) -> &str {
-        "recorder"
-    }
-    fn on_open(&self, scope: Scope<'_>) {
-        self.push(match scope {
-            Scope::Client(c) => Ev::Connect(c.id, c.name.to_string()),
-            Scope::Tunnel(t) => Ev::TunnelOpen(t.id, t.client.id),
-            Scope::Stream(s) => Ev::StreamOpen(s.id, s.tunnel.id),
-            Scope::Server => return,
-        });
-    }
-    fn on_client_disconnect(
-        &self,
-        c: &ClientInfo,
-        r: &CloseReason,
-        t: &Totals,
-    ) -> Result<(), BoxError> {
-        self.push(Ev::Disconnect(c.id, r.label().to_owned(), zero_time(t)));
-        Ok(())
-    }
-    fn on_tunnel_close(
-        &self,
-        t: &TunnelInfo,
-        r: &CloseReason,
-        tot: &Totals,
-    ) -> Result<(), BoxError> {
-        self.push(Ev::TunnelClose(t.id, r.label().to_owned(), zero_time(tot)));
-        Ok(())
-    }
-    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
-        self.push(Ev::StreamClose(
-            end.stream.id,
-            end.reason.label().to_owned(),
-            zero_time(end.totals),
-        ));
-        Ok(())
-    }
-    fn on_data(&self, e: &DataEvent<'_>) -> Verdict {
-        self.push(Ev::Data(e.stream.id, e.direction, e.data.len()));
-        Verdict::Continue
-    }
-    fn on_rejected(&self, r: &Rejection<'_>) {
-        self.push(Ev::Rejected {
-            by: r.by.to_owned(),
-            reason: r.reason.to_string(),
-        });
-    }
-    fn on_error(&self, e: &ErrorEvent<'_>) {
-        self.push(Ev::Error(format!("{}: {}", e.scope.kind(), e.error)));
-    }
-}
-
-/// Durations differ run to run; events compare without them.
-fn zero_time(t: &Totals) -> Totals {
-    Totals {
-        duration: Duration::ZERO,
-        ..*t
-    }
-}
-
-/// Every open has exactly one close, and closes run leaf first: a stream
-/// before its tunnel, a tunnel before its client.
-pub fn assert_balanced(events: &[Ev]) {
-    let mut open_at: HashMap<String, usize> = HashMap::new();
-    let mut close_at: HashMap<String, usize> = HashMap::new();
-    let mut parent: HashMap<String, String> = HashMap::new();
-    for (i, e) in events.iter().enumerate() {
-        let (key, opening) = match e {
-            Ev::Connect(c, _) => (format!("{c}"), true),
-            Ev::Disconnect(c, ..) => (format!("{c}"), false),
-            Ev::TunnelOpen(t, c) => {
-                parent.insert(format!("{t}"), format!("{c}"));
-                (format!("{t}"), true)
-            }
-            Ev::TunnelClose(t, ..) => (format!("{t}"), false),
-            Ev::StreamOpen(s, t) => {
-                parent.insert(format!("{s}"), format!("{t}"));
-                (format!("{s}"), true)
-            }
-            Ev::StreamClose(s, ..) => (format!("{s}"), false),
-            _ => continue,
-        };
-        let map = if opening { &mut open_at } else { &mut close_at };
-        assert!(
-            map.insert(key.clone(), i).is_none(),
-            "{key} {} twice: {events:#?}",
-            if opening { "opened" } else { "closed" }
-        );
-    }
-    // Opens are recorded from `on_open`, after every gate: each must close.
-    let unclosed: Vec<_> = open_at
-        .keys()
-        .filter(|k| !close_at.contains_key(*k))
-        .collect();
-    assert!(
-        unclosed.is_empty(),
-        "never closed: {unclosed:?}\n{events:#?}"
-    );
-    for (key, &closed) in &close_at {
-        let opened = open_at
-            .get(key)
-            .unwrap_or_else(|| panic!("{key} closed but never opened"));
-        assert!(opened < &closed, "{key} closed before it opened");
-        if let Some(p) = parent.get(key) {
-            let parent_closed = close_at.get(p).copied().unwrap_or(usize::MAX);
-            assert!(
-                closed < parent_closed,
-                "{key} closed after its parent {p}: {events:#?}"
-            );
-        }
-    }
-}
 
 /// A server on 127.0.0.1:0 with tunnels on 127.0.0.1.
 pub struct TestServer {
