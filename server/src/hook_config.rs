@@ -124,7 +124,14 @@ impl HookSet {
         let mut sinks = Vec::new();
         let mut spare_sinks: Vec<(HookSpec, Sink)> =
             previous.map(|p| p.sinks.clone()).unwrap_or_default();
-        for spec in specs.iter().filter(|s| is_sink(s)) {
+        // Each sink spec's sink, by the spec's position: the hook built for
+        // that table writes to exactly the sink opened for it.
+        let mut sink_of: Vec<Option<Sink>> = Vec::with_capacity(specs.len());
+        for spec in specs {
+            if !is_sink(spec) {
+                sink_of.push(None);
+                continue;
+            }
             let sink = match take_equal(&mut spare_sinks, spec) {
                 Some(sink) => sink,
                 None => open_sink(spec).map_err(invalid)?,
@@ -139,7 +146,8 @@ impl HookSet {
                     bg.webhooks.push(hook.clone());
                 }
             }
-            sinks.push((spec.clone(), sink));
+            sinks.push((spec.clone(), sink.clone()));
+            sink_of.push(Some(sink));
         }
         let sinks_unchanged = previous.is_some_and(|p| {
             p.sinks
@@ -154,11 +162,9 @@ impl HookSet {
             path,
             bus,
             bg,
-            audits: 0,
-            webhooks: 0,
         };
         let mut hooks = Vec::with_capacity(specs.len());
-        for spec in specs {
+        for (spec, sink) in specs.iter().zip(sink_of) {
             // A policy is always built anew: its `clients_file` may have
             // changed under the same table. It holds no state a session
             // needs: each session keeps the chain it logged in with.
@@ -171,12 +177,15 @@ impl HookSet {
             };
             let built = match kept {
                 Some(built) => {
-                    builder.keep(spec, &built);
+                    builder.bg.meters.extend(built.meters.iter().cloned());
                     built
                 }
                 None => {
                     let first_meter = builder.bg.meters.len();
-                    let hook = builder.build(spec)?;
+                    let hook = match sink {
+                        Some(sink) => builder.sink_hook(spec, sink),
+                        None => builder.build(spec)?,
+                    };
                     BuiltHook {
                         hook,
                         meters: builder.bg.meters[first_meter..].to_vec(),
@@ -266,27 +275,28 @@ pub fn add_hooks(
     Ok((set.append_to(chain), set.background))
 }
 
-/// Builds hooks from specs, handing out the sinks opened beforehand.
+/// Builds hooks from specs, with the sinks opened beforehand.
 struct Builder<'a> {
     server: &'a str,
     path: &'a Path,
     /// Every event sink of the config, for hooks that emit events.
     bus: EventBus,
     bg: Background,
-    /// How many audit files and webhooks were handed to their hooks so far.
-    audits: usize,
-    webhooks: usize,
 }
 
 impl Builder<'_> {
-    /// Accounts for a hook kept from the previous set: its meters still
-    /// report, and the sinks it took are not handed to another hook.
-    fn keep(&mut self, spec: &HookSpec, built: &BuiltHook) {
-        self.bg.meters.extend(built.meters.iter().cloned());
-        match spec {
-            HookSpec::Audit { .. } => self.audits += 1,
-            HookSpec::Webhook { .. } => self.webhooks += 1,
-            _ => {}
+    /// The hook of an audit or webhook table: its events, to its own sink.
+    fn sink_hook(&self, spec: &HookSpec, sink: Sink) -> Arc<dyn Hook> {
+        let streams = match spec {
+            HookSpec::Audit { streams, .. } | HookSpec::Webhook { streams, .. } => *streams,
+            _ => false,
+        };
+        let bus = EventBus::new().for_server(self.server);
+        match sink {
+            Sink::Audit(file) => Arc::new(EventHook::new("audit", bus.with(file), streams)),
+            Sink::Webhook(webhook) => {
+                Arc::new(EventHook::new("webhook", bus.with(webhook), streams))
+            }
         }
     }
 
@@ -394,19 +404,8 @@ impl Builder<'_> {
                 }
                 Arc::new(policy(&all, visitors_allow, visitors_deny).map_err(invalid)?)
             }
-            HookSpec::Audit { streams, .. } => {
-                let file = self.bg.audit[self.audits].clone();
-                self.audits += 1;
-                let bus = EventBus::new().for_server(self.server).with(file.clone());
-                Arc::new(EventHook::new("audit", bus, *streams))
-            }
-            HookSpec::Webhook { streams, .. } => {
-                let webhook = self.bg.webhooks[self.webhooks].clone();
-                self.webhooks += 1;
-                let bus = EventBus::new()
-                    .for_server(self.server)
-                    .with(webhook.clone());
-                Arc::new(EventHook::new("webhook", bus, *streams))
+            HookSpec::Audit { .. } | HookSpec::Webhook { .. } => {
+                unreachable!("audit and webhook tables are built by sink_hook, with their sink")
             }
             HookSpec::Sampled {
                 one_in,
