@@ -1,0 +1,214 @@
+//! Turns the config file's `[[hooks]]` into a hook chain, in order. Event
+//! sinks (audit logs, webhooks) are opened first so every hook that emits events
+//! (quota, meter) reaches all of them, wherever they stand in the list.
+
+mod build;
+mod sinks;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reitunnel_hooks::builtin::{BandwidthMeter, JsonLinesFile, Webhook};
+use reitunnel_hooks::events::EventBus;
+use reitunnel_hooks::{Hook, HookChainBuilder};
+
+use crate::file_config::{ConfigError, HookSpec, MeterSinkKind};
+use build::Builder;
+use sinks::{open_sink, Sink};
+
+/// What the configured hooks need besides their place in the chain.
+#[derive(Debug, Default)]
+pub struct Background {
+    /// Meters and how often each reports; the server spawns their reporters.
+    pub meters: Vec<(Arc<BandwidthMeter>, Duration)>,
+    /// Audit files, to report dropped lines.
+    pub audit: Vec<Arc<JsonLinesFile>>,
+    /// Webhooks, to report their health.
+    pub webhooks: Vec<Arc<Webhook>>,
+}
+/// The hooks built from a config's `[[hooks]]`, each kept with the spec it
+/// came from, so that a reload ([`HookSet::rebuild`]) keeps every hook whose
+/// table did not change, and with it the hook's state: quota usage, rate
+/// buckets, meter counters, the open audit file, a webhook's queue.
+pub struct HookSet {
+    hooks: Vec<(HookSpec, BuiltHook)>,
+    sinks: Vec<(HookSpec, Sink)>,
+    background: Background,
+}
+
+/// One hook of a [`HookSet`] and the meters inside it (a meter, or a sampled one).
+#[derive(Clone)]
+struct BuiltHook {
+    hook: Arc<dyn Hook>,
+    meters: Vec<(Arc<BandwidthMeter>, Duration)>,
+}
+
+impl std::fmt::Debug for HookSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.hooks.iter().map(|(_, b)| b.hook.name()).collect();
+        f.debug_struct("HookSet").field("hooks", &names).finish()
+    }
+}
+
+impl HookSet {
+    /// Builds the hooks of `specs`, in order; events carry `server` as the
+    /// server's name, errors name `path`.
+    pub fn build(specs: &[HookSpec], server: &str, path: &Path) -> Result<HookSet, ConfigError> {
+        HookSet::assemble(specs, server, path, None)
+    }
+
+    /// Builds the hooks of `specs` for a reload: a hook whose table equals
+    /// one of this set's is that same hook (each old hook is used once),
+    /// unless it emits events (quota, meter with `"events"`) and the event
+    /// sinks (audit logs, webhooks) changed, since it holds the old ones,
+    /// or it is a `policy`, which is always read again (with its
+    /// `clients_file`). An audit log or webhook whose table is unchanged
+    /// keeps its file or queue.
+    pub fn rebuild(
+        &self,
+        specs: &[HookSpec],
+        server: &str,
+        path: &Path,
+    ) -> Result<HookSet, ConfigError> {
+        HookSet::assemble(specs, server, path, Some(self))
+    }
+
+    /// The hooks, appended to `chain` in order.
+    pub fn append_to(&self, mut chain: HookChainBuilder) -> HookChainBuilder {
+        for (_, built) in &self.hooks {
+            chain = chain.shared(built.hook.clone());
+        }
+        chain
+    }
+
+    /// What the hooks need run or reported besides the chain.
+    pub fn background(&self) -> &Background {
+        &self.background
+    }
+
+    fn assemble(
+        specs: &[HookSpec],
+        server: &str,
+        path: &Path,
+        previous: Option<&HookSet>,
+    ) -> Result<HookSet, ConfigError> {
+        let invalid = |problem: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            problem,
+        };
+        let mut bg = Background::default();
+        let mut bus = EventBus::new().for_server(server);
+        let mut sinks = Vec::new();
+        let mut spare_sinks: Vec<(HookSpec, Sink)> =
+            previous.map(|p| p.sinks.clone()).unwrap_or_default();
+        // Each sink spec's sink, by the spec's position: the hook built for
+        // that table writes to exactly the sink opened for it.
+        let mut sink_of: Vec<Option<Sink>> = Vec::with_capacity(specs.len());
+        for spec in specs {
+            if !is_sink(spec) {
+                sink_of.push(None);
+                continue;
+            }
+            let sink = match take_equal(&mut spare_sinks, spec) {
+                Some(sink) => sink,
+                None => open_sink(spec).map_err(invalid)?,
+            };
+            match &sink {
+                Sink::Audit(file) => {
+                    bus = bus.with(file.clone());
+                    bg.audit.push(file.clone());
+                }
+                Sink::Webhook(hook) => {
+                    bus = bus.with(hook.clone());
+                    bg.webhooks.push(hook.clone());
+                }
+            }
+            sinks.push((spec.clone(), sink.clone()));
+            sink_of.push(Some(sink));
+        }
+        let sinks_unchanged = previous.is_some_and(|p| {
+            p.sinks
+                .iter()
+                .map(|(s, _)| s)
+                .eq(sinks.iter().map(|(s, _)| s))
+        });
+        let mut spare_hooks: Vec<(HookSpec, BuiltHook)> =
+            previous.map(|p| p.hooks.clone()).unwrap_or_default();
+        let mut builder = Builder {
+            server,
+            path,
+            bus,
+            bg,
+        };
+        let mut hooks = Vec::with_capacity(specs.len());
+        for (spec, sink) in specs.iter().zip(sink_of) {
+            // A policy is always built anew: its `clients_file` may have
+            // changed under the same table. It holds no state a session
+            // needs: each session keeps the chain it logged in with.
+            let rebuilt =
+                matches!(spec, HookSpec::Policy { .. }) || (emits_events(spec) && !sinks_unchanged);
+            let kept = if rebuilt {
+                None
+            } else {
+                take_equal(&mut spare_hooks, spec)
+            };
+            let built = match kept {
+                Some(built) => {
+                    builder.bg.meters.extend(built.meters.iter().cloned());
+                    built
+                }
+                None => {
+                    let first_meter = builder.bg.meters.len();
+                    let hook = match sink {
+                        Some(sink) => builder.sink_hook(spec, sink),
+                        None => builder.build(spec)?,
+                    };
+                    BuiltHook {
+                        hook,
+                        meters: builder.bg.meters[first_meter..].to_vec(),
+                    }
+                }
+            };
+            hooks.push((spec.clone(), built));
+        }
+        Ok(HookSet {
+            hooks,
+            sinks,
+            background: builder.bg,
+        })
+    }
+}
+
+/// Removes and returns the first entry of `spare` whose spec equals `spec`.
+fn take_equal<T>(spare: &mut Vec<(HookSpec, T)>, spec: &HookSpec) -> Option<T> {
+    let at = spare.iter().position(|(s, _)| s == spec)?;
+    Some(spare.remove(at).1)
+}
+
+/// Audit logs and webhooks: hooks that are also event sinks for the others.
+fn is_sink(spec: &HookSpec) -> bool {
+    matches!(spec, HookSpec::Audit { .. } | HookSpec::Webhook { .. })
+}
+
+/// Hooks that send events to every sink of the config.
+fn emits_events(spec: &HookSpec) -> bool {
+    match spec {
+        HookSpec::Quota { .. } => true,
+        HookSpec::Meter { sinks, .. } => sinks.contains(&MeterSinkKind::Events),
+        HookSpec::Sampled { hook, .. } => emits_events(hook),
+        _ => false,
+    }
+}
+/// Appends the hooks of `specs` to `chain`, in order; events carry `server` as the server's name.
+pub fn add_hooks(
+    chain: HookChainBuilder,
+    specs: &[HookSpec],
+    server: &str,
+    path: &Path,
+) -> Result<(HookChainBuilder, Background), ConfigError> {
+    let set = HookSet::build(specs, server, path)?;
+    Ok((set.append_to(chain), set.background))
+}

@@ -1,0 +1,200 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::file_config::{ByteSize, ClientSpec};
+use reitunnel_hooks::HookChain;
+
+fn webhook(url: &str, secret: &str) -> HookSpec {
+    HookSpec::Webhook {
+        url: url.into(),
+        secret: secret.into(),
+        events: vec![],
+        timeout_secs: 5,
+        retries: 3,
+        streams: false,
+    }
+}
+
+fn build(specs: &[HookSpec]) -> Result<(Vec<String>, Background), String> {
+    let (chain, bg) = add_hooks(
+        HookChain::builder(),
+        specs,
+        "test",
+        Path::new("server.toml"),
+    )
+    .map_err(|e| e.to_string())?;
+    let names = chain
+        .build()
+        .names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    Ok((names, bg))
+}
+
+/// The names of the hooks of `new` that are not the same instance as in `old`.
+fn rebuilt(old: &HookSet, new: &HookSet) -> Vec<String> {
+    let chain = |set: &HookSet| set.append_to(HookChain::builder()).build();
+    let fresh = chain(new).without(&chain(old));
+    fresh.names().iter().map(|n| n.to_string()).collect()
+}
+
+#[test]
+fn a_rebuild_keeps_hooks_whose_table_did_not_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = |name: &str| HookSpec::Audit {
+        path: dir.path().join(name),
+        streams: false,
+    };
+    let quota = HookSpec::Quota {
+        bytes: ByteSize(1 << 20),
+        period_secs: 60,
+    };
+    let meter = HookSpec::Meter {
+        interval_secs: 10,
+        sinks: vec![MeterSinkKind::Log],
+    };
+    let policy = HookSpec::Policy {
+        clients: BTreeMap::new(),
+        clients_file: None,
+        visitors_allow: vec![],
+        visitors_deny: vec![],
+    };
+    let path = Path::new("server.toml");
+    let specs = [
+        policy.clone(),
+        quota.clone(),
+        meter.clone(),
+        audit("a.jsonl"),
+    ];
+    let first = HookSet::build(&specs, "t", path).unwrap();
+    assert_eq!(first.background().meters.len(), 1);
+
+    // Same tables: only the policy is read again.
+    let same = first.rebuild(&specs, "t", path).unwrap();
+    assert_eq!(rebuilt(&first, &same), ["policy"]);
+    assert!(Arc::ptr_eq(
+        &same.background().meters[0].0,
+        &first.background().meters[0].0
+    ));
+    assert!(Arc::ptr_eq(
+        &same.background().audit[0],
+        &first.background().audit[0]
+    ));
+
+    // Another audit file: the quota, which sends events to it, is built
+    // anew; the meter, which logs, is kept; and a changed table is new.
+    let other_meter = HookSpec::Meter {
+        interval_secs: 20,
+        sinks: vec![MeterSinkKind::Log],
+    };
+    let moved = [policy, quota, meter, other_meter, audit("b.jsonl")];
+    let next = same.rebuild(&moved, "t", path).unwrap();
+    assert_eq!(rebuilt(&same, &next), ["policy", "quota", "meter", "audit"]);
+    assert_eq!(next.background().meters.len(), 2);
+    assert!(Arc::ptr_eq(
+        &next.background().meters[0].0,
+        &same.background().meters[0].0
+    ));
+
+    // A bad table fails the rebuild and leaves the old set as it was.
+    let bad = [HookSpec::Quota {
+        bytes: ByteSize(1),
+        period_secs: 0,
+    }];
+    let err = next.rebuild(&bad, "t", path).unwrap_err().to_string();
+    assert!(err.contains("period_secs must be at least 1"), "{err}");
+}
+
+#[test]
+fn sampled_wraps_data_observers_only() {
+    let sampled = |one_in, every_ms, hook: HookSpec| HookSpec::Sampled {
+        one_in,
+        every_ms,
+        hook: Box::new(hook),
+    };
+    let log = HookSpec::Log { sample_every: 0 };
+    let (names, _) = build(&[sampled(Some(4), None, log.clone())]).unwrap();
+    assert_eq!(names, ["sampled(log)"]);
+    let quota = HookSpec::Quota {
+        bytes: ByteSize(1),
+        period_secs: 60,
+    };
+    let err = build(&[sampled(Some(4), None, quota)]).unwrap_err();
+    assert!(
+        err.contains("limits and quotas must see every chunk"),
+        "{err}"
+    );
+    let err = build(&[sampled(Some(4), Some(10), log.clone())]).unwrap_err();
+    assert!(err.contains("exactly one of one_in and every_ms"), "{err}");
+    let err = build(&[sampled(Some(0), None, log)]).unwrap_err();
+    assert!(err.contains("one_in must be at least 1"), "{err}");
+}
+
+#[test]
+fn policy_clients_come_from_the_config_and_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("clients.toml");
+    let policy = |inline: &[&str]| HookSpec::Policy {
+        clients: inline
+            .iter()
+            .map(|n| {
+                let spec = ClientSpec {
+                    token: Some("t".into()),
+                    ports: None,
+                    max_tunnels: None,
+                    max_streams: None,
+                };
+                (n.to_string(), spec)
+            })
+            .collect(),
+        clients_file: Some(file.clone()),
+        visitors_allow: vec![],
+        visitors_deny: vec![],
+    };
+    std::fs::write(&file, "[clients.bob]\ntoken = \"b\"\nmax_tunnels = 2\n").unwrap();
+    let (names, _) = build(&[policy(&["alice"])]).unwrap();
+    assert_eq!(names, ["policy"]);
+    let err = build(&[policy(&["bob"])]).unwrap_err();
+    assert!(
+        err.contains("client 'bob' is in both `clients` and"),
+        "{err}"
+    );
+    std::fs::write(&file, "[clients.bob]\ntoken = \"b\"\nmax_tunels = 2\n").unwrap();
+    let err = build(&[policy(&[])]).unwrap_err();
+    assert!(
+        err.contains("clients.toml")
+            && err.contains("line 3")
+            && err.contains("unknown field `max_tunels`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn webhooks_are_built_as_event_hooks_and_checked() {
+    std::env::set_var("REITUNNEL_TEST_WEBHOOK_SECRET", "s3cret");
+    // Outside a runtime, as in the server binary: delivery gets its own thread.
+    let (names, bg) = build(&[
+        webhook("http://127.0.0.1:9/a", "${REITUNNEL_TEST_WEBHOOK_SECRET}"),
+        webhook("http://127.0.0.1:9/b", "plain"),
+    ])
+    .unwrap();
+    assert_eq!(names, ["webhook", "webhook"]);
+    let urls: Vec<_> = bg.webhooks.iter().map(|w| w.url()).collect();
+    assert_eq!(urls, ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"]);
+
+    let e = build(&[webhook(
+        "http://127.0.0.1:9/",
+        "${REITUNNEL_TEST_UNSET_WEBHOOK}",
+    )])
+    .err()
+    .unwrap();
+    assert!(
+        e.contains("secret refers to ${REITUNNEL_TEST_UNSET_WEBHOOK}, which is not set"),
+        "{e}"
+    );
+    let e = build(&[webhook("https://hooks.example.com/x", "s")])
+        .err()
+        .unwrap();
+    assert!(e.contains("'https://hooks.example.com/x'"), "{e}");
+}
