@@ -1,0 +1,264 @@
+//! `reitunnel-server --config server.toml`: every command-line option, plus
+//! the ordered `[[hooks]]` tables (docs/EVENTS.md). Values that need
+//! checking (port lists, byte sizes, durations) are parsed while the TOML is
+//! read, so a bad value, an unknown field or an unknown hook kind is an
+//! error that names the line. Flags given on the command line win over the file.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::PortRanges;
+use reitunnel_hooks::builtin::Secret;
+
+mod hook_spec;
+#[cfg(test)]
+mod tests;
+
+pub use hook_spec::{ClientSpec, ClientsFile, HookSpec, MeterSinkKind};
+
+/// The server's config file.
+#[derive(Debug, Default)]
+pub struct FileConfig {
+    /// Everything but the hooks, as written.
+    pub settings: Settings,
+    /// The hook chain, in order.
+    pub hooks: Vec<HookSpec>,
+}
+
+/// The top-level settings of the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--token`; `${VAR}` takes it from the environment.
+    pub token: Option<Secret>,
+    /// `--allow-ports`, e.g. `"20000-20100,30000"`.
+    #[serde(default, deserialize_with = "config_file::parsed_opt")]
+    pub allow_ports: Option<PortRanges>,
+    /// `--bind-ip`.
+    pub bind_ip: Option<IpAddr>,
+    /// `--allow-forward`: targets `-L` clients may reach, e.g. `["db.internal:5432", "10.0.0.0/8:22"]`.
+    #[serde(default, deserialize_with = "config_file::parsed_list")]
+    pub allow_forward: Vec<crate::ForwardRule>,
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--stats-interval`, seconds.
+    pub stats_interval: Option<u64>,
+    /// `--drain-timeout`, seconds.
+    pub drain_timeout_secs: Option<u64>,
+    /// `--port-lease`, seconds.
+    pub port_lease_secs: Option<u64>,
+    /// `--metrics-listen`: serve Prometheus metrics at http://ADDR/metrics.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `--tls-cert`: certificate chain (PEM); turns TLS on with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`: its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// `--client-ca`: require client certificates signed by this CA (mTLS).
+    pub client_ca: Option<PathBuf>,
+    /// `[limits]`: connection, tunnel and stream limits and heartbeats.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    /// The `[[hooks]]` tables, read raw with their position so each one's
+    /// errors can name its own line (serde loses positions inside tagged enums).
+    #[serde(default)]
+    hooks: Vec<toml::Spanned<toml::Table>>,
+}
+
+/// The `[limits]` table: each key overrides one default of [`crate::Limits`]
+/// (or of the handshake and frame limits of `ServerConfig`).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Logged-in clients at once.
+    pub max_clients: Option<usize>,
+    /// Connections in their TLS handshake or login, in total.
+    pub max_handshakes: Option<usize>,
+    /// The same, per source IP.
+    pub max_handshakes_per_ip: Option<usize>,
+    /// Tunnels per client session.
+    pub max_tunnels_per_client: Option<usize>,
+    /// Visitor streams per client session.
+    pub max_streams_per_client: Option<usize>,
+    /// Visitor streams on the whole server.
+    pub max_streams: Option<usize>,
+    /// Visitors of one tunnel waiting for the client to reach the target.
+    pub max_pending_visitors: Option<usize>,
+    /// Visitors connected at once from one source address or IPv6 /64 (0 = unlimited).
+    pub max_visitors_per_ip: Option<usize>,
+    /// Seconds without a byte either way after which a visitor or `-L`
+    /// stream is closed (0 = never).
+    pub visitor_idle_timeout_secs: Option<u64>,
+    /// Bytes of tunnel data the server may buffer, e.g. `"4GiB"`.
+    #[serde(default, deserialize_with = "config_file::parsed_opt")]
+    pub max_buffered_bytes: Option<ByteSize>,
+    /// Failed logins per source IP per minute (0 = unlimited).
+    pub failed_logins_per_minute: Option<u32>,
+    /// Milliseconds between heartbeats (0 = off).
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Milliseconds of silence after which a client is dropped.
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// Milliseconds a new connection has for its TLS handshake and login.
+    pub handshake_timeout_ms: Option<u64>,
+    /// Largest control frame in bytes.
+    pub max_frame_len: Option<usize>,
+}
+
+impl LimitsSpec {
+    /// Applies the keys that are set to `config`.
+    pub fn apply(&self, config: &mut crate::ServerConfig) {
+        let l = &mut config.limits;
+        let ms = std::time::Duration::from_millis;
+        set(&mut l.max_clients, self.max_clients);
+        set(&mut l.max_handshakes, self.max_handshakes);
+        set(&mut l.max_handshakes_per_ip, self.max_handshakes_per_ip);
+        set(&mut l.max_tunnels_per_client, self.max_tunnels_per_client);
+        set(&mut l.max_streams_per_client, self.max_streams_per_client);
+        set(&mut l.max_streams, self.max_streams);
+        set(&mut l.max_pending_visitors, self.max_pending_visitors);
+        set(&mut l.max_visitors_per_ip, self.max_visitors_per_ip);
+        if let Some(secs) = self.visitor_idle_timeout_secs {
+            config.relay.idle_timeout = (secs > 0).then(|| std::time::Duration::from_secs(secs));
+        }
+        set(
+            &mut l.max_buffered_bytes,
+            self.max_buffered_bytes.map(|b| b.0),
+        );
+        set(
+            &mut l.failed_logins_per_minute,
+            self.failed_logins_per_minute,
+        );
+        set(
+            &mut l.heartbeat_interval,
+            self.heartbeat_interval_ms.map(ms),
+        );
+        set(&mut l.heartbeat_timeout, self.heartbeat_timeout_ms.map(ms));
+        set(
+            &mut config.handshake_timeout,
+            self.handshake_timeout_ms.map(ms),
+        );
+        set(&mut config.max_frame_len, self.max_frame_len);
+    }
+}
+
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *field = v;
+    }
+}
+
+/// A byte count written with an optional unit: `65536`, `64KiB`, `10MiB`, `1GB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("'{s}' is not a byte size (like 65536, 64KiB or 10MiB)"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" => 1_000,
+            "KiB" => 1 << 10,
+            "MB" => 1_000_000,
+            "MiB" => 1 << 20,
+            "GB" => 1_000_000_000,
+            "GiB" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "unknown unit '{other}' in '{s}' (use B, KB, KiB, MB, MiB, GB, GiB)"
+                ))
+            }
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("'{s}' is too large"))
+    }
+}
+
+/// Why the config file could not be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// Unreadable, malformed TOML, a bad value or an unknown field (naming the line).
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// A `[[hooks]]` table is not a valid hook.
+    #[error("config {path}: line {line}: hook #{index}: {message}")]
+    Hook {
+        /// The file.
+        path: PathBuf,
+        /// The line of the table's `[[hooks]]` header.
+        line: usize,
+        /// Its position in the chain, from 1.
+        index: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A `${VAR}` names an unset environment variable.
+    #[error("config {path}: {field} refers to ${{{var}}}, which is not set")]
+    MissingEnv {
+        /// The file.
+        path: PathBuf,
+        /// The field.
+        field: &'static str,
+        /// The variable.
+        var: String,
+    },
+    /// A value is valid TOML but unusable.
+    #[error("config {path}: {problem}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl FileConfig {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        FileConfig::parse(&config_file::read(path)?, path)
+    }
+
+    /// Parses TOML text (`path` only names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+        let mut settings: Settings = config_file::parse(text, path)?;
+        if let Some(token) = &settings.token {
+            let token = expand_env(token.expose()).map_err(|var| ConfigError::MissingEnv {
+                path: path.to_owned(),
+                field: "token",
+                var,
+            })?;
+            settings.token = Some(Secret::new(token));
+        }
+        let hooks = std::mem::take(&mut settings.hooks)
+            .into_iter()
+            .enumerate()
+            .map(|(i, table)| {
+                let line = text[..table.span().start].matches('\n').count() + 1;
+                toml::Value::Table(table.into_inner())
+                    .try_into::<HookSpec>()
+                    .map_err(|e| ConfigError::Hook {
+                        path: path.to_owned(),
+                        line,
+                        index: i + 1,
+                        message: e.message().to_owned(),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(FileConfig { settings, hooks })
+    }
+}
+
+pub(crate) use reitunnel_transport::cli::expand_env;
+use reitunnel_transport::config_file::{self, FileError};

@@ -1,0 +1,255 @@
+use super::*;
+
+fn parse(text: &str) -> Result<FileConfig, String> {
+    FileConfig::parse(text, Path::new("server.toml")).map_err(|e| e.to_string())
+}
+
+#[test]
+fn every_hook_kind_parses_in_order() {
+    let cfg = parse(
+        r#"
+listen = "127.0.0.1:7000"
+allow_ports = "20000-20100"
+[[hooks]]
+kind = "rate_limit"
+per_client_bytes_per_sec = "10MiB"
+visitors_per_ip_per_sec = 50
+[[hooks]]
+kind = "quota"
+bytes = "1GiB"
+[[hooks]]
+kind = "meter"
+interval_secs = 5
+sinks = ["log", "events"]
+[[hooks]]
+kind = "audit"
+path = "/tmp/audit.jsonl"
+[[hooks]]
+kind = "log"
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.settings.allow_ports,
+        Some("20000-20100".parse().unwrap())
+    );
+    let kinds: Vec<_> = cfg
+        .hooks
+        .iter()
+        .map(|h| {
+            format!("{h:?}")
+                .split([' ', '{'])
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(kinds, ["RateLimit", "Quota", "Meter", "Audit", "Log"]);
+    assert!(matches!(
+        cfg.hooks[0],
+        HookSpec::RateLimit {
+            per_client_bytes_per_sec: Some(ByteSize(10485760)),
+            ..
+        }
+    ));
+    assert!(matches!(
+        cfg.hooks[1],
+        HookSpec::Quota {
+            bytes: ByteSize(1073741824),
+            period_secs: 86_400
+        }
+    ));
+}
+
+#[test]
+fn unknown_kind_field_and_bad_values_name_the_line() {
+    let e = parse("[[hooks]]\nkind = \"log\"\n\n[[hooks]]\nkind = \"telepathy\"\n").unwrap_err();
+    assert!(
+        e.contains("line 4: hook #2: unknown variant `telepathy`"),
+        "{e}"
+    );
+    // Errors inside a hook table name that table's header line.
+    let e = parse(
+        "[[hooks]]\nkind = \"log\"\n[[hooks]]\nkind = \"quota\"\nbytes = \"1GiB\"\nperiod = 5\n",
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("line 3: hook #2: unknown field `period`, expected `bytes` or `period_secs`"),
+        "{e}"
+    );
+    let e = parse("name = \"x\"\nallow_ports = \"20000-abc\"\n").unwrap_err();
+    assert!(
+        e.contains("line 2") && e.contains("'abc' is not a port"),
+        "{e}"
+    );
+    let e = parse("[[hooks]]\nkind = \"rate_limit\"\nper_client_bytes_per_sec = \"10 parsecs\"\n")
+        .unwrap_err();
+    assert!(e.contains("line 1: hook #1: unknown unit 'parsecs'"), "{e}");
+    let e = parse("lisen = \"0.0.0.0:1\"\n").unwrap_err();
+    assert!(
+        e.contains("line 1") && e.contains("unknown field `lisen`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn secrets_never_show_in_debug_output() {
+    let cfg = parse(
+        "token = \"tok-111\"\n[[hooks]]\nkind = \"webhook\"\nurl = \"http://h/\"\nsecret = \"hook-222\"\n\
+         [[hooks]]\nkind = \"policy\"\n[hooks.clients.alice]\ntoken = \"alice-333\"\n",
+    )
+    .unwrap();
+    let mut server =
+        crate::ServerConfig::new("127.0.0.1:0".parse().unwrap(), cfg.settings.token.clone());
+    cfg.settings.limits.apply(&mut server);
+    let shown = format!("{cfg:?} {server:?}");
+    for secret in ["tok-111", "hook-222", "alice-333"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("MASKED"));
+}
+
+#[test]
+fn the_example_config_loads_and_builds_its_hooks() {
+    std::env::set_var("REITUNNEL_TOKEN", "example");
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/config/server.toml"
+    ));
+    let cfg = FileConfig::load(path).unwrap();
+    let mut server = crate::ServerConfig::new("127.0.0.1:0".parse().unwrap(), None);
+    cfg.settings.limits.apply(&mut server);
+    assert_eq!(
+        server.limits,
+        crate::Limits::default(),
+        "the example lists the defaults"
+    );
+    let s = &cfg.settings;
+    assert_eq!(
+        (s.drain_timeout_secs, s.port_lease_secs),
+        (Some(30), Some(30))
+    );
+    assert_eq!(cfg.hooks.len(), 4);
+    let dir = tempfile::tempdir().unwrap();
+    let hooks: Vec<HookSpec> = cfg
+        .hooks
+        .into_iter()
+        .map(|h| match h {
+            HookSpec::Audit { streams, .. } => HookSpec::Audit {
+                path: dir.path().join("audit.jsonl"),
+                streams,
+            },
+            other => other,
+        })
+        .collect();
+    let (builder, _bg) =
+        crate::hook_config::add_hooks(reitunnel_hooks::HookChain::builder(), &hooks, "t", path)
+            .unwrap();
+    assert_eq!(
+        builder.build().names(),
+        ["rate_limit", "quota", "meter", "audit"]
+    );
+}
+
+#[test]
+fn tokens_come_from_the_environment() {
+    std::env::set_var("REITUNNEL_TEST_TOKEN_X", "s3cret");
+    let cfg = parse("token = \"${REITUNNEL_TEST_TOKEN_X}\"\n").unwrap();
+    assert_eq!(
+        cfg.settings.token.as_ref().map(Secret::expose),
+        Some("s3cret")
+    );
+    let e = parse("token = \"${REITUNNEL_TEST_UNSET_Y}\"\n").unwrap_err();
+    assert_eq!(
+        e,
+        "config server.toml: token refers to ${REITUNNEL_TEST_UNSET_Y}, which is not set"
+    );
+}
+
+#[test]
+fn webhook_parses_with_defaults() {
+    let cfg = parse(
+        r#"
+[[hooks]]
+kind = "webhook"
+url = "http://127.0.0.1:8080/reitunnel"
+secret = "${REITUNNEL_WEBHOOK_SECRET}"
+[[hooks]]
+kind = "webhook"
+url = "http://hooks.internal/q"
+secret = "plain"
+events = ["quota.exceeded", "bandwidth.report"]
+timeout_secs = 2
+retries = 0
+streams = true
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.hooks,
+        [
+            HookSpec::Webhook {
+                url: "http://127.0.0.1:8080/reitunnel".into(),
+                secret: "${REITUNNEL_WEBHOOK_SECRET}".into(),
+                events: vec![],
+                timeout_secs: 5,
+                retries: 3,
+                streams: false,
+            },
+            HookSpec::Webhook {
+                url: "http://hooks.internal/q".into(),
+                secret: "plain".into(),
+                events: vec!["quota.exceeded".into(), "bandwidth.report".into()],
+                timeout_secs: 2,
+                retries: 0,
+                streams: true,
+            },
+        ]
+    );
+    let e = parse("[[hooks]]\nkind = \"webhook\"\nsecret = \"x\"\n").unwrap_err();
+    assert!(e.contains("line 1: hook #1: missing field `url`"), "{e}");
+}
+
+#[test]
+fn metrics_hook_and_endpoint_parse() {
+    let cfg =
+        parse("metrics_listen = \"127.0.0.1:9100\"\n[[hooks]]\nkind = \"metrics\"\n").unwrap();
+    assert_eq!(
+        cfg.settings.metrics_listen,
+        Some("127.0.0.1:9100".parse().unwrap())
+    );
+    assert_eq!(
+        cfg.hooks,
+        [HookSpec::Metrics {
+            max_client_labels: 100
+        }]
+    );
+}
+
+#[test]
+fn sampled_wraps_another_hook() {
+    let cfg = parse("[[hooks]]\nkind = \"sampled\"\none_in = 8\nhook = { kind = \"metrics\" }\n")
+        .unwrap();
+    assert_eq!(
+        cfg.hooks,
+        [HookSpec::Sampled {
+            one_in: Some(8),
+            every_ms: None,
+            hook: Box::new(HookSpec::Metrics {
+                max_client_labels: 100
+            })
+        }]
+    );
+}
+
+#[test]
+fn byte_sizes() {
+    assert_eq!("64KiB".parse::<ByteSize>(), Ok(ByteSize(65536)));
+    assert_eq!("1000".parse::<ByteSize>(), Ok(ByteSize(1000)));
+    assert_eq!("2 MB".parse::<ByteSize>(), Ok(ByteSize(2_000_000)));
+    assert!("MiB".parse::<ByteSize>().is_err());
+    assert!("99999999999GiB"
+        .parse::<ByteSize>()
+        .unwrap_err()
+        .contains("too large"));
+}
