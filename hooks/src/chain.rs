@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use crate::error::{HookError, MultiError};
 use crate::event::{
-    ClientInfo, DataEvent, ErrorEvent, Gate, Login, Reason, RefuseCode, Rejection, Scope,
-    ServerInfo, StreamInfo, TunnelInfo, Verdict,
+    ClientInfo, DataEvent, ErrorEvent, Login, RefuseCode, Rejection, Scope, ServerInfo, StreamInfo,
+    TunnelInfo,
 };
 use crate::hook::{BoxError, Hook, StreamState};
+use crate::verdict::{Gate, Reason, Verdict};
 
 /// What the chain does when a hook fails (returns an error or panics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -6,9 +6,10 @@ use std::any::Any;
 use std::time::Duration;
 
 use crate::event::{
-    ClientInfo, CloseReason, DataEvent, ErrorEvent, Gate, Login, Rejection, Scope, ServerInfo,
-    StreamEnd, StreamInfo, Totals, TunnelInfo, Verdict,
+    ClientInfo, DataEvent, ErrorEvent, Login, Rejection, Scope, ServerInfo, StreamEnd, StreamInfo,
+    Totals, TunnelInfo,
 };
+use crate::verdict::{CloseReason, Gate, Verdict};
 
 /// An error a hook returns from an observer method. The chain attaches the
 /// hook's name (see [`crate::HookError`]).

@@ -45,14 +45,16 @@ pub mod relay;
 mod secret;
 #[cfg(feature = "tokio")]
 pub mod testing;
+mod verdict;
 
 pub use chain::{ErrorStrategy, HookChain, HookChainBuilder, Refusal, SERVER};
 pub use error::{HookError, HookErrorKind, MultiError};
 pub use event::{
-    ChunkTime, ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Gate, Login,
-    Meter, Reason, RefuseCode, Rejection, Scope, ServerInfo, StateRef, StreamEnd, StreamId,
-    StreamInfo, Totals, TunnelId, TunnelInfo, TunnelKind, Verdict,
+    ChunkTime, ClientId, ClientInfo, DataEvent, Direction, ErrorEvent, Login, Meter, RefuseCode,
+    Rejection, Scope, ServerInfo, StateRef, StreamEnd, StreamId, StreamInfo, Totals, TunnelId,
+    TunnelInfo, TunnelKind,
 };
 pub use hook::{BoxError, Hook, StreamState};
 pub use open::{Open, Subject};
 pub use secret::Secret;
+pub use verdict::{CloseReason, Gate, Reason, Verdict};

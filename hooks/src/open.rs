@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use crate::chain::{HookChain, Refusal};
 use crate::event::{
-    ChunkTime, ClientInfo, CloseReason, DataEvent, Direction, Login, Scope, StreamEnd, StreamInfo,
-    Totals, TunnelInfo, Verdict,
+    ChunkTime, ClientInfo, DataEvent, Direction, Login, Scope, StreamEnd, StreamInfo, Totals,
+    TunnelInfo,
 };
 use crate::hook::StreamState;
+use crate::verdict::{CloseReason, Verdict};
 
 mod sealed {
     pub trait Sealed {}

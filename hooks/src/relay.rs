@@ -25,8 +25,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::event::{ChunkTime, CloseReason, Direction, Reason, Scope, StreamInfo, Verdict};
+use crate::event::{ChunkTime, Direction, Scope, StreamInfo};
 use crate::open::Open;
+use crate::verdict::{CloseReason, Reason, Verdict};
 
 /// Size of the small buffer each direction holds inline.
 pub const INLINE_CHUNK: usize = 2 * 1024;

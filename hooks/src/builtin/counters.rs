@@ -1,8 +1,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::event::{ClientInfo, CloseReason, DataEvent, Rejection, StreamEnd, Totals, TunnelInfo};
-use crate::event::{Scope, Verdict};
+use crate::event::Scope;
+use crate::event::{ClientInfo, DataEvent, Rejection, StreamEnd, Totals, TunnelInfo};
 use crate::hook::{BoxError, Hook};
+use crate::verdict::CloseReason;
+use crate::verdict::Verdict;
 
 /// Process-wide atomic counters: active and total clients, tunnels and
 /// streams, bytes each way (live, per chunk), rejections and errors.

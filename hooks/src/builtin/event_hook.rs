@@ -4,11 +4,11 @@
 //! `client.connected` is never followed by that client's rejection.
 
 use crate::event::{
-    ClientInfo, CloseReason, ErrorEvent, Rejection, Scope, ServerInfo, StreamEnd, Totals,
-    TunnelInfo,
+    ClientInfo, ErrorEvent, Rejection, Scope, ServerInfo, StreamEnd, Totals, TunnelInfo,
 };
 use crate::events::{Event, EventBus};
 use crate::hook::{BoxError, Hook};
+use crate::verdict::CloseReason;
 
 /// Emits an [`Event`] for every lifecycle event (streams only if asked:
 /// they are high volume). Give the bus the server's name

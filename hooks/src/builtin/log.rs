@@ -1,10 +1,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::event::{
-    ClientInfo, CloseReason, DataEvent, ErrorEvent, Rejection, Scope, ServerInfo, StreamEnd,
-    Totals, TunnelInfo, Verdict,
+    ClientInfo, DataEvent, ErrorEvent, Rejection, Scope, ServerInfo, StreamEnd, Totals, TunnelInfo,
 };
 use crate::hook::{BoxError, Hook};
+use crate::verdict::{CloseReason, Verdict};
 
 /// Logs every lifecycle event through `tracing` (target `reitunnel::events`),
 /// and 1 in `sample_every` data events at `debug` so logging cannot drown

@@ -12,11 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::event::{
-    ClientId, DataEvent, Direction, StreamEnd, StreamId, StreamInfo, TunnelId, Verdict,
-};
+use crate::event::{ClientId, DataEvent, Direction, StreamEnd, StreamId, StreamInfo, TunnelId};
 use crate::events::{Event, EventBus};
 use crate::hook::{BoxError, Hook, StreamState};
+use crate::verdict::Verdict;
 
 /// Bytes one client or tunnel moved in a report's interval.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,10 +22,11 @@ use metrics::{counter, gauge, histogram, Counter};
 use super::{MeterReport, MeterSink};
 use crate::error::HookError;
 use crate::event::{
-    ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Rejection, Scope, StreamEnd,
-    StreamInfo, Totals, TunnelInfo, Verdict,
+    ClientInfo, DataEvent, Direction, ErrorEvent, Rejection, Scope, StreamEnd, StreamInfo, Totals,
+    TunnelInfo,
 };
 use crate::hook::{BoxError, Hook, StreamState};
+use crate::verdict::{CloseReason, Verdict};
 
 /// The metrics hook. See the module docs.
 ///

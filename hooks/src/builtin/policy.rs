@@ -16,11 +16,11 @@ use ipnet::IpNet;
 
 use super::Secret;
 use crate::event::{
-    ClientId, ClientInfo, CloseReason, Gate, Login, Reason, Rejection, Scope, StreamEnd,
-    StreamInfo, Totals, TunnelInfo,
+    ClientId, ClientInfo, Login, Rejection, Scope, StreamEnd, StreamInfo, Totals, TunnelInfo,
 };
 use crate::hook::{BoxError, Hook};
 use crate::ports::PortRanges;
+use crate::verdict::{CloseReason, Gate, Reason};
 
 /// What one client may do.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,9 +22,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use portable_atomic::AtomicU128;
 
-use crate::event::{DataEvent, Gate, Reason, StreamInfo, Verdict};
+use crate::event::{DataEvent, StreamInfo};
 use crate::events::{Event, EventBus};
 use crate::hook::{Hook, StreamState};
+use crate::verdict::{Gate, Reason, Verdict};
 
 /// One client's usage in the current period.
 /// One client's usage: (period, bytes used in it) in one 128-bit atomic,

@@ -26,11 +26,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::event::{
-    ClientId, ClientInfo, CloseReason, DataEvent, Direction, Gate, Login, Reason, Rejection, Scope,
-    StreamInfo, Totals, TunnelId, TunnelInfo, Verdict,
+    ClientId, ClientInfo, DataEvent, Direction, Login, Rejection, Scope, StreamInfo, Totals,
+    TunnelId, TunnelInfo,
 };
 use crate::hook::{BoxError, Hook, StreamState};
 use crate::keyed::{ip_key, KeyedLimiter};
+use crate::verdict::{CloseReason, Gate, Reason, Verdict};
 
 /// A byte rate: sustained bytes per second and the burst allowed above it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::event::{
-    ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Gate, Login, Rejection, Scope,
-    ServerInfo, StreamEnd, StreamInfo, Totals, TunnelInfo, Verdict,
+    ClientInfo, DataEvent, Direction, ErrorEvent, Login, Rejection, Scope, ServerInfo, StreamEnd,
+    StreamInfo, Totals, TunnelInfo,
 };
 use crate::hook::{BoxError, Hook, StreamState};
+use crate::verdict::{CloseReason, Gate, Verdict};
 
 /// How to sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

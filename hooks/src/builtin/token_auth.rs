@@ -1,5 +1,6 @@
-use crate::event::{ClientInfo, Gate, Login, Reason};
+use crate::event::{ClientInfo, Login};
 use crate::hook::Hook;
+use crate::verdict::{Gate, Reason};
 use crate::Secret;
 
 /// Accepts a client only if its login proves knowledge of one shared token.
