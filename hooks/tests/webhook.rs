@@ -1,7 +1,8 @@
 //! The webhook sink against real HTTP endpoints on 127.0.0.1: signed
 //! requests in order with the event filter applied, retries after 5xx,
 //! timeouts against an endpoint that never answers, a bounded queue that
-//! drops and counts, unhealthy after consecutive failures, and bad URLs.
+//! drops and counts, unhealthy after consecutive failures, bad URLs, and
+//! the verification snippets of docs/EVENTS.md run on a real delivery.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -411,4 +412,82 @@ async fn drain_waits_for_queued_events_and_is_bounded() {
     hook.emit(&event("server.stopped", 0));
     assert!(!hook.drain(Duration::from_millis(300)).await);
     assert_eq!(hook.health().delivered, 0);
+}
+
+/// The code block of `lang` in docs/EVENTS.md's "Verifying a delivery".
+fn snippet(lang: &str) -> String {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/EVENTS.md"),
+    )
+    .unwrap();
+    let section = &doc[doc.find("## Verifying a delivery").expect("the section")..];
+    let start = section.find(&format!("```{lang}\n")).expect("the snippet") + lang.len() + 4;
+    let len = section[start..].find("```").unwrap();
+    section[start..start + len].to_owned()
+}
+
+/// What the docs' `verify` of `lang` says of a delivery, run by `program`:
+/// `None` where the program is not installed.
+fn docs_verify(lang: &str, program: &str, driver: &str, args: [&str; 4]) -> Option<String> {
+    let code = format!("{}\n{driver}", snippet(lang));
+    let out = match std::process::Command::new(program)
+        .arg(if program == "node" { "-e" } else { "-c" })
+        .arg(code)
+        .args(args)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("{program}: {e}"),
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{program}: {stderr}");
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_verification_snippets_accept_real_deliveries_only() {
+    let (addr, mut requests) = endpoint(|_| 200).await;
+    let hook = Webhook::new(config(addr, &[])).unwrap();
+    hook.emit(&event("client.connected", 1));
+    let r = next(&mut requests, "a delivery").await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    let tampered = dir.path().join("tampered");
+    std::fs::write(&body, &r.body).unwrap();
+    std::fs::write(&tampered, r.body.replace("alice", "mallo")).unwrap();
+    let (ts, sig) = (
+        r.headers["x-reitunnel-timestamp"].as_str(),
+        r.headers["x-reitunnel-signature"].as_str(),
+    );
+    let python = "import sys\n\
+        print(verify(sys.argv[1].encode(), sys.argv[2], open(sys.argv[3], 'rb').read(), sys.argv[4]))";
+    // `node -e CODE a b c d` leaves a, b, c, d in process.argv after node itself.
+    let node = "const [secret, ts, path, sig] = process.argv.slice(1);\n\
+        console.log(verify(secret, ts, require('fs').readFileSync(path), sig) ? 'True' : 'False');";
+    let (body, tampered) = (body.to_str().unwrap(), tampered.to_str().unwrap());
+    let mut checked = Vec::new();
+    for (lang, program, driver) in [("python", "python3", python), ("javascript", "node", node)] {
+        let run = |secret, path| docs_verify(lang, program, driver, [secret, ts, path, sig]);
+        let Some(real) = run(SECRET, body) else {
+            eprintln!("{program} is not installed: the {lang} snippet was not run");
+            continue;
+        };
+        assert_eq!(real, "True", "{lang}: a real delivery");
+        assert_eq!(
+            run(SECRET, tampered).unwrap(),
+            "False",
+            "{lang}: a changed body"
+        );
+        assert_eq!(
+            run("wrong", body).unwrap(),
+            "False",
+            "{lang}: another secret"
+        );
+        checked.push(lang);
+    }
+    assert!(
+        checked.contains(&"python"),
+        "python3 is on every machine here"
+    );
 }
