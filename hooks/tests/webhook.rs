@@ -186,6 +186,15 @@ fn verify_at(r: &Received, path: &str) {
     assert!(hmac::verify(&other, format!("{ts}.{}", r.body).as_bytes(), &sig).is_err());
     let replayed = format!("{}.{}", secs + 1, r.body);
     assert!(hmac::verify(&key, replayed.as_bytes(), &sig).is_err());
+    // The event's name, as in the body, and an id.
+    let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        r.headers["x-reitunnel-event"],
+        body["event"].as_str().unwrap()
+    );
+    let id = &r.headers["x-reitunnel-event-id"];
+    let (prefix, n) = id.split_once('-').expect("<prefix>-<n>");
+    assert!(prefix.len() == 16 && n.parse::<u64>().is_ok(), "{id}");
 }
 
 fn event(name: &'static str, n: u64) -> Event {
@@ -246,11 +255,17 @@ async fn retries_after_server_errors_and_delivers_once() {
     let hook = Webhook::new(config(addr, &[])).unwrap();
     let ev = event("quota.exceeded", 1);
     hook.emit(&ev);
+    let mut ids = Vec::new();
     for attempt in 1..=3 {
         let r = next(&mut requests, &format!("attempt {attempt}")).await;
         verify(&r); // every attempt signed afresh
         assert_eq!(r.body, ev.to_json());
+        ids.push(r.headers["x-reitunnel-event-id"].clone());
     }
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "one id for every attempt: {ids:?}"
+    );
     let h = health_until(&hook, "the delivery", |h| h.delivered == 1).await;
     assert_eq!(h.failed_attempts, 2);
     assert_eq!(h.consecutive_failures, 0);
@@ -261,9 +276,11 @@ async fn retries_after_server_errors_and_delivers_once() {
     // Exactly once: one more event is the next request.
     let ev2 = event("quota.exceeded", 2);
     hook.emit(&ev2);
-    assert_eq!(
-        next(&mut requests, "the 2nd event").await.body,
-        ev2.to_json()
+    let second = next(&mut requests, "the 2nd event").await;
+    assert_eq!(second.body, ev2.to_json());
+    assert_ne!(
+        second.headers["x-reitunnel-event-id"], ids[0],
+        "a new event, a new id"
     );
     health_until(&hook, "the 2nd delivery", |h| h.delivered == 2).await;
     assert!(requests.try_recv().is_err());

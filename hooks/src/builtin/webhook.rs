@@ -10,6 +10,10 @@
 //! - `Content-Type: application/json`
 //! - `X-Reitunnel-Timestamp: <unix seconds>`
 //! - `X-Reitunnel-Signature: sha256=<lowercase hex HMAC-SHA256(secret, "<timestamp>.<body>")>`
+//! - `X-Reitunnel-Event: <the event's name>`, to route without parsing
+//! - `X-Reitunnel-Event-Id: <16 hex digits>-<n>`: the same on every attempt
+//!   at one event and unique to it, so a receiver can drop a retried
+//!   delivery it already has
 //!
 //! Only `http://` endpoints for now.
 
@@ -139,8 +143,20 @@ impl Stats {
 pub struct Webhook {
     url: String,
     events: Vec<String>,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Queued>,
     stats: Arc<Stats>,
+    /// Random per webhook, so ids of two server runs do not meet.
+    id_prefix: u64,
+    next_id: AtomicU64,
+}
+
+/// One event waiting for delivery.
+struct Queued {
+    /// `X-Reitunnel-Event-Id`.
+    id: String,
+    /// `X-Reitunnel-Event`.
+    event: &'static str,
+    body: Bytes,
 }
 
 impl fmt::Debug for Webhook {
@@ -213,6 +229,8 @@ impl Webhook {
             events: config.events,
             tx,
             stats,
+            id_prefix: fastrand::u64(..),
+            next_id: AtomicU64::new(1),
         }))
     }
 
@@ -266,7 +284,17 @@ impl EventSink for Webhook {
         }
         // Counted before sending, so `settled` can never overtake `queued`.
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(Bytes::from(event.to_json())) {
+        let id = format!(
+            "{:016x}-{}",
+            self.id_prefix,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let queued = Queued {
+            id,
+            event: event.event,
+            body: Bytes::from(event.to_json()),
+        };
+        match self.tx.try_send(queued) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => {
                 self.stats.queued.fetch_sub(1, Ordering::Relaxed);
@@ -329,23 +357,23 @@ struct Delivery {
 }
 
 impl Delivery {
-    async fn run(self, mut rx: mpsc::Receiver<Bytes>) {
-        while let Some(body) = rx.recv().await {
-            self.deliver(body).await;
+    async fn run(self, mut rx: mpsc::Receiver<Queued>) {
+        while let Some(queued) = rx.recv().await {
+            self.deliver(&queued).await;
             self.stats.settled.fetch_add(1, Ordering::Relaxed);
             self.stats.settle.notify_waiters();
         }
     }
 
-    /// Tries until the endpoint accepts `body` or the retries run out.
-    async fn deliver(&self, body: Bytes) {
+    /// Tries until the endpoint accepts the event or the retries run out.
+    async fn deliver(&self, queued: &Queued) {
         let stats = &self.stats;
         if !stats.healthy() {
             tokio::time::sleep(backoff(0, false) * UNHEALTHY_FACTOR).await;
         }
         let mut retry = 0;
         loop {
-            let outcome = match tokio::time::timeout(self.timeout, self.post(body.clone())).await {
+            let outcome = match tokio::time::timeout(self.timeout, self.post(queued)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(format!("timed out after {:?}", self.timeout)),
             };
@@ -376,7 +404,8 @@ impl Delivery {
     }
 
     /// One attempt: a fresh connection, one signed POST, a 2xx answer.
-    async fn post(&self, body: Bytes) -> Result<(), String> {
+    async fn post(&self, queued: &Queued) -> Result<(), String> {
+        let body = queued.body.clone();
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -404,6 +433,8 @@ impl Delivery {
             .header(CONTENT_TYPE, "application/json")
             .header("X-Reitunnel-Timestamp", timestamp)
             .header("X-Reitunnel-Signature", signature)
+            .header("X-Reitunnel-Event", queued.event)
+            .header("X-Reitunnel-Event-Id", queued.id.as_str())
             .body(Full::new(body))
             .map_err(|e| format!("building the request: {e}"))?;
         let response = sender
