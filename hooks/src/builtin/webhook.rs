@@ -16,6 +16,12 @@
 //!   delivery it already has
 //!
 //! Only `http://` endpoints for now.
+//!
+//! Its health goes to the `metrics` facade, labelled by the endpoint's
+//! `host:port` (not its path, which may carry a secret):
+//! `reitunnel_webhook_delivered_total`, `reitunnel_webhook_failed_total`
+//! (events given up after every retry), `reitunnel_webhook_dropped_total`
+//! (a full queue) and the gauge `reitunnel_webhook_healthy` (1 or 0).
 
 use std::fmt;
 use std::future::Future;
@@ -145,6 +151,8 @@ pub struct Webhook {
     events: Vec<String>,
     tx: mpsc::Sender<Queued>,
     stats: Arc<Stats>,
+    /// `host:port`, the label of its metrics.
+    endpoint: String,
     /// Random per webhook, so ids of two server runs do not meet.
     id_prefix: u64,
     next_id: AtomicU64,
@@ -223,8 +231,10 @@ impl Webhook {
             retries: config.retries,
             stats: stats.clone(),
         };
+        let endpoint = delivery.target.authority.clone();
         spawn(Box::pin(delivery.run(rx)))?;
         Ok(Arc::new(Webhook {
+            endpoint,
             url: config.url,
             events: config.events,
             tx,
@@ -299,6 +309,8 @@ impl EventSink for Webhook {
             Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => {
                 self.stats.queued.fetch_sub(1, Ordering::Relaxed);
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("reitunnel_webhook_dropped_total", "endpoint" => self.endpoint.clone())
+                    .increment(1);
             }
         }
     }
@@ -358,15 +370,26 @@ struct Delivery {
 
 impl Delivery {
     async fn run(self, mut rx: mpsc::Receiver<Queued>) {
+        // Looked up per event, not once: the program may install its
+        // metrics recorder after this task started.
+        let endpoint = &self.target.authority;
         while let Some(queued) = rx.recv().await {
-            self.deliver(&queued).await;
+            let outcome = match self.deliver(&queued).await {
+                true => "reitunnel_webhook_delivered_total",
+                false => "reitunnel_webhook_failed_total",
+            };
+            metrics::counter!(outcome, "endpoint" => endpoint.clone()).increment(1);
+            let healthy = if self.stats.healthy() { 1.0 } else { 0.0 };
+            metrics::gauge!("reitunnel_webhook_healthy", "endpoint" => endpoint.clone())
+                .set(healthy);
             self.stats.settled.fetch_add(1, Ordering::Relaxed);
             self.stats.settle.notify_waiters();
         }
     }
 
-    /// Tries until the endpoint accepts the event or the retries run out.
-    async fn deliver(&self, queued: &Queued) {
+    /// Tries until the endpoint accepts the event (`true`) or the retries
+    /// run out (`false`).
+    async fn deliver(&self, queued: &Queued) -> bool {
         let stats = &self.stats;
         if !stats.healthy() {
             tokio::time::sleep(backoff(0, false) * UNHEALTHY_FACTOR).await;
@@ -381,7 +404,7 @@ impl Delivery {
                 Ok(()) => {
                     stats.delivered.fetch_add(1, Ordering::Relaxed);
                     stats.consecutive_failures.store(0, Ordering::Relaxed);
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     let e = format!("POST {}: {e}", self.target.url);
@@ -396,7 +419,7 @@ impl Delivery {
                 if failures == UNHEALTHY_AFTER {
                     tracing::error!(url = %self.target.url, "webhook endpoint unhealthy");
                 }
-                return;
+                return false;
             }
             tokio::time::sleep(backoff(retry, !stats.healthy())).await;
             retry += 1;
