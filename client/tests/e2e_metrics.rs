@@ -11,6 +11,7 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use reitunnel_hooks::builtin::MetricsHook;
 use reitunnel_hooks::{ClientInfo, Hook, HookChain};
 use reitunnel_testkit::echo_service;
+use reitunnel_testkit::prometheus_value;
 use tokio::sync::Notify;
 
 /// Wakes the test at each heartbeat the server measures.
@@ -27,13 +28,6 @@ impl Hook for Heartbeats {
     fn on_heartbeat(&self, _: &ClientInfo, _: Duration) {
         self.0.notify_one();
     }
-}
-
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,19 +61,23 @@ async fn metrics_count_real_traffic() {
     })
     .await;
     let live = handle.render();
-    assert_eq!(value(&live, "reitunnel_streams_total"), Some(3.0), "{live}");
     assert_eq!(
-        value(&live, "reitunnel_streams_active"),
+        prometheus_value(&live, "reitunnel_streams_total"),
+        Some(3.0),
+        "{live}"
+    );
+    assert_eq!(
+        prometheus_value(&live, "reitunnel_streams_active"),
         Some(0.0),
         "{live}"
     );
     assert_eq!(
-        value(&live, "reitunnel_tunnels_active"),
+        prometheus_value(&live, "reitunnel_tunnels_active"),
         Some(1.0),
         "{live}"
     );
     assert_eq!(
-        value(
+        prometheus_value(
             &live,
             "reitunnel_bytes_total{direction=\"in\",client=\"alice\"}"
         ),
@@ -87,7 +85,7 @@ async fn metrics_count_real_traffic() {
         "{live}"
     );
     assert_eq!(
-        value(
+        prometheus_value(
             &live,
             "reitunnel_bytes_total{direction=\"out\",client=\"alice\"}"
         ),
@@ -101,10 +99,11 @@ async fn metrics_count_real_traffic() {
         .await
         .expect("a heartbeat");
     let live = handle.render();
-    let rtt = value(&live, "reitunnel_client_rtt_seconds{client=\"alice\"}").expect(&live);
+    let rtt =
+        prometheus_value(&live, "reitunnel_client_rtt_seconds{client=\"alice\"}").expect(&live);
     assert!(rtt > 0.0 && rtt < PATIENCE.as_secs_f64(), "{live}");
     assert!(
-        value(&live, "reitunnel_rtt_seconds_count").is_some_and(|n| n >= 1.0),
+        prometheus_value(&live, "reitunnel_rtt_seconds_count").is_some_and(|n| n >= 1.0),
         "{live}"
     );
 
@@ -112,12 +111,12 @@ async fn metrics_count_real_traffic() {
     server.stop().await;
     let done = handle.render();
     assert_eq!(
-        value(&done, "reitunnel_clients_active"),
+        prometheus_value(&done, "reitunnel_clients_active"),
         Some(0.0),
         "{done}"
     );
     assert_eq!(
-        value(&done, "reitunnel_tunnels_active"),
+        prometheus_value(&done, "reitunnel_tunnels_active"),
         Some(0.0),
         "{done}"
     );

@@ -12,6 +12,7 @@ use reitunnel_hooks::builtin::MetricsHook;
 use reitunnel_hooks::{
     CloseReason, Direction, Gate, Hook, HookChain, Reason, Scope, StreamInfo, Verdict,
 };
+use reitunnel_testkit::prometheus_value;
 
 /// Refuses every visitor, so rejections get counted.
 struct NoStreams;
@@ -25,13 +26,6 @@ impl Hook for NoStreams {
     fn on_stream_open(&self, _: &StreamInfo) -> Gate {
         Gate::Refuse(Reason::forbidden("no"))
     }
-}
-
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[test]
@@ -54,7 +48,11 @@ fn series_labels_cap_and_balance() {
             );
             assert_eq!(s.on_data(Direction::Egress, &[0u8; 7]), Verdict::Continue);
             let mid = handle.render();
-            assert_eq!(value(&mid, "reitunnel_streams_active"), Some(1.0), "{mid}");
+            assert_eq!(
+                prometheus_value(&mid, "reitunnel_streams_active"),
+                Some(1.0),
+                "{mid}"
+            );
             s.close(CloseReason::Finished);
             t.close(CloseReason::Finished);
             copen.close(CloseReason::Finished);
@@ -74,18 +72,30 @@ fn series_labels_cap_and_balance() {
         drop((t, copen));
     });
     let text = handle.render();
-    assert_eq!(value(&text, "reitunnel_clients_total"), Some(3.0), "{text}");
-    assert_eq!(value(&text, "reitunnel_streams_total"), Some(2.0), "{text}");
+    assert_eq!(
+        prometheus_value(&text, "reitunnel_clients_total"),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        prometheus_value(&text, "reitunnel_streams_total"),
+        Some(2.0),
+        "{text}"
+    );
     for g in [
         "reitunnel_clients_active",
         "reitunnel_tunnels_active",
         "reitunnel_streams_active",
     ] {
-        assert_eq!(value(&text, g), Some(0.0), "{g} back to 0: {text}");
+        assert_eq!(
+            prometheus_value(&text, g),
+            Some(0.0),
+            "{g} back to 0: {text}"
+        );
     }
     // The cap: alice has her own series, bob is "other".
     assert_eq!(
-        value(
+        prometheus_value(
             &text,
             "reitunnel_bytes_total{direction=\"in\",client=\"alice\"}"
         ),
@@ -93,7 +103,7 @@ fn series_labels_cap_and_balance() {
         "{text}"
     );
     assert_eq!(
-        value(
+        prometheus_value(
             &text,
             "reitunnel_bytes_total{direction=\"out\",client=\"alice\"}"
         ),
@@ -101,7 +111,7 @@ fn series_labels_cap_and_balance() {
         "{text}"
     );
     assert_eq!(
-        value(
+        prometheus_value(
             &text,
             "reitunnel_bytes_total{direction=\"in\",client=\"other\"}"
         ),
@@ -110,7 +120,7 @@ fn series_labels_cap_and_balance() {
     );
     assert!(!text.contains("client=\"bob\""), "{text}");
     assert_eq!(
-        value(
+        prometheus_value(
             &text,
             "reitunnel_rejections_total{scope=\"stream\",by=\"no_streams\"}"
         ),
@@ -118,7 +128,7 @@ fn series_labels_cap_and_balance() {
         "{text}"
     );
     assert_eq!(
-        value(&text, "reitunnel_errors_total{scope=\"server\"}"),
+        prometheus_value(&text, "reitunnel_errors_total{scope=\"server\"}"),
         Some(1.0),
         "{text}"
     );
@@ -180,17 +190,17 @@ fn hook_errors_throttles_and_meter_reports_are_counted() {
     });
     let text = handle.render();
     assert_eq!(
-        value(&text, "reitunnel_hook_errors_total{hook=\"boom\"}"),
+        prometheus_value(&text, "reitunnel_hook_errors_total{hook=\"boom\"}"),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        value(&text, "reitunnel_throttles_total"),
+        prometheus_value(&text, "reitunnel_throttles_total"),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        value(
+        prometheus_value(
             &text,
             "reitunnel_metered_bytes_total{direction=\"in\",client=\"alice\"}"
         ),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use reitunnel_hooks::builtin::{Secret, Webhook, WebhookConfig, UNHEALTHY_AFTER};
 use reitunnel_hooks::events::{Event, EventSink};
+use reitunnel_testkit::prometheus_value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -51,13 +52,6 @@ fn webhook(addr: SocketAddr) -> std::sync::Arc<Webhook> {
     .unwrap()
 }
 
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_failures_and_health_per_endpoint() {
     let handle = PrometheusBuilder::new().install_recorder().unwrap();
@@ -74,23 +68,23 @@ async fn deliveries_failures_and_health_per_endpoint() {
     let series = |name: &str, addr: SocketAddr| format!("{name}{{endpoint=\"{addr}\"}}");
     let all = Some(f64::from(UNHEALTHY_AFTER));
     assert_eq!(
-        value(&text, &series("reitunnel_webhook_delivered_total", good)),
+        prometheus_value(&text, &series("reitunnel_webhook_delivered_total", good)),
         all,
         "{text}"
     );
     assert_eq!(
-        value(&text, &series("reitunnel_webhook_failed_total", bad)),
+        prometheus_value(&text, &series("reitunnel_webhook_failed_total", bad)),
         all,
         "{text}"
     );
     assert_eq!(
-        value(&text, &series("reitunnel_webhook_healthy", good)),
+        prometheus_value(&text, &series("reitunnel_webhook_healthy", good)),
         Some(1.0),
         "{text}"
     );
     // UNHEALTHY_AFTER deliveries given up in a row make the endpoint unhealthy.
     assert_eq!(
-        value(&text, &series("reitunnel_webhook_healthy", bad)),
+        prometheus_value(&text, &series("reitunnel_webhook_healthy", bad)),
         Some(0.0),
         "{text}"
     );

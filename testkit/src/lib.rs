@@ -17,9 +17,11 @@
 mod bytes;
 mod fault;
 mod process;
+mod prometheus;
 mod service;
 
 pub use bytes::{pseudo_random, same_echo};
 pub use fault::{FaultProxy, Toward};
 pub use process::{Frozen, Lines, Process};
+pub use prometheus::prometheus_value;
 pub use service::{echo_service, echo_service_on_threads, firehose_service, within};
