@@ -172,14 +172,7 @@ impl Session {
                     continue;
                 }
                 Ok(Incoming::Goodbye { .. }) => return CloseReason::Finished,
-                Err(ControlEnd::Malformed(e)) => {
-                    let e = SessionError::Control {
-                        peer: self.client.peer,
-                        source: CodecError::Decode(e),
-                    };
-                    return self.protocol_error(&mut control, e).await;
-                }
-                Err(end) => return self.ended(end),
+                Err(end) => return self.ended(&mut control, end).await,
             };
             let reply = match frame {
                 Frame::OpenTunnel {
@@ -215,14 +208,15 @@ impl Session {
             };
             if let Some(reply) = reply {
                 if let Err(end) = control.send(reply).await {
-                    return self.ended(end);
+                    return self.ended(&mut control, end).await;
                 }
             }
         }
     }
 
-    /// How the session closes when its control stream ended.
-    fn ended(&self, end: ControlEnd) -> CloseReason {
+    /// How the session closes when its control stream ended: a malformed
+    /// frame gets a goodbye naming it.
+    async fn ended(&self, control: &mut Control<MuxStream>, end: ControlEnd) -> CloseReason {
         match end {
             ControlEnd::Lost => CloseReason::ConnectionLost,
             ControlEnd::Silent(after) => {
@@ -233,7 +227,13 @@ impl Session {
                 report_to(&self.live.chain, Scope::Client(&self.client), &e);
                 CloseReason::Timeout(e.to_string())
             }
-            ControlEnd::Malformed(e) => CloseReason::Error(e.to_string()),
+            ControlEnd::Malformed(e) => {
+                let e = SessionError::Control {
+                    peer: self.client.peer,
+                    source: CodecError::Decode(e),
+                };
+                self.protocol_error(control, e).await
+            }
         }
     }
 
