@@ -18,8 +18,9 @@ use reitunnel_hooks::{
 
 /// Sends a line per open and close to a slow writer.
 struct SlowSink {
-    /// `None` once stopped: the worker then ends.
-    tx: Mutex<Option<SyncSender<String>>>,
+    /// `None` tells the worker to stop, after what is queued before it.
+    tx: SyncSender<Option<String>>,
+    /// Taken (once) by `on_server_stop`.
     worker: Mutex<Option<JoinHandle<u64>>>,
     dropped: AtomicU64,
 }
@@ -27,27 +28,27 @@ struct SlowSink {
 impl SlowSink {
     /// A sink whose queue holds `queue` lines; its worker takes `cost` per line.
     fn new(queue: usize, cost: Duration) -> SlowSink {
-        let (tx, rx) = sync_channel::<String>(queue);
+        let (tx, rx) = sync_channel::<Option<String>>(queue);
         let worker = std::thread::spawn(move || {
             let mut written = 0;
-            for _line in rx {
+            while let Ok(Some(_line)) = rx.recv() {
                 std::thread::sleep(cost); // the slow part: a write, a POST, …
                 written += 1;
             }
             written
         });
         SlowSink {
-            tx: Mutex::new(Some(tx)),
+            tx,
             worker: Mutex::new(Some(worker)),
             dropped: AtomicU64::new(0),
         }
     }
 
+    /// Never blocks: a full queue drops the line and counts it.
     fn send(&self, line: String) {
-        // The lock guards only the sender's presence; `try_send` never blocks.
-        let tx = self.tx.lock().unwrap();
-        let Some(tx) = tx.as_ref() else { return };
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(line) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.tx.try_send(Some(line))
+        {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -72,9 +73,10 @@ impl Hook for SlowSink {
         self.send(format!("closed {} ({reason})", Scope::Client(client)));
         Ok(())
     }
-    /// The last event: no more lines; wait for the worker to write what is queued.
+    /// The last event: the worker writes what is queued, then stops. Waiting
+    /// for room in the queue is fine here, off every tunnel's path.
     fn on_server_stop(&self, _: &ServerInfo) -> Result<(), BoxError> {
-        drop(self.tx.lock().unwrap().take());
+        let _ = self.tx.send(None);
         if let Some(worker) = self.worker.lock().unwrap().take() {
             let written = worker.join().map_err(|_| "the worker panicked")?;
             println!("worker wrote {written} lines");
