@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::error::{HookError, MultiError};
 use crate::event::{
-    ClientInfo, DataEvent, ErrorEvent, Login, RefuseCode, Rejection, Scope, ServerInfo, StreamInfo,
-    TunnelInfo,
+    AdminAction, ClientInfo, DataEvent, ErrorEvent, Login, RefuseCode, Rejection, Scope,
+    ServerInfo, StreamInfo, TunnelInfo,
 };
 use crate::hook::{BoxError, Hook, StreamState};
 use crate::verdict::{Gate, Reason, Verdict};
@@ -176,6 +176,14 @@ impl HookChain {
         client.rtt_micros.store(micros, Ordering::Relaxed);
         let _ = self.observe(Scope::Client(client), |h| {
             h.on_heartbeat(client, rtt);
+            Ok(())
+        });
+    }
+
+    /// Hands an operator's action to every hook's `on_admin`.
+    pub fn admin(&self, action: &AdminAction<'_>) {
+        let _ = self.observe(Scope::Server, |h| {
+            h.on_admin(action);
             Ok(())
         });
     }

@@ -407,3 +407,18 @@ pub struct ErrorEvent<'a> {
     /// The error itself.
     pub error: &'a (dyn std::error::Error + Send + Sync + 'static),
 }
+
+/// An operator acted through the server's admin interface: kicked a
+/// client, banned a name, closed a tunnel. Delivered to `on_admin` after
+/// the action took effect, so an audit log records who did what to whom.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminAction<'a> {
+    /// What was done: `kick`, `close_tunnel`.
+    pub action: &'a str,
+    /// Whom it concerned: a client's name or a tunnel's id.
+    pub target: &'a str,
+    /// Who asked: the admin request's peer address.
+    pub by: &'a str,
+    /// How it went, in words (`kicked 1 session, banned for 60s`).
+    pub outcome: &'a str,
+}

@@ -6,8 +6,8 @@ use std::any::Any;
 use std::time::Duration;
 
 use crate::event::{
-    ClientInfo, DataEvent, ErrorEvent, Login, Rejection, Scope, ServerInfo, StreamEnd, StreamInfo,
-    Totals, TunnelInfo,
+    AdminAction, ClientInfo, DataEvent, ErrorEvent, Login, Rejection, Scope, ServerInfo, StreamEnd,
+    StreamInfo, Totals, TunnelInfo,
 };
 use crate::verdict::{CloseReason, Gate, Verdict};
 
@@ -140,6 +140,10 @@ pub trait Hook: Send + Sync + 'static {
     /// heartbeat interval. Also readable at any time as [`ClientInfo::rtt`].
     /// Default: nothing.
     fn on_heartbeat(&self, _client: &ClientInfo, _rtt: Duration) {}
+
+    /// Observer: an operator acted through the admin interface (a kick, a
+    /// closed tunnel); the action has taken effect. Default: nothing.
+    fn on_admin(&self, _action: &AdminAction<'_>) {}
 }
 
 /// A shared hook is a hook: lets wrappers such as
@@ -203,6 +207,9 @@ impl<H: Hook + ?Sized> Hook for std::sync::Arc<H> {
     }
     fn on_heartbeat(&self, client: &ClientInfo, rtt: Duration) {
         (**self).on_heartbeat(client, rtt)
+    }
+    fn on_admin(&self, action: &AdminAction<'_>) {
+        (**self).on_admin(action)
     }
 }
 

@@ -50,9 +50,9 @@ mod verdict;
 pub use chain::{ErrorStrategy, HookChain, HookChainBuilder, Refusal, SERVER};
 pub use error::{HookError, HookErrorKind, MultiError};
 pub use event::{
-    ChunkTime, ClientId, ClientInfo, DataEvent, Direction, ErrorEvent, Login, Meter, RefuseCode,
-    Rejection, Scope, ServerInfo, StateRef, StreamEnd, StreamId, StreamInfo, Totals, TunnelId,
-    TunnelInfo, TunnelKind,
+    AdminAction, ChunkTime, ClientId, ClientInfo, DataEvent, Direction, ErrorEvent, Login, Meter,
+    RefuseCode, Rejection, Scope, ServerInfo, StateRef, StreamEnd, StreamId, StreamInfo, Totals,
+    TunnelId, TunnelInfo, TunnelKind,
 };
 pub use hook::{BoxError, Hook, StreamState};
 pub use open::{Open, Subject};

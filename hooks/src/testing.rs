@@ -27,8 +27,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::{
-    BoxError, ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Hook, Rejection,
-    Scope, StreamEnd, StreamId, Totals, TunnelId, TunnelInfo, Verdict,
+    AdminAction, BoxError, ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent,
+    Hook, Rejection, Scope, StreamEnd, StreamId, Totals, TunnelId, TunnelInfo, Verdict,
 };
 
 /// How long [`Recorder::wait_for`] waits before it fails the test: a guard
@@ -61,6 +61,15 @@ pub enum Recorded {
     },
     /// An `on_error` event: the scope's kind and the error.
     Error(String),
+    /// An operator's action: what, on whom, and how it went.
+    Admin {
+        /// `kick`, `close_tunnel`.
+        action: String,
+        /// The client's name or the tunnel's id.
+        target: String,
+        /// The outcome, in words.
+        outcome: String,
+    },
 }
 
 /// Records every event in order; tests wait for conditions on the record
@@ -189,6 +198,13 @@ impl Hook for Recorder {
     }
     fn on_error(&self, e: &ErrorEvent<'_>) {
         self.push(Recorded::Error(format!("{}: {}", e.scope.kind(), e.error)));
+    }
+    fn on_admin(&self, a: &AdminAction<'_>) {
+        self.push(Recorded::Admin {
+            action: a.action.to_owned(),
+            target: a.target.to_owned(),
+            outcome: a.outcome.to_owned(),
+        });
     }
 }
 

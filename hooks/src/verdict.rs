@@ -92,6 +92,8 @@ pub enum CloseReason {
     Error(String),
     /// The task owning it ended without closing it explicitly (cancelled or panicked).
     Aborted,
+    /// An operator closed it through the admin interface (what they did, in words).
+    Admin(String),
 }
 
 impl CloseReason {
@@ -121,6 +123,7 @@ impl CloseReason {
             CloseReason::Timeout(_) => "timeout",
             CloseReason::Error(_) => "error",
             CloseReason::Aborted => "aborted",
+            CloseReason::Admin(_) => "admin",
         }
     }
 }
@@ -132,6 +135,7 @@ impl fmt::Display for CloseReason {
             CloseReason::TargetUnreachable(e) => write!(f, "target unreachable: {e}"),
             CloseReason::Timeout(e) => write!(f, "timeout: {e}"),
             CloseReason::Error(e) => write!(f, "error: {e}"),
+            CloseReason::Admin(e) => write!(f, "closed by an operator: {e}"),
             other => f.write_str(other.label()),
         }
     }

@@ -225,13 +225,17 @@ async fn signed_events_arrive_in_order_and_filtered_ones_never() {
         verify(&r);
         assert_eq!(r.body, wanted.to_json(), "in order, body = to_json()");
     }
-    let h = health_until(&hook, "6 deliveries", |h| h.delivered == 6).await;
+    let h = health_until(&hook, "6 deliveries, none pending", |h| {
+        h.delivered == 6 && h.pending == 0
+    })
+    .await;
     assert_eq!(
         h,
         WebhookHealth {
             delivered: 6,
             failed_attempts: 0,
             dropped: 0,
+            pending: 0,
             consecutive_failures: 0,
             last_error: None,
             healthy: true,

@@ -4,7 +4,8 @@
 //! `client.connected` is never followed by that client's rejection.
 
 use crate::event::{
-    ClientInfo, ErrorEvent, Rejection, Scope, ServerInfo, StreamEnd, Totals, TunnelInfo,
+    AdminAction, ClientInfo, ErrorEvent, Rejection, Scope, ServerInfo, StreamEnd, Totals,
+    TunnelInfo,
 };
 use crate::events::{Event, EventBus};
 use crate::hook::{BoxError, Hook};
@@ -183,6 +184,16 @@ impl Hook for EventHook {
 
     fn on_error(&self, e: &ErrorEvent<'_>) {
         let ev = scoped(self.event("error"), e.scope).with("error", e.error.to_string());
+        self.bus.emit(&ev);
+    }
+
+    fn on_admin(&self, a: &AdminAction<'_>) {
+        let ev = self
+            .event("admin")
+            .with("action", a.action)
+            .with("target", a.target)
+            .with("by", a.by)
+            .with("outcome", a.outcome);
         self.bus.emit(&ev);
     }
 }

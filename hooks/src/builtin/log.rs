@@ -145,6 +145,10 @@ impl Hook for TracingHook {
         tracing::warn!(target: T, what = %e.scope, error = %e.error, "error");
     }
 
+    fn on_admin(&self, a: &crate::event::AdminAction<'_>) {
+        tracing::info!(target: T, action = a.action, target_of = a.target, by = a.by, outcome = a.outcome, "admin");
+    }
+
     fn on_heartbeat(&self, c: &ClientInfo, rtt: std::time::Duration) {
         tracing::debug!(target: T, client = %c.name, id = %c.id, rtt_ms = rtt.as_secs_f64() * 1e3, "heartbeat");
     }

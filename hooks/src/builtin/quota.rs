@@ -208,6 +208,11 @@ impl Quota {
         }
     }
 
+    /// The bytes each client may move per period.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
     /// Bytes `client` used in the current period.
     pub fn used(&self, client: &str) -> u64 {
         let usage = self

@@ -125,10 +125,11 @@ impl Reservoir {
     }
 }
 
-/// One bucket per direction.
+/// One bucket per direction, and how many chunks they held back.
 struct Buckets {
     ingress: Reservoir,
     egress: Reservoir,
+    throttled: AtomicU64,
 }
 
 impl Buckets {
@@ -136,6 +137,7 @@ impl Buckets {
         Arc::new(Buckets {
             ingress: Reservoir::new(rate),
             egress: Reservoir::new(rate),
+            throttled: AtomicU64::new(0),
         })
     }
 
@@ -255,6 +257,13 @@ impl RateLimit {
     pub fn throttled_chunks(&self) -> u64 {
         self.throttled.load(Ordering::Relaxed)
     }
+
+    /// How many chunks of `client`'s session were held back so far, if it
+    /// has a per-client rate (and is logged in).
+    pub fn throttled_for(&self, client: ClientId) -> Option<u64> {
+        let clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(clients.get(&client)?.throttled.load(Ordering::Relaxed))
+    }
 }
 
 impl Hook for RateLimit {
@@ -346,6 +355,9 @@ impl Hook for RateLimit {
             Verdict::Continue
         } else {
             self.throttled.fetch_add(1, Ordering::Relaxed);
+            if let Some(client) = &limits.client {
+                client.throttled.fetch_add(1, Ordering::Relaxed);
+            }
             limits.throttles.increment(1);
             Verdict::Throttle(wait)
         }

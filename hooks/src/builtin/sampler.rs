@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::event::{
-    ClientInfo, DataEvent, Direction, ErrorEvent, Login, Rejection, Scope, ServerInfo, StreamEnd,
-    StreamInfo, Totals, TunnelInfo,
+    AdminAction, ClientInfo, DataEvent, Direction, ErrorEvent, Login, Rejection, Scope, ServerInfo,
+    StreamEnd, StreamInfo, Totals, TunnelInfo,
 };
 use crate::hook::{BoxError, Hook, StreamState};
 use crate::verdict::{CloseReason, Gate, Verdict};
@@ -181,6 +181,9 @@ impl<H: Hook> Hook for Sampler<H> {
 
     fn on_heartbeat(&self, c: &ClientInfo, rtt: Duration) {
         self.inner.on_heartbeat(c, rtt)
+    }
+    fn on_admin(&self, action: &AdminAction<'_>) {
+        self.inner.on_admin(action)
     }
 
     fn stream_state(&self, s: &StreamInfo) -> Option<StreamState> {

@@ -78,6 +78,8 @@ pub struct WebhookHealth {
     pub failed_attempts: u64,
     /// Events dropped because the queue was full (or the sender had stopped).
     pub dropped: u64,
+    /// Events queued and not yet delivered or given up.
+    pub pending: u64,
     /// Events given up in a row (every retry failed); a delivery resets it.
     pub consecutive_failures: u32,
     /// The most recent failed attempt's error (kept after a later success).
@@ -276,6 +278,10 @@ impl Webhook {
             delivered: s.delivered.load(Ordering::Relaxed),
             failed_attempts: s.failed_attempts.load(Ordering::Relaxed),
             dropped: s.dropped.load(Ordering::Relaxed),
+            pending: s
+                .queued
+                .load(Ordering::Relaxed)
+                .saturating_sub(s.settled.load(Ordering::Relaxed)),
             consecutive_failures: s.consecutive_failures.load(Ordering::Relaxed),
             last_error: s
                 .last_error
