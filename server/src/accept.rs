@@ -191,10 +191,17 @@ impl ServerState {
     }
 
     /// The server's own login checks after the name's syntax, before any
-    /// hook: failed-login block, certificate identity, client count. Returns the
+    /// hook: an operator's ban, failed-login block, certificate identity, client count. Returns the
     /// client's counted slot.
     fn check_login(&self, client: &ClientInfo, identity: Option<&str>) -> Result<Slot, Reason> {
         let admission = &self.admission;
+        if let Some(left) = self.roster.banned_for(&client.name) {
+            return Err(Reason::forbidden(format!(
+                "client '{}' is banned by an operator for another {}s",
+                client.name,
+                left.as_secs() + u64::from(left.subsec_nanos() > 0)
+            )));
+        }
         if let Some(wait) = admission.failed_logins.blocked_for(client.peer.ip()) {
             let message = self.blocked_message(client.peer.ip(), wait);
             return Err(Reason::new(RefuseCode::LimitReached, message));

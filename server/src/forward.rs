@@ -20,6 +20,7 @@ use reitunnel_transport::{Closer, MuxStream};
 use thiserror::Error;
 
 use crate::limits::{Slot, Slots};
+use crate::roster::{StreamListing, TunnelListing};
 use crate::{report_to, ServerState, StreamError};
 
 /// One `allow_forward` entry: `HOST:PORTS`, where HOST is `*`, `*.suffix`,
@@ -142,6 +143,9 @@ pub(crate) struct ForwardRoute {
     pub chain: HookChain,
     open: Option<Open<TunnelInfo>>,
     _slot: Slot,
+    /// Its entry in the server's roster, where its streams are counted;
+    /// taken out just before the close event.
+    listed: Option<TunnelListing>,
 }
 
 impl ForwardRoute {
@@ -149,6 +153,7 @@ impl ForwardRoute {
         open: Open<TunnelInfo>,
         closer: Arc<Closer<CloseReason>>,
         slot: Slot,
+        listed: TunnelListing,
     ) -> ForwardRoute {
         ForwardRoute {
             info: open.info().clone(),
@@ -156,12 +161,19 @@ impl ForwardRoute {
             closer,
             open: Some(open),
             _slot: slot,
+            listed: Some(listed),
         }
+    }
+
+    /// Counts a stream of this tunnel in the roster while the guard lives.
+    fn list(&self, info: &Arc<StreamInfo>) -> Option<StreamListing> {
+        Some(self.listed.as_ref()?.tunnel.stream(info.clone()))
     }
 }
 
 impl Drop for ForwardRoute {
     fn drop(&mut self) {
+        drop(self.listed.take());
         if let Some(open) = self.open.take() {
             open.close(self.closer.reason().unwrap_or(CloseReason::Finished));
         }
@@ -224,6 +236,7 @@ pub(crate) async fn serve(
             return refuse(&mut up, refusal.reason.message.into_owned()).await;
         }
     };
+    let listed = route.list(&info);
     let open = match route.chain.open_stream(info) {
         Ok(open) => open,
         Err(r) => {
@@ -233,7 +246,7 @@ pub(crate) async fn serve(
     };
     let relayed = dial_and_relay(&shared, &mut up, &open);
     let reason = until_closed(&route.closer, relayed).await;
-    drop(slots);
+    drop((slots, listed));
     open.close(reason);
 }
 

@@ -198,6 +198,31 @@ impl Leases {
         Ok(lease.and_then(|mut l| l.parked.listener.take()))
     }
 
+    /// Every lease: the client it is for and the reserved address.
+    pub(crate) fn held(&self) -> Vec<(Arc<str>, SocketAddr)> {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.1
+            .iter()
+            .map(|(addr, lease)| (lease.client.clone(), *addr))
+            .collect()
+    }
+
+    /// Ends `client`'s leases now (a kick): ports freed, tunnels closed. Returns how many.
+    pub(crate) fn release(&self, client: &str) -> usize {
+        let ended: Vec<Lease> = {
+            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            let addrs: Vec<SocketAddr> = held
+                .1
+                .iter()
+                .filter(|(_, l)| *l.client == *client)
+                .map(|(a, _)| *a)
+                .collect();
+            addrs.iter().filter_map(|a| held.1.remove(a)).collect()
+        };
+        // The close events fire here, outside the lock.
+        ended.len()
+    }
+
     /// Ends every lease (at shutdown): ports freed, tunnels and clients closed.
     pub(crate) fn end_all(&self) {
         let all = std::mem::take(&mut self.held.lock().unwrap_or_else(PoisonError::into_inner).1);

@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 mod accept;
+mod admin;
 pub mod app;
 mod config;
 mod error;
@@ -45,6 +46,7 @@ mod lease;
 mod limits;
 mod prelogin;
 mod reloader;
+mod roster;
 mod session;
 mod tunnel;
 
@@ -65,7 +67,9 @@ use in_use::HooksInUse;
 use lease::Leases;
 use limits::{Budget, FailedLogins, PerIp, Slots};
 use prelogin::PreLoginErrors;
+use roster::Roster;
 
+pub use admin::{Admin, AdminError, ClientStatus, Kicked, TunnelStatus};
 pub use config::{ServerConfig, VISITOR_IDLE_TIMEOUT};
 pub use error::{ServerError, SessionError, StreamError};
 pub use forward::{ForwardRule, ForwardRuleError};
@@ -127,6 +131,8 @@ struct ServerState {
     leases: Arc<Leases>,
     /// Failures before login, summed up for the hooks.
     pre_login: PreLoginErrors,
+    /// Live sessions and tunnels, and banned names, for [`Admin`].
+    roster: Arc<Roster>,
 }
 
 /// The server-wide counted limits; per-client and per-tunnel ones live with
@@ -247,6 +253,7 @@ impl Server {
                 streams: TaskTracker::new(),
                 leases: Leases::new(config.port_lease),
                 pre_login: PreLoginErrors::new(config.pre_login_summary),
+                roster: Arc::default(),
                 config,
             }),
         })
@@ -255,6 +262,11 @@ impl Server {
     /// The control listener's address.
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.info.listen
+    }
+
+    /// A handle to list sessions and tunnels and to kick or close them while the server runs.
+    pub fn admin(&self) -> Admin {
+        Admin(self.shared.clone())
     }
 
     /// A handle to change the token, hooks and allow-lists while the server runs.

@@ -22,6 +22,7 @@ use crate::accept::Io;
 use crate::forward::{self, ForwardRoute, Forwards};
 use crate::lease::ClientHold;
 use crate::limits::{Slot, Slots};
+use crate::roster::AdminCloses;
 use crate::{report_to, tunnel, LoginSettings, ServerState, SessionError};
 
 /// A logged-in client's state, owned by its connection task.
@@ -91,11 +92,16 @@ impl Session {
                 limits.max_streams_per_client,
             )),
         };
+        let (listing, mut admin_closes) = shared
+            .roster
+            .client(session.client.clone(), session.closer.clone());
         let reason = match timeout(cfg.handshake_timeout, inbound.recv()).await {
             Ok(Some(control)) => {
                 let heartbeat = Heartbeat::new(limits.heartbeat_interval, limits.heartbeat_timeout);
                 let control = Control::new(control, cfg.max_frame_len, heartbeat);
-                session.control_loop(control, &mut inbound).await
+                session
+                    .control_loop(control, &mut inbound, &mut admin_closes)
+                    .await
             }
             ended => {
                 let peer = session.client.peer;
@@ -124,7 +130,7 @@ impl Session {
         session.mux.close();
         drop(inbound);
         driver.finish().await;
-        drop((slot, growth));
+        drop((slot, growth, listing));
         // The client's close fires now, or after its last leased tunnel's.
         session.hold.ended(reason.clone());
         drop(session);
@@ -135,16 +141,29 @@ impl Session {
         &mut self,
         mut control: Control<MuxStream>,
         inbound: &mut reitunnel_transport::Inbound,
+        admin_closes: &mut AdminCloses,
     ) -> CloseReason {
         let mut inbound_done = false;
         loop {
             let incoming = tokio::select! {
                 _ = self.closer.closed() => {
-                    let why = "server is shutting down".to_owned();
-                    control.goodbye(RefuseCode::ShuttingDown, why).await;
-                    return self.closer.reason().unwrap_or(CloseReason::Shutdown);
+                    let reason = self.closer.reason().unwrap_or(CloseReason::Shutdown);
+                    let (code, why) = match &reason {
+                        CloseReason::Admin(why) => (RefuseCode::Forbidden, why.clone()),
+                        _ => (RefuseCode::ShuttingDown, "server is shutting down".to_owned()),
+                    };
+                    control.goodbye(code, why).await;
+                    return reason;
                 }
                 incoming = control.next() => incoming,
+                Some(tunnel_id) = admin_closes.recv() => {
+                    // Closed already; the client hears it as the server's CloseTunnel.
+                    self.forget_tunnel(tunnel_id, CloseReason::Finished);
+                    match control.send(Frame::CloseTunnel { tunnel_id }).await {
+                        Ok(()) => continue,
+                        Err(end) => return self.ended(&mut control, end).await,
+                    }
+                }
                 // The end of the session is concluded from the control stream, so
                 // a Goodbye already received there is read first.
                 stream = inbound.recv(), if !inbound_done => match stream {
@@ -184,17 +203,7 @@ impl Session {
                     Some(self.open_forward(request_id, target))
                 }
                 Frame::CloseTunnel { tunnel_id } => {
-                    if let Some(closer) = self.tunnels.remove(&tunnel_id) {
-                        closer.close(CloseReason::Finished);
-                    }
-                    let forward = self
-                        .forwards
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(&tunnel_id);
-                    if let Some(route) = forward {
-                        route.closer.close(CloseReason::Finished);
-                    }
+                    self.forget_tunnel(tunnel_id, CloseReason::Finished);
                     None
                 }
                 other => {
@@ -211,6 +220,22 @@ impl Session {
                     return self.ended(&mut control, end).await;
                 }
             }
+        }
+    }
+
+    /// Closes one of this session's tunnels (if not closed already: the
+    /// first reason stays) and drops it from the session's maps.
+    fn forget_tunnel(&mut self, tunnel_id: TunnelId, reason: CloseReason) {
+        if let Some(closer) = self.tunnels.remove(&tunnel_id) {
+            closer.close(reason.clone());
+        }
+        let forward = self
+            .forwards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&tunnel_id);
+        if let Some(route) = forward {
+            route.closer.close(reason);
         }
     }
 
@@ -294,7 +319,12 @@ impl Session {
         tracing::info!(client = %self.client.name, tunnel = %id, %bound, %target, "tunnel open");
         let closer = self.closer.child();
         self.tunnels.insert(id, closer.clone());
+        let listed = self
+            .shared
+            .roster
+            .tunnel(open.info().clone(), closer.clone());
         let tunnel = tunnel::Tunnel {
+            listed,
             info: open.info().clone(),
             open: Mutex::new(Some(open)),
             shared: self.shared.clone(),
@@ -362,7 +392,12 @@ impl Session {
             }
         };
         tracing::info!(client = %self.client.name, tunnel = %id, %target, "forward open");
-        let route = ForwardRoute::new(open, self.closer.child(), slot);
+        let closer = self.closer.child();
+        let listed = self
+            .shared
+            .roster
+            .tunnel(open.info().clone(), closer.clone());
+        let route = ForwardRoute::new(open, closer, slot, listed);
         self.forwards
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

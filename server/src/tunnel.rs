@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::lease::{ClientHold, Parked};
 use crate::limits::{Slot, Slots};
+use crate::roster::TunnelListing;
 use crate::{report_to, ServerState, StreamError};
 
 /// A running reverse tunnel: what its visitor tasks share.
@@ -37,6 +38,8 @@ pub(crate) struct Tunnel {
     pub stream_slots: Arc<Slots>,
     /// This tunnel's `max_pending_visitors` slots.
     pub pending: Arc<Slots>,
+    /// Its entry in the server's roster, where its visitors are counted.
+    pub listed: TunnelListing,
 }
 
 impl Tunnel {
@@ -132,6 +135,7 @@ impl Tunnel {
                 return;
             }
         };
+        let listed = self.listed.tunnel.stream(info.clone());
         // A refused visitor is simply disconnected; hooks heard on_rejected.
         let Ok(open) = self.chain.open_stream(info) else {
             return;
@@ -139,7 +143,7 @@ impl Tunnel {
         let bridged = bridge(shared, &mut tcp, &open, &self.mux, pending);
         let reason = until_closed(&self.closer, bridged).await;
         // Slots first: whoever sees the close event may open the next stream.
-        drop((per_ip, total, client, buffers));
+        drop((per_ip, total, client, buffers, listed));
         open.close(reason);
     }
 }

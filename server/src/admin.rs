@@ -1,0 +1,249 @@
+//! Reading and acting on a running server from outside it: what an admin
+//! API lists (sessions, tunnels, bytes, round trips, leases) and what it
+//! does (kick a client, with a ban if asked; close a tunnel). Every action
+//! reaches the hooks as `on_admin` once it has taken effect, so an audit
+//! log records who did what to whom.
+//!
+//! ```no_run
+//! # async fn demo(server: reitunnel_server::Server) {
+//! use std::time::Duration;
+//! let admin = server.admin();
+//! tokio::spawn(server.run(std::future::pending()));
+//! for c in admin.clients() {
+//!     println!("{} from {}: {} bytes in", c.name, c.peer, c.bytes_in);
+//! }
+//! admin.kick("mallory", Some(Duration::from_secs(600)), "ops console");
+//! # }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use reitunnel_hooks::{AdminAction, ClientId, CloseReason, TunnelId, TunnelKind};
+
+use crate::roster::{ListedTunnel, Live};
+use crate::ServerState;
+
+/// A handle on a server's live state and admin actions, from
+/// [`Server::admin`](crate::Server::admin). Cheap to clone.
+#[derive(Clone)]
+pub struct Admin(pub(crate) Arc<ServerState>);
+
+/// A logged-in session as an operator sees it.
+#[derive(Debug, Clone)]
+pub struct ClientStatus {
+    /// The session's id (a reconnect gets a new one).
+    pub id: ClientId,
+    /// The client's name.
+    pub name: Arc<str>,
+    /// Where it connected from.
+    pub peer: SocketAddr,
+    /// How long ago it logged in.
+    pub connected_for: Duration,
+    /// The last heartbeat round trip, once one was measured.
+    pub rtt: Option<Duration>,
+    /// Whether it logged in with a verified client certificate.
+    pub certified: bool,
+    /// Its open tunnels.
+    pub tunnels: Vec<TunnelId>,
+    /// Its open streams, over all its tunnels.
+    pub streams: usize,
+    /// Visitor → service bytes so far, open streams included.
+    pub bytes_in: u64,
+    /// Service → visitor bytes so far, open streams included.
+    pub bytes_out: u64,
+    /// Public addresses still reserved for this name from an earlier session.
+    pub leases: Vec<SocketAddr>,
+}
+
+/// An open tunnel as an operator sees it.
+#[derive(Debug, Clone)]
+pub struct TunnelStatus {
+    /// The tunnel's id.
+    pub id: TunnelId,
+    /// Its client's name.
+    pub client: Arc<str>,
+    /// Its client's session.
+    pub client_id: ClientId,
+    /// `-R` (the server listens) or `-L` (the server dials).
+    pub kind: TunnelKind,
+    /// The public address of a reverse tunnel (`0.0.0.0:0` for a forward one).
+    pub bind: SocketAddr,
+    /// Where its streams go.
+    pub target: Arc<str>,
+    /// How long it has been open.
+    pub open_for: Duration,
+    /// Its open streams.
+    pub streams: usize,
+    /// Visitor → service bytes so far, open streams included.
+    pub bytes_in: u64,
+    /// Service → visitor bytes so far, open streams included.
+    pub bytes_out: u64,
+}
+
+/// What a kick did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kicked {
+    /// Sessions of that name closed.
+    pub sessions: usize,
+    /// Leased ports of that name freed.
+    pub leases: usize,
+}
+
+/// An admin action that found nothing to act on.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AdminError {
+    /// No session has that name (and no ban was asked for).
+    #[error("no client named '{0}' is logged in")]
+    NoSuchClient(String),
+    /// No open tunnel has that id.
+    #[error("no open tunnel has id {0}")]
+    NoSuchTunnel(TunnelId),
+}
+
+impl TunnelStatus {
+    fn of(t: &ListedTunnel) -> TunnelStatus {
+        let info = &t.info;
+        let closed = info.meter.totals(info.opened_at);
+        let live = t.live();
+        TunnelStatus {
+            id: info.id,
+            client: info.client.name.clone(),
+            client_id: info.client.id,
+            kind: info.kind,
+            bind: info.bind,
+            target: info.target.clone(),
+            open_for: info.opened_at.elapsed(),
+            streams: live.streams,
+            bytes_in: closed.bytes_in + live.bytes_in,
+            bytes_out: closed.bytes_out + live.bytes_out,
+        }
+    }
+}
+
+impl Admin {
+    /// Every logged-in session, in login order.
+    pub fn clients(&self) -> Vec<ClientStatus> {
+        let tunnels = self.0.roster.tunnels();
+        let leases = self.0.leases.held();
+        self.0
+            .roster
+            .clients()
+            .into_iter()
+            .map(|(c, _)| {
+                // Closed streams are in the client's meter; open ones only in their own.
+                let closed = c.meter.totals(c.opened_at);
+                let own: Vec<&ListedTunnel> = tunnels
+                    .iter()
+                    .filter(|t| t.info.client.id == c.id)
+                    .map(|t| &**t)
+                    .collect();
+                let live = own
+                    .iter()
+                    .map(|t| t.live())
+                    .fold(Live::default(), |a, l| Live {
+                        bytes_in: a.bytes_in + l.bytes_in,
+                        bytes_out: a.bytes_out + l.bytes_out,
+                        streams: a.streams + l.streams,
+                    });
+                ClientStatus {
+                    id: c.id,
+                    name: c.name.clone(),
+                    peer: c.peer,
+                    connected_for: c.opened_at.elapsed(),
+                    rtt: c.rtt(),
+                    certified: c.certified,
+                    tunnels: own.iter().map(|t| t.info.id).collect(),
+                    streams: live.streams,
+                    bytes_in: closed.bytes_in + live.bytes_in,
+                    bytes_out: closed.bytes_out + live.bytes_out,
+                    leases: leases
+                        .iter()
+                        .filter(|(name, _)| **name == *c.name)
+                        .map(|(_, addr)| *addr)
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Every open tunnel, in opening order.
+    pub fn tunnels(&self) -> Vec<TunnelStatus> {
+        self.0
+            .roster
+            .tunnels()
+            .iter()
+            .map(|t| TunnelStatus::of(t))
+            .collect()
+    }
+
+    /// Closes every session of `name` (reason `admin`) and frees the ports
+    /// leased to it; with `ban`, refuses its logins for that long, saying
+    /// so. `by` names who asked, for the hooks' `on_admin`.
+    pub fn kick(&self, name: &str, ban: Option<Duration>, by: &str) -> Result<Kicked, AdminError> {
+        if let Some(period) = ban {
+            self.0.roster.ban(name, period);
+        }
+        let why = match ban {
+            Some(period) => format!("kicked by {by}, banned for {}s", period.as_secs()),
+            None => format!("kicked by {by}"),
+        };
+        let mut sessions = 0;
+        for (client, closer) in self.0.roster.clients() {
+            if *client.name == *name {
+                closer.close(CloseReason::Admin(why.clone()));
+                sessions += 1;
+            }
+        }
+        let leases = self.0.leases.release(name);
+        if sessions == 0 && leases == 0 && ban.is_none() {
+            return Err(AdminError::NoSuchClient(name.to_owned()));
+        }
+        let outcome = format!("{sessions} session(s) closed, {leases} lease(s) freed; {why}");
+        self.announce("kick", name, by, &outcome);
+        Ok(Kicked { sessions, leases })
+    }
+
+    /// Closes one tunnel (reason `admin`) and tells its client, which
+    /// sees the tunnel closed by the server.
+    pub fn close_tunnel(&self, id: TunnelId, by: &str) -> Result<(), AdminError> {
+        let tunnel = self
+            .0
+            .roster
+            .find_tunnel(id)
+            .ok_or(AdminError::NoSuchTunnel(id))?;
+        tunnel
+            .closer
+            .close(CloseReason::Admin(format!("closed by {by}")));
+        self.0.roster.tell_client(tunnel.info.client.id, id);
+        let outcome = format!("tunnel of '{}' closed", tunnel.info.client.name);
+        self.announce("close_tunnel", &id.0.to_string(), by, &outcome);
+        Ok(())
+    }
+
+    /// How much longer `name`'s logins are refused, if they are.
+    pub fn banned_for(&self, name: &str) -> Option<Duration> {
+        self.0.roster.banned_for(name)
+    }
+
+    /// True while the server serves: its hooks started and no drain began.
+    pub fn ready(&self) -> bool {
+        let started = *self
+            .0
+            .started
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        started && !self.0.draining.is_cancelled()
+    }
+
+    fn announce(&self, action: &str, target: &str, by: &str, outcome: &str) {
+        tracing::warn!(action, target, by, outcome, "admin action");
+        self.0.live().chain.admin(&AdminAction {
+            action,
+            target,
+            by,
+            outcome,
+        });
+    }
+}
