@@ -9,19 +9,22 @@
 //!
 //! Beside it, what tests on every crate share: an [`echo_service`],
 //! replayable [`pseudo_random`] payloads checked with [`same_echo`], and
-//! [`within`], a failure guard for a future; and [`Process`], a child
-//! whose output tests wait on line by line.
+//! [`within`], a failure guard for a future; [`Process`], a child
+//! whose output tests wait on line by line; and [`http`], a minimal HTTP
+//! client for the server's metrics and admin endpoints.
 
 #![forbid(unsafe_code)]
 
 mod bytes;
 mod fault;
+mod http;
 mod process;
 mod prometheus;
 mod service;
 
 pub use bytes::{pseudo_random, same_echo};
 pub use fault::{FaultProxy, Toward};
+pub use http::{event_stream, http, HttpResponse};
 pub use process::{Frozen, Lines, Process};
 pub use prometheus::prometheus_value;
 pub use service::{echo_service, echo_service_on_threads, firehose_service, within};

@@ -53,6 +53,12 @@ pub struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (adds the metrics hook).
     #[arg(long, value_name = "ADDR")]
     pub(super) metrics_listen: Option<SocketAddr>,
+    /// Serve the admin API, live status page and metrics at http://ADDR/ (off by default).
+    #[arg(long, value_name = "ADDR")]
+    pub(super) admin: Option<SocketAddr>,
+    /// Bearer token the admin endpoint requires; required when --admin is not a loopback address.
+    #[arg(long, env = "REITUNNEL_ADMIN_TOKEN", hide_env_values = true)]
+    pub(super) admin_token: Option<Secret>,
     /// Distinct client names labelled in metrics; later ones share `client="other"`.
     #[arg(long, default_value_t = 100)]
     pub(super) metrics_client_labels: usize,

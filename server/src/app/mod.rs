@@ -21,6 +21,7 @@
 //! # }
 //! ```
 
+mod admin;
 mod args;
 mod chain;
 mod meter_log;
@@ -29,12 +30,16 @@ mod settings;
 mod sinks;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use reitunnel_transport::cli::Signals;
+use tokio::net::TcpListener;
+use tokio_util::task::AbortOnDropHandle;
 
+use admin::{AdminParts, Endpoint, Feed};
 pub use args::Args;
 use chain::ChainParts;
 use settings::Settings;
@@ -63,6 +68,30 @@ pub struct App {
     settings: Settings,
     parts: ChainParts,
     server: Server,
+    /// The HTTP endpoints (metrics alone, the admin API), bound.
+    endpoints: Vec<(TcpListener, Arc<Endpoint>)>,
+    /// The admin endpoint's state, when it is on.
+    admin: Option<Arc<AdminParts>>,
+}
+
+/// The process's Prometheus recorder, installed once and shared by every
+/// endpoint (and by servers started again in the same process, as tests do).
+fn prometheus() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the Prometheus recorder")?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Binds an HTTP endpoint's listener, saying which one failed.
+async fn bind_http(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("serving {what} on {addr}"))
 }
 
 impl App {
@@ -70,23 +99,44 @@ impl App {
     /// and binds the control address. Every error names what is wrong.
     pub async fn bind(args: Args) -> anyhow::Result<App> {
         let settings = Settings::load(&args)?;
-        let parts = ChainParts::new(&args, &settings)?;
+        let feed = settings.admin.as_ref().map(|_| Feed::new());
+        let parts = ChainParts::new(&args, &settings, feed.clone())?;
         let chain = parts.chain(&parts.set, &settings);
         tracing::info!(hooks = ?chain.names(), "hook chain");
+        let mut endpoints = Vec::new();
         if let Some(addr) = settings.metrics_listen {
-            PrometheusBuilder::new()
-                .with_http_listener(addr)
-                .install()
-                .with_context(|| format!("serving metrics on {addr}"))?;
+            let listener = bind_http(addr, "metrics").await?;
+            endpoints.push((listener, Endpoint::metrics_only(prometheus()?)));
             tracing::info!(%addr, "metrics at /metrics");
         }
         let server = Server::bind(settings.config.clone(), chain).await?;
+        let mut admin = None;
+        if let (Some((addr, token)), Some(feed)) = (&settings.admin, feed) {
+            let listener = bind_http(*addr, "the admin API").await?;
+            let state = Arc::new(AdminParts {
+                admin: server.admin(),
+                token: token.clone(),
+                hooks: Mutex::new(parts.set.background().clone()),
+                feed,
+            });
+            endpoints.push((listener, Endpoint::admin(prometheus()?, state.clone())));
+            tracing::info!(addr = %listener_addr(&endpoints), token = token.is_some(), "admin API and status page");
+            admin = Some(state);
+        }
         Ok(App {
             args,
             settings,
             parts,
             server,
+            endpoints,
+            admin,
         })
+    }
+
+    /// The admin endpoint's address, when it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref()?;
+        self.endpoints.last()?.0.local_addr().ok()
     }
 
     /// The address clients connect to.
@@ -103,7 +153,19 @@ impl App {
             settings,
             mut parts,
             server,
+            endpoints,
+            admin,
         } = self;
+        // Aborted on return, which ends their connections too.
+        let mut background: Vec<_> = endpoints
+            .into_iter()
+            .map(|(listener, endpoint)| AbortOnDropHandle::new(endpoint.serve(listener)))
+            .collect();
+        if let Some(admin) = &admin {
+            background.push(AbortOnDropHandle::new(
+                admin.feed.clone().measure(admin.admin.clone()),
+            ));
+        }
         let mut reloads = signals.reloads();
         let reloader = server.reloader();
         if settings.stats_interval > 0 {
@@ -126,7 +188,12 @@ impl App {
                 }
                 Ok(()) = reloads.changed() => {
                     match reload::reload(&args, &settings, &mut parts, &reloader) {
-                        Ok(()) => sinks.adopt(parts.set.background()),
+                        Ok(()) => {
+                            sinks.adopt(parts.set.background());
+                            if let Some(admin) = &admin {
+                                admin.set_hooks(parts.set.background());
+                            }
+                        }
                         Err(e) => tracing::error!("reload refused, the previous configuration stays in force: {e:#}"),
                     }
                     // Log rotation: every SIGHUP starts the audit files anew,
@@ -139,7 +206,16 @@ impl App {
                 }
             }
         }
+        drop(background);
         sinks.finish().await;
         Ok(())
     }
+}
+
+/// The last endpoint's address (for the log line right after binding it).
+fn listener_addr(endpoints: &[(TcpListener, Arc<Endpoint>)]) -> String {
+    endpoints
+        .last()
+        .and_then(|(l, _)| l.local_addr().ok())
+        .map_or_else(String::new, |a| a.to_string())
 }

@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use reitunnel_hooks::builtin::Secret;
 use reitunnel_transport::tls::ServerTls;
 
 use super::Args;
@@ -22,6 +23,8 @@ pub(super) struct Settings {
     pub(super) stats_interval: u64,
     pub(super) drain: Duration,
     pub(super) metrics_listen: Option<SocketAddr>,
+    /// The admin endpoint and the token it requires.
+    pub(super) admin: Option<(SocketAddr, Option<Secret>)>,
 }
 
 impl Settings {
@@ -80,12 +83,20 @@ impl Settings {
         let mut hooks = file.hooks;
         hooks.extend(super::args::flag_hooks(args));
         let metrics_listen = args.metrics_listen.or(s.metrics_listen);
-        if metrics_listen.is_none() && hooks.iter().any(is_metrics) {
-            anyhow::bail!(
-                "the `metrics` hook needs `metrics_listen` in the config file (or --metrics-listen)"
-            );
-        }
+        let admin_token = args
+            .admin_token
+            .clone()
+            .or(s.admin_token)
+            .filter(|t| !t.expose().is_empty());
+        let admin = match args.admin.or(s.admin_listen) {
+            Some(addr) if !addr.ip().is_loopback() && admin_token.is_none() => anyhow::bail!(
+                "the admin endpoint {addr} is not on a loopback address: set admin_token (or --admin-token, REITUNNEL_ADMIN_TOKEN) so that not just anyone can kick clients"
+            ),
+            Some(addr) => Some((addr, admin_token)),
+            None => None,
+        };
         let settings = Settings {
+            admin,
             config,
             hooks,
             path,
@@ -93,8 +104,18 @@ impl Settings {
             drain: Duration::from_secs(args.drain_timeout.or(s.drain_timeout_secs).unwrap_or(30)),
             metrics_listen,
         };
+        if !settings.serves_metrics() && settings.hooks.iter().any(is_metrics) {
+            anyhow::bail!(
+                "the `metrics` hook needs `metrics_listen` or `admin_listen` in the config file (or --metrics-listen, --admin)"
+            );
+        }
         settings.check_auth(&settings.config.tls)?;
         Ok(settings)
+    }
+
+    /// Whether an HTTP endpoint serves `/metrics`: the metrics port or the admin one.
+    pub(super) fn serves_metrics(&self) -> bool {
+        self.metrics_listen.is_some() || self.admin.is_some()
     }
 
     /// Every login must have something to prove: a token, a `policy`
@@ -140,6 +161,7 @@ impl Settings {
                 "metrics_listen",
                 self.metrics_listen != running.metrics_listen,
             ),
+            ("admin_listen, admin_token", self.admin != running.admin),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))

@@ -55,6 +55,11 @@ pub struct Settings {
     pub port_lease_secs: Option<u64>,
     /// `--metrics-listen`: serve Prometheus metrics at http://ADDR/metrics.
     pub metrics_listen: Option<SocketAddr>,
+    /// `--admin`: serve the admin API and status page at http://ADDR/.
+    pub admin_listen: Option<SocketAddr>,
+    /// `--admin-token`: the bearer token the admin API requires; `${VAR}`
+    /// takes it from the environment. Required off loopback.
+    pub admin_token: Option<Secret>,
     /// `--tls-cert`: certificate chain (PEM); turns TLS on with `tls_key`.
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key`: its private key (PEM).
@@ -233,13 +238,18 @@ impl FileConfig {
     /// Parses TOML text (`path` only names it in errors).
     pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
         let mut settings: Settings = config_file::parse(text, path)?;
-        if let Some(token) = &settings.token {
-            let token = expand_env(token.expose()).map_err(|var| ConfigError::MissingEnv {
-                path: path.to_owned(),
-                field: "token",
-                var,
-            })?;
-            settings.token = Some(Secret::new(token));
+        for (field, secret) in [
+            ("token", &mut settings.token),
+            ("admin_token", &mut settings.admin_token),
+        ] {
+            if let Some(value) = secret {
+                let value = expand_env(value.expose()).map_err(|var| ConfigError::MissingEnv {
+                    path: path.to_owned(),
+                    field,
+                    var,
+                })?;
+                *secret = Some(Secret::new(value));
+            }
         }
         let hooks = std::mem::take(&mut settings.hooks)
             .into_iter()

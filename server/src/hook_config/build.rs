@@ -117,23 +117,27 @@ impl Builder<'_> {
                         burst: per_sec,
                     }))
                 };
-                Arc::new(RateLimit::new(RateLimitConfig {
+                let limit = Arc::new(RateLimit::new(RateLimitConfig {
                     per_client: rate(per_client_bytes_per_sec)?,
                     per_tunnel: rate(per_tunnel_bytes_per_sec)?,
                     streams_per_client: events(streams_per_client_per_sec)?,
                     visitors_per_ip: events(visitors_per_ip_per_sec)?,
                     logins_per_ip: events(logins_per_ip_per_sec)?,
-                }))
+                }));
+                self.bg.rate_limits.push(limit.clone());
+                limit
             }
             HookSpec::Quota { bytes, period_secs } => {
                 if *period_secs == 0 {
                     return Err(invalid("quota: period_secs must be at least 1".to_owned()));
                 }
-                Arc::new(Quota::new(
+                let quota = Arc::new(Quota::new(
                     bytes.0,
                     Duration::from_secs(*period_secs),
                     self.bus.clone(),
-                ))
+                ));
+                self.bg.quotas.push(quota.clone());
+                quota
             }
             HookSpec::Policy {
                 clients,

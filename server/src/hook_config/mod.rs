@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reitunnel_hooks::builtin::{BandwidthMeter, JsonLinesFile, Webhook};
+use reitunnel_hooks::builtin::{BandwidthMeter, JsonLinesFile, Quota, RateLimit, Webhook};
 use reitunnel_hooks::events::EventBus;
 use reitunnel_hooks::{Hook, HookChainBuilder};
 
@@ -19,8 +19,9 @@ use crate::file_config::{ConfigError, HookSpec, MeterSinkKind};
 use build::Builder;
 use sinks::{open_sink, Sink};
 
-/// What the configured hooks need besides their place in the chain.
-#[derive(Debug, Default)]
+/// What the configured hooks need besides their place in the chain, and
+/// what the admin API reads of them.
+#[derive(Debug, Default, Clone)]
 pub struct Background {
     /// Meters and how often each reports; the server spawns their reporters.
     pub meters: Vec<(Arc<BandwidthMeter>, Duration)>,
@@ -28,6 +29,19 @@ pub struct Background {
     pub audit: Vec<Arc<JsonLinesFile>>,
     /// Webhooks, to report their health.
     pub webhooks: Vec<Arc<Webhook>>,
+    /// Quotas, for each client's usage.
+    pub quotas: Vec<Arc<Quota>>,
+    /// Rate limiters, for each client's throttled chunks.
+    pub rate_limits: Vec<Arc<RateLimit>>,
+}
+
+impl Background {
+    /// Adds the hook handles of `other` (not its sinks, which are opened apart).
+    fn extend_hooks(&mut self, other: &Background) {
+        self.meters.extend(other.meters.iter().cloned());
+        self.quotas.extend(other.quotas.iter().cloned());
+        self.rate_limits.extend(other.rate_limits.iter().cloned());
+    }
 }
 /// The hooks built from a config's `[[hooks]]`, each kept with the spec it
 /// came from, so that a reload ([`HookSet::rebuild`]) keeps every hook whose
@@ -39,11 +53,12 @@ pub struct HookSet {
     background: Background,
 }
 
-/// One hook of a [`HookSet`] and the meters inside it (a meter, or a sampled one).
+/// One hook of a [`HookSet`] and the handles inside it (a meter, or a
+/// sampled one; a quota; a rate limiter).
 #[derive(Clone)]
 struct BuiltHook {
     hook: Arc<dyn Hook>,
-    meters: Vec<(Arc<BandwidthMeter>, Duration)>,
+    own: Background,
 }
 
 impl std::fmt::Debug for HookSet {
@@ -156,22 +171,19 @@ impl HookSet {
                 take_equal(&mut spare_hooks, spec)
             };
             let built = match kept {
-                Some(built) => {
-                    builder.bg.meters.extend(built.meters.iter().cloned());
-                    built
-                }
+                Some(built) => built,
                 None => {
-                    let first_meter = builder.bg.meters.len();
+                    // What this build adds to the background is the hook's own.
+                    let before = std::mem::take(&mut builder.bg);
                     let hook = match sink {
-                        Some(sink) => builder.sink_hook(spec, sink),
-                        None => builder.build(spec)?,
+                        Some(sink) => Ok(builder.sink_hook(spec, sink)),
+                        None => builder.build(spec),
                     };
-                    BuiltHook {
-                        hook,
-                        meters: builder.bg.meters[first_meter..].to_vec(),
-                    }
+                    let own = std::mem::replace(&mut builder.bg, before);
+                    BuiltHook { hook: hook?, own }
                 }
             };
+            builder.bg.extend_hooks(&built.own);
             hooks.push((spec.clone(), built));
         }
         Ok(HookSet {

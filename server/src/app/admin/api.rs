@@ -1,0 +1,212 @@
+//! The JSON API under `/api/v1/`: lists answer a JSON array of objects,
+//! errors an object with an `error` message, actions what they did.
+
+use hyper::{Method, Response, StatusCode};
+use reitunnel_hooks::TunnelId;
+use serde_json::{json, Value};
+
+use super::{whole, AdminParts, Body};
+use crate::hook_config::Background;
+use crate::{AdminError, ClientStatus, TunnelStatus};
+
+/// What a route needs of a request.
+pub(super) struct Request {
+    pub(super) method: Method,
+    pub(super) path: String,
+    pub(super) query: String,
+    /// Who asks, for the `admin` event.
+    pub(super) by: String,
+}
+
+/// Answers one admin API request (already authorized).
+pub(super) async fn route(parts: &AdminParts, req: Request) -> Response<Body> {
+    let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    let get = req.method == Method::GET;
+    let post = req.method == Method::POST;
+    match segments.as_slice() {
+        ["api", "v1", "clients"] if get => ok(clients(parts)),
+        ["api", "v1", "clients", name] if get => {
+            match clients(parts)
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["name"] == *name)
+            {
+                Some(c) => ok(c.clone()),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    &AdminError::NoSuchClient(name.to_string()).to_string(),
+                ),
+            }
+        }
+        ["api", "v1", "clients", name, "kick"] if post => kick(parts, name, &req),
+        ["api", "v1", "tunnels"] if get => ok(tunnels(parts)),
+        ["api", "v1", "tunnels", id, "close"] if post => close(parts, id, &req),
+        ["api", "v1", "sinks"] if get => ok(sinks(&parts.hooks())),
+        ["api", "v1", "events"] if get => parts.feed.subscribe(),
+        ["api", "v1", "clients" | "tunnels" | "sinks" | "events", ..] => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("{} {} is not an action of the API", req.method, req.path),
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            &format!("no such endpoint: {}", req.path),
+        ),
+    }
+}
+
+fn kick(parts: &AdminParts, name: &str, req: &Request) -> Response<Body> {
+    let ban = match param(&req.query, "ban_secs").map(|s| s.parse::<u64>()) {
+        None => None,
+        Some(Ok(secs)) => Some(std::time::Duration::from_secs(secs)),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "ban_secs must be a whole number of seconds",
+            )
+        }
+    };
+    match parts.admin.kick(name, ban, &req.by) {
+        Ok(k) => ok(json!({
+            "client": name,
+            "sessions_closed": k.sessions,
+            "leases_freed": k.leases,
+            "banned_secs": ban.map(|b| b.as_secs()),
+        })),
+        Err(e) => error(StatusCode::NOT_FOUND, &e.to_string()),
+    }
+}
+
+fn close(parts: &AdminParts, id: &str, req: &Request) -> Response<Body> {
+    let Ok(id) = id.parse::<u64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("'{id}' is not a tunnel id (a number)"),
+        );
+    };
+    match parts.admin.close_tunnel(TunnelId(id), &req.by) {
+        Ok(()) => ok(json!({ "tunnel": id, "closed": true })),
+        Err(e) => error(StatusCode::NOT_FOUND, &e.to_string()),
+    }
+}
+
+/// Every session, with rates, quota and throttling from the hooks in force.
+fn clients(parts: &AdminParts) -> Value {
+    let hooks = parts.hooks();
+    let rates = parts.feed.rates();
+    parts
+        .admin
+        .clients()
+        .iter()
+        .map(|c| client(c, &hooks, rates.client(c.id.0)))
+        .collect()
+}
+
+fn client(c: &ClientStatus, hooks: &Background, (rate_in, rate_out): (u64, u64)) -> Value {
+    let quota = hooks.quotas.first().map(|q| {
+        let used = q.used(&c.name);
+        json!({ "limit": q.limit(), "used": used, "left": q.limit().saturating_sub(used) })
+    });
+    let throttled = hooks
+        .rate_limits
+        .iter()
+        .filter_map(|r| r.throttled_for(c.id))
+        .reduce(|a, b| a + b);
+    json!({
+        "id": c.id.0,
+        "name": &*c.name,
+        "peer": c.peer.to_string(),
+        "connected_secs": c.connected_for.as_secs(),
+        "rtt_ms": c.rtt.map(|r| r.as_secs_f64() * 1e3),
+        "certified": c.certified,
+        "tunnels": c.tunnels.iter().map(|t| t.0).collect::<Vec<_>>(),
+        "streams": c.streams,
+        "bytes_in": c.bytes_in,
+        "bytes_out": c.bytes_out,
+        "rate_in": rate_in,
+        "rate_out": rate_out,
+        "quota": quota,
+        "throttled_chunks": throttled,
+        "leases": c.leases.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+    })
+}
+
+fn tunnels(parts: &AdminParts) -> Value {
+    let rates = parts.feed.rates();
+    parts
+        .admin
+        .tunnels()
+        .iter()
+        .map(|t| tunnel(t, rates.tunnel(t.id.0)))
+        .collect()
+}
+
+pub(super) fn tunnel(t: &TunnelStatus, (rate_in, rate_out): (u64, u64)) -> Value {
+    json!({
+        "id": t.id.0,
+        "client": &*t.client,
+        "client_id": t.client_id.0,
+        "kind": match t.kind {
+            reitunnel_hooks::TunnelKind::Reverse => "reverse",
+            reitunnel_hooks::TunnelKind::Forward => "forward",
+        },
+        "bind": t.bind.to_string(),
+        "target": &*t.target,
+        "open_secs": t.open_for.as_secs(),
+        "streams": t.streams,
+        "bytes_in": t.bytes_in,
+        "bytes_out": t.bytes_out,
+        "rate_in": rate_in,
+        "rate_out": rate_out,
+    })
+}
+
+/// The health of every sink the hooks write to.
+fn sinks(hooks: &Background) -> Value {
+    let webhooks = hooks.webhooks.iter().map(|w| {
+        let h = w.health();
+        json!({
+            "kind": "webhook",
+            "target": w.url(),
+            "healthy": h.healthy,
+            "pending": h.pending,
+            "delivered": h.delivered,
+            "failed_attempts": h.failed_attempts,
+            "consecutive_failures": h.consecutive_failures,
+            "dropped": h.dropped,
+            "last_error": h.last_error,
+        })
+    });
+    let audit = hooks.audit.iter().map(|a| {
+        json!({
+            "kind": "audit",
+            "target": a.path().display().to_string(),
+            "healthy": true,
+            "dropped": a.dropped(),
+        })
+    });
+    webhooks.chain(audit).collect()
+}
+
+/// The value of `key` in a query string (no percent-decoding: tokens,
+/// numbers and names need none).
+pub(super) fn param(query: &str, key: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn ok(value: Value) -> Response<Body> {
+    whole(StatusCode::OK, "application/json", value.to_string())
+}
+
+/// An error answer: `{"error": message}`.
+pub(super) fn error(status: StatusCode, message: &str) -> Response<Body> {
+    whole(
+        status,
+        "application/json",
+        json!({ "error": message }).to_string(),
+    )
+}

@@ -1,0 +1,216 @@
+//! The admin endpoint (`--admin ADDR`): Prometheus metrics, health, a JSON
+//! API over [`Admin`] with kick and close, the live event stream and the
+//! status page. `--metrics-listen` serves the same metrics and health
+//! alone. One small HTTP/1.1 server (hyper) for both.
+//!
+//! With a token set, everything but `/healthz`, `/readyz` and the page
+//! itself (which holds no data) needs `Authorization: Bearer TOKEN`; the
+//! event stream also takes `?token=`, since a browser's `EventSource`
+//! cannot send headers.
+
+mod api;
+mod feed;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::PrometheusHandle;
+use reitunnel_hooks::builtin::Secret;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub(super) use feed::Feed;
+
+use crate::hook_config::Background;
+use crate::Admin;
+
+/// A response body: a whole one, or the event stream.
+type Body = BoxBody<Bytes, Infallible>;
+
+/// How often Prometheus histograms are compacted.
+const UPKEEP: Duration = Duration::from_secs(5);
+
+/// What the endpoint serves from.
+pub(super) struct Endpoint {
+    metrics: PrometheusHandle,
+    /// `None` on the metrics-only port.
+    admin: Option<Arc<AdminParts>>,
+}
+
+/// The admin part: the server, its token, its hooks' handles, its feed.
+pub(super) struct AdminParts {
+    pub(super) admin: Admin,
+    pub(super) token: Option<Secret>,
+    /// The handles of the hooks in force (quotas, limiters, sinks), swapped on reload.
+    pub(super) hooks: Mutex<Background>,
+    pub(super) feed: Arc<Feed>,
+}
+
+impl AdminParts {
+    fn hooks(&self) -> Background {
+        self.hooks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts the hooks of a new configuration in force for the API.
+    pub(super) fn set_hooks(&self, bg: &Background) {
+        *self.hooks.lock().unwrap_or_else(PoisonError::into_inner) = bg.clone();
+    }
+}
+
+impl Endpoint {
+    /// Metrics and health only.
+    pub(super) fn metrics_only(metrics: PrometheusHandle) -> Arc<Endpoint> {
+        Arc::new(Endpoint {
+            metrics,
+            admin: None,
+        })
+    }
+
+    /// The whole admin endpoint.
+    pub(super) fn admin(metrics: PrometheusHandle, parts: Arc<AdminParts>) -> Arc<Endpoint> {
+        Arc::new(Endpoint {
+            metrics,
+            admin: Some(parts),
+        })
+    }
+
+    /// Serves HTTP on `listener` until the returned task is aborted, which
+    /// also ends every connection (event streams included).
+    pub(super) fn serve(self: Arc<Self>, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            let mut upkeep = tokio::time::interval(UPKEEP);
+            loop {
+                tokio::select! {
+                    _ = upkeep.tick() => self.metrics.run_upkeep(),
+                    Some(_) = connections.join_next() => {}
+                    accepted = listener.accept() => {
+                        let Ok((tcp, peer)) = accepted else {
+                            // Out of descriptors and the like: back off.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        };
+                        let endpoint = self.clone();
+                        connections.spawn(async move {
+                            let service = hyper::service::service_fn(move |req| {
+                                let endpoint = endpoint.clone();
+                                async move { Ok::<_, Infallible>(endpoint.handle(req, peer).await) }
+                            });
+                            let served = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(tcp), service)
+                                .await;
+                            if let Err(e) = served {
+                                tracing::debug!(%peer, error = %e, "admin connection ended");
+                            }
+                        });
+                    }
+                }
+            }
+        })
+    }
+
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        let method = req.method().clone();
+        match (&method, path.as_str()) {
+            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/readyz") => self.readyz(),
+            (&Method::GET, "/metrics") => match self.refusal(&req, false) {
+                None => whole(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    self.metrics.render(),
+                ),
+                Some(refused) => refused,
+            },
+            _ => match &self.admin {
+                None => not_found(&path),
+                Some(parts) => {
+                    let api = api::Request {
+                        method,
+                        path,
+                        query: req.uri().query().unwrap_or("").to_owned(),
+                        by: format!("admin API client {peer}"),
+                    };
+                    if api.path == "/" && api.method == Method::GET {
+                        return whole(StatusCode::OK, "text/html; charset=utf-8", PAGE);
+                    }
+                    let stream = api.path == "/api/v1/events";
+                    match self.refusal(&req, stream) {
+                        None => api::route(parts, api).await,
+                        Some(refused) => refused,
+                    }
+                }
+            },
+        }
+    }
+
+    fn readyz(&self) -> Response<Body> {
+        match &self.admin {
+            Some(parts) if !parts.admin.ready() => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: starting or draining\n",
+            ),
+            _ => text(StatusCode::OK, "ready\n"),
+        }
+    }
+
+    /// Checks the bearer token, if one is set (`?token=` too when
+    /// `in_query`): the answer refusing the request, or `None` to serve it.
+    fn refusal(&self, req: &Request<Incoming>, in_query: bool) -> Option<Response<Body>> {
+        let token = self.admin.as_ref()?.token.as_ref()?;
+        let header = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let query = in_query
+            .then(|| req.uri().query())
+            .flatten()
+            .and_then(|q| api::param(q, "token"));
+        match header.or(query.as_deref()) {
+            Some(given) if token.matches(given) => None,
+            given => {
+                let why = if given.is_some() {
+                    "wrong admin token"
+                } else {
+                    "this endpoint needs the admin token: send Authorization: Bearer TOKEN"
+                };
+                let mut res = api::error(StatusCode::UNAUTHORIZED, why);
+                res.headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                Some(res)
+            }
+        }
+    }
+}
+
+/// The status page: one file, no external assets.
+const PAGE: &str = include_str!("status.html");
+
+fn whole(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut res = Response::new(Full::new(body.into()).boxed());
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    whole(status, "text/plain; charset=utf-8", body)
+}
+
+fn not_found(path: &str) -> Response<Body> {
+    api::error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}"))
+}
