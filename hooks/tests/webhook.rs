@@ -1,7 +1,8 @@
 //! The webhook sink against real HTTP endpoints on 127.0.0.1: signed
 //! requests in order with the event filter applied, retries after 5xx,
 //! timeouts against an endpoint that never answers, a bounded queue that
-//! drops and counts, unhealthy after consecutive failures, bad URLs, and
+//! drops and counts, unhealthy after consecutive failures (and the
+//! `webhook.unhealthy` and `webhook.recovered` events), bad URLs, and
 //! the verification snippets of docs/EVENTS.md run on a real delivery.
 
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reitunnel_hooks::builtin::{Secret, Webhook, WebhookConfig, WebhookHealth, UNHEALTHY_AFTER};
-use reitunnel_hooks::events::{Event, EventSink};
+use reitunnel_hooks::events::{Event, EventBus, EventSink};
 use ring::hmac;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -122,6 +123,7 @@ fn config(addr: SocketAddr, events: &[&str]) -> WebhookConfig {
         timeout: Duration::from_secs(5),
         retries: 3,
         queue: 64,
+        tls: None,
     }
 }
 
@@ -327,10 +329,27 @@ async fn unhealthy_after_consecutive_failures_until_a_success() {
     let mut cfg = config(addr, &[]);
     cfg.retries = 0;
     let hook = Webhook::new(cfg).unwrap();
+    let (tx, mut told) = mpsc::unbounded_channel();
+    hook.report_health_to(
+        EventBus::new()
+            .for_server("edge-1")
+            .with(Arc::new(Told(tx))),
+    );
     for n in 0..fail as u64 {
         hook.emit(&event("tunnel.opened", n));
     }
     let h = health_until(&hook, "unhealthy", |h| !h.healthy).await;
+    let unhealthy = next(&mut told, "webhook.unhealthy").await;
+    assert_eq!(unhealthy.event, "webhook.unhealthy");
+    assert_eq!(unhealthy.fields["endpoint"], addr.to_string());
+    assert_eq!(unhealthy.fields["consecutive_failures"], UNHEALTHY_AFTER);
+    assert!(
+        unhealthy.fields["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 503"),
+        "{unhealthy:?}"
+    );
     assert_eq!(h.consecutive_failures, UNHEALTHY_AFTER);
     assert_eq!(h.failed_attempts, fail as u64);
     assert!(h.last_error.as_deref().unwrap().contains("503"), "{h:?}");
@@ -346,13 +365,26 @@ async fn unhealthy_after_consecutive_failures_until_a_success() {
     let h = health_until(&hook, "healthy again", |h| h.delivered == 1).await;
     assert!(h.healthy);
     assert_eq!(h.consecutive_failures, 0);
+    let recovered = next(&mut told, "webhook.recovered").await;
+    assert_eq!(recovered.event, "webhook.recovered");
+    assert_eq!(recovered.fields["after_failures"], UNHEALTHY_AFTER);
+    assert_eq!(recovered.fields["server"], "edge-1");
+    assert!(told.try_recv().is_err(), "one event per turn");
+}
+
+/// The other sinks, as the webhook's health events reach them.
+struct Told(mpsc::UnboundedSender<Event>);
+
+impl EventSink for Told {
+    fn emit(&self, event: &Event) {
+        let _ = self.0.send(event.clone());
+    }
 }
 
 #[test]
 fn bad_urls_are_rejected_by_name() {
     let secret = Secret::new(SECRET);
     for url in [
-        "https://hooks.example.com/reitunnel",
         "ftp://example.com/x",
         "not a url",
         "/just/a/path",
@@ -365,6 +397,7 @@ fn bad_urls_are_rejected_by_name() {
             timeout: Duration::from_secs(1),
             retries: 0,
             queue: 1,
+            tls: None,
         };
         let e = Webhook::new(cfg).unwrap_err().to_string();
         assert!(e.contains(&format!("'{url}'")), "{url}: {e}");
@@ -377,6 +410,7 @@ fn bad_urls_are_rejected_by_name() {
         timeout: Duration::from_secs(1),
         retries: 0,
         queue: 1,
+        tls: None,
     })
     .unwrap_err()
     .to_string();

@@ -48,6 +48,7 @@ fn webhook(addr: SocketAddr) -> std::sync::Arc<Webhook> {
         timeout: Duration::from_secs(5),
         retries: 0,
         queue: 16,
+        tls: None,
     })
     .unwrap()
 }

@@ -218,6 +218,16 @@ pub fn client_connector(tls: &ClientTls) -> Result<TlsConnector, TlsError> {
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
+/// TLS client settings that trust only the CA certificates in `ca` (PEM),
+/// TLS 1.2 or 1.3: for HTTPS to a receiver under a private CA (webhooks).
+pub fn https_client(ca: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(load_roots(ca)?)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 fn system_roots() -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     let (added, _ignored) =

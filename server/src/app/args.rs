@@ -71,7 +71,7 @@ pub struct Args {
     /// Allow each client this many bytes per day, e.g. `50GiB` (a `quota` hook).
     #[arg(long, value_name = "BYTES")]
     pub(super) quota: Option<ByteSize>,
-    /// POST signed events to this http:// URL (a `webhook` hook; needs --webhook-secret).
+    /// POST signed events to this http:// or https:// URL (a `webhook` hook; needs --webhook-secret).
     #[arg(long, value_name = "URL", requires = "webhook_secret")]
     pub(super) webhook: Option<String>,
     /// HMAC secret for --webhook.
@@ -126,6 +126,7 @@ pub(super) fn flag_hooks(args: &Args) -> Vec<HookSpec> {
             timeout_secs: 5,
             retries: 3,
             streams: false,
+            ca: None,
         });
     }
     hooks

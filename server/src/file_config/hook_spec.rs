@@ -66,7 +66,7 @@ pub enum HookSpec {
         /// The wrapped hook.
         hook: Box<HookSpec>,
     },
-    /// Counters and gauges for Prometheus (needs `metrics_listen`).
+    /// Counters and gauges for Prometheus (needs `metrics_listen` or `admin_listen`).
     Metrics {
         /// Distinct client names labelled; later ones share `client="other"`.
         #[serde(default = "default_client_labels")]
@@ -96,7 +96,7 @@ pub enum HookSpec {
     },
     /// Every event (or those named in `events`) POSTed, signed, to an HTTP endpoint.
     Webhook {
-        /// The endpoint, `http://host[:port][/path]`.
+        /// The endpoint, `http://` or `https://host[:port][/path]`.
         url: String,
         /// HMAC key for `X-Reitunnel-Signature`; `${VAR}` takes it from the environment.
         secret: Secret,
@@ -112,6 +112,10 @@ pub enum HookSpec {
         /// Also send `stream.opened`/`stream.closed` (high volume).
         #[serde(default)]
         streams: bool,
+        /// For `https://`: trust only the CA certificates in this PEM file
+        /// (default: the system's).
+        #[serde(default)]
+        ca: Option<PathBuf>,
     },
 }
 

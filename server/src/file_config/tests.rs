@@ -195,6 +195,7 @@ streams = true
                 timeout_secs: 5,
                 retries: 3,
                 streams: false,
+                ca: None,
             },
             HookSpec::Webhook {
                 url: "http://hooks.internal/q".into(),
@@ -203,6 +204,7 @@ streams = true
                 timeout_secs: 2,
                 retries: 0,
                 streams: true,
+                ca: None,
             },
         ]
     );

@@ -144,6 +144,7 @@ impl HookSet {
             sinks.push((spec.clone(), sink.clone()));
             sink_of.push(Some(sink));
         }
+        tell_health_to_the_others(&sinks, server);
         let sinks_unchanged = previous.is_some_and(|p| {
             p.sinks
                 .iter()
@@ -191,6 +192,23 @@ impl HookSet {
             sinks,
             background: builder.bg,
         })
+    }
+}
+
+/// Each webhook reports turning unhealthy or recovering to every other sink.
+fn tell_health_to_the_others(sinks: &[(HookSpec, Sink)], server: &str) {
+    for (i, (_, sink)) in sinks.iter().enumerate() {
+        let Sink::Webhook(webhook) = sink else {
+            continue;
+        };
+        let others = sinks.iter().enumerate().filter(|(j, _)| *j != i).fold(
+            EventBus::new().for_server(server),
+            |bus, (_, (_, other))| match other {
+                Sink::Audit(file) => bus.with(file.clone()),
+                Sink::Webhook(hook) => bus.with(hook.clone()),
+            },
+        );
+        webhook.report_health_to(others);
     }
 }
 

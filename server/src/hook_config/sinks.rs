@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use reitunnel_hooks::builtin::{JsonLinesFile, Secret, Webhook, WebhookConfig};
 
+use reitunnel_transport::tls::https_client;
+
 use crate::file_config::{expand_env, HookSpec};
 
 /// Lines the audit writer may queue before it drops (and counts) new ones.
@@ -30,6 +32,7 @@ pub(super) fn open_sink(spec: &HookSpec) -> Result<Sink, String> {
             events,
             timeout_secs,
             retries,
+            ca,
             ..
         } => {
             if *timeout_secs == 0 {
@@ -38,6 +41,10 @@ pub(super) fn open_sink(spec: &HookSpec) -> Result<Sink, String> {
             let secret = expand_env(secret.expose()).map_err(|var| {
                 format!("webhook {url}: secret refers to ${{{var}}}, which is not set")
             })?;
+            let tls = match ca {
+                None => None,
+                Some(ca) => Some(https_client(ca).map_err(|e| format!("webhook {url}: {e}"))?),
+            };
             let config = WebhookConfig {
                 url: url.clone(),
                 secret: Secret::new(secret),
@@ -45,6 +52,7 @@ pub(super) fn open_sink(spec: &HookSpec) -> Result<Sink, String> {
                 timeout: Duration::from_secs(*timeout_secs),
                 retries: *retries,
                 queue: WEBHOOK_QUEUE,
+                tls,
             };
             // Inside a runtime the delivery task joins it; otherwise (the
             // server binary builds its chain first) it gets a thread of its own.

@@ -12,6 +12,7 @@ fn webhook(url: &str, secret: &str) -> HookSpec {
         timeout_secs: 5,
         retries: 3,
         streams: false,
+        ca: None,
     }
 }
 

@@ -1,10 +1,13 @@
 //! Webhooks (docs/EVENTS.md): every event POSTed as one JSON object to an
-//! endpoint, signed so receivers can check it came from us and reject
-//! replays. `emit` only filters and enqueues (a full queue drops the event
-//! and counts it); a background task delivers in order, one request at a
-//! time, with a per-attempt timeout and retries with exponential backoff
-//! and jitter. After [`UNHEALTHY_AFTER`] deliveries in a row fail the
-//! endpoint is reported unhealthy and backed off harder until one succeeds.
+//! `http://` or `https://` endpoint, signed so receivers can check it came
+//! from us and reject replays. `emit` only filters and enqueues (a full
+//! queue drops the event and counts it); a background task delivers in
+//! order, one request at a time over a connection kept open between events,
+//! with a per-attempt timeout and retries with exponential backoff and
+//! jitter (`delivery.rs`). After [`UNHEALTHY_AFTER`] deliveries in a row
+//! fail the endpoint is reported unhealthy (a `webhook.unhealthy` event to
+//! the other sinks, see [`Webhook::report_health_to`]) and backed off
+//! harder until one succeeds (`webhook.recovered`).
 //!
 //! Headers of each request:
 //! - `Content-Type: application/json`
@@ -15,7 +18,8 @@
 //!   at one event and unique to it, so a receiver can drop a retried
 //!   delivery it already has
 //!
-//! Only `http://` endpoints for now.
+//! `https://` checks the receiver's certificate against the system's CA
+//! certificates, or against those of [`WebhookConfig::tls`].
 //!
 //! Its health goes to the `metrics` facade, labelled by the endpoint's
 //! `host:port` (not its path, which may carry a secret):
@@ -23,34 +27,26 @@
 //! (events given up after every retry), `reitunnel_webhook_dropped_total`
 //! (a full queue) and the gauge `reitunnel_webhook_healthy` (1 or 0).
 
+mod delivery;
+mod endpoint;
+
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HOST};
-use hyper::{Request, Uri};
-use hyper_util::rt::TokioIo;
-use ring::hmac;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::Secret;
-use crate::events::{Event, EventSink};
+use crate::events::{Event, EventBus, EventSink};
+use delivery::Delivery;
+use endpoint::{Poster, Target};
 
 /// Deliveries failed in a row after which the endpoint counts as unhealthy.
 pub const UNHEALTHY_AFTER: u32 = 5;
-/// First retry delay; doubles each retry.
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-/// Retry delays stop doubling here (before the unhealthy factor).
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// While unhealthy, delays are this many times longer, and each delivery
-/// starts with one.
-const UNHEALTHY_FACTOR: u32 = 4;
 
 /// Where and how a [`Webhook`] delivers.
 #[derive(Debug, Clone)]
@@ -67,6 +63,9 @@ pub struct WebhookConfig {
     pub retries: u32,
     /// Events that may wait for delivery before new ones are dropped.
     pub queue: usize,
+    /// For `https://`: the TLS client settings (which CAs to trust).
+    /// `None`: the system's CA certificates.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// A webhook's delivery record, for the admin status.
@@ -101,11 +100,28 @@ struct Stats {
     dropped: AtomicU64,
     consecutive_failures: AtomicU32,
     last_error: Mutex<Option<String>>,
+    /// Where `webhook.unhealthy` and `webhook.recovered` go.
+    others: Mutex<Option<EventBus>>,
 }
 
 impl Stats {
     fn healthy(&self) -> bool {
         self.consecutive_failures.load(Ordering::Relaxed) < UNHEALTHY_AFTER
+    }
+
+    fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sends a health event to the other sinks, if they were given.
+    fn tell_others(&self, event: &Event) {
+        let others = self.others.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bus) = &*others {
+            bus.emit(event);
+        }
     }
 }
 
@@ -133,6 +149,7 @@ impl Stats {
 ///     timeout: Duration::from_secs(5),
 ///     retries: 3,
 ///     queue: 1024,
+///     tls: None,
 /// })?;
 /// let bus = EventBus::new().for_server("edge-1").with(webhook.clone());
 /// let chain = HookChain::builder()
@@ -178,21 +195,12 @@ impl fmt::Debug for Webhook {
     }
 }
 
-/// The parsed endpoint.
-struct Target {
-    url: String,
-    host: String,
-    port: u16,
-    authority: String,
-    path: String,
-}
-
 impl Webhook {
     /// Checks the URL and spawns the delivery task on the current tokio
     /// runtime: **call it inside a tokio runtime** (it fails otherwise; see
     /// [`Webhook::new_on_thread`]). The task ends when the webhook is dropped.
     pub fn new(config: WebhookConfig) -> io::Result<Arc<Self>> {
-        let target = parse_url(&config.url)?;
+        let target = Target::parse(&config.url, config.tls.clone())?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| {
             io::Error::other(format!(
                 "webhook {}: must be created inside a tokio runtime",
@@ -208,7 +216,7 @@ impl Webhook {
     /// Like [`Webhook::new`], but delivers from a thread of its own running
     /// a single-threaded runtime, for callers outside any runtime.
     pub fn new_on_thread(config: WebhookConfig) -> io::Result<Arc<Self>> {
-        let target = parse_url(&config.url)?;
+        let target = Target::parse(&config.url, config.tls.clone())?;
         Self::start(config, target, |task| {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -227,13 +235,12 @@ impl Webhook {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let stats = Arc::new(Stats::default());
         let delivery = Delivery {
-            target,
-            key: hmac::Key::new(hmac::HMAC_SHA256, config.secret.expose().as_bytes()),
+            poster: Poster::new(target, config.secret.expose().as_bytes()),
             timeout: config.timeout,
             retries: config.retries,
             stats: stats.clone(),
         };
-        let endpoint = delivery.target.authority.clone();
+        let endpoint = delivery.poster.target.authority.clone();
         spawn(Box::pin(delivery.run(rx)))?;
         Ok(Arc::new(Webhook {
             endpoint,
@@ -249,6 +256,14 @@ impl Webhook {
     /// The endpoint.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Sends `webhook.unhealthy` and `webhook.recovered` (with the
+    /// endpoint's `host:port`) to `others`: the sinks besides this one, so
+    /// an audit log records that events stopped reaching the receiver.
+    /// Replaces the bus given before (a reload's new set of sinks).
+    pub fn report_health_to(&self, others: EventBus) {
+        *self.stats.others.lock().unwrap_or_else(|e| e.into_inner()) = Some(others);
     }
 
     /// Waits until every event queued so far was delivered or given up, or
@@ -283,11 +298,7 @@ impl Webhook {
                 .load(Ordering::Relaxed)
                 .saturating_sub(s.settled.load(Ordering::Relaxed)),
             consecutive_failures: s.consecutive_failures.load(Ordering::Relaxed),
-            last_error: s
-                .last_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            last_error: s.last_error(),
             healthy: s.healthy(),
         }
     }
@@ -320,193 +331,4 @@ impl EventSink for Webhook {
             }
         }
     }
-}
-
-fn parse_url(url: &str) -> io::Result<Target> {
-    let bad = |why: String| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("webhook URL '{url}': {why}"),
-        )
-    };
-    let uri: Uri = url.parse().map_err(|e| bad(format!("{e}")))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some(other) => {
-            return Err(bad(format!(
-                "scheme '{other}' is not supported (only http:// for now)"
-            )))
-        }
-        None => return Err(bad("not an absolute http:// URL".to_owned())),
-    }
-    let authority = uri.authority().ok_or_else(|| bad("no host".to_owned()))?;
-    if authority.as_str().contains('@') {
-        return Err(bad("credentials in the URL are not supported".to_owned()));
-    }
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    if host.is_empty() {
-        return Err(bad("no host".to_owned()));
-    }
-    // `path()` is "/" when the URL has none.
-    let mut path = uri.path().to_owned();
-    if let Some(query) = uri.query() {
-        path.push('?');
-        path.push_str(query);
-    }
-    Ok(Target {
-        url: url.to_owned(),
-        host: host.to_owned(),
-        port: authority.port_u16().unwrap_or(80),
-        authority: authority.as_str().to_owned(),
-        path,
-    })
-}
-
-/// The background task's state.
-struct Delivery {
-    target: Target,
-    key: hmac::Key,
-    timeout: Duration,
-    retries: u32,
-    stats: Arc<Stats>,
-}
-
-impl Delivery {
-    async fn run(self, mut rx: mpsc::Receiver<Queued>) {
-        // Looked up per event, not once: the program may install its
-        // metrics recorder after this task started.
-        let endpoint = &self.target.authority;
-        while let Some(queued) = rx.recv().await {
-            let outcome = match self.deliver(&queued).await {
-                true => "reitunnel_webhook_delivered_total",
-                false => "reitunnel_webhook_failed_total",
-            };
-            metrics::counter!(outcome, "endpoint" => endpoint.clone()).increment(1);
-            let healthy = if self.stats.healthy() { 1.0 } else { 0.0 };
-            metrics::gauge!("reitunnel_webhook_healthy", "endpoint" => endpoint.clone())
-                .set(healthy);
-            self.stats.settled.fetch_add(1, Ordering::Relaxed);
-            self.stats.settle.notify_waiters();
-        }
-    }
-
-    /// Tries until the endpoint accepts the event (`true`) or the retries
-    /// run out (`false`).
-    async fn deliver(&self, queued: &Queued) -> bool {
-        let stats = &self.stats;
-        if !stats.healthy() {
-            tokio::time::sleep(backoff(0, false) * UNHEALTHY_FACTOR).await;
-        }
-        let mut retry = 0;
-        loop {
-            let outcome = match tokio::time::timeout(self.timeout, self.post(queued)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(format!("timed out after {:?}", self.timeout)),
-            };
-            match outcome {
-                Ok(()) => {
-                    stats.delivered.fetch_add(1, Ordering::Relaxed);
-                    stats.consecutive_failures.store(0, Ordering::Relaxed);
-                    return true;
-                }
-                Err(e) => {
-                    let e = format!("POST {}: {e}", self.target.url);
-                    tracing::debug!(error = %e, retry, "webhook attempt failed");
-                    stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                    *stats.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-                }
-            }
-            if retry >= self.retries {
-                let failures = stats.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(url = %self.target.url, failures, "webhook event given up after {} attempts", retry + 1);
-                if failures == UNHEALTHY_AFTER {
-                    tracing::error!(url = %self.target.url, "webhook endpoint unhealthy");
-                }
-                return false;
-            }
-            tokio::time::sleep(backoff(retry, !stats.healthy())).await;
-            retry += 1;
-        }
-    }
-
-    /// One attempt: a fresh connection, one signed POST, a 2xx answer.
-    async fn post(&self, queued: &Queued) -> Result<(), String> {
-        let body = queued.body.clone();
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs()
-            .to_string();
-        let mut mac = hmac::Context::with_key(&self.key);
-        mac.update(timestamp.as_bytes());
-        mac.update(b".");
-        mac.update(&body);
-        let signature = format!("sha256={}", hex(mac.sign().as_ref()));
-
-        let t = &self.target;
-        let stream = TcpStream::connect((t.host.as_str(), t.port))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        let _conn = AbortOnDrop(tokio::spawn(async move {
-            let _ = conn.await;
-        }));
-        let request = Request::post(t.path.as_str())
-            .header(HOST, t.authority.as_str())
-            .header(CONTENT_TYPE, "application/json")
-            .header("X-Reitunnel-Timestamp", timestamp)
-            .header("X-Reitunnel-Signature", signature)
-            .header("X-Reitunnel-Event", queued.event)
-            .header("X-Reitunnel-Event-Id", queued.id.as_str())
-            .body(Full::new(body))
-            .map_err(|e| format!("building the request: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!("HTTP {}", response.status()))
-        }
-    }
-}
-
-/// Ends the connection task when an attempt ends (or is timed out).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// The delay before retry number `retry` (0-based): 100 ms doubling, capped
-/// at 10 s, times [`UNHEALTHY_FACTOR`] while unhealthy, plus up to half again
-/// as jitter.
-fn backoff(retry: u32, unhealthy: bool) -> Duration {
-    let mut delay = BACKOFF_BASE
-        .saturating_mul(1 << retry.min(16))
-        .min(BACKOFF_MAX);
-    if unhealthy {
-        delay *= UNHEALTHY_FACTOR;
-    }
-    let half = u64::try_from(delay.as_millis() / 2).unwrap_or(u64::MAX);
-    delay + Duration::from_millis(fastrand::u64(0..=half))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    out
 }
