@@ -80,7 +80,7 @@ async fn main() {
     let (tx, mut reports) = mpsc::unbounded_channel();
     let show = move |report: Report| {
         let shown = match &report {
-            Report::Ready { kind, ready } => (
+            Report::Ready { kind, ready, .. } => (
                 Some(ready.public_addr),
                 format!(
                     "{} {} ready: {} -> {}",

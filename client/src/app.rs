@@ -1,20 +1,24 @@
 //! The client program: everything `reitunnel-client` does between parsing
 //! its flags and exiting, as a library so that tests run it in-process:
 //! its flags over its config file, then a [`Supervisor`] that keeps the
-//! tunnels open, printing a line for each tunnel that opens or closes.
+//! tunnels open, showing them as `status.rs` says: a live block on a
+//! terminal, a line for each tunnel that opens or closes elsewhere.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use clap::Parser;
-use reitunnel_hooks::builtin::{Secret, TracingHook};
+use reitunnel_hooks::builtin::{BandwidthMeter, MeterSink, Secret, TracingHook};
 use reitunnel_hooks::HookChain;
 use reitunnel_transport::cli::Signals;
 use reitunnel_transport::tls::file_identity;
 
 use crate::file_config::ClientFile;
 use crate::reconcile::Report;
+use crate::status::{self, Rates, Status};
 use crate::{ClientConfig, ClientTls, Fingerprint, LocalSpec, RemoteSpec, Supervised, Supervisor};
 
 /// Reitunnel client: exposes local TCP services through a Reitunnel server.
@@ -90,40 +94,38 @@ pub fn main(args: Args) -> ExitCode {
             Ok(wanted) => wanted,
             Err(e) => return fail(&e),
         };
-        let chain = HookChain::builder().hook(TracingHook::new(0)).build();
-        let supervisor = Supervisor::new(wanted, chain);
-        match supervisor.run(signals, || settings(&args), print).await {
+        // On a terminal, a status block with live rates from a meter of
+        // every tunnel; elsewhere plain lines, and no meter to feed.
+        let terminal = std::io::stdout().is_terminal();
+        let rates = Arc::new(Rates::default());
+        let mut chain = HookChain::builder().hook(TracingHook::new(0));
+        let mut redraw = None;
+        let status = Arc::new(Mutex::new(Status::new(&wanted, rates.clone(), terminal)));
+        if terminal {
+            let meter = BandwidthMeter::new(vec![rates as Arc<dyn MeterSink>]);
+            chain = chain.shared(meter.clone());
+            redraw = Some((
+                meter.spawn_reporter(status::EVERY),
+                redraw_every_second(status.clone()),
+            ));
+        }
+        let supervisor = Supervisor::new(wanted, chain.build());
+        let show = |report: Report<'_>| {
+            status
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .report(report)
+        };
+        let result = supervisor.run(signals, || settings(&args), show).await;
+        if let Some((reporter, redraw)) = redraw {
+            reporter.abort();
+            redraw.abort();
+        }
+        match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e.to_string()),
         }
     })
-}
-
-/// The program's output: a line on stdout for each tunnel that opens or
-/// closes, errors on stderr, reconnects in the log.
-fn print(report: Report) {
-    match report {
-        Report::Ready { kind, ready } => println!(
-            "{} {} ready: {} -> {}",
-            kind.word(),
-            ready.id.0,
-            ready.public_addr,
-            ready.target
-        ),
-        Report::Closed { kind, ready } => println!(
-            "{} {} closed: {} -> {}",
-            kind.word(),
-            ready.id.0,
-            ready.public_addr,
-            ready.target
-        ),
-        Report::Failed { error } => eprintln!("error: {error}"),
-        Report::Reconnecting {
-            error,
-            attempt,
-            wait,
-        } => tracing::warn!(%error, attempt, ?wait, "disconnected; reconnecting"),
-    }
 }
 
 /// What to keep up, from the flags over the config file;
@@ -191,6 +193,18 @@ pub fn settings(args: &Args) -> Result<Supervised, String> {
         local,
         drain,
         reconnect_max,
+    })
+}
+
+/// Redraws the status block each second: countdowns and rates move.
+fn redraw_every_second(status: Arc<Mutex<Status>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(status::EVERY);
+        loop {
+            tick.tick().await;
+            let mut status = status.lock().unwrap_or_else(PoisonError::into_inner);
+            status.draw(&mut std::io::stdout().lock());
+        }
     })
 }
 

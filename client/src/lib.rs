@@ -32,6 +32,7 @@ mod login;
 mod reconcile;
 mod session;
 mod spec;
+mod status;
 mod stream;
 mod supervisor;
 

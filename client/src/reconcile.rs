@@ -15,6 +15,8 @@ pub enum Report<'a> {
     Ready {
         /// `-R` or `-L`.
         kind: Kind,
+        /// The tunnel as asked for (its spec as displayed).
+        spec: String,
         /// The tunnel as the server opened it.
         ready: &'a TunnelReady,
     },
@@ -22,12 +24,18 @@ pub enum Report<'a> {
     Closed {
         /// `-R` or `-L`.
         kind: Kind,
+        /// The tunnel as asked for.
+        spec: String,
         /// The tunnel that closed.
         ready: &'a TunnelReady,
     },
     /// Could not be opened; a refused one is dropped from the list, one cut
     /// by a lost connection is opened at the next login.
     Failed {
+        /// `-R` or `-L`.
+        kind: Kind,
+        /// The tunnel as asked for.
+        spec: String,
         /// Why, as the server, a local hook or the OS said.
         error: &'a ClientError,
     },
@@ -126,6 +134,7 @@ async fn apply<S: Spec>(
                     freed.push(ready.public_addr.port());
                     report(Report::Closed {
                         kind: S::KIND,
+                        spec: gone.written.to_string(),
                         ready: &ready,
                     });
                 }
@@ -150,7 +159,11 @@ async fn apply<S: Spec>(
                 }
             }
             if let Err(error) = opened {
-                report(Report::Failed { error: &error });
+                report(Report::Failed {
+                    kind: S::KIND,
+                    spec: wanted.written.to_string(),
+                    error: &error,
+                });
                 if is_refusal(&error) {
                     wanted.refused = true;
                 }
@@ -235,6 +248,7 @@ impl<S: Spec> Want<S> {
         self.port = ready.public_addr.port();
         report(Report::Ready {
             kind: S::KIND,
+            spec: self.written.to_string(),
             ready,
         });
         Ok(())
@@ -242,7 +256,7 @@ impl<S: Spec> Want<S> {
 }
 
 /// `-R` and `-L` specs, opened alike.
-trait Spec: Clone + PartialEq {
+trait Spec: Clone + PartialEq + std::fmt::Display {
     const KIND: Kind;
     /// The port as written (0: any).
     fn port(&self) -> u16;

@@ -29,11 +29,13 @@ enum Seen {
 
 fn seen(report: Report) -> Seen {
     match report {
-        Report::Ready { kind, ready } => Seen::Ready(kind, ready.public_addr, ready.target.clone()),
-        Report::Closed { kind, ready } => {
+        Report::Ready { kind, ready, .. } => {
+            Seen::Ready(kind, ready.public_addr, ready.target.clone())
+        }
+        Report::Closed { kind, ready, .. } => {
             Seen::Closed(kind, ready.public_addr, ready.target.clone())
         }
-        Report::Failed { error } => Seen::Failed(error.to_string()),
+        Report::Failed { error, .. } => Seen::Failed(error.to_string()),
         Report::Reconnecting { .. } => Seen::Reconnecting,
     }
 }
