@@ -82,7 +82,7 @@ fn alert_rules_use_only_metrics_the_server_exports() {
     let rules = std::fs::read_to_string(dist("prometheus/reitunnel.rules.yml")).unwrap();
     // The metrics hook and the webhook's health are where metrics are named.
     let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hooks/src/builtin");
-    let exported: String = ["metrics.rs", "webhook.rs"]
+    let exported: String = ["metrics.rs", "webhook/mod.rs", "webhook/delivery.rs"]
         .iter()
         .map(|file| std::fs::read_to_string(builtin.join(file)).unwrap())
         .collect();

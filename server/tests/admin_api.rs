@@ -2,7 +2,8 @@
 //! runs it: the JSON API and `/metrics` read during a transfer agree with
 //! the bytes moved; a kick with a ban closes the session (the client hears
 //! why) and refuses its next login; closing a tunnel frees its port while
-//! the client's other tunnel keeps working; each action is an `admin` event
+//! the client's other tunnel keeps working; a kick frees the ports leased
+//! to a client that vanished; each action is an `admin` event
 //! on the live event stream and in the audit log; the token is enforced.
 
 mod common;
@@ -18,6 +19,7 @@ use reitunnel_hooks::{HookChain, RefuseCode};
 use reitunnel_server::app::{App, Args};
 use reitunnel_testkit::{
     echo_service, event_stream, http, prometheus_value, pseudo_random, same_echo, within,
+    FaultProxy,
 };
 use reitunnel_transport::cli::Signals;
 use serde_json::Value;
@@ -166,6 +168,11 @@ async fn the_api_reports_a_transfer_kicks_and_closes_with_their_events() {
         (Some(moved), Some(moved))
     );
     assert_eq!(c["tunnels"], serde_json::json!([id]));
+    let since = c["logged_in_at"].as_str().unwrap();
+    assert!(
+        since.len() == 20 && since.ends_with('Z'),
+        "RFC 3339 UTC: {since}"
+    );
     assert_eq!(c["quota"]["limit"], 1u64 << 30);
     let used = c["quota"]["used"].as_u64().unwrap();
     assert!(used >= moved, "quota used {used} < {moved} moved: {c}");
@@ -297,6 +304,55 @@ async fn the_api_reports_a_transfer_kicks_and_closes_with_their_events() {
         .collect();
     assert_eq!(ids, [second.id.0], "{listed}");
 
+    // A vanished client's ports are leased; a kick frees them.
+    let link = FaultProxy::start(addr).unwrap();
+    let carol = login(link.addr(), "carol").await.unwrap();
+    let leased = carol.open_reverse(spec()).await.unwrap();
+    link.cut();
+    within(PATIENCE, "carol's session to end", carol.ended()).await;
+    get_until(admin, "/api/v1/clients", "carol's session gone", |v| {
+        v.as_array().unwrap().iter().all(|c| c["name"] != "carol")
+    })
+    .await;
+    assert!(
+        TcpStream::connect(leased.public_addr).await.is_ok(),
+        "the leased port listens"
+    );
+    let freed = http(admin, "POST", "/api/v1/clients/carol/kick", None)
+        .await
+        .unwrap();
+    let freed: Value = serde_json::from_str(&freed.body).unwrap();
+    assert_eq!(
+        (
+            freed["sessions_closed"].as_u64(),
+            freed["leases_freed"].as_u64()
+        ),
+        (Some(0), Some(1)),
+        "{freed}"
+    );
+    let lease_end = next_event(
+        &mut events,
+        &[
+            ("event", "tunnel.closed".into()),
+            ("tunnel_id", leased.id.0.into()),
+        ],
+    )
+    .await;
+    assert_eq!(lease_end["reason"], "connection_lost", "{lease_end}");
+    assert!(
+        TcpStream::connect(leased.public_addr).await.is_err(),
+        "the freed port still accepts"
+    );
+
+    // The audit file is a sink, healthy.
+    let sinks = get(admin, "/api/v1/sinks").await;
+    assert_eq!(
+        (sinks[0]["kind"].as_str(), sinks[0]["dropped"].as_u64()),
+        (Some("audit"), Some(0)),
+        "{sinks}"
+    );
+    assert_eq!(sinks[0]["target"], audit.display().to_string());
+
     // Mistakes are named.
     for (method, path, status, says) in [
         (
@@ -365,7 +421,11 @@ async fn the_api_reports_a_transfer_kicks_and_closes_with_their_events() {
     let first_id = first.id.0.to_string();
     assert_eq!(
         actions,
-        [("kick", "alice"), ("close_tunnel", first_id.as_str())]
+        [
+            ("kick", "alice"),
+            ("close_tunnel", first_id.as_str()),
+            ("kick", "carol")
+        ]
     );
     assert_audit_balanced(&audit);
 }

@@ -83,7 +83,7 @@ async fn a_reload_changes_the_token_for_new_logins_and_a_stop_ends_run() {
 
 #[tokio::test]
 async fn settings_that_cannot_start_are_named() {
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (&["--listen", "127.0.0.1:0"], "a token is required"),
         (
             &[
@@ -108,6 +108,17 @@ async fn settings_that_cannot_start_are_named() {
                 "ca.pem",
             ],
             "client certificates (client_ca) need TLS",
+        ),
+        (
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--token",
+                "t",
+                "--admin",
+                "0.0.0.0:0",
+            ],
+            "the admin endpoint 0.0.0.0:0 is not on a loopback address: set admin_token",
         ),
     ];
     for (flags, expected) in cases {

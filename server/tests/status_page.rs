@@ -1,6 +1,7 @@
 //! The admin status page in a real browser: headless Chromium (Debian's
 //! `chromium`, which `.ci/run` installs) loads it from the server program
-//! while a transfer runs; the page's figures move, a screenshot is kept in
+//! while a transfer runs; the page's figures move, a refused login shows
+//! as a rejection, a screenshot is kept in
 //! `target/status-page.png`, and a click on the Kick button kicks the
 //! client, which the client itself hears. The browser is driven by
 //! `tests/browser/status_page.py` over the DevTools protocol.
@@ -9,6 +10,7 @@
 //! `REITUNNEL_REQUIRE_BROWSER` is set (as CI sets it).
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
 use clap::Parser;
@@ -18,7 +20,7 @@ use reitunnel_hooks::HookChain;
 use reitunnel_server::app::{App, Args};
 use reitunnel_testkit::{echo_service, pseudo_random, within};
 use reitunnel_transport::cli::Signals;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -86,19 +88,33 @@ async fn the_page_shows_a_live_transfer_and_its_kick_button_kicks() {
         .expect("target/")
         .join("status-page.png");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/status_page.py");
-    let drive = tokio::process::Command::new("python3")
+    let mut drive = tokio::process::Command::new("python3")
         .arg(script)
         .arg(chromium)
         .arg(format!("http://{admin}/"))
         .arg(&screenshot)
         .arg("alice")
+        .stdout(Stdio::piped())
         .kill_on_drop(true)
-        .output();
-    let out = within(PATIENCE, "the browser's steps", drive)
-        .await
+        .spawn()
         .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "the browser test failed:\n{said}");
+    let mut steps = BufReader::new(drive.stdout.take().unwrap()).lines();
+    let mut said = String::new();
+    let steps_done = async {
+        while let Some(line) = steps.next_line().await.unwrap() {
+            said.push_str(&line);
+            said.push('\n');
+            if line.starts_with("ok 1") {
+                // Once the page is up: a login it must show as rejected.
+                let wrong = ClientConfig::new(addr.to_string(), "mallory", Secret::new("wrong"));
+                let refused = Client::connect(wrong, HookChain::default()).await;
+                assert!(matches!(refused, Err(ClientError::LoginRefused { .. })));
+            }
+        }
+        drive.wait().await.unwrap()
+    };
+    let status = within(PATIENCE, "the browser's steps", steps_done).await;
+    assert!(status.success(), "the browser test failed:\n{said}");
     assert_eq!(
         said.lines().filter(|l| l.starts_with("ok ")).count(),
         4,

@@ -164,6 +164,20 @@ fn tokens_come_from_the_environment() {
         e,
         "config server.toml: token refers to ${REITUNNEL_TEST_UNSET_Y}, which is not set"
     );
+    // The admin endpoint's token too.
+    std::env::set_var("REITUNNEL_TEST_ADMIN_Z", "adm1n");
+    let cfg =
+        parse("admin_listen = \"127.0.0.1:9200\"\nadmin_token = \"${REITUNNEL_TEST_ADMIN_Z}\"\n")
+            .unwrap();
+    assert_eq!(
+        cfg.settings.admin_token.as_ref().map(Secret::expose),
+        Some("adm1n")
+    );
+    let e = parse("admin_token = \"${REITUNNEL_TEST_UNSET_Y}\"\n").unwrap_err();
+    assert!(
+        e.contains("admin_token refers to ${REITUNNEL_TEST_UNSET_Y}"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::file_config::{ByteSize, ClientSpec};
+use reitunnel_hooks::events::{Event, EventSink};
 use reitunnel_hooks::HookChain;
 
 fn webhook(url: &str, secret: &str) -> HookSpec {
@@ -194,8 +195,54 @@ fn webhooks_are_built_as_event_hooks_and_checked() {
         e.contains("secret refers to ${REITUNNEL_TEST_UNSET_WEBHOOK}, which is not set"),
         "{e}"
     );
-    let e = build(&[webhook("https://hooks.example.com/x", "s")])
-        .err()
-        .unwrap();
-    assert!(e.contains("'https://hooks.example.com/x'"), "{e}");
+    // https:// with a private CA: a CA file that is not there is named.
+    let mut private = webhook("https://hooks.internal/x", "s");
+    if let HookSpec::Webhook { ca, .. } = &mut private {
+        *ca = Some("/nonexistent/receivers-ca.pem".into());
+    }
+    let e = build(&[private]).err().unwrap();
+    assert!(
+        e.contains("webhook https://hooks.internal/x")
+            && e.contains("/nonexistent/receivers-ca.pem"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_webhook_gone_unhealthy_is_recorded_by_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    // Nothing listens on port 9 of loopback: every attempt fails at once.
+    let mut dead = webhook("http://127.0.0.1:9/hook", "s");
+    if let HookSpec::Webhook { retries, .. } = &mut dead {
+        *retries = 0;
+    }
+    let specs = [
+        HookSpec::Audit {
+            path: audit.clone(),
+            streams: false,
+        },
+        dead,
+    ];
+    let set = HookSet::build(&specs, "edge-1", Path::new("server.toml")).unwrap();
+    let webhook = &set.background().webhooks[0];
+    for n in 0..reitunnel_hooks::builtin::UNHEALTHY_AFTER {
+        webhook.emit(&Event::now("tunnel.opened").with("n", n));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let line = loop {
+        set.background().audit[0].flush().unwrap();
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("webhook.unhealthy")) {
+            break line.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no webhook.unhealthy in {text}"
+        );
+        std::thread::yield_now();
+    };
+    assert!(line.contains(r#""endpoint":"127.0.0.1:9""#), "{line}");
+    assert!(line.contains(r#""server":"edge-1""#), "{line}");
+    assert!(line.contains("connect"), "the last error: {line}");
 }

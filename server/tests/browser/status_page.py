@@ -9,8 +9,9 @@ beyond Python's standard library and Debian's chromium.
 Usage: status_page.py CHROMIUM URL SCREENSHOT CLIENT
 
 Steps, one line of output each; any failure exits 1 naming the step:
- 1. the page lists CLIENT and a tunnel;
- 2. the tunnel's byte count and rate on the page move while traffic flows;
+ 1. the page lists CLIENT and a tunnel (the test then makes a login fail);
+ 2. the tunnel's byte count and rate on the page move while traffic flows,
+    and the failed login shows as a rejection;
  3. a screenshot of the page goes to SCREENSHOT;
  4. a mouse click on CLIENT's Kick button kicks it: its row disappears.
 """
@@ -139,7 +140,9 @@ def main(chromium, url, screenshot, client):
         browser.wait_for("the tunnel's bytes to grow", count, lambda n: n > first)
         rate = "document.querySelector('tr[data-tunnel] .rate-in').textContent"
         shown = browser.wait_for("a rate above zero", rate, lambda r: r and not r.startswith("0 "))
-        print(f"ok 2: bytes in went from {first} to more; rate in shows {shown}", flush=True)
+        rejected = browser.wait_for("the failed login counted", "document.getElementById('rejected').textContent",
+                                    lambda t: t == "1 rejected")
+        print(f"ok 2: bytes in went from {first} to more; rate in shows {shown}; {rejected}", flush=True)
 
         png = browser.call("Page.captureScreenshot", {"format": "png"})["data"]
         with open(screenshot, "wb") as f:

@@ -116,6 +116,7 @@ fn client(c: &ClientStatus, hooks: &Background, (rate_in, rate_out): (u64, u64))
         "id": c.id.0,
         "name": &*c.name,
         "peer": c.peer.to_string(),
+        "logged_in_at": logged_in_at(c.connected_for),
         "connected_secs": c.connected_for.as_secs(),
         "rtt_ms": c.rtt.map(|r| r.as_secs_f64() * 1e3),
         "certified": c.certified,
@@ -129,6 +130,14 @@ fn client(c: &ClientStatus, hooks: &Background, (rate_in, rate_out): (u64, u64))
         "throttled_chunks": throttled,
         "leases": c.leases.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
     })
+}
+
+/// When a session that has lasted `for_` began, RFC 3339 UTC like the events' timestamps.
+fn logged_in_at(for_: std::time::Duration) -> String {
+    let at = std::time::SystemTime::now()
+        .checked_sub(for_)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 fn tunnels(parts: &AdminParts) -> Value {

@@ -175,3 +175,43 @@ impl EventSink for Feed {
         self.send(&event.to_json());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The body's next message, as text.
+    async fn next(body: &mut Body) -> String {
+        let frame = body.frame().await.expect("a message").unwrap();
+        String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_told_how_much_it_lost() {
+        let feed = Feed::new();
+        let mut body = feed.subscribe().into_body();
+        assert_eq!(next(&mut body).await, ": reitunnel event stream\n\n");
+        for n in 0..BACKLOG + 10 {
+            feed.send(&json!({ "event": "test", "n": n }).to_string());
+        }
+        assert_eq!(
+            next(&mut body).await,
+            "data: {\"event\":\"feed.lagged\",\"missed\":10}\n\n"
+        );
+        // Then the oldest it still has, in order.
+        assert_eq!(
+            next(&mut body).await,
+            "data: {\"event\":\"test\",\"n\":10}\n\n"
+        );
+    }
+
+    #[test]
+    fn rates_are_bytes_per_second_and_never_negative() {
+        let before = ById::from([(1, (1000, 0)), (2, (500, 500))]);
+        let now = ById::from([(1, (3000, 100)), (2, (400, 500)), (3, (9, 9))]);
+        let rates = per_sec(&now, &before, 2.0);
+        assert_eq!(rates[&1], (1000, 50));
+        assert_eq!(rates[&2], (0, 0), "a count that went back is no change");
+        assert_eq!(rates[&3], (0, 0), "new: no rate before a second reading");
+    }
+}
