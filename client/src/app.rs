@@ -19,7 +19,10 @@ use reitunnel_transport::tls::file_identity;
 use crate::file_config::ClientFile;
 use crate::reconcile::Report;
 use crate::status::{self, Rates, Status};
-use crate::{ClientConfig, ClientTls, Fingerprint, LocalSpec, RemoteSpec, Supervised, Supervisor};
+use crate::{
+    ClientConfig, ClientTls, Fingerprint, LocalSpec, ProxyProtocol, RemoteSpec, Supervised,
+    Supervisor,
+};
 
 /// Reitunnel client: exposes local TCP services through a Reitunnel server.
 #[derive(Debug, Parser)]
@@ -70,6 +73,10 @@ pub struct Args {
     /// Private key for --cert (PEM).
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub(crate) key: Option<PathBuf>,
+    /// Send each -R target a PROXY protocol header (v1 text, v2 binary) with the
+    /// visitor's address before its bytes (a tunnel in the config file may set its own).
+    #[arg(long, value_name = "VERSION")]
+    pub(crate) proxy_protocol: Option<ProxyProtocol>,
     /// Reverse tunnel `[BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT`; remote port 0 lets the server pick. Repeatable.
     #[arg(short = 'R', long = "remote", value_name = "SPEC")]
     pub(crate) remote: Vec<RemoteSpec>,
@@ -153,11 +160,15 @@ pub fn settings(args: &Args) -> Result<Supervised, String> {
             return Err("a token is required (--token, REITUNNEL_TOKEN or `token` in the config file), or a client certificate (--cert)".to_owned())
         }
     };
-    let remote = if args.remote.is_empty() {
+    let mut remote = if args.remote.is_empty() {
         file.remote
     } else {
         args.remote.clone()
     };
+    // The flag covers every tunnel that does not say otherwise.
+    for spec in remote.iter_mut().filter(|s| s.proxy_protocol.is_none()) {
+        spec.proxy_protocol = args.proxy_protocol;
+    }
     let local = if args.local.is_empty() {
         file.local
     } else {

@@ -38,8 +38,9 @@ pub struct ClientFile {
     pub cert: Option<PathBuf>,
     /// `--key`.
     pub key: Option<PathBuf>,
-    /// `-R` specs, e.g. `["8080:127.0.0.1:3000"]`.
-    #[serde(default, deserialize_with = "config_file::parsed_list")]
+    /// `-R` specs, e.g. `["8080:127.0.0.1:3000"]`; an entry may be a table
+    /// with options: `{ spec = "8080:127.0.0.1:80", proxy_protocol = "v2" }`.
+    #[serde(default)]
     pub remote: Vec<RemoteSpec>,
     /// `-L` specs, e.g. `["5432:db.internal:5432"]`.
     #[serde(default, deserialize_with = "config_file::parsed_list")]
@@ -111,6 +112,32 @@ mod tests {
         assert!(f.tls);
         assert_eq!(f.heartbeat_timeout_ms, Some(5000));
         assert_eq!(f.local[0].target, "db.internal:5432");
+    }
+
+    #[test]
+    fn a_tunnel_may_be_a_table_with_its_proxy_protocol() {
+        let f = parse(
+            "remote = [\n  { spec = \"8080:127.0.0.1:80\", proxy_protocol = \"v2\" },\n  \"9090:127.0.0.1:81\",\n]\n",
+        )
+        .unwrap();
+        assert_eq!(f.remote[0].proxy_protocol, Some(crate::ProxyProtocol::V2));
+        assert_eq!(
+            f.remote[0].to_string(),
+            "0.0.0.0:8080 -> 127.0.0.1:80 (PROXY v2)"
+        );
+        assert_eq!(f.remote[1].proxy_protocol, None);
+        let e = parse("remote = [{ spec = \"80:h:1\", proxy = \"v2\" }]\n").unwrap_err();
+        assert!(
+            e.contains("line 1") && e.contains("unknown field `proxy`"),
+            "{e}"
+        );
+        let e = parse("remote = [{ spec = \"80:h:1\", proxy_protocol = \"v3\" }]\n").unwrap_err();
+        assert!(
+            e.contains("PROXY protocol version 'v3': expected v1 or v2"),
+            "{e}"
+        );
+        let e = parse("remote = [{ proxy_protocol = \"v1\" }]\n").unwrap_err();
+        assert!(e.contains("missing field `spec`"), "{e}");
     }
 
     #[test]

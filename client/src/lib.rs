@@ -29,6 +29,7 @@ mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 mod login;
+mod proxy_header;
 mod reconcile;
 mod session;
 mod spec;
@@ -55,6 +56,7 @@ use tokio::time::{timeout_at, Instant};
 pub use backoff::Backoff;
 pub use config::{ClientConfig, MAX_FORWARD_STREAMS};
 pub use error::{ClientError, TargetError};
+pub use proxy_header::ProxyProtocol;
 pub use reconcile::{Kind, Report};
 pub use reitunnel_transport::tls::{ClientTls, Fingerprint};
 pub use spec::{LocalSpec, RemoteSpec, SpecError};

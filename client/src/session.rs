@@ -20,7 +20,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::login::unexpected;
 use crate::{
-    forward, stream, ClientConfig, ClientError, Command, LocalSpec, RemoteSpec, TunnelReady,
+    forward, stream, ClientConfig, ClientError, Command, LocalSpec, ProxyProtocol, RemoteSpec,
+    TunnelReady,
 };
 
 /// A tunnel as the client's streams see it. The tunnel's close event fires
@@ -29,6 +30,8 @@ use crate::{
 pub(crate) struct Route {
     pub info: Arc<TunnelInfo>,
     pub closer: Arc<Closer<CloseReason>>,
+    /// For a reverse tunnel: the PROXY header its targets get first.
+    pub proxy_protocol: Option<ProxyProtocol>,
     open: Option<Open<TunnelInfo>>,
 }
 
@@ -249,11 +252,23 @@ impl Session {
                         },
                     ));
                 };
-                let (kind, addr, target, listener) = match request {
-                    Request::Reverse(spec) => (TunnelKind::Reverse, bound, spec.target, None),
+                let (kind, addr, target, listener, proxy_protocol) = match request {
+                    Request::Reverse(spec) => (
+                        TunnelKind::Reverse,
+                        bound,
+                        spec.target,
+                        None,
+                        spec.proxy_protocol,
+                    ),
                     Request::Forward(spec, listener) => {
                         let local = listener.local_addr().unwrap_or(spec.bind);
-                        (TunnelKind::Forward, local, spec.target, Some(listener))
+                        (
+                            TunnelKind::Forward,
+                            local,
+                            spec.target,
+                            Some(listener),
+                            None,
+                        )
                     }
                 };
                 let info = Arc::new(TunnelInfo::new(
@@ -268,6 +283,7 @@ impl Session {
                         let route = Arc::new(Route {
                             info,
                             closer: self.closer.child(),
+                            proxy_protocol,
                             open: Some(open),
                         });
                         if let Some(listener) = listener {

@@ -5,7 +5,11 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use thiserror::Error;
+
+use crate::proxy_header::ProxyProtocol;
 
 /// A reverse tunnel request: the server listens on `bind`, visitors reach `target`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +19,8 @@ pub struct RemoteSpec {
     pub bind: SocketAddr,
     /// `host:port` the client connects to for each visitor.
     pub target: String,
+    /// Send the target a PROXY protocol header with the visitor's address first.
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// A local forward request (`-L`): the client listens on `bind`, the
@@ -122,7 +128,11 @@ impl FromStr for RemoteSpec {
 
     fn from_str(spec: &str) -> Result<Self, SpecError> {
         let (bind, target) = parse(spec, &REMOTE)?;
-        Ok(RemoteSpec { bind, target })
+        Ok(RemoteSpec {
+            bind,
+            target,
+            proxy_protocol: None,
+        })
     }
 }
 
@@ -143,7 +153,45 @@ impl fmt::Display for LocalSpec {
 
 impl fmt::Display for RemoteSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} -> {}", self.bind, self.target)
+        write!(f, "{} -> {}", self.bind, self.target)?;
+        match self.proxy_protocol {
+            Some(version) => write!(f, " (PROXY {version})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// In a config file's `remote` list: a spec string (`"8080:127.0.0.1:3000"`),
+/// or a table with the spec and its options
+/// (`{ spec = "8080:127.0.0.1:80", proxy_protocol = "v2" }`).
+impl<'de> Deserialize<'de> for RemoteSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entry;
+        impl<'de> Visitor<'de> for Entry {
+            type Value = RemoteSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a tunnel spec like "8080:127.0.0.1:3000", or a table { spec = "…", proxy_protocol = "v2" }"#)
+            }
+            fn visit_str<E: de::Error>(self, spec: &str) -> Result<RemoteSpec, E> {
+                spec.parse().map_err(E::custom)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RemoteSpec, A::Error> {
+                const FIELDS: &[&str] = &["spec", "proxy_protocol"];
+                let (mut spec, mut proxy_protocol) = (None::<String>, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "spec" => spec = Some(map.next_value()?),
+                        "proxy_protocol" => proxy_protocol = Some(map.next_value()?),
+                        other => return Err(de::Error::unknown_field(other, FIELDS)),
+                    }
+                }
+                let spec = spec.ok_or_else(|| de::Error::missing_field("spec"))?;
+                let mut remote: RemoteSpec = spec.parse().map_err(de::Error::custom)?;
+                remote.proxy_protocol = proxy_protocol;
+                Ok(remote)
+            }
+        }
+        d.deserialize_any(Entry)
     }
 }
 

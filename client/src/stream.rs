@@ -1,5 +1,5 @@
-//! One visitor stream on the client: read the header, reach the target,
-//! answer, relay.
+//! One visitor stream on the client: read the header, reach the target
+//! (and send it a PROXY protocol header if the tunnel asks), answer, relay.
 
 use std::sync::{Arc, PoisonError};
 
@@ -56,12 +56,26 @@ pub(crate) async fn serve(
         }
     };
     let target = &route.info.target;
-    let mut local = match dial(target, cfg.target_connect_timeout).await {
+    let reached = async {
+        let mut local = dial(target, cfg.target_connect_timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        // The visitor's real address first, for a target that reads it.
+        if let Some(version) = route.proxy_protocol {
+            let header = version.header(peer, route.info.bind);
+            local
+                .write_all(&header)
+                .await
+                .map_err(|e| format!("sending the PROXY {version} header: {e}"))?;
+        }
+        Ok::<_, String>(local)
+    };
+    let mut local = match reached.await {
         Ok(local) => local,
-        Err(e) => {
+        Err(reason) => {
             let err = TargetError {
                 target: target.to_string(),
-                reason: e.to_string(),
+                reason,
             };
             tracing::warn!(error = %err, "visitor not connected");
             chain.error(Scope::Stream(open.info()), &err);

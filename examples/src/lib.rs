@@ -192,6 +192,7 @@ impl Loopback {
             let spec = RemoteSpec {
                 bind: "127.0.0.1:0".parse().unwrap(),
                 target: target.to_string(),
+                proxy_protocol: None,
             };
             let _ = tunnel_tx.send(client.open_reverse(spec).await.map_err(|e| e.to_string()));
             client.ended().await;

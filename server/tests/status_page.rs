@@ -7,7 +7,7 @@
 //! `tests/browser/status_page.py` over the DevTools protocol.
 //!
 //! Without Chromium the test says so and passes, unless
-//! `REITUNNEL_REQUIRE_BROWSER` is set (as CI sets it).
+//! `REITUNNEL_REQUIRE_TOOLS` is set (as CI sets it).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -39,8 +39,8 @@ fn chromium() -> Option<PathBuf> {
 async fn the_page_shows_a_live_transfer_and_its_kick_button_kicks() {
     let Some(chromium) = chromium() else {
         assert!(
-            std::env::var_os("REITUNNEL_REQUIRE_BROWSER").is_none(),
-            "REITUNNEL_REQUIRE_BROWSER is set but Chromium is not installed (apt-get install chromium)"
+            std::env::var_os("REITUNNEL_REQUIRE_TOOLS").is_none(),
+            "REITUNNEL_REQUIRE_TOOLS is set but Chromium is not installed (apt-get install chromium)"
         );
         eprintln!("skipped: no Chromium (apt-get install chromium)");
         return;
