@@ -16,6 +16,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::handshake::{check_name, read_login};
 use crate::limits::Slot;
+use crate::proxied::{real_peer, ProxiedError};
 use crate::session::Session;
 use crate::{ServerState, SessionError};
 
@@ -23,12 +24,27 @@ use crate::{ServerState, SessionError};
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
-/// Serves one accepted connection from its TLS handshake and login to
-/// disconnect. The handshake holds a counted slot (in total and per source
-/// IP) and must finish within `handshake_timeout`.
-pub(crate) async fn serve(shared: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr) {
+/// Serves one accepted connection from its PROXY header (behind a
+/// balancer), TLS handshake and login to disconnect. The handshake holds a
+/// counted slot (in total and per source IP) and all of it must finish
+/// within `handshake_timeout`.
+pub(crate) async fn serve(shared: Arc<ServerState>, mut tcp: TcpStream, peer: SocketAddr) {
     let admission = &shared.admission;
     let _ = tune(&tcp);
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    let trusted = &shared.config.proxy_protocol_from;
+    let peer = match timeout_at(deadline, real_peer(&mut tcp, peer, trusted)).await {
+        Ok(Ok(peer)) => peer,
+        Ok(Err(e)) => {
+            let told = matches!(e, ProxiedError::Untrusted(_)).then(|| e.to_string());
+            shared.pre_login_failed(&SessionError::Proxied(e));
+            if let Some(message) = told {
+                turn_away(&shared, tcp, RefuseCode::Forbidden, message).await;
+            }
+            return;
+        }
+        Err(_) => return shared.pre_login_failed(&shared.handshake_timeout(peer)),
+    };
     let slots = admission
         .handshakes
         .take()
@@ -42,7 +58,6 @@ pub(crate) async fn serve(shared: Arc<ServerState>, tcp: TcpStream, peer: Socket
     if let Some(wait) = admission.failed_logins.blocked_for(peer.ip()) {
         return turn_away_blocked(&shared, tcp, peer, wait).await;
     }
-    let deadline = Instant::now() + shared.config.handshake_timeout;
     match shared.tls.clone() {
         None => admit(shared, tcp, peer, None, slots, deadline).await,
         Some(acceptor) => match timeout_at(deadline, acceptor.accept(tcp)).await {
@@ -66,9 +81,6 @@ pub(crate) async fn serve(shared: Arc<ServerState>, tcp: TcpStream, peer: Socket
 
 /// Turns away a connection from an address blocked for failed logins,
 /// without a hook call of its own (the failures are counted for the hooks).
-/// Plain TCP is told why at little cost: after the client's preamble (read,
-/// so closing sends no reset that could eat the answer), ours, then the
-/// refusal where the challenge would come. TLS would need a handshake.
 async fn turn_away_blocked(shared: &ServerState, tcp: TcpStream, peer: SocketAddr, wait: Duration) {
     let failed_logins = &shared.admission.failed_logins;
     shared.pre_login_failed(&SessionError::Blocked {
@@ -76,13 +88,19 @@ async fn turn_away_blocked(shared: &ServerState, tcp: TcpStream, peer: SocketAdd
         per_minute: failed_logins.per_minute(),
         wait,
     });
+    let message = shared.blocked_message(peer.ip(), wait);
+    turn_away(shared, tcp, RefuseCode::LimitReached, message).await;
+}
+
+/// Tells a connection refused before its handshake why, where that is
+/// cheap. Plain TCP: after the client's preamble (read, so closing sends no
+/// reset that could eat the answer), ours, then the refusal where the
+/// challenge would come. TLS would need a handshake, so it is just closed.
+async fn turn_away(shared: &ServerState, tcp: TcpStream, code: RefuseCode, message: String) {
     if shared.tls.is_some() {
         return;
     }
-    let refusal = Frame::LoginRefused {
-        code: RefuseCode::LimitReached,
-        message: shared.blocked_message(peer.ip(), wait),
-    };
+    let refusal = Frame::LoginRefused { code, message };
     let mut tcp = tcp;
     let _ = timeout(shared.config.handshake_timeout, async {
         tcp.read_exact(&mut [0u8; PREAMBLE_LEN]).await?;

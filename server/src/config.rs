@@ -49,6 +49,11 @@ pub struct ServerConfig {
     /// are summed up for the hooks: each kind reaches them once as it
     /// happens, then as one count per interval (every one is logged).
     pub pre_login_summary: Duration,
+    /// Balancers (HAProxy, AWS NLB) that connect on behalf of clients and
+    /// visitors and start each connection with a PROXY protocol header
+    /// naming the real peer. When not empty, the control port and public
+    /// ports take connections only from these networks, header first.
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
     /// Relay buffer sizes, and the idle timeout of visitor and `-L`
     /// streams (default [`VISITOR_IDLE_TIMEOUT`]; `[limits]
     /// visitor_idle_timeout_secs` in the config file).
@@ -78,6 +83,7 @@ impl ServerConfig {
             pre_login_summary: Duration::from_secs(60),
             limits: Limits::default(),
             mux: MuxConfig::default(),
+            proxy_protocol_from: Vec::new(),
             relay: RelayConfig {
                 idle_timeout: Some(VISITOR_IDLE_TIMEOUT),
                 ..RelayConfig::default()

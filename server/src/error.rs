@@ -141,6 +141,10 @@ pub enum SessionError {
         /// How long it stays blocked.
         wait: Duration,
     },
+    /// A PROXY protocol header was missing, malformed, or came from an
+    /// address not in `proxy_protocol_from`.
+    #[error(transparent)]
+    Proxied(#[from] crate::ProxiedError),
     /// Failures before login of one kind, after the first, since the last
     /// summary (see the server's `pre_login_summary`).
     #[error(
@@ -171,6 +175,7 @@ impl SessionError {
             SessionError::MuxEnded { .. } => "mux_ended",
             SessionError::Control { .. } => "control",
             SessionError::Blocked { .. } => "blocked",
+            SessionError::Proxied(_) => "proxy_protocol",
             SessionError::Repeated { .. } => "repeated",
         }
     }

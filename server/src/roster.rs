@@ -19,6 +19,9 @@ use tokio::sync::mpsc;
 
 type Handle = Arc<Closer<CloseReason>>;
 
+/// The longest ban: ten years (a longer one would overflow the clock).
+pub(crate) const MAX_BAN: Duration = Duration::from_secs(10 * 365 * 86_400);
+
 /// Tunnels an operator closed, for their session to tell its client.
 pub(crate) type AdminCloses = mpsc::UnboundedReceiver<TunnelId>;
 
@@ -181,8 +184,9 @@ impl Roster {
         lock(&self.tunnels).get(&id).cloned()
     }
 
-    /// Refuses `name`'s logins for `period` (replacing any ban it had).
+    /// Refuses `name`'s logins for `period`, at most [`MAX_BAN`] (replacing any ban it had).
     pub(crate) fn ban(&self, name: &str, period: Duration) {
+        let period = period.min(MAX_BAN);
         let mut bans = lock(&self.bans);
         let now = Instant::now();
         bans.retain(|_, until| *until > now);

@@ -95,6 +95,11 @@ impl Session {
         let (listing, mut admin_closes) = shared
             .roster
             .client(session.client.clone(), session.closer.clone());
+        // A ban made between the login's check and this listing still holds.
+        if let Some(left) = shared.roster.banned_for(&session.client.name) {
+            let why = format!("banned by an operator for another {}s", left.as_secs() + 1);
+            session.closer.close(CloseReason::Admin(why));
+        }
         let reason = match timeout(cfg.handshake_timeout, inbound.recv()).await {
             Ok(Some(control)) => {
                 let heartbeat = Heartbeat::new(limits.heartbeat_interval, limits.heartbeat_timeout);

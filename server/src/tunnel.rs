@@ -1,5 +1,6 @@
 //! A reverse tunnel's public listener and its visitors.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -11,10 +12,12 @@ use reitunnel_hooks::{
 use reitunnel_transport::stream::{open_and_relay, until_closed, AnswerWait, OpenError};
 use reitunnel_transport::{tune, Closer, MuxHandle};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
 use crate::lease::{ClientHold, Parked};
 use crate::limits::{Slot, Slots};
+use crate::proxied::{real_peer, ProxiedError};
 use crate::roster::TunnelListing;
 use crate::{report_to, ServerState, StreamError};
 
@@ -100,16 +103,33 @@ impl Tunnel {
         }
     }
 
-    /// One visitor: limits, gate, bridge to the client, close.
+    /// One visitor: its real address (behind a balancer), limits, gate,
+    /// bridge to the client, close.
     async fn visitor(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr) {
         let _ = tune(&tcp);
         let shared = &self.shared;
         let _live = shared.streams.token();
+        let trusted = &shared.config.proxy_protocol_from;
+        let wait = shared.config.handshake_timeout;
+        let real = match timeout(wait, real_peer(&mut tcp, peer, trusted)).await {
+            Ok(real) => real,
+            Err(_) => Err(ProxiedError::Io {
+                peer,
+                source: io::Error::new(io::ErrorKind::TimedOut, format!("none within {wait:?}")),
+            }),
+        };
         let info = Arc::new(StreamInfo::new(
             shared.ids.stream(),
             self.info.clone(),
-            peer,
+            *real.as_ref().unwrap_or(&peer),
         ));
+        if let Err(e) = real {
+            // Dropping the socket ends the connection; hooks and logs hear why.
+            let reason = Reason::new(RefuseCode::Forbidden, e.to_string());
+            tracing::warn!(%peer, %reason, "visitor refused");
+            self.chain.refuse(Scope::Stream(&info), reason);
+            return;
+        }
         let admission = &shared.admission;
         let slots = admission
             .visitors_per_ip

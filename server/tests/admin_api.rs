@@ -18,8 +18,8 @@ use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::{HookChain, RefuseCode};
 use reitunnel_server::app::{App, Args};
 use reitunnel_testkit::{
-    echo_service, event_stream, http, prometheus_value, pseudo_random, same_echo, within,
-    FaultProxy,
+    echo_service, event_stream, http, http_with, prometheus_value, pseudo_random, same_echo,
+    within, FaultProxy,
 };
 use reitunnel_transport::cli::Signals;
 use serde_json::Value;
@@ -353,6 +353,34 @@ async fn the_api_reports_a_transfer_kicks_and_closes_with_their_events() {
     );
     assert_eq!(sinks[0]["target"], audit.display().to_string());
 
+    // What a page of another site could make a browser send is refused,
+    // and so is a Host that is not loopback (a DNS-rebound page) without a token.
+    let kick_bob = "/api/v1/clients/bob/kick";
+    let cross = [("Origin", "http://evil.example")];
+    let from_elsewhere = http_with(admin, "POST", kick_bob, None, &cross)
+        .await
+        .unwrap();
+    assert_eq!(from_elsewhere.status, 403, "{}", from_elsewhere.body);
+    assert!(from_elsewhere
+        .body
+        .contains("a request from a page of http://evil.example"));
+    let rebound = [("Host", "evil.example:9200")];
+    let read = http_with(admin, "GET", "/api/v1/clients", None, &rebound)
+        .await
+        .unwrap();
+    assert_eq!(read.status, 403, "{}", read.body);
+    assert!(read
+        .body
+        .contains("Host 'evil.example:9200' is not a loopback name"));
+    let local = [("Host", "localhost"), ("Origin", "http://localhost")];
+    assert_eq!(
+        http_with(admin, "GET", "/api/v1/tunnels", None, &local)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+
     // Mistakes are named.
     for (method, path, status, says) in [
         (
@@ -378,6 +406,18 @@ async fn the_api_reports_a_transfer_kicks_and_closes_with_their_events() {
             "/api/v1/clients/bob/kick?ban_secs=soon",
             400,
             "ban_secs must be a whole number",
+        ),
+        (
+            "POST",
+            "/api/v1/clients/bob/kick?ban_secs=18446744073709551615",
+            400,
+            "at most 315360000 (ten years)",
+        ),
+        (
+            "POST",
+            "/api/v1/clients/no%40body/kick",
+            404,
+            "no client named 'no@body'",
         ),
         (
             "GET",

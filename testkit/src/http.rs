@@ -24,13 +24,21 @@ async fn send(
     method: &str,
     path: &str,
     token: Option<&str>,
+    headers: &[(&str, &str)],
 ) -> io::Result<TcpStream> {
     let mut tcp = TcpStream::connect(addr).await?;
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await?;
     Ok(tcp)
 }
 
@@ -41,7 +49,19 @@ pub async fn http(
     path: &str,
     token: Option<&str>,
 ) -> io::Result<HttpResponse> {
-    let mut tcp = send(addr, method, path, token).await?;
+    http_with(addr, method, path, token, &[]).await
+}
+
+/// Like [`http`], with extra request headers; a `Host` among them replaces
+/// the default one (the address connected to).
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> io::Result<HttpResponse> {
+    let mut tcp = send(addr, method, path, token, headers).await?;
     let mut raw = Vec::new();
     tcp.read_to_end(&mut raw).await?;
     let raw = String::from_utf8_lossy(&raw);
@@ -95,6 +115,6 @@ pub async fn event_stream(
     path: &str,
     token: Option<&str>,
 ) -> io::Result<Lines<BufReader<TcpStream>>> {
-    let tcp = send(addr, "GET", path, token).await?;
+    let tcp = send(addr, "GET", path, token, &[]).await?;
     Ok(BufReader::new(tcp).lines())
 }

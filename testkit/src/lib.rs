@@ -11,7 +11,8 @@
 //! replayable [`pseudo_random`] payloads checked with [`same_echo`], and
 //! [`within`], a failure guard for a future; [`Process`], a child
 //! whose output tests wait on line by line; and [`http`], a minimal HTTP
-//! client for the server's metrics and admin endpoints.
+//! client for the server's metrics and admin endpoints; nginx and HAProxy
+//! set up to read and send the PROXY protocol.
 
 #![forbid(unsafe_code)]
 
@@ -21,10 +22,14 @@ mod http;
 mod process;
 mod prometheus;
 mod service;
+mod tools;
 
 pub use bytes::{pseudo_random, same_echo};
 pub use fault::{FaultProxy, Toward};
-pub use http::{event_stream, http, HttpResponse};
+pub use http::{event_stream, http, http_with, HttpResponse};
 pub use process::{Frozen, Lines, Process};
 pub use prometheus::prometheus_value;
 pub use service::{echo_service, echo_service_on_threads, firehose_service, within};
+pub use tools::{
+    free_port, haproxy_sending_proxy_v2, installed, nginx_showing_proxy_protocol, HAPROXY, NGINX,
+};

@@ -7,7 +7,7 @@ use clap::Parser;
 use reitunnel_hooks::builtin::Secret;
 
 use crate::file_config::{ByteSize, HookSpec};
-use crate::{ForwardRule, PortRanges};
+use crate::{ForwardRule, Network, PortRanges};
 
 /// Reitunnel server: clients log in over one multiplexed connection and get
 /// public ports that forward visitors to their local services.
@@ -33,6 +33,11 @@ pub struct Args {
     /// `10.0.0.0/8:22`); repeatable [default: none].
     #[arg(long, value_name = "RULE")]
     pub(super) allow_forward: Vec<ForwardRule>,
+    /// Balancer allowed to connect with a PROXY protocol header naming the real
+    /// client or visitor, e.g. `10.0.0.0/8`; repeatable. When set, only these
+    /// may connect, to the control port and the public ports [default: none].
+    #[arg(long, value_name = "NETWORK")]
+    pub(super) proxy_protocol_from: Vec<Network>,
     /// IP tunnels listen on when the client does not name one [default: 0.0.0.0].
     #[arg(long)]
     pub(super) bind_ip: Option<IpAddr>,

@@ -75,6 +75,12 @@ impl Settings {
         if let Some(ports) = args.allow_ports.clone().or(s.allow_ports) {
             config.allow_ports = ports;
         }
+        let balancers = if args.proxy_protocol_from.is_empty() {
+            s.proxy_protocol_from
+        } else {
+            args.proxy_protocol_from.clone()
+        };
+        config.proxy_protocol_from = balancers.into_iter().map(|net| net.0).collect();
         config.allow_forward = if args.allow_forward.is_empty() {
             s.allow_forward
         } else {
@@ -144,6 +150,10 @@ impl Settings {
         [
             ("listen", new.listen != old.listen),
             ("name", new.name != old.name),
+            (
+                "proxy_protocol_from",
+                new.proxy_protocol_from != old.proxy_protocol_from,
+            ),
             ("tls_cert, tls_key, client_ca", new.tls != old.tls),
             (
                 "[limits]",

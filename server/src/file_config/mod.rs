@@ -45,6 +45,10 @@ pub struct Settings {
     /// `--allow-forward`: targets `-L` clients may reach, e.g. `["db.internal:5432", "10.0.0.0/8:22"]`.
     #[serde(default, deserialize_with = "config_file::parsed_list")]
     pub allow_forward: Vec<crate::ForwardRule>,
+    /// `--proxy-protocol-from`: balancers that send a PROXY protocol header,
+    /// e.g. `["10.0.0.0/8"]`; only they may connect when set.
+    #[serde(default, deserialize_with = "config_file::parsed_list")]
+    pub proxy_protocol_from: Vec<crate::Network>,
     /// `--name`.
     pub name: Option<String>,
     /// `--stats-interval`, seconds.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::Network;
 
 fn parse(text: &str) -> Result<FileConfig, String> {
     FileConfig::parse(text, Path::new("server.toml")).map_err(|e| e.to_string())
@@ -85,6 +86,19 @@ fn unknown_kind_field_and_bad_values_name_the_line() {
     let e = parse("[[hooks]]\nkind = \"rate_limit\"\nper_client_bytes_per_sec = \"10 parsecs\"\n")
         .unwrap_err();
     assert!(e.contains("line 1: hook #1: unknown unit 'parsecs'"), "{e}");
+    let e = parse("name = \"x\"\nproxy_protocol_from = [\"10.0.0.0/8\", \"10.1\"]\n").unwrap_err();
+    assert!(
+        e.contains("line 2") && e.contains("'10.1' is not a network (like 10.0.0.0/8) or address"),
+        "{e}"
+    );
+    let balancers = parse("proxy_protocol_from = [\"10.0.0.0/8\", \"192.0.2.7\"]\n").unwrap();
+    assert_eq!(
+        balancers.settings.proxy_protocol_from,
+        [
+            Network("10.0.0.0/8".parse().unwrap()),
+            Network("192.0.2.7/32".parse().unwrap())
+        ]
+    );
     let e = parse("lisen = \"0.0.0.0:1\"\n").unwrap_err();
     assert!(
         e.contains("line 1") && e.contains("unknown field `lisen`"),

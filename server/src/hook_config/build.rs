@@ -1,13 +1,14 @@
 //! One hook from one `[[hooks]]` table, checked as it is built.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::num::{NonZeroU32, NonZeroU64};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+
+use crate::proxied::Network;
 use reitunnel_hooks::builtin::{
     BandwidthMeter, ByteRate, ClientRules, EventHook, EventRate, MeterSink, MetricsHook, Policy,
     Quota, RateLimit, RateLimitConfig, Sampler, Sampling, Secret, TracingHook, TracingSink,
@@ -203,9 +204,9 @@ fn policy(
     let nets = |list: &[String], what: &str| -> Result<Vec<IpNet>, String> {
         list.iter()
             .map(|s| {
-                s.parse::<IpNet>()
-                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| format!("policy: {what} entry '{s}' is not a network (like 10.0.0.0/8) or address"))
+                s.parse::<Network>()
+                    .map(|net| net.0)
+                    .map_err(|e| format!("policy: {what} entry {e}"))
             })
             .collect()
     };

@@ -20,7 +20,15 @@ pub(super) struct Request {
 
 /// Answers one admin API request (already authorized).
 pub(super) async fn route(parts: &AdminParts, req: Request) -> Response<Body> {
-    let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    // Names may hold `@` and the like, which browsers send percent-encoded.
+    let decoded: Option<Vec<String>> = req.path.trim_matches('/').split('/').map(decode).collect();
+    let Some(decoded) = decoded else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the path is not UTF-8 once decoded",
+        );
+    };
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let get = req.method == Method::GET;
     let post = req.method == Method::POST;
     match segments.as_slice() {
@@ -55,14 +63,19 @@ pub(super) async fn route(parts: &AdminParts, req: Request) -> Response<Body> {
     }
 }
 
+/// The longest ban: ten years.
+const MAX_BAN_SECS: u64 = 10 * 365 * 86_400;
+
 fn kick(parts: &AdminParts, name: &str, req: &Request) -> Response<Body> {
     let ban = match param(&req.query, "ban_secs").map(|s| s.parse::<u64>()) {
         None => None,
-        Some(Ok(secs)) => Some(std::time::Duration::from_secs(secs)),
-        Some(Err(_)) => {
+        Some(Ok(secs)) if secs <= MAX_BAN_SECS => Some(std::time::Duration::from_secs(secs)),
+        Some(_) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "ban_secs must be a whole number of seconds",
+                &format!(
+                "ban_secs must be a whole number of seconds, at most {MAX_BAN_SECS} (ten years)"
+            ),
             )
         }
     };
@@ -197,14 +210,21 @@ fn sinks(hooks: &Background) -> Value {
     webhooks.chain(audit).collect()
 }
 
-/// The value of `key` in a query string (no percent-decoding: tokens,
-/// numbers and names need none).
+/// The value of `key` in a query string, percent-decoded (`None` if it is
+/// not there or not UTF-8 once decoded).
 pub(super) fn param(query: &str, key: &str) -> Option<String> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.to_owned())
+        .and_then(|(_, v)| decode(v))
+}
+
+/// A percent-decoded path segment or query value, if it is UTF-8.
+/// A `+` stays a `+` (a token may hold one; browsers encode spaces as `%20`).
+fn decode(s: &str) -> Option<String> {
+    let decoded = percent_encoding::percent_decode_str(s).decode_utf8().ok()?;
+    Some(decoded.into_owned())
 }
 
 fn ok(value: Value) -> Response<Body> {

@@ -79,6 +79,8 @@ impl Feed {
     pub(in crate::app) fn measure(self: Arc<Self>, admin: Admin) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(RATE_EVERY);
+            // After a stall, one reading over the whole gap, not a burst over none.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // When the last reading was taken, and its bytes by client and by tunnel.
             let mut last: (Instant, ById, ById) = (Instant::now(), ById::new(), ById::new());
             loop {
@@ -99,7 +101,9 @@ impl Feed {
                     clients: per_sec(&c_bytes, &last.1, secs),
                     tunnels: per_sec(&t_bytes, &last.2, secs),
                 };
-                last = (now, c_bytes, t_bytes);
+                // Never a lower reading as the base: a closing stream's bytes
+                // can be briefly in neither count, and must not come back as a spike.
+                last = (now, at_least(c_bytes, &last.1), at_least(t_bytes, &last.2));
                 *self.rates.lock().unwrap_or_else(PoisonError::into_inner) = rates.clone();
                 if self.tx.receiver_count() > 0 {
                     let tunnels: Vec<_> = tunnels
@@ -169,6 +173,17 @@ fn per_sec(now: &ById, before: &ById, secs: f64) -> ById {
         .collect()
 }
 
+/// `now`, each count raised to what `before` had for that id.
+fn at_least(mut now: ById, before: &ById) -> ById {
+    for (id, (i, o)) in now.iter_mut() {
+        if let Some(&(bi, bo)) = before.get(id) {
+            *i = (*i).max(bi);
+            *o = (*o).max(bo);
+        }
+    }
+    now
+}
+
 /// The hooks' operator events, to every subscriber.
 impl EventSink for Feed {
     fn emit(&self, event: &Event) {
@@ -213,5 +228,8 @@ mod tests {
         assert_eq!(rates[&1], (1000, 50));
         assert_eq!(rates[&2], (0, 0), "a count that went back is no change");
         assert_eq!(rates[&3], (0, 0), "new: no rate before a second reading");
+        // The dip is not kept as the base, so it does not come back as a spike.
+        let base = at_least(now, &before);
+        assert_eq!(base[&2], (500, 500));
     }
 }

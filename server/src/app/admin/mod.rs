@@ -6,7 +6,8 @@
 //! With a token set, everything but `/healthz`, `/readyz` and the page
 //! itself (which holds no data) needs `Authorization: Bearer TOKEN`; the
 //! event stream also takes `?token=`, since a browser's `EventSource`
-//! cannot send headers.
+//! cannot send headers. Whatever the token, requests a page of another
+//! site could make a browser send are refused (see `foreign`).
 
 mod api;
 mod feed;
@@ -19,9 +20,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use reitunnel_hooks::builtin::Secret;
 use tokio::net::TcpListener;
@@ -37,6 +38,12 @@ type Body = BoxBody<Bytes, Infallible>;
 
 /// How often Prometheus histograms are compacted.
 const UPKEEP: Duration = Duration::from_secs(5);
+
+/// Connections the endpoint serves at once (event streams included).
+const MAX_CONNECTIONS: usize = 256;
+
+/// How long a request's head may take to arrive.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the endpoint serves from.
 pub(super) struct Endpoint {
@@ -101,6 +108,10 @@ impl Endpoint {
                             tokio::time::sleep(Duration::from_millis(100)).await;
                             continue;
                         };
+                        if connections.len() >= MAX_CONNECTIONS {
+                            tracing::warn!(%peer, "admin endpoint: {MAX_CONNECTIONS} connections open; refusing another");
+                            continue;
+                        }
                         let endpoint = self.clone();
                         connections.spawn(async move {
                             let service = hyper::service::service_fn(move |req| {
@@ -108,6 +119,8 @@ impl Endpoint {
                                 async move { Ok::<_, Infallible>(endpoint.handle(req, peer).await) }
                             });
                             let served = hyper::server::conn::http1::Builder::new()
+                                .timer(TokioTimer::new())
+                                .header_read_timeout(HEADER_TIMEOUT)
                                 .serve_connection(TokioIo::new(tcp), service)
                                 .await;
                             if let Err(e) = served {
@@ -137,6 +150,9 @@ impl Endpoint {
             _ => match &self.admin {
                 None => not_found(&path),
                 Some(parts) => {
+                    if let Some(refused) = foreign(&req, parts.token.is_some()) {
+                        return refused;
+                    }
                     let api = api::Request {
                         method,
                         path,
@@ -194,6 +210,48 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// Refuses what a web page elsewhere could make a browser send: a request
+/// from another origin (a kick is a POST a cross-site form can make), and,
+/// without a token, one whose `Host` is not a loopback name (a DNS-rebound
+/// page reading the API). `curl` and Prometheus send neither header.
+fn foreign(req: &Request<Incoming>, has_token: bool) -> Option<Response<Body>> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let host = header(HOST.as_str()).unwrap_or_default();
+    if matches!(header("sec-fetch-site"), Some("cross-site" | "same-site")) {
+        return Some(api::error(
+            StatusCode::FORBIDDEN,
+            "a request from another site's page",
+        ));
+    }
+    if let Some(origin) = header(ORIGIN.as_str()) {
+        let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
+        if origin_host != host {
+            let why = format!("a request from a page of {origin}, not of this endpoint ({host})");
+            return Some(api::error(StatusCode::FORBIDDEN, &why));
+        }
+    }
+    if !has_token && !loopback_name(host) {
+        let why = format!("Host '{host}' is not a loopback name: without admin_token only local pages may use the API");
+        return Some(api::error(StatusCode::FORBIDDEN, &why));
+    }
+    None
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn loopback_name(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The status page: one file, no external assets.
