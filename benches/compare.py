@@ -108,6 +108,8 @@ class Mode:
     visitor uses for iperf3 and nginx; `pids` are the tunnel's processes."""
 
     name = "?"
+    # Whether its iperf3 port also carries iperf3's UDP datagrams.
+    carries_udp = False
 
     def __init__(self, work, services):
         self.work = work
@@ -126,6 +128,8 @@ class Direct(Mode):
     def hooks_or_tls(self):
         return False
 
+    carries_udp = True
+
     def start(self, rtt):
         if rtt == 0:
             return self.services["iperf"], self.services["nginx"]
@@ -134,6 +138,8 @@ class Direct(Mode):
 
 
 class Reitunnel(Mode):
+    carries_udp = True
+
     def __init__(self, work, services, hooks=False, tls=False, threads=0):
         super().__init__(work, services)
         self.hooks, self.tls, self.threads = hooks, tls, threads
@@ -157,11 +163,12 @@ class Reitunnel(Mode):
         client = [os.path.join(BIN, "reitunnel-client"), "--server", f"127.0.0.1:{via}",
                   "--token", TOKEN, "--threads", str(self.threads),
                   "-R", f"127.0.0.1:{pi}:127.0.0.1:{self.services['iperf']}",
+                  "-R", f"udp:127.0.0.1:{pi}:127.0.0.1:{self.services['iperf']}",
                   "-R", f"127.0.0.1:{pn}:127.0.0.1:{self.services['nginx']}"]
         if self.tls:
             client += ["--fingerprint", self.services["fingerprint"]]
         c = self.procs.start("reitunnel-client", client, env=dict(os.environ, RUST_LOG="info"))
-        wait_log(self.work, "reitunnel-client", r"tunnel \d+ ready", count=2)
+        wait_log(self.work, "reitunnel-client", r"tunnel \d+ ready", count=3)
         self.pids = [s.pid, c.pid]
         return pi, pn
 
@@ -250,6 +257,23 @@ def iperf(port, parallel, reverse, secs):
                   f"{error.group(1) if error else out.stderr.strip()[:200]}", file=sys.stderr)
             time.sleep(0.5 * (attempt + 1))
     return 0.0, 0
+
+
+def iperf_udp(port, offered, secs):
+    """iperf3 -u at `offered` (e.g. "1G"), 1,400-byte datagrams: Mbit/s
+    received and the percentage of datagrams lost (None, None on failure)."""
+    argv = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-u", "-b", offered, "-l", "1400",
+            "-t", str(secs), "-J"]
+    for attempt in range(4):
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 60)
+        try:
+            received = json.loads(out.stdout)["end"]["sum_received"]
+            return received["bits_per_second"] / 1e6, received["lost_percent"]
+        except (ValueError, KeyError):
+            print(f"  iperf3 -u failed (try {attempt + 1}): {out.stdout[-200:] or out.stderr[:200]}",
+                  file=sys.stderr)
+            time.sleep(0.5 * (attempt + 1))
+    return None, None
 
 
 def cpu_ms(pids):
@@ -494,6 +518,14 @@ def measure(mode, rtt, args, results):
                     put("loopback: CPU per GB, 1 stream up (ms, server+client)",
                         (cpu_ms(mode.pids) - c0) / (nbytes / 1e9))
         t, ok = ttfb(pn, args.ttfb_n)
+        if rtt == 0 and mode.carries_udp:
+            # UDP next to TCP on the same port: iperf3 -u's control is TCP.
+            for offered in ("200M", "1G"):
+                rate, loss = iperf_udp(pi, offered, args.secs)
+                ok = ok and rate is not None and rate > 0
+                if rate is not None:
+                    put(f"loopback: iperf3 -u {offered}bit/s offered, received (Mbit/s)", rate)
+                    put(f"loopback: iperf3 -u {offered}bit/s offered, datagrams lost (%)", loss)
         put(f"{dist}: first byte of 1 KiB GET, new conn (ms)", t)
         if rtt == 0:
             for conns in args.wrk_conns:

@@ -21,7 +21,7 @@ use crate::reconcile::Report;
 use crate::status::{self, Rates, Status};
 use crate::{
     ClientConfig, ClientTls, Fingerprint, LocalSpec, ProxyProtocol, RemoteSpec, Supervised,
-    Supervisor,
+    Supervisor, Transport,
 };
 
 /// Reitunnel client: exposes local TCP services through a Reitunnel server.
@@ -165,8 +165,13 @@ pub fn settings(args: &Args) -> Result<Supervised, String> {
     } else {
         args.remote.clone()
     };
-    // The flag covers every tunnel that does not say otherwise.
-    for spec in remote.iter_mut().filter(|s| s.proxy_protocol.is_none()) {
+    // The flag covers every TCP tunnel that does not say otherwise.
+    let tcp = |s: &&mut RemoteSpec| s.transport == Transport::Tcp;
+    for spec in remote
+        .iter_mut()
+        .filter(tcp)
+        .filter(|s| s.proxy_protocol.is_none())
+    {
         spec.proxy_protocol = args.proxy_protocol;
     }
     let local = if args.local.is_empty() {
@@ -183,6 +188,9 @@ pub fn settings(args: &Args) -> Result<Supervised, String> {
     let mut cfg = ClientConfig::new(server, name, token);
     if let Some(ms) = file.heartbeat_timeout_ms {
         cfg.heartbeat_timeout = Duration::from_millis(ms);
+    }
+    if let Some(secs) = file.udp_flow_idle_secs {
+        cfg.udp_flow_idle = Duration::from_secs(secs.max(1));
     }
     let ca = args.ca.clone().or(file.ca);
     let fingerprint = args.fingerprint.or(file.fingerprint);

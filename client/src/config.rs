@@ -38,6 +38,9 @@ pub struct ClientConfig {
     /// below the yamux session's stream limit (65,536), which would end the
     /// whole session, with every tunnel on it.
     pub max_forward_streams: usize,
+    /// A UDP flow of a `-L udp:` forward that moved no datagram either way
+    /// for this long is closed (the server closes reverse flows on its own idle time).
+    pub udp_flow_idle: Duration,
 }
 
 /// Default of [`ClientConfig::max_forward_streams`].
@@ -59,6 +62,7 @@ impl ClientConfig {
             mux: MuxConfig::default(),
             relay: RelayConfig::default(),
             max_forward_streams: MAX_FORWARD_STREAMS,
+            udp_flow_idle: Duration::from_secs(60),
         }
     }
 }

@@ -51,6 +51,9 @@ pub struct ClientFile {
     pub drain_timeout_secs: Option<u64>,
     /// `--reconnect-max`, seconds.
     pub reconnect_max_secs: Option<u64>,
+    /// Seconds without a datagram either way after which a flow of a
+    /// `udp:` forward (`-L`) closes [default: 60].
+    pub udp_flow_idle_secs: Option<u64>,
 }
 
 /// Why the config file was refused.

@@ -1,20 +1,27 @@
 //! `-L` on the client: accept local connections and carry each one to the
-//! server in a stream of its own, which the server connects to the target.
+//! server in a stream of its own, which the server connects to the target;
+//! for `-L udp:…`, each local source address is a flow, a stream of its own
+//! whose datagrams the server sends to the target.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use reitunnel_hooks::datagram::relay_datagrams;
 use reitunnel_hooks::relay::Ended;
 use reitunnel_hooks::{
     CloseReason, HookChain, Open, Reason, RefuseCode, Scope, StreamId, StreamInfo,
 };
 use reitunnel_transport::answer::AnswerError;
-use reitunnel_transport::stream::{open_and_relay, until_closed, AnswerWait};
-use reitunnel_transport::{tune, MuxHandle};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use reitunnel_transport::datagram::MuxDatagrams;
+use reitunnel_transport::flows::{serve_flows, FlowHandler, FlowVisitor};
+use reitunnel_transport::stream::{
+    open_and_await, open_and_relay, until_closed, AnswerWait, AwaitError,
+};
+use reitunnel_transport::{cut_by_connection, tune, Bound, MuxHandle};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,6 +31,9 @@ use crate::{ClientConfig, TargetError};
 /// Client-numbered stream ids carry this bit, so they never equal the
 /// server-numbered ids of reverse streams in the same client's hooks.
 const FORWARD_ID_BIT: u64 = 1 << 63;
+
+/// Most UDP flows one local forward carries at once.
+pub const MAX_LOCAL_FLOWS: usize = 1024;
 
 /// What a forward tunnel's accept loop and its streams share.
 pub(crate) struct Forward {
@@ -40,8 +50,61 @@ pub(crate) struct Forward {
 }
 
 impl Forward {
+    /// Serves the local socket until the tunnel closes (or a drain starts).
+    pub(crate) async fn serve(self, local: Bound) {
+        match local {
+            Bound::Tcp(listener) => self.accept(listener).await,
+            Bound::Udp(socket) => self.serve_flows(socket).await,
+        }
+    }
+
+    /// Carries each local source address's datagrams in a flow of its own.
+    async fn serve_flows(self, socket: UdpSocket) {
+        let this = Arc::new(self);
+        let stop = async {
+            tokio::select! {
+                _ = this.route.closer.closed() => {}
+                _ = this.draining.cancelled() => {}
+            }
+        };
+        let handler = LocalFlows(this.clone());
+        serve_flows(
+            Arc::new(socket),
+            MAX_LOCAL_FLOWS,
+            &handler,
+            &this.streams,
+            stop,
+        )
+        .await;
+    }
+
+    /// One flow: gate, a stream to the server once it has its socket, then
+    /// datagrams both ways until idle or closed.
+    async fn flow(self: Arc<Self>, mut local: FlowVisitor) {
+        let idle = self.cfg.udp_flow_idle;
+        let Some((_slot, open)) = self.admit(local.peer()) else {
+            // Refused (the hooks heard why): dropped until it goes quiet.
+            local.drain_until_quiet(idle).await;
+            return;
+        };
+        let relayed = async {
+            let within = self.cfg.target_connect_timeout * 2;
+            let answer = open_and_await(&self.mux, &open, within, self.cfg.max_frame_len).await;
+            let up = match answer {
+                Ok(up) => up,
+                Err(AwaitError::Answer(e)) => return self.not_accepted(open.info(), e),
+                Err(AwaitError::Open(e)) => return CloseReason::Error(e.to_string()),
+            };
+            let mut up = MuxDatagrams::new(up);
+            let reason = relay_datagrams(&mut local, &mut up, &open, Some(idle)).await;
+            reason.unless_cut(cut_by_connection(up.get_ref()))
+        };
+        let reason = until_closed(&self.route.closer, relayed).await;
+        open.close(reason);
+    }
+
     /// Accepts local connections until the tunnel closes.
-    pub(crate) async fn accept(self, listener: TcpListener) {
+    async fn accept(self, listener: TcpListener) {
         let this = Arc::new(self);
         let closer = &this.route.closer;
         loop {
@@ -67,25 +130,40 @@ impl Forward {
     /// One local connection: gate, header, the server's answer, relay.
     async fn stream(self: Arc<Self>, mut local: TcpStream, peer: SocketAddr) {
         let _ = tune(&local);
-        let id = StreamId(FORWARD_ID_BIT | (self.ids.fetch_add(1, Ordering::Relaxed) + 1));
-        let info = Arc::new(StreamInfo::new(id, self.route.info.clone(), peer));
         // Over the limit or refused by a client hook: the local connection
         // is simply closed; the hooks hear why.
-        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
+        let Some((_slot, open)) = self.admit(peer) else {
+            return;
+        };
+        let bridged = self.bridge(&mut local, &open);
+        let reason = until_closed(&self.route.closer, bridged).await;
+        open.close(reason);
+    }
+
+    /// A fresh id for a local connection or flow.
+    fn next_id(&self) -> StreamId {
+        StreamId(FORWARD_ID_BIT | (self.ids.fetch_add(1, Ordering::Relaxed) + 1))
+    }
+
+    /// A `max_forward_streams` slot and the hooks' gate for a local
+    /// connection or flow from `peer`; `None` if refused (the hooks heard why).
+    fn admit(&self, peer: SocketAddr) -> Option<(OwnedSemaphorePermit, Open<StreamInfo>)> {
+        let info = Arc::new(StreamInfo::new(
+            self.next_id(),
+            self.route.info.clone(),
+            peer,
+        ));
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             let max = self.cfg.max_forward_streams;
             let reason = Reason::new(
                 RefuseCode::LimitReached,
                 format!("local connection turned away: limit max_forward_streams = {max} reached"),
             );
             self.chain.refuse(Scope::Stream(&info), reason);
-            return;
+            return None;
         };
-        let Ok(open) = self.chain.open_stream(info) else {
-            return;
-        };
-        let bridged = self.bridge(&mut local, &open);
-        let reason = until_closed(&self.route.closer, bridged).await;
-        open.close(reason);
+        let open = self.chain.open_stream(info).ok()?;
+        Some((slot, open))
     }
 
     /// Opens a stream to the server and relays the local connection over
@@ -123,5 +201,27 @@ impl Forward {
                 CloseReason::Error(format!("server did not answer within {wait:?}"))
             }
         }
+    }
+}
+
+/// A forward as the owner of its local flows.
+struct LocalFlows(Arc<Forward>);
+
+impl FlowHandler for LocalFlows {
+    fn start(&self, local: FlowVisitor) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.0.clone().flow(local)
+    }
+
+    fn turned_away(&self, peer: SocketAddr, max: usize) {
+        let forward = &self.0;
+        let info = StreamInfo::new(forward.next_id(), forward.route.info.clone(), peer);
+        let why =
+            format!("local flow turned away: {max} flows already (the most one forward carries)");
+        let reason = Reason::new(RefuseCode::LimitReached, why);
+        forward.chain.refuse(Scope::Stream(&info), reason);
+    }
+
+    fn recv_failed(&self, e: std::io::Error) {
+        self.0.chain.error(Scope::Tunnel(&self.0.route.info), &e);
     }
 }

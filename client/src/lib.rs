@@ -46,7 +46,7 @@ use std::time::Duration;
 use reitunnel_transport::control::Control;
 use reitunnel_transport::heartbeat::Heartbeat;
 use reitunnel_transport::tls::{client_connector, explain, server_name, Side};
-use reitunnel_transport::{listen, spawn_mux, tune};
+use reitunnel_transport::{spawn_mux, tune};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -59,7 +59,7 @@ pub use error::{ClientError, TargetError};
 pub use proxy_header::ProxyProtocol;
 pub use reconcile::{Kind, Report};
 pub use reitunnel_transport::tls::{ClientTls, Fingerprint};
-pub use spec::{LocalSpec, RemoteSpec, SpecError};
+pub use spec::{LocalSpec, RemoteSpec, SpecError, Transport};
 pub use supervisor::{Supervised, Supervisor};
 
 /// A tunnel the server opened for us.
@@ -80,7 +80,7 @@ pub(crate) enum Command {
     },
     OpenForward {
         spec: LocalSpec,
-        listener: tokio::net::TcpListener,
+        listener: reitunnel_transport::Bound,
         reply: oneshot::Sender<Result<TunnelReady, ClientError>>,
     },
     CloseTunnel(TunnelId),
@@ -220,7 +220,8 @@ impl Client {
     /// the local address; the server refuses targets outside its
     /// `allow_forward` list, with the reason.
     pub async fn open_forward(&self, spec: LocalSpec) -> Result<TunnelReady, ClientError> {
-        let listener = listen(spec.bind).map_err(|source| ClientError::LocalListen {
+        let local = reitunnel_transport::Bound::bind(spec.bind, spec.transport);
+        let listener = local.map_err(|source| ClientError::LocalListen {
             addr: spec.bind,
             source,
         })?;

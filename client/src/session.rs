@@ -11,8 +11,7 @@ use reitunnel_hooks::{
 };
 use reitunnel_proto::Frame;
 use reitunnel_transport::control::{Control, ControlEnd, Incoming};
-use reitunnel_transport::{Closer, Inbound, MuxDriver, MuxHandle, MuxStream, CLOSE_GRACE};
-use tokio::net::TcpListener;
+use reitunnel_transport::{Bound, Closer, Inbound, MuxDriver, MuxHandle, MuxStream, CLOSE_GRACE};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
@@ -60,7 +59,7 @@ pub(crate) struct Parts {
 enum Request {
     Reverse(RemoteSpec),
     /// The local listener is bound before asking, so a busy port fails locally.
-    Forward(LocalSpec, TcpListener),
+    Forward(LocalSpec, Bound),
 }
 
 type Reply = oneshot::Sender<Result<TunnelReady, ClientError>>;
@@ -184,6 +183,7 @@ impl Session {
                             request_id: self.next_request,
                             bind: spec.bind,
                             target: spec.target.clone(),
+                            transport: spec.transport,
                         };
                         self.pending.insert(self.next_request, (Request::Reverse(spec), reply));
                         self.send(control, request).await?;
@@ -193,6 +193,7 @@ impl Session {
                         let request = Frame::OpenForward {
                             request_id: self.next_request,
                             target: spec.target.clone(),
+                            transport: spec.transport,
                         };
                         let pending = (Request::Forward(spec, listener), reply);
                         self.pending.insert(self.next_request, pending);
@@ -252,13 +253,14 @@ impl Session {
                         },
                     ));
                 };
-                let (kind, addr, target, listener, proxy_protocol) = match request {
+                let (kind, addr, target, listener, proxy_protocol, transport) = match request {
                     Request::Reverse(spec) => (
                         TunnelKind::Reverse,
                         bound,
                         spec.target,
                         None,
                         spec.proxy_protocol,
+                        spec.transport,
                     ),
                     Request::Forward(spec, listener) => {
                         let local = listener.local_addr().unwrap_or(spec.bind);
@@ -268,16 +270,13 @@ impl Session {
                             spec.target,
                             Some(listener),
                             None,
+                            spec.transport,
                         )
                     }
                 };
-                let info = Arc::new(TunnelInfo::new(
-                    tunnel_id,
-                    self.client.clone(),
-                    kind,
-                    addr,
-                    target.as_str(),
-                ));
+                let info =
+                    TunnelInfo::new(tunnel_id, self.client.clone(), kind, addr, target.as_str());
+                let info = Arc::new(info.over(transport));
                 match self.chain.open_tunnel(info.clone()) {
                     Ok(open) => {
                         let route = Arc::new(Route {
@@ -297,7 +296,7 @@ impl Session {
                                 ids: self.forward_ids.clone(),
                                 slots: self.forward_slots.clone(),
                             };
-                            self.streams.spawn(forward.accept(listener));
+                            self.streams.spawn(forward.serve(listener));
                         }
                         self.routes
                             .lock()

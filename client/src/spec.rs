@@ -1,5 +1,6 @@
 //! `-R [BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT` and
-//! `-L [BIND_ADDR:]LOCAL_PORT:TARGET_HOST:TARGET_PORT`, as ssh spells them.
+//! `-L [BIND_ADDR:]LOCAL_PORT:TARGET_HOST:TARGET_PORT`, as ssh spells them;
+//! with a `udp:` prefix, the tunnel carries UDP datagrams instead.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -10,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
 use crate::proxy_header::ProxyProtocol;
+pub use reitunnel_hooks::Transport;
 
 /// A reverse tunnel request: the server listens on `bind`, visitors reach `target`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,8 +21,11 @@ pub struct RemoteSpec {
     pub bind: SocketAddr,
     /// `host:port` the client connects to for each visitor.
     pub target: String,
-    /// Send the target a PROXY protocol header with the visitor's address first.
+    /// Send the target a PROXY protocol header with the visitor's address
+    /// first (TCP tunnels only).
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// TCP connections, or UDP datagrams (`udp:` before the spec).
+    pub transport: Transport,
 }
 
 /// A local forward request (`-L`): the client listens on `bind`, the
@@ -31,6 +36,8 @@ pub struct LocalSpec {
     pub bind: SocketAddr,
     /// `host:port` the server connects to; it must be in the server's `allow_forward`.
     pub target: String,
+    /// TCP connections, or UDP datagrams (`udp:` before the spec).
+    pub transport: Transport,
 }
 
 /// Why a `-R` or `-L` value did not parse.
@@ -51,14 +58,14 @@ struct Grammar {
 }
 
 const REMOTE: Grammar = Grammar {
-    text: "[BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT",
+    text: "[udp:][BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT",
     bind_port: "remote port",
     target_port: "local port",
     default_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
 };
 
 const LOCAL: Grammar = Grammar {
-    text: "[BIND_ADDR:]LOCAL_PORT:TARGET_HOST:TARGET_PORT",
+    text: "[udp:][BIND_ADDR:]LOCAL_PORT:TARGET_HOST:TARGET_PORT",
     bind_port: "local port",
     target_port: "target port",
     default_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -83,12 +90,17 @@ fn split_colons(s: &str) -> Vec<&str> {
     parts
 }
 
-/// Parses `[BIND_ADDR:]PORT:HOST:PORT` into the bind address and target.
-fn parse(spec: &str, g: &Grammar) -> Result<(SocketAddr, String), SpecError> {
+/// Parses `[udp:][BIND_ADDR:]PORT:HOST:PORT` into the transport, the bind
+/// address and the target.
+fn parse(whole: &str, g: &Grammar) -> Result<(Transport, SocketAddr, String), SpecError> {
     let err = |problem: String| SpecError {
-        spec: spec.to_owned(),
+        spec: whole.to_owned(),
         problem,
         grammar: g.text,
+    };
+    let (transport, spec) = match whole.strip_prefix("udp:") {
+        Some(rest) => (Transport::Udp, rest),
+        None => (Transport::Tcp, whole.strip_prefix("tcp:").unwrap_or(whole)),
     };
     let port = |s: &str, what: &str| {
         s.parse::<u16>()
@@ -118,6 +130,7 @@ fn parse(spec: &str, g: &Grammar) -> Result<(SocketAddr, String), SpecError> {
         return Err(err("target host is empty".to_owned()));
     }
     Ok((
+        transport,
         SocketAddr::new(bind_ip, bind_port),
         format!("{}:{}", rest[1], target_port),
     ))
@@ -127,11 +140,12 @@ impl FromStr for RemoteSpec {
     type Err = SpecError;
 
     fn from_str(spec: &str) -> Result<Self, SpecError> {
-        let (bind, target) = parse(spec, &REMOTE)?;
+        let (transport, bind, target) = parse(spec, &REMOTE)?;
         Ok(RemoteSpec {
             bind,
             target,
             proxy_protocol: None,
+            transport,
         })
     }
 }
@@ -140,24 +154,38 @@ impl FromStr for LocalSpec {
     type Err = SpecError;
 
     fn from_str(spec: &str) -> Result<Self, SpecError> {
-        let (bind, target) = parse(spec, &LOCAL)?;
-        Ok(LocalSpec { bind, target })
+        let (transport, bind, target) = parse(spec, &LOCAL)?;
+        Ok(LocalSpec {
+            bind,
+            target,
+            transport,
+        })
     }
 }
 
 impl fmt::Display for LocalSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} -> {} (via the server)", self.bind, self.target)
+        write!(f, "{} -> {} (via the server)", self.bind, self.target)?;
+        udp_mark(f, self.transport)
     }
 }
 
 impl fmt::Display for RemoteSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} -> {}", self.bind, self.target)?;
+        udp_mark(f, self.transport)?;
         match self.proxy_protocol {
             Some(version) => write!(f, " (PROXY {version})"),
             None => Ok(()),
         }
+    }
+}
+
+/// ` (udp)` after a UDP tunnel's description.
+fn udp_mark(f: &mut fmt::Formatter<'_>, transport: Transport) -> fmt::Result {
+    match transport {
+        Transport::Udp => f.write_str(" (udp)"),
+        Transport::Tcp => Ok(()),
     }
 }
 
@@ -187,6 +215,11 @@ impl<'de> Deserialize<'de> for RemoteSpec {
                 }
                 let spec = spec.ok_or_else(|| de::Error::missing_field("spec"))?;
                 let mut remote: RemoteSpec = spec.parse().map_err(de::Error::custom)?;
+                if remote.transport == Transport::Udp && proxy_protocol.is_some() {
+                    let why =
+                        format!("tunnel '{spec}': proxy_protocol applies to TCP tunnels only");
+                    return Err(de::Error::custom(why));
+                }
                 remote.proxy_protocol = proxy_protocol;
                 Ok(remote)
             }
@@ -221,6 +254,27 @@ mod tests {
         assert!(e.to_string().contains("bind address 'nothost'"), "{e}");
         let e = "1:h:0".parse::<RemoteSpec>().unwrap_err();
         assert!(e.to_string().contains("local port 0"), "{e}");
+    }
+
+    #[test]
+    fn a_udp_prefix_makes_a_udp_tunnel() {
+        let s: RemoteSpec = "udp:5353:127.0.0.1:53".parse().unwrap();
+        assert_eq!(s.transport, Transport::Udp);
+        assert_eq!(s.bind, "0.0.0.0:5353".parse().unwrap());
+        assert_eq!(s.to_string(), "0.0.0.0:5353 -> 127.0.0.1:53 (udp)");
+        let s: LocalSpec = "udp:[::1]:0:dns.internal:53".parse().unwrap();
+        assert_eq!(
+            (s.transport, s.bind),
+            (Transport::Udp, "[::1]:0".parse().unwrap())
+        );
+        let s: RemoteSpec = "tcp:80:web:8080".parse().unwrap();
+        assert_eq!(s.transport, Transport::Tcp);
+        let e = "udp:53:dns".parse::<RemoteSpec>().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid tunnel spec 'udp:53:dns': 2 fields separated by ':' \
+             (expected [udp:][BIND_ADDR:]REMOTE_PORT:LOCAL_HOST:LOCAL_PORT)"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::{Arc, PoisonError};
 
 use reitunnel_hooks::{CloseReason, HookChain, Scope, StreamInfo};
 use reitunnel_transport::stream::{
-    accept_and_relay, dial, read_header, refuse, until_closed, Header,
+    accept_reached, dial_for, read_header, refuse, until_closed, Header, Reached,
 };
 use reitunnel_transport::MuxStream;
 use tokio::io::AsyncWriteExt;
@@ -57,20 +57,19 @@ pub(crate) async fn serve(
     };
     let target = &route.info.target;
     let reached = async {
-        let mut local = dial(target, cfg.target_connect_timeout)
+        let mut local = dial_for(&route.info, cfg.target_connect_timeout)
             .await
             .map_err(|e| e.to_string())?;
         // The visitor's real address first, for a target that reads it.
-        if let Some(version) = route.proxy_protocol {
+        if let (Some(version), Reached::Tcp(tcp)) = (route.proxy_protocol, &mut local) {
             let header = version.header(peer, route.info.bind);
-            local
-                .write_all(&header)
+            tcp.write_all(&header)
                 .await
                 .map_err(|e| format!("sending the PROXY {version} header: {e}"))?;
         }
         Ok::<_, String>(local)
     };
-    let mut local = match reached.await {
+    let local = match reached.await {
         Ok(local) => local,
         Err(reason) => {
             let err = TargetError {
@@ -83,8 +82,9 @@ pub(crate) async fn serve(
             return open.close(CloseReason::TargetUnreachable(err.to_string()));
         }
     };
+    // A UDP flow ends when the server ends it (its idle timeout is the server's).
     let relayed = async {
-        accept_and_relay(&mut up, &mut local, &open, &cfg.relay)
+        accept_reached(&mut up, local, &open, &cfg.relay, None)
             .await
             .unwrap_or(CloseReason::ConnectionLost)
     };

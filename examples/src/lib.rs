@@ -189,11 +189,7 @@ impl Loopback {
                 Ok(c) => c,
                 Err(e) => return drop(tunnel_tx.send(Err(e.to_string()))),
             };
-            let spec = RemoteSpec {
-                bind: "127.0.0.1:0".parse().unwrap(),
-                target: target.to_string(),
-                proxy_protocol: None,
-            };
+            let spec: RemoteSpec = format!("127.0.0.1:0:{target}").parse().unwrap();
             let _ = tunnel_tx.send(client.open_reverse(spec).await.map_err(|e| e.to_string()));
             client.ended().await;
             let _ = client.shutdown().await;

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::authorize::{Ask, Authorize};
 use crate::error::{HookError, MultiError};
 use crate::event::{
     AdminAction, ClientInfo, DataEvent, ErrorEvent, Login, RefuseCode, Rejection, Scope,
@@ -52,6 +53,8 @@ pub const SERVER: &str = "server";
 
 struct Inner {
     hooks: Box<[Arc<dyn Hook>]>,
+    /// The asynchronous gates, in order.
+    authorizers: Box<[Arc<dyn Authorize>]>,
     /// The hooks that want data, with their position in `hooks` (which indexes stream states).
     data_hooks: Box<[(usize, Arc<dyn Hook>)]>,
     strategy: ErrorStrategy,
@@ -82,6 +85,7 @@ impl Default for HookChain {
 #[derive(Default)]
 pub struct HookChainBuilder {
     hooks: Vec<Arc<dyn Hook>>,
+    authorizers: Vec<Arc<dyn Authorize>>,
     strategy: ErrorStrategy,
 }
 
@@ -95,6 +99,13 @@ impl HookChainBuilder {
     /// Appends a shared hook (to keep a handle for reading its state, e.g. counters).
     pub fn shared(mut self, hook: Arc<dyn Hook>) -> Self {
         self.hooks.push(hook);
+        self
+    }
+
+    /// Appends an asynchronous gate (see [`crate::authorize`]); they are
+    /// asked in the order added, after the synchronous gates' checks.
+    pub fn authorizer(mut self, gate: Arc<dyn Authorize>) -> Self {
+        self.authorizers.push(gate);
         self
     }
 
@@ -116,6 +127,7 @@ impl HookChainBuilder {
         HookChain {
             inner: Arc::new(Inner {
                 hooks: self.hooks.into(),
+                authorizers: self.authorizers.into(),
                 data_hooks,
                 strategy: self.strategy,
             }),
@@ -150,6 +162,33 @@ impl HookChain {
     /// The hooks' names, in order.
     pub fn names(&self) -> Vec<&str> {
         self.inner.hooks.iter().map(|h| h.name()).collect()
+    }
+
+    /// Whether an asynchronous gate asks about visitors (if not, skip
+    /// [`HookChain::authorize`] for them).
+    pub fn authorizes_streams(&self) -> bool {
+        self.inner.authorizers.iter().any(|a| a.asks_streams())
+    }
+
+    /// Asks the asynchronous gates in order, each bounding its own wait.
+    /// The first refusal decides: every hook hears `on_rejected` (`by` the
+    /// gate's name) and it is returned.
+    pub async fn authorize(&self, ask: &Ask<'_>) -> Result<(), Refusal> {
+        let streams = matches!(ask, Ask::Stream(_));
+        for gate in self.inner.authorizers.iter() {
+            if streams && !gate.asks_streams() {
+                continue;
+            }
+            if let Gate::Refuse(reason) = gate.authorize(ask).await {
+                let refusal = Refusal {
+                    reason,
+                    by: gate.name().to_owned(),
+                };
+                self.rejected_after(ask.scope(), &refusal, 0, &[]);
+                return Err(refusal);
+            }
+        }
+        Ok(())
     }
 
     /// Whether any hook wants `on_data`; when not, relays skip the per-chunk call.
@@ -442,20 +481,31 @@ impl HookChain {
         for h in self.inner.hooks.iter() {
             builder = builder.shared(h.clone());
         }
-        builder.build()
+        self.with_authorizers(builder).build()
     }
 
-    /// This chain's hooks, then those of `other` that are not among them
-    /// (by instance), with this chain's strategy.
+    /// This chain's hooks (and asynchronous gates), then those of `other`
+    /// that are not among them (by instance), with this chain's strategy.
     pub fn with(&self, other: &HookChain) -> HookChain {
         let mut builder = HookChain::builder().strategy(self.inner.strategy);
         for h in self.inner.hooks.iter() {
             builder = builder.shared(h.clone());
         }
-        for h in other.without(self).inner.hooks.iter() {
+        let theirs = other.without(self);
+        for h in theirs.inner.hooks.iter() {
             builder = builder.shared(h.clone());
         }
-        builder.build()
+        theirs
+            .with_authorizers(self.with_authorizers(builder))
+            .build()
+    }
+
+    /// `builder` with this chain's asynchronous gates appended.
+    fn with_authorizers(&self, mut builder: HookChainBuilder) -> HookChainBuilder {
+        for gate in self.inner.authorizers.iter() {
+            builder = builder.authorizer(gate.clone());
+        }
+        builder
     }
 
     /// The hooks of this chain that are not in `other` (the same instance,
@@ -467,6 +517,11 @@ impl HookChain {
         for h in self.inner.hooks.iter() {
             if !other.inner.hooks.iter().any(|o| Arc::ptr_eq(o, h)) {
                 builder = builder.shared(h.clone());
+            }
+        }
+        for gate in self.inner.authorizers.iter() {
+            if !other.inner.authorizers.iter().any(|o| Arc::ptr_eq(o, gate)) {
+                builder = builder.authorizer(gate.clone());
             }
         }
         builder.build()

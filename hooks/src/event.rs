@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use reitunnel_proto::{ClientId, RefuseCode, StreamId, TunnelId};
+pub use reitunnel_proto::{ClientId, RefuseCode, StreamId, Transport, TunnelId};
 
 use crate::verdict::{CloseReason, Reason};
 
@@ -129,6 +129,9 @@ pub struct TunnelInfo {
     pub client: Arc<ClientInfo>,
     /// Reverse or forward.
     pub kind: TunnelKind,
+    /// TCP connections, or UDP flows (each flow a stream: one per visitor
+    /// address, its datagrams one `on_data` each, closed when idle).
+    pub transport: Transport,
     /// The listening address (bound already when hooks are asked).
     pub bind: SocketAddr,
     /// Where connections go, as the client named it (`host:port`).
@@ -152,11 +155,18 @@ impl TunnelInfo {
             id,
             client,
             kind,
+            transport: Transport::Tcp,
             bind,
             target: target.into(),
             opened_at: Instant::now(),
             meter: Meter::default(),
         }
+    }
+
+    /// The same tunnel carrying `transport` (TCP unless said otherwise).
+    pub fn over(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
     }
 }
 

@@ -31,8 +31,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod authorize;
 pub mod builtin;
 mod chain;
+#[cfg(feature = "tokio")]
+pub mod datagram;
 mod error;
 mod event;
 pub mod events;
@@ -52,7 +55,7 @@ pub use error::{HookError, HookErrorKind, MultiError};
 pub use event::{
     AdminAction, ChunkTime, ClientId, ClientInfo, DataEvent, Direction, ErrorEvent, Login, Meter,
     RefuseCode, Rejection, Scope, ServerInfo, StateRef, StreamEnd, StreamId, StreamInfo, Totals,
-    TunnelId, TunnelInfo, TunnelKind,
+    Transport, TunnelId, TunnelInfo, TunnelKind,
 };
 pub use hook::{BoxError, Hook, StreamState};
 pub use open::{Open, Subject};

@@ -78,7 +78,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::{ClientId, FrameKind, RefuseCode, StreamId, TunnelId};
+    use crate::{ClientId, FrameKind, RefuseCode, StreamId, Transport, TunnelId};
 
     fn encoded(frame: &Frame) -> BytesMut {
         let mut b = BytesMut::new();
@@ -91,6 +91,10 @@ mod tests {
             (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::from((ip, p))),
             (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::from((ip, p))),
         ]
+    }
+
+    fn transport() -> impl Strategy<Value = Transport> {
+        prop_oneof![Just(Transport::Tcp), Just(Transport::Udp)]
     }
 
     fn code() -> impl Strategy<Value = RefuseCode> {
@@ -116,15 +120,21 @@ mod tests {
                 heartbeat_ms: h
             }),
             (code(), text).prop_map(|(code, message)| Frame::LoginRefused { code, message }),
-            (any::<u32>(), addr(), text).prop_map(|(request_id, bind, target)| {
-                Frame::OpenTunnel {
+            (any::<u32>(), addr(), text, transport()).prop_map(
+                |(request_id, bind, target, transport)| Frame::OpenTunnel {
                     request_id,
                     bind,
                     target,
+                    transport,
+                }
+            ),
+            (any::<u32>(), text, transport()).prop_map(|(request_id, target, transport)| {
+                Frame::OpenForward {
+                    request_id,
+                    target,
+                    transport,
                 }
             }),
-            (any::<u32>(), text)
-                .prop_map(|(request_id, target)| Frame::OpenForward { request_id, target }),
             (any::<u32>(), any::<u64>(), addr()).prop_map(|(request_id, t, bound)| {
                 Frame::TunnelOpened {
                     request_id,

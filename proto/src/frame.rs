@@ -56,6 +56,38 @@ frame_kinds! {
     StreamRefused = 13,
     Goodbye = 14,
     OpenForward = 15,
+    OpenUdpTunnel = 16,
+    OpenUdpForward = 17,
+}
+
+/// What a tunnel carries: TCP connections, or UDP datagrams grouped into
+/// flows (one per visitor address), each flow a stream whose datagrams
+/// travel as `u16 length | payload`. On the wire it is the kind of the
+/// request frame: `OpenTunnel`/`OpenForward` for TCP, `OpenUdpTunnel`/
+/// `OpenUdpForward` (same payloads) for UDP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Byte streams.
+    #[default]
+    Tcp,
+    /// Datagrams.
+    Udp,
+}
+
+impl Transport {
+    /// `"tcp"` or `"udp"`, for logs and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Why something was refused, so the other side can react without parsing
@@ -124,6 +156,7 @@ pub enum Frame {
         message: String,
     },
     /// Client → server on the control stream: `request_id: u32 | bind: addr | target: text`.
+    /// Kind `OpenTunnel` for TCP, `OpenUdpTunnel` for UDP.
     OpenTunnel {
         /// Echoed in the answer so requests can be pipelined.
         request_id: u32,
@@ -131,17 +164,22 @@ pub enum Frame {
         bind: SocketAddr,
         /// Where the client will forward visitors (informational for the server's hooks).
         target: String,
+        /// TCP or UDP (the frame's kind).
+        transport: Transport,
     },
     /// Client → server on the control stream, for `-L`: `request_id: u32 |
     /// target: text`. The server answers `TunnelOpened` (with an unspecified
     /// `bound`) if its forward allow-list admits `target`, else
     /// `TunnelRefused`; each local connection then arrives as a client-opened
-    /// stream starting with a `StreamHeader` for this tunnel.
+    /// stream starting with a `StreamHeader` for this tunnel. Kind
+    /// `OpenForward` for TCP, `OpenUdpForward` for UDP.
     OpenForward {
         /// Echoed in the answer.
         request_id: u32,
         /// `host:port` the server dials for each connection.
         target: String,
+        /// TCP or UDP (the frame's kind).
+        transport: Transport,
     },
     /// Server → client: `request_id: u32 | tunnel_id: u64 | bound: addr`.
     TunnelOpened {
@@ -210,8 +248,14 @@ impl Frame {
             Frame::Login { .. } => FrameKind::Login,
             Frame::LoginOk { .. } => FrameKind::LoginOk,
             Frame::LoginRefused { .. } => FrameKind::LoginRefused,
-            Frame::OpenTunnel { .. } => FrameKind::OpenTunnel,
-            Frame::OpenForward { .. } => FrameKind::OpenForward,
+            Frame::OpenTunnel { transport, .. } => match transport {
+                Transport::Tcp => FrameKind::OpenTunnel,
+                Transport::Udp => FrameKind::OpenUdpTunnel,
+            },
+            Frame::OpenForward { transport, .. } => match transport {
+                Transport::Tcp => FrameKind::OpenForward,
+                Transport::Udp => FrameKind::OpenUdpForward,
+            },
             Frame::TunnelOpened { .. } => FrameKind::TunnelOpened,
             Frame::TunnelRefused { .. } => FrameKind::TunnelRefused,
             Frame::CloseTunnel { .. } => FrameKind::CloseTunnel,
@@ -256,12 +300,15 @@ impl Frame {
                 request_id,
                 bind,
                 target,
+                transport: _,
             } => {
                 dst.put_u32(*request_id);
                 put_addr(dst, bind);
                 put_text(dst, target, MAX_TEXT_LEN);
             }
-            Frame::OpenForward { request_id, target } => {
+            Frame::OpenForward {
+                request_id, target, ..
+            } => {
                 dst.put_u32(*request_id);
                 put_text(dst, target, MAX_TEXT_LEN);
             }
@@ -320,14 +367,16 @@ impl Frame {
                 code: RefuseCode::from_u8(r.u8("code")?),
                 message: r.text("message", MAX_TEXT_LEN)?,
             },
-            FrameKind::OpenTunnel => Frame::OpenTunnel {
+            FrameKind::OpenTunnel | FrameKind::OpenUdpTunnel => Frame::OpenTunnel {
                 request_id: r.u32("request_id")?,
                 bind: r.addr("bind")?,
                 target: r.text("target", MAX_TEXT_LEN)?,
+                transport: transport_of(kind),
             },
-            FrameKind::OpenForward => Frame::OpenForward {
+            FrameKind::OpenForward | FrameKind::OpenUdpForward => Frame::OpenForward {
                 request_id: r.u32("request_id")?,
                 target: r.text("target", MAX_TEXT_LEN)?,
+                transport: transport_of(kind),
             },
             FrameKind::TunnelOpened => Frame::TunnelOpened {
                 request_id: r.u32("request_id")?,
@@ -360,5 +409,13 @@ impl Frame {
         };
         r.finish()?;
         Ok(frame)
+    }
+}
+
+/// The transport a tunnel request's kind asks for.
+fn transport_of(kind: FrameKind) -> Transport {
+    match kind {
+        FrameKind::OpenUdpTunnel | FrameKind::OpenUdpForward => Transport::Udp,
+        _ => Transport::Tcp,
     }
 }

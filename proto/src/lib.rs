@@ -27,7 +27,7 @@ mod wire;
 
 pub use codec::{FrameCodec, DEFAULT_MAX_FRAME_LEN};
 pub use error::{CodecError, DecodeError};
-pub use frame::{Frame, FrameKind, RefuseCode};
+pub use frame::{Frame, FrameKind, RefuseCode, Transport};
 pub use ids::{ClientId, StreamId, TunnelId};
 pub use preamble::{Preamble, PreambleError, MAGIC, PREAMBLE_LEN, PROTOCOL_VERSION};
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
 use reitunnel_proto::{
-    ClientId, Frame, FrameKind, Preamble, RefuseCode, StreamId, TunnelId, MAX_NAME_LEN,
+    ClientId, Frame, FrameKind, Preamble, RefuseCode, StreamId, Transport, TunnelId, MAX_NAME_LEN,
     MAX_TEXT_LEN,
 };
 
@@ -161,6 +161,7 @@ fn one_of_each_kind() -> Vec<Frame> {
             request_id: 1,
             bind: "0.0.0.0:0".parse().unwrap(),
             target: "127.0.0.1:3000".into(),
+            transport: Transport::Tcp,
         },
         Frame::TunnelOpened {
             request_id: 1,
@@ -193,6 +194,18 @@ fn one_of_each_kind() -> Vec<Frame> {
         Frame::OpenForward {
             request_id: 2,
             target: "db.internal:5432".into(),
+            transport: Transport::Tcp,
+        },
+        Frame::OpenTunnel {
+            request_id: 3,
+            bind: "0.0.0.0:5353".parse().unwrap(),
+            target: "127.0.0.1:53".into(),
+            transport: Transport::Udp,
+        },
+        Frame::OpenForward {
+            request_id: 4,
+            target: "dns.internal:53".into(),
+            transport: Transport::Udp,
         },
     ]
 }

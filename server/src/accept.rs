@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use reitunnel_hooks::authorize::Ask;
 use reitunnel_hooks::{ClientInfo, CloseReason, Login, Reason, Refusal, RefuseCode, Scope};
 use reitunnel_proto::{Frame, Preamble, PREAMBLE_LEN};
 use reitunnel_transport::tls::{explain, identity, Side};
@@ -143,16 +144,33 @@ async fn admit<S: Io>(
     let client = Arc::new(client);
     // This login's settings, for the whole session (see the crate docs on reload).
     let live = shared.live();
-    let admitted = named
+    let login = Login {
+        nonce: &login.nonce,
+        proof: &login.proof,
+    };
+    let checked = named
         .and_then(|()| shared.check_login(&client, identity.as_deref()))
-        .map_err(|reason| live.chain.refuse(Scope::Client(&client), reason))
-        .and_then(|slot| {
-            let login = Login {
-                nonce: &login.nonce,
-                proof: &login.proof,
+        .map_err(|reason| live.chain.refuse(Scope::Client(&client), reason));
+    let authorized = match checked {
+        Ok(slot) => {
+            let ask = Ask::Login {
+                client: &client,
+                login: &login,
+                certificate: identity.as_deref(),
             };
-            Ok((slot, live.chain.open_client(client.clone(), &login)?))
-        });
+            match timeout_at(deadline, live.chain.authorize(&ask)).await {
+                Ok(answer) => answer.map(|()| slot),
+                Err(_) => {
+                    let why = "authorization did not finish within the login's handshake_timeout";
+                    let reason = Reason::new(RefuseCode::Unavailable, why);
+                    Err(live.chain.refuse(Scope::Client(&client), reason))
+                }
+            }
+        }
+        Err(refusal) => Err(refusal),
+    };
+    let admitted =
+        authorized.and_then(|slot| Ok((slot, live.chain.open_client(client.clone(), &login)?)));
     let (client_slot, open) = match admitted {
         Ok(admitted) => admitted,
         Err(Refusal { reason, by }) => {

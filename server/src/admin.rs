@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use reitunnel_hooks::{AdminAction, ClientId, CloseReason, TunnelId, TunnelKind};
+use reitunnel_hooks::{AdminAction, ClientId, CloseReason, Transport, TunnelId, TunnelKind};
 
 use crate::roster::{ListedTunnel, Live};
 use crate::ServerState;
@@ -68,6 +68,8 @@ pub struct TunnelStatus {
     pub client_id: ClientId,
     /// `-R` (the server listens) or `-L` (the server dials).
     pub kind: TunnelKind,
+    /// TCP connections or UDP flows.
+    pub transport: Transport,
     /// The public address of a reverse tunnel (`0.0.0.0:0` for a forward one).
     pub bind: SocketAddr,
     /// Where its streams go.
@@ -112,6 +114,7 @@ impl TunnelStatus {
             client: info.client.name.clone(),
             client_id: info.client.id,
             kind: info.kind,
+            transport: info.transport,
             bind: info.bind,
             target: info.target.clone(),
             open_for: info.opened_at.elapsed(),

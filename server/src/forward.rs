@@ -9,12 +9,13 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ipnet::IpNet;
+use reitunnel_hooks::authorize::Ask;
 use reitunnel_hooks::ports::PortRanges;
 use reitunnel_hooks::{
     CloseReason, HookChain, Open, Reason, RefuseCode, Scope, StreamInfo, TunnelId, TunnelInfo,
 };
 use reitunnel_transport::stream::{
-    accept_and_relay, dial, read_header, refuse, until_closed, Header,
+    accept_reached, dial_for, read_header, refuse, until_closed, Header,
 };
 use reitunnel_transport::{Closer, MuxStream};
 use thiserror::Error;
@@ -236,6 +237,12 @@ pub(crate) async fn serve(
             return refuse(&mut up, refusal.reason.message.into_owned()).await;
         }
     };
+    if route.chain.authorizes_streams() {
+        if let Err(r) = route.chain.authorize(&Ask::Stream(&info)).await {
+            let message = format!("refused by server hook '{}': {}", r.by, r.reason);
+            return refuse(&mut up, message).await;
+        }
+    }
     let listed = route.list(&info);
     let open = match route.chain.open_stream(info) {
         Ok(open) => open,
@@ -257,9 +264,10 @@ async fn dial_and_relay(
     open: &Open<StreamInfo>,
 ) -> CloseReason {
     let cfg = &shared.config;
-    let target = &open.info().tunnel.target;
-    let mut tcp = match dial(target, cfg.stream_ack_timeout).await {
-        Ok(tcp) => tcp,
+    let tunnel = &open.info().tunnel;
+    let target = &tunnel.target;
+    let reached = match dial_for(tunnel, cfg.stream_ack_timeout).await {
+        Ok(reached) => reached,
         Err(e) => {
             let message = format!("connect to {target} failed: {e}");
             let e = StreamError::TargetRefused {
@@ -271,7 +279,8 @@ async fn dial_and_relay(
             return CloseReason::TargetUnreachable(message);
         }
     };
-    accept_and_relay(up, &mut tcp, open, &cfg.relay)
+    let udp_idle = Some(cfg.limits.udp_flow_idle);
+    accept_reached(up, reached, open, &cfg.relay, udp_idle)
         .await
         .unwrap_or_else(|e| CloseReason::Error(StreamError::from(e).to_string()))
 }

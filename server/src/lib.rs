@@ -46,10 +46,12 @@ mod lease;
 mod limits;
 mod prelogin;
 mod proxied;
+mod public;
 mod reloader;
 mod roster;
 mod session;
 mod tunnel;
+mod udp_tunnel;
 
 use std::future::Future;
 use std::net::SocketAddr;

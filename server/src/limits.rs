@@ -48,6 +48,13 @@ pub struct Limits {
     /// A visitor that would cross it is refused; sessions' window growth
     /// may use at most half of it. Default: half the machine's memory.
     pub max_buffered_bytes: u64,
+    /// UDP flows (visitor addresses) one UDP tunnel carries at once; a
+    /// datagram from a new address past it is dropped and the refusal
+    /// reported.
+    pub max_udp_flows_per_tunnel: usize,
+    /// A UDP flow that moved no datagram either way for this long is
+    /// closed (UDP has no end of its own).
+    pub udp_flow_idle: Duration,
     /// Failed logins per source IP per minute (burst and rate, 0 = no
     /// limit). Past it, every login from that IP is refused, right token or
     /// not, until the rate allows another attempt.
@@ -70,6 +77,8 @@ impl Default for Limits {
             max_pending_visitors: 16_384,
             max_visitors_per_ip: 1024,
             max_buffered_bytes: half_of_memory(),
+            max_udp_flows_per_tunnel: 1024,
+            udp_flow_idle: Duration::from_secs(60),
             failed_logins_per_minute: 10,
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),

@@ -3,18 +3,17 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use reitunnel_hooks::authorize::Ask;
 use reitunnel_hooks::{
-    ClientInfo, CloseReason, Open, Reason, Refusal, RefuseCode, Scope, TunnelId, TunnelInfo,
-    TunnelKind,
+    ClientInfo, CloseReason, Open, Reason, Refusal, RefuseCode, Scope, Transport, TunnelId,
+    TunnelInfo, TunnelKind,
 };
 use reitunnel_proto::{CodecError, Frame};
 use reitunnel_transport::control::{Control, ControlEnd, Incoming};
 use reitunnel_transport::heartbeat::Heartbeat;
-use reitunnel_transport::{listen, spawn_mux, Closer, MuxConfig, MuxHandle, MuxStream};
-use tokio::net::TcpListener;
+use reitunnel_transport::{spawn_mux, Bound, Closer, MuxConfig, MuxHandle, MuxStream};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
@@ -203,10 +202,13 @@ impl Session {
                     request_id,
                     bind,
                     target,
-                } => Some(self.open_tunnel(request_id, bind, target)),
-                Frame::OpenForward { request_id, target } => {
-                    Some(self.open_forward(request_id, target))
-                }
+                    transport,
+                } => Some(self.open_tunnel(request_id, bind, target, transport).await),
+                Frame::OpenForward {
+                    request_id,
+                    target,
+                    transport,
+                } => Some(self.open_forward(request_id, target, transport).await),
                 Frame::CloseTunnel { tunnel_id } => {
                     self.forget_tunnel(tunnel_id, CloseReason::Finished);
                     None
@@ -278,8 +280,16 @@ impl Session {
         CloseReason::Error(e.to_string())
     }
 
-    /// Checks policy, binds, asks the hooks, and starts the tunnel. Returns the answer frame.
-    fn open_tunnel(&mut self, request_id: u32, bind: SocketAddr, target: String) -> Frame {
+    /// Checks policy, binds, asks the hooks (an asynchronous gate awaited
+    /// here, in the control loop: the session's data flows on meanwhile),
+    /// and starts the tunnel. Returns the answer frame.
+    async fn open_tunnel(
+        &mut self,
+        request_id: u32,
+        bind: SocketAddr,
+        target: String,
+        transport: Transport,
+    ) -> Frame {
         let ip = if bind.ip().is_unspecified() {
             self.live.default_bind_ip
         } else {
@@ -288,13 +298,14 @@ impl Session {
         let requested = SocketAddr::new(ip, bind.port());
         let id = self.shared.ids.tunnel();
         let info = |addr| {
-            Arc::new(TunnelInfo::new(
+            let info = TunnelInfo::new(
                 id,
                 self.client.clone(),
                 TunnelKind::Reverse,
                 addr,
                 target.as_str(),
-            ))
+            );
+            Arc::new(info.over(transport))
         };
         let refused = |r: Refusal| Frame::TunnelRefused {
             request_id,
@@ -305,23 +316,29 @@ impl Session {
             Ok(slot) => slot,
             Err(r) => return refused(r),
         };
-        let listener = match self.bind_public(requested) {
-            Ok(listener) => listener,
+        let (ports, name) = (&self.live.allow_ports, &self.client.name);
+        let public = match self.shared.bind_public(ports, name, requested, transport) {
+            Ok(public) => public,
             Err(reason) => {
                 let pending = info(requested);
                 tracing::warn!(client = %self.client.name, %requested, %reason, "tunnel refused");
                 return refused(self.live.chain.refuse(Scope::Tunnel(&pending), reason));
             }
         };
-        let bound = listener.local_addr().unwrap_or(requested);
-        let open = match self.live.chain.open_tunnel(info(bound)) {
+        let bound = public.local_addr().unwrap_or(requested);
+        let pending = info(bound);
+        if let Err(r) = self.live.chain.authorize(&Ask::Tunnel(&pending)).await {
+            tracing::warn!(client = %self.client.name, %bound, by = %r.by, reason = %r.reason, "tunnel refused");
+            return refused(r);
+        }
+        let open = match self.live.chain.open_tunnel(pending) {
             Ok(open) => open,
             Err(r) => {
                 tracing::warn!(client = %self.client.name, %bound, by = %r.by, reason = %r.reason, "tunnel refused");
                 return refused(r);
             }
         };
-        tracing::info!(client = %self.client.name, tunnel = %id, %bound, %target, "tunnel open");
+        tracing::info!(client = %self.client.name, tunnel = %id, %bound, %target, %transport, "tunnel open");
         let closer = self.closer.child();
         self.tunnels.insert(id, closer.clone());
         let listed = self
@@ -343,7 +360,10 @@ impl Session {
                 self.shared.config.limits.max_pending_visitors,
             )),
         };
-        self.tasks.spawn(tunnel.run(listener, slot));
+        match public {
+            Bound::Tcp(listener) => self.tasks.spawn(tunnel.run(listener, slot)),
+            Bound::Udp(socket) => self.tasks.spawn(tunnel.run_udp(socket, slot)),
+        };
         Frame::TunnelOpened {
             request_id,
             tunnel_id: id,
@@ -371,15 +391,21 @@ impl Session {
 
     /// `-L`: checks the target against `allow_forward`, asks the hooks, and
     /// registers the tunnel for the streams the client will open.
-    fn open_forward(&mut self, request_id: u32, target: String) -> Frame {
+    async fn open_forward(
+        &mut self,
+        request_id: u32,
+        target: String,
+        transport: Transport,
+    ) -> Frame {
         let id = self.shared.ids.tunnel();
-        let info = Arc::new(TunnelInfo::new(
+        let info = TunnelInfo::new(
             id,
             self.client.clone(),
             TunnelKind::Forward,
             forward::NO_BIND,
             target.as_str(),
-        ));
+        );
+        let info = Arc::new(info.over(transport));
         let refused = |r: Refusal| Frame::TunnelRefused {
             request_id,
             code: r.reason.code,
@@ -387,8 +413,18 @@ impl Session {
         };
         let checked = forward::check_target(&self.live.allow_forward, &target)
             .map_err(|reason| self.live.chain.refuse(Scope::Tunnel(&info), reason))
-            .and_then(|()| self.take_tunnel_slot(&info))
-            .and_then(|slot| Ok((slot, self.live.chain.open_tunnel(info.clone())?)));
+            .and_then(|()| self.take_tunnel_slot(&info));
+        let checked = match checked {
+            Ok(slot) => self
+                .live
+                .chain
+                .authorize(&Ask::Tunnel(&info))
+                .await
+                .map(|()| slot),
+            Err(refusal) => Err(refusal),
+        };
+        let checked =
+            checked.and_then(|slot| Ok((slot, self.live.chain.open_tunnel(info.clone())?)));
         let (slot, open) = match checked {
             Ok(opened) => opened,
             Err(r) => {
@@ -396,7 +432,7 @@ impl Session {
                 return refused(r);
             }
         };
-        tracing::info!(client = %self.client.name, tunnel = %id, %target, "forward open");
+        tracing::info!(client = %self.client.name, tunnel = %id, %target, %transport, "forward open");
         let closer = self.closer.child();
         let listed = self
             .shared
@@ -412,29 +448,5 @@ impl Session {
             tunnel_id: id,
             bound: forward::NO_BIND,
         }
-    }
-
-    /// Binds the public listener within the allow-list; port 0 picks a free allowed port.
-    fn bind_public(&self, addr: SocketAddr) -> Result<TcpListener, Reason> {
-        let ports = &self.live.allow_ports;
-        let unavailable = |msg: String| Reason::new(RefuseCode::Unavailable, msg);
-        if addr.port() != 0 || ports.is_unrestricted() {
-            if addr.port() != 0 && !ports.contains(addr.port()) {
-                return Err(Reason::forbidden(format!(
-                    "port {} is outside the server's allowed ports ({ports})",
-                    addr.port()
-                )));
-            }
-            if let Some(leased) = self.shared.leases.claim(&self.client.name, addr)? {
-                tracing::info!(client = %self.client.name, %addr, "leased port reclaimed");
-                return Ok(leased);
-            }
-            return listen(addr).map_err(|e| unavailable(format!("cannot listen on {addr}: {e}")));
-        }
-        let hint = self.shared.port_hint.fetch_add(1, Ordering::Relaxed);
-        ports
-            .candidates(hint)
-            .find_map(|port| listen(SocketAddr::new(addr.ip(), port)).ok())
-            .ok_or_else(|| unavailable(format!("no free port left in the allowed ports ({ports})")))
     }
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use reitunnel_hooks::authorize::Ask;
 use reitunnel_hooks::relay::Ended;
 use reitunnel_hooks::{
     CloseReason, HookChain, Open, Reason, RefuseCode, Scope, StreamInfo, TunnelInfo,
@@ -18,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::lease::{ClientHold, Parked};
 use crate::limits::{Slot, Slots};
 use crate::proxied::{real_peer, ProxiedError};
-use crate::roster::TunnelListing;
+use crate::roster::{StreamListing, TunnelListing};
 use crate::{report_to, ServerState, StreamError};
 
 /// A running reverse tunnel: what its visitor tasks share.
@@ -81,23 +82,35 @@ impl Tunnel {
             closer.reason(),
             Some(CloseReason::ConnectionLost | CloseReason::Timeout(_))
         ) && !draining.is_cancelled();
-        let listener = vanished.then_some(listener);
-        // A drain stops new visitors; the tunnel stays open until its streams are done.
-        closer.closed().await;
+        this.close_after(streams, slot, vanished.then_some(listener))
+            .await;
+    }
+
+    /// Waits for the closer (a drain stops new visitors; the tunnel stays
+    /// open until its streams are done) and for `streams`, gives `slot`
+    /// back, then closes the tunnel, or parks `lease` (a vanished client's
+    /// listener) with the tunnel kept open for the client's return.
+    pub(crate) async fn close_after(
+        &self,
+        streams: TaskTracker,
+        slot: Slot,
+        lease: Option<TcpListener>,
+    ) {
+        self.closer.closed().await;
         streams.close();
         streams.wait().await;
         drop(slot);
-        let reason = closer.reason().unwrap_or(CloseReason::Finished);
-        let open = this
+        let reason = self.closer.reason().unwrap_or(CloseReason::Finished);
+        let open = self
             .open
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         let Some(open) = open else { return };
-        match listener {
+        match lease {
             Some(listener) => {
-                let parked = Parked::new(listener, open, reason, this.client.clone());
-                this.shared.leases.park(parked);
+                let parked = Parked::new(listener, open, reason, self.client.clone());
+                self.shared.leases.park(parked);
             }
             None => open.close(reason),
         }
@@ -130,10 +143,30 @@ impl Tunnel {
             self.chain.refuse(Scope::Stream(&info), reason);
             return;
         }
-        let admission = &shared.admission;
+        // A refused visitor is simply disconnected; hooks heard on_rejected.
+        let Some(Admitted {
+            pending,
+            held,
+            open,
+        }) = self.admit(info).await
+        else {
+            return;
+        };
+        let bridged = bridge(shared, &mut tcp, &open, &self.mux, pending);
+        let reason = until_closed(&self.closer, bridged).await;
+        // Slots first: whoever sees the close event may open the next stream.
+        drop(held);
+        open.close(reason);
+    }
+
+    /// The server's limits, then the asynchronous gates that ask about
+    /// visitors (if any), then the hooks' gate, for a new visitor (a TCP
+    /// connection or a UDP flow); `None` if refused (the hooks heard why).
+    pub(crate) async fn admit(&self, info: Arc<StreamInfo>) -> Option<Admitted> {
+        let admission = &self.shared.admission;
         let slots = admission
             .visitors_per_ip
-            .take(peer.ip())
+            .take(info.peer.ip())
             .and_then(|per_ip| {
                 let total = admission.streams.take()?;
                 let client = self.stream_slots.take()?;
@@ -143,29 +176,35 @@ impl Tunnel {
         let (per_ip, total, client, pending, buffers) = match slots {
             Ok(slots) => slots,
             Err(hit) => {
-                // Dropping the socket tells the visitor; hooks and logs hear which limit.
                 report_to(&self.chain, Scope::Stream(&info), &StreamError::Limit(hit));
-                self.chain.refuse(
-                    Scope::Stream(&info),
-                    Reason::new(
-                        RefuseCode::LimitReached,
-                        format!("visitor turned away: {hit}"),
-                    ),
-                );
-                return;
+                let why = format!("visitor turned away: {hit}");
+                let reason = Reason::new(RefuseCode::LimitReached, why);
+                self.chain.refuse(Scope::Stream(&info), reason);
+                return None;
             }
         };
+        if self.chain.authorizes_streams() {
+            self.chain.authorize(&Ask::Stream(&info)).await.ok()?;
+        }
         let listed = self.listed.tunnel.stream(info.clone());
-        // A refused visitor is simply disconnected; hooks heard on_rejected.
-        let Ok(open) = self.chain.open_stream(info) else {
-            return;
-        };
-        let bridged = bridge(shared, &mut tcp, &open, &self.mux, pending);
-        let reason = until_closed(&self.closer, bridged).await;
-        // Slots first: whoever sees the close event may open the next stream.
-        drop((per_ip, total, client, buffers, listed));
-        open.close(reason);
+        let open = self.chain.open_stream(info).ok()?;
+        Some(Admitted {
+            pending,
+            held: (per_ip, total, client, buffers, listed),
+            open,
+        })
     }
+}
+
+/// What an admitted visitor holds while its stream is open.
+pub(crate) struct Admitted {
+    /// Its `max_pending_visitors` slot, given back once the client answers.
+    pub pending: Slot,
+    /// Its other slots and its roster entry, given back just before the
+    /// close event, so whoever sees it may open the next stream.
+    pub held: (Slot, Slot, Slot, Slot, StreamListing),
+    /// The open stream.
+    pub open: Open<StreamInfo>,
 }
 
 /// Opens a stream to the client and relays the visitor over it at once
@@ -193,7 +232,7 @@ async fn bridge(
 }
 
 /// Reports a failed stream to its hooks and says how it closes.
-fn failed(open: &Open<StreamInfo>, e: StreamError) -> CloseReason {
+pub(crate) fn failed(open: &Open<StreamInfo>, e: StreamError) -> CloseReason {
     report_to(open.chain(), Scope::Stream(open.info()), &e);
     match e {
         StreamError::TargetRefused { message, .. } => CloseReason::TargetUnreachable(message),

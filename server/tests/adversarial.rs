@@ -362,6 +362,7 @@ impl RawSession {
             request_id: 1,
             bind: "0.0.0.0:0".parse().unwrap(),
             target: "x:1".into(),
+            transport: Default::default(),
         };
         match self
             .request(req, |f| {

@@ -12,13 +12,14 @@
 //! [`within`], a failure guard for a future; [`Process`], a child
 //! whose output tests wait on line by line; and [`http`], a minimal HTTP
 //! client for the server's metrics and admin endpoints; nginx and HAProxy
-//! set up to read and send the PROXY protocol.
+//! set up to read and send the PROXY protocol, dnsmasq and dig for UDP.
 
 #![forbid(unsafe_code)]
 
 mod bytes;
 mod fault;
 mod http;
+mod http_service;
 mod process;
 mod prometheus;
 mod service;
@@ -27,9 +28,13 @@ mod tools;
 pub use bytes::{pseudo_random, same_echo};
 pub use fault::{FaultProxy, Toward};
 pub use http::{event_stream, http, http_with, HttpResponse};
+pub use http_service::{HttpService, Reply};
 pub use process::{Frozen, Lines, Process};
 pub use prometheus::prometheus_value;
-pub use service::{echo_service, echo_service_on_threads, firehose_service, within};
+pub use service::{
+    echo_service, echo_service_on_threads, firehose_service, udp_echo_service, within,
+};
 pub use tools::{
-    free_port, haproxy_sending_proxy_v2, installed, nginx_showing_proxy_protocol, HAPROXY, NGINX,
+    dig, dnsmasq_answering, free_port, haproxy_sending_proxy_v2, installed,
+    nginx_showing_proxy_protocol, DIG, DNSMASQ, HAPROXY, NGINX,
 };

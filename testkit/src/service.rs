@@ -24,6 +24,20 @@ pub async fn echo_service() -> SocketAddr {
     addr
 }
 
+/// A UDP echo service on 127.0.0.1:0: every datagram goes back whole to
+/// its sender. It runs until the runtime ends.
+pub async fn udp_echo_service() -> SocketAddr {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(&buf[..n], from).await;
+        }
+    });
+    addr
+}
+
 /// A service on 127.0.0.1:0 that writes to every connection until the
 /// write fails: a download that a visitor who stops reading leaves stuck in
 /// the tunnel's buffers. It runs until the runtime ends.

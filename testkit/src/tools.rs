@@ -17,6 +17,10 @@ use crate::Process;
 pub const NGINX: &str = "/usr/sbin/nginx";
 /// HAProxy, as Debian's haproxy installs it.
 pub const HAPROXY: &str = "/usr/sbin/haproxy";
+/// dnsmasq, as Debian's dnsmasq-base installs it.
+pub const DNSMASQ: &str = "/usr/sbin/dnsmasq";
+/// dig, from Debian's dnsutils.
+pub const DIG: &str = "/usr/bin/dig";
 
 /// How long a tool may take to start listening: a failure guard.
 const STARTUP: Duration = Duration::from_secs(60);
@@ -98,6 +102,47 @@ pub fn haproxy_sending_proxy_v2(
         until_listening(*front, "haproxy");
     }
     haproxy
+}
+
+/// dnsmasq answering DNS over UDP on a free loopback port, from nothing
+/// but its command line: every name under `domain` is `address`. Returns
+/// once it says it started.
+pub fn dnsmasq_answering(domain: &str, address: IpAddr) -> (Process, SocketAddr) {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|probe| probe.local_addr())
+        .expect("a free UDP port")
+        .port();
+    let mut command = Command::new(DNSMASQ);
+    command.args([
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--pid-file=",
+        "--user=root",
+        "--log-facility=-",
+        "--bind-interfaces",
+        "--listen-address=127.0.0.1",
+    ]);
+    command.arg(format!("--port={port}"));
+    command.arg(format!("--address=/{domain}/{address}"));
+    let dnsmasq = Process::spawn("dnsmasq", command);
+    dnsmasq.stderr.wait_for("dnsmasq to start", STARTUP, |l| {
+        l.contains("started, version")
+    });
+    (dnsmasq, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Asks `server` for `name`'s A record with dig, over UDP; the answer's
+/// addresses, one per line (empty if none).
+pub fn dig(server: SocketAddr, name: &str) -> String {
+    let out = Command::new(DIG)
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), name, "A"])
+        .args(["+short", "+notcp", "+tries=1", "+time=10"])
+        .output()
+        .expect("dig runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Blocks until `addr` accepts a connection; panics after [`STARTUP`].

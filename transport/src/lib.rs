@@ -12,6 +12,8 @@ pub mod cli;
 mod closer;
 pub mod config_file;
 pub mod control;
+pub mod datagram;
+pub mod flows;
 mod frame_io;
 pub mod heartbeat;
 mod login_io;
@@ -28,4 +30,4 @@ pub use mux::{
     cut_by_connection, spawn_mux, Inbound, MuxConfig, MuxDriver, MuxError, MuxHandle, MuxStream,
     CLOSE_GRACE, STREAM_CREDIT,
 };
-pub use socket::{listen, tune};
+pub use socket::{listen, tune, Bound};

@@ -3,7 +3,8 @@
 use std::io;
 use std::net::SocketAddr;
 
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use reitunnel_proto::Transport;
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 
 /// Backlog of every listener. A burst of connects must not drop SYNs
 /// (128 cost rathole 3 s for 1,000 connects).
@@ -26,4 +27,36 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// A tunnel's own socket: a listener for TCP connections, or a UDP socket
+/// for datagrams (the server's public side of `-R`, the client's local
+/// side of `-L`).
+pub enum Bound {
+    /// Accepts connections.
+    Tcp(TcpListener),
+    /// Receives datagrams.
+    Udp(UdpSocket),
+}
+
+impl Bound {
+    /// Binds `addr` for `transport` (a TCP listener as [`listen`] binds it).
+    pub fn bind(addr: SocketAddr, transport: Transport) -> io::Result<Bound> {
+        match transport {
+            Transport::Tcp => listen(addr).map(Bound::Tcp),
+            Transport::Udp => {
+                let socket = std::net::UdpSocket::bind(addr)?;
+                socket.set_nonblocking(true)?;
+                UdpSocket::from_std(socket).map(Bound::Udp)
+            }
+        }
+    }
+
+    /// The address bound.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Bound::Tcp(listener) => listener.local_addr(),
+            Bound::Udp(socket) => socket.local_addr(),
+        }
+    }
 }

@@ -14,8 +14,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use reitunnel_hooks::datagram::relay_datagrams;
 use reitunnel_hooks::relay::{relay, RelayConfig};
-use reitunnel_hooks::{CloseReason, Open, StreamInfo};
+use reitunnel_hooks::{CloseReason, Open, StreamInfo, Transport, TunnelInfo};
 use reitunnel_proto::{Frame, StreamId, TunnelId};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -23,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::answer::{AnswerError, Answered};
+use crate::datagram::{dial_udp, ConnectedUdp, MuxDatagrams};
 use crate::{
     cut_by_connection, read_frame, tune, write_frame, Closer, FrameIoError, MuxError, MuxHandle,
     MuxStream, CLOSE_GRACE,
@@ -88,6 +90,50 @@ where
     Ok(reason.unless_cut(cut_by_connection(up.get_ref())))
 }
 
+/// Opens a stream for `open` and writes its header, then waits for the far
+/// side's answer within `within`: for UDP flows, whose first datagram waits
+/// in the flow's queue until the far side has its socket.
+pub async fn open_and_await(
+    mux: &MuxHandle,
+    open: &Open<StreamInfo>,
+    within: Duration,
+    max_frame_len: usize,
+) -> Result<MuxStream, AwaitError> {
+    let info = open.info();
+    let mut up = mux.open().await.map_err(OpenError::Mux)?;
+    let header = Frame::StreamHeader {
+        tunnel_id: info.tunnel.id,
+        stream_id: info.id,
+        peer: info.peer,
+    };
+    write_frame(&mut up, &header)
+        .await
+        .map_err(OpenError::Header)?;
+    let answer = match timeout(within, read_frame(&mut up, max_frame_len)).await {
+        Err(_) => Err(AnswerError::Timeout(within)),
+        Ok(Err(e)) => Err(AnswerError::Frame(e)),
+        Ok(Ok(Frame::StreamAccepted)) => Ok(up),
+        Ok(Ok(Frame::StreamRefused { message })) => Err(AnswerError::Refused(message)),
+        Ok(Ok(other)) => Err(AnswerError::Unexpected(other.kind())),
+    };
+    answer.map_err(AwaitError::Answer)
+}
+
+/// Why [`open_and_await`] has no accepted stream.
+#[derive(Debug)]
+pub enum AwaitError {
+    /// The stream could not be opened or introduced.
+    Open(OpenError),
+    /// The far side did not accept it.
+    Answer(AnswerError),
+}
+
+impl From<OpenError> for AwaitError {
+    fn from(e: OpenError) -> Self {
+        AwaitError::Open(e)
+    }
+}
+
 /// What a stream's header says.
 #[derive(Debug, Clone, Copy)]
 pub struct Header {
@@ -145,6 +191,43 @@ pub async fn dial(target: &str, within: Duration) -> Result<TcpStream, DialError
         .map_err(DialError::Failed)?;
     let _ = tune(&tcp);
     Ok(tcp)
+}
+
+/// A stream's target, reached: a TCP connection, or a UDP socket
+/// connected to it for a flow.
+pub enum Reached {
+    /// For a TCP tunnel.
+    Tcp(TcpStream),
+    /// For a UDP tunnel.
+    Udp(ConnectedUdp),
+}
+
+/// Reaches a stream's target over its tunnel's transport within `within`.
+pub async fn dial_for(tunnel: &TunnelInfo, within: Duration) -> Result<Reached, DialError> {
+    match tunnel.transport {
+        Transport::Tcp => dial(&tunnel.target, within).await.map(Reached::Tcp),
+        Transport::Udp => dial_udp(&tunnel.target, within).await.map(Reached::Udp),
+    }
+}
+
+/// [`accept_and_relay`] for whichever target was reached: a UDP flow
+/// relays datagrams, closed after `udp_idle` without one (if set).
+pub async fn accept_reached(
+    up: &mut MuxStream,
+    reached: Reached,
+    open: &Open<StreamInfo>,
+    cfg: &RelayConfig,
+    udp_idle: Option<Duration>,
+) -> Result<CloseReason, FrameIoError> {
+    match reached {
+        Reached::Tcp(mut tcp) => accept_and_relay(up, &mut tcp, open, cfg).await,
+        Reached::Udp(mut udp) => {
+            write_frame(up, &Frame::StreamAccepted).await?;
+            let mut datagrams = MuxDatagrams::new(&mut *up);
+            let reason = relay_datagrams(&mut datagrams, &mut udp, open, udp_idle).await;
+            Ok(reason.unless_cut(cut_by_connection(up)))
+        }
+    }
 }
 
 /// Tells the opening side its stream is accepted, then relays between it

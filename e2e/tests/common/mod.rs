@@ -69,7 +69,19 @@ pub fn start_server(listen: &str, extra: &[&str]) -> Server {
         ])
         .args(["--stats-interval", "0"])
         .args(extra);
-    let proc = Process::spawn("the server", command);
+    started(Process::spawn("the server", command))
+}
+
+/// Starts the server binary with `--config FILE` alone; waits for its
+/// `server started` line.
+pub fn start_configured(config: &str) -> Server {
+    let mut command = Command::new(SERVER_BIN);
+    command.args(["--config", config]);
+    started(Process::spawn("the server", command))
+}
+
+/// The server `proc` once it printed its `server started` line.
+fn started(proc: Process) -> Server {
     let line = proc
         .stderr
         .wait_for_nth("server started", 1, PATIENCE, |l| {
@@ -92,9 +104,14 @@ pub struct Client {
 /// Starts the client binary logging in to `server` with the test token and
 /// `extra` arguments (`-R`, `--reconnect-max`, `--config`).
 pub fn start_client(server: SocketAddr, extra: &[&str]) -> Client {
+    start_client_with_token(server, TOKEN, extra)
+}
+
+/// [`start_client`] with another token.
+pub fn start_client_with_token(server: SocketAddr, token: &str, extra: &[&str]) -> Client {
     let mut command = Command::new(CLIENT_BIN);
     command
-        .args(["--server", &server.to_string(), "--token", TOKEN])
+        .args(["--server", &server.to_string(), "--token", token])
         .args(extra);
     Client {
         proc: Process::spawn("the client", command),

@@ -84,6 +84,7 @@ fn tunnel(ev: Event, t: &TunnelInfo) -> Event {
         .with("tunnel_id", t.id.0)
         .with("bind", t.bind.to_string())
         .with("target", &*t.target)
+        .with("transport", t.transport.as_str())
 }
 
 fn closed(ev: Event, reason: &CloseReason, t: &Totals) -> Event {

@@ -90,7 +90,7 @@ impl Hook for TracingHook {
             }
             Scope::Tunnel(t) => {
                 tracing::info!(target: T, client = %t.client.name, tunnel = %t.id, bind = %t.bind,
-                target = %t.target, "tunnel.opened")
+                target = %t.target, transport = %t.transport, "tunnel.opened")
             }
             Scope::Stream(s) => {
                 tracing::debug!(target: T, tunnel = %s.tunnel.id, stream = %s.id, peer = %s.peer, "stream.opened")

@@ -3,6 +3,8 @@
 mod audit;
 mod counters;
 mod event_hook;
+#[cfg(feature = "tokio")]
+mod http_auth;
 mod log;
 mod meter;
 mod metrics;
@@ -19,6 +21,8 @@ pub use crate::Secret;
 pub use audit::JsonLinesFile;
 pub use counters::{Counters, CountersSnapshot};
 pub use event_hook::EventHook;
+#[cfg(feature = "tokio")]
+pub use http_auth::{HttpAuth, HttpAuthConfig, OnFailure};
 pub use log::TracingHook;
 pub use meter::{BandwidthMeter, MeterReport, MeterSink, TracingSink, Usage};
 pub use metrics::MetricsHook;

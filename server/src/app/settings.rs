@@ -125,7 +125,8 @@ impl Settings {
     }
 
     /// Every login must have something to prove: a token, a `policy`
-    /// hook's per-client tokens, or a client certificate under `tls`
+    /// hook's per-client tokens, an `http_auth` service that is asked, or a
+    /// client certificate under `tls`
     /// (which a reload cannot change: there the running TLS counts).
     pub(super) fn check_auth(&self, tls: &Option<ServerTls>) -> anyhow::Result<()> {
         let has_policy = self
@@ -133,9 +134,15 @@ impl Settings {
             .iter()
             .any(|h| matches!(h, HookSpec::Policy { .. }));
         let mtls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
-        match (&self.config.token, has_policy || mtls) {
+        // An `http_auth` service is asked about every login (it can check
+        // the client's proof of its token itself).
+        let asked = self
+            .hooks
+            .iter()
+            .any(|h| matches!(h, HookSpec::HttpAuth { .. }));
+        match (&self.config.token, has_policy || mtls || asked) {
             (None, false) => anyhow::bail!(
-                "a token is required: --token, REITUNNEL_TOKEN, `token` in the config file, a `policy` hook with per-client tokens, or client certificates (--client-ca)"
+                "a token is required: --token, REITUNNEL_TOKEN, `token` in the config file, a `policy` hook with per-client tokens, an `http_auth` hook, or client certificates (--client-ca)"
             ),
             (Some(_), true) if has_policy => anyhow::bail!(
                 "a global token and a `policy` hook's per-client tokens exclude each other: drop one"

@@ -117,6 +117,39 @@ pub enum HookSpec {
         #[serde(default)]
         ca: Option<PathBuf>,
     },
+    /// Asks an HTTP service whether each login and tunnel (and, with
+    /// `streams`, each visitor) may open.
+    HttpAuth {
+        /// The service, `http://` or `https://host[:port][/path]`.
+        url: String,
+        /// The longest one question may take, milliseconds.
+        #[serde(default = "default_http_auth_timeout")]
+        timeout_ms: u64,
+        /// `"deny"` (default) or `"allow"`: what a failure to answer means.
+        #[serde(default)]
+        on_failure: OnFailureSpec,
+        /// Ask about every visitor too.
+        #[serde(default)]
+        streams: bool,
+        /// For `https://`: trust only the CA certificates in this PEM file.
+        #[serde(default)]
+        ca: Option<PathBuf>,
+    },
+}
+
+/// `on_failure` of an `http_auth` table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailureSpec {
+    /// Refuse when the service does not answer.
+    #[default]
+    Deny,
+    /// Let in when the service does not answer.
+    Allow,
+}
+
+fn default_http_auth_timeout() -> u64 {
+    2000
 }
 
 /// One client of a `policy` hook.

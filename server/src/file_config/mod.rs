@@ -18,7 +18,7 @@ mod hook_spec;
 #[cfg(test)]
 mod tests;
 
-pub use hook_spec::{ClientSpec, ClientsFile, HookSpec, MeterSinkKind};
+pub use hook_spec::{ClientSpec, ClientsFile, HookSpec, MeterSinkKind, OnFailureSpec};
 
 /// The server's config file.
 #[derive(Debug, Default)]
@@ -106,6 +106,10 @@ pub struct LimitsSpec {
     /// Bytes of tunnel data the server may buffer, e.g. `"4GiB"`.
     #[serde(default, deserialize_with = "config_file::parsed_opt")]
     pub max_buffered_bytes: Option<ByteSize>,
+    /// UDP flows one UDP tunnel carries at once.
+    pub max_udp_flows_per_tunnel: Option<usize>,
+    /// Seconds without a datagram either way after which a UDP flow closes.
+    pub udp_flow_idle_secs: Option<u64>,
     /// Failed logins per source IP per minute (0 = unlimited).
     pub failed_logins_per_minute: Option<u32>,
     /// Milliseconds between heartbeats (0 = off).
@@ -137,6 +141,15 @@ impl LimitsSpec {
         set(
             &mut l.max_buffered_bytes,
             self.max_buffered_bytes.map(|b| b.0),
+        );
+        set(
+            &mut l.max_udp_flows_per_tunnel,
+            self.max_udp_flows_per_tunnel,
+        );
+        let secs = std::time::Duration::from_secs;
+        set(
+            &mut l.udp_flow_idle,
+            self.udp_flow_idle_secs.map(|s| secs(s.max(1))),
         );
         set(
             &mut l.failed_logins_per_minute,

@@ -99,6 +99,12 @@ fn unknown_kind_field_and_bad_values_name_the_line() {
             Network("192.0.2.7/32".parse().unwrap())
         ]
     );
+    let e = parse("[[hooks]]\nkind = \"http_auth\"\nurl = \"http://a/\"\non_failure = \"maybe\"\n")
+        .unwrap_err();
+    assert!(
+        e.contains("line 1: hook #1: unknown variant `maybe`, expected `deny` or `allow`"),
+        "{e}"
+    );
     let e = parse("lisen = \"0.0.0.0:1\"\n").unwrap_err();
     assert!(
         e.contains("line 1") && e.contains("unknown field `lisen`"),

@@ -10,17 +10,19 @@ use ipnet::IpNet;
 
 use crate::proxied::Network;
 use reitunnel_hooks::builtin::{
-    BandwidthMeter, ByteRate, ClientRules, EventHook, EventRate, MeterSink, MetricsHook, Policy,
-    Quota, RateLimit, RateLimitConfig, Sampler, Sampling, Secret, TracingHook, TracingSink,
-    VisitorRules,
+    BandwidthMeter, ByteRate, ClientRules, EventHook, EventRate, HttpAuth, HttpAuthConfig,
+    MeterSink, MetricsHook, OnFailure, Policy, Quota, RateLimit, RateLimitConfig, Sampler,
+    Sampling, Secret, TracingHook, TracingSink, VisitorRules,
 };
 use reitunnel_hooks::events::EventBus;
 use reitunnel_hooks::Hook;
+use reitunnel_transport::tls::https_client;
 
 use super::sinks::Sink;
 use super::Background;
 use crate::file_config::{
     expand_env, ByteSize, ClientSpec, ClientsFile, ConfigError, HookSpec, MeterSinkKind,
+    OnFailureSpec,
 };
 
 /// Distinct client labels of the meter's metrics sink.
@@ -139,6 +141,33 @@ impl Builder<'_> {
                 ));
                 self.bg.quotas.push(quota.clone());
                 quota
+            }
+            HookSpec::HttpAuth {
+                url,
+                timeout_ms,
+                on_failure,
+                streams,
+                ca,
+            } => {
+                let tls = match ca {
+                    None => None,
+                    Some(ca) => Some(
+                        https_client(ca).map_err(|e| invalid(format!("http_auth {url}: {e}")))?,
+                    ),
+                };
+                let config = HttpAuthConfig {
+                    url: url.clone(),
+                    timeout: Duration::from_millis((*timeout_ms).max(1)),
+                    on_failure: match on_failure {
+                        OnFailureSpec::Deny => OnFailure::Deny,
+                        OnFailureSpec::Allow => OnFailure::Allow,
+                    },
+                    streams: *streams,
+                    tls,
+                };
+                let gate = Arc::new(HttpAuth::new(config).map_err(|e| invalid(e.to_string()))?);
+                self.bg.authorizers.push(gate.clone());
+                gate
             }
             HookSpec::Policy {
                 clients,

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use reitunnel_hooks::authorize::Authorize;
 use reitunnel_hooks::builtin::{BandwidthMeter, JsonLinesFile, Quota, RateLimit, Webhook};
 use reitunnel_hooks::events::EventBus;
 use reitunnel_hooks::{Hook, HookChainBuilder};
@@ -33,6 +34,8 @@ pub struct Background {
     pub quotas: Vec<Arc<Quota>>,
     /// Rate limiters, for each client's throttled chunks.
     pub rate_limits: Vec<Arc<RateLimit>>,
+    /// Asynchronous gates (`http_auth`), in order: they join the chain apart from the hooks.
+    pub authorizers: Vec<Arc<dyn Authorize>>,
 }
 
 impl Background {
@@ -41,6 +44,7 @@ impl Background {
         self.meters.extend(other.meters.iter().cloned());
         self.quotas.extend(other.quotas.iter().cloned());
         self.rate_limits.extend(other.rate_limits.iter().cloned());
+        self.authorizers.extend(other.authorizers.iter().cloned());
     }
 }
 /// The hooks built from a config's `[[hooks]]`, each kept with the spec it
@@ -91,10 +95,13 @@ impl HookSet {
         HookSet::assemble(specs, server, path, Some(self))
     }
 
-    /// The hooks, appended to `chain` in order.
+    /// The hooks, appended to `chain` in order, and the asynchronous gates.
     pub fn append_to(&self, mut chain: HookChainBuilder) -> HookChainBuilder {
         for (_, built) in &self.hooks {
             chain = chain.shared(built.hook.clone());
+        }
+        for gate in &self.background.authorizers {
+            chain = chain.authorizer(gate.clone());
         }
         chain
     }

@@ -1,6 +1,7 @@
 //! One webhook endpoint: its URL taken apart, and the HTTP/1.1 connection
 //! to it (plain or TLS), kept open between events and opened again when
-//! the receiver closes it.
+//! the receiver closes it. The `http_auth` gate reaches its service the
+//! same way ([`Target`], [`Connection`]).
 
 use std::io;
 use std::sync::Arc;
@@ -21,28 +22,32 @@ use tokio_util::task::AbortOnDropHandle;
 use super::Queued;
 
 /// The most of a receiver's answer body read (and thrown away).
-const MAX_ANSWER: usize = 64 << 10;
+pub(crate) const MAX_ANSWER: usize = 64 << 10;
 
 /// The parsed endpoint.
-pub(super) struct Target {
-    pub(super) url: String,
+pub(crate) struct Target {
+    pub(crate) url: String,
     host: String,
     port: u16,
     /// `host:port` as written: the `Host` header and the metrics label.
-    pub(super) authority: String,
-    path: String,
+    pub(crate) authority: String,
+    pub(crate) path: String,
     /// Set for `https://`: how to reach it, and the name its certificate must carry.
     tls: Option<(TlsConnector, ServerName<'static>)>,
 }
 
 impl Target {
-    /// Checks `url`; an `https://` one uses `tls` (the system's roots unless
-    /// the caller chose others).
-    pub(super) fn parse(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> io::Result<Target> {
+    /// Checks `url` (of a `what`, for errors); an `https://` one uses `tls`
+    /// (the system's roots unless the caller chose others).
+    pub(crate) fn parse(
+        what: &str,
+        url: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> io::Result<Target> {
         let bad = |why: String| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("webhook URL '{url}': {why}"),
+                format!("{what} URL '{url}': {why}"),
             )
         };
         let uri: Uri = url.parse().map_err(|e| bad(format!("{e}")))?;
@@ -101,7 +106,7 @@ impl Target {
     }
 
     /// A new connection: TCP, TLS for `https://`, the HTTP/1.1 handshake.
-    async fn connect(&self) -> Result<Connection, String> {
+    pub(crate) async fn connect(&self) -> Result<Connection, String> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| format!("connect: {e}"))?;
@@ -138,8 +143,8 @@ fn system_roots() -> Result<Arc<rustls::ClientConfig>, String> {
 }
 
 /// An open HTTP/1.1 connection and the task driving it (ended with it).
-struct Connection {
-    sender: SendRequest<Full<Bytes>>,
+pub(crate) struct Connection {
+    pub(crate) sender: SendRequest<Full<Bytes>>,
     _driver: AbortOnDropHandle<()>,
 }
 

@@ -28,7 +28,7 @@
 //! (a full queue) and the gauge `reitunnel_webhook_healthy` (1 or 0).
 
 mod delivery;
-mod endpoint;
+pub(crate) mod endpoint;
 
 use std::fmt;
 use std::future::Future;
@@ -200,7 +200,7 @@ impl Webhook {
     /// runtime: **call it inside a tokio runtime** (it fails otherwise; see
     /// [`Webhook::new_on_thread`]). The task ends when the webhook is dropped.
     pub fn new(config: WebhookConfig) -> io::Result<Arc<Self>> {
-        let target = Target::parse(&config.url, config.tls.clone())?;
+        let target = Target::parse("webhook", &config.url, config.tls.clone())?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| {
             io::Error::other(format!(
                 "webhook {}: must be created inside a tokio runtime",
@@ -216,7 +216,7 @@ impl Webhook {
     /// Like [`Webhook::new`], but delivers from a thread of its own running
     /// a single-threaded runtime, for callers outside any runtime.
     pub fn new_on_thread(config: WebhookConfig) -> io::Result<Arc<Self>> {
-        let target = Target::parse(&config.url, config.tls.clone())?;
+        let target = Target::parse("webhook", &config.url, config.tls.clone())?;
         Self::start(config, target, |task| {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

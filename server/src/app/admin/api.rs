@@ -172,6 +172,7 @@ pub(super) fn tunnel(t: &TunnelStatus, (rate_in, rate_out): (u64, u64)) -> Value
             reitunnel_hooks::TunnelKind::Reverse => "reverse",
             reitunnel_hooks::TunnelKind::Forward => "forward",
         },
+        "transport": t.transport.as_str(),
         "bind": t.bind.to_string(),
         "target": &*t.target,
         "open_secs": t.open_for.as_secs(),

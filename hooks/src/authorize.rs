@@ -1,0 +1,79 @@
+//! Asynchronous gates: asking a service of the operator's own whether a
+//! login, a tunnel or (opt-in) a visitor may open.
+//!
+//! The gates of [`crate::Hook`] are synchronous, which is right for what a
+//! hook can decide from memory. An [`Authorize`] gate may take a network
+//! round trip: the server awaits it off the data path (in the login's
+//! task, the session's control loop, the visitor's task) within a deadline
+//! of the gate's own, after the synchronous checks and before the open
+//! event. Its refusal reaches every hook's `on_rejected`, `by` its name,
+//! and the peer is told its reason. Ask only where it matters: a stream
+//! gate ([`Authorize::asks_streams`]) adds its latency to every visitor.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::event::{ClientInfo, Login, Scope, StreamInfo, TunnelInfo};
+use crate::verdict::Gate;
+
+/// What an asynchronous gate is asked.
+pub enum Ask<'a> {
+    /// May this client log in? Its proof of the token is in `login`, so a
+    /// service that knows the client's token can check it.
+    Login {
+        /// The client, its name as it asked and its address.
+        client: &'a ClientInfo,
+        /// The server's nonce and the client's proof.
+        login: &'a Login<'a>,
+        /// The verified client certificate's identity, if one was presented.
+        certificate: Option<&'a str>,
+    },
+    /// May this tunnel open (its public socket is bound already)?
+    Tunnel(&'a TunnelInfo),
+    /// May this visitor (or UDP flow) in?
+    Stream(&'a StreamInfo),
+}
+
+impl Ask<'_> {
+    /// `"login"`, `"tunnel"` or `"stream"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Ask::Login { .. } => "login",
+            Ask::Tunnel(_) => "tunnel",
+            Ask::Stream(_) => "stream",
+        }
+    }
+
+    /// Where a refusal is reported.
+    pub fn scope(&self) -> Scope<'_> {
+        match self {
+            Ask::Login { client, .. } => Scope::Client(client),
+            Ask::Tunnel(tunnel) => Scope::Tunnel(tunnel),
+            Ask::Stream(stream) => Scope::Stream(stream),
+        }
+    }
+}
+
+/// The answer to come.
+pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Gate> + Send + 'a>>;
+
+/// An asynchronous gate. It bounds its own wait and decides what a failure
+/// (no answer, a service down) means; the chain only awaits it.
+pub trait Authorize: Send + Sync + 'static {
+    /// Its name, in refusals and logs.
+    fn name(&self) -> &str;
+
+    /// Whether it is asked about every visitor too (default: only logins and tunnels).
+    fn asks_streams(&self) -> bool {
+        false
+    }
+
+    /// Whether `ask` may go ahead.
+    fn authorize<'a>(&'a self, ask: &'a Ask<'a>) -> AuthFuture<'a>;
+}
+
+impl std::fmt::Debug for dyn Authorize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Authorize({})", self.name())
+    }
+}

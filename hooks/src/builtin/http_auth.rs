@@ -1,0 +1,304 @@
+//! `http_auth`: an asynchronous gate ([`crate::authorize`]) that asks an
+//! HTTP(S) service of the operator's own whether a login, a tunnel or (with
+//! `streams`) a visitor may open, the way frp's server plugins do.
+//!
+//! Each question is a `POST` of one JSON object:
+//!
+//! ```json
+//! {"ask":"login","client":"alice","source":"198.51.100.7:40112","certificate":null,
+//!  "nonce":"<64 hex digits>","proof":"<64 hex digits>"}
+//! {"ask":"tunnel","client":"alice","source":"198.51.100.7:40112","kind":"reverse",
+//!  "transport":"tcp","bind":"0.0.0.0:8080","target":"127.0.0.1:3000"}
+//! {"ask":"stream","client":"alice","source":"198.51.100.7:40112","kind":"reverse",
+//!  "transport":"tcp","bind":"0.0.0.0:8080","target":"127.0.0.1:3000","visitor":"203.0.113.9:5555"}
+//! ```
+//!
+//! A login carries the server's nonce and the client's proof,
+//! `HMAC-SHA256(token, nonce || name)`, so a service that knows each
+//! client's token can check it without the server knowing any.
+//!
+//! The service answers `200` with `{"allow": true}` or
+//! `{"allow": false, "reason": "…"}` (the reason goes to the client), and
+//! may add `"ttl_secs": N` to have a tunnel or stream answer kept that long
+//! for the same question (a login's nonce is new each time, so logins are
+//! always asked). Anything else (no answer within the timeout, a refused
+//! connection, another status, a body that is not such an object) is a
+//! failure: refused by default, allowed with [`OnFailure::Allow`].
+//!
+//! To the `metrics` facade, labelled by the service's `host:port`:
+//! `reitunnel_http_auth_requests_total{outcome}` (`allow`, `deny`,
+//! `cached`, `failed`), the histogram `reitunnel_http_auth_seconds`, and
+//! the gauge `reitunnel_http_auth_healthy` (0 after a failure, 1 after an
+//! answer).
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::Request;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::webhook::endpoint::{Target, MAX_ANSWER};
+use crate::authorize::{Ask, AuthFuture, Authorize};
+use crate::event::{RefuseCode, TunnelInfo, TunnelKind};
+use crate::hook::Hook;
+use crate::verdict::{Gate, Reason};
+
+/// Answers kept at most; past it the expired ones go, then the oldest.
+const CACHE_ENTRIES: usize = 4096;
+
+/// What a failure to get an answer means.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Refuse (fail closed).
+    #[default]
+    Deny,
+    /// Let it in (fail open).
+    Allow,
+}
+
+/// Where and how an [`HttpAuth`] asks.
+#[derive(Debug, Clone)]
+pub struct HttpAuthConfig {
+    /// The service, `http://` or `https://`.
+    pub url: String,
+    /// The longest one question may take, connection included.
+    pub timeout: Duration,
+    /// What a failure means.
+    pub on_failure: OnFailure,
+    /// Ask about every visitor too (each waits for the answer).
+    pub streams: bool,
+    /// For `https://`: the CAs to trust (`None`: the system's).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl HttpAuthConfig {
+    /// Asks `url` about logins and tunnels, within 2 s, failing closed.
+    pub fn new(url: impl Into<String>) -> Self {
+        HttpAuthConfig {
+            url: url.into(),
+            timeout: Duration::from_secs(2),
+            on_failure: OnFailure::Deny,
+            streams: false,
+            tls: None,
+        }
+    }
+}
+
+/// The service's answer.
+#[derive(Debug, Clone, Deserialize)]
+struct Answer {
+    allow: bool,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    ttl_secs: u64,
+}
+
+/// The asynchronous gate; see the module docs.
+pub struct HttpAuth {
+    target: Target,
+    config: HttpAuthConfig,
+    cache: Mutex<HashMap<String, (Instant, Answer)>>,
+}
+
+impl HttpAuth {
+    /// Checks the URL (and its TLS settings).
+    pub fn new(config: HttpAuthConfig) -> io::Result<Self> {
+        let target = Target::parse("http_auth", &config.url, config.tls.clone())?;
+        Ok(HttpAuth {
+            target,
+            config,
+            cache: Mutex::default(),
+        })
+    }
+
+    /// One question, one answer (or why not).
+    async fn post(&self, body: Bytes) -> Result<Answer, String> {
+        let mut conn = self.target.connect().await?;
+        let request = Request::post(self.target.path.as_str())
+            .header(HOST, self.target.authority.as_str())
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| format!("building the request: {e}"))?;
+        let response = conn
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
+        if status != hyper::StatusCode::OK {
+            return Err(format!("HTTP {status}"));
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            format!("the answer is not {{\"allow\": true|false, \"reason\": \"…\"}}: {e}")
+        })
+    }
+
+    fn cached(&self, key: &str) -> Option<Answer> {
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache
+            .get(key)
+            .filter(|(until, _)| Instant::now() < *until)
+            .map(|(_, answer)| answer.clone())
+    }
+
+    fn keep(&self, key: String, answer: &Answer) {
+        if answer.ttl_secs == 0 {
+            return;
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if cache.len() >= CACHE_ENTRIES {
+            cache.retain(|_, (until, _)| now < *until);
+        }
+        if cache.len() >= CACHE_ENTRIES {
+            let oldest = cache.iter().min_by_key(|(_, (until, _))| *until);
+            if let Some(oldest) = oldest.map(|(k, _)| k.clone()) {
+                cache.remove(&oldest);
+            }
+        }
+        let until = now + Duration::from_secs(answer.ttl_secs);
+        cache.insert(key, (until, answer.clone()));
+    }
+
+    async fn decide(&self, ask: &Ask<'_>) -> Gate {
+        let (body, key) = question(ask);
+        let endpoint = self.target.authority.clone();
+        if let Some(answer) = key.as_deref().and_then(|k| self.cached(k)) {
+            metrics::counter!("reitunnel_http_auth_requests_total", "endpoint" => endpoint, "outcome" => "cached").increment(1);
+            return gate(&answer);
+        }
+        let started = Instant::now();
+        let timeout = self.config.timeout;
+        let answered = match tokio::time::timeout(timeout, self.post(body)).await {
+            Ok(answered) => answered,
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        };
+        metrics::histogram!("reitunnel_http_auth_seconds", "endpoint" => endpoint.clone())
+            .record(started.elapsed().as_secs_f64());
+        let healthy = f64::from(u8::from(answered.is_ok()));
+        metrics::gauge!("reitunnel_http_auth_healthy", "endpoint" => endpoint.clone()).set(healthy);
+        match answered {
+            Ok(answer) => {
+                let outcome = if answer.allow { "allow" } else { "deny" };
+                metrics::counter!("reitunnel_http_auth_requests_total", "endpoint" => endpoint, "outcome" => outcome).increment(1);
+                if let Some(key) = key {
+                    self.keep(key, &answer);
+                }
+                gate(&answer)
+            }
+            Err(why) => {
+                metrics::counter!("reitunnel_http_auth_requests_total", "endpoint" => endpoint, "outcome" => "failed").increment(1);
+                let url = &self.config.url;
+                tracing::warn!(%url, ask = ask.kind(), error = %why, "authorization service failed");
+                match self.config.on_failure {
+                    OnFailure::Allow => Gate::Allow,
+                    OnFailure::Deny => Gate::Refuse(Reason::new(
+                        RefuseCode::Unavailable,
+                        format!("the authorization service failed ({why}), so the {} is refused (on_failure = \"deny\")", ask.kind()),
+                    )),
+                }
+            }
+        }
+    }
+}
+
+impl Authorize for HttpAuth {
+    fn name(&self) -> &str {
+        "http_auth"
+    }
+
+    fn asks_streams(&self) -> bool {
+        self.config.streams
+    }
+
+    fn authorize<'a>(&'a self, ask: &'a Ask<'a>) -> AuthFuture<'a> {
+        Box::pin(self.decide(ask))
+    }
+}
+
+/// As a hook it only stands in the chain's list (so a reload keeps or
+/// replaces it like any other); its work is the [`Authorize`] gate's.
+impl Hook for HttpAuth {
+    fn name(&self) -> &str {
+        "http_auth"
+    }
+}
+
+fn gate(answer: &Answer) -> Gate {
+    if answer.allow {
+        return Gate::Allow;
+    }
+    let reason = answer
+        .reason
+        .clone()
+        .unwrap_or_else(|| "refused by the authorization service".to_owned());
+    Gate::Refuse(Reason::forbidden(reason))
+}
+
+/// The request body, and the key its answer may be kept under (none for a
+/// login, whose nonce is new each time).
+fn question(ask: &Ask<'_>) -> (Bytes, Option<String>) {
+    let (body, key) = match ask {
+        Ask::Login {
+            client,
+            login,
+            certificate,
+        } => (
+            json!({
+                "ask": "login",
+                "client": &*client.name,
+                "source": client.peer.to_string(),
+                "certificate": certificate,
+                "nonce": hex(login.nonce),
+                "proof": hex(login.proof),
+            }),
+            None,
+        ),
+        Ask::Tunnel(tunnel) => {
+            let body = tunnel_fields(json!({ "ask": "tunnel" }), tunnel);
+            let key = format!("tunnel {}", body);
+            (body, Some(key))
+        }
+        Ask::Stream(stream) => {
+            let mut body = tunnel_fields(json!({ "ask": "stream" }), &stream.tunnel);
+            // Kept per visitor address, not per connection: its port changes.
+            let key = format!("stream {} {}", body, stream.peer.ip());
+            body["visitor"] = Value::from(stream.peer.to_string());
+            (body, Some(key))
+        }
+    };
+    (Bytes::from(body.to_string()), key)
+}
+
+fn tunnel_fields(mut body: Value, tunnel: &TunnelInfo) -> Value {
+    body["client"] = Value::from(&*tunnel.client.name);
+    body["source"] = Value::from(tunnel.client.peer.to_string());
+    body["kind"] = Value::from(match tunnel.kind {
+        TunnelKind::Reverse => "reverse",
+        TunnelKind::Forward => "forward",
+    });
+    body["transport"] = Value::from(tunnel.transport.as_str());
+    body["bind"] = Value::from(tunnel.bind.to_string());
+    body["target"] = Value::from(&*tunnel.target);
+    body
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
