@@ -5,8 +5,9 @@
 //! hook can decide from memory. An [`Authorize`] gate may take a network
 //! round trip: the server awaits it off the data path (in the login's
 //! task, the session's control loop, the visitor's task) within a deadline
-//! of the gate's own, after the synchronous checks and before the open
-//! event. Its refusal reaches every hook's `on_rejected`, `by` its name,
+//! of the gate's own (the server also caps it at its handshake timeout),
+//! after the server's own checks (limits, allow-lists) and before the hooks'
+//! synchronous gates and the open event. Its refusal reaches every hook's `on_rejected`, `by` its name,
 //! and the peer is told its reason. Ask only where it matters: a stream
 //! gate ([`Authorize::asks_streams`]) adds its latency to every visitor.
 

@@ -103,7 +103,8 @@ impl HookChainBuilder {
     }
 
     /// Appends an asynchronous gate (see [`crate::authorize`]); they are
-    /// asked in the order added, after the synchronous gates' checks.
+    /// asked in the order added, after the server's own checks and before
+    /// the synchronous gates (which run as the open event is decided).
     pub fn authorizer(mut self, gate: Arc<dyn Authorize>) -> Self {
         self.authorizers.push(gate);
         self

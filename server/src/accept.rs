@@ -19,7 +19,7 @@ use crate::handshake::{check_name, read_login};
 use crate::limits::Slot;
 use crate::proxied::{real_peer, ProxiedError};
 use crate::session::Session;
-use crate::{ServerState, SessionError};
+use crate::{authorize_within, ServerState, SessionError};
 
 /// What a session's transport must offer: plain TCP or TLS over it.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -33,6 +33,12 @@ pub(crate) async fn serve(shared: Arc<ServerState>, mut tcp: TcpStream, peer: So
     let admission = &shared.admission;
     let _ = tune(&tcp);
     let deadline = Instant::now() + shared.config.handshake_timeout;
+    // The total slot first, so connections waiting on a PROXY header are
+    // bounded too; the per-IP one once the real address is known.
+    let total = match admission.handshakes.take() {
+        Ok(slot) => slot,
+        Err(hit) => return shared.pre_login_failed(&SessionError::Limit { peer, hit }),
+    };
     let trusted = &shared.config.proxy_protocol_from;
     let peer = match timeout_at(deadline, real_peer(&mut tcp, peer, trusted)).await {
         Ok(Ok(peer)) => peer,
@@ -46,12 +52,8 @@ pub(crate) async fn serve(shared: Arc<ServerState>, mut tcp: TcpStream, peer: So
         }
         Err(_) => return shared.pre_login_failed(&shared.handshake_timeout(peer)),
     };
-    let slots = admission
-        .handshakes
-        .take()
-        .and_then(|a| Ok((a, admission.handshakes_per_ip.take(peer.ip())?)));
-    let slots = match slots {
-        Ok(slots) => slots,
+    let slots = match admission.handshakes_per_ip.take(peer.ip()) {
+        Ok(per_ip) => (total, per_ip),
         Err(hit) => return shared.pre_login_failed(&SessionError::Limit { peer, hit }),
     };
     // An address blocked for failed logins gets no TLS handshake; its
@@ -158,14 +160,10 @@ async fn admit<S: Io>(
                 login: &login,
                 certificate: identity.as_deref(),
             };
-            match timeout_at(deadline, live.chain.authorize(&ask)).await {
-                Ok(answer) => answer.map(|()| slot),
-                Err(_) => {
-                    let why = "authorization did not finish within the login's handshake_timeout";
-                    let reason = Reason::new(RefuseCode::Unavailable, why);
-                    Err(live.chain.refuse(Scope::Client(&client), reason))
-                }
-            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            authorize_within(&live.chain, &ask, left)
+                .await
+                .map(|()| slot)
         }
         Err(refusal) => Err(refusal),
     };

@@ -22,7 +22,7 @@ use thiserror::Error;
 
 use crate::limits::{Slot, Slots};
 use crate::roster::{StreamListing, TunnelListing};
-use crate::{report_to, ServerState, StreamError};
+use crate::{authorize_within, report_to, ServerState, StreamError};
 
 /// One `allow_forward` entry: `HOST:PORTS`, where HOST is `*`, `*.suffix`,
 /// a name, an IP or a CIDR, and PORTS is `*`, a port or a range.
@@ -238,7 +238,8 @@ pub(crate) async fn serve(
         }
     };
     if route.chain.authorizes_streams() {
-        if let Err(r) = route.chain.authorize(&Ask::Stream(&info)).await {
+        let ask = Ask::Stream(&info);
+        if let Err(r) = authorize_within(&route.chain, &ask, cfg.handshake_timeout).await {
             let message = format!("refused by server hook '{}': {}", r.by, r.reason);
             return refuse(&mut up, message).await;
         }

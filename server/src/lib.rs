@@ -59,7 +59,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use reitunnel_hooks::{ClientId, CloseReason, HookChain, Scope, ServerInfo, StreamId, TunnelId};
+use reitunnel_hooks::authorize::Ask;
+use reitunnel_hooks::{
+    ClientId, CloseReason, HookChain, Reason, Refusal, RefuseCode, Scope, ServerInfo, StreamId,
+    TunnelId,
+};
 use reitunnel_transport::tls::{server_acceptor, TlsAcceptor};
 use reitunnel_transport::{listen, Closer, STREAM_CREDIT};
 use tokio::net::TcpListener;
@@ -200,6 +204,24 @@ fn report_to(
 ) {
     log_error(scope, err);
     chain.error(scope, err);
+}
+
+/// Asks `chain`'s asynchronous gates about `ask` for at most `within`
+/// (the handshake timeout: no gate holds a login, a session's control loop
+/// or a visitor longer); past it the question is refused, saying so.
+async fn authorize_within(
+    chain: &HookChain,
+    ask: &Ask<'_>,
+    within: std::time::Duration,
+) -> Result<(), Refusal> {
+    match tokio::time::timeout(within, chain.authorize(ask)).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            let why = format!("authorization did not finish within {within:?}");
+            let reason = Reason::new(RefuseCode::Unavailable, why);
+            Err(chain.refuse(ask.scope(), reason))
+        }
+    }
 }
 
 /// The log line of every error the server reports, delivered to hooks or not.

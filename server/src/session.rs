@@ -22,7 +22,7 @@ use crate::forward::{self, ForwardRoute, Forwards};
 use crate::lease::ClientHold;
 use crate::limits::{Slot, Slots};
 use crate::roster::AdminCloses;
-use crate::{report_to, tunnel, LoginSettings, ServerState, SessionError};
+use crate::{authorize_within, report_to, tunnel, LoginSettings, ServerState, SessionError};
 
 /// A logged-in client's state, owned by its connection task.
 pub(crate) struct Session {
@@ -316,6 +316,14 @@ impl Session {
             Ok(slot) => slot,
             Err(r) => return refused(r),
         };
+        // Asked before binding: a refused tunnel takes no port (nor a
+        // reconnecting client's lease); the service sees the address asked for.
+        let within = self.shared.config.handshake_timeout;
+        let asked = info(requested);
+        if let Err(r) = authorize_within(&self.live.chain, &Ask::Tunnel(&asked), within).await {
+            tracing::warn!(client = %self.client.name, %requested, by = %r.by, reason = %r.reason, "tunnel refused");
+            return refused(r);
+        }
         let (ports, name) = (&self.live.allow_ports, &self.client.name);
         let public = match self.shared.bind_public(ports, name, requested, transport) {
             Ok(public) => public,
@@ -326,12 +334,7 @@ impl Session {
             }
         };
         let bound = public.local_addr().unwrap_or(requested);
-        let pending = info(bound);
-        if let Err(r) = self.live.chain.authorize(&Ask::Tunnel(&pending)).await {
-            tracing::warn!(client = %self.client.name, %bound, by = %r.by, reason = %r.reason, "tunnel refused");
-            return refused(r);
-        }
-        let open = match self.live.chain.open_tunnel(pending) {
+        let open = match self.live.chain.open_tunnel(info(bound)) {
             Ok(open) => open,
             Err(r) => {
                 tracing::warn!(client = %self.client.name, %bound, by = %r.by, reason = %r.reason, "tunnel refused");
@@ -415,12 +418,13 @@ impl Session {
             .map_err(|reason| self.live.chain.refuse(Scope::Tunnel(&info), reason))
             .and_then(|()| self.take_tunnel_slot(&info));
         let checked = match checked {
-            Ok(slot) => self
-                .live
-                .chain
-                .authorize(&Ask::Tunnel(&info))
-                .await
-                .map(|()| slot),
+            Ok(slot) => {
+                let within = self.shared.config.handshake_timeout;
+                let ask = Ask::Tunnel(&info);
+                authorize_within(&self.live.chain, &ask, within)
+                    .await
+                    .map(|()| slot)
+            }
             Err(refusal) => Err(refusal),
         };
         let checked =

@@ -20,7 +20,7 @@ use crate::lease::{ClientHold, Parked};
 use crate::limits::{Slot, Slots};
 use crate::proxied::{real_peer, ProxiedError};
 use crate::roster::{StreamListing, TunnelListing};
-use crate::{report_to, ServerState, StreamError};
+use crate::{authorize_within, report_to, ServerState, StreamError};
 
 /// A running reverse tunnel: what its visitor tasks share.
 pub(crate) struct Tunnel {
@@ -184,7 +184,10 @@ impl Tunnel {
             }
         };
         if self.chain.authorizes_streams() {
-            self.chain.authorize(&Ask::Stream(&info)).await.ok()?;
+            let within = self.shared.config.handshake_timeout;
+            authorize_within(&self.chain, &Ask::Stream(&info), within)
+                .await
+                .ok()?;
         }
         let listed = self.listed.tunnel.stream(info.clone());
         let open = self.chain.open_stream(info).ok()?;

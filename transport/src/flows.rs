@@ -14,9 +14,9 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use reitunnel_hooks::datagram::Datagrams;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::{self, error::TrySendError};
@@ -25,7 +25,14 @@ use tokio_util::task::TaskTracker;
 use crate::datagram::MAX_DATAGRAM;
 
 /// Datagrams queued for one flow; past it, its datagrams are dropped.
-const FLOW_QUEUE: usize = 256;
+/// Each queued datagram is a copy of its own size, so a flow holds at most
+/// this many datagrams' bytes, not a receive buffer each.
+const FLOW_QUEUE: usize = 64;
+
+/// A full flow table is reported to the handler at most this often (the
+/// datagrams turned away meanwhile are only dropped), so a flood of new
+/// addresses is one event a second, not one per datagram.
+const TURNED_AWAY_EVERY: Duration = Duration::from_secs(1);
 
 /// What the owner of a flow socket does with its flows.
 pub trait FlowHandler {
@@ -90,12 +97,12 @@ pub async fn serve_flows<H: FlowHandler>(
     let mut running: HashMap<SocketAddr, Flow> = HashMap::new();
     let (ended, mut ends) = mpsc::unbounded_channel();
     let mut serial = 0u64;
-    let mut buf = BytesMut::new();
+    let mut last_turned_away: Option<Instant> = None;
+    // One receive buffer, reused; each datagram leaves it as a copy of its
+    // own size (a split-off `Bytes` would pin the whole buffer while queued).
+    let mut buf = vec![0u8; MAX_DATAGRAM];
     tokio::pin!(stop);
     loop {
-        if buf.capacity() < MAX_DATAGRAM {
-            buf.reserve(MAX_DATAGRAM);
-        }
         let (peer, datagram) = tokio::select! {
             () = &mut stop => return,
             Some((peer, done)) = ends.recv() => {
@@ -104,8 +111,8 @@ pub async fn serve_flows<H: FlowHandler>(
                 }
                 continue;
             }
-            got = socket.recv_buf_from(&mut buf) => match got {
-                Ok((_, peer)) => (peer, buf.split().freeze()),
+            got = socket.recv_from(&mut buf) => match got {
+                Ok((n, peer)) => (peer, Bytes::copy_from_slice(&buf[..n])),
                 Err(e) => {
                     handler.recv_failed(e);
                     continue;
@@ -121,7 +128,10 @@ pub async fn serve_flows<H: FlowHandler>(
             },
         };
         if running.len() >= max_flows && !running.contains_key(&peer) {
-            handler.turned_away(peer, max_flows);
+            if last_turned_away.is_none_or(|at| at.elapsed() >= TURNED_AWAY_EVERY) {
+                last_turned_away = Some(Instant::now());
+                handler.turned_away(peer, max_flows);
+            }
             continue;
         }
         let (queue, inbox) = mpsc::channel(FLOW_QUEUE);

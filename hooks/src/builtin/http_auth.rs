@@ -20,10 +20,12 @@
 //! The service answers `200` with `{"allow": true}` or
 //! `{"allow": false, "reason": "…"}` (the reason goes to the client), and
 //! may add `"ttl_secs": N` to have a tunnel or stream answer kept that long
+//! (at most a day)
 //! for the same question (a login's nonce is new each time, so logins are
 //! always asked). Anything else (no answer within the timeout, a refused
 //! connection, another status, a body that is not such an object) is a
-//! failure: refused by default, allowed with [`OnFailure::Allow`].
+//! failure: refused by default, allowed with [`OnFailure::Allow`]. A
+//! refused login counts as a failed login (`failed_logins_per_minute`).
 //!
 //! To the `metrics` facade, labelled by the service's `host:port`:
 //! `reitunnel_http_auth_requests_total{outcome}` (`allow`, `deny`,
@@ -52,6 +54,8 @@ use crate::verdict::{Gate, Reason};
 
 /// Answers kept at most; past it the expired ones go, then the oldest.
 const CACHE_ENTRIES: usize = 4096;
+/// The longest an answer is kept, whatever `ttl_secs` says: a day.
+const MAX_TTL_SECS: u64 = 86_400;
 
 /// What a failure to get an answer means.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -169,7 +173,7 @@ impl HttpAuth {
                 cache.remove(&oldest);
             }
         }
-        let until = now + Duration::from_secs(answer.ttl_secs);
+        let until = now + Duration::from_secs(answer.ttl_secs.min(MAX_TTL_SECS));
         cache.insert(key, (until, answer.clone()));
     }
 
@@ -178,7 +182,7 @@ impl HttpAuth {
         let endpoint = self.target.authority.clone();
         if let Some(answer) = key.as_deref().and_then(|k| self.cached(k)) {
             metrics::counter!("reitunnel_http_auth_requests_total", "endpoint" => endpoint, "outcome" => "cached").increment(1);
-            return gate(&answer);
+            return gate(ask, &answer);
         }
         let started = Instant::now();
         let timeout = self.config.timeout;
@@ -197,7 +201,7 @@ impl HttpAuth {
                 if let Some(key) = key {
                     self.keep(key, &answer);
                 }
-                gate(&answer)
+                gate(ask, &answer)
             }
             Err(why) => {
                 metrics::counter!("reitunnel_http_auth_requests_total", "endpoint" => endpoint, "outcome" => "failed").increment(1);
@@ -237,7 +241,10 @@ impl Hook for HttpAuth {
     }
 }
 
-fn gate(answer: &Answer) -> Gate {
+/// The answer as a gate's. A refused login counts as a failed one (the
+/// service may have found the wrong token), so the server's
+/// `failed_logins_per_minute` slows down guessing as it does for its own token.
+fn gate(ask: &Ask<'_>, answer: &Answer) -> Gate {
     if answer.allow {
         return Gate::Allow;
     }
@@ -245,7 +252,10 @@ fn gate(answer: &Answer) -> Gate {
         .reason
         .clone()
         .unwrap_or_else(|| "refused by the authorization service".to_owned());
-    Gate::Refuse(Reason::forbidden(reason))
+    Gate::Refuse(match ask {
+        Ask::Login { .. } => Reason::auth_failed(reason),
+        _ => Reason::forbidden(reason),
+    })
 }
 
 /// The request body, and the key its answer may be kept under (none for a
