@@ -6,7 +6,13 @@ use std::path::PathBuf;
 use clap::Parser;
 use reitunnel_hooks::builtin::Secret;
 
-use crate::file_config::{ByteSize, HookSpec};
+use crate::file_config::ByteSize;
+use crate::hook_config::kinds::audit::{self, Audit};
+use crate::hook_config::kinds::quota::{self, Quota};
+use crate::hook_config::kinds::rate_limit::{self, RateLimit};
+use crate::hook_config::kinds::webhook::{self, Webhook};
+use crate::hook_config::table::Invalid;
+use crate::hook_config::HookTable;
 use crate::{ForwardRule, Network, PortRanges};
 
 /// Reitunnel server: clients log in over one multiplexed connection and get
@@ -99,40 +105,38 @@ pub struct Args {
 
 /// The hooks the command-line flags ask for, in a fixed order: limits
 /// before the quota, notifiers last. They follow the config file's hooks.
-pub(super) fn flag_hooks(args: &Args) -> Vec<HookSpec> {
+pub(super) fn flag_hooks(args: &Args) -> anyhow::Result<Vec<HookTable>> {
     let mut hooks = Vec::new();
+    let checked = |flag: &str, table: Result<HookTable, Invalid>| {
+        table.map_err(|e| anyhow::anyhow!("{flag}: {}", e.problem))
+    };
     if let Some(rate) = args.rate_limit {
-        hooks.push(HookSpec::RateLimit {
+        let config = rate_limit::Config {
             per_client_bytes_per_sec: Some(rate),
-            per_tunnel_bytes_per_sec: None,
-            burst: None,
-            streams_per_client_per_sec: None,
-            visitors_per_ip_per_sec: None,
-            logins_per_ip_per_sec: None,
-        });
+            ..Default::default()
+        };
+        hooks.push(checked(
+            "--rate-limit",
+            HookTable::new::<RateLimit>(config),
+        )?);
     }
     if let Some(bytes) = args.quota {
-        hooks.push(HookSpec::Quota {
+        let config = quota::Config {
             bytes,
-            period_secs: 86_400,
-        });
+            period_secs: quota::default_period(),
+        };
+        hooks.push(checked("--quota", HookTable::new::<Quota>(config))?);
     }
     if let Some(path) = &args.audit_log {
-        hooks.push(HookSpec::Audit {
+        let config = audit::Config {
             path: path.clone(),
             streams: false,
-        });
+        };
+        hooks.push(checked("--audit-log", HookTable::new::<Audit>(config))?);
     }
     if let (Some(url), Some(secret)) = (&args.webhook, &args.webhook_secret) {
-        hooks.push(HookSpec::Webhook {
-            url: url.clone(),
-            secret: secret.clone(),
-            events: Vec::new(),
-            timeout_secs: 5,
-            retries: 3,
-            streams: false,
-            ca: None,
-        });
+        let config = webhook::Config::to(url.clone(), secret.clone());
+        hooks.push(checked("--webhook", HookTable::new::<Webhook>(config))?);
     }
-    hooks
+    Ok(hooks)
 }

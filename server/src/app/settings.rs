@@ -9,7 +9,9 @@ use reitunnel_hooks::builtin::Secret;
 use reitunnel_transport::tls::ServerTls;
 
 use super::Args;
-use crate::file_config::{FileConfig, HookSpec};
+use crate::file_config::FileConfig;
+use crate::hook_config::kinds::{http_auth::HttpAuth, metrics::Metrics, policy::Policy};
+use crate::hook_config::HookTable;
 use crate::ServerConfig;
 
 /// Everything the server runs with, from the flags over the config file:
@@ -17,7 +19,7 @@ use crate::ServerConfig;
 pub(super) struct Settings {
     pub(super) config: ServerConfig,
     /// The file's hooks, then the flags'.
-    pub(super) hooks: Vec<HookSpec>,
+    pub(super) hooks: Vec<HookTable>,
     /// The config file (or a placeholder), for messages.
     pub(super) path: PathBuf,
     pub(super) stats_interval: u64,
@@ -87,7 +89,7 @@ impl Settings {
             args.allow_forward.clone()
         };
         let mut hooks = file.hooks;
-        hooks.extend(super::args::flag_hooks(args));
+        hooks.extend(super::args::flag_hooks(args)?);
         let metrics_listen = args.metrics_listen.or(s.metrics_listen);
         let admin_token = args
             .admin_token
@@ -129,17 +131,11 @@ impl Settings {
     /// client certificate under `tls`
     /// (which a reload cannot change: there the running TLS counts).
     pub(super) fn check_auth(&self, tls: &Option<ServerTls>) -> anyhow::Result<()> {
-        let has_policy = self
-            .hooks
-            .iter()
-            .any(|h| matches!(h, HookSpec::Policy { .. }));
+        let has_policy = self.hooks.iter().any(HookTable::is::<Policy>);
         let mtls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
         // An `http_auth` service is asked about every login (it can check
         // the client's proof of its token itself).
-        let asked = self
-            .hooks
-            .iter()
-            .any(|h| matches!(h, HookSpec::HttpAuth { .. }));
+        let asked = self.hooks.iter().any(HookTable::is::<HttpAuth>);
         match (&self.config.token, has_policy || mtls || asked) {
             (None, false) => anyhow::bail!(
                 "a token is required: --token, REITUNNEL_TOKEN, `token` in the config file, a `policy` hook with per-client tokens, an `http_auth` hook, or client certificates (--client-ca)"
@@ -186,6 +182,6 @@ impl Settings {
     }
 }
 
-pub(super) fn is_metrics(spec: &HookSpec) -> bool {
-    matches!(spec, HookSpec::Metrics { .. })
+pub(super) fn is_metrics(table: &HookTable) -> bool {
+    table.is::<Metrics>()
 }

@@ -4,6 +4,7 @@
 //! read, so a bad value, an unknown field or an unknown hook kind is an
 //! error that names the line. Flags given on the command line win over the file.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -14,11 +15,11 @@ use thiserror::Error;
 use crate::PortRanges;
 use reitunnel_hooks::builtin::Secret;
 
-mod hook_spec;
 #[cfg(test)]
 mod tests;
 
-pub use hook_spec::{ClientSpec, ClientsFile, HookSpec, MeterSinkKind, OnFailureSpec};
+use crate::hook_config::table::TableError;
+use crate::hook_config::HookTable;
 
 /// The server's config file.
 #[derive(Debug, Default)]
@@ -26,7 +27,7 @@ pub struct FileConfig {
     /// Everything but the hooks, as written.
     pub settings: Settings,
     /// The hook chain, in order.
-    pub hooks: Vec<HookSpec>,
+    pub hooks: Vec<HookTable>,
 }
 
 /// The top-level settings of the file.
@@ -73,10 +74,11 @@ pub struct Settings {
     /// `[limits]`: connection, tunnel and stream limits and heartbeats.
     #[serde(default)]
     pub limits: LimitsSpec,
-    /// The `[[hooks]]` tables, read raw with their position so each one's
-    /// errors can name its own line (serde loses positions inside tagged enums).
+    /// The `[[hooks]]` tables, read raw with the position of each table
+    /// and key, so that an error names its line (serde loses positions
+    /// once a value is taken out of the document).
     #[serde(default)]
-    hooks: Vec<toml::Spanned<toml::Table>>,
+    hooks: Vec<toml::Spanned<RawTable>>,
 }
 
 /// The `[limits]` table: each key overrides one default of [`crate::Limits`]
@@ -268,24 +270,41 @@ impl FileConfig {
                 *secret = Some(Secret::new(value));
             }
         }
+        let line_at = |offset: usize| text[..offset].matches('\n').count() + 1;
         let hooks = std::mem::take(&mut settings.hooks)
             .into_iter()
             .enumerate()
-            .map(|(i, table)| {
-                let line = text[..table.span().start].matches('\n').count() + 1;
-                toml::Value::Table(table.into_inner())
-                    .try_into::<HookSpec>()
-                    .map_err(|e| ConfigError::Hook {
+            .map(|(i, raw)| {
+                let table_line = line_at(raw.span().start);
+                let raw = raw.into_inner();
+                let key_lines: BTreeMap<String, usize> = raw
+                    .iter()
+                    .map(|(key, value)| (key.clone(), line_at(value.span().start)))
+                    .collect();
+                let table = raw.into_iter().map(|(k, v)| (k, v.into_inner())).collect();
+                HookTable::parse(table).map_err(|e| {
+                    let line = match &e {
+                        TableError::Check(invalid) => {
+                            key_lines.get(invalid.key).copied().unwrap_or(table_line)
+                        }
+                        TableError::Serde(_) => table_line,
+                    };
+                    ConfigError::Hook {
                         path: path.to_owned(),
                         line,
                         index: i + 1,
                         message: e.message().to_owned(),
-                    })
+                    }
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(FileConfig { settings, hooks })
     }
 }
 
+/// A `[[hooks]]` table as written, each key with its position.
+type RawTable = BTreeMap<String, toml::Spanned<toml::Value>>;
+
 pub(crate) use reitunnel_transport::cli::expand_env;
-use reitunnel_transport::config_file::{self, FileError};
+pub(crate) use reitunnel_transport::config_file;
+use reitunnel_transport::config_file::FileError;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::hook_config::kinds::{audit, metrics, quota, rate_limit, sampled, webhook};
 use crate::Network;
 
 fn parse(text: &str) -> Result<FileConfig, String> {
@@ -34,32 +35,17 @@ kind = "log"
         cfg.settings.allow_ports,
         Some("20000-20100".parse().unwrap())
     );
-    let kinds: Vec<_> = cfg
-        .hooks
-        .iter()
-        .map(|h| {
-            format!("{h:?}")
-                .split([' ', '{'])
-                .next()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
-    assert_eq!(kinds, ["RateLimit", "Quota", "Meter", "Audit", "Log"]);
-    assert!(matches!(
-        cfg.hooks[0],
-        HookSpec::RateLimit {
-            per_client_bytes_per_sec: Some(ByteSize(10485760)),
-            ..
-        }
-    ));
-    assert!(matches!(
-        cfg.hooks[1],
-        HookSpec::Quota {
+    let kinds: Vec<_> = cfg.hooks.iter().map(HookTable::kind).collect();
+    assert_eq!(kinds, ["rate_limit", "quota", "meter", "audit", "log"]);
+    let limit = cfg.hooks[0].config::<rate_limit::RateLimit>().unwrap();
+    assert_eq!(limit.per_client_bytes_per_sec, Some(ByteSize(10485760)));
+    assert_eq!(
+        cfg.hooks[1].config::<quota::Quota>(),
+        Some(&quota::Config {
             bytes: ByteSize(1073741824),
             period_secs: 86_400
-        }
-    ));
+        })
+    );
 }
 
 #[test]
@@ -105,6 +91,39 @@ fn unknown_kind_field_and_bad_values_name_the_line() {
         e.contains("line 1: hook #1: unknown variant `maybe`, expected `deny` or `allow`"),
         "{e}"
     );
+    // A value the kind's checks refuse names its own key's line.
+    let e =
+        parse("[[hooks]]\nkind = \"quota\"\nbytes = \"1GiB\"\n\nperiod_secs = 0\n").unwrap_err();
+    assert!(
+        e.contains("line 5: hook #1: quota: period_secs must be at least 1"),
+        "{e}"
+    );
+    let e = parse("[[hooks]]\nkind = \"rate_limit\"\nvisitors_per_ip_per_sec = 5\nburst = \"0\"\n")
+        .unwrap_err();
+    assert!(
+        e.contains("line 4: hook #1: rate_limit: burst 0 must be 1..=4294967295"),
+        "{e}"
+    );
+    let e = parse("[[hooks]]\nkind = \"policy\"\nvisitors_deny = [\"10.1\"]\n").unwrap_err();
+    assert!(
+        e.contains("line 3: hook #1: policy: visitors_deny entry '10.1' is not a network"),
+        "{e}"
+    );
+    let e = parse(
+        "[[hooks]]\nkind = \"webhook\"\nurl = \"http://h/\"\nsecret = \"s\"\ntimeout_secs = 0\n",
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("line 5: hook #1: webhook http://h/: timeout_secs must be at least 1"),
+        "{e}"
+    );
+    let e = parse("[[hooks]]\nkind = 7\n").unwrap_err();
+    assert!(
+        e.contains("line 1: hook #1: invalid type: integer, expected a hook kind"),
+        "{e}"
+    );
+    let e = parse("[[hooks]]\npath = \"a\"\n").unwrap_err();
+    assert!(e.contains("line 1: hook #1: missing field `kind`"), "{e}");
     let e = parse("lisen = \"0.0.0.0:1\"\n").unwrap_err();
     assert!(
         e.contains("line 1") && e.contains("unknown field `lisen`"),
@@ -151,15 +170,16 @@ fn the_example_config_loads_and_builds_its_hooks() {
     );
     assert_eq!(cfg.hooks.len(), 4);
     let dir = tempfile::tempdir().unwrap();
-    let hooks: Vec<HookSpec> = cfg
+    let hooks: Vec<HookTable> = cfg
         .hooks
         .into_iter()
-        .map(|h| match h {
-            HookSpec::Audit { streams, .. } => HookSpec::Audit {
+        .map(|h| match h.config::<audit::Audit>() {
+            Some(audit) => HookTable::new::<audit::Audit>(audit::Config {
                 path: dir.path().join("audit.jsonl"),
-                streams,
-            },
-            other => other,
+                streams: audit.streams,
+            })
+            .unwrap(),
+            None => h,
         })
         .collect();
     let (builder, _bg) =
@@ -219,26 +239,24 @@ streams = true
 "#,
     )
     .unwrap();
+    let configs: Vec<_> = cfg
+        .hooks
+        .iter()
+        .map(|h| h.config::<webhook::Webhook>().unwrap().clone())
+        .collect();
     assert_eq!(
-        cfg.hooks,
+        configs,
         [
-            HookSpec::Webhook {
-                url: "http://127.0.0.1:8080/reitunnel".into(),
-                secret: "${REITUNNEL_WEBHOOK_SECRET}".into(),
-                events: vec![],
-                timeout_secs: 5,
-                retries: 3,
-                streams: false,
-                ca: None,
-            },
-            HookSpec::Webhook {
-                url: "http://hooks.internal/q".into(),
-                secret: "plain".into(),
+            webhook::Config::to(
+                "http://127.0.0.1:8080/reitunnel".into(),
+                "${REITUNNEL_WEBHOOK_SECRET}".into()
+            ),
+            webhook::Config {
                 events: vec!["quota.exceeded".into(), "bandwidth.report".into()],
                 timeout_secs: 2,
                 retries: 0,
                 streams: true,
-                ca: None,
+                ..webhook::Config::to("http://hooks.internal/q".into(), "plain".into())
             },
         ]
     );
@@ -254,11 +272,12 @@ fn metrics_hook_and_endpoint_parse() {
         cfg.settings.metrics_listen,
         Some("127.0.0.1:9100".parse().unwrap())
     );
+    let metrics_100 = metrics::Config {
+        max_client_labels: 100,
+    };
     assert_eq!(
         cfg.hooks,
-        [HookSpec::Metrics {
-            max_client_labels: 100
-        }]
+        [HookTable::new::<metrics::Metrics>(metrics_100).unwrap()]
     );
 }
 
@@ -266,15 +285,24 @@ fn metrics_hook_and_endpoint_parse() {
 fn sampled_wraps_another_hook() {
     let cfg = parse("[[hooks]]\nkind = \"sampled\"\none_in = 8\nhook = { kind = \"metrics\" }\n")
         .unwrap();
+    let metrics_100 = metrics::Config {
+        max_client_labels: 100,
+    };
+    let expected = sampled::Config {
+        one_in: Some(8),
+        every_ms: None,
+        hook: HookTable::new::<metrics::Metrics>(metrics_100).unwrap(),
+    };
     assert_eq!(
         cfg.hooks,
-        [HookSpec::Sampled {
-            one_in: Some(8),
-            every_ms: None,
-            hook: Box::new(HookSpec::Metrics {
-                max_client_labels: 100
-            })
-        }]
+        [HookTable::new::<sampled::Sampled>(expected).unwrap()]
+    );
+    assert_ne!(
+        cfg.hooks[0],
+        parse("[[hooks]]\nkind = \"sampled\"\none_in = 8\nhook = { kind = \"log\" }\n")
+            .unwrap()
+            .hooks[0],
+        "a different wrapped hook is a different table"
     );
 }
 

@@ -2,8 +2,9 @@
 //! sinks (audit logs, webhooks) are opened first so every hook that emits events
 //! (quota, meter) reaches all of them, wherever they stand in the list.
 
-mod build;
+pub(crate) mod kinds;
 mod sinks;
+pub(crate) mod table;
 #[cfg(test)]
 mod tests;
 
@@ -16,9 +17,10 @@ use reitunnel_hooks::builtin::{BandwidthMeter, JsonLinesFile, Quota, RateLimit, 
 use reitunnel_hooks::events::EventBus;
 use reitunnel_hooks::{Hook, HookChainBuilder};
 
-use crate::file_config::{ConfigError, HookSpec, MeterSinkKind};
-use build::Builder;
-use sinks::{open_sink, Sink};
+use crate::file_config::ConfigError;
+use sinks::Sink;
+pub use table::HookTable;
+use table::{BuildContext, Relation};
 
 /// What the configured hooks need besides their place in the chain, and
 /// what the admin API reads of them.
@@ -47,13 +49,13 @@ impl Background {
         self.authorizers.extend(other.authorizers.iter().cloned());
     }
 }
-/// The hooks built from a config's `[[hooks]]`, each kept with the spec it
+/// The hooks built from a config's `[[hooks]]`, each kept with the table it
 /// came from, so that a reload ([`HookSet::rebuild`]) keeps every hook whose
 /// table did not change, and with it the hook's state: quota usage, rate
 /// buckets, meter counters, the open audit file, a webhook's queue.
 pub struct HookSet {
-    hooks: Vec<(HookSpec, BuiltHook)>,
-    sinks: Vec<(HookSpec, Sink)>,
+    hooks: Vec<(HookTable, BuiltHook)>,
+    sinks: Vec<(HookTable, Sink)>,
     background: Background,
 }
 
@@ -73,13 +75,13 @@ impl std::fmt::Debug for HookSet {
 }
 
 impl HookSet {
-    /// Builds the hooks of `specs`, in order; events carry `server` as the
+    /// Builds the hooks of `tables`, in order; events carry `server` as the
     /// server's name, errors name `path`.
-    pub fn build(specs: &[HookSpec], server: &str, path: &Path) -> Result<HookSet, ConfigError> {
-        HookSet::assemble(specs, server, path, None)
+    pub fn build(tables: &[HookTable], server: &str, path: &Path) -> Result<HookSet, ConfigError> {
+        HookSet::assemble(tables, server, path, None)
     }
 
-    /// Builds the hooks of `specs` for a reload: a hook whose table equals
+    /// Builds the hooks of `tables` for a reload: a hook whose table equals
     /// one of this set's is that same hook (each old hook is used once),
     /// unless it emits events (quota, meter with `"events"`) and the event
     /// sinks (audit logs, webhooks) changed, since it holds the old ones,
@@ -88,11 +90,11 @@ impl HookSet {
     /// keeps its file or queue.
     pub fn rebuild(
         &self,
-        specs: &[HookSpec],
+        tables: &[HookTable],
         server: &str,
         path: &Path,
     ) -> Result<HookSet, ConfigError> {
-        HookSet::assemble(specs, server, path, Some(self))
+        HookSet::assemble(tables, server, path, Some(self))
     }
 
     /// The hooks, appended to `chain` in order, and the asynchronous gates.
@@ -112,7 +114,7 @@ impl HookSet {
     }
 
     fn assemble(
-        specs: &[HookSpec],
+        tables: &[HookTable],
         server: &str,
         path: &Path,
         previous: Option<&HookSet>,
@@ -121,34 +123,29 @@ impl HookSet {
             path: path.to_owned(),
             problem,
         };
-        let mut bg = Background::default();
+        let mut background = Background::default();
         let mut bus = EventBus::new().for_server(server);
         let mut sinks = Vec::new();
-        let mut spare_sinks: Vec<(HookSpec, Sink)> =
+        let mut spare_sinks: Vec<(HookTable, Sink)> =
             previous.map(|p| p.sinks.clone()).unwrap_or_default();
-        // Each sink spec's sink, by the spec's position: the hook built for
+        // Each sink table's sink, by the table's position: the hook built for
         // that table writes to exactly the sink opened for it.
-        let mut sink_of: Vec<Option<Sink>> = Vec::with_capacity(specs.len());
-        for spec in specs {
-            if !is_sink(spec) {
+        let mut sink_of: Vec<Option<Sink>> = Vec::with_capacity(tables.len());
+        for table in tables {
+            if table.relation() != Relation::Sink {
                 sink_of.push(None);
                 continue;
             }
-            let sink = match take_equal(&mut spare_sinks, spec) {
+            let sink = match take_equal(&mut spare_sinks, table) {
                 Some(sink) => sink,
-                None => open_sink(spec).map_err(invalid)?,
+                None => table.open_sink().map_err(invalid)?,
             };
+            bus = sink.join(bus);
             match &sink {
-                Sink::Audit(file) => {
-                    bus = bus.with(file.clone());
-                    bg.audit.push(file.clone());
-                }
-                Sink::Webhook(hook) => {
-                    bus = bus.with(hook.clone());
-                    bg.webhooks.push(hook.clone());
-                }
+                Sink::Audit(file) => background.audit.push(file.clone()),
+                Sink::Webhook(hook) => background.webhooks.push(hook.clone()),
             }
-            sinks.push((spec.clone(), sink.clone()));
+            sinks.push((table.clone(), sink.clone()));
             sink_of.push(Some(sink));
         }
         tell_health_to_the_others(&sinks, server);
@@ -158,94 +155,74 @@ impl HookSet {
                 .map(|(s, _)| s)
                 .eq(sinks.iter().map(|(s, _)| s))
         });
-        let mut spare_hooks: Vec<(HookSpec, BuiltHook)> =
+        let mut spare_hooks: Vec<(HookTable, BuiltHook)> =
             previous.map(|p| p.hooks.clone()).unwrap_or_default();
-        let mut builder = Builder {
-            server,
-            path,
-            bus,
-            bg,
-        };
-        let mut hooks = Vec::with_capacity(specs.len());
-        for (spec, sink) in specs.iter().zip(sink_of) {
+        let mut hooks = Vec::with_capacity(tables.len());
+        for (table, own_sink) in tables.iter().zip(sink_of) {
             // A policy is always built anew: its `clients_file` may have
             // changed under the same table. It holds no state a session
             // needs: each session keeps the chain it logged in with.
-            let rebuilt =
-                matches!(spec, HookSpec::Policy { .. }) || (emits_events(spec) && !sinks_unchanged);
-            let kept = if rebuilt {
-                None
-            } else {
-                take_equal(&mut spare_hooks, spec)
+            let kept = match table.relation() {
+                Relation::AlwaysRebuilt => None,
+                Relation::EmitsEvents if !sinks_unchanged => None,
+                _ => take_equal(&mut spare_hooks, table),
             };
             let built = match kept {
                 Some(built) => built,
                 None => {
                     // What this build adds to the background is the hook's own.
-                    let before = std::mem::take(&mut builder.bg);
-                    let hook = match sink {
-                        Some(sink) => Ok(builder.sink_hook(spec, sink)),
-                        None => builder.build(spec),
+                    let mut ctx = BuildContext {
+                        server,
+                        path,
+                        bus: bus.clone(),
+                        background: Background::default(),
+                        own_sink,
                     };
-                    let own = std::mem::replace(&mut builder.bg, before);
-                    BuiltHook { hook: hook?, own }
+                    let hook = table.build(&mut ctx)?;
+                    BuiltHook {
+                        hook,
+                        own: ctx.background,
+                    }
                 }
             };
-            builder.bg.extend_hooks(&built.own);
-            hooks.push((spec.clone(), built));
+            background.extend_hooks(&built.own);
+            hooks.push((table.clone(), built));
         }
         Ok(HookSet {
             hooks,
             sinks,
-            background: builder.bg,
+            background,
         })
     }
 }
 
 /// Each webhook reports turning unhealthy or recovering to every other sink.
-fn tell_health_to_the_others(sinks: &[(HookSpec, Sink)], server: &str) {
+fn tell_health_to_the_others(sinks: &[(HookTable, Sink)], server: &str) {
     for (i, (_, sink)) in sinks.iter().enumerate() {
         let Sink::Webhook(webhook) = sink else {
             continue;
         };
         let others = sinks.iter().enumerate().filter(|(j, _)| *j != i).fold(
             EventBus::new().for_server(server),
-            |bus, (_, (_, other))| match other {
-                Sink::Audit(file) => bus.with(file.clone()),
-                Sink::Webhook(hook) => bus.with(hook.clone()),
-            },
+            |bus, (_, (_, other))| other.join(bus),
         );
         webhook.report_health_to(others);
     }
 }
 
-/// Removes and returns the first entry of `spare` whose spec equals `spec`.
-fn take_equal<T>(spare: &mut Vec<(HookSpec, T)>, spec: &HookSpec) -> Option<T> {
-    let at = spare.iter().position(|(s, _)| s == spec)?;
+/// Removes and returns the first entry of `spare` whose table equals `table`.
+fn take_equal<T>(spare: &mut Vec<(HookTable, T)>, table: &HookTable) -> Option<T> {
+    let at = spare.iter().position(|(s, _)| s == table)?;
     Some(spare.remove(at).1)
 }
 
-/// Audit logs and webhooks: hooks that are also event sinks for the others.
-fn is_sink(spec: &HookSpec) -> bool {
-    matches!(spec, HookSpec::Audit { .. } | HookSpec::Webhook { .. })
-}
-
-/// Hooks that send events to every sink of the config.
-fn emits_events(spec: &HookSpec) -> bool {
-    match spec {
-        HookSpec::Quota { .. } => true,
-        HookSpec::Meter { sinks, .. } => sinks.contains(&MeterSinkKind::Events),
-        HookSpec::Sampled { hook, .. } => emits_events(hook),
-        _ => false,
-    }
-}
-/// Appends the hooks of `specs` to `chain`, in order; events carry `server` as the server's name.
+/// Appends the hooks of `tables` to `chain`, in order; events carry `server` as the server's name.
 pub fn add_hooks(
     chain: HookChainBuilder,
-    specs: &[HookSpec],
+    tables: &[HookTable],
     server: &str,
     path: &Path,
 ) -> Result<(HookChainBuilder, Background), ConfigError> {
-    let set = HookSet::build(specs, server, path)?;
+    let set = HookSet::build(tables, server, path)?;
     Ok((set.append_to(chain), set.background))
 }

@@ -1,23 +1,26 @@
-use std::collections::BTreeMap;
-
 use super::*;
-use crate::file_config::{ByteSize, ClientSpec};
+use crate::hook_config::table::TableError;
 use reitunnel_hooks::events::{Event, EventSink};
 use reitunnel_hooks::HookChain;
 
-fn webhook(url: &str, secret: &str) -> HookSpec {
-    HookSpec::Webhook {
-        url: url.into(),
-        secret: secret.into(),
-        events: vec![],
-        timeout_secs: 5,
-        retries: 3,
-        streams: false,
-        ca: None,
-    }
+/// The table written in TOML (without `[[hooks]]`).
+fn table(text: &str) -> Result<HookTable, String> {
+    let raw: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    HookTable::parse(raw).map_err(|e: TableError| e.message().to_owned())
 }
 
-fn build(specs: &[HookSpec]) -> Result<(Vec<String>, Background), String> {
+/// A table that must parse.
+fn t(text: &str) -> HookTable {
+    table(text).unwrap()
+}
+
+fn webhook(url: &str, secret: &str) -> HookTable {
+    t(&format!(
+        "kind = \"webhook\"\nurl = \"{url}\"\nsecret = \"{secret}\""
+    ))
+}
+
+fn build(specs: &[HookTable]) -> Result<(Vec<String>, Background), String> {
     let (chain, bg) = add_hooks(
         HookChain::builder(),
         specs,
@@ -44,24 +47,16 @@ fn rebuilt(old: &HookSet, new: &HookSet) -> Vec<String> {
 #[test]
 fn a_rebuild_keeps_hooks_whose_table_did_not_change() {
     let dir = tempfile::tempdir().unwrap();
-    let audit = |name: &str| HookSpec::Audit {
-        path: dir.path().join(name),
-        streams: false,
+    let audit = |name: &str| {
+        let path = dir.path().join(name);
+        t(&format!(
+            "kind = \"audit\"\npath = {:?}",
+            path.display().to_string()
+        ))
     };
-    let quota = HookSpec::Quota {
-        bytes: ByteSize(1 << 20),
-        period_secs: 60,
-    };
-    let meter = HookSpec::Meter {
-        interval_secs: 10,
-        sinks: vec![MeterSinkKind::Log],
-    };
-    let policy = HookSpec::Policy {
-        clients: BTreeMap::new(),
-        clients_file: None,
-        visitors_allow: vec![],
-        visitors_deny: vec![],
-    };
+    let quota = t("kind = \"quota\"\nbytes = \"1MiB\"\nperiod_secs = 60");
+    let meter = t("kind = \"meter\"\ninterval_secs = 10\nsinks = [\"log\"]");
+    let policy = t("kind = \"policy\"");
     let path = Path::new("server.toml");
     let specs = [
         policy.clone(),
@@ -86,10 +81,7 @@ fn a_rebuild_keeps_hooks_whose_table_did_not_change() {
 
     // Another audit file: the quota, which sends events to it, is built
     // anew; the meter, which logs, is kept; and a changed table is new.
-    let other_meter = HookSpec::Meter {
-        interval_secs: 20,
-        sinks: vec![MeterSinkKind::Log],
-    };
+    let other_meter = t("kind = \"meter\"\ninterval_secs = 20");
     let moved = [policy, quota, meter, other_meter, audit("b.jsonl")];
     let next = same.rebuild(&moved, "t", path).unwrap();
     assert_eq!(rebuilt(&same, &next), ["policy", "quota", "meter", "audit"]);
@@ -99,60 +91,53 @@ fn a_rebuild_keeps_hooks_whose_table_did_not_change() {
         &same.background().meters[0].0
     ));
 
-    // A bad table fails the rebuild and leaves the old set as it was.
-    let bad = [HookSpec::Quota {
-        bytes: ByteSize(1),
-        period_secs: 0,
-    }];
+    // A table that cannot be built fails the rebuild and leaves the old
+    // set as it was.
+    let bad = [t(
+        "kind = \"policy\"\nclients_file = \"/nonexistent/clients.toml\"",
+    )];
     let err = next.rebuild(&bad, "t", path).unwrap_err().to_string();
-    assert!(err.contains("period_secs must be at least 1"), "{err}");
+    assert!(err.contains("/nonexistent/clients.toml"), "{err}");
+    assert_eq!(next.background().meters.len(), 2);
 }
 
 #[test]
 fn sampled_wraps_data_observers_only() {
-    let sampled = |one_in, every_ms, hook: HookSpec| HookSpec::Sampled {
-        one_in,
-        every_ms,
-        hook: Box::new(hook),
-    };
-    let log = HookSpec::Log { sample_every: 0 };
-    let (names, _) = build(&[sampled(Some(4), None, log.clone())]).unwrap();
+    let (names, _) = build(&[t(
+        "kind = \"sampled\"\none_in = 4\nhook = { kind = \"log\" }",
+    )])
+    .unwrap();
     assert_eq!(names, ["sampled(log)"]);
-    let quota = HookSpec::Quota {
-        bytes: ByteSize(1),
-        period_secs: 60,
-    };
-    let err = build(&[sampled(Some(4), None, quota)]).unwrap_err();
+    // The wrapped table is checked as it is read.
+    let err = table("kind = \"sampled\"\none_in = 4\nhook = { kind = \"quota\", bytes = \"1B\" }")
+        .unwrap_err();
     assert!(
         err.contains("limits and quotas must see every chunk"),
         "{err}"
     );
-    let err = build(&[sampled(Some(4), Some(10), log.clone())]).unwrap_err();
+    let err = table("kind = \"sampled\"\none_in = 4\nevery_ms = 10\nhook = { kind = \"log\" }")
+        .unwrap_err();
     assert!(err.contains("exactly one of one_in and every_ms"), "{err}");
-    let err = build(&[sampled(Some(0), None, log)]).unwrap_err();
+    let err = table("kind = \"sampled\"\none_in = 0\nhook = { kind = \"log\" }").unwrap_err();
     assert!(err.contains("one_in must be at least 1"), "{err}");
+    let err = table("kind = \"sampled\"\none_in = 2\nhook = { kind = \"metrics\", typo = 1 }")
+        .unwrap_err();
+    assert!(err.contains("unknown field `typo`"), "{err}");
 }
 
 #[test]
 fn policy_clients_come_from_the_config_and_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("clients.toml");
-    let policy = |inline: &[&str]| HookSpec::Policy {
-        clients: inline
+    let policy = |inline: &[&str]| {
+        let clients: String = inline
             .iter()
-            .map(|n| {
-                let spec = ClientSpec {
-                    token: Some("t".into()),
-                    ports: None,
-                    max_tunnels: None,
-                    max_streams: None,
-                };
-                (n.to_string(), spec)
-            })
-            .collect(),
-        clients_file: Some(file.clone()),
-        visitors_allow: vec![],
-        visitors_deny: vec![],
+            .map(|n| format!("clients.{n}.token = \"t\"\n"))
+            .collect();
+        let file = file.display().to_string();
+        t(&format!(
+            "kind = \"policy\"\nclients_file = {file:?}\n{clients}"
+        ))
     };
     std::fs::write(&file, "[clients.bob]\ntoken = \"b\"\nmax_tunnels = 2\n").unwrap();
     let (names, _) = build(&[policy(&["alice"])]).unwrap();
@@ -196,10 +181,7 @@ fn webhooks_are_built_as_event_hooks_and_checked() {
         "{e}"
     );
     // https:// with a private CA: a CA file that is not there is named.
-    let mut private = webhook("https://hooks.internal/x", "s");
-    if let HookSpec::Webhook { ca, .. } = &mut private {
-        *ca = Some("/nonexistent/receivers-ca.pem".into());
-    }
+    let private = t("kind = \"webhook\"\nurl = \"https://hooks.internal/x\"\nsecret = \"s\"\nca = \"/nonexistent/receivers-ca.pem\"");
     let e = build(&[private]).err().unwrap();
     assert!(
         e.contains("webhook https://hooks.internal/x")
@@ -213,17 +195,10 @@ fn a_webhook_gone_unhealthy_is_recorded_by_the_audit_log() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
     // Nothing listens on port 9 of loopback: every attempt fails at once.
-    let mut dead = webhook("http://127.0.0.1:9/hook", "s");
-    if let HookSpec::Webhook { retries, .. } = &mut dead {
-        *retries = 0;
-    }
-    let specs = [
-        HookSpec::Audit {
-            path: audit.clone(),
-            streams: false,
-        },
-        dead,
-    ];
+    let dead =
+        t("kind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"s\"\nretries = 0");
+    let audit_table = format!("kind = \"audit\"\npath = {:?}", audit.display().to_string());
+    let specs = [t(&audit_table), dead];
     let set = HookSet::build(&specs, "edge-1", Path::new("server.toml")).unwrap();
     let webhook = &set.background().webhooks[0];
     for n in 0..reitunnel_hooks::builtin::UNHEALTHY_AFTER {

@@ -9,11 +9,14 @@ use std::time::Duration;
 use crate::authorize::{Ask, Authorize};
 use crate::error::{HookError, MultiError};
 use crate::event::{
-    AdminAction, ClientInfo, DataEvent, ErrorEvent, Login, RefuseCode, Rejection, Scope,
-    ServerInfo, StreamInfo, TunnelInfo,
+    AdminAction, ClientInfo, ErrorEvent, Login, RefuseCode, Rejection, Scope, ServerInfo,
+    StreamInfo, TunnelInfo,
 };
-use crate::hook::{BoxError, Hook, StreamState};
-use crate::verdict::{Gate, Reason, Verdict};
+use crate::hook::{BoxError, Hook};
+use crate::verdict::{Gate, Reason};
+
+mod compose;
+mod data;
 
 /// What the chain does when a hook fails (returns an error or panics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -396,23 +399,6 @@ impl HookChain {
         }
     }
 
-    /// Each hook's state for a new stream, by hook position. A hook that
-    /// panics here gets no state (and the panic is reported).
-    /// [`HookChain::open_stream`] does this; call it yourself only together
-    /// with the low-level [`HookChain::on_data`].
-    pub fn stream_states(&self, stream: &StreamInfo) -> Box<[Option<StreamState>]> {
-        self.inner
-            .hooks
-            .iter()
-            .map(|h| {
-                isolated(&**h, || h.stream_state(stream)).unwrap_or_else(|e| {
-                    self.hook_failed(Scope::Stream(stream), &e);
-                    None
-                })
-            })
-            .collect()
-    }
-
     /// Runs an observer once per hook with that hook's position (to pick its stream state).
     pub(crate) fn observe_each(
         &self,
@@ -422,109 +408,5 @@ impl HookChain {
         for (i, h) in self.inner.hooks.iter().enumerate() {
             self.observer_call(scope, &**h, || call(i, &**h));
         }
-    }
-
-    /// The per-chunk dispatch; `states` are the stream's, by hook position
-    /// (from [`HookChain::stream_states`]; hooks without an entry get none).
-    /// Allocates nothing and takes no lock unless a hook fails. `Close` ends
-    /// the stream at once; the longest `Throttle` wins.
-    /// Low-level: [`Open::on_data`](crate::Open::on_data) passes the right states for you.
-    #[inline]
-    pub fn on_data(&self, event: &DataEvent<'_>, states: &[Option<StreamState>]) -> Verdict {
-        self.dispatch_data(*event, states)
-    }
-
-    /// [`HookChain::on_data`] on an event built by the caller in place: the
-    /// relay's path, which copies no event (copying a just-written event
-    /// stalls the CPU's store forwarding, which cost more than a hook).
-    #[inline]
-    pub(crate) fn dispatch_data<'a>(
-        &self,
-        mut event: DataEvent<'a>,
-        states: &'a [Option<StreamState>],
-    ) -> Verdict {
-        let mut wait = Duration::ZERO;
-        for (i, hook) in self.inner.data_hooks.iter() {
-            event.state = states.get(*i).and_then(|s| s.as_deref());
-            match isolated(&**hook, || hook.on_data(&event)) {
-                Ok(Verdict::Continue) => {}
-                Ok(Verdict::Throttle(d)) => wait = wait.max(d),
-                Ok(Verdict::Close(r)) => return Verdict::Close(r),
-                Err(err) => {
-                    self.hook_failed(Scope::Stream(event.stream), &err);
-                    if self.inner.strategy == ErrorStrategy::StopOnError {
-                        return Verdict::Close(Reason::new(RefuseCode::Other, format!("{err}")));
-                    }
-                }
-            }
-        }
-        if wait.is_zero() {
-            Verdict::Continue
-        } else {
-            Verdict::Throttle(wait)
-        }
-    }
-}
-
-impl HookChain {
-    /// A new chain with `hook` in front of this chain's hooks (same strategy).
-    /// Used by the server to put its token check ahead of user hooks.
-    pub fn prepend(&self, hook: impl Hook) -> HookChain {
-        self.prepend_shared(Arc::new(hook))
-    }
-
-    /// [`HookChain::prepend`] with a shared hook, so chains built from the
-    /// same one hold the same instance ([`HookChain::without`] tells them apart by it).
-    pub fn prepend_shared(&self, hook: Arc<dyn Hook>) -> HookChain {
-        let mut builder = HookChain::builder()
-            .strategy(self.inner.strategy)
-            .shared(hook);
-        for h in self.inner.hooks.iter() {
-            builder = builder.shared(h.clone());
-        }
-        self.with_authorizers(builder).build()
-    }
-
-    /// This chain's hooks (and asynchronous gates), then those of `other`
-    /// that are not among them (by instance), with this chain's strategy.
-    pub fn with(&self, other: &HookChain) -> HookChain {
-        let mut builder = HookChain::builder().strategy(self.inner.strategy);
-        for h in self.inner.hooks.iter() {
-            builder = builder.shared(h.clone());
-        }
-        let theirs = other.without(self);
-        for h in theirs.inner.hooks.iter() {
-            builder = builder.shared(h.clone());
-        }
-        theirs
-            .with_authorizers(self.with_authorizers(builder))
-            .build()
-    }
-
-    /// `builder` with this chain's asynchronous gates appended.
-    fn with_authorizers(&self, mut builder: HookChainBuilder) -> HookChainBuilder {
-        for gate in self.inner.authorizers.iter() {
-            builder = builder.authorizer(gate.clone());
-        }
-        builder
-    }
-
-    /// The hooks of this chain that are not in `other` (the same instance,
-    /// by pointer), in order, with this chain's strategy. A server that
-    /// reloads its configuration starts the hooks `new.without(&old)` and,
-    /// at exit, also stops those of `old.without(&new)` that it retired.
-    pub fn without(&self, other: &HookChain) -> HookChain {
-        let mut builder = HookChain::builder().strategy(self.inner.strategy);
-        for h in self.inner.hooks.iter() {
-            if !other.inner.hooks.iter().any(|o| Arc::ptr_eq(o, h)) {
-                builder = builder.shared(h.clone());
-            }
-        }
-        for gate in self.inner.authorizers.iter() {
-            if !other.inner.authorizers.iter().any(|o| Arc::ptr_eq(o, gate)) {
-                builder = builder.authorizer(gate.clone());
-            }
-        }
-        builder.build()
     }
 }

@@ -1,28 +1,25 @@
 //! A logged-in client's session: its control loop, and the tunnels and
-//! forwards it opens. The connection got here through `accept.rs`.
+//! forwards it opens (`open.rs`). The connection got here through `accept.rs`.
+
+mod open;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 
-use reitunnel_hooks::authorize::Ask;
-use reitunnel_hooks::{
-    ClientInfo, CloseReason, Open, Reason, Refusal, RefuseCode, Scope, Transport, TunnelId,
-    TunnelInfo, TunnelKind,
-};
+use reitunnel_hooks::{ClientInfo, CloseReason, Open, RefuseCode, Scope, TunnelId};
 use reitunnel_proto::{CodecError, Frame};
 use reitunnel_transport::control::{Control, ControlEnd, Incoming};
 use reitunnel_transport::heartbeat::Heartbeat;
-use reitunnel_transport::{spawn_mux, Bound, Closer, MuxConfig, MuxHandle, MuxStream};
+use reitunnel_transport::{spawn_mux, Closer, MuxConfig, MuxHandle, MuxStream};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use crate::accept::Io;
-use crate::forward::{self, ForwardRoute, Forwards};
+use crate::forward::{self, Forwards};
 use crate::lease::ClientHold;
 use crate::limits::{Slot, Slots};
 use crate::roster::AdminCloses;
-use crate::{authorize_within, report_to, tunnel, LoginSettings, ServerState, SessionError};
+use crate::{report_to, LoginSettings, ServerState, SessionError};
 
 /// A logged-in client's state, owned by its connection task.
 pub(crate) struct Session {
@@ -278,179 +275,5 @@ impl Session {
         report_to(&self.live.chain, Scope::Client(&self.client), &e);
         control.goodbye(RefuseCode::BadRequest, e.to_string()).await;
         CloseReason::Error(e.to_string())
-    }
-
-    /// Checks policy, binds, asks the hooks (an asynchronous gate awaited
-    /// here, in the control loop: the session's data flows on meanwhile),
-    /// and starts the tunnel. Returns the answer frame.
-    async fn open_tunnel(
-        &mut self,
-        request_id: u32,
-        bind: SocketAddr,
-        target: String,
-        transport: Transport,
-    ) -> Frame {
-        let ip = if bind.ip().is_unspecified() {
-            self.live.default_bind_ip
-        } else {
-            bind.ip()
-        };
-        let requested = SocketAddr::new(ip, bind.port());
-        let id = self.shared.ids.tunnel();
-        let info = |addr| {
-            let info = TunnelInfo::new(
-                id,
-                self.client.clone(),
-                TunnelKind::Reverse,
-                addr,
-                target.as_str(),
-            );
-            Arc::new(info.over(transport))
-        };
-        let refused = |r: Refusal| Frame::TunnelRefused {
-            request_id,
-            code: r.reason.code,
-            message: r.reason.message.into_owned(),
-        };
-        let slot = match self.take_tunnel_slot(&info(requested)) {
-            Ok(slot) => slot,
-            Err(r) => return refused(r),
-        };
-        // Asked before binding: a refused tunnel takes no port (nor a
-        // reconnecting client's lease); the service sees the address asked for.
-        let within = self.shared.config.handshake_timeout;
-        let asked = info(requested);
-        if let Err(r) = authorize_within(&self.live.chain, &Ask::Tunnel(&asked), within).await {
-            tracing::warn!(client = %self.client.name, %requested, by = %r.by, reason = %r.reason, "tunnel refused");
-            return refused(r);
-        }
-        let (ports, name) = (&self.live.allow_ports, &self.client.name);
-        let public = match self.shared.bind_public(ports, name, requested, transport) {
-            Ok(public) => public,
-            Err(reason) => {
-                let pending = info(requested);
-                tracing::warn!(client = %self.client.name, %requested, %reason, "tunnel refused");
-                return refused(self.live.chain.refuse(Scope::Tunnel(&pending), reason));
-            }
-        };
-        let bound = public.local_addr().unwrap_or(requested);
-        let open = match self.live.chain.open_tunnel(info(bound)) {
-            Ok(open) => open,
-            Err(r) => {
-                tracing::warn!(client = %self.client.name, %bound, by = %r.by, reason = %r.reason, "tunnel refused");
-                return refused(r);
-            }
-        };
-        tracing::info!(client = %self.client.name, tunnel = %id, %bound, %target, %transport, "tunnel open");
-        let closer = self.closer.child();
-        self.tunnels.insert(id, closer.clone());
-        let listed = self
-            .shared
-            .roster
-            .tunnel(open.info().clone(), closer.clone());
-        let tunnel = tunnel::Tunnel {
-            listed,
-            info: open.info().clone(),
-            open: Mutex::new(Some(open)),
-            shared: self.shared.clone(),
-            chain: self.live.chain.clone(),
-            client: self.hold.clone(),
-            mux: self.mux.clone(),
-            closer,
-            stream_slots: self.stream_slots.clone(),
-            pending: Arc::new(Slots::new(
-                "max_pending_visitors",
-                self.shared.config.limits.max_pending_visitors,
-            )),
-        };
-        match public {
-            Bound::Tcp(listener) => self.tasks.spawn(tunnel.run(listener, slot)),
-            Bound::Udp(socket) => self.tasks.spawn(tunnel.run_udp(socket, slot)),
-        };
-        Frame::TunnelOpened {
-            request_id,
-            tunnel_id: id,
-            bound,
-        }
-    }
-
-    /// A `max_tunnels_per_client` slot for `pending`, or the refusal (reported to the hooks).
-    /// Also refuses every new tunnel once a drain has started.
-    fn take_tunnel_slot(&self, pending: &TunnelInfo) -> Result<Slot, Refusal> {
-        if self.shared.draining.is_cancelled() {
-            let reason = Reason::new(RefuseCode::ShuttingDown, "the server is shutting down");
-            return Err(self.live.chain.refuse(Scope::Tunnel(pending), reason));
-        }
-        self.tunnel_slots.take().map_err(|hit| {
-            let e = SessionError::Limit {
-                peer: self.client.peer,
-                hit,
-            };
-            report_to(&self.live.chain, Scope::Tunnel(pending), &e);
-            let reason = Reason::new(RefuseCode::LimitReached, format!("too many tunnels: {hit}"));
-            self.live.chain.refuse(Scope::Tunnel(pending), reason)
-        })
-    }
-
-    /// `-L`: checks the target against `allow_forward`, asks the hooks, and
-    /// registers the tunnel for the streams the client will open.
-    async fn open_forward(
-        &mut self,
-        request_id: u32,
-        target: String,
-        transport: Transport,
-    ) -> Frame {
-        let id = self.shared.ids.tunnel();
-        let info = TunnelInfo::new(
-            id,
-            self.client.clone(),
-            TunnelKind::Forward,
-            forward::NO_BIND,
-            target.as_str(),
-        );
-        let info = Arc::new(info.over(transport));
-        let refused = |r: Refusal| Frame::TunnelRefused {
-            request_id,
-            code: r.reason.code,
-            message: r.reason.message.into_owned(),
-        };
-        let checked = forward::check_target(&self.live.allow_forward, &target)
-            .map_err(|reason| self.live.chain.refuse(Scope::Tunnel(&info), reason))
-            .and_then(|()| self.take_tunnel_slot(&info));
-        let checked = match checked {
-            Ok(slot) => {
-                let within = self.shared.config.handshake_timeout;
-                let ask = Ask::Tunnel(&info);
-                authorize_within(&self.live.chain, &ask, within)
-                    .await
-                    .map(|()| slot)
-            }
-            Err(refusal) => Err(refusal),
-        };
-        let checked =
-            checked.and_then(|slot| Ok((slot, self.live.chain.open_tunnel(info.clone())?)));
-        let (slot, open) = match checked {
-            Ok(opened) => opened,
-            Err(r) => {
-                tracing::warn!(client = %self.client.name, %target, by = %r.by, reason = %r.reason, "forward refused");
-                return refused(r);
-            }
-        };
-        tracing::info!(client = %self.client.name, tunnel = %id, %target, %transport, "forward open");
-        let closer = self.closer.child();
-        let listed = self
-            .shared
-            .roster
-            .tunnel(open.info().clone(), closer.clone());
-        let route = ForwardRoute::new(open, closer, slot, listed);
-        self.forwards
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, Arc::new(route));
-        Frame::TunnelOpened {
-            request_id,
-            tunnel_id: id,
-            bound: forward::NO_BIND,
-        }
     }
 }
