@@ -70,7 +70,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    reitunnel_transport::cli::tune_allocator();
+    reitunnel_program::tune_allocator();
     let mib = env("BENCH_MIB", 1024);
     let rtt_n = env("BENCH_RTT", 20_000);
     let rounds = env("BENCH_ROUNDS", 3).max(1);

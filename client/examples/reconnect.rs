@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use reitunnel_client::{ClientConfig, Report, Supervised, Supervisor};
 use reitunnel_hooks::{HookChain, Secret};
+use reitunnel_program::Signals;
 use reitunnel_server::{Server, ServerConfig};
-use reitunnel_transport::cli::Signals;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};

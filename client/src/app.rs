@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 use reitunnel_hooks::builtin::{BandwidthMeter, MeterSink, Secret, TracingHook};
 use reitunnel_hooks::HookChain;
-use reitunnel_transport::cli::Signals;
+use reitunnel_program::Signals;
 use reitunnel_transport::tls::file_identity;
 
 use crate::file_config::ClientFile;
@@ -90,7 +90,7 @@ pub struct Args {
 /// Runs the client the flags describe on a runtime of its own until a stop
 /// signal or an error reconnecting cannot cure. The whole binary.
 pub fn main(args: Args) -> ExitCode {
-    let runtime = match reitunnel_transport::cli::runtime(args.threads) {
+    let runtime = match reitunnel_program::runtime(args.threads) {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("starting the async runtime: {e}")),
     };

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use reitunnel_hooks::builtin::Secret;
-use reitunnel_transport::cli::expand_env;
-use reitunnel_transport::config_file::{self, FileError};
+use reitunnel_program::config_file::{self, FileError};
+use reitunnel_program::expand_env;
 use reitunnel_transport::tls::Fingerprint;
 use serde::Deserialize;
 use thiserror::Error;

@@ -25,7 +25,9 @@ mod config;
 mod error;
 pub mod file_config;
 mod forward;
-/// Public wrappers over the login code, for the fuzz targets in `fuzz/`.
+/// Public wrappers over the login code, for the fuzz targets in `fuzz/`
+/// only (the `fuzzing` feature): not part of the API.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod login;

@@ -8,9 +8,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = reitunnel_client::app::Args::parse();
-    reitunnel_transport::cli::tune_allocator();
+    reitunnel_program::tune_allocator();
     // On a terminal the status block shows what `info` lines would.
     let terminal = std::io::stdout().is_terminal();
-    reitunnel_transport::cli::init_logging_at(if terminal { "warn" } else { "info" });
+    reitunnel_program::init_logging_at(if terminal { "warn" } else { "info" });
     reitunnel_client::app::main(args)
 }

@@ -8,7 +8,7 @@
 //! use std::time::Duration;
 //! use reitunnel_client::{ClientConfig, Supervised, Supervisor};
 //! use reitunnel_hooks::{builtin::Secret, HookChain};
-//! use reitunnel_transport::cli::Signals;
+//! use reitunnel_program::Signals;
 //!
 //! let wanted = Supervised {
 //!     client: ClientConfig::new("tunnel.example.com:7000", "laptop", Secret::new("s3cret")),
@@ -26,7 +26,7 @@
 use std::time::Duration;
 
 use reitunnel_hooks::HookChain;
-use reitunnel_transport::cli::Signals;
+use reitunnel_program::Signals;
 use tokio::sync::watch;
 
 use crate::reconcile::{Report, Wanted};

@@ -13,9 +13,9 @@ use std::time::Duration;
 use common::{client_config, echo_check, TestServer, PATIENCE};
 use reitunnel_client::{Kind, RemoteSpec, Report, Supervised, Supervisor};
 use reitunnel_hooks::HookChain;
+use reitunnel_program::Signals;
 use reitunnel_testkit::echo_service;
 use reitunnel_testkit::within;
-use reitunnel_transport::cli::Signals;
 use tokio::sync::mpsc;
 
 /// What a report said, owned, to send out of the callback.

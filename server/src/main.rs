@@ -5,7 +5,7 @@ use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
     let args = reitunnel_server::app::Args::parse();
-    reitunnel_transport::cli::tune_allocator();
-    reitunnel_transport::cli::init_logging();
+    reitunnel_program::tune_allocator();
+    reitunnel_program::init_logging();
     reitunnel_server::app::main(args)
 }

@@ -16,12 +16,12 @@ use common::{assert_audit_balanced, echo_through};
 use reitunnel_client::{Client, ClientConfig, ClientError};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::{HookChain, RefuseCode};
+use reitunnel_program::Signals;
 use reitunnel_server::app::{App, Args};
 use reitunnel_testkit::{
     echo_service, event_stream, http, http_with, prometheus_value, pseudo_random, same_echo,
     within, FaultProxy,
 };
-use reitunnel_transport::cli::Signals;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::TcpStream;

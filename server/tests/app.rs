@@ -14,10 +14,10 @@ use common::echo_through;
 use reitunnel_client::{Client, ClientConfig, ClientError};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
+use reitunnel_program::Signals;
 use reitunnel_server::app::{App, Args};
 use reitunnel_testkit::echo_service;
 use reitunnel_testkit::within;
-use reitunnel_transport::cli::Signals;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 

@@ -17,9 +17,9 @@ use clap::Parser;
 use reitunnel_client::{Client, ClientConfig, ClientError};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
+use reitunnel_program::Signals;
 use reitunnel_server::app::{App, Args};
 use reitunnel_testkit::{echo_service, pseudo_random, within};
-use reitunnel_transport::cli::Signals;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 

@@ -5,12 +5,10 @@
 //! Kept out of `reitunnel-proto` so that crate stays sans-IO, and out of the
 //! server and client crates so neither copies the other.
 
-#![deny(unsafe_code)] // one audited exception: cli::tune_allocator
+#![forbid(unsafe_code)]
 
 pub mod answer;
-pub mod cli;
 mod closer;
-pub mod config_file;
 pub mod control;
 pub mod datagram;
 pub mod flows;

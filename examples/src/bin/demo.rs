@@ -124,7 +124,7 @@ async fn visitor(addr: std::net::SocketAddr, sent: Arc<AtomicU64>) -> std::io::R
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    reitunnel_transport::cli::tune_allocator();
+    reitunnel_program::tune_allocator();
     println!("Reitunnel demo: server + client + echo service on 127.0.0.1, metered by hooks\n");
     let counters = Arc::new(Counters::new());
     let chain = HookChain::builder()

@@ -11,7 +11,7 @@
 //! ```no_run
 //! use clap::Parser;
 //! use reitunnel_server::app::{App, Args};
-//! use reitunnel_transport::cli::Signals;
+//! use reitunnel_program::Signals;
 //!
 //! # async fn demo() -> anyhow::Result<()> {
 //! let args = Args::parse_from(["reitunnel-server", "--listen", "127.0.0.1:0", "--token", "s3cret"]);
@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use reitunnel_transport::cli::Signals;
+use reitunnel_program::Signals;
 use tokio::net::TcpListener;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -50,8 +50,7 @@ use crate::Server;
 /// Runs the server the flags describe on a runtime of its own until a
 /// stop signal (SIGINT, SIGTERM) has been served. The whole binary.
 pub fn main(args: Args) -> anyhow::Result<()> {
-    let runtime =
-        reitunnel_transport::cli::runtime(args.threads).context("starting the async runtime")?;
+    let runtime = reitunnel_program::runtime(args.threads).context("starting the async runtime")?;
     runtime.block_on(async move {
         // Handlers first, so a signal during start-up still shuts down cleanly.
         let signals = Signals::install();

@@ -305,6 +305,6 @@ impl FileConfig {
 /// A `[[hooks]]` table as written, each key with its position.
 type RawTable = BTreeMap<String, toml::Spanned<toml::Value>>;
 
-pub(crate) use reitunnel_transport::cli::expand_env;
-pub(crate) use reitunnel_transport::config_file;
-use reitunnel_transport::config_file::FileError;
+pub(crate) use reitunnel_program::config_file;
+use reitunnel_program::config_file::FileError;
+pub(crate) use reitunnel_program::expand_env;

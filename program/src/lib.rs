@@ -1,5 +1,16 @@
-//! What every command-line binary needs: logging set-up, signals, and
-//! `${VAR}` expansion in config files.
+//! What Reitunnel's two binaries share that is not the tunnel itself:
+//! logging set-up, the runtime, signals, allocator tuning, and config
+//! files (TOML read with line numbers in errors, `${VAR}` expansion).
+//!
+//! ```
+//! std::env::set_var("EXAMPLE_SECRET", "s3cret");
+//! assert_eq!(reitunnel_program::expand_env("${EXAMPLE_SECRET}").unwrap(), "s3cret");
+//! assert_eq!(reitunnel_program::expand_env("${EXAMPLE_UNSET}").unwrap_err(), "EXAMPLE_UNSET");
+//! ```
+
+#![deny(unsafe_code)] // one audited exception: tune_allocator
+
+pub mod config_file;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
