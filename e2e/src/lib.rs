@@ -1,11 +1,11 @@
 //! End-to-end tests of a real `reitunnel-server` process and a real
 //! `reitunnel-client` process together on loopback: server restarts
-//! (crash and orderly), a frozen client, a frozen server.
+//! (crash and orderly), a frozen client, a frozen server, a balancer in
+//! front, an external authorization service, the shipped systemd units.
 //!
-//! Why a package of its own: cargo gives an integration test only its own
-//! package's binaries (`env!("CARGO_BIN_EXE_<name>")`), and the server's and
-//! the client's binaries live in different packages. This package's
-//! `[[bin]]` targets build both from their own sources
-//! (`../server/src/main.rs`, `../client/src/main.rs`) as `e2e-server` and
-//! `e2e-client`, so its tests in `tests/` can start them side by side.
-//! The library itself is empty; the helpers are in `tests/common/`.
+//! Why a package of its own: these tests need both programs, which live in
+//! different packages; cargo hands an integration test only its own
+//! package's binaries. They get both from
+//! `reitunnel_testkit::{server_program, client_program}`, which has cargo
+//! build them from the current sources. The library itself is empty; the
+//! helpers are in `tests/common/`.

@@ -3,12 +3,10 @@
 //! paths, and every metric the Prometheus alert rules use is one the
 //! server exports.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{CLIENT_BIN, SERVER_BIN};
+use reitunnel_testkit::{client_program, server_program};
 
 fn dist(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,13 +16,17 @@ fn dist(path: &str) -> PathBuf {
 
 /// What `systemd-analyze verify` says of `unit` with `/usr/local/bin/NAME`
 /// replaced by `binary`: `None` where the tool is missing.
-fn verify(unit: &str, name: &str, binary: &str) -> Option<String> {
+fn verify(unit: &str, name: &str, binary: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dist(&format!("systemd/{unit}"))).unwrap();
     let installed = format!("/usr/local/bin/{name}");
     assert!(text.contains(&installed), "{unit} runs {installed}");
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join(unit);
-    std::fs::write(&copy, text.replace(&installed, binary)).unwrap();
+    std::fs::write(
+        &copy,
+        text.replace(&installed, binary.to_str().expect("a UTF-8 path")),
+    )
+    .unwrap();
     let out = match Command::new("systemd-analyze")
         .arg("verify")
         .arg(&copy)
@@ -46,8 +48,16 @@ fn verify(unit: &str, name: &str, binary: &str) -> Option<String> {
 #[test]
 fn systemd_units_verify_clean() {
     let units = [
-        ("reitunnel-server.service", "reitunnel-server", SERVER_BIN),
-        ("reitunnel-client.service", "reitunnel-client", CLIENT_BIN),
+        (
+            "reitunnel-server.service",
+            "reitunnel-server",
+            server_program(),
+        ),
+        (
+            "reitunnel-client.service",
+            "reitunnel-client",
+            client_program(),
+        ),
     ];
     for (unit, name, binary) in units {
         let Some(said) = verify(unit, name, binary) else {
@@ -65,7 +75,10 @@ fn systemd_units_verify_clean() {
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.service");
     let text = text
-        .replace("/usr/local/bin/reitunnel-server", SERVER_BIN)
+        .replace(
+            "/usr/local/bin/reitunnel-server",
+            server_program().to_str().expect("a UTF-8 path"),
+        )
         .replace("Type=exec", "Type=exce");
     std::fs::write(&broken, text).unwrap();
     let out = Command::new("systemd-analyze")

@@ -11,7 +11,8 @@
 //! replayable [`pseudo_random`] payloads checked with [`same_echo`], and
 //! [`within`], a failure guard for a future; [`Process`], a child
 //! whose output tests wait on line by line; and [`http`], a minimal HTTP
-//! client for the server's metrics and admin endpoints; nginx and HAProxy
+//! client for the server's metrics and admin endpoints; the two programs
+//! built for process tests ([`server_program`], [`client_program`]); nginx and HAProxy
 //! set up to read and send the PROXY protocol, dnsmasq and dig for UDP.
 
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ mod fault;
 mod http;
 mod http_service;
 mod process;
+mod programs;
 mod prometheus;
 mod service;
 mod tools;
@@ -30,6 +32,7 @@ pub use fault::{FaultProxy, Toward};
 pub use http::{event_stream, http, http_with, HttpResponse};
 pub use http_service::{HttpService, Reply};
 pub use process::{Frozen, Lines, Process};
+pub use programs::{client_program, server_program};
 pub use prometheus::prometheus_value;
 pub use service::{
     echo_service, echo_service_on_threads, firehose_service, udp_echo_service, within,

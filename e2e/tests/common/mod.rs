@@ -13,11 +13,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use reitunnel_testkit::Process;
+use reitunnel_testkit::{client_program, server_program, Process};
 use reitunnel_testkit::{pseudo_random, same_echo};
 
-pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_e2e-server");
-pub const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_e2e-client");
 pub const TOKEN: &str = "e2e-process-secret";
 /// Upper bound for any wait: a failure guard, never a synchronisation.
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -57,7 +55,7 @@ pub struct Server {
 /// with the test token, tunnels on 127.0.0.1, and `extra` arguments; waits
 /// for its `server started` line.
 pub fn start_server(listen: &str, extra: &[&str]) -> Server {
-    let mut command = Command::new(SERVER_BIN);
+    let mut command = Command::new(server_program());
     command
         .args([
             "--listen",
@@ -75,7 +73,7 @@ pub fn start_server(listen: &str, extra: &[&str]) -> Server {
 /// Starts the server binary with `--config FILE` alone; waits for its
 /// `server started` line.
 pub fn start_configured(config: &str) -> Server {
-    let mut command = Command::new(SERVER_BIN);
+    let mut command = Command::new(server_program());
     command.args(["--config", config]);
     started(Process::spawn("the server", command))
 }
@@ -109,7 +107,7 @@ pub fn start_client(server: SocketAddr, extra: &[&str]) -> Client {
 
 /// [`start_client`] with another token.
 pub fn start_client_with_token(server: SocketAddr, token: &str, extra: &[&str]) -> Client {
-    let mut command = Command::new(CLIENT_BIN);
+    let mut command = Command::new(client_program());
     command
         .args(["--server", &server.to_string(), "--token", token])
         .args(extra);
