@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::*;
 use reitunnel_client::Client;
 use reitunnel_hooks::{
-    BoxError, ClientInfo, CloseReason, Hook, HookChain, Scope, StreamEnd, Totals, TunnelInfo,
+    ClientInfo, CloseReason, Hook, HookChain, HookResult, Scope, StreamEnd, Totals, TunnelInfo,
 };
 use reitunnel_testkit::echo_service;
 use tokio::runtime::Runtime;
@@ -105,20 +105,15 @@ impl Hook for Balance {
         };
         self.opened[kind].fetch_add(1, Ordering::SeqCst);
     }
-    fn on_client_disconnect(
-        &self,
-        _: &ClientInfo,
-        _: &CloseReason,
-        _: &Totals,
-    ) -> Result<(), BoxError> {
+    fn on_client_disconnect(&self, _: &ClientInfo, _: &CloseReason, _: &Totals) -> HookResult {
         self.close(CLIENTS);
         Ok(())
     }
-    fn on_tunnel_close(&self, _: &TunnelInfo, _: &CloseReason, _: &Totals) -> Result<(), BoxError> {
+    fn on_tunnel_close(&self, _: &TunnelInfo, _: &CloseReason, _: &Totals) -> HookResult {
         self.close(TUNNELS);
         Ok(())
     }
-    fn on_stream_close(&self, _: &StreamEnd<'_>) -> Result<(), BoxError> {
+    fn on_stream_close(&self, _: &StreamEnd<'_>) -> HookResult {
         self.close(STREAMS);
         Ok(())
     }

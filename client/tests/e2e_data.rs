@@ -34,12 +34,7 @@ async fn echo_64_mib_each_way_with_exact_totals() {
     assert_eq!(echo_check(tunnel.public_addr, LEN, 7).await, LEN);
 
     client.shutdown().await.expect("clean shutdown");
-    let events = rec
-        .wait_for("client disconnect", |e| {
-            e.iter().any(|e| matches!(e, Ev::Disconnect(..)))
-        })
-        .await;
-    assert_balanced(&events);
+    let events = disconnected(&rec).await;
     let want = Totals {
         bytes_in: LEN as u64,
         bytes_out: LEN as u64,
@@ -99,12 +94,7 @@ async fn two_hundred_concurrent_visitors_through_one_client() {
     }
     assert_eq!((bytes_in, bytes_out), (expected, expected));
     client.shutdown().await.expect("clean shutdown");
-    let events = rec
-        .wait_for("client disconnect", |e| {
-            e.iter().any(|e| matches!(e, Ev::Disconnect(..)))
-        })
-        .await;
-    assert_balanced(&events);
+    disconnected(&rec).await;
     server.stop().await;
 }
 

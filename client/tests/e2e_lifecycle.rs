@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::*;
 use reitunnel_client::{ClientError, RemoteSpec};
 use reitunnel_hooks::{
-    BoxError, DataEvent, ErrorStrategy, Gate, Hook, HookChain, Reason, ServerInfo, StreamInfo,
+    DataEvent, ErrorStrategy, Gate, Hook, HookChain, HookResult, Reason, ServerInfo, StreamInfo,
     Verdict,
 };
 use reitunnel_testkit::echo_service;
@@ -183,7 +183,7 @@ impl Hook for StopMarker {
     fn wants_data(&self) -> bool {
         false
     }
-    fn on_server_stop(&self, _: &ServerInfo) -> Result<(), BoxError> {
+    fn on_server_stop(&self, _: &ServerInfo) -> HookResult {
         self.0.on_error(&reitunnel_hooks::ErrorEvent {
             scope: reitunnel_hooks::Scope::Server,
             error: &std::io::Error::other("server stopped"),

@@ -252,11 +252,6 @@ async fn target_down_closes_the_visitor_and_keeps_the_tunnel() {
     });
     assert_eq!(echo_check(tunnel.public_addr, 4096, 9).await, 4096);
     client.shutdown().await.unwrap();
-    let events = rec
-        .wait_for("disconnect", |e| {
-            e.iter().any(|e| matches!(e, Ev::Disconnect(..)))
-        })
-        .await;
-    assert_balanced(&events);
+    disconnected(&rec).await;
     server.stop().await;
 }

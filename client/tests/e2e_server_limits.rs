@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use reitunnel_client::{Client, ClientError};
-use reitunnel_hooks::{BoxError, ClientInfo, CloseReason, Hook, HookChain, Totals};
+use reitunnel_hooks::{ClientInfo, CloseReason, Hook, HookChain, HookResult, Totals};
 use reitunnel_server::ServerConfig;
 use reitunnel_testkit::echo_service;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -407,12 +407,7 @@ impl Hook for RttAtClose {
     fn name(&self) -> &str {
         "rtt"
     }
-    fn on_client_disconnect(
-        &self,
-        c: &ClientInfo,
-        _: &CloseReason,
-        _: &Totals,
-    ) -> Result<(), BoxError> {
+    fn on_client_disconnect(&self, c: &ClientInfo, _: &CloseReason, _: &Totals) -> HookResult {
         *self.0.lock().unwrap() = c.rtt();
         Ok(())
     }

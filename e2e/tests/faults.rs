@@ -177,21 +177,19 @@ fn a_half_open_link_is_noticed_by_both_sides_from_their_heartbeats() {
 
     let silent = Instant::now();
     proxy.black_hole(true);
-    let server_saw =
-        server
-            .proc
-            .stderr
-            .wait_for_nth("the server's heartbeat timeout", 1, PATIENCE, |l| {
-                l.contains("heartbeat timeout")
-            });
+    let server_saw = server
+        .proc
+        .stderr
+        .wait_for("the server's heartbeat timeout", PATIENCE, |l| {
+            l.contains("heartbeat timeout")
+        });
     let server_after = silent.elapsed();
-    let client_saw =
-        client
-            .proc
-            .stderr
-            .wait_for_nth("the client's heartbeat timeout", 1, PATIENCE, |l| {
-                l.contains("disconnected; reconnecting") && l.contains("heartbeat timeout")
-            });
+    let client_saw = client
+        .proc
+        .stderr
+        .wait_for("the client's heartbeat timeout", PATIENCE, |l| {
+            l.contains("disconnected; reconnecting") && l.contains("heartbeat timeout")
+        });
     let client_after = silent.elapsed();
     let visitor_after = ended(visitor);
     eprintln!(

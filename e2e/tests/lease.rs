@@ -20,7 +20,7 @@ fn a_killed_clients_port_is_held_for_the_lease_then_freed_with_its_close_events(
     client.proc.signal("KILL");
     let killed = Instant::now();
     let log = &server.proc.stderr;
-    log.wait_for_nth("the port's lease", 1, PATIENCE, |l| {
+    log.wait_for("the port's lease", PATIENCE, |l| {
         l.contains("port leased until the client reconnects")
     });
     // Held: nobody else can bind it, and the tunnel has not closed.
@@ -31,11 +31,11 @@ fn a_killed_clients_port_is_held_for_the_lease_then_freed_with_its_close_events(
     let closed = |l: &str| l.contains("tunnel.closed");
     assert_eq!(log.count(closed), 0, "{}", log.tail(20));
 
-    log.wait_for_nth("the lease to expire", 1, PATIENCE, |l| {
+    log.wait_for("the lease to expire", PATIENCE, |l| {
         l.contains("lease expired; port freed")
     });
     let expired = killed.elapsed();
-    log.wait_for_nth("the client's close event", 1, PATIENCE, |l| {
+    log.wait_for("the client's close event", PATIENCE, |l| {
         l.contains("client.disconnected")
     });
     std::net::TcpListener::bind(public).expect("the port is free after the lease");

@@ -38,13 +38,12 @@ fn client_survives_server_restart(signal: &str, first_args: &[&str]) {
             log.tail(20)
         );
     }
-    let lost =
-        client
-            .proc
-            .stderr
-            .wait_for_nth("the client reports the lost server", 1, PATIENCE, |l| {
-                l.contains("disconnected; reconnecting")
-            });
+    let lost = client
+        .proc
+        .stderr
+        .wait_for("the client reports the lost server", PATIENCE, |l| {
+            l.contains("disconnected; reconnecting")
+        });
     let noticed = down.elapsed();
 
     let restarted = Instant::now();

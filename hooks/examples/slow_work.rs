@@ -13,7 +13,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use reitunnel_hooks::{
-    BoxError, ClientId, ClientInfo, CloseReason, Hook, HookChain, Login, Scope, ServerInfo, Totals,
+    ClientId, ClientInfo, CloseReason, Hook, HookChain, HookResult, Login, Scope, ServerInfo,
+    Totals,
 };
 
 /// Sends a line per open and close to a slow writer.
@@ -69,13 +70,13 @@ impl Hook for SlowSink {
         client: &ClientInfo,
         reason: &CloseReason,
         _: &Totals,
-    ) -> Result<(), BoxError> {
+    ) -> HookResult {
         self.send(format!("closed {} ({reason})", Scope::Client(client)));
         Ok(())
     }
     /// The last event: the worker writes what is queued, then stops. Waiting
     /// for room in the queue is fine here, off every tunnel's path.
-    fn on_server_stop(&self, _: &ServerInfo) -> Result<(), BoxError> {
+    fn on_server_stop(&self, _: &ServerInfo) -> HookResult {
         let _ = self.tx.send(None);
         if let Some(worker) = self.worker.lock().unwrap().take() {
             let written = worker.join().map_err(|_| "the worker panicked")?;

@@ -15,6 +15,10 @@ use crate::verdict::{CloseReason, Gate, Verdict};
 /// hook's name (see [`crate::HookError`]).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// What an observer method returns: `Ok(())`, or the error the chain
+/// reports under the hook's name.
+pub type HookResult = Result<(), BoxError>;
+
 /// A hook's private state for one stream: made by [`Hook::stream_state`]
 /// when the stream opens, handed back in every [`DataEvent`] and in
 /// [`StreamEnd`], dropped right after the stream's close event. This is how
@@ -55,12 +59,12 @@ pub trait Hook: Send + Sync + 'static {
     /// Before the server accepts anything. An error stops the server from
     /// starting (with either strategy, after all hooks ran under
     /// `CollectAndContinue`). Default: nothing.
-    fn on_server_start(&self, _server: &ServerInfo) -> Result<(), BoxError> {
+    fn on_server_start(&self, _server: &ServerInfo) -> HookResult {
         Ok(())
     }
 
     /// After every client, tunnel and stream has closed; the last event. Default: nothing.
-    fn on_server_stop(&self, _server: &ServerInfo) -> Result<(), BoxError> {
+    fn on_server_stop(&self, _server: &ServerInfo) -> HookResult {
         Ok(())
     }
 
@@ -77,7 +81,7 @@ pub trait Hook: Send + Sync + 'static {
         _client: &ClientInfo,
         _reason: &CloseReason,
         _totals: &Totals,
-    ) -> Result<(), BoxError> {
+    ) -> HookResult {
         Ok(())
     }
 
@@ -94,7 +98,7 @@ pub trait Hook: Send + Sync + 'static {
         _tunnel: &TunnelInfo,
         _reason: &CloseReason,
         _totals: &Totals,
-    ) -> Result<(), BoxError> {
+    ) -> HookResult {
         Ok(())
     }
 
@@ -117,7 +121,7 @@ pub trait Hook: Send + Sync + 'static {
 
     /// Observer: an opened stream closed; `end.state` is this hook's state
     /// for it, to flush. Default: nothing.
-    fn on_stream_close(&self, _end: &StreamEnd<'_>) -> Result<(), BoxError> {
+    fn on_stream_close(&self, _end: &StreamEnd<'_>) -> HookResult {
         Ok(())
     }
 
@@ -156,10 +160,10 @@ impl<H: Hook + ?Sized> Hook for std::sync::Arc<H> {
     fn wants_data(&self) -> bool {
         (**self).wants_data()
     }
-    fn on_server_start(&self, server: &ServerInfo) -> Result<(), BoxError> {
+    fn on_server_start(&self, server: &ServerInfo) -> HookResult {
         (**self).on_server_start(server)
     }
-    fn on_server_stop(&self, server: &ServerInfo) -> Result<(), BoxError> {
+    fn on_server_stop(&self, server: &ServerInfo) -> HookResult {
         (**self).on_server_stop(server)
     }
     fn on_client_connect(&self, client: &ClientInfo, login: &Login<'_>) -> Gate {
@@ -170,7 +174,7 @@ impl<H: Hook + ?Sized> Hook for std::sync::Arc<H> {
         client: &ClientInfo,
         reason: &CloseReason,
         totals: &Totals,
-    ) -> Result<(), BoxError> {
+    ) -> HookResult {
         (**self).on_client_disconnect(client, reason, totals)
     }
     fn on_tunnel_open(&self, tunnel: &TunnelInfo) -> Gate {
@@ -181,7 +185,7 @@ impl<H: Hook + ?Sized> Hook for std::sync::Arc<H> {
         tunnel: &TunnelInfo,
         reason: &CloseReason,
         totals: &Totals,
-    ) -> Result<(), BoxError> {
+    ) -> HookResult {
         (**self).on_tunnel_close(tunnel, reason, totals)
     }
     fn on_stream_open(&self, stream: &StreamInfo) -> Gate {
@@ -193,7 +197,7 @@ impl<H: Hook + ?Sized> Hook for std::sync::Arc<H> {
     fn stream_state(&self, stream: &StreamInfo) -> Option<StreamState> {
         (**self).stream_state(stream)
     }
-    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> HookResult {
         (**self).on_stream_close(end)
     }
     fn on_data(&self, event: &DataEvent<'_>) -> Verdict {

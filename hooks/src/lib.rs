@@ -57,7 +57,7 @@ pub use event::{
     RefuseCode, Rejection, Scope, ServerInfo, StateRef, StreamEnd, StreamId, StreamInfo, Totals,
     Transport, TunnelId, TunnelInfo, TunnelKind,
 };
-pub use hook::{BoxError, Hook, StreamState};
+pub use hook::{BoxError, Hook, HookResult, StreamState};
 pub use open::{Open, Subject};
 pub use secret::Secret;
 pub use verdict::{CloseReason, Gate, Reason, Verdict};

@@ -27,8 +27,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::{
-    AdminAction, BoxError, ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent,
-    Hook, Rejection, Scope, StreamEnd, StreamId, Totals, TunnelId, TunnelInfo, Verdict,
+    AdminAction, ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Hook,
+    HookResult, Rejection, Scope, StreamEnd, StreamId, Totals, TunnelId, TunnelInfo, Verdict,
 };
 
 /// How long [`Recorder::wait_for`] waits before it fails the test: a guard
@@ -152,12 +152,7 @@ impl Hook for Recorder {
             Scope::Server => return,
         });
     }
-    fn on_client_disconnect(
-        &self,
-        c: &ClientInfo,
-        r: &CloseReason,
-        t: &Totals,
-    ) -> Result<(), BoxError> {
+    fn on_client_disconnect(&self, c: &ClientInfo, r: &CloseReason, t: &Totals) -> HookResult {
         self.push(Recorded::Disconnect(
             c.id,
             r.label().to_owned(),
@@ -165,12 +160,7 @@ impl Hook for Recorder {
         ));
         Ok(())
     }
-    fn on_tunnel_close(
-        &self,
-        t: &TunnelInfo,
-        r: &CloseReason,
-        tot: &Totals,
-    ) -> Result<(), BoxError> {
+    fn on_tunnel_close(&self, t: &TunnelInfo, r: &CloseReason, tot: &Totals) -> HookResult {
         self.push(Recorded::TunnelClose(
             t.id,
             r.label().to_owned(),
@@ -178,7 +168,7 @@ impl Hook for Recorder {
         ));
         Ok(())
     }
-    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> HookResult {
         self.push(Recorded::StreamClose(
             end.stream.id,
             end.reason.label().to_owned(),

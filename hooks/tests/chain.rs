@@ -415,10 +415,7 @@ impl Hook for Starts {
     fn wants_data(&self) -> bool {
         false
     }
-    fn on_server_start(
-        &self,
-        _: &reitunnel_hooks::ServerInfo,
-    ) -> Result<(), reitunnel_hooks::BoxError> {
+    fn on_server_start(&self, _: &reitunnel_hooks::ServerInfo) -> reitunnel_hooks::HookResult {
         self.log
             .lock()
             .unwrap()
@@ -428,10 +425,7 @@ impl Hook for Starts {
         }
         Ok(())
     }
-    fn on_server_stop(
-        &self,
-        _: &reitunnel_hooks::ServerInfo,
-    ) -> Result<(), reitunnel_hooks::BoxError> {
+    fn on_server_stop(&self, _: &reitunnel_hooks::ServerInfo) -> reitunnel_hooks::HookResult {
         self.log.lock().unwrap().push(format!("stop {}", self.name));
         Ok(())
     }

@@ -10,7 +10,7 @@ use common::{
     client, open_client, server_info, stream, stream_of, tunnel_of, Act, Log, QuietPanics, Rec,
 };
 use reitunnel_hooks::{
-    BoxError, CloseReason, Direction, ErrorStrategy, Hook, HookChain, HookErrorKind, MultiError,
+    CloseReason, Direction, ErrorStrategy, Hook, HookChain, HookErrorKind, HookResult, MultiError,
     Open, Reason, StreamEnd, StreamInfo, Totals, TunnelInfo,
 };
 
@@ -270,7 +270,7 @@ fn close_delivers_the_exact_reason() {
         fn name(&self) -> &str {
             "reasons"
         }
-        fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+        fn on_stream_close(&self, end: &StreamEnd<'_>) -> HookResult {
             self.0.lock().unwrap().push(end.reason.clone());
             Ok(())
         }
@@ -374,7 +374,7 @@ impl Hook for Totaller {
     fn name(&self) -> &str {
         "totaller"
     }
-    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> HookResult {
         let (s, t) = (end.stream, end.totals);
         let tunnel_now = s.tunnel.meter.totals(s.tunnel.opened_at);
         let client_now = s.tunnel.client.meter.totals(s.tunnel.client.opened_at);
@@ -384,7 +384,7 @@ impl Hook for Totaller {
             .push((*t, tunnel_now, client_now));
         Ok(())
     }
-    fn on_tunnel_close(&self, _: &TunnelInfo, _: &CloseReason, t: &Totals) -> Result<(), BoxError> {
+    fn on_tunnel_close(&self, _: &TunnelInfo, _: &CloseReason, t: &Totals) -> HookResult {
         self.tunnels.lock().unwrap().push(*t);
         Ok(())
     }
@@ -393,7 +393,7 @@ impl Hook for Totaller {
         _: &reitunnel_hooks::ClientInfo,
         _: &CloseReason,
         t: &Totals,
-    ) -> Result<(), BoxError> {
+    ) -> HookResult {
         self.clients.lock().unwrap().push(*t);
         Ok(())
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{client, open_client, server_info, stream_of, tunnel_of, Act, Log, Rec};
 use reitunnel_hooks::builtin::{Sampler, Sampling};
 use reitunnel_hooks::{
-    BoxError, CloseReason, DataEvent, Direction, Gate, Hook, HookChain, Open, Reason, RefuseCode,
+    CloseReason, DataEvent, Direction, Gate, Hook, HookChain, HookResult, Open, Reason, RefuseCode,
     Scope, StreamEnd, StreamInfo, StreamState, Verdict,
 };
 
@@ -56,7 +56,7 @@ impl Hook for Probe {
         Verdict::Continue
     }
 
-    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> HookResult {
         self.log.push(format!(
             "close {} {} state={}",
             end.stream.id,

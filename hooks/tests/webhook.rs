@@ -383,37 +383,26 @@ impl EventSink for Told {
 
 #[test]
 fn bad_urls_are_rejected_by_name() {
-    let secret = Secret::new(SECRET);
+    let to = |url: &str| WebhookConfig {
+        url: url.to_owned(),
+        timeout: Duration::from_secs(1),
+        retries: 0,
+        queue: 1,
+        ..config("127.0.0.1:9".parse().unwrap(), &[])
+    };
     for url in [
         "ftp://example.com/x",
         "not a url",
         "/just/a/path",
         "http://",
     ] {
-        let cfg = WebhookConfig {
-            url: url.to_owned(),
-            secret: secret.clone(),
-            events: Vec::new(),
-            timeout: Duration::from_secs(1),
-            retries: 0,
-            queue: 1,
-            tls: None,
-        };
-        let e = Webhook::new(cfg).unwrap_err().to_string();
+        let e = Webhook::new(to(url)).unwrap_err().to_string();
         assert!(e.contains(&format!("'{url}'")), "{url}: {e}");
     }
     // A good URL outside a runtime is an error saying so, not a panic.
-    let e = Webhook::new(WebhookConfig {
-        url: "http://127.0.0.1:9/".to_owned(),
-        secret: secret.clone(),
-        events: Vec::new(),
-        timeout: Duration::from_secs(1),
-        retries: 0,
-        queue: 1,
-        tls: None,
-    })
-    .unwrap_err()
-    .to_string();
+    let e = Webhook::new(to("http://127.0.0.1:9/"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("tokio runtime"), "{e}");
 }
 

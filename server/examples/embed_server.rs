@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use reitunnel_client::{Client, ClientConfig};
 use reitunnel_hooks::{
-    BoxError, Gate, Hook, HookChain, Reason, Rejection, Scope, Secret, StreamEnd, StreamInfo,
+    Gate, Hook, HookChain, HookResult, Reason, Rejection, Scope, Secret, StreamEnd, StreamInfo,
 };
 use reitunnel_server::{Server, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -57,7 +57,7 @@ impl Hook for VisitorsPerUser {
             self.give_back(stream);
         }
     }
-    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> HookResult {
         self.give_back(end.stream);
         Ok(())
     }

@@ -233,51 +233,34 @@ impl Leases {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reitunnel_hooks::{ClientId, Hook, HookChain, Login, Scope, Totals, TunnelId, TunnelKind};
+    use reitunnel_hooks::testing::{Recorded, Recorder};
+    use reitunnel_hooks::{ClientId, HookChain, Login, TunnelId, TunnelKind};
 
-    /// Records opens and closes, in order.
-    #[derive(Default)]
-    struct Order(Mutex<Vec<String>>);
-
-    impl Hook for Order {
-        fn name(&self) -> &str {
-            "order"
-        }
-        fn wants_data(&self) -> bool {
-            false
-        }
-        fn on_open(&self, scope: Scope<'_>) {
-            self.0.lock().unwrap().push(format!("open {scope}"));
-        }
-        fn on_tunnel_close(
-            &self,
-            t: &TunnelInfo,
-            r: &CloseReason,
-            _: &Totals,
-        ) -> Result<(), reitunnel_hooks::BoxError> {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("close tunnel {} {}", t.id, r.label()));
-            Ok(())
-        }
-        fn on_client_disconnect(
-            &self,
-            c: &ClientInfo,
-            r: &CloseReason,
-            _: &Totals,
-        ) -> Result<(), reitunnel_hooks::BoxError> {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("close client {} {}", c.id, r.label()));
-            Ok(())
-        }
+    /// The closes a recorder heard, in order, taken a batch at a time.
+    struct Order {
+        rec: Arc<Recorder>,
+        seen: Mutex<usize>,
     }
 
     impl Order {
+        /// The closes since the last call: `close tunnel t1 REASON`, `close client c1 REASON`.
         fn take(&self) -> Vec<String> {
-            std::mem::take(&mut self.0.lock().unwrap())
+            let all = self.rec.events();
+            let mut seen = self.seen.lock().unwrap();
+            let new = all[*seen..]
+                .iter()
+                .filter_map(|e| match e {
+                    Recorded::TunnelClose(id, reason, _) => {
+                        Some(format!("close tunnel {id} {reason}"))
+                    }
+                    Recorded::Disconnect(id, reason, _) => {
+                        Some(format!("close client {id} {reason}"))
+                    }
+                    _ => None,
+                })
+                .collect();
+            *seen = all.len();
+            new
         }
     }
 
@@ -329,8 +312,12 @@ mod tests {
     /// Client `id` ("alice") vanished with two tunnels, both leased for 30 s;
     /// the recorder holds nothing yet.
     async fn two_leased(id: u64) -> (Arc<Order>, HookChain, Arc<Leases>, [SocketAddr; 2]) {
-        let order = Arc::new(Order::default());
-        let chain = HookChain::builder().shared(order.clone()).build();
+        let rec = Recorder::new();
+        let chain = HookChain::builder().shared(rec.clone()).build();
+        let order = Arc::new(Order {
+            rec,
+            seen: Mutex::new(0),
+        });
         let leases = Leases::new(Duration::from_secs(30));
         let mut addrs = Vec::new();
         for (parked, addr) in vanished(&chain, id, "alice", 2).await {

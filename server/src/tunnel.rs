@@ -144,19 +144,15 @@ impl Tunnel {
             return;
         }
         // A refused visitor is simply disconnected; hooks heard on_rejected.
-        let Some(Admitted {
-            pending,
-            held,
-            open,
-        }) = self.admit(info).await
-        else {
+        let Some(admitted) = self.admit(info).await else {
             return;
         };
-        let bridged = bridge(shared, &mut tcp, &open, &self.mux, pending);
+        let open = &admitted.open;
+        let bridged = bridge(shared, &mut tcp, open, &self.mux, admitted.pending);
         let reason = until_closed(&self.closer, bridged).await;
         // Slots first: whoever sees the close event may open the next stream.
-        drop(held);
-        open.close(reason);
+        drop(admitted.held);
+        admitted.open.close(reason);
     }
 
     /// The server's limits, then the asynchronous gates that ask about

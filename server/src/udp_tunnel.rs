@@ -22,7 +22,7 @@ use tokio::net::UdpSocket;
 use tokio_util::task::TaskTracker;
 
 use crate::limits::{LimitHit, Slot};
-use crate::tunnel::{failed, Admitted, Tunnel};
+use crate::tunnel::{failed, Tunnel};
 use crate::{report_to, StreamError};
 
 impl Tunnel {
@@ -53,12 +53,7 @@ impl Tunnel {
         let _live = self.shared.streams.token();
         let info = self.flow_info(visitor.peer());
         let idle = self.shared.config.limits.udp_flow_idle;
-        let Some(Admitted {
-            pending,
-            held,
-            open,
-        }) = self.admit(info).await
-        else {
+        let Some(admitted) = self.admit(info).await else {
             // Refused (the hooks heard why): its datagrams are dropped until it goes quiet.
             let quiet = async {
                 visitor.drain_until_quiet(idle).await;
@@ -67,10 +62,11 @@ impl Tunnel {
             let _ = until_closed(&self.closer, quiet).await;
             return;
         };
-        let relayed = self.relay_flow(&mut visitor, &open, pending, idle);
+        let open = &admitted.open;
+        let relayed = self.relay_flow(&mut visitor, open, admitted.pending, idle);
         let reason = until_closed(&self.closer, relayed).await;
-        drop(held);
-        open.close(reason);
+        drop(admitted.held);
+        admitted.open.close(reason);
     }
 
     fn flow_info(&self, peer: SocketAddr) -> Arc<StreamInfo> {

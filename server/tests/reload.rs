@@ -396,10 +396,7 @@ impl reitunnel_hooks::Hook for Lifecycle {
     fn wants_data(&self) -> bool {
         false
     }
-    fn on_server_start(
-        &self,
-        _: &reitunnel_hooks::ServerInfo,
-    ) -> Result<(), reitunnel_hooks::BoxError> {
+    fn on_server_start(&self, _: &reitunnel_hooks::ServerInfo) -> reitunnel_hooks::HookResult {
         self.starts
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.started.notify_one();
@@ -408,10 +405,7 @@ impl reitunnel_hooks::Hook for Lifecycle {
         }
         Ok(())
     }
-    fn on_server_stop(
-        &self,
-        _: &reitunnel_hooks::ServerInfo,
-    ) -> Result<(), reitunnel_hooks::BoxError> {
+    fn on_server_stop(&self, _: &reitunnel_hooks::ServerInfo) -> reitunnel_hooks::HookResult {
         self.stops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.stopped.notify_one();
         Ok(())

@@ -241,3 +241,15 @@ pub async fn stream_closes(rec: &Recorder, n: usize) {
     })
     .await;
 }
+
+/// Waits until `rec` has heard the client disconnect; returns what it
+/// recorded, checked so that every open has its one close.
+pub async fn disconnected(rec: &Recorder) -> Vec<Ev> {
+    let events = rec
+        .wait_for("client disconnect", |e| {
+            e.iter().any(|e| matches!(e, Ev::Disconnect(..)))
+        })
+        .await;
+    assert_balanced(&events);
+    events
+}

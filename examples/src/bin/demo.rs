@@ -12,7 +12,7 @@ use reitunnel_client::{Client, ClientConfig};
 use reitunnel_examples::{echo_service, Loopback};
 use reitunnel_hooks::builtin::{Counters, Secret};
 use reitunnel_hooks::{
-    BoxError, ClientInfo, CloseReason, Gate, Hook, HookChain, Rejection, ServerInfo, StreamEnd,
+    ClientInfo, CloseReason, Gate, Hook, HookChain, HookResult, Rejection, ServerInfo, StreamEnd,
     Totals, TunnelInfo,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,20 +32,15 @@ impl Hook for Printer {
     fn wants_data(&self) -> bool {
         false
     }
-    fn on_server_start(&self, s: &ServerInfo) -> Result<(), BoxError> {
+    fn on_server_start(&self, s: &ServerInfo) -> HookResult {
         println!("  [hook] server.started   listen={}", s.listen);
         Ok(())
     }
-    fn on_server_stop(&self, _: &ServerInfo) -> Result<(), BoxError> {
+    fn on_server_stop(&self, _: &ServerInfo) -> HookResult {
         println!("  [hook] server.stopped");
         Ok(())
     }
-    fn on_client_disconnect(
-        &self,
-        c: &ClientInfo,
-        r: &CloseReason,
-        t: &Totals,
-    ) -> Result<(), BoxError> {
+    fn on_client_disconnect(&self, c: &ClientInfo, r: &CloseReason, t: &Totals) -> HookResult {
         println!(
             "  [hook] client.disconnected {} reason={r} in={:.1}MiB out={:.1}MiB streams={}",
             c.name,
@@ -62,12 +57,7 @@ impl Hook for Printer {
         );
         Gate::Allow
     }
-    fn on_tunnel_close(
-        &self,
-        t: &TunnelInfo,
-        r: &CloseReason,
-        tot: &Totals,
-    ) -> Result<(), BoxError> {
+    fn on_tunnel_close(&self, t: &TunnelInfo, r: &CloseReason, tot: &Totals) -> HookResult {
         println!(
             "  [hook] tunnel.closed    {} reason={r} in={:.1}MiB out={:.1}MiB streams={}",
             t.id,
@@ -77,7 +67,7 @@ impl Hook for Printer {
         );
         Ok(())
     }
-    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> HookResult {
         let (s, r, t) = (end.stream, end.reason, end.totals);
         println!(
             "  [hook] stream.closed    {} from {} reason={r} in={:.1}MiB out={:.1}MiB",

@@ -2,7 +2,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::event::Scope;
 use crate::event::{ClientInfo, DataEvent, Rejection, StreamEnd, Totals, TunnelInfo};
-use crate::hook::{BoxError, Hook};
+use crate::hook::{Hook, HookResult};
 use crate::verdict::CloseReason;
 use crate::verdict::Verdict;
 
@@ -125,22 +125,17 @@ impl Hook for Counters {
         inc(&self.rejections);
     }
 
-    fn on_client_disconnect(
-        &self,
-        _: &ClientInfo,
-        _: &CloseReason,
-        _: &Totals,
-    ) -> Result<(), BoxError> {
+    fn on_client_disconnect(&self, _: &ClientInfo, _: &CloseReason, _: &Totals) -> HookResult {
         dec(&self.clients_active);
         Ok(())
     }
 
-    fn on_tunnel_close(&self, _: &TunnelInfo, _: &CloseReason, _: &Totals) -> Result<(), BoxError> {
+    fn on_tunnel_close(&self, _: &TunnelInfo, _: &CloseReason, _: &Totals) -> HookResult {
         dec(&self.tunnels_active);
         Ok(())
     }
 
-    fn on_stream_close(&self, _: &StreamEnd<'_>) -> Result<(), BoxError> {
+    fn on_stream_close(&self, _: &StreamEnd<'_>) -> HookResult {
         dec(&self.streams_active);
         Ok(())
     }

@@ -8,7 +8,7 @@ use crate::event::{
     TunnelInfo,
 };
 use crate::events::{Event, EventBus};
-use crate::hook::{BoxError, Hook};
+use crate::hook::{Hook, HookResult};
 use crate::verdict::CloseReason;
 
 /// Emits an [`Event`] for every lifecycle event (streams only if asked:
@@ -115,7 +115,7 @@ impl Hook for EventHook {
         false
     }
 
-    fn on_server_start(&self, s: &ServerInfo) -> Result<(), BoxError> {
+    fn on_server_start(&self, s: &ServerInfo) -> HookResult {
         let ev = self
             .event("server.started")
             .with("listen", s.listen.to_string());
@@ -123,7 +123,7 @@ impl Hook for EventHook {
         Ok(())
     }
 
-    fn on_server_stop(&self, _: &ServerInfo) -> Result<(), BoxError> {
+    fn on_server_stop(&self, _: &ServerInfo) -> HookResult {
         self.bus.emit(&self.event("server.stopped"));
         Ok(())
     }
@@ -151,31 +151,21 @@ impl Hook for EventHook {
         self.bus.emit(&ev);
     }
 
-    fn on_client_disconnect(
-        &self,
-        c: &ClientInfo,
-        reason: &CloseReason,
-        t: &Totals,
-    ) -> Result<(), BoxError> {
+    fn on_client_disconnect(&self, c: &ClientInfo, reason: &CloseReason, t: &Totals) -> HookResult {
         let ev = closed(client(self.event("client.disconnected"), c), reason, t)
             .with("streams", t.streams);
         self.bus.emit(&ev);
         Ok(())
     }
 
-    fn on_tunnel_close(
-        &self,
-        tun: &TunnelInfo,
-        reason: &CloseReason,
-        t: &Totals,
-    ) -> Result<(), BoxError> {
+    fn on_tunnel_close(&self, tun: &TunnelInfo, reason: &CloseReason, t: &Totals) -> HookResult {
         let ev =
             closed(tunnel(self.event("tunnel.closed"), tun), reason, t).with("streams", t.streams);
         self.bus.emit(&ev);
         Ok(())
     }
 
-    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> HookResult {
         if self.streams {
             let ev = scoped(self.event("stream.closed"), Scope::Stream(end.stream));
             self.bus.emit(&closed(ev, end.reason, end.totals));

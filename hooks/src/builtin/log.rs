@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::event::{
     ClientInfo, DataEvent, ErrorEvent, Rejection, Scope, ServerInfo, StreamEnd, Totals, TunnelInfo,
 };
-use crate::hook::{BoxError, Hook};
+use crate::hook::{Hook, HookResult};
 use crate::verdict::{CloseReason, Verdict};
 
 /// Logs every lifecycle event through `tracing` (target `reitunnel::events`),
@@ -73,12 +73,12 @@ impl Hook for TracingHook {
         self.sample_every > 0
     }
 
-    fn on_server_start(&self, s: &ServerInfo) -> Result<(), BoxError> {
+    fn on_server_start(&self, s: &ServerInfo) -> HookResult {
         tracing::info!(target: T, server = %s.name, listen = %s.listen, "server.started");
         Ok(())
     }
 
-    fn on_server_stop(&self, s: &ServerInfo) -> Result<(), BoxError> {
+    fn on_server_stop(&self, s: &ServerInfo) -> HookResult {
         tracing::info!(target: T, server = %s.name, "server.stopped");
         Ok(())
     }
@@ -99,29 +99,19 @@ impl Hook for TracingHook {
         }
     }
 
-    fn on_client_disconnect(
-        &self,
-        c: &ClientInfo,
-        reason: &CloseReason,
-        t: &Totals,
-    ) -> Result<(), BoxError> {
+    fn on_client_disconnect(&self, c: &ClientInfo, reason: &CloseReason, t: &Totals) -> HookResult {
         tracing::info!(target: T, client = %c.name, id = %c.id, %reason, bytes_in = t.bytes_in,
             bytes_out = t.bytes_out, streams = t.streams, "client.disconnected");
         Ok(())
     }
 
-    fn on_tunnel_close(
-        &self,
-        t: &TunnelInfo,
-        reason: &CloseReason,
-        tot: &Totals,
-    ) -> Result<(), BoxError> {
+    fn on_tunnel_close(&self, t: &TunnelInfo, reason: &CloseReason, tot: &Totals) -> HookResult {
         tracing::info!(target: T, client = %t.client.name, tunnel = %t.id, %reason,
             bytes_in = tot.bytes_in, bytes_out = tot.bytes_out, streams = tot.streams, "tunnel.closed");
         Ok(())
     }
 
-    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> HookResult {
         let (s, t) = (end.stream, end.totals);
         tracing::debug!(target: T, tunnel = %s.tunnel.id, stream = %s.id, reason = %end.reason,
             bytes_in = t.bytes_in, bytes_out = t.bytes_out, "stream.closed");

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::event::{ClientId, DataEvent, Direction, StreamEnd, StreamId, StreamInfo, TunnelId};
 use crate::events::{Event, EventBus};
-use crate::hook::{BoxError, Hook, StreamState};
+use crate::hook::{Hook, HookResult, StreamState};
 use crate::verdict::Verdict;
 
 /// Bytes one client or tunnel moved in a report's interval.
@@ -271,7 +271,7 @@ impl Hook for BandwidthMeter {
         Verdict::Continue
     }
 
-    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> HookResult {
         let removed = self
             .live
             .lock()

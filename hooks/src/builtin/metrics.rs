@@ -25,7 +25,7 @@ use crate::event::{
     ClientInfo, DataEvent, Direction, ErrorEvent, Rejection, Scope, StreamEnd, StreamInfo, Totals,
     TunnelInfo,
 };
-use crate::hook::{BoxError, Hook, StreamState};
+use crate::hook::{Hook, HookResult, StreamState};
 use crate::verdict::{CloseReason, Verdict};
 
 /// The metrics hook. See the module docs.
@@ -115,22 +115,17 @@ impl Hook for MetricsHook {
         gauge!(active).increment(1.0);
     }
 
-    fn on_client_disconnect(
-        &self,
-        _: &ClientInfo,
-        _: &CloseReason,
-        _: &Totals,
-    ) -> Result<(), BoxError> {
+    fn on_client_disconnect(&self, _: &ClientInfo, _: &CloseReason, _: &Totals) -> HookResult {
         gauge!("reitunnel_clients_active").decrement(1.0);
         Ok(())
     }
 
-    fn on_tunnel_close(&self, _: &TunnelInfo, _: &CloseReason, _: &Totals) -> Result<(), BoxError> {
+    fn on_tunnel_close(&self, _: &TunnelInfo, _: &CloseReason, _: &Totals) -> HookResult {
         gauge!("reitunnel_tunnels_active").decrement(1.0);
         Ok(())
     }
 
-    fn on_stream_close(&self, _: &StreamEnd<'_>) -> Result<(), BoxError> {
+    fn on_stream_close(&self, _: &StreamEnd<'_>) -> HookResult {
         gauge!("reitunnel_streams_active").decrement(1.0);
         Ok(())
     }

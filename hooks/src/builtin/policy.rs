@@ -18,7 +18,7 @@ use super::Secret;
 use crate::event::{
     ClientId, ClientInfo, Login, Rejection, Scope, StreamEnd, StreamInfo, Totals, TunnelInfo,
 };
-use crate::hook::{BoxError, Hook};
+use crate::hook::{Hook, HookResult};
 use crate::ports::PortRanges;
 use crate::verdict::{CloseReason, Gate, Reason};
 
@@ -272,26 +272,21 @@ impl Hook for Policy {
         }
     }
 
-    fn on_tunnel_close(&self, t: &TunnelInfo, _: &CloseReason, _: &Totals) -> Result<(), BoxError> {
+    fn on_tunnel_close(&self, t: &TunnelInfo, _: &CloseReason, _: &Totals) -> HookResult {
         if let Some(u) = self.in_use(t.client.id) {
             release(&u.tunnels);
         }
         Ok(())
     }
 
-    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> HookResult {
         if let Some(u) = self.in_use(end.stream.tunnel.client.id) {
             release(&u.streams);
         }
         Ok(())
     }
 
-    fn on_client_disconnect(
-        &self,
-        c: &ClientInfo,
-        _: &CloseReason,
-        _: &Totals,
-    ) -> Result<(), BoxError> {
+    fn on_client_disconnect(&self, c: &ClientInfo, _: &CloseReason, _: &Totals) -> HookResult {
         self.in_use
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

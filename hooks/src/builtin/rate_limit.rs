@@ -29,7 +29,7 @@ use crate::event::{
     ClientId, ClientInfo, DataEvent, Direction, Login, Rejection, Scope, StreamInfo, Totals,
     TunnelId, TunnelInfo,
 };
-use crate::hook::{BoxError, Hook, StreamState};
+use crate::hook::{Hook, HookResult, StreamState};
 use crate::keyed::{ip_key, KeyedLimiter};
 use crate::verdict::{CloseReason, Gate, Reason, Verdict};
 
@@ -384,12 +384,7 @@ impl Hook for RateLimit {
         }
     }
 
-    fn on_client_disconnect(
-        &self,
-        c: &ClientInfo,
-        _: &CloseReason,
-        _: &Totals,
-    ) -> Result<(), BoxError> {
+    fn on_client_disconnect(&self, c: &ClientInfo, _: &CloseReason, _: &Totals) -> HookResult {
         self.clients
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -397,7 +392,7 @@ impl Hook for RateLimit {
         Ok(())
     }
 
-    fn on_tunnel_close(&self, t: &TunnelInfo, _: &CloseReason, _: &Totals) -> Result<(), BoxError> {
+    fn on_tunnel_close(&self, t: &TunnelInfo, _: &CloseReason, _: &Totals) -> HookResult {
         self.tunnels
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -15,7 +15,7 @@ use crate::event::{
     AdminAction, ClientInfo, DataEvent, Direction, ErrorEvent, Login, Rejection, Scope, ServerInfo,
     StreamEnd, StreamInfo, Totals, TunnelInfo,
 };
-use crate::hook::{BoxError, Hook, StreamState};
+use crate::hook::{Hook, HookResult, StreamState};
 use crate::verdict::{CloseReason, Gate, Verdict};
 
 /// How to sample.
@@ -138,32 +138,22 @@ impl<H: Hook> Hook for Sampler<H> {
     fn wants_data(&self) -> bool {
         self.inner.wants_data()
     }
-    fn on_server_start(&self, s: &ServerInfo) -> Result<(), BoxError> {
+    fn on_server_start(&self, s: &ServerInfo) -> HookResult {
         self.inner.on_server_start(s)
     }
-    fn on_server_stop(&self, s: &ServerInfo) -> Result<(), BoxError> {
+    fn on_server_stop(&self, s: &ServerInfo) -> HookResult {
         self.inner.on_server_stop(s)
     }
     fn on_client_connect(&self, c: &ClientInfo, l: &Login<'_>) -> Gate {
         self.inner.on_client_connect(c, l)
     }
-    fn on_client_disconnect(
-        &self,
-        c: &ClientInfo,
-        r: &CloseReason,
-        t: &Totals,
-    ) -> Result<(), BoxError> {
+    fn on_client_disconnect(&self, c: &ClientInfo, r: &CloseReason, t: &Totals) -> HookResult {
         self.inner.on_client_disconnect(c, r, t)
     }
     fn on_tunnel_open(&self, t: &TunnelInfo) -> Gate {
         self.inner.on_tunnel_open(t)
     }
-    fn on_tunnel_close(
-        &self,
-        t: &TunnelInfo,
-        r: &CloseReason,
-        tot: &Totals,
-    ) -> Result<(), BoxError> {
+    fn on_tunnel_close(&self, t: &TunnelInfo, r: &CloseReason, tot: &Totals) -> HookResult {
         self.inner.on_tunnel_close(t, r, tot)
     }
     fn on_stream_open(&self, s: &StreamInfo) -> Gate {
@@ -213,7 +203,7 @@ impl<H: Hook> Hook for Sampler<H> {
         })
     }
 
-    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> HookResult {
         let st = end.state::<State>();
         if let Some(st) = st {
             for dir in [Direction::Ingress, Direction::Egress] {

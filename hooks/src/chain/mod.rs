@@ -12,7 +12,7 @@ use crate::event::{
     AdminAction, ClientInfo, ErrorEvent, Login, RefuseCode, Rejection, Scope, ServerInfo,
     StreamInfo, TunnelInfo,
 };
-use crate::hook::{BoxError, Hook};
+use crate::hook::{Hook, HookResult};
 use crate::verdict::{Gate, Reason};
 
 mod compose;
@@ -290,7 +290,7 @@ impl HookChain {
     pub(crate) fn observe(
         &self,
         scope: Scope<'_>,
-        call: impl Fn(&dyn Hook) -> Result<(), BoxError>,
+        call: impl Fn(&dyn Hook) -> HookResult,
     ) -> Result<(), MultiError> {
         let errors: Vec<HookError> = self
             .inner
@@ -309,7 +309,7 @@ impl HookChain {
         &self,
         scope: Scope<'_>,
         hook: &dyn Hook,
-        call: impl FnOnce() -> Result<(), BoxError>,
+        call: impl FnOnce() -> HookResult,
     ) -> Option<HookError> {
         let err = match isolated(hook, call) {
             Ok(Ok(())) => return None,
@@ -403,7 +403,7 @@ impl HookChain {
     pub(crate) fn observe_each(
         &self,
         scope: Scope<'_>,
-        call: impl Fn(usize, &dyn Hook) -> Result<(), BoxError>,
+        call: impl Fn(usize, &dyn Hook) -> HookResult,
     ) {
         for (i, h) in self.inner.hooks.iter().enumerate() {
             self.observer_call(scope, &**h, || call(i, &**h));

@@ -12,8 +12,8 @@ use std::time::Duration;
 use reitunnel_hooks::builtin::Counters;
 use reitunnel_hooks::events::{Event, EventBus, EventSink};
 use reitunnel_hooks::{
-    BoxError, ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, ErrorStrategy,
-    Gate, Hook, HookChain, HookError, HookErrorKind, Login, Open, Reason, Refusal, Rejection,
+    ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, ErrorStrategy, Gate, Hook,
+    HookChain, HookError, HookErrorKind, HookResult, Login, Open, Reason, Refusal, Rejection,
     ServerInfo, StreamEnd, StreamId, StreamInfo, Totals, TunnelId, TunnelInfo, TunnelKind, Verdict,
 };
 use reitunnel_proto::auth::{NONCE_LEN, PROOF_LEN};
@@ -118,7 +118,7 @@ impl Act {
         }
     }
 
-    fn result(&self, hook: &str) -> Result<(), BoxError> {
+    fn result(&self, hook: &str) -> HookResult {
         match self {
             Act::Fail(m) => Err((*m).into()),
             Act::Panic => panic!("{PANIC_MARK} in {hook}"),
@@ -219,12 +219,12 @@ impl Hook for Rec {
         self.wants_data
     }
 
-    fn on_server_start(&self, _server: &ServerInfo) -> Result<(), BoxError> {
+    fn on_server_start(&self, _server: &ServerInfo) -> HookResult {
         self.rec("server_start");
         self.server.result(self.name)
     }
 
-    fn on_server_stop(&self, _server: &ServerInfo) -> Result<(), BoxError> {
+    fn on_server_stop(&self, _server: &ServerInfo) -> HookResult {
         self.rec("server_stop");
         self.server.result(self.name)
     }
@@ -239,7 +239,7 @@ impl Hook for Rec {
         _client: &ClientInfo,
         reason: &CloseReason,
         t: &Totals,
-    ) -> Result<(), BoxError> {
+    ) -> HookResult {
         self.rec(format_args!(
             "client_close {} in={} out={} streams={}",
             reason.label(),
@@ -260,7 +260,7 @@ impl Hook for Rec {
         _tunnel: &TunnelInfo,
         reason: &CloseReason,
         t: &Totals,
-    ) -> Result<(), BoxError> {
+    ) -> HookResult {
         self.rec(format_args!(
             "tunnel_close {} in={} out={} streams={}",
             reason.label(),
@@ -276,7 +276,7 @@ impl Hook for Rec {
         self.gate.gate(self.name)
     }
 
-    fn on_stream_close(&self, end: &StreamEnd<'_>) -> Result<(), BoxError> {
+    fn on_stream_close(&self, end: &StreamEnd<'_>) -> HookResult {
         let (reason, t) = (end.reason, end.totals);
         self.rec(format_args!(
             "stream_close {} in={} out={} streams={}",
