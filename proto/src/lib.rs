@@ -13,6 +13,19 @@
 //! Every frame is `u32 length | u8 kind | payload` (big endian), where the
 //! length counts kind and payload and is capped by [`FrameCodec`]'s
 //! `max_frame_len`. Decoding never panics and reports typed [`DecodeError`]s.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use reitunnel_proto::{Frame, FrameCodec, DEFAULT_MAX_FRAME_LEN};
+//! use tokio_util::codec::{Decoder, Encoder};
+//!
+//! let mut codec = FrameCodec::new(DEFAULT_MAX_FRAME_LEN);
+//! let mut wire = BytesMut::new();
+//! codec.encode(Frame::Ping { seq: 7 }, &mut wire).unwrap();
+//! // u32 length (kind + payload), u8 kind, u64 sequence number.
+//! assert_eq!(wire.len(), 4 + 1 + 8);
+//! assert_eq!(codec.decode(&mut wire).unwrap(), Some(Frame::Ping { seq: 7 }));
+//! ```
 
 #![forbid(unsafe_code)]
 

@@ -30,15 +30,27 @@ fn a_bad_config_is_refused_naming_the_line() {
         stderr.contains("line 4: hook #2: unknown variant `telepathy`, expected one of"),
         "{stderr}"
     );
+    // A failed check names the line of its key, through the binary too.
+    let stderr =
+        refused("token = \"t\"\n[[hooks]]\nkind = \"quota\"\nbytes = \"1GiB\"\nperiod_secs = 0\n");
+    assert!(
+        stderr.contains("line 5: hook #1: quota: period_secs must be at least 1"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn a_metrics_hook_without_an_endpoint_is_refused() {
-    let stderr = refused("token = \"t\"\n[[hooks]]\nkind = \"metrics\"\n");
-    assert!(
-        stderr.contains("the `metrics` hook needs `metrics_listen`"),
-        "{stderr}"
-    );
+    for hooks in [
+        "[[hooks]]\nkind = \"metrics\"\n",
+        "[[hooks]]\nkind = \"sampled\"\none_in = 4\nhook = { kind = \"metrics\" }\n",
+    ] {
+        let stderr = refused(&format!("token = \"t\"\n{hooks}"));
+        assert!(
+            stderr.contains("the `metrics` hook needs `metrics_listen`"),
+            "{hooks}: {stderr}"
+        );
+    }
 }
 
 #[test]

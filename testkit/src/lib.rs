@@ -15,6 +15,19 @@
 //! built for process tests ([`server_program`], [`client_program`]); nginx and HAProxy
 //! set up to read and send the PROXY protocol, dnsmasq and dig for UDP.
 
+//!
+//! ```
+//! use reitunnel_testkit::{pseudo_random, same_echo};
+//!
+//! let sent = pseudo_random(7, 4096);
+//! assert_eq!(sent, pseudo_random(7, 4096), "replayable from its seed");
+//! assert!(same_echo(&sent, &sent, "a test tunnel").is_ok());
+//! let mut garbled = sent.clone();
+//! garbled[100] ^= 1;
+//! let e = same_echo(&sent, &garbled, "a test tunnel").unwrap_err();
+//! assert!(e.contains("a test tunnel"), "{e}");
+//! ```
+
 #![forbid(unsafe_code)]
 
 mod bytes;

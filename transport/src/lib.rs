@@ -4,6 +4,19 @@
 //!
 //! Kept out of `reitunnel-proto` so that crate stays sans-IO, and out of the
 //! server and client crates so neither copies the other.
+//!
+//! Every task hangs off a [`Closer`] tree (server, session, tunnel, stream),
+//! so a close carries its reason down to everything below it:
+//!
+//! ```
+//! use reitunnel_transport::Closer;
+//!
+//! let session = Closer::root();
+//! let tunnel = session.child();
+//! session.close("kicked");
+//! assert!(tunnel.is_closed());
+//! assert_eq!(tunnel.reason(), Some("kicked"));
+//! ```
 
 #![forbid(unsafe_code)]
 

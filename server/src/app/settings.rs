@@ -10,7 +10,9 @@ use reitunnel_transport::tls::ServerTls;
 
 use super::Args;
 use crate::file_config::FileConfig;
-use crate::hook_config::kinds::{http_auth::HttpAuth, metrics::Metrics, policy::Policy};
+use crate::hook_config::kinds::{
+    http_auth::HttpAuth, metrics::Metrics, policy::Policy, sampled::Sampled,
+};
 use crate::hook_config::HookTable;
 use crate::ServerConfig;
 
@@ -182,6 +184,10 @@ impl Settings {
     }
 }
 
+/// A `metrics` hook, alone or sampled: the server then adds none of its own.
 pub(super) fn is_metrics(table: &HookTable) -> bool {
     table.is::<Metrics>()
+        || table
+            .config::<Sampled>()
+            .is_some_and(|sampled| sampled.hook.0.is::<Metrics>())
 }

@@ -98,8 +98,10 @@ fn unknown_kind_field_and_bad_values_name_the_line() {
         e.contains("line 5: hook #1: quota: period_secs must be at least 1"),
         "{e}"
     );
-    let e = parse("[[hooks]]\nkind = \"rate_limit\"\nvisitors_per_ip_per_sec = 5\nburst = \"0\"\n")
-        .unwrap_err();
+    let e = parse(
+        "[[hooks]]\nkind = \"rate_limit\"\nper_client_bytes_per_sec = \"1MiB\"\nburst = \"0\"\n",
+    )
+    .unwrap_err();
     assert!(
         e.contains("line 4: hook #1: rate_limit: burst 0 must be 1..=4294967295"),
         "{e}"
@@ -117,6 +119,9 @@ fn unknown_kind_field_and_bad_values_name_the_line() {
         e.contains("line 5: hook #1: webhook http://h/: timeout_secs must be at least 1"),
         "{e}"
     );
+    // A burst without a byte rate has nothing to apply to, and is left alone.
+    parse("[[hooks]]\nkind = \"rate_limit\"\nvisitors_per_ip_per_sec = 5\nburst = \"0\"\n")
+        .unwrap();
     let e = parse("[[hooks]]\nkind = 7\n").unwrap_err();
     assert!(
         e.contains("line 1: hook #1: invalid type: integer, expected a hook kind"),
@@ -291,7 +296,7 @@ fn sampled_wraps_another_hook() {
     let expected = sampled::Config {
         one_in: Some(8),
         every_ms: None,
-        hook: HookTable::new::<metrics::Metrics>(metrics_100).unwrap(),
+        hook: sampled::Observer(HookTable::new::<metrics::Metrics>(metrics_100).unwrap()),
     };
     assert_eq!(
         cfg.hooks,

@@ -132,13 +132,15 @@ impl HookSet {
         // that table writes to exactly the sink opened for it.
         let mut sink_of: Vec<Option<Sink>> = Vec::with_capacity(tables.len());
         for table in tables {
-            if table.relation() != Relation::Sink {
-                sink_of.push(None);
-                continue;
-            }
             let sink = match take_equal(&mut spare_sinks, table) {
                 Some(sink) => sink,
-                None => table.open_sink().map_err(invalid)?,
+                None => match table.open_sink() {
+                    Some(opened) => opened.map_err(invalid)?,
+                    None => {
+                        sink_of.push(None);
+                        continue;
+                    }
+                },
             };
             bus = sink.join(bus);
             match &sink {

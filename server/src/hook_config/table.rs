@@ -13,7 +13,6 @@ use std::sync::Arc;
 use reitunnel_hooks::events::EventBus;
 use reitunnel_hooks::Hook;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
 
 use super::kinds::KINDS;
 use super::sinks::Sink;
@@ -40,11 +39,13 @@ pub(crate) trait HookKind: 'static {
         Relation::Independent
     }
 
-    /// For a [`Relation::Sink`]: opens the audit file or starts the
-    /// webhook. Done before any hook is built, so every hook that emits
-    /// events reaches every sink, wherever it stands in the list.
-    fn open_sink(_config: &Self::Config) -> Result<Sink, String> {
-        unreachable!("{} is not an event sink", Self::NAME)
+    /// For a kind that is an event sink (audit, webhook): opens the file
+    /// or starts the delivery, `Some`; `None` for every other kind. Done
+    /// before any hook is built, so every hook that emits events reaches
+    /// every sink, wherever it stands in the list. A new kind of sink
+    /// also needs its variant in [`Sink`].
+    fn open_sink(_config: &Self::Config) -> Option<Result<Sink, String>> {
+        None
     }
 
     /// Builds the hook; what needs the file system or the environment
@@ -58,14 +59,12 @@ pub(crate) trait HookKind: 'static {
 /// How a hook stands to the event sinks, which decides what a reload keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Relation {
-    /// Neither a sink nor holding one: kept across a reload while its
-    /// table is unchanged.
+    /// Holds no sink of the others: kept across a reload while its table
+    /// is unchanged (a sink's own hook too, with its file or queue).
     Independent,
     /// Sends events to every sink (quota, meter with `"events"`): built
     /// anew when the sinks change, since it holds the old ones.
     EmitsEvents,
-    /// An event sink itself (audit, webhook): opened before the hooks.
-    Sink,
     /// Read again at every reload (a policy's `clients_file` may have
     /// changed under the same table).
     AlwaysRebuilt,
@@ -154,7 +153,7 @@ impl HookTable {
         self.0.relation()
     }
 
-    pub(crate) fn open_sink(&self) -> Result<Sink, String> {
+    pub(crate) fn open_sink(&self) -> Option<Result<Sink, String>> {
         self.0.open_sink()
     }
 
@@ -196,14 +195,6 @@ impl PartialEq for HookTable {
 impl Debug for HookTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
-    }
-}
-
-/// A table nested in another (`sampled`'s `hook = { kind = "metrics" }`).
-impl<'de> Deserialize<'de> for HookTable {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let table = toml::Table::deserialize(d)?;
-        HookTable::parse(table).map_err(|e| serde::de::Error::custom(e.message()))
     }
 }
 
@@ -252,7 +243,7 @@ trait Table: Debug + Send + Sync {
     fn as_any(&self) -> &dyn Any;
     fn same(&self, other: &dyn Table) -> bool;
     fn relation(&self) -> Relation;
-    fn open_sink(&self) -> Result<Sink, String>;
+    fn open_sink(&self) -> Option<Result<Sink, String>>;
     fn build(&self, ctx: &mut BuildContext<'_>) -> Result<Arc<dyn Hook>, ConfigError>;
 }
 
@@ -261,7 +252,7 @@ struct Typed<K: HookKind>(K::Config);
 
 impl<K: HookKind> Debug for Typed<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {:?}", K::NAME, self.0)
+        f.debug_tuple(K::NAME).field(&self.0).finish()
     }
 }
 
@@ -281,7 +272,7 @@ impl<K: HookKind> Table for Typed<K> {
     fn relation(&self) -> Relation {
         K::relation(&self.0)
     }
-    fn open_sink(&self) -> Result<Sink, String> {
+    fn open_sink(&self) -> Option<Result<Sink, String>> {
         K::open_sink(&self.0)
     }
     fn build(&self, ctx: &mut BuildContext<'_>) -> Result<Arc<dyn Hook>, ConfigError> {

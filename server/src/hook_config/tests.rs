@@ -115,6 +115,15 @@ fn sampled_wraps_data_observers_only() {
         err.contains("limits and quotas must see every chunk"),
         "{err}"
     );
+    // What may be sampled is said before anything about the wrapped table's keys.
+    let err = table("kind = \"sampled\"\none_in = 4\nhook = { kind = \"quota\", bytes = \"1B\", period_secs = 0 }")
+        .unwrap_err();
+    assert!(
+        err.contains("limits and quotas must see every chunk"),
+        "{err}"
+    );
+    let err = table("kind = \"sampled\"\nhook = { kind = \"log\" }").unwrap_err();
+    assert!(err.contains("exactly one of one_in and every_ms"), "{err}");
     let err = table("kind = \"sampled\"\none_in = 4\nevery_ms = 10\nhook = { kind = \"log\" }")
         .unwrap_err();
     assert!(err.contains("exactly one of one_in and every_ms"), "{err}");

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::file_config::ConfigError;
 use crate::hook_config::sinks::Sink;
-use crate::hook_config::table::{BuildContext, HookKind, Relation};
+use crate::hook_config::table::{BuildContext, HookKind};
 
 /// Lines the audit writer may queue before it drops (and counts) new ones.
 const AUDIT_QUEUE: usize = 65_536;
@@ -33,14 +33,12 @@ impl HookKind for Audit {
     const NAME: &'static str = "audit";
     type Config = Config;
 
-    fn relation(_: &Config) -> Relation {
-        Relation::Sink
-    }
-
-    fn open_sink(config: &Config) -> Result<Sink, String> {
-        JsonLinesFile::open(&config.path, AUDIT_QUEUE)
-            .map(Sink::Audit)
-            .map_err(|e| format!("cannot open audit log {}: {e}", config.path.display()))
+    fn open_sink(config: &Config) -> Option<Result<Sink, String>> {
+        let file = JsonLinesFile::open(&config.path, AUDIT_QUEUE);
+        Some(
+            file.map(Sink::Audit)
+                .map_err(|e| format!("cannot open audit log {}: {e}", config.path.display())),
+        )
     }
 
     fn build(config: &Config, ctx: &mut BuildContext<'_>) -> Result<Arc<dyn Hook>, ConfigError> {

@@ -38,15 +38,7 @@ pub(crate) struct Config {
 impl Config {
     /// The limiter's settings; `Err` names the key out of range.
     fn limits(&self) -> Result<RateLimitConfig, Invalid> {
-        let burst = match self.burst {
-            None => None,
-            Some(b) => Some(positive_u32(b.0).ok_or_else(|| {
-                Invalid::new(
-                    "burst",
-                    format!("rate_limit: burst {} must be 1..=4294967295", b.0),
-                )
-            })?),
-        };
+        // The burst applies to the byte rates only, and is checked with them.
         let rate = |key: &'static str, r: Option<ByteSize>| -> Result<Option<ByteRate>, Invalid> {
             let Some(r) = r else { return Ok(None) };
             let per_sec = positive_u32(r.0).ok_or_else(|| {
@@ -56,8 +48,13 @@ impl Config {
                 )
             })?;
             let mut rate = ByteRate::per_sec(per_sec);
-            if let Some(burst) = burst {
-                rate.burst = burst;
+            if let Some(b) = self.burst {
+                rate.burst = positive_u32(b.0).ok_or_else(|| {
+                    Invalid::new(
+                        "burst",
+                        format!("rate_limit: burst {} must be 1..=4294967295", b.0),
+                    )
+                })?;
             }
             Ok(Some(rate))
         };
@@ -97,7 +94,7 @@ impl HookKind for RateLimit {
     }
 
     fn build(config: &Config, ctx: &mut BuildContext<'_>) -> Result<Arc<dyn Hook>, ConfigError> {
-        let limits = config.limits().map_err(|e| ctx.invalid(e.problem))?;
+        let limits = config.limits().expect("checked when the table was read");
         let limit = Arc::new(reitunnel_hooks::builtin::RateLimit::new(limits));
         ctx.background.rate_limits.push(limit.clone());
         Ok(limit)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reitunnel_hooks::builtin::{Sampler, Sampling};
 use reitunnel_hooks::Hook;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::{log::Log, meter::Meter, metrics::Metrics};
 use crate::file_config::ConfigError;
@@ -26,7 +26,34 @@ pub(crate) struct Config {
     /// Or at most one chunk per this many milliseconds.
     pub(crate) every_ms: Option<u64>,
     /// The wrapped hook: `hook = { kind = "metrics" }`.
-    pub(crate) hook: HookTable,
+    pub(crate) hook: Observer,
+}
+
+/// The wrapped hook: a kind that observes data. Read as a table, its kind
+/// checked first, so a quota is told it cannot be sampled before anything
+/// about its own keys.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Observer(pub(crate) HookTable);
+
+const ONLY_OBSERVERS: &str =
+    "sampled: wrap a hook that observes data (log, meter, metrics); limits and quotas must see every chunk";
+
+fn observes_data(kind: &str) -> bool {
+    [Log::NAME, Meter::NAME, Metrics::NAME].contains(&kind)
+}
+
+impl<'de> Deserialize<'de> for Observer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let table = toml::Table::deserialize(d)?;
+        if let Some(kind) = table.get("kind").and_then(toml::Value::as_str) {
+            if !observes_data(kind) {
+                return Err(serde::de::Error::custom(ONLY_OBSERVERS));
+            }
+        }
+        HookTable::parse(table)
+            .map(Observer)
+            .map_err(|e| serde::de::Error::custom(e.message()))
+    }
 }
 
 impl Config {
@@ -41,7 +68,7 @@ impl Config {
                 "sampled: give exactly one of one_in and every_ms",
             )),
             (None, None) => Err(Invalid::new(
-                "hook",
+                "one_in",
                 "sampled: give exactly one of one_in and every_ms",
             )),
         }
@@ -54,23 +81,19 @@ impl HookKind for Sampled {
 
     fn check(config: &Config) -> Result<(), Invalid> {
         config.sampling()?;
-        let hook = &config.hook;
-        if !(hook.is::<Log>() || hook.is::<Meter>() || hook.is::<Metrics>()) {
-            return Err(Invalid::new(
-                "hook",
-                "sampled: wrap a hook that observes data (log, meter, metrics); limits and quotas must see every chunk",
-            ));
+        if !observes_data(config.hook.0.kind()) {
+            return Err(Invalid::new("hook", ONLY_OBSERVERS));
         }
         Ok(())
     }
 
     fn relation(config: &Config) -> Relation {
-        config.hook.relation()
+        config.hook.0.relation()
     }
 
     fn build(config: &Config, ctx: &mut BuildContext<'_>) -> Result<Arc<dyn Hook>, ConfigError> {
-        let sampling = config.sampling().map_err(|e| ctx.invalid(e.problem))?;
-        let inner = config.hook.build(ctx)?;
+        let sampling = config.sampling().expect("checked when the table was read");
+        let inner = config.hook.0.build(ctx)?;
         Ok(Arc::new(Sampler::new(inner, sampling)))
     }
 }

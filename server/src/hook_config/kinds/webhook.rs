@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::file_config::{expand_env, ConfigError};
 use crate::hook_config::sinks::Sink;
-use crate::hook_config::table::{BuildContext, HookKind, Invalid, Relation};
+use crate::hook_config::table::{BuildContext, HookKind, Invalid};
 
 /// Events a webhook may queue before it drops (and counts) new ones.
 const WEBHOOK_QUEUE: usize = 4_096;
@@ -83,40 +83,40 @@ impl HookKind for Webhook {
         Ok(())
     }
 
-    fn relation(_: &Config) -> Relation {
-        Relation::Sink
-    }
-
-    fn open_sink(config: &Config) -> Result<Sink, String> {
-        let url = &config.url;
-        let secret = expand_env(config.secret.expose()).map_err(|var| {
-            format!("webhook {url}: secret refers to ${{{var}}}, which is not set")
-        })?;
-        let tls = match &config.ca {
-            None => None,
-            Some(ca) => Some(https_client(ca).map_err(|e| format!("webhook {url}: {e}"))?),
-        };
-        let webhook = WebhookConfig {
-            url: url.clone(),
-            secret: Secret::new(secret),
-            events: config.events.clone(),
-            timeout: Duration::from_secs(config.timeout_secs),
-            retries: config.retries,
-            queue: WEBHOOK_QUEUE,
-            tls,
-        };
-        // Inside a runtime the delivery task joins it; otherwise (the
-        // server binary builds its chain first) it gets a thread of its own.
-        let sink = if tokio::runtime::Handle::try_current().is_ok() {
-            reitunnel_hooks::builtin::Webhook::new(webhook)
-        } else {
-            reitunnel_hooks::builtin::Webhook::new_on_thread(webhook)
-        };
-        sink.map(Sink::Webhook).map_err(|e| e.to_string())
+    fn open_sink(config: &Config) -> Option<Result<Sink, String>> {
+        Some(start(config))
     }
 
     fn build(config: &Config, ctx: &mut BuildContext<'_>) -> Result<Arc<dyn Hook>, ConfigError> {
         let bus = ctx.own_sink_bus();
         Ok(Arc::new(EventHook::new("webhook", bus, config.streams)))
     }
+}
+
+/// Starts the webhook's delivery of a table.
+fn start(config: &Config) -> Result<Sink, String> {
+    let url = &config.url;
+    let secret = expand_env(config.secret.expose())
+        .map_err(|var| format!("webhook {url}: secret refers to ${{{var}}}, which is not set"))?;
+    let tls = match &config.ca {
+        None => None,
+        Some(ca) => Some(https_client(ca).map_err(|e| format!("webhook {url}: {e}"))?),
+    };
+    let webhook = WebhookConfig {
+        url: url.clone(),
+        secret: Secret::new(secret),
+        events: config.events.clone(),
+        timeout: Duration::from_secs(config.timeout_secs),
+        retries: config.retries,
+        queue: WEBHOOK_QUEUE,
+        tls,
+    };
+    // Inside a runtime the delivery task joins it; otherwise (the
+    // server binary builds its chain first) it gets a thread of its own.
+    let sink = if tokio::runtime::Handle::try_current().is_ok() {
+        reitunnel_hooks::builtin::Webhook::new(webhook)
+    } else {
+        reitunnel_hooks::builtin::Webhook::new_on_thread(webhook)
+    };
+    sink.map(Sink::Webhook).map_err(|e| e.to_string())
 }
