@@ -11,19 +11,15 @@ use reitunnel_hooks::{ClientInfo, CloseReason, Login, Reason, Refusal, RefuseCod
 use reitunnel_proto::{Frame, Preamble, PREAMBLE_LEN};
 use reitunnel_transport::tls::{explain, identity, Side};
 use reitunnel_transport::{tune, write_frame};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::handshake::{check_name, read_login};
 use crate::limits::Slot;
 use crate::proxied::{real_peer, ProxiedError};
-use crate::session::Session;
+use crate::session::{Io, Session};
 use crate::{authorize_within, ServerState, SessionError};
-
-/// What a session's transport must offer: plain TCP or TLS over it.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 /// Serves one accepted connection from its PROXY header (behind a
 /// balancer), TLS handshake and login to disconnect. The handshake holds a

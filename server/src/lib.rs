@@ -33,6 +33,7 @@ mod accept;
 mod admin;
 pub mod app;
 mod config;
+mod config_types;
 mod error;
 pub mod file_config;
 mod forward;

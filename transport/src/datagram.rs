@@ -1,23 +1,20 @@
 //! The two datagram sides every UDP flow has on one end of a session: the
 //! mux stream, carrying datagrams as `u16 length | payload` so their
 //! boundaries survive the byte stream ([`MuxDatagrams`]), and a UDP socket
-//! connected to the flow's target ([`ConnectedUdp`], from [`dial_udp`]).
+//! connected to the flow's target ([`ConnectedUdp`], from
+//! `dial_udp`, which `stream::dial_for` uses).
 //! The visitor side of a reverse tunnel (many flows on one public socket)
 //! is the server's own.
 
 use std::io;
-use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use reitunnel_hooks::datagram::Datagrams;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UdpSocket;
-use tokio::time::timeout;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use crate::stream::DialError;
 use crate::MuxStream;
 
 /// The largest datagram UDP carries (over IPv4: 65,535 less the IP and UDP headers).
@@ -78,27 +75,12 @@ impl Datagrams for ConnectedUdp {
     }
 }
 
-/// A UDP socket bound to an ephemeral port of `target`'s family and
-/// connected to it (the name resolved within `within`).
-pub async fn dial_udp(target: &str, within: Duration) -> Result<ConnectedUdp, DialError> {
-    let resolve = tokio::net::lookup_host(target);
-    let addr = timeout(within, resolve)
-        .await
-        .map_err(|_| DialError::TimedOut(within))?
-        .map_err(DialError::Failed)?
-        .next()
-        .ok_or_else(|| {
-            let none = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
-            DialError::Failed(none)
-        })?;
-    let local = match addr {
-        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
-        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
-    };
-    let socket = UdpSocket::bind(local).await.map_err(DialError::Failed)?;
-    socket.connect(addr).await.map_err(DialError::Failed)?;
-    Ok(ConnectedUdp {
-        socket,
-        buf: BytesMut::new(),
-    })
+impl ConnectedUdp {
+    /// A flow's side on `socket`, already connected to its target.
+    pub(crate) fn new(socket: UdpSocket) -> ConnectedUdp {
+        ConnectedUdp {
+            socket,
+            buf: BytesMut::new(),
+        }
+    }
 }

@@ -24,6 +24,7 @@ pub mod answer;
 mod closer;
 pub mod control;
 pub mod datagram;
+mod dial;
 pub mod flows;
 mod frame_io;
 pub mod heartbeat;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use reitunnel_hooks::datagram::relay_datagrams;
 use reitunnel_hooks::relay::{relay, RelayConfig};
-use reitunnel_hooks::{CloseReason, Open, StreamInfo, Transport, TunnelInfo};
+use reitunnel_hooks::{CloseReason, Open, StreamInfo};
 use reitunnel_proto::{Frame, StreamId, TunnelId};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -24,9 +24,10 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::answer::{AnswerError, Answered};
-use crate::datagram::{dial_udp, ConnectedUdp, MuxDatagrams};
+use crate::datagram::MuxDatagrams;
+pub use crate::dial::{dial, dial_for, DialError, Reached};
 use crate::{
-    cut_by_connection, read_frame, tune, write_frame, Closer, FrameIoError, MuxError, MuxHandle,
+    cut_by_connection, read_frame, write_frame, Closer, FrameIoError, MuxError, MuxHandle,
     MuxStream, CLOSE_GRACE,
 };
 
@@ -170,44 +171,6 @@ pub async fn read_header(
 /// Refuses a stream, saying why. The stream then ends.
 pub async fn refuse(up: &mut MuxStream, message: String) {
     let _ = write_frame(up, &Frame::StreamRefused { message }).await;
-}
-
-/// Why a target could not be reached.
-#[derive(Debug, Error)]
-pub enum DialError {
-    /// The connection failed (refused, unreachable, no such host).
-    #[error("{0}")]
-    Failed(std::io::Error),
-    /// It took too long.
-    #[error("timed out after {0:?}")]
-    TimedOut(Duration),
-}
-
-/// Connects to a stream's target within `within`, and tunes the socket.
-pub async fn dial(target: &str, within: Duration) -> Result<TcpStream, DialError> {
-    let tcp = timeout(within, TcpStream::connect(target))
-        .await
-        .map_err(|_| DialError::TimedOut(within))?
-        .map_err(DialError::Failed)?;
-    let _ = tune(&tcp);
-    Ok(tcp)
-}
-
-/// A stream's target, reached: a TCP connection, or a UDP socket
-/// connected to it for a flow.
-pub enum Reached {
-    /// For a TCP tunnel.
-    Tcp(TcpStream),
-    /// For a UDP tunnel.
-    Udp(ConnectedUdp),
-}
-
-/// Reaches a stream's target over its tunnel's transport within `within`.
-pub async fn dial_for(tunnel: &TunnelInfo, within: Duration) -> Result<Reached, DialError> {
-    match tunnel.transport {
-        Transport::Tcp => dial(&tunnel.target, within).await.map(Reached::Tcp),
-        Transport::Udp => dial_udp(&tunnel.target, within).await.map(Reached::Udp),
-    }
 }
 
 /// [`accept_and_relay`] for whichever target was reached: a UDP flow

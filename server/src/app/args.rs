@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use reitunnel_hooks::builtin::Secret;
 
-use crate::file_config::ByteSize;
+use crate::config_types::ByteSize;
 use crate::hook_config::kinds::audit::{self, Audit};
 use crate::hook_config::kinds::quota::{self, Quota};
 use crate::hook_config::kinds::rate_limit::{self, RateLimit};

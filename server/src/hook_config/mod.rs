@@ -17,7 +17,7 @@ use reitunnel_hooks::builtin::{BandwidthMeter, JsonLinesFile, Quota, RateLimit, 
 use reitunnel_hooks::events::EventBus;
 use reitunnel_hooks::{Hook, HookChainBuilder};
 
-use crate::file_config::ConfigError;
+use crate::config_types::ConfigError;
 use sinks::Sink;
 pub use table::HookTable;
 use table::{BuildContext, Relation};

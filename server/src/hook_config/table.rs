@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use super::kinds::KINDS;
 use super::sinks::Sink;
 use super::Background;
-use crate::file_config::ConfigError;
+use crate::config_types::ConfigError;
 
 /// One kind of hook a config file can name with `kind = NAME`.
 pub(crate) trait HookKind: 'static {

@@ -11,15 +11,19 @@ use reitunnel_proto::{CodecError, Frame};
 use reitunnel_transport::control::{Control, ControlEnd, Incoming};
 use reitunnel_transport::heartbeat::Heartbeat;
 use reitunnel_transport::{spawn_mux, Closer, MuxConfig, MuxHandle, MuxStream};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-use crate::accept::Io;
 use crate::forward::{self, Forwards};
 use crate::lease::ClientHold;
 use crate::limits::{Slot, Slots};
 use crate::roster::AdminCloses;
 use crate::{report_to, LoginSettings, ServerState, SessionError};
+
+/// What a session's transport must offer: plain TCP or TLS over it.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 /// A logged-in client's state, owned by its connection task.
 pub(crate) struct Session {

@@ -8,7 +8,7 @@ use reitunnel_hooks::builtin::{EventHook, JsonLinesFile};
 use reitunnel_hooks::Hook;
 use serde::Deserialize;
 
-use crate::file_config::ConfigError;
+use crate::config_types::ConfigError;
 use crate::hook_config::sinks::Sink;
 use crate::hook_config::table::{BuildContext, HookKind};
 

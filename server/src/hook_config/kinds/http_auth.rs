@@ -10,7 +10,7 @@ use reitunnel_hooks::Hook;
 use reitunnel_transport::tls::https_client;
 use serde::Deserialize;
 
-use crate::file_config::ConfigError;
+use crate::config_types::ConfigError;
 use crate::hook_config::table::{BuildContext, HookKind};
 
 /// The `http_auth` kind.

@@ -8,7 +8,7 @@ use reitunnel_hooks::builtin::{BandwidthMeter, MeterSink, MetricsHook, TracingSi
 use reitunnel_hooks::Hook;
 use serde::Deserialize;
 
-use crate::file_config::ConfigError;
+use crate::config_types::ConfigError;
 use crate::hook_config::table::{BuildContext, HookKind, Relation};
 
 /// Distinct client labels of the meter's metrics sink.

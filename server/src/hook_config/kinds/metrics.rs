@@ -7,7 +7,7 @@ use reitunnel_hooks::builtin::MetricsHook;
 use reitunnel_hooks::Hook;
 use serde::Deserialize;
 
-use crate::file_config::ConfigError;
+use crate::config_types::ConfigError;
 use crate::hook_config::table::{BuildContext, HookKind};
 
 /// The `metrics` kind.

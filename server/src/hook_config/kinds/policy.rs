@@ -10,10 +10,12 @@ use reitunnel_hooks::builtin::{ClientRules, Secret, VisitorRules};
 use reitunnel_hooks::Hook;
 use serde::Deserialize;
 
-use crate::file_config::{config_file, expand_env, ConfigError};
+use crate::config_types::ConfigError;
 use crate::hook_config::table::{BuildContext, HookKind, Invalid, Relation};
 use crate::proxied::Network;
 use crate::PortRanges;
+use reitunnel_program::config_file;
+use reitunnel_program::expand_env;
 
 /// The `policy` kind.
 pub(crate) struct Policy;

@@ -7,8 +7,9 @@ use std::time::Duration;
 use reitunnel_hooks::Hook;
 use serde::Deserialize;
 
-use crate::file_config::{config_file, ByteSize, ConfigError};
+use crate::config_types::{ByteSize, ConfigError};
 use crate::hook_config::table::{BuildContext, HookKind, Invalid, Relation};
+use reitunnel_program::config_file;
 
 /// The `quota` kind.
 pub(crate) struct Quota;

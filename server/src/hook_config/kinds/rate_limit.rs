@@ -8,8 +8,9 @@ use reitunnel_hooks::builtin::{ByteRate, EventRate, RateLimitConfig};
 use reitunnel_hooks::Hook;
 use serde::Deserialize;
 
-use crate::file_config::{config_file, ByteSize, ConfigError};
+use crate::config_types::{ByteSize, ConfigError};
 use crate::hook_config::table::{BuildContext, HookKind, Invalid};
+use reitunnel_program::config_file;
 
 /// The `rate_limit` kind.
 pub(crate) struct RateLimit;

@@ -11,7 +11,7 @@ use reitunnel_hooks::Hook;
 use serde::{Deserialize, Deserializer};
 
 use super::{log::Log, meter::Meter, metrics::Metrics};
-use crate::file_config::ConfigError;
+use crate::config_types::ConfigError;
 use crate::hook_config::table::{BuildContext, HookKind, HookTable, Invalid, Relation};
 
 /// The `sampled` kind.

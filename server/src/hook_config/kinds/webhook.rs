@@ -11,9 +11,10 @@ use reitunnel_hooks::Hook;
 use reitunnel_transport::tls::https_client;
 use serde::Deserialize;
 
-use crate::file_config::{expand_env, ConfigError};
+use crate::config_types::ConfigError;
 use crate::hook_config::sinks::Sink;
 use crate::hook_config::table::{BuildContext, HookKind, Invalid};
+use reitunnel_program::expand_env;
 
 /// Events a webhook may queue before it drops (and counts) new ones.
 const WEBHOOK_QUEUE: usize = 4_096;
