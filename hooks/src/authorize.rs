@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::event::{ClientInfo, Login, Scope, StreamInfo, TunnelInfo};
+use crate::info::{ClientInfo, Login, Scope, StreamInfo, TunnelInfo};
 use crate::verdict::Gate;
 
 /// What an asynchronous gate is asked.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::{sleep, sleep_until, Instant};
 
-use crate::event::{Direction, Scope, StreamInfo};
+use crate::info::{Direction, Scope, StreamInfo};
 use crate::open::Open;
 use crate::relay::RelayError;
 use crate::verdict::{CloseReason, Verdict};

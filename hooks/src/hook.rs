@@ -5,7 +5,7 @@
 use std::any::Any;
 use std::time::Duration;
 
-use crate::event::{
+use crate::info::{
     AdminAction, ClientInfo, DataEvent, ErrorEvent, Login, Rejection, Scope, ServerInfo, StreamEnd,
     StreamInfo, Totals, TunnelInfo,
 };

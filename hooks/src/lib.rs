@@ -37,9 +37,9 @@ mod chain;
 #[cfg(feature = "tokio")]
 pub mod datagram;
 mod error;
-mod event;
 pub mod events;
 mod hook;
+mod info;
 pub mod keyed;
 mod open;
 pub mod ports;
@@ -52,12 +52,12 @@ mod verdict;
 
 pub use chain::{ErrorStrategy, HookChain, HookChainBuilder, Refusal, SERVER};
 pub use error::{HookError, HookErrorKind, MultiError};
-pub use event::{
+pub use hook::{BoxError, Hook, HookResult, StreamState};
+pub use info::{
     AdminAction, ChunkTime, ClientId, ClientInfo, DataEvent, Direction, ErrorEvent, Login, Meter,
     RefuseCode, Rejection, Scope, ServerInfo, StateRef, StreamEnd, StreamId, StreamInfo, Totals,
     Transport, TunnelId, TunnelInfo, TunnelKind,
 };
-pub use hook::{BoxError, Hook, HookResult, StreamState};
 pub use open::{Open, Subject};
 pub use secret::Secret;
 pub use verdict::{CloseReason, Gate, Reason, Verdict};

@@ -9,11 +9,11 @@
 use std::sync::Arc;
 
 use crate::chain::{HookChain, Refusal};
-use crate::event::{
+use crate::hook::StreamState;
+use crate::info::{
     ChunkTime, ClientInfo, DataEvent, Direction, Login, Scope, StreamEnd, StreamInfo, Totals,
     TunnelInfo,
 };
-use crate::hook::StreamState;
 use crate::verdict::{CloseReason, Verdict};
 
 mod sealed {

@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::event::{ChunkTime, Direction, Scope, StreamInfo};
+use crate::info::{ChunkTime, Direction, Scope, StreamInfo};
 use crate::open::Open;
 use crate::verdict::{CloseReason, Reason, Verdict};
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use reitunnel_hooks::{AdminAction, ClientId, CloseReason, Transport, TunnelId, TunnelKind};
 
-use crate::roster::{ListedTunnel, Live};
+use crate::roster::{ListedTunnel, OpenStreams};
 use crate::ServerState;
 
 /// A handle on a server's live state and admin actions, from
@@ -108,7 +108,7 @@ impl TunnelStatus {
     fn of(t: &ListedTunnel) -> TunnelStatus {
         let info = &t.info;
         let closed = info.meter.totals(info.opened_at);
-        let live = t.live();
+        let live = t.open_streams();
         TunnelStatus {
             id: info.id,
             client: info.client.name.clone(),
@@ -142,14 +142,14 @@ impl Admin {
                     .filter(|t| t.info.client.id == c.id)
                     .map(|t| &**t)
                     .collect();
-                let live = own
-                    .iter()
-                    .map(|t| t.live())
-                    .fold(Live::default(), |a, l| Live {
-                        bytes_in: a.bytes_in + l.bytes_in,
-                        bytes_out: a.bytes_out + l.bytes_out,
-                        streams: a.streams + l.streams,
-                    });
+                let live =
+                    own.iter()
+                        .map(|t| t.open_streams())
+                        .fold(OpenStreams::default(), |a, l| OpenStreams {
+                            bytes_in: a.bytes_in + l.bytes_in,
+                            bytes_out: a.bytes_out + l.bytes_out,
+                            streams: a.streams + l.streams,
+                        });
                 ClientStatus {
                     id: c.id,
                     name: c.name.clone(),

@@ -50,7 +50,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Bytes of open streams, not yet in any tunnel's or client's meter.
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Live {
+pub(crate) struct OpenStreams {
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
     pub(crate) streams: usize,
@@ -58,12 +58,12 @@ pub(crate) struct Live {
 
 impl ListedTunnel {
     /// What its open streams moved so far, and how many are open.
-    pub(crate) fn live(&self) -> Live {
+    pub(crate) fn open_streams(&self) -> OpenStreams {
         let streams = lock(&self.streams);
         streams.values().fold(
-            Live {
+            OpenStreams {
                 streams: streams.len(),
-                ..Live::default()
+                ..OpenStreams::default()
             },
             |mut l, s| {
                 let t = s.meter.totals(s.opened_at);

@@ -1,8 +1,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::event::Scope;
-use crate::event::{ClientInfo, DataEvent, Rejection, StreamEnd, Totals, TunnelInfo};
 use crate::hook::{Hook, HookResult};
+use crate::info::Scope;
+use crate::info::{ClientInfo, DataEvent, Rejection, StreamEnd, Totals, TunnelInfo};
 use crate::verdict::CloseReason;
 use crate::verdict::Verdict;
 
@@ -143,14 +143,14 @@ impl Hook for Counters {
     #[inline]
     fn on_data(&self, ev: &DataEvent<'_>) -> Verdict {
         let c = match ev.direction {
-            crate::event::Direction::Ingress => &self.bytes_in,
-            crate::event::Direction::Egress => &self.bytes_out,
+            crate::info::Direction::Ingress => &self.bytes_in,
+            crate::info::Direction::Egress => &self.bytes_out,
         };
         c.fetch_add(ev.bytes(), Ordering::Relaxed);
         Verdict::Continue
     }
 
-    fn on_error(&self, _: &crate::event::ErrorEvent<'_>) {
+    fn on_error(&self, _: &crate::info::ErrorEvent<'_>) {
         inc(&self.errors);
     }
 }

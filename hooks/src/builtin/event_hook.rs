@@ -3,12 +3,12 @@
 //! Opens are reported from `on_open`, after every gate, so a line saying
 //! `client.connected` is never followed by that client's rejection.
 
-use crate::event::{
+use crate::events::{Event, EventBus};
+use crate::hook::{Hook, HookResult};
+use crate::info::{
     AdminAction, ClientInfo, ErrorEvent, Rejection, Scope, ServerInfo, StreamEnd, Totals,
     TunnelInfo,
 };
-use crate::events::{Event, EventBus};
-use crate::hook::{Hook, HookResult};
 use crate::verdict::CloseReason;
 
 /// Emits an [`Event`] for every lifecycle event (streams only if asked:

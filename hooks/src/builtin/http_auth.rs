@@ -48,8 +48,8 @@ use serde_json::{json, Value};
 
 use super::webhook::endpoint::{Target, MAX_ANSWER};
 use crate::authorize::{Ask, AuthFuture, Authorize};
-use crate::event::{RefuseCode, TunnelInfo, TunnelKind};
 use crate::hook::Hook;
+use crate::info::{RefuseCode, TunnelInfo, TunnelKind};
 use crate::verdict::{Gate, Reason};
 
 /// Answers kept at most; past it the expired ones go, then the oldest.

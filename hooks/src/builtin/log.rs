@@ -1,9 +1,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::event::{
+use crate::hook::{Hook, HookResult};
+use crate::info::{
     ClientInfo, DataEvent, ErrorEvent, Rejection, Scope, ServerInfo, StreamEnd, Totals, TunnelInfo,
 };
-use crate::hook::{Hook, HookResult};
 use crate::verdict::{CloseReason, Verdict};
 
 /// Logs every lifecycle event through `tracing` (target `reitunnel::events`),
@@ -135,7 +135,7 @@ impl Hook for TracingHook {
         tracing::warn!(target: T, what = %e.scope, error = %e.error, "error");
     }
 
-    fn on_admin(&self, a: &crate::event::AdminAction<'_>) {
+    fn on_admin(&self, a: &crate::info::AdminAction<'_>) {
         tracing::info!(target: T, action = a.action, target_of = a.target, by = a.by, outcome = a.outcome, "admin");
     }
 

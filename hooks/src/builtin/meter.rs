@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::event::{ClientId, DataEvent, Direction, StreamEnd, StreamId, StreamInfo, TunnelId};
 use crate::events::{Event, EventBus};
 use crate::hook::{Hook, HookResult, StreamState};
+use crate::info::{ClientId, DataEvent, Direction, StreamEnd, StreamId, StreamInfo, TunnelId};
 use crate::verdict::Verdict;
 
 /// Bytes one client or tunnel moved in a report's interval.

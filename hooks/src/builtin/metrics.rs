@@ -21,11 +21,11 @@ use metrics::{counter, gauge, histogram, Counter};
 
 use super::{MeterReport, MeterSink};
 use crate::error::HookError;
-use crate::event::{
+use crate::hook::{Hook, HookResult, StreamState};
+use crate::info::{
     ClientInfo, DataEvent, Direction, ErrorEvent, Rejection, Scope, StreamEnd, StreamInfo, Totals,
     TunnelInfo,
 };
-use crate::hook::{Hook, HookResult, StreamState};
 use crate::verdict::{CloseReason, Verdict};
 
 /// The metrics hook. See the module docs.

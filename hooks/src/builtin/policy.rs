@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use ipnet::IpNet;
 
 use super::Secret;
-use crate::event::{
+use crate::hook::{Hook, HookResult};
+use crate::info::{
     ClientId, ClientInfo, Login, Rejection, Scope, StreamEnd, StreamInfo, Totals, TunnelInfo,
 };
-use crate::hook::{Hook, HookResult};
 use crate::ports::PortRanges;
 use crate::verdict::{CloseReason, Gate, Reason};
 
@@ -299,7 +299,7 @@ impl Hook for Policy {
 mod tests {
     use super::*;
     use crate::builtin::Secret;
-    use crate::event::{TunnelId, TunnelKind};
+    use crate::info::{TunnelId, TunnelKind};
 
     /// A panic while the policy's lock is held (here: forced on another
     /// thread) must not turn every later login away.

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use portable_atomic::AtomicU128;
 
-use crate::event::{DataEvent, StreamInfo};
 use crate::events::{Event, EventBus};
 use crate::hook::{Hook, StreamState};
+use crate::info::{DataEvent, StreamInfo};
 use crate::verdict::{Gate, Reason, Verdict};
 
 /// One client's usage in the current period.

@@ -25,11 +25,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::event::{
+use crate::hook::{Hook, HookResult, StreamState};
+use crate::info::{
     ClientId, ClientInfo, DataEvent, Direction, Login, Rejection, Scope, StreamInfo, Totals,
     TunnelId, TunnelInfo,
 };
-use crate::hook::{Hook, HookResult, StreamState};
 use crate::keyed::{ip_key, KeyedLimiter};
 use crate::verdict::{CloseReason, Gate, Reason, Verdict};
 

@@ -11,11 +11,11 @@ use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::event::{
+use crate::hook::{Hook, HookResult, StreamState};
+use crate::info::{
     AdminAction, ClientInfo, DataEvent, Direction, ErrorEvent, Login, Rejection, Scope, ServerInfo,
     StreamEnd, StreamInfo, Totals, TunnelInfo,
 };
-use crate::hook::{Hook, HookResult, StreamState};
 use crate::verdict::{CloseReason, Gate, Verdict};
 
 /// How to sample.

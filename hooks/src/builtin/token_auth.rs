@@ -1,5 +1,5 @@
-use crate::event::{ClientInfo, Login};
 use crate::hook::Hook;
+use crate::info::{ClientInfo, Login};
 use crate::verdict::{Gate, Reason};
 use crate::Secret;
 

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::{isolated, ErrorStrategy, HookChain};
-use crate::event::{DataEvent, RefuseCode, Scope, StreamInfo};
 use crate::hook::StreamState;
+use crate::info::{DataEvent, RefuseCode, Scope, StreamInfo};
 use crate::verdict::{Reason, Verdict};
 
 impl HookChain {

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use crate::authorize::{Ask, Authorize};
 use crate::error::{HookError, MultiError};
-use crate::event::{
+use crate::hook::{Hook, HookResult};
+use crate::info::{
     AdminAction, ClientInfo, ErrorEvent, Login, RefuseCode, Rejection, Scope, ServerInfo,
     StreamInfo, TunnelInfo,
 };
-use crate::hook::{Hook, HookResult};
 use crate::verdict::{Gate, Reason};
 
 mod compose;
