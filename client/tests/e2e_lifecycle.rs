@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use common::*;
 use reitunnel_client::{ClientError, RemoteSpec};
+use reitunnel_hooks::testing::StreamGate;
 use reitunnel_hooks::{
-    DataEvent, ErrorStrategy, Gate, Hook, HookChain, HookResult, Reason, ServerInfo, StreamInfo,
-    Verdict,
+    DataEvent, ErrorStrategy, Hook, HookChain, HookResult, Reason, ServerInfo, Verdict,
 };
 use reitunnel_testkit::echo_service;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -255,20 +255,6 @@ async fn server_shutdown_closes_streams_tunnels_clients_then_stops() {
     }
 }
 
-/// Refuses every visitor.
-struct NoVisitors;
-impl Hook for NoVisitors {
-    fn name(&self) -> &str {
-        "no_visitors"
-    }
-    fn wants_data(&self) -> bool {
-        false
-    }
-    fn on_stream_open(&self, _: &StreamInfo) -> Gate {
-        Gate::Refuse(Reason::forbidden("closed for maintenance"))
-    }
-}
-
 /// Closes a stream once it carried `limit` bytes in.
 struct CloseAfter {
     limit: usize,
@@ -296,7 +282,10 @@ async fn reject_and_close_verdicts_act_on_real_visitors() {
     let server = TestServer::start(
         HookChain::builder()
             .shared(rec.clone())
-            .hook(NoVisitors)
+            .hook(StreamGate::Refuse {
+                name: "no_visitors",
+                reason: "closed for maintenance",
+            })
             .build(),
         |_| {},
     )
@@ -367,20 +356,6 @@ async fn reject_and_close_verdicts_act_on_real_visitors() {
     server.stop().await;
 }
 
-/// Panics in its stream gate.
-struct Boom;
-impl Hook for Boom {
-    fn name(&self) -> &str {
-        "boom"
-    }
-    fn wants_data(&self) -> bool {
-        false
-    }
-    fn on_stream_open(&self, _: &StreamInfo) -> Gate {
-        panic!("boom hook exploded")
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_hook_never_takes_the_server_down() {
     let echo = echo_service().await;
@@ -391,7 +366,10 @@ async fn a_panicking_hook_never_takes_the_server_down() {
         let rec = Recorder::new();
         let chain = HookChain::builder()
             .strategy(strategy)
-            .hook(Boom)
+            .hook(StreamGate::Panic {
+                name: "boom",
+                message: "boom hook exploded",
+            })
             .shared(rec.clone())
             .build();
         let server = TestServer::start(chain, |_| {}).await;

@@ -1,8 +1,9 @@
 //! A recording hook for tests: [`Recorder`] keeps every event it sees, in
 //! order, and lets a test wait for a condition on them instead of sleeping;
 //! [`assert_balanced`] checks the record for the promise every chain keeps
-//! (each open has exactly one close, leaf first). Our own end-to-end tests
-//! use these; so can yours. A test helper, not for production: it takes a
+//! (each open has exactly one close, leaf first); [`StreamGate`] refuses
+//! or panics at every visitor, to test what a refusal or a failing hook
+//! does. Our own end-to-end tests use these; so can yours. A test helper, not for production: it takes a
 //! lock per event, data chunks included.
 //!
 //! ```
@@ -27,8 +28,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::{
-    AdminAction, ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Hook,
-    HookResult, Rejection, Scope, StreamEnd, StreamId, Totals, TunnelId, TunnelInfo, Verdict,
+    AdminAction, ClientId, ClientInfo, CloseReason, DataEvent, Direction, ErrorEvent, Gate, Hook,
+    HookResult, Reason, Rejection, Scope, StreamEnd, StreamId, StreamInfo, Totals, TunnelId,
+    TunnelInfo, Verdict,
 };
 
 /// How long [`Recorder::wait_for`] waits before it fails the test: a guard
@@ -203,6 +205,42 @@ fn zero_time(t: &Totals) -> Totals {
     Totals {
         duration: Duration::ZERO,
         ..*t
+    }
+}
+
+/// A stream gate named `name` that answers every visitor the same way.
+#[derive(Debug, Clone, Copy)]
+pub enum StreamGate {
+    /// Refuses with `Forbidden` and this reason.
+    Refuse {
+        /// Its name, the `by` of the rejection.
+        name: &'static str,
+        /// The reason the visitor's refusal carries.
+        reason: &'static str,
+    },
+    /// Panics with this message (the chain isolates it and reports it).
+    Panic {
+        /// Its name, which the reported failure names.
+        name: &'static str,
+        /// The panic's message.
+        message: &'static str,
+    },
+}
+
+impl Hook for StreamGate {
+    fn name(&self) -> &str {
+        match self {
+            StreamGate::Refuse { name, .. } | StreamGate::Panic { name, .. } => name,
+        }
+    }
+    fn wants_data(&self) -> bool {
+        false
+    }
+    fn on_stream_open(&self, _: &StreamInfo) -> Gate {
+        match self {
+            StreamGate::Refuse { reason, .. } => Gate::Refuse(Reason::forbidden(*reason)),
+            StreamGate::Panic { message, .. } => panic!("{message}"),
+        }
     }
 }
 

@@ -9,24 +9,9 @@ use std::sync::Arc;
 use common::{client_at, open_client, stream_of, tunnel_of};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use reitunnel_hooks::builtin::MetricsHook;
-use reitunnel_hooks::{
-    CloseReason, Direction, Gate, Hook, HookChain, Reason, Scope, StreamInfo, Verdict,
-};
+use reitunnel_hooks::testing::StreamGate;
+use reitunnel_hooks::{CloseReason, Direction, HookChain, Scope, Verdict};
 use reitunnel_testkit::prometheus_value;
-
-/// Refuses every visitor, so rejections get counted.
-struct NoStreams;
-impl Hook for NoStreams {
-    fn name(&self) -> &str {
-        "no_streams"
-    }
-    fn wants_data(&self) -> bool {
-        false
-    }
-    fn on_stream_open(&self, _: &StreamInfo) -> Gate {
-        Gate::Refuse(Reason::forbidden("no"))
-    }
-}
 
 #[test]
 fn series_labels_cap_and_balance() {
@@ -60,7 +45,10 @@ fn series_labels_cap_and_balance() {
         // A refused stream and an error.
         let refusing = HookChain::builder()
             .shared(hook.clone())
-            .hook(NoStreams)
+            .hook(StreamGate::Refuse {
+                name: "no_streams",
+                reason: "no",
+            })
             .build();
         let c = client_at(9, "carol", "127.0.0.1:1".parse().unwrap());
         let copen = open_client(&refusing, c.clone()).unwrap();
@@ -134,20 +122,6 @@ fn series_labels_cap_and_balance() {
     );
 }
 
-/// Panics on every stream gate.
-struct Boom;
-impl Hook for Boom {
-    fn name(&self) -> &str {
-        "boom"
-    }
-    fn wants_data(&self) -> bool {
-        false
-    }
-    fn on_stream_open(&self, _: &StreamInfo) -> Gate {
-        panic!("boom")
-    }
-}
-
 #[test]
 fn hook_errors_throttles_and_meter_reports_are_counted() {
     use reitunnel_hooks::builtin::{BandwidthMeter, ByteRate, RateLimit, RateLimitConfig};
@@ -171,7 +145,10 @@ fn hook_errors_throttles_and_meter_reports_are_counted() {
             .shared(hook.clone())
             .shared(meter.clone())
             .hook(limit)
-            .hook(Boom)
+            .hook(StreamGate::Panic {
+                name: "boom",
+                message: "boom",
+            })
             .build();
         let c = client_at(1, "alice", "127.0.0.1:1".parse().unwrap());
         let _c = open_client(&chain, c.clone()).unwrap();
