@@ -120,6 +120,16 @@ pub enum TunnelKind {
     Forward,
 }
 
+impl TunnelKind {
+    /// `"reverse"` or `"forward"`, for events and the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TunnelKind::Reverse => "reverse",
+            TunnelKind::Forward => "forward",
+        }
+    }
+}
+
 /// One tunnel of a client.
 #[derive(Debug)]
 pub struct TunnelInfo {

@@ -34,7 +34,6 @@
 //! answer).
 
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -46,10 +45,10 @@ use hyper::Request;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::webhook::endpoint::{Target, MAX_ANSWER};
+use super::webhook::endpoint::{hex, Target, MAX_ANSWER};
 use crate::authorize::{Ask, AuthFuture, Authorize};
 use crate::hook::Hook;
-use crate::info::{RefuseCode, TunnelInfo, TunnelKind};
+use crate::info::{RefuseCode, TunnelInfo};
 use crate::verdict::{Gate, Reason};
 
 /// Answers kept at most; past it the expired ones go, then the oldest.
@@ -278,9 +277,10 @@ fn question(ask: &Ask<'_>) -> (Bytes, Option<String>) {
             None,
         ),
         Ask::Tunnel(tunnel) => {
-            let body = tunnel_fields(json!({ "ask": "tunnel" }), tunnel);
-            let key = format!("tunnel {}", body);
-            (body, Some(key))
+            // The body is the whole question, so it is its own key.
+            let body = tunnel_fields(json!({ "ask": "tunnel" }), tunnel).to_string();
+            let key = format!("tunnel {body}");
+            return (Bytes::from(body), Some(key));
         }
         Ask::Stream(stream) => {
             let mut body = tunnel_fields(json!({ "ask": "stream" }), &stream.tunnel);
@@ -296,19 +296,9 @@ fn question(ask: &Ask<'_>) -> (Bytes, Option<String>) {
 fn tunnel_fields(mut body: Value, tunnel: &TunnelInfo) -> Value {
     body["client"] = Value::from(&*tunnel.client.name);
     body["source"] = Value::from(tunnel.client.peer.to_string());
-    body["kind"] = Value::from(match tunnel.kind {
-        TunnelKind::Reverse => "reverse",
-        TunnelKind::Forward => "forward",
-    });
+    body["kind"] = Value::from(tunnel.kind.as_str());
     body["transport"] = Value::from(tunnel.transport.as_str());
     body["bind"] = Value::from(tunnel.bind.to_string());
     body["target"] = Value::from(&*tunnel.target);
     body
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }

@@ -17,29 +17,29 @@ impl HookChain {
     /// [`HookChain::prepend`] with a shared hook, so chains built from the
     /// same one hold the same instance ([`HookChain::without`] tells them apart by it).
     pub fn prepend_shared(&self, hook: Arc<dyn Hook>) -> HookChain {
-        let mut builder = HookChain::builder()
+        let builder = HookChain::builder()
             .strategy(self.inner.strategy)
             .shared(hook);
-        for h in self.inner.hooks.iter() {
-            builder = builder.shared(h.clone());
-        }
-        self.with_authorizers(builder).build()
+        self.with_authorizers(self.with_hooks(builder)).build()
     }
 
     /// This chain's hooks (and asynchronous gates), then those of `other`
     /// that are not among them (by instance), with this chain's strategy.
     pub fn with(&self, other: &HookChain) -> HookChain {
-        let mut builder = HookChain::builder().strategy(self.inner.strategy);
-        for h in self.inner.hooks.iter() {
-            builder = builder.shared(h.clone());
-        }
+        let builder = HookChain::builder().strategy(self.inner.strategy);
         let theirs = other.without(self);
-        for h in theirs.inner.hooks.iter() {
-            builder = builder.shared(h.clone());
-        }
+        let builder = theirs.with_hooks(self.with_hooks(builder));
         theirs
             .with_authorizers(self.with_authorizers(builder))
             .build()
+    }
+
+    /// `builder` with this chain's hooks appended.
+    fn with_hooks(&self, mut builder: HookChainBuilder) -> HookChainBuilder {
+        for hook in self.inner.hooks.iter() {
+            builder = builder.shared(hook.clone());
+        }
+        builder
     }
 
     /// `builder` with this chain's asynchronous gates appended.

@@ -168,10 +168,7 @@ pub(super) fn tunnel(t: &TunnelStatus, (rate_in, rate_out): (u64, u64)) -> Value
         "id": t.id.0,
         "client": &*t.client,
         "client_id": t.client_id.0,
-        "kind": match t.kind {
-            reitunnel_hooks::TunnelKind::Reverse => "reverse",
-            reitunnel_hooks::TunnelKind::Forward => "forward",
-        },
+        "kind": t.kind.as_str(),
         "transport": t.transport.as_str(),
         "bind": t.bind.to_string(),
         "target": &*t.target,
