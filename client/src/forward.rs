@@ -140,19 +140,16 @@ impl Forward {
         open.close(reason);
     }
 
-    /// A fresh id for a local connection or flow.
-    fn next_id(&self) -> StreamId {
-        StreamId(FORWARD_ID_BIT | (self.ids.fetch_add(1, Ordering::Relaxed) + 1))
+    /// A local connection's or flow's stream from `peer`, with a fresh id.
+    fn stream_info(&self, peer: SocketAddr) -> StreamInfo {
+        let id = StreamId(FORWARD_ID_BIT | (self.ids.fetch_add(1, Ordering::Relaxed) + 1));
+        StreamInfo::new(id, self.route.info.clone(), peer)
     }
 
     /// A `max_forward_streams` slot and the hooks' gate for a local
     /// connection or flow from `peer`; `None` if refused (the hooks heard why).
     fn admit(&self, peer: SocketAddr) -> Option<(OwnedSemaphorePermit, Open<StreamInfo>)> {
-        let info = Arc::new(StreamInfo::new(
-            self.next_id(),
-            self.route.info.clone(),
-            peer,
-        ));
+        let info = Arc::new(self.stream_info(peer));
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             let max = self.cfg.max_forward_streams;
             let reason = Reason::new(
@@ -214,7 +211,7 @@ impl FlowHandler for LocalFlows {
 
     fn turned_away(&self, peer: SocketAddr, max: usize) {
         let forward = &self.0;
-        let info = StreamInfo::new(forward.next_id(), forward.route.info.clone(), peer);
+        let info = forward.stream_info(peer);
         let why =
             format!("local flow turned away: {max} flows already (the most one forward carries)");
         let reason = Reason::new(RefuseCode::LimitReached, why);

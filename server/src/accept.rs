@@ -149,20 +149,18 @@ async fn admit<S: Io>(
     let checked = named
         .and_then(|()| shared.check_login(&client, identity.as_deref()))
         .map_err(|reason| live.chain.refuse(Scope::Client(&client), reason));
-    let authorized = match checked {
-        Ok(slot) => {
-            let ask = Ask::Login {
-                client: &client,
-                login: &login,
-                certificate: identity.as_deref(),
-            };
-            let left = deadline.saturating_duration_since(Instant::now());
-            authorize_within(&live.chain, &ask, left)
-                .await
-                .map(|()| slot)
-        }
-        Err(refusal) => Err(refusal),
+    let authorized = async {
+        let slot = checked?;
+        let ask = Ask::Login {
+            client: &client,
+            login: &login,
+            certificate: identity.as_deref(),
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        authorize_within(&live.chain, &ask, left).await?;
+        Ok(slot)
     };
+    let authorized = authorized.await;
     let admitted =
         authorized.and_then(|slot| Ok((slot, live.chain.open_client(client.clone(), &login)?)));
     let (client_slot, open) = match admitted {

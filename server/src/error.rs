@@ -8,6 +8,7 @@ use std::time::Duration;
 use reitunnel_hooks::MultiError;
 use reitunnel_proto::{CodecError, FrameKind, PreambleError};
 use reitunnel_transport::answer::AnswerError;
+use reitunnel_transport::stream::OpenError;
 use reitunnel_transport::tls::TlsError;
 use reitunnel_transport::{FrameIoError, MuxError};
 
@@ -207,6 +208,16 @@ pub enum StreamError {
     /// The client answered with something else than accept/refuse.
     #[error("client answered the stream header with a {0:?} frame")]
     UnexpectedAnswer(FrameKind),
+}
+
+/// A stream that could not be opened to the client: the session's or the header's failure.
+impl From<OpenError> for StreamError {
+    fn from(e: OpenError) -> StreamError {
+        match e {
+            OpenError::Mux(e) => StreamError::Open(e),
+            OpenError::Header(e) => StreamError::Header(e),
+        }
+    }
 }
 
 impl StreamError {

@@ -10,14 +10,14 @@ use reitunnel_hooks::relay::Ended;
 use reitunnel_hooks::{
     CloseReason, HookChain, Open, Reason, RefuseCode, Scope, StreamInfo, TunnelInfo,
 };
-use reitunnel_transport::stream::{open_and_relay, until_closed, AnswerWait, OpenError};
+use reitunnel_transport::stream::{open_and_relay, until_closed, AnswerWait};
 use reitunnel_transport::{tune, Closer, MuxHandle};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
 use crate::lease::{ClientHold, Parked};
-use crate::limits::{Slot, Slots};
+use crate::limits::{LimitHit, Slot, Slots};
 use crate::proxied::{real_peer, ProxiedError};
 use crate::roster::{StreamListing, TunnelListing};
 use crate::{authorize_within, report_to, ServerState, StreamError};
@@ -131,11 +131,7 @@ impl Tunnel {
                 source: io::Error::new(io::ErrorKind::TimedOut, format!("none within {wait:?}")),
             }),
         };
-        let info = Arc::new(StreamInfo::new(
-            shared.ids.stream(),
-            self.info.clone(),
-            *real.as_ref().unwrap_or(&peer),
-        ));
+        let info = self.stream_info(*real.as_ref().unwrap_or(&peer));
         if let Err(e) = real {
             // Dropping the socket ends the connection; hooks and logs hear why.
             let reason = Reason::new(RefuseCode::Forbidden, e.to_string());
@@ -155,6 +151,26 @@ impl Tunnel {
         admitted.open.close(reason);
     }
 
+    /// A new visitor's (or UDP flow's) stream of this tunnel, from `peer`.
+    pub(crate) fn stream_info(&self, peer: SocketAddr) -> Arc<StreamInfo> {
+        Arc::new(StreamInfo::new(
+            self.shared.ids.stream(),
+            self.info.clone(),
+            peer,
+        ))
+    }
+
+    /// Refuses a `what` (visitor, flow) that found limit `hit` full: the
+    /// hooks hear the limit as an error and the refusal, which names it.
+    pub(crate) fn turn_away(&self, info: &StreamInfo, what: &str, hit: LimitHit) {
+        report_to(&self.chain, Scope::Stream(info), &StreamError::Limit(hit));
+        let reason = Reason::new(
+            RefuseCode::LimitReached,
+            format!("{what} turned away: {hit}"),
+        );
+        self.chain.refuse(Scope::Stream(info), reason);
+    }
+
     /// The server's limits, then the asynchronous gates that ask about
     /// visitors (if any), then the hooks' gate, for a new visitor (a TCP
     /// connection or a UDP flow); `None` if refused (the hooks heard why).
@@ -172,10 +188,7 @@ impl Tunnel {
         let (per_ip, total, client, pending, buffers) = match slots {
             Ok(slots) => slots,
             Err(hit) => {
-                report_to(&self.chain, Scope::Stream(&info), &StreamError::Limit(hit));
-                let why = format!("visitor turned away: {hit}");
-                let reason = Reason::new(RefuseCode::LimitReached, why);
-                self.chain.refuse(Scope::Stream(&info), reason);
+                self.turn_away(&info, "visitor", hit);
                 return None;
             }
         };
@@ -225,8 +238,7 @@ async fn bridge(
     };
     match open_and_relay(mux, tcp, open, answer, &cfg.relay).await {
         Ok(reason) => reason,
-        Err(OpenError::Mux(e)) => failed(open, e.into()),
-        Err(OpenError::Header(e)) => failed(open, e.into()),
+        Err(e) => failed(open, e.into()),
     }
 }
 

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reitunnel_hooks::datagram::relay_datagrams;
-use reitunnel_hooks::{CloseReason, Open, Reason, RefuseCode, Scope, StreamInfo};
+use reitunnel_hooks::{CloseReason, Open, Scope, StreamInfo};
 use reitunnel_transport::cut_by_connection;
 use reitunnel_transport::datagram::MuxDatagrams;
 use reitunnel_transport::flows::{serve_flows, FlowHandler, FlowVisitor};
-use reitunnel_transport::stream::{open_and_await, until_closed, AwaitError, OpenError};
+use reitunnel_transport::stream::{open_and_await, until_closed, AwaitError};
 use tokio::net::UdpSocket;
 use tokio_util::task::TaskTracker;
 
@@ -51,7 +51,7 @@ impl Tunnel {
     /// socket, then datagrams both ways until idle or closed.
     async fn flow(self: Arc<Self>, mut visitor: FlowVisitor) {
         let _live = self.shared.streams.token();
-        let info = self.flow_info(visitor.peer());
+        let info = self.stream_info(visitor.peer());
         let idle = self.shared.config.limits.udp_flow_idle;
         let Some(admitted) = self.admit(info).await else {
             // Refused (the hooks heard why): its datagrams are dropped until it goes quiet.
@@ -69,14 +69,6 @@ impl Tunnel {
         admitted.open.close(reason);
     }
 
-    fn flow_info(&self, peer: SocketAddr) -> Arc<StreamInfo> {
-        Arc::new(StreamInfo::new(
-            self.shared.ids.stream(),
-            self.info.clone(),
-            peer,
-        ))
-    }
-
     /// Opens the flow's stream, waits for the client's answer, and relays.
     async fn relay_flow(
         &self,
@@ -91,8 +83,7 @@ impl Tunnel {
         drop(pending);
         let up = match answer {
             Ok(up) => up,
-            Err(AwaitError::Open(OpenError::Mux(e))) => return failed(open, e.into()),
-            Err(AwaitError::Open(OpenError::Header(e))) => return failed(open, e.into()),
+            Err(AwaitError::Open(e)) => return failed(open, e.into()),
             Err(AwaitError::Answer(e)) => {
                 let target = open.info().tunnel.target.to_string();
                 return failed(open, StreamError::from_answer(e, &target));
@@ -116,19 +107,11 @@ impl FlowHandler for Flows {
     }
 
     fn turned_away(&self, peer: SocketAddr, max: usize) {
-        let tunnel = &self.0;
-        let info = tunnel.flow_info(peer);
         let hit = LimitHit {
             name: "max_udp_flows_per_tunnel",
             max,
         };
-        report_to(
-            &tunnel.chain,
-            Scope::Stream(&info),
-            &StreamError::Limit(hit),
-        );
-        let reason = Reason::new(RefuseCode::LimitReached, format!("flow turned away: {hit}"));
-        tunnel.chain.refuse(Scope::Stream(&info), reason);
+        self.0.turn_away(&self.0.stream_info(peer), "flow", hit);
     }
 
     fn recv_failed(&self, e: io::Error) {

@@ -154,16 +154,13 @@ impl Session {
         let checked = forward::check_target(&self.live.allow_forward, &target)
             .map_err(|reason| self.live.chain.refuse(Scope::Tunnel(&info), reason))
             .and_then(|()| self.take_tunnel_slot(&info));
-        let checked = match checked {
-            Ok(slot) => {
-                let within = self.shared.config.handshake_timeout;
-                let ask = Ask::Tunnel(&info);
-                authorize_within(&self.live.chain, &ask, within)
-                    .await
-                    .map(|()| slot)
-            }
-            Err(refusal) => Err(refusal),
+        let checked = async {
+            let slot = checked?;
+            let within = self.shared.config.handshake_timeout;
+            authorize_within(&self.live.chain, &Ask::Tunnel(&info), within).await?;
+            Ok::<_, Refusal>(slot)
         };
+        let checked = checked.await;
         let checked =
             checked.and_then(|slot| Ok((slot, self.live.chain.open_tunnel(info.clone())?)));
         let (slot, open) = match checked {
