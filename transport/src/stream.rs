@@ -72,14 +72,7 @@ where
     G: Unpin,
     F: FnMut(AnswerError) -> std::io::Error + Unpin,
 {
-    let info = open.info();
-    let mut up = mux.open().await?;
-    let header = Frame::StreamHeader {
-        tunnel_id: info.tunnel.id,
-        stream_id: info.id,
-        peer: info.peer,
-    };
-    write_frame(&mut up, &header).await?;
+    let up = introduce(mux, open.info()).await?;
     let AnswerWait {
         max_frame_len,
         within,
@@ -91,6 +84,18 @@ where
     Ok(reason.unless_cut(cut_by_connection(up.get_ref())))
 }
 
+/// Opens a stream to the far side and writes the header that introduces `info`.
+async fn introduce(mux: &MuxHandle, info: &StreamInfo) -> Result<MuxStream, OpenError> {
+    let mut up = mux.open().await?;
+    let header = Frame::StreamHeader {
+        tunnel_id: info.tunnel.id,
+        stream_id: info.id,
+        peer: info.peer,
+    };
+    write_frame(&mut up, &header).await?;
+    Ok(up)
+}
+
 /// Opens a stream for `open` and writes its header, then waits for the far
 /// side's answer within `within`: for UDP flows, whose first datagram waits
 /// in the flow's queue until the far side has its socket.
@@ -100,16 +105,7 @@ pub async fn open_and_await(
     within: Duration,
     max_frame_len: usize,
 ) -> Result<MuxStream, AwaitError> {
-    let info = open.info();
-    let mut up = mux.open().await.map_err(OpenError::Mux)?;
-    let header = Frame::StreamHeader {
-        tunnel_id: info.tunnel.id,
-        stream_id: info.id,
-        peer: info.peer,
-    };
-    write_frame(&mut up, &header)
-        .await
-        .map_err(OpenError::Header)?;
+    let mut up = introduce(mux, open.info()).await?;
     let answer = match timeout(within, read_frame(&mut up, max_frame_len)).await {
         Err(_) => Err(AnswerError::Timeout(within)),
         Ok(Err(e)) => Err(AnswerError::Frame(e)),
