@@ -82,11 +82,17 @@ pub(crate) async fn serve(
             return open.close(CloseReason::TargetUnreachable(err.to_string()));
         }
     };
-    // A UDP flow ends when the server ends it (its idle timeout is the server's).
+    // A UDP flow ends when the server ends it (its idle timeout is the
+    // server's), or when this client drains: a flow has no end of its own
+    // for the drain to wait for, so waiting would only hold the shutdown
+    // until the drain timeout.
+    let flow = matches!(local, Reached::Udp(_));
     let relayed = async {
-        accept_reached(&mut up, local, &open, &cfg.relay, None)
-            .await
-            .unwrap_or(CloseReason::ConnectionLost)
+        let relay = accept_reached(&mut up, local, &open, &cfg.relay, None);
+        tokio::select! {
+            relayed = relay => relayed.unwrap_or(CloseReason::ConnectionLost),
+            () = draining.cancelled(), if flow => CloseReason::Shutdown,
+        }
     };
     let reason = until_closed(&route.closer, relayed).await;
     open.close(reason);

@@ -327,3 +327,35 @@ async fn a_quota_counts_datagrams_and_ends_the_flow_at_its_limit() {
     server.stop().await;
     assert_balanced(&rec.events());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_client_ends_its_flows_at_once_not_at_the_drain_timeout() {
+    let echo = udp_echo_service().await;
+    // The server would keep the flow for an hour: only the drain can end it.
+    let (server, rec) =
+        udp_server(|cfg| cfg.limits.udp_flow_idle = Duration::from_secs(3600)).await;
+    let (client, client_rec) = recorded_client(server.addr, "udp-drain").await;
+    let tunnel = client
+        .open_reverse(format!("udp:0:{echo}").parse().unwrap())
+        .await
+        .unwrap();
+    let socket = visitor(tunnel.public_addr).await;
+    let datagram = pseudo_random(1, 500);
+    assert_eq!(round_trip(&socket, &datagram).await, datagram);
+
+    // An hour's drain ends because the flow does, not at its deadline.
+    let drain = client.shutdown_graceful(Duration::from_secs(3600), std::future::pending());
+    within(PATIENCE, "the client's drain", drain).await.unwrap();
+    let closes: Vec<String> = client_rec
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Ev::StreamClose(_, reason, _) => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closes, ["shutdown"], "the flow's close on the client");
+    server.stop().await;
+    assert_balanced(&client_rec.events());
+    assert_balanced(&rec.events());
+}
