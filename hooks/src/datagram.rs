@@ -18,14 +18,31 @@ use crate::open::Open;
 use crate::relay::RelayError;
 use crate::verdict::{CloseReason, Verdict};
 
+/// How many datagrams one side hands over in a burst before the relay
+/// flushes and looks at the other side again.
+const BURST: usize = 64;
+
 /// One side of a flow: whole datagrams in, whole datagrams out.
+///
+/// The relay moves bursts: after a datagram arrives it takes the ones that
+/// are already waiting ([`try_recv`](Datagrams::try_recv)), writes each
+/// ([`feed`](Datagrams::feed)) and then [`flush`](Datagrams::flush)es once,
+/// so a side that frames datagrams into a stream (the mux) carries a burst
+/// in one write instead of one per datagram.
 pub trait Datagrams: Send {
     /// The next datagram, or `None` once this side has ended. Cancel-safe:
     /// the relay waits on both sides at once and drops the loser.
     fn recv(&mut self) -> impl Future<Output = io::Result<Option<Bytes>>> + Send;
 
-    /// Sends one datagram, whole.
-    fn send(&mut self, datagram: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+    /// A datagram that is already here, without waiting; `None` when there
+    /// is none yet (or this side never has one ready).
+    fn try_recv(&mut self) -> Option<io::Result<Bytes>>;
+
+    /// Writes one datagram, whole; it may wait in a buffer until [`flush`](Datagrams::flush).
+    fn feed(&mut self, datagram: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Sends whatever [`feed`](Datagrams::feed) left buffered.
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;
 }
 
 /// Relays datagrams between `visitor` and `service` until a side ends or
@@ -53,38 +70,69 @@ where
                 return CloseReason::Timeout(format!("idle: no datagram either way for {idle}s"));
             }
         };
-        let datagram = match got {
-            Ok(Some(datagram)) => datagram,
-            Ok(None) => return CloseReason::Finished,
-            Err(source) => {
-                let from = match dir {
-                    Direction::Ingress => "visitor",
-                    Direction::Egress => "service",
-                };
-                return failed(stream, from, "read", source);
-            }
-        };
         last = Instant::now();
+        let moved = match dir {
+            Direction::Ingress => burst(visitor, service, dir, got, stream).await,
+            Direction::Egress => burst(service, visitor, dir, got, stream).await,
+        };
+        if let Err(reason) = moved {
+            return reason;
+        }
+    }
+}
+
+/// Carries `first` and the datagrams already waiting behind it (up to
+/// [`BURST`]) from `from` to `to`, each offered to the hooks, then flushes
+/// `to`. An error is the flow's close reason.
+async fn burst<F, T>(
+    from: &mut F,
+    to: &mut T,
+    dir: Direction,
+    first: io::Result<Option<Bytes>>,
+    stream: &Open<StreamInfo>,
+) -> Result<(), CloseReason>
+where
+    F: Datagrams + ?Sized,
+    T: Datagrams + ?Sized,
+{
+    let (from_side, to_side) = match dir {
+        Direction::Ingress => ("visitor", "service"),
+        Direction::Egress => ("service", "visitor"),
+    };
+    let mut next = first.transpose();
+    let mut carried = 0;
+    while let Some(got) = next {
+        let datagram = got.map_err(|e| failed(stream, from_side, "read", e))?;
         stream.info().meter.add(dir, datagram.len() as u64);
         if stream.wants_data() {
             match stream.on_data(dir, &datagram) {
                 Verdict::Continue => {}
-                Verdict::Throttle(wait) => sleep(wait).await,
-                Verdict::Close(reason) => return CloseReason::Hook(reason),
+                Verdict::Throttle(wait) => {
+                    // What is buffered goes now, not after the wait.
+                    to.flush()
+                        .await
+                        .map_err(|e| failed(stream, to_side, "write", e))?;
+                    sleep(wait).await;
+                }
+                Verdict::Close(reason) => return Err(CloseReason::Hook(reason)),
             }
         }
-        let sent = match dir {
-            Direction::Ingress => service.send(datagram).await,
-            Direction::Egress => visitor.send(datagram).await,
+        to.feed(datagram)
+            .await
+            .map_err(|e| failed(stream, to_side, "write", e))?;
+        carried += 1;
+        next = if carried < BURST {
+            from.try_recv()
+        } else {
+            None
         };
-        if let Err(source) = sent {
-            let to = match dir {
-                Direction::Ingress => "service",
-                Direction::Egress => "visitor",
-            };
-            return failed(stream, to, "write", source);
-        }
     }
+    if carried == 0 {
+        return Err(CloseReason::Finished);
+    }
+    to.flush()
+        .await
+        .map_err(|e| failed(stream, to_side, "write", e))
 }
 
 /// Resolves to `idle` once `idle` has passed since `last`; never without one.

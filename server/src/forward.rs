@@ -20,7 +20,7 @@ use reitunnel_transport::stream::{
 use reitunnel_transport::{Closer, MuxStream};
 use thiserror::Error;
 
-use crate::limits::{Slot, Slots};
+use crate::limits::{Arrival, Slot, Slots};
 use crate::roster::{StreamListing, TunnelListing};
 use crate::{authorize_within, report_to, ServerState, StreamError};
 
@@ -225,7 +225,9 @@ pub(crate) async fn serve(
         Ok((
             shared.admission.streams.take()?,
             client,
-            shared.admission.budget.stream()?,
+            // The server's side of a forward has no flow queue: a UDP
+            // forward's queue is on the client.
+            shared.admission.budget.stream(Arrival::Connection)?,
         ))
     });
     let slots = match slots {

@@ -67,6 +67,7 @@ use reitunnel_hooks::{
     ClientId, CloseReason, HookChain, Reason, Refusal, RefuseCode, Scope, ServerInfo, StreamId,
     TunnelId,
 };
+use reitunnel_transport::flows::FLOW_BUFFERS;
 use reitunnel_transport::tls::{server_acceptor, TlsAcceptor};
 use reitunnel_transport::{listen, Closer, STREAM_CREDIT};
 use tokio::net::TcpListener;
@@ -166,8 +167,10 @@ impl Admission {
         // What a peer may make one stream hold: its initial yamux window
         // and a full relay buffer each way.
         let per_stream = STREAM_CREDIT + 2 * config.relay.max_chunk;
+        // A UDP flow's: its initial window and what its queue and framing hold.
+        let per_flow = STREAM_CREDIT + FLOW_BUFFERS;
         Admission {
-            budget: Budget::new(limits.max_buffered_bytes, per_stream),
+            budget: Budget::new(limits.max_buffered_bytes, per_stream, per_flow),
             handshakes: Slots::new("max_handshakes", limits.max_handshakes),
             handshakes_per_ip: PerIp::new("max_handshakes_per_ip", limits.max_handshakes_per_ip),
             visitors_per_ip: PerIp::new("max_visitors_per_ip", limits.max_visitors_per_ip),

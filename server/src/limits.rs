@@ -124,6 +124,24 @@ pub(crate) enum Slot {
     },
 }
 
+/// What a new stream of a tunnel carries: a TCP visitor's connection or
+/// a UDP flow (whose queue of datagrams is its own buffer to reserve).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Arrival {
+    Connection,
+    Flow,
+}
+
+impl Arrival {
+    /// What refusals call it.
+    pub(crate) fn noun(self) -> &'static str {
+        match self {
+            Arrival::Connection => "visitor",
+            Arrival::Flow => "flow",
+        }
+    }
+}
+
 /// `max_buffered_bytes`: reservations of memory that peers may make the
 /// server fill. Counted in KiB so a semaphore's `u32` request covers 4 TiB.
 ///
@@ -137,6 +155,7 @@ pub(crate) enum Slot {
 pub(crate) struct Budget {
     max: u64,
     per_stream_kib: u32,
+    per_flow_kib: u32,
     total: Arc<Semaphore>,
     growth: Arc<Semaphore>,
 }
@@ -146,23 +165,30 @@ fn kib(bytes: u64) -> u32 {
 }
 
 impl Budget {
-    /// A budget of `max` bytes, of which each stream takes `per_stream`.
-    pub(crate) fn new(max: u64, per_stream: usize) -> Budget {
+    /// A budget of `max` bytes, of which each TCP visitor's stream takes
+    /// `per_stream` and each UDP flow's `per_flow`.
+    pub(crate) fn new(max: u64, per_stream: usize, per_flow: usize) -> Budget {
         let units = (kib(max) as usize).min(Semaphore::MAX_PERMITS);
         Budget {
             max,
             per_stream_kib: kib(per_stream as u64).max(1),
+            per_flow_kib: kib(per_flow as u64).max(1),
             total: Arc::new(Semaphore::new(units)),
             growth: Arc::new(Semaphore::new(units / 2)),
         }
     }
 
-    /// Reserves one stream's worst case, or says the budget is spent.
-    pub(crate) fn stream(&self) -> Result<Slot, LimitHit> {
+    /// Reserves the worst case of one `arrival`'s stream, or says the
+    /// budget is spent.
+    pub(crate) fn stream(&self, arrival: Arrival) -> Result<Slot, LimitHit> {
+        let kib = match arrival {
+            Arrival::Connection => self.per_stream_kib,
+            Arrival::Flow => self.per_flow_kib,
+        };
         let permit = self
             .total
             .clone()
-            .try_acquire_many_owned(self.per_stream_kib)
+            .try_acquire_many_owned(kib)
             .map_err(|_| LimitHit {
                 name: "max_buffered_bytes",
                 max: usize::try_from(self.max).unwrap_or(usize::MAX),
@@ -369,6 +395,30 @@ impl std::fmt::Debug for FailedLogins {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_udp_flow_reserves_its_queue_beside_its_window() {
+        const KIB: usize = 1024;
+        // Room for four connections' streams, or one flow's and one connection's.
+        let budget = Budget::new(4 * 100 * KIB as u64, 100 * KIB, 300 * KIB);
+        let flow = budget.stream(Arrival::Flow).expect("a flow fits");
+        let conn = budget
+            .stream(Arrival::Connection)
+            .expect("a connection fits");
+        let hit = budget
+            .stream(Arrival::Flow)
+            .expect_err("a second flow does not");
+        assert_eq!(hit.name, "max_buffered_bytes");
+        drop(flow);
+        let _more: Vec<Slot> = (0..3)
+            .map(|_| {
+                budget
+                    .stream(Arrival::Connection)
+                    .expect("its room is back")
+            })
+            .collect();
+        drop(conn);
+    }
 
     #[test]
     fn failed_logins_from_one_ipv6_64_count_together() {

@@ -17,7 +17,7 @@ use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
 use crate::lease::{ClientHold, Parked};
-use crate::limits::{LimitHit, Slot, Slots};
+use crate::limits::{Arrival, LimitHit, Slot, Slots};
 use crate::proxied::{real_peer, ProxiedError};
 use crate::roster::{StreamListing, TunnelListing};
 use crate::{authorize_within, report_to, ServerState, StreamError};
@@ -140,7 +140,7 @@ impl Tunnel {
             return;
         }
         // A refused visitor is simply disconnected; hooks heard on_rejected.
-        let Some(admitted) = self.admit(info).await else {
+        let Some(admitted) = self.admit(info, Arrival::Connection).await else {
             return;
         };
         let open = &admitted.open;
@@ -174,7 +174,7 @@ impl Tunnel {
     /// The server's limits, then the asynchronous gates that ask about
     /// visitors (if any), then the hooks' gate, for a new visitor (a TCP
     /// connection or a UDP flow); `None` if refused (the hooks heard why).
-    pub(crate) async fn admit(&self, info: Arc<StreamInfo>) -> Option<Admitted> {
+    pub(crate) async fn admit(&self, info: Arc<StreamInfo>, arrival: Arrival) -> Option<Admitted> {
         let admission = &self.shared.admission;
         let slots = admission
             .visitors_per_ip
@@ -183,12 +183,13 @@ impl Tunnel {
                 let total = admission.streams.take()?;
                 let client = self.stream_slots.take()?;
                 let pending = self.pending.take()?;
-                Ok((per_ip, total, client, pending, admission.budget.stream()?))
+                let buffers = admission.budget.stream(arrival)?;
+                Ok((per_ip, total, client, pending, buffers))
             });
         let (per_ip, total, client, pending, buffers) = match slots {
             Ok(slots) => slots,
             Err(hit) => {
-                self.turn_away(&info, "visitor", hit);
+                self.turn_away(&info, arrival.noun(), hit);
                 return None;
             }
         };

@@ -21,7 +21,7 @@ use reitunnel_transport::stream::{open_and_await, until_closed, AwaitError};
 use tokio::net::UdpSocket;
 use tokio_util::task::TaskTracker;
 
-use crate::limits::{LimitHit, Slot};
+use crate::limits::{Arrival, LimitHit, Slot};
 use crate::tunnel::{failed, Tunnel};
 use crate::{report_to, StreamError};
 
@@ -53,7 +53,7 @@ impl Tunnel {
         let _live = self.shared.streams.token();
         let info = self.stream_info(visitor.peer());
         let idle = self.shared.config.limits.udp_flow_idle;
-        let Some(admitted) = self.admit(info).await else {
+        let Some(admitted) = self.admit(info, Arrival::Flow).await else {
             // Refused (the hooks heard why): its datagrams are dropped until it goes quiet.
             let quiet = async {
                 visitor.drain_until_quiet(idle).await;
@@ -111,7 +111,8 @@ impl FlowHandler for Flows {
             name: "max_udp_flows_per_tunnel",
             max,
         };
-        self.0.turn_away(&self.0.stream_info(peer), "flow", hit);
+        self.0
+            .turn_away(&self.0.stream_info(peer), Arrival::Flow.noun(), hit);
     }
 
     fn recv_failed(&self, e: io::Error) {

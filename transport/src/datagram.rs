@@ -9,7 +9,7 @@
 use std::io;
 
 use bytes::{Bytes, BytesMut};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use reitunnel_hooks::datagram::Datagrams;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UdpSocket;
@@ -19,6 +19,10 @@ use crate::MuxStream;
 
 /// The largest datagram UDP carries (over IPv4: 65,535 less the IP and UDP headers).
 pub const MAX_DATAGRAM: usize = 65_507;
+
+/// Datagrams buffered for the mux before a write goes out on its own
+/// (a burst is flushed sooner): one mux frame's worth.
+pub(crate) const WRITE_BURST: usize = 16 * 1024;
 
 /// Datagrams over a mux stream (or a borrowed one), each behind its 2-byte length.
 pub struct MuxDatagrams<S = MuxStream>(Framed<S, LengthDelimitedCodec>);
@@ -30,7 +34,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MuxDatagrams<S> {
             .length_field_length(2)
             .max_frame_length(MAX_DATAGRAM)
             .new_codec();
-        MuxDatagrams(Framed::new(up, codec))
+        let mut framed = Framed::new(up, codec);
+        framed.set_backpressure_boundary(WRITE_BURST);
+        MuxDatagrams(framed)
     }
 
     /// The stream under the framing.
@@ -48,8 +54,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Datagrams for MuxDatagrams<S> {
             .map(|d| d.map(BytesMut::freeze))
     }
 
-    async fn send(&mut self, datagram: Bytes) -> io::Result<()> {
-        self.0.send(datagram).await
+    fn try_recv(&mut self) -> Option<io::Result<Bytes>> {
+        // One poll: a datagram already decoded or in the read buffer comes
+        // out; otherwise the waker it leaves is replaced by the next `recv`.
+        // The end of the stream (`None`) is for `recv` to report.
+        let got = self.0.next().now_or_never()??;
+        Some(got.map(BytesMut::freeze))
+    }
+
+    async fn feed(&mut self, datagram: Bytes) -> io::Result<()> {
+        self.0.feed(datagram).await
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        SinkExt::<Bytes>::flush(&mut self.0).await
     }
 }
 
@@ -63,15 +81,26 @@ pub struct ConnectedUdp {
 
 impl Datagrams for ConnectedUdp {
     async fn recv(&mut self) -> io::Result<Option<Bytes>> {
-        if self.buf.capacity() < MAX_DATAGRAM {
-            self.buf.reserve(MAX_DATAGRAM);
-        }
+        self.reserve();
         self.socket.recv_buf(&mut self.buf).await?;
         Ok(Some(self.buf.split().freeze()))
     }
 
-    async fn send(&mut self, datagram: Bytes) -> io::Result<()> {
+    fn try_recv(&mut self) -> Option<io::Result<Bytes>> {
+        self.reserve();
+        match self.socket.try_recv_buf(&mut self.buf) {
+            Ok(_) => Some(Ok(self.buf.split().freeze())),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    async fn feed(&mut self, datagram: Bytes) -> io::Result<()> {
         self.socket.send(&datagram).await.map(drop)
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -81,6 +110,13 @@ impl ConnectedUdp {
         ConnectedUdp {
             socket,
             buf: BytesMut::new(),
+        }
+    }
+
+    /// Room for the largest datagram in the receive buffer.
+    fn reserve(&mut self) {
+        if self.buf.capacity() < MAX_DATAGRAM {
+            self.buf.reserve(MAX_DATAGRAM);
         }
     }
 }

@@ -70,6 +70,7 @@ pub async fn dial_udp(target: &str, within: Duration) -> Result<ConnectedUdp, Di
         SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
     };
     let socket = UdpSocket::bind(local).await.map_err(DialError::Failed)?;
+    crate::socket::tune_udp(&socket).map_err(DialError::Failed)?;
     socket.connect(addr).await.map_err(DialError::Failed)?;
     Ok(ConnectedUdp::new(socket))
 }
