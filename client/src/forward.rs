@@ -15,7 +15,7 @@ use reitunnel_hooks::{
 };
 use reitunnel_transport::answer::AnswerError;
 use reitunnel_transport::datagram::MuxDatagrams;
-use reitunnel_transport::flows::{serve_flows, FlowHandler, FlowVisitor};
+use reitunnel_transport::flows::{serve_flows, FlowHandler, FlowVisitor, QueuesFull};
 use reitunnel_transport::stream::{
     open_and_await, open_and_relay, until_closed, AnswerWait, AwaitError,
 };
@@ -216,6 +216,10 @@ impl FlowHandler for LocalFlows {
             format!("local flow turned away: {max} flows already (the most one forward carries)");
         let reason = Reason::new(RefuseCode::LimitReached, why);
         forward.chain.refuse(Scope::Stream(&info), reason);
+    }
+
+    fn queues_full(&self, full: QueuesFull) {
+        self.0.chain.error(Scope::Tunnel(&self.0.route.info), &full);
     }
 
     fn recv_failed(&self, e: std::io::Error) {

@@ -16,7 +16,7 @@ use reitunnel_hooks::datagram::relay_datagrams;
 use reitunnel_hooks::{CloseReason, Open, Scope, StreamInfo};
 use reitunnel_transport::cut_by_connection;
 use reitunnel_transport::datagram::MuxDatagrams;
-use reitunnel_transport::flows::{serve_flows, FlowHandler, FlowVisitor};
+use reitunnel_transport::flows::{serve_flows, FlowHandler, FlowVisitor, QueuesFull};
 use reitunnel_transport::stream::{open_and_await, until_closed, AwaitError};
 use tokio::net::UdpSocket;
 use tokio_util::task::TaskTracker;
@@ -113,6 +113,10 @@ impl FlowHandler for Flows {
         };
         self.0
             .turn_away(&self.0.stream_info(peer), Arrival::Flow.noun(), hit);
+    }
+
+    fn queues_full(&self, full: QueuesFull) {
+        report_to(&self.0.chain, Scope::Tunnel(&self.0.info), &full);
     }
 
     fn recv_failed(&self, e: io::Error) {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reitunnel_hooks::datagram::Datagrams;
+use thiserror::Error;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
@@ -43,10 +44,24 @@ pub const FLOW_BUFFERS: usize = FLOW_QUEUE_BYTES + 2 * (WRITE_BURST + MAX_DATAGR
 /// slot), so that a flood of tiny datagrams is bounded too.
 const DATAGRAM_OVERHEAD: usize = 64;
 
-/// A full flow table is reported to the handler at most this often (the
-/// datagrams turned away meanwhile are only dropped), so a flood of new
-/// addresses is one event a second, not one per datagram.
-const TURNED_AWAY_EVERY: Duration = Duration::from_secs(1);
+/// A full flow table, and datagrams dropped by full queues, are reported
+/// to the handler at most this often, so a flood is one event a second,
+/// not one per datagram.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Datagrams dropped because their flows' queues were full, since the
+/// last report: the far side (or the flow's own hooks) is not keeping up.
+#[derive(Debug, Error)]
+#[error(
+    "{dropped} datagram(s) dropped, the last from {last_peer}: their flow's queue was full \
+     ({FLOW_QUEUE_BYTES} bytes; the far side is not keeping up)"
+)]
+pub struct QueuesFull {
+    /// How many were dropped.
+    pub dropped: u64,
+    /// The visitor of the last one.
+    pub last_peer: SocketAddr,
+}
 
 /// What the owner of a flow socket does with its flows.
 pub trait FlowHandler {
@@ -54,6 +69,9 @@ pub trait FlowHandler {
     fn start(&self, visitor: FlowVisitor) -> impl Future<Output = ()> + Send + 'static;
     /// A datagram from `peer` found `max` flows running already.
     fn turned_away(&self, peer: SocketAddr, max: usize);
+    /// Flows' queues were full: datagrams were dropped (at most one report
+    /// a second, counting every drop).
+    fn queues_full(&self, full: QueuesFull);
     /// Receiving failed (the loop goes on).
     fn recv_failed(&self, e: io::Error);
 }
@@ -121,20 +139,42 @@ struct Flow {
     queued: Arc<AtomicUsize>,
 }
 
+/// What became of a datagram offered to a flow.
+#[derive(Debug, PartialEq)]
+enum Offered {
+    Queued,
+    /// The queue was full.
+    Dropped,
+    /// The flow has ended: here is the datagram back.
+    Ended(Bytes),
+}
+
 impl Flow {
-    /// Queues `datagram` unless that would pass [`FLOW_QUEUE_BYTES`]
-    /// (then it is dropped); gives it back if the flow has ended.
-    fn offer(&self, datagram: Bytes) -> Result<(), Bytes> {
+    /// Queues `datagram` unless that would pass [`FLOW_QUEUE_BYTES`].
+    fn offer(&self, datagram: Bytes) -> Offered {
         let cost = cost(&datagram);
         if self.queued.load(Ordering::Relaxed) + cost > FLOW_QUEUE_BYTES {
-            return Ok(());
+            return Offered::Dropped;
         }
         self.queued.fetch_add(cost, Ordering::Relaxed);
-        self.queue.send(datagram).map_err(|returned| {
-            self.queued.fetch_sub(cost, Ordering::Relaxed);
-            returned.0
-        })
+        match self.queue.send(datagram) {
+            Ok(()) => Offered::Queued,
+            Err(returned) => {
+                self.queued.fetch_sub(cost, Ordering::Relaxed);
+                Offered::Ended(returned.0)
+            }
+        }
     }
+}
+
+/// Counts a drop from `peer` into the drops not yet reported.
+fn count_drop(unreported: &mut Option<QueuesFull>, peer: SocketAddr) {
+    let full = unreported.get_or_insert(QueuesFull {
+        dropped: 0,
+        last_peer: peer,
+    });
+    full.dropped += 1;
+    full.last_peer = peer;
 }
 
 /// Receives datagrams on `socket` until `stop` resolves, handing each to
@@ -152,13 +192,30 @@ pub async fn serve_flows<H: FlowHandler>(
     let (ended, mut ends) = mpsc::unbounded_channel();
     let mut serial = 0u64;
     let mut last_turned_away: Option<Instant> = None;
+    // Drops are reported when this fires (at once after a quiet second),
+    // then it is set a second ahead; one timer, reset, not one per drop.
+    let mut unreported: Option<QueuesFull> = None;
+    let report = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(report);
     // One receive buffer, reused; each datagram leaves it as a copy of its
     // own size (a split-off `Bytes` would pin the whole buffer while queued).
     let mut buf = vec![0u8; MAX_DATAGRAM];
     tokio::pin!(stop);
     loop {
         let (peer, datagram) = tokio::select! {
-            () = &mut stop => return,
+            () = &mut stop => {
+                if let Some(full) = unreported.take() {
+                    handler.queues_full(full);
+                }
+                return;
+            }
+            () = &mut report, if unreported.is_some() => {
+                if let Some(full) = unreported.take() {
+                    handler.queues_full(full);
+                }
+                report.as_mut().reset((Instant::now() + REPORT_EVERY).into());
+                continue;
+            }
             Some((peer, done)) = ends.recv() => {
                 if running.get(&peer).is_some_and(|f| f.serial == done) {
                     running.remove(&peer);
@@ -176,13 +233,17 @@ pub async fn serve_flows<H: FlowHandler>(
         let datagram = match running.get(&peer) {
             None => datagram,
             Some(flow) => match flow.offer(datagram) {
-                Ok(()) => continue,
+                Offered::Queued => continue,
+                Offered::Dropped => {
+                    count_drop(&mut unreported, peer);
+                    continue;
+                }
                 // Its flow just ended: a new one starts.
-                Err(datagram) => datagram,
+                Offered::Ended(datagram) => datagram,
             },
         };
         if running.len() >= max_flows && !running.contains_key(&peer) {
-            if last_turned_away.is_none_or(|at| at.elapsed() >= TURNED_AWAY_EVERY) {
+            if last_turned_away.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
                 last_turned_away = Some(Instant::now());
                 handler.turned_away(peer, max_flows);
             }
@@ -215,6 +276,7 @@ pub async fn serve_flows<H: FlowHandler>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::oneshot;
 
     /// A flow's queue and the count its visitor side shares.
     fn flow() -> (Flow, mpsc::UnboundedReceiver<Bytes>) {
@@ -227,15 +289,20 @@ mod tests {
         (flow, inbox)
     }
 
+    /// Offers `datagram` `n` times: how many were queued.
+    fn offer_times(flow: &Flow, datagram: &Bytes, n: usize) -> usize {
+        (0..n)
+            .filter(|_| flow.offer(datagram.clone()) == Offered::Queued)
+            .count()
+    }
+
     #[tokio::test]
     async fn a_flow_queues_up_to_its_bytes_then_drops_until_its_reader_catches_up() {
         let (flow, inbox) = flow();
         let datagram = Bytes::from(vec![7u8; 1400]);
         let fits = FLOW_QUEUE_BYTES / cost(&datagram);
-        for _ in 0..fits + 10 {
-            flow.offer(datagram.clone()).unwrap();
-        }
-        assert_eq!(inbox.len(), fits, "queued until the bytes were spent");
+        assert_eq!(offer_times(&flow, &datagram, fits + 10), fits);
+        assert_eq!(inbox.len(), fits);
         assert_eq!(flow.queued.load(Ordering::Relaxed), fits * cost(&datagram));
 
         // The reader takes two: two more fit.
@@ -246,24 +313,91 @@ mod tests {
             peer: "127.0.0.1:9".parse().unwrap(),
         };
         assert!(visitor.try_recv().is_some() && visitor.try_recv().is_some());
-        for _ in 0..3 {
-            flow.offer(datagram.clone()).unwrap();
-        }
+        assert_eq!(offer_times(&flow, &datagram, 3), 2);
         assert_eq!(visitor.queue.len(), fits);
     }
 
     #[test]
     fn tiny_datagrams_are_bounded_too_and_an_ended_flow_gives_the_datagram_back() {
         let (flow, inbox) = flow();
-        for _ in 0..FLOW_QUEUE_BYTES {
-            flow.offer(Bytes::from_static(b"x")).unwrap();
-        }
-        assert_eq!(inbox.len(), FLOW_QUEUE_BYTES / (1 + DATAGRAM_OVERHEAD));
-        drop(inbox);
+        let tiny = Bytes::from_static(b"x");
+        let fits = FLOW_QUEUE_BYTES / (1 + DATAGRAM_OVERHEAD);
+        assert_eq!(offer_times(&flow, &tiny, FLOW_QUEUE_BYTES), fits);
+        assert_eq!(inbox.len(), fits);
         let (flow, inbox) = self::flow();
         drop(inbox);
-        let back = flow.offer(Bytes::from_static(b"again")).unwrap_err();
-        assert_eq!(back, "again");
+        let again = Bytes::from_static(b"again");
+        assert_eq!(flow.offer(again.clone()), Offered::Ended(again));
         assert_eq!(flow.queued.load(Ordering::Relaxed), 0);
+    }
+
+    /// Hands each new flow's visitor side to the test, unread, and passes
+    /// reports of full queues on.
+    struct Handing {
+        started: mpsc::UnboundedSender<FlowVisitor>,
+        reports: mpsc::UnboundedSender<QueuesFull>,
+    }
+
+    impl FlowHandler for Handing {
+        fn start(&self, visitor: FlowVisitor) -> impl Future<Output = ()> + Send + 'static {
+            let _ = self.started.send(visitor);
+            // The flow runs (its place in the table kept) until the test ends.
+            std::future::pending()
+        }
+        fn queues_full(&self, full: QueuesFull) {
+            let _ = self.reports.send(full);
+        }
+        fn turned_away(&self, peer: SocketAddr, max: usize) {
+            panic!("{peer} turned away ({max} flows)");
+        }
+        fn recv_failed(&self, e: io::Error) {
+            panic!("{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_datagram_a_full_queue_drops_is_counted_in_the_reports() {
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let to = socket.local_addr().unwrap();
+        let (started, mut flows_started) = mpsc::unbounded_channel();
+        let (reports, mut reported) = mpsc::unbounded_channel();
+        let handler = Handing { started, reports };
+        let tasks = TaskTracker::new();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serve = serve_flows(socket, 100, &handler, &tasks, async {
+            let _ = stopped.await;
+        });
+        let big = vec![1u8; 60_000];
+        let fits = FLOW_QUEUE_BYTES / (big.len() + DATAGRAM_OVERHEAD);
+        let drive = async {
+            let visitor = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let mut first = None;
+            for _ in 0..fits + 3 {
+                visitor.send_to(&big, to).await.unwrap();
+                // A probe from a new address is a new flow: once it starts,
+                // the loop has handled the datagram sent before it.
+                let probe = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                probe.send_to(b"probe", to).await.unwrap();
+                let probe = probe.local_addr().unwrap();
+                loop {
+                    let flow = flows_started.recv().await.unwrap();
+                    if flow.peer() == probe {
+                        break;
+                    }
+                    first.get_or_insert(flow);
+                }
+            }
+            stop.send(()).unwrap();
+            (visitor.local_addr().unwrap(), first.unwrap())
+        };
+        let ((), (visitor, flow)) = tokio::join!(serve, drive);
+        assert_eq!(flow.peer(), visitor);
+        assert_eq!(flow.queue.len(), fits, "the first {fits} were queued");
+        let mut dropped = 0;
+        while let Ok(full) = reported.try_recv() {
+            assert_eq!(full.last_peer, visitor);
+            dropped += full.dropped;
+        }
+        assert_eq!(dropped, 3, "every drop reported, by the time the loop ends");
     }
 }
