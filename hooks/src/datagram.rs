@@ -99,6 +99,7 @@ where
         Direction::Ingress => ("visitor", "service"),
         Direction::Egress => ("service", "visitor"),
     };
+    let write_failed = |e| failed(stream, to_side, "write", e);
     let mut next = first.transpose();
     let mut carried = 0;
     while let Some(got) = next {
@@ -109,17 +110,13 @@ where
                 Verdict::Continue => {}
                 Verdict::Throttle(wait) => {
                     // What is buffered goes now, not after the wait.
-                    to.flush()
-                        .await
-                        .map_err(|e| failed(stream, to_side, "write", e))?;
+                    to.flush().await.map_err(write_failed)?;
                     sleep(wait).await;
                 }
                 Verdict::Close(reason) => return Err(CloseReason::Hook(reason)),
             }
         }
-        to.feed(datagram)
-            .await
-            .map_err(|e| failed(stream, to_side, "write", e))?;
+        to.feed(datagram).await.map_err(write_failed)?;
         carried += 1;
         next = if carried < BURST {
             from.try_recv()
@@ -130,9 +127,7 @@ where
     if carried == 0 {
         return Err(CloseReason::Finished);
     }
-    to.flush()
-        .await
-        .map_err(|e| failed(stream, to_side, "write", e))
+    to.flush().await.map_err(write_failed)
 }
 
 /// Resolves to `idle` once `idle` has passed since `last`; never without one.

@@ -3,8 +3,8 @@
 //! [`assert_balanced`] checks the record for the promise every chain keeps
 //! (each open has exactly one close, leaf first); [`StreamGate`] refuses
 //! or panics at every visitor, to test what a refusal or a failing hook
-//! does. Our own end-to-end tests use these; so can yours. A test helper, not for production: it takes a
-//! lock per event, data chunks included.
+//! does. Our own end-to-end tests use these; so can yours. A test helper,
+//! not for production: it takes a lock per event, data chunks included.
 //!
 //! ```
 //! use reitunnel_hooks::testing::{assert_balanced, Recorded, Recorder};

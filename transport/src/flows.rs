@@ -150,6 +150,24 @@ enum Offered {
 }
 
 impl Flow {
+    /// Flow `serial` of `peer` on `socket`: the loop's side and the visitor's.
+    fn open(serial: u64, socket: Arc<UdpSocket>, peer: SocketAddr) -> (Flow, FlowVisitor) {
+        let (queue, inbox) = mpsc::unbounded_channel();
+        let queued = Arc::<AtomicUsize>::default();
+        let visitor = FlowVisitor {
+            queue: inbox,
+            queued: queued.clone(),
+            socket,
+            peer,
+        };
+        let flow = Flow {
+            serial,
+            queue,
+            queued,
+        };
+        (flow, visitor)
+    }
+
     /// Queues `datagram` unless that would pass [`FLOW_QUEUE_BYTES`].
     fn offer(&self, datagram: Bytes) -> Offered {
         let cost = cost(&datagram);
@@ -249,20 +267,9 @@ pub async fn serve_flows<H: FlowHandler>(
             }
             continue;
         }
-        let (queue, inbox) = mpsc::unbounded_channel();
         serial += 1;
-        let flow = Flow {
-            serial,
-            queue,
-            queued: Arc::default(),
-        };
+        let (flow, visitor) = Flow::open(serial, socket.clone(), peer);
         let _ = flow.offer(datagram);
-        let visitor = FlowVisitor {
-            queue: inbox,
-            queued: flow.queued.clone(),
-            socket: socket.clone(),
-            peer,
-        };
         running.insert(peer, flow);
         let work = handler.start(visitor);
         let (ended, done) = (ended.clone(), serial);
@@ -278,15 +285,10 @@ mod tests {
     use super::*;
     use tokio::sync::oneshot;
 
-    /// A flow's queue and the count its visitor side shares.
-    fn flow() -> (Flow, mpsc::UnboundedReceiver<Bytes>) {
-        let (queue, inbox) = mpsc::unbounded_channel();
-        let flow = Flow {
-            serial: 1,
-            queue,
-            queued: Arc::default(),
-        };
-        (flow, inbox)
+    /// A flow of a visitor at 127.0.0.1:9, on a socket of its own.
+    async fn flow() -> (Flow, FlowVisitor) {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        Flow::open(1, Arc::new(socket), "127.0.0.1:9".parse().unwrap())
     }
 
     /// Offers `datagram` `n` times: how many were queued.
@@ -298,34 +300,28 @@ mod tests {
 
     #[tokio::test]
     async fn a_flow_queues_up_to_its_bytes_then_drops_until_its_reader_catches_up() {
-        let (flow, inbox) = flow();
+        let (flow, mut visitor) = flow().await;
         let datagram = Bytes::from(vec![7u8; 1400]);
         let fits = FLOW_QUEUE_BYTES / cost(&datagram);
         assert_eq!(offer_times(&flow, &datagram, fits + 10), fits);
-        assert_eq!(inbox.len(), fits);
+        assert_eq!(visitor.queue.len(), fits);
         assert_eq!(flow.queued.load(Ordering::Relaxed), fits * cost(&datagram));
 
         // The reader takes two: two more fit.
-        let mut visitor = FlowVisitor {
-            queue: inbox,
-            queued: flow.queued.clone(),
-            socket: Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()),
-            peer: "127.0.0.1:9".parse().unwrap(),
-        };
         assert!(visitor.try_recv().is_some() && visitor.try_recv().is_some());
         assert_eq!(offer_times(&flow, &datagram, 3), 2);
         assert_eq!(visitor.queue.len(), fits);
     }
 
-    #[test]
-    fn tiny_datagrams_are_bounded_too_and_an_ended_flow_gives_the_datagram_back() {
-        let (flow, inbox) = flow();
+    #[tokio::test]
+    async fn tiny_datagrams_are_bounded_too_and_an_ended_flow_gives_the_datagram_back() {
+        let (flow, visitor) = flow().await;
         let tiny = Bytes::from_static(b"x");
         let fits = FLOW_QUEUE_BYTES / (1 + DATAGRAM_OVERHEAD);
         assert_eq!(offer_times(&flow, &tiny, FLOW_QUEUE_BYTES), fits);
-        assert_eq!(inbox.len(), fits);
-        let (flow, inbox) = self::flow();
-        drop(inbox);
+        assert_eq!(visitor.queue.len(), fits);
+        let (flow, visitor) = self::flow().await;
+        drop(visitor);
         let again = Bytes::from_static(b"again");
         assert_eq!(flow.offer(again.clone()), Offered::Ended(again));
         assert_eq!(flow.queued.load(Ordering::Relaxed), 0);
