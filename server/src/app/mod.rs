@@ -75,15 +75,20 @@ pub struct App {
 
 /// The process's Prometheus recorder, installed once and shared by every
 /// endpoint (and by servers started again in the same process, as tests do).
+/// Installed inside the `OnceLock`, so two servers starting at once cannot
+/// both try (the second would fail: a process has one recorder); a failure
+/// is kept, as a second attempt could only fail the same way.
 fn prometheus() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
-    let handle = PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the Prometheus recorder")?;
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+        .context("installing the Prometheus recorder")
 }
 
 /// Binds an HTTP endpoint's listener, saying which one failed.
