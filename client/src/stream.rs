@@ -30,7 +30,7 @@ pub(crate) async fn serve(
         tunnel_id,
         stream_id,
         peer,
-    }) = read_header(&mut up, cfg.login_timeout, cfg.max_frame_len).await
+    }) = read_header(&mut up, cfg.login_timeout).await
     else {
         tracing::warn!("dropping a stream without a valid header");
         return;

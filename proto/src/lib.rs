@@ -48,3 +48,8 @@ pub use preamble::{Preamble, PreambleError, MAGIC, PREAMBLE_LEN, PROTOCOL_VERSIO
 pub const MAX_NAME_LEN: usize = 64;
 /// Longest string field (targets, messages) accepted on the wire, in bytes.
 pub const MAX_TEXT_LEN: usize = 1024;
+/// Longest [`Frame::StreamHeader`] accepted, as a frame length (kind and
+/// payload): the largest one, with an IPv6 address, is 36 bytes. A stream's
+/// first frame is read with this cap, not `max_frame_len`, so a stream that
+/// announces a long frame is refused before anything is held for it.
+pub const MAX_STREAM_HEADER_LEN: usize = 64;

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use reitunnel_hooks::authorize::Ask;
 use reitunnel_hooks::ports::PortRanges;
 use reitunnel_hooks::{
-    CloseReason, HookChain, Open, Reason, RefuseCode, Scope, StreamInfo, TunnelId, TunnelInfo,
+    CloseReason, HookChain, Open, Reason, Scope, StreamInfo, TunnelId, TunnelInfo,
 };
 use reitunnel_transport::stream::{
     accept_reached, dial_for, read_header, refuse, until_closed, Header,
@@ -22,6 +22,7 @@ use thiserror::Error;
 
 use crate::limits::{Arrival, Slot, Slots};
 use crate::roster::{StreamListing, TunnelListing};
+use crate::tally::Tally;
 use crate::{authorize_within, report_to, ServerState, StreamError};
 
 /// One `allow_forward` entry: `HOST:PORTS`, where HOST is `*`, `*.suffix`,
@@ -184,22 +185,46 @@ impl Drop for ForwardRoute {
 /// A session's forward tunnels, shared with its inbound stream tasks.
 pub(crate) type Forwards = Arc<Mutex<HashMap<TunnelId, Arc<ForwardRoute>>>>;
 
-/// Serves one client-opened stream: header, limits, gate, dial, answer, relay.
-pub(crate) async fn serve(
-    shared: Arc<ServerState>,
-    mut up: MuxStream,
-    forwards: Forwards,
-    stream_slots: Arc<Slots>,
-) {
+/// What a session's client-opened streams share with it.
+#[derive(Clone)]
+pub(crate) struct ClientStreams {
+    /// Its `-L` tunnels, by id.
+    pub forwards: Forwards,
+    /// Its `max_streams_per_client` slots, shared with its tunnels.
+    pub slots: Arc<Slots>,
+    /// Its streams refused before their header, summed for its reports.
+    pub refusals: Arc<Tally>,
+}
+
+/// Serves one client-opened stream: limits, header, gate, dial, answer, relay.
+pub(crate) async fn serve(shared: Arc<ServerState>, mut up: MuxStream, session: ClientStreams) {
     let cfg = &shared.config;
-    // Counted from the moment the stream exists: streams still waiting for
-    // their header count against max_streams_per_client too, so a client
-    // cannot pile up streams past the limit (and into yamux's own, which
-    // would end the session) by holding back their headers.
-    let claimed = stream_slots.take();
+    // Every limit is taken before a byte of the stream is read, and counted
+    // from the moment the stream exists: a stream past them is refused at
+    // once and holds nothing, and streams still waiting for their header
+    // count against max_streams_per_client and max_buffered_bytes (what
+    // the client may send ahead on them is reserved), so a client cannot
+    // pile up streams past the limit by holding back their headers.
+    let held = session.slots.take().and_then(|client| {
+        Ok((
+            shared.admission.streams.take()?,
+            client,
+            // The server's side of a forward has no flow queue: a UDP
+            // forward's queue is on the client.
+            shared.admission.budget.stream(Arrival::Connection)?,
+        ))
+    });
+    let held = match held {
+        Ok(held) => held,
+        Err(hit) => {
+            let message = format!("stream refused: {hit}");
+            session.refusals.refused(&message);
+            return refuse(&mut up, message).await;
+        }
+    };
     let Some(Header {
         tunnel_id, peer, ..
-    }) = read_header(&mut up, cfg.stream_ack_timeout, cfg.max_frame_len).await
+    }) = read_header(&mut up, cfg.stream_ack_timeout).await
     else {
         return;
     };
@@ -207,7 +232,8 @@ pub(crate) async fn serve(
         return refuse(&mut up, "the server is shutting down".to_owned()).await;
     }
     let _live = shared.streams.token();
-    let route = forwards
+    let route = session
+        .forwards
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .get(&tunnel_id)
@@ -221,24 +247,6 @@ pub(crate) async fn serve(
         route.info.clone(),
         peer,
     ));
-    let slots = claimed.and_then(|client| {
-        Ok((
-            shared.admission.streams.take()?,
-            client,
-            // The server's side of a forward has no flow queue: a UDP
-            // forward's queue is on the client.
-            shared.admission.budget.stream(Arrival::Connection)?,
-        ))
-    });
-    let slots = match slots {
-        Ok(slots) => slots,
-        Err(hit) => {
-            report_to(&route.chain, Scope::Stream(&info), &StreamError::Limit(hit));
-            let reason = Reason::new(RefuseCode::LimitReached, format!("stream refused: {hit}"));
-            let refusal = route.chain.refuse(Scope::Stream(&info), reason);
-            return refuse(&mut up, refusal.reason.message.into_owned()).await;
-        }
-    };
     if route.chain.authorizes_streams() {
         let ask = Ask::Stream(&info);
         if let Err(r) = authorize_within(&route.chain, &ask, cfg.handshake_timeout).await {
@@ -256,7 +264,7 @@ pub(crate) async fn serve(
     };
     let relayed = dial_and_relay(&shared, &mut up, &open);
     let reason = until_closed(&route.closer, relayed).await;
-    drop((slots, listed));
+    drop((held, listed));
     open.close(reason);
 }
 

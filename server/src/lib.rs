@@ -53,6 +53,7 @@ mod public;
 mod reloader;
 mod roster;
 mod session;
+mod tally;
 mod tunnel;
 mod udp_tunnel;
 

@@ -1060,6 +1060,108 @@ async fn a_client_opening_streams_without_end_does_not_grow_the_server() {
 }
 
 // ---------------------------------------------------------------------------
+// 7b: streams that announce a header and send nothing more.
+
+/// What the server answered on a flood of streams.
+#[derive(Default)]
+struct Answers {
+    /// Streams refused with a `StreamRefused` frame.
+    refused: Counter,
+    /// Streams ended without a frame (reset or closed).
+    ended: Counter,
+    /// The first refusal's message.
+    said: std::sync::Mutex<Option<String>>,
+}
+
+/// Opens `n` streams on `mux`, writes `prefix` (a frame length) on each and
+/// nothing more, and keeps each open while a task reads the server's answer.
+async fn announce_headers(
+    mux: &MuxHandle,
+    prefix: u32,
+    n: usize,
+) -> (Arc<Answers>, JoinSet<MuxStream>) {
+    let answers = Arc::new(Answers::default());
+    let mut readers = JoinSet::new();
+    for _ in 0..n {
+        let mut stream = timeout(PATIENCE, mux.open())
+            .await
+            .expect("opening a stream hung")
+            .expect("opening a stream");
+        stream.write_all(&prefix.to_be_bytes()).await.unwrap();
+        let answers = answers.clone();
+        readers.spawn(async move {
+            match read_frame(&mut stream, MAX_FRAME).await {
+                Ok(Frame::StreamRefused { message }) => {
+                    answers.said.lock().unwrap().get_or_insert(message);
+                    answers.refused.add(1);
+                }
+                _ => answers.ended.add(1),
+            }
+            stream
+        });
+    }
+    (answers, readers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_announcing_headers_and_sending_nothing_hold_no_memory() {
+    const STREAMS: usize = 8_000;
+    const LIMIT: usize = 100;
+    let mut t = Target::new(&format!("max_streams_per_client = {LIMIT}")).await;
+    let idle = t.server.memory();
+    let s = raw_session(t.addr, "header-flooder", None).await;
+    // "A frame of 65,536 bytes follows", and no more: the server once
+    // zero-filled 64 KiB for each (650 MB for 8,000). No header is that
+    // long: each is dropped at once.
+    let (long, _long_readers) = announce_headers(&s.mux, 1 << 16, STREAMS).await;
+    long.ended.reaches("long headers dropped", STREAMS).await;
+    // A header's plausible length, and no more: a hundred wait for the
+    // rest of theirs, holding the client's stream slots; the rest are
+    // refused at once, naming the limit.
+    let (short, _short_readers) = announce_headers(&s.mux, 36, STREAMS).await;
+    short
+        .refused
+        .reaches("short headers refused", STREAMS - LIMIT)
+        .await;
+    let message = short.said.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        message,
+        format!("stream refused: limit max_streams_per_client = {LIMIT} reached")
+    );
+    // The server says it once, then sums the rest: not 7,900 lines.
+    let summed = t
+        .logged("the summed refusals", |l| {
+            l.contains("stream refused: limit max_streams_per_client")
+                && l.contains("times in the last")
+        })
+        .await;
+    let lines = t.log().count(|l| l.contains("stream refused"));
+    let flooded = t.server.memory();
+    let during = t
+        .good_round(
+            "good-during-header-flood",
+            "while streams held their headers back",
+        )
+        .await;
+    let grew = flooded.rss_mib() - idle.rss_mib();
+    assert!(
+        grew < 16.0,
+        "{} streams grew the server from {idle} to {flooded}",
+        2 * STREAMS
+    );
+    assert!(lines < 100, "{lines} log lines for {STREAMS} refusals");
+    drop(s);
+    let what = format!(
+        "{STREAMS} streams announcing 64 KiB dropped at once; of {STREAMS} announcing 36 bytes, \
+         {} refused at once with \"{message}\", {lines} log lines (\"{}\"); the server grew \
+         {grew:.1} MiB ({idle} idle, {flooded} flooded); a good client took {during:?} meanwhile",
+        short.refused.get(),
+        summed.trim()
+    );
+    t.still_serves("header-flood", &what).await;
+}
+
+// ---------------------------------------------------------------------------
 // 8: login brute force.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

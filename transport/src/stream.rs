@@ -17,7 +17,7 @@ use std::time::Duration;
 use reitunnel_hooks::datagram::relay_datagrams;
 use reitunnel_hooks::relay::{relay, RelayConfig};
 use reitunnel_hooks::{CloseReason, Open, StreamInfo};
-use reitunnel_proto::{Frame, StreamId, TunnelId};
+use reitunnel_proto::{Frame, StreamId, TunnelId, MAX_STREAM_HEADER_LEN};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -143,14 +143,11 @@ pub struct Header {
 }
 
 /// Reads a new stream's header within `within`; `None` for anything else
-/// (no frame in time, a broken one, another kind): such a stream is not
-/// one of ours, and dropping it, which resets it, is the answer.
-pub async fn read_header(
-    up: &mut MuxStream,
-    within: Duration,
-    max_frame_len: usize,
-) -> Option<Header> {
-    match timeout(within, read_frame(up, max_frame_len)).await {
+/// (no frame in time, a broken one, another kind, a length past
+/// [`MAX_STREAM_HEADER_LEN`]): such a stream is not one of ours, and
+/// dropping it, which resets it, is the answer.
+pub async fn read_header(up: &mut MuxStream, within: Duration) -> Option<Header> {
+    match timeout(within, read_frame(up, MAX_STREAM_HEADER_LEN)).await {
         Ok(Ok(Frame::StreamHeader {
             tunnel_id,
             stream_id,

@@ -6,7 +6,7 @@ mod open;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
 
-use reitunnel_hooks::{ClientInfo, CloseReason, Open, RefuseCode, Scope, TunnelId};
+use reitunnel_hooks::{ClientInfo, CloseReason, HookChain, Open, RefuseCode, Scope, TunnelId};
 use reitunnel_proto::{CodecError, Frame};
 use reitunnel_transport::control::{Control, ControlEnd, Incoming};
 use reitunnel_transport::heartbeat::Heartbeat;
@@ -15,10 +15,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-use crate::forward::{self, Forwards};
+use crate::forward::{self, ClientStreams, Forwards};
 use crate::lease::ClientHold;
 use crate::limits::{Slot, Slots};
 use crate::roster::AdminCloses;
+use crate::tally::{Tally, SUM_OVER};
 use crate::{report_to, LoginSettings, ServerState, SessionError};
 
 /// What a session's transport must offer: plain TCP or TLS over it.
@@ -37,13 +38,21 @@ pub(crate) struct Session {
     mux: MuxHandle,
     closer: Arc<Closer<CloseReason>>,
     tunnels: HashMap<TunnelId, Arc<Closer<CloseReason>>>,
-    /// `-L` tunnels, shared with the tasks serving their streams.
-    forwards: Forwards,
+    /// `-L` tunnels, `max_streams_per_client` and refusals, shared with
+    /// the tasks serving the streams the client opens.
+    streams: ClientStreams,
     tasks: JoinSet<()>,
     /// `max_tunnels_per_client`: each tunnel task holds a slot.
     tunnel_slots: Slots,
-    /// `max_streams_per_client`: shared with the tunnels, a slot per visitor.
-    stream_slots: Arc<Slots>,
+}
+
+/// A session's refusals of streams it opened, summed and reported to its
+/// hooks at the client's scope (such a stream has no tunnel yet).
+fn refusals(chain: &HookChain, client: &Arc<ClientInfo>) -> Arc<Tally> {
+    let (chain, client) = (chain.clone(), client.clone());
+    Tally::new(SUM_OVER, move |summed| {
+        report_to(&chain, Scope::Client(&client), summed);
+    })
 }
 
 impl Session {
@@ -76,6 +85,7 @@ impl Session {
         let closer = shared.root.child();
         // Aborted, this task ends its tunnels and streams at once.
         let _abort = closer.close_on_drop(CloseReason::Aborted);
+        let refusals = refusals(&live.chain, open.info());
         let mut session = Session {
             client: open.info().clone(),
             hold: ClientHold::new(open, live.clone()),
@@ -84,13 +94,16 @@ impl Session {
             live,
             mux,
             tunnels: HashMap::new(),
-            forwards: Forwards::default(),
+            streams: ClientStreams {
+                forwards: Forwards::default(),
+                slots: Arc::new(Slots::new(
+                    "max_streams_per_client",
+                    limits.max_streams_per_client,
+                )),
+                refusals,
+            },
             tasks: JoinSet::new(),
             tunnel_slots: Slots::new("max_tunnels_per_client", limits.max_tunnels_per_client),
-            stream_slots: Arc::new(Slots::new(
-                "max_streams_per_client",
-                limits.max_streams_per_client,
-            )),
         };
         let (listing, mut admin_closes) = shared
             .roster
@@ -125,7 +138,9 @@ impl Session {
         // Leaf first: streams and tunnels close before the client does.
         session.closer.close(reason.clone());
         while session.tasks.join_next().await.is_some() {}
+        session.streams.refusals.flush();
         let forwards: Vec<_> = session
+            .streams
             .forwards
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -173,12 +188,7 @@ impl Session {
                 // a Goodbye already received there is read first.
                 stream = inbound.recv(), if !inbound_done => match stream {
                     Some(stream) => {
-                        let serve = forward::serve(
-                            self.shared.clone(),
-                            stream,
-                            self.forwards.clone(),
-                            self.stream_slots.clone(),
-                        );
+                        let serve = forward::serve(self.shared.clone(), stream, self.streams.clone());
                         self.tasks.spawn(serve);
                         continue;
                     }
@@ -238,6 +248,7 @@ impl Session {
             closer.close(reason.clone());
         }
         let forward = self
+            .streams
             .forwards
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -98,7 +98,7 @@ impl Session {
             client: self.hold.clone(),
             mux: self.mux.clone(),
             closer,
-            stream_slots: self.stream_slots.clone(),
+            stream_slots: self.streams.slots.clone(),
             pending: Arc::new(Slots::new(
                 "max_pending_visitors",
                 self.shared.config.limits.max_pending_visitors,
@@ -177,7 +177,8 @@ impl Session {
             .roster
             .tunnel(open.info().clone(), closer.clone());
         let route = ForwardRoute::new(open, closer, slot, listed);
-        self.forwards
+        self.streams
+            .forwards
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, Arc::new(route));
