@@ -211,6 +211,37 @@ async fn client_certificate_becomes_the_name_and_replaces_the_token() {
     assert_balanced(&events);
 }
 
+/// A certificate that names no one (only a URI SAN, as SPIFFE issues) once
+/// let its holder log in under any name where it was the only credential.
+/// It is refused, saying why, with or without a token beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_that_names_no_one_is_refused_saying_so() {
+    let pki = Pki::new("test ca");
+    let server_cert = pki.leaf("server", &["127.0.0.1"], false);
+    let clients = Pki::new("client ca");
+    let nameless = clients.leaf_uri("workload", "spiffe://example.test/ns/prod/sa/alice");
+    let why =
+        "the client certificate names no one (no DNS subject alternative name and no common name)";
+    for token in [None, Some(TOKEN)] {
+        let (server, rec) = tls_server(server_tls(&server_cert, Some(&clients)), token).await;
+        for name in ["bob", "alice"] {
+            let mut cfg = tls_client(&server, name, with_cert(&pki, &nameless));
+            if token.is_none() {
+                cfg.token = Secret::new(""); // the certificate as the only credential
+            }
+            let err = refused(cfg).await;
+            assert!(err.contains(why), "{name}, token {token:?}: {err}");
+        }
+        server.stop().await;
+        let events = rec.events();
+        assert_eq!(rec.rejections(&format!("{why}, so it cannot vouch for a client name: issue it with a DNS SAN or CN naming the client")), 2, "{events:#?}");
+        assert!(
+            !events.iter().any(|e| matches!(e, Ev::Connect(..))),
+            "nobody logged in: {events:#?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificate_problems_are_named_on_both_sides() {
     let pki = Pki::new("test ca");

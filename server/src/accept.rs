@@ -58,16 +58,14 @@ pub(crate) async fn serve(shared: Arc<ServerState>, mut tcp: TcpStream, peer: So
         return turn_away_blocked(&shared, tcp, peer, wait).await;
     }
     match shared.tls.clone() {
-        None => admit(shared, tcp, peer, None, slots, deadline).await,
+        None => admit(shared, tcp, peer, Certificate::None, slots, deadline).await,
         Some(acceptor) => match timeout_at(deadline, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => {
-                let identity = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|chain| chain.first())
-                    .and_then(|cert| identity(cert));
-                admit(shared, tls, peer, identity, slots, deadline).await
+                let certificate = match tls.get_ref().1.peer_certificates() {
+                    Some([cert, ..]) => Certificate::from_verified(cert),
+                    _ => Certificate::None,
+                };
+                admit(shared, tls, peer, certificate, slots, deadline).await
             }
             Ok(Err(e)) => {
                 let reason = explain(&e, Side::Server).unwrap_or_else(|| e.to_string());
@@ -112,13 +110,41 @@ async fn turn_away(shared: &ServerState, tcp: TcpStream, code: RefuseCode, messa
     .await;
 }
 
+/// What a verified client certificate (mTLS) says about who the client is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Certificate {
+    /// None was presented (plain TCP, or TLS without client certificates).
+    None,
+    /// Its name: the first DNS subject alternative name, else the common name.
+    Names(String),
+    /// It names no one (only a URI or IP SAN, no CN: SPIFFE certificates,
+    /// say). It cannot tell whose it is, so it vouches for no name and the
+    /// login is refused: taken as "no name to check", it would let its
+    /// holder log in as anyone where the certificate is the only credential.
+    Nameless,
+}
+
+impl Certificate {
+    fn from_verified(der: &[u8]) -> Certificate {
+        identity(der).map_or(Certificate::Nameless, Certificate::Names)
+    }
+
+    /// The name it vouches for, if any.
+    fn name(&self) -> Option<&str> {
+        match self {
+            Certificate::Names(name) => Some(name),
+            Certificate::None | Certificate::Nameless => None,
+        }
+    }
+}
+
 /// Reads the login, runs the admission checks and the hooks' gate, answers,
-/// and runs the session. `identity` is the verified client certificate's.
+/// and runs the session. `certificate` is the verified client certificate's.
 async fn admit<S: Io>(
     shared: Arc<ServerState>,
     mut io: S,
     peer: SocketAddr,
-    identity: Option<String>,
+    certificate: Certificate,
     handshake_slots: (Slot, Slot),
     deadline: Instant,
 ) {
@@ -136,7 +162,7 @@ async fn admit<S: Io>(
         Err(_) => format!("{:?}", login.name),
     };
     let mut client = ClientInfo::new(shared.ids.client(), shown.as_str(), peer);
-    if identity.is_some() {
+    if certificate.name().is_some() {
         client = client.certified();
     }
     let client = Arc::new(client);
@@ -147,14 +173,14 @@ async fn admit<S: Io>(
         proof: &login.proof,
     };
     let checked = named
-        .and_then(|()| shared.check_login(&client, identity.as_deref()))
+        .and_then(|()| shared.check_login(&client, &certificate))
         .map_err(|reason| live.chain.refuse(Scope::Client(&client), reason));
     let authorized = async {
         let slot = checked?;
         let ask = Ask::Login {
             client: &client,
             login: &login,
-            certificate: identity.as_deref(),
+            certificate: certificate.name(),
         };
         let left = deadline.saturating_duration_since(Instant::now());
         authorize_within(&live.chain, &ask, left).await?;
@@ -221,7 +247,7 @@ impl ServerState {
     /// The server's own login checks after the name's syntax, before any
     /// hook: an operator's ban, failed-login block, certificate identity, client count. Returns the
     /// client's counted slot.
-    fn check_login(&self, client: &ClientInfo, identity: Option<&str>) -> Result<Slot, Reason> {
+    fn check_login(&self, client: &ClientInfo, certificate: &Certificate) -> Result<Slot, Reason> {
         let admission = &self.admission;
         if let Some(left) = self.roster.banned_for(&client.name) {
             return Err(Reason::forbidden(format!(
@@ -234,7 +260,15 @@ impl ServerState {
             let message = self.blocked_message(client.peer.ip(), wait);
             return Err(Reason::new(RefuseCode::LimitReached, message));
         }
-        if let Some(identity) = identity {
+        if *certificate == Certificate::Nameless {
+            return Err(Reason::auth_failed(
+                "the client certificate names no one (no DNS subject alternative name and no \
+                 common name), so it cannot vouch for a client name: issue it with a DNS SAN \
+                 or CN naming the client"
+                    .to_owned(),
+            ));
+        }
+        if let Some(identity) = certificate.name() {
             if *client.name != *identity {
                 return Err(Reason::auth_failed(format!(
                     "client name '{}' does not match its certificate, which is for '{identity}'",

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    date_time_ymd, BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+    date_time_ymd, BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    IsCa, KeyPair, SanType,
 };
 use tempfile::TempDir;
 
@@ -65,6 +66,17 @@ impl Pki {
     pub fn leaf(&self, file: &str, names: &[&str], expired: bool) -> Pem {
         let key = KeyPair::generate().unwrap();
         let cert = params(names, expired).signed_by(&key, &self.ca).unwrap();
+        write(self.dir.path(), file, cert.pem(), &key, cert.der())
+    }
+
+    /// A leaf naming only `uri` (a URI subject alternative name, as SPIFFE
+    /// issues them): no DNS name, no common name.
+    pub fn leaf_uri(&self, file: &str, uri: &str) -> Pem {
+        let key = KeyPair::generate().unwrap();
+        let mut params = params(&[], false);
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
+        let cert = params.signed_by(&key, &self.ca).unwrap();
         write(self.dir.path(), file, cert.pem(), &key, cert.der())
     }
 
