@@ -29,23 +29,19 @@ pub(crate) async fn serve(shared: Arc<ServerState>, mut tcp: TcpStream, peer: So
     let admission = &shared.admission;
     let _ = tune(&tcp);
     let deadline = Instant::now() + shared.config.handshake_timeout;
+    let trusted = &shared.config.proxy_protocol_from;
+    if !trusted.is_empty() && !trusted.iter().any(|net| net.contains(&peer.ip())) {
+        return turn_away_untrusted(&shared, tcp, peer).await;
+    }
     // The total slot first, so connections waiting on a PROXY header are
     // bounded too; the per-IP one once the real address is known.
     let total = match admission.handshakes.take() {
         Ok(slot) => slot,
         Err(hit) => return shared.pre_login_failed(&SessionError::Limit { peer, hit }),
     };
-    let trusted = &shared.config.proxy_protocol_from;
     let peer = match timeout_at(deadline, real_peer(&mut tcp, peer, trusted)).await {
         Ok(Ok(peer)) => peer,
-        Ok(Err(e)) => {
-            let told = matches!(e, ProxiedError::Untrusted(_)).then(|| e.to_string());
-            shared.pre_login_failed(&SessionError::Proxied(e));
-            if let Some(message) = told {
-                turn_away(&shared, tcp, RefuseCode::Forbidden, message).await;
-            }
-            return;
-        }
+        Ok(Err(e)) => return shared.pre_login_failed(&SessionError::Proxied(e)),
         Err(_) => return shared.pre_login_failed(&shared.handshake_timeout(peer)),
     };
     let slots = match admission.handshakes_per_ip.take(peer.ip()) {
@@ -74,6 +70,22 @@ pub(crate) async fn serve(shared: Arc<ServerState>, mut tcp: TcpStream, peer: So
             Err(_) => shared.pre_login_failed(&shared.handshake_timeout(peer)),
         },
     }
+}
+
+/// Turns away a connection that skipped the balancers `proxy_protocol_from`
+/// trusts, telling a plain-TCP client why. It takes no total handshake
+/// slot, which trusted connections need, only one of its own address's:
+/// past `max_handshakes_per_ip` it is closed at once, so untrusted hosts
+/// cannot hold more than that each while they are told.
+async fn turn_away_untrusted(shared: &ServerState, tcp: TcpStream, peer: SocketAddr) {
+    let _slot = match shared.admission.handshakes_per_ip.take(peer.ip()) {
+        Ok(slot) => slot,
+        Err(hit) => return shared.pre_login_failed(&SessionError::Limit { peer, hit }),
+    };
+    let e = ProxiedError::Untrusted(peer);
+    let message = e.to_string();
+    shared.pre_login_failed(&SessionError::Proxied(e));
+    turn_away(shared, tcp, RefuseCode::Forbidden, message).await;
 }
 
 /// Turns away a connection from an address blocked for failed logins,

@@ -72,13 +72,18 @@ impl Target {
     /// Starts the binary with a config file: the token, tunnels on
     /// 127.0.0.1, no periodic stats lines, and `limits` as its `[limits]` table.
     async fn new(limits: &str) -> Target {
+        Target::with("", limits).await
+    }
+
+    /// [`Target::new`] with `settings`, more top-level keys of the file.
+    async fn with(settings: &str, limits: &str) -> Target {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("server.toml");
         std::fs::write(
             &path,
             format!(
                 "listen = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nbind_ip = \"127.0.0.1\"\n\
-                 stats_interval = 0\n\n[limits]\n{limits}\n"
+                 stats_interval = 0\n{settings}\n\n[limits]\n{limits}\n"
             ),
         )
         .unwrap();
@@ -689,6 +694,56 @@ async fn flood(server: SocketAddr, sources: &[Ipv4Addr], per_source: usize) -> F
         closed_by_server,
         _held: held,
     }
+}
+
+/// Behind a balancer (`proxy_protocol_from`), hosts that connect around it
+/// once held a total handshake slot each while the server waited for
+/// their preamble to tell them why: 520 silent ones made a login through
+/// the balancer fail. Now they take no total slot, and past
+/// `max_handshakes_per_ip` each address's are closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_skipping_the_balancer_cannot_block_logins_through_it() {
+    const PER_IP: usize = 16;
+    const SILENT: usize = 520;
+    let t = Target::with(
+        "proxy_protocol_from = [\"127.0.0.5\"]",
+        &format!(
+            "handshake_timeout_ms = 30000\nmax_handshakes = 64\nmax_handshakes_per_ip = {PER_IP}"
+        ),
+    )
+    .await;
+    let silent = flood(t.addr, &[Ipv4Addr::LOCALHOST], SILENT).await;
+    assert_eq!(silent.opened, SILENT, "{} connects failed", silent.failed);
+    // Through the balancer, while they wait: its PROXY header, then a login.
+    let mut tcp = connect_from(Ipv4Addr::new(127, 0, 0, 5), t.addr)
+        .await
+        .unwrap();
+    tcp.write_all(b"PROXY TCP4 127.0.0.9 127.0.0.1 40000 7000\r\n")
+        .await
+        .unwrap();
+    match timeout(PATIENCE, login(&mut tcp, "behind-balancer", TOKEN)).await {
+        Ok(Ok(ServerAnswer::Welcome(_))) => {}
+        other => panic!("a login through the balancer failed: {other:?}"),
+    }
+    t.logged("the login from the balancer's visitor", |l| {
+        l.contains("client logged in") && l.contains("peer=127.0.0.9:40000")
+    })
+    .await;
+    silent
+        .closed_by_server
+        .reaches(
+            "untrusted connections past the per-IP cap closed",
+            SILENT - PER_IP,
+        )
+        .await;
+    let held = SILENT - silent.closed_by_server.get();
+    println!(
+        "attack untrusted-flood: {SILENT} silent connections around the balancer, {held} held \
+         (max_handshakes_per_ip = {PER_IP}), the rest closed at once; a login through the \
+         balancer got in; {}",
+        t.server.memory()
+    );
+    assert_eq!(held, PER_IP);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
