@@ -58,9 +58,10 @@ pub struct Args {
     /// Name the server's certificate must be valid for [default: the host of --server].
     #[arg(long, value_name = "NAME")]
     pub(crate) server_name: Option<String>,
-    /// After losing the server, reconnect (re-login, same tunnels and ports)
-    /// with exponential backoff and jitter up to this many seconds between
-    /// attempts; 0 = exit instead [default: 30].
+    /// After losing the server, or a login it refuses for now (full, a
+    /// limit, shutting down), log in again (same tunnels and ports) with
+    /// exponential backoff and jitter up to this many seconds between
+    /// attempts; 0 = exit instead [default: 30]. A wrong token or a ban exits.
     #[arg(long, value_name = "SECS")]
     pub(crate) reconnect_max: Option<u64>,
     /// On SIGINT/SIGTERM, seconds open streams may take to finish; a second
@@ -88,7 +89,9 @@ pub struct Args {
 }
 
 /// Runs the client the flags describe on a runtime of its own until a stop
-/// signal or an error reconnecting cannot cure. The whole binary.
+/// signal or an error reconnecting cannot cure (see [`Supervisor::run`]):
+/// exit status 1 means retrying would not help, so a service manager's
+/// restart is for those alone. The whole binary.
 pub fn main(args: Args) -> ExitCode {
     let runtime = match reitunnel_program::runtime(args.threads) {
         Ok(rt) => rt,

@@ -55,7 +55,9 @@ pub enum ClientError {
         /// What failed.
         source: FrameIoError,
     },
-    /// The server refused the login (wrong token, policy).
+    /// The server refused the login: for good (wrong token, a ban or other
+    /// policy) or for now (a limit, the server full or shutting down); see
+    /// [`ClientError::is_final`].
     #[error("server refused login: {message}")]
     LoginRefused {
         /// Machine-readable reason.
@@ -114,6 +116,50 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether logging in again cannot help: the server refused the login
+    /// for good, or the TLS settings are unusable. A login refused for
+    /// now ([`ClientError::is_temporary_refusal`]) and every failure of the
+    /// connection itself are not final.
+    pub fn is_final(&self) -> bool {
+        match self {
+            ClientError::LoginRefused { .. } => !self.is_temporary_refusal(),
+            ClientError::TlsSettings(_) => true,
+            _ => false,
+        }
+    }
+
+    /// A login the server refused for a reason that passes: a limit
+    /// reached (too many clients, too many failed logins from this address,
+    /// a rate), something unavailable (the server full, an authorization
+    /// service down) or the server shutting down. The code decides, not the
+    /// message: a wrong credential, a ban or another policy, a malformed
+    /// login, and a code this client does not know (a newer server's) stay
+    /// final, since retrying them would only knock on a closed door.
+    pub fn is_temporary_refusal(&self) -> bool {
+        matches!(
+            self,
+            ClientError::LoginRefused {
+                code: RefuseCode::LimitReached | RefuseCode::Unavailable | RefuseCode::ShuttingDown,
+                ..
+            }
+        )
+    }
+
+    /// How long the server asked this client to wait before logging in
+    /// again, if it did: a server that blocks an address for failed logins
+    /// says `retry in Ns`. The hint is read from the message because the
+    /// `LoginRefused` frame has no field for it, and adding one would make
+    /// every older client fail to decode the refusal (decoders refuse
+    /// trailing bytes); the wording is what every server version sends.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::LoginRefused { message, .. } if self.is_temporary_refusal() => {
+                retry_hint(message)
+            }
+            _ => None,
+        }
+    }
+
     /// A failed handshake read or write, named as a TLS problem when it is one
     /// (with TLS 1.3 a refused client certificate only shows at the first read).
     pub(crate) fn handshake(server: &str, source: FrameIoError) -> ClientError {
@@ -132,6 +178,13 @@ impl ClientError {
     }
 }
 
+/// The `N` of the last `retry in Ns` in `message`.
+fn retry_hint(message: &str) -> Option<Duration> {
+    let (_, after) = message.rsplit_once("retry in ")?;
+    let (secs, _) = after.split_once('s')?;
+    secs.parse().ok().map(Duration::from_secs)
+}
+
 /// Why a visitor could not be connected to the local target (reported to hooks and the server).
 #[derive(Debug, Error)]
 #[error("connect to {target} failed: {reason}")]
@@ -140,4 +193,61 @@ pub struct TargetError {
     pub target: String,
     /// The OS error or timeout.
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(code: RefuseCode, message: &str) -> ClientError {
+        ClientError::LoginRefused {
+            code,
+            message: message.to_owned(),
+        }
+    }
+
+    #[test]
+    fn refusals_that_pass_are_not_final() {
+        for code in [
+            RefuseCode::LimitReached,
+            RefuseCode::Unavailable,
+            RefuseCode::ShuttingDown,
+        ] {
+            let e = refused(code, "later");
+            assert!(e.is_temporary_refusal() && !e.is_final(), "{code:?}");
+        }
+        for code in [
+            RefuseCode::AuthFailed,
+            RefuseCode::Forbidden,
+            RefuseCode::BadRequest,
+            RefuseCode::Other,
+        ] {
+            let e = refused(code, "never");
+            assert!(!e.is_temporary_refusal() && e.is_final(), "{code:?}");
+        }
+        assert!(!ClientError::ConnectionLost.is_final());
+    }
+
+    #[test]
+    fn the_servers_retry_hint_is_read() {
+        let blocked = "too many failed logins from 127.0.0.1 \
+                       (limit failed_logins_per_minute = 10); retry in 6s";
+        assert_eq!(
+            refused(RefuseCode::LimitReached, blocked).retry_after(),
+            Some(Duration::from_secs(6))
+        );
+        assert_eq!(
+            refused(RefuseCode::Unavailable, "server is full").retry_after(),
+            None
+        );
+        assert_eq!(
+            refused(RefuseCode::LimitReached, "retry in a while").retry_after(),
+            None
+        );
+        // A final refusal has no retry, whatever its words.
+        assert_eq!(
+            refused(RefuseCode::Forbidden, "banned; retry in 6s").retry_after(),
+            None
+        );
+    }
 }

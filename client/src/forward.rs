@@ -83,8 +83,8 @@ impl Forward {
     async fn flow(self: Arc<Self>, mut local: FlowVisitor) {
         let idle = self.cfg.udp_flow_idle;
         let Some((_slot, open)) = self.admit(local.peer()) else {
-            // Refused (the hooks heard why): dropped until it goes quiet.
-            local.drain_until_quiet(idle).await;
+            // Refused (the hooks heard why): dropped for a while, then asked again.
+            local.hold_refused(idle).await;
             return;
         };
         let relayed = async {
@@ -205,6 +205,14 @@ impl Forward {
 struct LocalFlows(Arc<Forward>);
 
 impl FlowHandler for LocalFlows {
+    /// The client has no memory budget: a flow's queue is bounded by
+    /// `FLOW_QUEUE_BYTES` alone, and only local programs feed it.
+    type Reserved = ();
+
+    fn reserve(&self, _bytes: usize) -> Option<()> {
+        Some(())
+    }
+
     fn start(&self, local: FlowVisitor) -> impl std::future::Future<Output = ()> + Send + 'static {
         self.0.clone().flow(local)
     }

@@ -39,14 +39,23 @@ pub enum Report<'a> {
         /// Why, as the server, a local hook or the OS said.
         error: &'a ClientError,
     },
-    /// The connection was lost; the next login is in `wait`.
+    /// The connection was lost, or the login refused for now (see
+    /// [`ClientError::is_temporary_refusal`]); the next login is in `wait`.
     Reconnecting {
-        /// How the connection ended.
+        /// How the connection ended, or why the login was refused.
         error: &'a ClientError,
         /// Attempts since the last connection that worked.
         attempt: u32,
-        /// Time until the next attempt.
+        /// Time until the next attempt: the backoff's, or the wait the
+        /// server asked for ([`ClientError::retry_after`]) if longer.
         wait: Duration,
+    },
+    /// No more attempts: the supervisor returns `error`, one that logging in
+    /// again cannot cure ([`ClientError::is_final`]), a first login that
+    /// failed, or any loss with reconnecting turned off.
+    GaveUp {
+        /// Why.
+        error: &'a ClientError,
     },
 }
 

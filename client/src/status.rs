@@ -138,6 +138,7 @@ impl Status {
                     line.state = State::Reconnecting { at };
                 }
             }
+            Report::GaveUp { error } => self.note = format!("stopped: {error}"),
         }
         self.draw(&mut std::io::stdout().lock());
     }
@@ -235,6 +236,8 @@ fn plain(report: &Report) {
             attempt,
             wait,
         } => tracing::warn!(%error, attempt, ?wait, "disconnected; reconnecting"),
+        // The program prints the error as it exits.
+        Report::GaveUp { .. } => {}
     }
 }
 

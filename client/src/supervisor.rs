@@ -1,7 +1,10 @@
 //! A client that stays up: logs in, opens its tunnels, and when the
 //! connection is lost logs in again with backoff and reopens each tunnel on
-//! the port it had (the server holds it on a lease meanwhile). A reload
-//! signal applies a new tunnel list to the running session.
+//! the port it had (the server holds it on a lease meanwhile). A login the
+//! server refuses for now (full, a limit, shutting down, too many failed
+//! logins from this address) is retried the same way, waiting at least
+//! what the server asks; only a refusal for good (wrong token, a ban) ends
+//! it. A reload signal applies a new tunnel list to the running session.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), reitunnel_client::ClientError> {
@@ -43,8 +46,9 @@ pub struct Supervised {
     pub local: Vec<LocalSpec>,
     /// At a stop signal, how long open streams may take to finish.
     pub drain: Duration,
-    /// Longest wait between reconnect attempts; zero: no reconnect, a lost
-    /// connection ends [`Supervisor::run`] with its error.
+    /// Longest wait between reconnect attempts, even where the server asks
+    /// for longer; zero: no reconnect, a lost connection or any refused
+    /// login ends [`Supervisor::run`] with its error.
     pub reconnect_max: Duration,
 }
 
@@ -81,11 +85,15 @@ impl Supervisor {
     }
 
     /// Runs until the first stop signal (then drains; a second one cuts the
-    /// drain short) or an error that reconnecting cannot cure: the first
-    /// login failing (a typo should not loop forever), a refused login, bad
-    /// TLS settings. On each reload signal `reload` gives the new settings;
+    /// drain short) or an error that reconnecting cannot cure: a final
+    /// refusal of the login (wrong token, a ban), bad TLS settings, or a
+    /// first login that fails before the server was ever reached (a typo
+    /// in the address should not loop forever). A login refused for now
+    /// (a limit, the server full or shutting down) is tried again, even
+    /// the first. On each reload signal `reload` gives the new settings;
     /// its tunnel lists are applied at once, other changes only warned
-    /// about. `report` hears what each tunnel does.
+    /// about. `report` hears what each tunnel does, each retry and its
+    /// delay, and the error it gives up on.
     pub async fn run(
         mut self,
         signals: Signals,
@@ -93,7 +101,10 @@ impl Supervisor {
         mut report: impl FnMut(Report) + Send,
     ) -> Result<(), ClientError> {
         let mut reloads = signals.reloads();
-        let mut connected_once = false;
+        // A server answered these settings: a login worked, or one was
+        // refused for now. From then on a failure to connect is the
+        // server's absence, not a typo.
+        let mut reached = false;
         loop {
             let error = match self
                 .session(&signals, &mut reloads, &mut reload, &mut report)
@@ -102,20 +113,17 @@ impl Supervisor {
                 Ended::Stopped(result) => return result,
                 Ended::Lost { error, worked } => {
                     if worked {
-                        connected_once = true;
                         self.backoff.reset();
                     }
+                    reached |= worked || error.is_temporary_refusal();
                     error
                 }
             };
-            let permanent = matches!(
-                error,
-                ClientError::LoginRefused { .. } | ClientError::TlsSettings(_)
-            );
-            if !connected_once || permanent || self.reconnect_max.is_zero() {
+            if !reached || error.is_final() || self.reconnect_max.is_zero() {
+                report(Report::GaveUp { error: &error });
                 return Err(error);
             }
-            let wait = self.backoff.next_delay();
+            let wait = self.delay(&error);
             report(Report::Reconnecting {
                 error: &error,
                 attempt: self.backoff.attempts(),
@@ -131,6 +139,18 @@ impl Supervisor {
                     Ok(()) = reloads.changed() => self.reload(None, &mut reload, &mut report).await,
                 }
             }
+        }
+    }
+
+    /// The wait before the next login: the backoff's next delay, or what
+    /// the server asked for if that is longer (an earlier attempt would
+    /// only be refused again), but never past `reconnect_max`, the longest
+    /// wait the user allowed.
+    fn delay(&mut self, error: &ClientError) -> Duration {
+        let backoff = self.backoff.next_delay();
+        match error.retry_after() {
+            Some(asked) => asked.max(backoff).min(self.reconnect_max),
+            None => backoff,
         }
     }
 

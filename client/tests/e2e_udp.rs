@@ -18,7 +18,8 @@ use reitunnel_hooks::events::EventBus;
 use reitunnel_hooks::{Direction, HookChain};
 use reitunnel_server::ForwardRule;
 use reitunnel_testkit::{
-    dig, dnsmasq_answering, installed, pseudo_random, udp_echo_service, within, DIG, DNSMASQ,
+    dig, dnsmasq_answering, echo_service, installed, pseudo_random, udp_echo_service, within, DIG,
+    DNSMASQ,
 };
 use tokio::net::UdpSocket;
 
@@ -203,6 +204,77 @@ async fn many_visitors_are_many_flows_and_the_cap_turns_the_next_away() {
         () = keep_busy => unreachable!(),
         () = poke => unreachable!(),
     }
+    client.shutdown().await.unwrap();
+    server.stop().await;
+    assert_balanced(&rec.events());
+}
+
+/// Anyone can send a datagram from a new address (or forge one), so UDP
+/// flows must not spend what TCP visitors need: flows from one address are
+/// capped by `max_udp_flows_per_ip`, apart from its TCP visitors, and a
+/// refused flow asks again a second later rather than staying refused for
+/// as long as it keeps sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_flows_from_one_address_are_capped_apart_and_a_refusal_passes() {
+    const PER_IP: usize = 100;
+    let echo = udp_echo_service().await;
+    let tcp_echo = echo_service().await;
+    let (server, rec) = udp_server(|cfg| {
+        cfg.limits.max_udp_flows_per_ip = PER_IP;
+        cfg.limits.max_visitors_per_ip = 50;
+        // Far longer than the test: only the refusal's own hold ends it.
+        cfg.limits.udp_flow_idle = Duration::from_secs(3600);
+    })
+    .await;
+    let client = connect(server.addr, "udp-per-ip").await;
+    let spec = || format!("udp:0:{echo}").parse::<RemoteSpec>().unwrap();
+    let first = client.open_reverse(spec()).await.unwrap();
+    let second = client.open_reverse(spec()).await.unwrap();
+    let mut admitted = Vec::new();
+    for v in 0..PER_IP {
+        let socket = visitor(first.public_addr).await;
+        let datagram = pseudo_random(v as u64, 100);
+        assert_eq!(round_trip(&socket, &datagram).await, datagram);
+        admitted.push(socket);
+    }
+    // The same address's TCP visitors are counted apart: they still get in.
+    let tcp = reverse(&client, tcp_echo).await;
+    assert_eq!(echo_check(tcp.public_addr, 100_000, 9).await, 100_000);
+    // One more flow from this address, on the other tunnel: refused, named.
+    let late = visitor(second.public_addr).await;
+    let refused = rec.wait_for("the 101st flow's refusal", |events| {
+        events.iter().any(|e| {
+            matches!(e, Ev::Rejected { reason, .. }
+                if reason == "flow turned away: limit max_udp_flows_per_ip = 100 reached")
+        })
+    });
+    let poke = async {
+        loop {
+            late.send(b"let me in").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        _ = refused => {}
+        () = poke => unreachable!(),
+    }
+    // The first tunnel's flows end with it; the late visitor keeps sending
+    // and is let in within its hold, without ever going quiet.
+    client.close_tunnel(first.id).await.unwrap();
+    let answered = async {
+        let mut back = [0u8; 64];
+        loop {
+            late.send(b"let me in").await.unwrap();
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(50), late.recv(&mut back)).await
+            {
+                return back[..n].to_vec();
+            }
+        }
+    };
+    let back = within(PATIENCE, "the late flow let in", answered).await;
+    assert_eq!(back, b"let me in");
+    drop(admitted);
     client.shutdown().await.unwrap();
     server.stop().await;
     assert_balanced(&rec.events());

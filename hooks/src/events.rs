@@ -2,6 +2,12 @@
 //! names, one JSON object each, with an RFC 3339 UTC timestamp and ids.
 //! Hooks that notice something worth telling (`quota.exceeded`, …) emit
 //! them to [`EventSink`]s; the audit log and webhooks are sinks.
+//!
+//! Each event travels in a [`Lane`]: events about single visitor streams
+//! come in floods (a scan of a public port is thousands of refused visitors
+//! a second), so a sink's bounded queue gives them only part of its room
+//! and keeps the rest for the rare events that each matter (a client
+//! connecting, a tunnel opening).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -19,6 +25,35 @@ pub struct Event {
     /// The event's ids and figures.
     #[serde(flatten)]
     pub fields: Map<String, Value>,
+    /// Which share of a sink's queue it may use; not part of the JSON.
+    #[serde(skip)]
+    pub lane: Lane,
+}
+
+/// Which share of a queued sink's room an event may take
+/// ([`JsonLinesFile`](crate::builtin::JsonLinesFile), `Webhook`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Server, client, tunnel, admin and health events, and any other not
+    /// about one visitor stream: rare, and each one matters. They may use
+    /// the whole queue, and half of it is theirs alone.
+    #[default]
+    Main,
+    /// Events about one visitor stream (`stream.*`, a stream's `error`):
+    /// they come in floods, so they may fill at most half of the queue;
+    /// past that they are dropped (and counted) while [`Lane::Main`]
+    /// events still find room.
+    Stream,
+}
+
+impl Lane {
+    /// `"main"` or `"stream"`: the label of drop counts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Main => "main",
+            Lane::Stream => "stream",
+        }
+    }
 }
 
 impl Event {
@@ -28,7 +63,14 @@ impl Event {
             event,
             timestamp: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             fields: Map::new(),
+            lane: Lane::Main,
         }
+    }
+
+    /// Puts the event in [`Lane::Stream`]: it is about one visitor stream.
+    pub fn about_a_stream(mut self) -> Self {
+        self.lane = Lane::Stream;
+        self
     }
 
     /// Adds a field.

@@ -2,20 +2,27 @@
 //! requests in order with the event filter applied, retries after 5xx,
 //! timeouts against an endpoint that never answers, a bounded queue that
 //! drops and counts, unhealthy after consecutive failures (and the
-//! `webhook.unhealthy` and `webhook.recovered` events), bad URLs, and
-//! the verification snippets of docs/EVENTS.md run on a real delivery.
+//! `webhook.unhealthy` and `webhook.recovered` events), bad URLs, a URL's
+//! secret path kept out of everything observable, stream events that
+//! cannot crowd other events out of the queue, and the verification
+//! snippets of docs/EVENTS.md run on a real delivery.
+
+mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use reitunnel_hooks::builtin::{Secret, Webhook, WebhookConfig, WebhookHealth, UNHEALTHY_AFTER};
-use reitunnel_hooks::events::{Event, EventBus, EventSink};
+use reitunnel_hooks::builtin::{
+    EventHook, Secret, Webhook, WebhookConfig, WebhookHealth, UNHEALTHY_AFTER,
+};
+use reitunnel_hooks::events::{Event, EventBus, EventSink, Lane};
+use reitunnel_hooks::{ErrorEvent, Hook, Scope};
 use ring::hmac;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 const SECRET: &str = "webhook-test-secret";
 /// Upper bound on any wait; a test failing here names what it waited for.
@@ -113,6 +120,37 @@ async fn hung_endpoint() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
         }
     });
     (addr, rx)
+}
+
+/// An endpoint that reads each request, passes it on, and answers `200`
+/// only once `release` is sent `true`: a receiver that is down until then.
+async fn held_endpoint() -> (
+    SocketAddr,
+    mpsc::UnboundedReceiver<Received>,
+    watch::Sender<bool>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (release, released) = watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (tx, mut released) = (tx.clone(), released.clone());
+            tokio::spawn(async move {
+                while let Some(request) = read_request(&mut stream).await {
+                    let _ = tx.send(request);
+                    if released.wait_for(|up| *up).await.is_err() {
+                        return;
+                    }
+                    let ok = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    if stream.write_all(ok.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx, release)
 }
 
 fn config(addr: SocketAddr, events: &[&str]) -> WebhookConfig {
@@ -237,6 +275,7 @@ async fn signed_events_arrive_in_order_and_filtered_ones_never() {
             delivered: 6,
             failed_attempts: 0,
             dropped: 0,
+            dropped_streams: 0,
             pending: 0,
             consecutive_failures: 0,
             last_error: None,
@@ -382,7 +421,7 @@ impl EventSink for Told {
 }
 
 #[test]
-fn bad_urls_are_rejected_by_name() {
+fn bad_urls_are_refused_showing_scheme_host_and_port_only() {
     let to = |url: &str| WebhookConfig {
         url: url.to_owned(),
         timeout: Duration::from_secs(1),
@@ -390,20 +429,109 @@ fn bad_urls_are_rejected_by_name() {
         queue: 1,
         ..config("127.0.0.1:9".parse().unwrap(), &[])
     };
-    for url in [
-        "ftp://example.com/x",
-        "not a url",
-        "/just/a/path",
-        "http://",
+    let hidden = "'<not a scheme://host URL>'";
+    for (url, shown, why) in [
+        ("ftp://example.com/x", "'ftp://example.com'", "scheme 'ftp'"),
+        ("not a url", hidden, "invalid"),
+        ("/just/a/path", hidden, "not an absolute"),
+        ("http://", hidden, "empty"),
+        (
+            "https://user:pa55@hooks.example.com/services/T0/B0/s3cr3t",
+            "'https://hooks.example.com:443'",
+            "credentials",
+        ),
     ] {
         let e = Webhook::new(to(url)).unwrap_err().to_string();
-        assert!(e.contains(&format!("'{url}'")), "{url}: {e}");
+        assert!(e.contains(shown) && e.contains(why), "{url}: {e}");
+        for secret in ["/x", "/just", "pa55", "s3cr3t"] {
+            assert!(!e.contains(secret), "{url}: {e}");
+        }
     }
     // A good URL outside a runtime is an error saying so, not a panic.
-    let e = Webhook::new(to("http://127.0.0.1:9/"))
+    let e = Webhook::new(to("http://127.0.0.1:9/s3cr3t"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("tokio runtime"), "{e}");
+    assert!(!e.contains("s3cr3t"), "{e}");
+}
+
+/// Log lines written while it is installed on this thread.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    /// Collects every log line of this thread (all levels) until the guard goes.
+    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+// Current-thread: the delivery task logs on this thread, where `Logs` listens.
+#[tokio::test(flavor = "current_thread")]
+async fn a_secret_path_never_reaches_errors_health_events_logs_or_debug() {
+    const SECRET_PATH: &str = "/services/T000/B000/XXXXsecretXXXX";
+    let (logs, _guard) = Logs::capture();
+    let (addr, mut requests) = endpoint(|_| 500).await;
+    let mut cfg = config(addr, &[]);
+    cfg.url = format!("http://{addr}{SECRET_PATH}");
+    cfg.retries = 0;
+    let shown = format!("http://{addr}");
+    let config_debug = format!("{cfg:?}");
+    let hook = Webhook::new(cfg).unwrap();
+    let (tx, mut told) = mpsc::unbounded_channel();
+    hook.report_health_to(EventBus::new().with(Arc::new(Told(tx))));
+    for n in 0..u64::from(UNHEALTHY_AFTER) {
+        hook.emit(&event("tunnel.opened", n));
+    }
+    let unhealthy = next(&mut told, "webhook.unhealthy").await;
+    // The receiver did get the real URL's path.
+    let first = next(&mut requests, "a delivery").await;
+    assert!(first.request_line.contains(SECRET_PATH), "{first:?}");
+    let health = hook.health();
+    let last_error = health.last_error.clone().expect("the 500s");
+    assert_eq!(
+        last_error,
+        format!("POST {shown}: HTTP 500 Internal Server Error")
+    );
+    assert_eq!(hook.url(), shown);
+    let seen = [
+        ("the last error", last_error),
+        ("the health record", format!("{health:?}")),
+        ("webhook.unhealthy", unhealthy.to_json()),
+        ("the config's Debug", config_debug.clone()),
+        ("the webhook's Debug", format!("{hook:?}")),
+        ("the logs", logs.text()),
+    ];
+    for (what, text) in &seen {
+        assert!(!text.contains("XXXXsecretXXXX"), "{what}: {text}");
+        assert!(!text.contains("/services"), "{what}: {text}");
+    }
+    assert!(
+        config_debug.contains(&format!("{shown:?}")),
+        "{config_debug}"
+    );
+    assert!(logs.text().contains(&shown), "the logs name the endpoint");
 }
 
 #[test]
@@ -533,5 +661,78 @@ async fn the_docs_verification_snippets_accept_real_deliveries_only() {
     assert!(
         checked.contains(&"python"),
         "python3 is on every machine here"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_errors_never_crowd_a_client_connected_out_of_the_queue() {
+    let (addr, mut requests, release) = held_endpoint().await;
+    let mut cfg = config(addr, &[]);
+    cfg.queue = 8;
+    cfg.timeout = PATIENCE; // The held request is not given up meanwhile.
+    let hook = Webhook::new(cfg).unwrap();
+    let events = EventHook::new("webhook", EventBus::new().with(hook.clone()), false);
+    // A flood of refused visitors while the receiver is down: stream errors.
+    let stream = common::stream();
+    let refused = std::io::Error::other("visitor refused");
+    for _ in 0..100 {
+        events.on_error(&ErrorEvent {
+            scope: Scope::Stream(&stream),
+            error: &refused,
+        });
+    }
+    let h = hook.health();
+    assert_eq!(
+        (h.dropped, h.dropped_streams),
+        (96, 96),
+        "half of 8 kept: {h:?}"
+    );
+    // Another client logs in: its event still finds room.
+    let bob = common::client_at(2, "bob", "127.0.0.1:50002".parse().unwrap());
+    events.on_open(Scope::Client(&bob));
+    assert_eq!(hook.health().dropped, 96, "client.connected was queued");
+    release.send(true).unwrap();
+    let mut names = Vec::new();
+    while !names.contains(&"client.connected".to_owned()) {
+        let r = next(&mut requests, "client.connected").await;
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        names.push(body["event"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        names,
+        ["error", "error", "error", "error", "client.connected"]
+    );
+    let h = health_until(&hook, "5 deliveries", |h| h.delivered == 5).await;
+    assert_eq!((h.dropped, h.dropped_streams, h.pending), (96, 96, 0));
+}
+
+#[test]
+fn only_events_about_a_stream_go_in_the_stream_lane() {
+    let (log, bus) = common::EventLog::bus();
+    let events = EventHook::new("events", bus, true);
+    let stream = common::stream();
+    let failed = std::io::Error::other("oops");
+    for scope in [
+        Scope::Stream(&stream),
+        Scope::Tunnel(&stream.tunnel),
+        Scope::Client(&stream.tunnel.client),
+        Scope::Server,
+    ] {
+        events.on_error(&ErrorEvent {
+            scope,
+            error: &failed,
+        });
+    }
+    events.on_open(Scope::Stream(&stream));
+    let lanes: Vec<Lane> = log.all().iter().map(|e| e.lane).collect();
+    assert_eq!(
+        lanes,
+        [
+            Lane::Stream,
+            Lane::Main,
+            Lane::Main,
+            Lane::Main,
+            Lane::Stream
+        ]
     );
 }

@@ -42,6 +42,38 @@ impl FromStr for ByteSize {
     }
 }
 
+/// A service's URL whose path may be its secret (a Slack webhook's is):
+/// shown, in messages and `Debug`, as `scheme://host:port` only; the
+/// whole URL only for [`EndpointUrl::expose`], to reach the service.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub(crate) struct EndpointUrl(String);
+
+impl EndpointUrl {
+    /// The whole URL, path included: for the client that sends to it.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for EndpointUrl {
+    fn from(url: String) -> Self {
+        EndpointUrl(url)
+    }
+}
+
+impl std::fmt::Display for EndpointUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&reitunnel_hooks::builtin::redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Debug for EndpointUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
 /// Why the config file could not be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {

@@ -68,7 +68,7 @@ use reitunnel_hooks::{
     ClientId, CloseReason, HookChain, Reason, Refusal, RefuseCode, Scope, ServerInfo, StreamId,
     TunnelId,
 };
-use reitunnel_transport::flows::FLOW_BUFFERS;
+use reitunnel_transport::flows::FLOW_FRAMING;
 use reitunnel_transport::tls::{server_acceptor, TlsAcceptor};
 use reitunnel_transport::{listen, Closer, STREAM_CREDIT};
 use tokio::net::TcpListener;
@@ -155,6 +155,7 @@ struct Admission {
     handshakes: Slots,
     handshakes_per_ip: PerIp,
     visitors_per_ip: PerIp,
+    udp_flows_per_ip: PerIp,
     clients: Slots,
     streams: Slots,
     failed_logins: FailedLogins,
@@ -168,13 +169,17 @@ impl Admission {
         // What a peer may make one stream hold: its initial yamux window
         // and a full relay buffer each way.
         let per_stream = STREAM_CREDIT + 2 * config.relay.max_chunk;
-        // A UDP flow's: its initial window and what its queue and framing hold.
-        let per_flow = STREAM_CREDIT + FLOW_BUFFERS;
+        // A UDP flow's when it opens: its framing each way. Its queue is
+        // reserved as it grows; its stream's window is not, as the flow
+        // reads its stream as fast as the stream delivers (sending a
+        // datagram does not wait for the visitor to read it).
+        let per_flow = FLOW_FRAMING;
         Admission {
             budget: Budget::new(limits.max_buffered_bytes, per_stream, per_flow),
             handshakes: Slots::new("max_handshakes", limits.max_handshakes),
             handshakes_per_ip: PerIp::new("max_handshakes_per_ip", limits.max_handshakes_per_ip),
             visitors_per_ip: PerIp::new("max_visitors_per_ip", limits.max_visitors_per_ip),
+            udp_flows_per_ip: PerIp::new("max_udp_flows_per_ip", limits.max_udp_flows_per_ip),
             clients: Slots::new("max_clients", limits.max_clients),
             streams: Slots::new("max_streams", limits.max_streams),
             failed_logins: FailedLogins::new(limits.failed_logins_per_minute),

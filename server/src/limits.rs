@@ -52,6 +52,11 @@ pub struct Limits {
     /// datagram from a new address past it is dropped and the refusal
     /// reported.
     pub max_udp_flows_per_tunnel: usize,
+    /// UDP flows at once from one source IP (an IPv6 source counts by its
+    /// /64), over all tunnels; 0 = no limit. Counted apart from
+    /// `max_visitors_per_ip`: a UDP source address is easily forged, and
+    /// forged flows must not use up a real address's TCP visitors.
+    pub max_udp_flows_per_ip: usize,
     /// A UDP flow that moved no datagram either way for this long is
     /// closed (UDP has no end of its own).
     pub udp_flow_idle: Duration,
@@ -78,6 +83,7 @@ impl Default for Limits {
             max_visitors_per_ip: 1024,
             max_buffered_bytes: half_of_memory(),
             max_udp_flows_per_tunnel: 1024,
+            max_udp_flows_per_ip: 256,
             udp_flow_idle: Duration::from_secs(60),
             failed_logins_per_minute: 10,
             heartbeat_interval: Duration::from_secs(10),
@@ -151,6 +157,12 @@ impl Arrival {
 /// before it opens, and a session reserves the window growth its streams
 /// share when it starts. Growth draws on a second pool of half the budget,
 /// so sessions never take what visitors need to open at all.
+///
+/// A UDP flow reserves its framing when it opens and its queue as the
+/// queue grows (anyone can send a datagram from a new address, and most
+/// flows queue next to nothing). Flows draw on a third pool of a quarter
+/// of the budget, so UDP sources, forged ones included, cannot take what
+/// TCP visitors need.
 #[derive(Debug)]
 pub(crate) struct Budget {
     max: u64,
@@ -158,6 +170,7 @@ pub(crate) struct Budget {
     per_flow_kib: u32,
     total: Arc<Semaphore>,
     growth: Arc<Semaphore>,
+    flows: Arc<Semaphore>,
 }
 
 fn kib(bytes: u64) -> u32 {
@@ -175,27 +188,40 @@ impl Budget {
             per_flow_kib: kib(per_flow as u64).max(1),
             total: Arc::new(Semaphore::new(units)),
             growth: Arc::new(Semaphore::new(units / 2)),
+            flows: Arc::new(Semaphore::new(units / 4)),
         }
     }
 
-    /// Reserves the worst case of one `arrival`'s stream, or says the
-    /// budget is spent.
+    /// Reserves what one `arrival`'s stream holds when it opens (a TCP
+    /// visitor's worst case; a UDP flow's framing), or says the budget is spent.
     pub(crate) fn stream(&self, arrival: Arrival) -> Result<Slot, LimitHit> {
-        let kib = match arrival {
-            Arrival::Connection => self.per_stream_kib,
-            Arrival::Flow => self.per_flow_kib,
+        match arrival {
+            Arrival::Connection => self.take(&[&self.total], self.per_stream_kib),
+            Arrival::Flow => self.take(&[&self.flows, &self.total], self.per_flow_kib),
+        }
+    }
+
+    /// Reserves `bytes` more of a UDP flow's queue.
+    pub(crate) fn flow_queue(&self, bytes: usize) -> Result<Slot, LimitHit> {
+        self.take(&[&self.flows, &self.total], kib(bytes as u64))
+    }
+
+    /// `kib` from each of `pools`, or none if one has not enough.
+    fn take(&self, pools: &[&Arc<Semaphore>], kib: u32) -> Result<Slot, LimitHit> {
+        let spent = || LimitHit {
+            name: "max_buffered_bytes",
+            max: usize::try_from(self.max).unwrap_or(usize::MAX),
         };
-        let permit = self
-            .total
-            .clone()
-            .try_acquire_many_owned(kib)
-            .map_err(|_| LimitHit {
-                name: "max_buffered_bytes",
-                max: usize::try_from(self.max).unwrap_or(usize::MAX),
-            })?;
-        Ok(Slot::Bytes {
-            _permits: vec![permit],
-        })
+        let permits = pools
+            .iter()
+            .map(|pool| {
+                (*pool)
+                    .clone()
+                    .try_acquire_many_owned(kib)
+                    .map_err(|_| spent())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Slot::Bytes { _permits: permits })
     }
 
     /// Reserves up to `wanted` bytes of window growth for a session:
@@ -397,27 +423,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_udp_flow_reserves_its_queue_beside_its_window() {
+    fn udp_flows_take_at_most_a_quarter_and_give_it_back() {
         const KIB: usize = 1024;
-        // Room for four connections' streams, or one flow's and one connection's.
-        let budget = Budget::new(4 * 100 * KIB as u64, 100 * KIB, 300 * KIB);
-        let flow = budget.stream(Arrival::Flow).expect("a flow fits");
-        let conn = budget
-            .stream(Arrival::Connection)
-            .expect("a connection fits");
+        // 800 KiB: eight connections' streams; flows may hold 200 KiB.
+        let budget = Budget::new(8 * 100 * KIB as u64, 100 * KIB, 50 * KIB);
+        let flows: Vec<Slot> = (0..2)
+            .map(|_| budget.stream(Arrival::Flow).expect("a flow fits"))
+            .collect();
+        let queue = budget.flow_queue(100 * KIB).expect("a queue grows");
         let hit = budget
-            .stream(Arrival::Flow)
-            .expect_err("a second flow does not");
+            .flow_queue(KIB)
+            .expect_err("the flows' quarter is spent");
         assert_eq!(hit.name, "max_buffered_bytes");
-        drop(flow);
-        let _more: Vec<Slot> = (0..3)
+        budget
+            .stream(Arrival::Flow)
+            .expect_err("no new flow either");
+        // TCP visitors still have the other three quarters.
+        let conns: Vec<Slot> = (0..6)
+            .map(|_| budget.stream(Arrival::Connection).expect("a visitor fits"))
+            .collect();
+        budget
+            .stream(Arrival::Connection)
+            .expect_err("the whole budget is spent");
+        drop((flows, queue));
+        let _more: Vec<Slot> = (0..2)
             .map(|_| {
                 budget
                     .stream(Arrival::Connection)
                     .expect("its room is back")
             })
             .collect();
-        drop(conn);
+        drop(conns);
     }
 
     #[test]

@@ -176,16 +176,17 @@ impl Tunnel {
     /// connection or a UDP flow); `None` if refused (the hooks heard why).
     pub(crate) async fn admit(&self, info: Arc<StreamInfo>, arrival: Arrival) -> Option<Admitted> {
         let admission = &self.shared.admission;
-        let slots = admission
-            .visitors_per_ip
-            .take(info.peer.ip())
-            .and_then(|per_ip| {
-                let total = admission.streams.take()?;
-                let client = self.stream_slots.take()?;
-                let pending = self.pending.take()?;
-                let buffers = admission.budget.stream(arrival)?;
-                Ok((per_ip, total, client, pending, buffers))
-            });
+        let per_ip = match arrival {
+            Arrival::Connection => &admission.visitors_per_ip,
+            Arrival::Flow => &admission.udp_flows_per_ip,
+        };
+        let slots = per_ip.take(info.peer.ip()).and_then(|per_ip| {
+            let total = admission.streams.take()?;
+            let client = self.stream_slots.take()?;
+            let pending = self.pending.take()?;
+            let buffers = admission.budget.stream(arrival)?;
+            Ok((per_ip, total, client, pending, buffers))
+        });
         let (per_ip, total, client, pending, buffers) = match slots {
             Ok(slots) => slots,
             Err(hit) => {

@@ -54,12 +54,13 @@ impl Tunnel {
         let info = self.stream_info(visitor.peer());
         let idle = self.shared.config.limits.udp_flow_idle;
         let Some(admitted) = self.admit(info, Arrival::Flow).await else {
-            // Refused (the hooks heard why): its datagrams are dropped until it goes quiet.
-            let quiet = async {
-                visitor.drain_until_quiet(idle).await;
+            // Refused (the hooks heard why): its datagrams are dropped for a
+            // while, then its next one asks again.
+            let held = async {
+                visitor.hold_refused(idle).await;
                 CloseReason::Finished
             };
-            let _ = until_closed(&self.closer, quiet).await;
+            let _ = until_closed(&self.closer, held).await;
             return;
         };
         let open = &admitted.open;
@@ -99,6 +100,12 @@ impl Tunnel {
 struct Flows(Arc<Tunnel>);
 
 impl FlowHandler for Flows {
+    type Reserved = Slot;
+
+    fn reserve(&self, bytes: usize) -> Option<Slot> {
+        self.0.shared.admission.budget.flow_queue(bytes).ok()
+    }
+
     fn start(
         &self,
         visitor: FlowVisitor,

@@ -81,6 +81,36 @@ async fn a_reload_changes_the_token_for_new_logins_and_a_stop_ends_run() {
     late.ended().await;
 }
 
+/// An `http_auth` service that lets everyone in when it cannot be reached
+/// is no login check on its own: such a file does not start (or reload),
+/// naming the key; beside a token it is fine.
+#[tokio::test]
+async fn an_http_auth_that_fails_open_is_not_the_only_login_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.toml");
+    let service = "[[hooks]]\nkind = \"http_auth\"\nurl = \"http://127.0.0.1:9/auth/s3cret\"\non_failure = \"allow\"\n";
+    let config = |top: &str| format!("listen = \"127.0.0.1:0\"\n{top}\n{service}");
+    let bind = |path: &std::path::Path| {
+        let args = Args::parse_from(["reitunnel-server", "--config", path.to_str().unwrap()]);
+        App::bind(args)
+    };
+    std::fs::write(&path, config("")).unwrap();
+    let error = format!("{:#}", bind(&path).await.err().expect("started anyway"));
+    assert!(
+        error.contains(
+            "http_auth http://127.0.0.1:9 has on_failure = \"allow\" and is the only login check"
+        ),
+        "{error}"
+    );
+    assert!(
+        !error.contains("s3cret"),
+        "the URL's path is not shown: {error}"
+    );
+    std::fs::write(&path, config("token = \"t\"")).unwrap();
+    let app = bind(&path).await.expect("with a token beside it");
+    drop(app);
+}
+
 #[tokio::test]
 async fn settings_that_cannot_start_are_named() {
     let cases: [(&[&str], &str); 4] = [

@@ -36,9 +36,18 @@ use crate::datagram::{MAX_DATAGRAM, WRITE_BURST};
 /// 64 datagrams (90 KB) lost 27 % of them, 192 (270 KB) or more 0.6 %.
 pub const FLOW_QUEUE_BYTES: usize = 256 * 1024;
 
-/// The most one flow's buffers hold besides its mux stream's window: its
-/// queue, and a burst and a datagram in its framing each way.
-pub const FLOW_BUFFERS: usize = FLOW_QUEUE_BYTES + 2 * (WRITE_BURST + MAX_DATAGRAM);
+/// What one flow's framing holds besides its queue: a burst each way.
+/// A datagram larger than a burst stretches it for as long as it takes to
+/// pass (at most [`MAX_DATAGRAM`] each way, only while one that large does).
+pub const FLOW_FRAMING: usize = 2 * WRITE_BURST;
+
+/// How long a refused flow keeps its place (see [`FlowVisitor::hold_refused`]).
+pub const REFUSED_FLOW_HOLD: Duration = Duration::from_secs(1);
+
+/// How much a flow's queue reserves at a time as it grows (see
+/// [`FlowHandler::reserve`]): a flow holds what it queued at its peak,
+/// in steps of this, not its worst case from its first datagram on.
+pub const QUEUE_STEP: usize = 16 * 1024;
 
 /// What a queued datagram costs beyond its bytes (its handle and queue
 /// slot), so that a flood of tiny datagrams is bounded too.
@@ -65,6 +74,13 @@ pub struct QueuesFull {
 
 /// What the owner of a flow socket does with its flows.
 pub trait FlowHandler {
+    /// Memory reserved for a flow's queue, given back when dropped.
+    type Reserved: Send + 'static;
+    /// Reserves `bytes` more for a flow's queue, which grows in steps of
+    /// [`QUEUE_STEP`] up to [`FLOW_QUEUE_BYTES`] and holds them until the
+    /// flow ends; `None` when none is to be had: the datagram is dropped,
+    /// as by a full queue.
+    fn reserve(&self, bytes: usize) -> Option<Self::Reserved>;
     /// A new flow's work, run as a task of its own until the flow ends.
     fn start(&self, visitor: FlowVisitor) -> impl Future<Output = ()> + Send + 'static;
     /// A datagram from `peer` found `max` flows running already.
@@ -92,11 +108,14 @@ impl FlowVisitor {
         self.peer
     }
 
-    /// Drops what arrives until nothing did for `idle` or the queue ends:
-    /// a refused flow keeps its place this way, so its visitor is refused
-    /// once, not once per datagram.
-    pub async fn drain_until_quiet(&mut self, idle: Duration) {
-        while let Ok(Ok(Some(_))) = tokio::time::timeout(idle, self.recv()).await {}
+    /// For a refused flow: drops what arrives for [`REFUSED_FLOW_HOLD`] (or
+    /// `idle`, if shorter), or until the queue ends. The flow keeps its
+    /// place meanwhile, so its visitor is refused once per hold, not once
+    /// per datagram; then it ends, and the visitor's next datagram is asked
+    /// about again: a refusal lasts no longer than what caused it.
+    pub async fn hold_refused(&mut self, idle: Duration) {
+        let drain = async { while let Ok(Some(_)) = self.recv().await {} };
+        let _ = tokio::time::timeout(REFUSED_FLOW_HOLD.min(idle), drain).await;
     }
 
     /// Takes `datagram` off the queue's count.
@@ -131,12 +150,14 @@ impl Datagrams for FlowVisitor {
 }
 
 /// A running flow, as the loop knows it.
-struct Flow {
+struct Flow<R> {
     /// Tells this flow from a later one of the same visitor.
     serial: u64,
     queue: mpsc::UnboundedSender<Bytes>,
     /// Bytes in the queue: only this loop adds, only the flow takes away.
     queued: Arc<AtomicUsize>,
+    /// Memory reserved for the queue, [`QUEUE_STEP`] each.
+    reserved: Vec<R>,
 }
 
 /// What became of a datagram offered to a flow.
@@ -149,9 +170,9 @@ enum Offered {
     Ended(Bytes),
 }
 
-impl Flow {
+impl<R> Flow<R> {
     /// Flow `serial` of `peer` on `socket`: the loop's side and the visitor's.
-    fn open(serial: u64, socket: Arc<UdpSocket>, peer: SocketAddr) -> (Flow, FlowVisitor) {
+    fn open(serial: u64, socket: Arc<UdpSocket>, peer: SocketAddr) -> (Flow<R>, FlowVisitor) {
         let (queue, inbox) = mpsc::unbounded_channel();
         let queued = Arc::<AtomicUsize>::default();
         let visitor = FlowVisitor {
@@ -164,15 +185,24 @@ impl Flow {
             serial,
             queue,
             queued,
+            reserved: Vec::new(),
         };
         (flow, visitor)
     }
 
-    /// Queues `datagram` unless that would pass [`FLOW_QUEUE_BYTES`].
-    fn offer(&self, datagram: Bytes) -> Offered {
+    /// Queues `datagram` unless that would pass [`FLOW_QUEUE_BYTES`] or
+    /// the memory `reserve` can give.
+    fn offer(&mut self, datagram: Bytes, reserve: impl Fn(usize) -> Option<R>) -> Offered {
         let cost = cost(&datagram);
-        if self.queued.load(Ordering::Relaxed) + cost > FLOW_QUEUE_BYTES {
+        let after = self.queued.load(Ordering::Relaxed) + cost;
+        if after > FLOW_QUEUE_BYTES {
             return Offered::Dropped;
+        }
+        while after > self.reserved.len() * QUEUE_STEP {
+            match reserve(QUEUE_STEP) {
+                Some(more) => self.reserved.push(more),
+                None => return Offered::Dropped,
+            }
         }
         self.queued.fetch_add(cost, Ordering::Relaxed);
         match self.queue.send(datagram) {
@@ -206,7 +236,7 @@ pub async fn serve_flows<H: FlowHandler>(
     flows: &TaskTracker,
     stop: impl Future<Output = ()>,
 ) {
-    let mut running: HashMap<SocketAddr, Flow> = HashMap::new();
+    let mut running: HashMap<SocketAddr, Flow<H::Reserved>> = HashMap::new();
     let (ended, mut ends) = mpsc::unbounded_channel();
     let mut serial = 0u64;
     let mut last_turned_away: Option<Instant> = None;
@@ -248,9 +278,10 @@ pub async fn serve_flows<H: FlowHandler>(
                 }
             },
         };
-        let datagram = match running.get(&peer) {
+        let reserve = |bytes| handler.reserve(bytes);
+        let datagram = match running.get_mut(&peer) {
             None => datagram,
-            Some(flow) => match flow.offer(datagram) {
+            Some(flow) => match flow.offer(datagram, reserve) {
                 Offered::Queued => continue,
                 Offered::Dropped => {
                     count_drop(&mut unreported, peer);
@@ -268,8 +299,10 @@ pub async fn serve_flows<H: FlowHandler>(
             continue;
         }
         serial += 1;
-        let (flow, visitor) = Flow::open(serial, socket.clone(), peer);
-        let _ = flow.offer(datagram);
+        let (mut flow, visitor) = Flow::open(serial, socket.clone(), peer);
+        if flow.offer(datagram, reserve) == Offered::Dropped {
+            count_drop(&mut unreported, peer);
+        }
         running.insert(peer, flow);
         let work = handler.start(visitor);
         let (ended, done) = (ended.clone(), serial);
@@ -286,45 +319,70 @@ mod tests {
     use tokio::sync::oneshot;
 
     /// A flow of a visitor at 127.0.0.1:9, on a socket of its own.
-    async fn flow() -> (Flow, FlowVisitor) {
+    async fn flow() -> (Flow<()>, FlowVisitor) {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         Flow::open(1, Arc::new(socket), "127.0.0.1:9".parse().unwrap())
     }
 
+    /// Memory without end.
+    fn unlimited(_: usize) -> Option<()> {
+        Some(())
+    }
+
     /// Offers `datagram` `n` times: how many were queued.
-    fn offer_times(flow: &Flow, datagram: &Bytes, n: usize) -> usize {
+    fn offer_times(flow: &mut Flow<()>, datagram: &Bytes, n: usize) -> usize {
         (0..n)
-            .filter(|_| flow.offer(datagram.clone()) == Offered::Queued)
+            .filter(|_| flow.offer(datagram.clone(), unlimited) == Offered::Queued)
             .count()
     }
 
     #[tokio::test]
     async fn a_flow_queues_up_to_its_bytes_then_drops_until_its_reader_catches_up() {
-        let (flow, mut visitor) = flow().await;
+        let (mut flow, mut visitor) = flow().await;
         let datagram = Bytes::from(vec![7u8; 1400]);
         let fits = FLOW_QUEUE_BYTES / cost(&datagram);
-        assert_eq!(offer_times(&flow, &datagram, fits + 10), fits);
+        assert_eq!(offer_times(&mut flow, &datagram, fits + 10), fits);
         assert_eq!(visitor.queue.len(), fits);
         assert_eq!(flow.queued.load(Ordering::Relaxed), fits * cost(&datagram));
 
         // The reader takes two: two more fit.
         assert!(visitor.try_recv().is_some() && visitor.try_recv().is_some());
-        assert_eq!(offer_times(&flow, &datagram, 3), 2);
+        assert_eq!(offer_times(&mut flow, &datagram, 3), 2);
         assert_eq!(visitor.queue.len(), fits);
     }
 
     #[tokio::test]
     async fn tiny_datagrams_are_bounded_too_and_an_ended_flow_gives_the_datagram_back() {
-        let (flow, visitor) = flow().await;
+        let (mut flow, visitor) = flow().await;
         let tiny = Bytes::from_static(b"x");
         let fits = FLOW_QUEUE_BYTES / (1 + DATAGRAM_OVERHEAD);
-        assert_eq!(offer_times(&flow, &tiny, FLOW_QUEUE_BYTES), fits);
+        assert_eq!(offer_times(&mut flow, &tiny, FLOW_QUEUE_BYTES), fits);
         assert_eq!(visitor.queue.len(), fits);
-        let (flow, visitor) = self::flow().await;
+        let (mut flow, visitor) = self::flow().await;
         drop(visitor);
         let again = Bytes::from_static(b"again");
-        assert_eq!(flow.offer(again.clone()), Offered::Ended(again));
+        assert_eq!(flow.offer(again.clone(), unlimited), Offered::Ended(again));
         assert_eq!(flow.queued.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_queue_reserves_memory_as_it_grows_and_drops_what_none_is_left_for() {
+        let (mut flow, _visitor) = flow().await;
+        let datagram = Bytes::from(vec![7u8; 1000]);
+        let steps = std::cell::Cell::new(0);
+        // Room for three steps, then no more.
+        let reserve = |bytes: usize| {
+            assert_eq!(bytes, QUEUE_STEP);
+            (steps.get() < 3).then(|| steps.set(steps.get() + 1))
+        };
+        assert_eq!(flow.offer(datagram.clone(), reserve), Offered::Queued);
+        assert_eq!(flow.reserved.len(), 1, "one datagram, one step");
+        let fits = 3 * QUEUE_STEP / cost(&datagram);
+        let queued = (1..fits + 5)
+            .filter(|_| flow.offer(datagram.clone(), reserve) == Offered::Queued)
+            .count();
+        assert_eq!(queued + 1, fits);
+        assert_eq!(flow.reserved.len(), 3);
     }
 
     /// Hands each new flow's visitor side to the test, unread, and passes
@@ -335,6 +393,10 @@ mod tests {
     }
 
     impl FlowHandler for Handing {
+        type Reserved = ();
+        fn reserve(&self, _: usize) -> Option<()> {
+            Some(())
+        }
         fn start(&self, visitor: FlowVisitor) -> impl Future<Output = ()> + Send + 'static {
             let _ = self.started.send(visitor);
             // The flow runs (its place in the table kept) until the test ends.

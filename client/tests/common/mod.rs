@@ -12,7 +12,7 @@ use std::time::Duration;
 use reitunnel_client::{Client, ClientConfig, RemoteSpec, TunnelReady};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::{Hook, HookChain};
-use reitunnel_server::{Server, ServerConfig};
+use reitunnel_server::{Admin, Server, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -28,6 +28,8 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 /// A server on 127.0.0.1:0 with tunnels on 127.0.0.1.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The operator's handle: kick, ban, list.
+    pub admin: Admin,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -39,6 +41,7 @@ impl TestServer {
         tweak(&mut cfg);
         let server = Server::bind(cfg, chain).await.expect("bind server");
         let addr = server.local_addr();
+        let admin = server.admin();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -50,6 +53,7 @@ impl TestServer {
         });
         TestServer {
             addr,
+            admin,
             stop: Some(stop),
             task: Some(task),
         }

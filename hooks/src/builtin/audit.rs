@@ -1,21 +1,24 @@
 //! The audit log: one JSON object per line, appended to a file by a
 //! background thread, so hooks only format and enqueue. A full queue drops
-//! the line and counts it rather than block the tunnel; `flush` (called on
+//! the line and counts it rather than block the tunnel; stream events may
+//! fill only half of the queue (`lanes.rs`), so a flood of refused visitors
+//! cannot crowd out client and tunnel events; `flush` (called on
 //! server stop) waits until everything queued is on disk; `reopen` (called
 //! on SIGHUP) starts a new file at the same path after a log rotation.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::events::{Event, EventSink};
+use super::lanes::{Lanes, Ticket};
+use crate::events::{Event, EventSink, Lane};
 
 enum Command {
-    Line(String),
+    /// A line, and its place in the queue (given back once written).
+    Line(String, Ticket),
     Flush(mpsc::Sender<io::Result<()>>),
     Reopen(mpsc::Sender<io::Result<()>>),
 }
@@ -58,7 +61,7 @@ enum Command {
 pub struct JsonLinesFile {
     path: PathBuf,
     tx: SyncSender<Command>,
-    dropped: AtomicU64,
+    lanes: Lanes,
 }
 
 /// How long the writer waits for more lines before flushing what it has.
@@ -66,20 +69,18 @@ const IDLE_FLUSH: Duration = Duration::from_millis(200);
 
 impl JsonLinesFile {
     /// Opens (creating, appending) `path` and starts the writer thread.
-    /// `queue` lines may wait before new ones are dropped.
+    /// `queue` lines (at least 2) may wait before new ones are dropped;
+    /// lines about visitor streams may fill half of it.
     pub fn open(path: impl AsRef<Path>, queue: usize) -> io::Result<Arc<Self>> {
         let path = path.as_ref().to_path_buf();
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let (tx, rx) = mpsc::sync_channel(queue.max(1));
+        let lanes = Lanes::new(queue);
+        let (tx, rx) = mpsc::sync_channel(lanes.capacity());
         let reopen_at = path.clone();
         std::thread::Builder::new()
             .name("audit-log".into())
             .spawn(move || write_lines(BufWriter::new(file), &reopen_at, rx))?;
-        Ok(Arc::new(JsonLinesFile {
-            path,
-            tx,
-            dropped: AtomicU64::new(0),
-        }))
+        Ok(Arc::new(JsonLinesFile { path, tx, lanes }))
     }
 
     /// The file's path.
@@ -87,9 +88,15 @@ impl JsonLinesFile {
         &self.path
     }
 
-    /// Lines dropped because the queue was full.
+    /// Lines dropped because the queue (or their lane's share of it) was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.lanes.dropped_total()
+    }
+
+    /// Of [`dropped`](Self::dropped), the lines about visitor streams
+    /// ([`Lane::Stream`]).
+    pub fn dropped_streams(&self) -> u64 {
+        self.lanes.dropped(Lane::Stream)
     }
 
     /// Waits until every line queued so far is written and flushed.
@@ -130,7 +137,7 @@ fn write_lines(mut out: BufWriter<File>, path: &Path, rx: Receiver<Command>) {
             }
         };
         match command {
-            Command::Line(line) => {
+            Command::Line(line, _place) => {
                 if let Err(e) = writeln!(out, "{line}") {
                     tracing::error!(error = %e, "audit log write failed");
                 }
@@ -153,12 +160,12 @@ fn write_lines(mut out: BufWriter<File>, path: &Path, rx: Receiver<Command>) {
 impl EventSink for JsonLinesFile {
     fn emit(&self, event: &Event) {
         let flush = event.event == "server.stopped";
-        match self.tx.try_send(Command::Line(event.to_json())) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some(place) = self.lanes.admit(event.lane) {
+            match self.tx.try_send(Command::Line(event.to_json(), place)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => self.lanes.dropped_one(event.lane),
+                Err(TrySendError::Disconnected(_)) => {}
             }
-            Err(TrySendError::Disconnected(_)) => {}
         }
         if flush {
             // The last event: make sure the whole log is on disk before the process exits.
@@ -166,5 +173,41 @@ impl EventSink for JsonLinesFile {
                 tracing::error!(error = %e, "audit log flush failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sink with no writer behind it: its queue only fills.
+    fn stalled(queue: usize) -> (JsonLinesFile, Receiver<Command>) {
+        let lanes = Lanes::new(queue);
+        let (tx, rx) = mpsc::sync_channel(lanes.capacity());
+        let path = PathBuf::from("stalled.jsonl");
+        (JsonLinesFile { path, tx, lanes }, rx)
+    }
+
+    #[test]
+    fn a_flood_of_stream_lines_leaves_room_for_a_client_connecting() {
+        let (sink, queued) = stalled(8);
+        for n in 0..100 {
+            sink.emit(&Event::now("error").with("n", n).about_a_stream());
+        }
+        sink.emit(&Event::now("client.connected").with("client", "bob"));
+        assert_eq!((sink.dropped(), sink.dropped_streams()), (96, 96));
+        let lines: Vec<String> = queued
+            .try_iter()
+            .filter_map(|c| match c {
+                Command::Line(line, _) => Some(line),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            lines.len(),
+            5,
+            "4 stream lines (half of 8), then the client"
+        );
+        assert!(lines[4].contains("client.connected"), "{lines:?}");
     }
 }

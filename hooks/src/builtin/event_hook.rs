@@ -95,12 +95,14 @@ fn closed(ev: Event, reason: &CloseReason, t: &Totals) -> Event {
         .with("detail", reason.to_string())
 }
 
+/// The scope's ids; a stream's events go in [`Lane::Stream`](crate::events::Lane),
+/// so a flood of them cannot crowd client and tunnel events out of a queue.
 fn scoped(ev: Event, scope: Scope<'_>) -> Event {
     match scope {
         Scope::Server => ev,
         Scope::Client(c) => client(ev, c).with("peer", c.peer.to_string()),
         Scope::Tunnel(t) => tunnel(ev, t),
-        Scope::Stream(s) => tunnel(ev, &s.tunnel)
+        Scope::Stream(s) => tunnel(ev.about_a_stream(), &s.tunnel)
             .with("stream_id", s.id.0)
             .with("peer", s.peer.to_string()),
     }

@@ -27,34 +27,55 @@
 //! failure: refused by default, allowed with [`OnFailure::Allow`]. A
 //! refused login counts as a failed login (`failed_logins_per_minute`).
 //!
+//! The service is spared bursts (`pool.rs`, `flight.rs`): connections are
+//! kept open between questions and used again, at most
+//! [`HttpAuth::with_max_concurrent`] of them (default
+//! [`HTTP_AUTH_MAX_CONCURRENT`]) at once, and a question past that waits
+//! for one within its timeout; identical questions asked at the same time
+//! (the same tunnel, or visitors of one tunnel from one address) share
+//! one request.
+//!
+//! Its URL's path and query may hold a secret: logs and `Debug` show
+//! `scheme://host:port` only.
+//!
 //! To the `metrics` facade, labelled by the service's `host:port`:
 //! `reitunnel_http_auth_requests_total{outcome}` (`allow`, `deny`,
 //! `cached`, `failed`), the histogram `reitunnel_http_auth_seconds`, and
 //! the gauge `reitunnel_http_auth_healthy` (0 after a failure, 1 after an
 //! answer).
 
+mod flight;
+mod pool;
+
 use std::collections::HashMap;
+use std::fmt;
 use std::io;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::header::{CONTENT_TYPE, HOST};
-use hyper::Request;
+use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::webhook::endpoint::{hex, Target, MAX_ANSWER};
+use super::webhook::endpoint::{hex, Failure, Redacted, Target};
 use crate::authorize::{Ask, AuthFuture, Authorize};
 use crate::hook::Hook;
 use crate::info::{RefuseCode, TunnelInfo};
 use crate::verdict::{Gate, Reason};
+use flight::Flights;
+use pool::Pool;
 
 /// Answers kept at most; past it the expired ones go, then the oldest.
 const CACHE_ENTRIES: usize = 4096;
 /// The longest an answer is kept, whatever `ttl_secs` says: a day.
 const MAX_TTL_SECS: u64 = 86_400;
+/// Connections to the service open at once, unless
+/// [`HttpAuth::with_max_concurrent`] says otherwise.
+pub const HTTP_AUTH_MAX_CONCURRENT: NonZeroUsize = NonZeroUsize::new(16).unwrap();
 
 /// What a failure to get an answer means.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,10 +87,12 @@ pub enum OnFailure {
     Allow,
 }
 
-/// Where and how an [`HttpAuth`] asks.
-#[derive(Debug, Clone)]
+/// Where and how an [`HttpAuth`] asks. Its `Debug` shows the URL as
+/// `scheme://host:port` only.
+#[derive(Clone)]
 pub struct HttpAuthConfig {
-    /// The service, `http://` or `https://`.
+    /// The service, `http://` or `https://`. Only ever sent: the path may
+    /// hold a secret.
     pub url: String,
     /// The longest one question may take, connection included.
     pub timeout: Duration,
@@ -94,6 +117,34 @@ impl HttpAuthConfig {
     }
 }
 
+impl fmt::Debug for HttpAuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpAuthConfig")
+            .field("url", &Redacted(&self.url))
+            .field("timeout", &self.timeout)
+            .field("on_failure", &self.on_failure)
+            .field("streams", &self.streams)
+            .field("tls", &self.tls.as_ref().map(|_| "custom CAs"))
+            .finish()
+    }
+}
+
+/// Why a question got no answer. Its text goes to the refused client, so
+/// it never names the URL.
+#[derive(Debug, thiserror::Error)]
+enum AskError {
+    #[error(transparent)]
+    Endpoint(#[from] Failure),
+    #[error("the answer is not {{\"allow\": true|false, \"reason\": \"…\"}}: {0}")]
+    Answer(serde_json::Error),
+    #[error("no answer within {0:?}")]
+    NoAnswer(Duration),
+}
+
+/// A question's outcome, as shared by the identical questions of one
+/// flight (so the error is behind an `Arc`).
+type Answered = Result<Answer, Arc<AskError>>;
+
 /// The service's answer.
 #[derive(Debug, Clone, Deserialize)]
 struct Answer {
@@ -106,47 +157,67 @@ struct Answer {
 
 /// The asynchronous gate; see the module docs.
 pub struct HttpAuth {
-    target: Target,
+    pool: Pool,
     config: HttpAuthConfig,
     cache: Mutex<HashMap<String, (Instant, Answer)>>,
+    /// Questions with a cache key being asked now.
+    flights: Flights<Answered>,
 }
 
 impl HttpAuth {
-    /// Checks the URL (and its TLS settings).
+    /// Checks the URL (and its TLS settings). At most
+    /// [`HTTP_AUTH_MAX_CONCURRENT`] connections to the service.
     pub fn new(config: HttpAuthConfig) -> io::Result<Self> {
         let target = Target::parse("http_auth", &config.url, config.tls.clone())?;
         Ok(HttpAuth {
-            target,
+            pool: Pool::new(target, HTTP_AUTH_MAX_CONCURRENT),
             config,
             cache: Mutex::default(),
+            flights: Flights::default(),
         })
     }
 
-    /// One question, one answer (or why not).
-    async fn post(&self, body: Bytes) -> Result<Answer, String> {
-        let mut conn = self.target.connect().await?;
-        let request = Request::post(self.target.path.as_str())
-            .header(HOST, self.target.authority.as_str())
+    /// At most `max` connections to the service at once (and as many
+    /// questions in progress); more questions wait for one, within their
+    /// timeout, then fail as `on_failure` says.
+    pub fn with_max_concurrent(self, max: NonZeroUsize) -> Self {
+        let pool = Pool::new(self.pool.into_target(), max);
+        HttpAuth { pool, ..self }
+    }
+
+    /// The request carrying one question.
+    fn request(&self, body: &Bytes) -> Result<Request<Full<Bytes>>, Failure> {
+        let target = self.pool.target();
+        Ok(Request::post(target.path.as_str())
+            .header(HOST, target.authority.as_str())
             .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
-            .map_err(|e| format!("building the request: {e}"))?;
-        let response = conn
-            .sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        let status = response.status();
-        let body = Limited::new(response.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| format!("reading the answer: {e}"))?
-            .to_bytes();
-        if status != hyper::StatusCode::OK {
-            return Err(format!("HTTP {status}"));
+            .body(Full::new(body.clone()))?)
+    }
+
+    /// One question, one answer (or why not).
+    async fn post(&self, body: Bytes) -> Result<Answer, AskError> {
+        let (status, answer) = self.pool.send(|| self.request(&body)).await?;
+        if status != StatusCode::OK {
+            return Err(Failure::Status(status).into());
         }
-        serde_json::from_slice(&body).map_err(|e| {
-            format!("the answer is not {{\"allow\": true|false, \"reason\": \"…\"}}: {e}")
-        })
+        serde_json::from_slice(&answer).map_err(AskError::Answer)
+    }
+
+    /// Asks, sharing the request with identical questions asked meanwhile
+    /// (those with the same cache key; a login, without one, asks alone).
+    /// The answer is kept (once) for its `ttl_secs`.
+    async fn ask(&self, body: Bytes, key: Option<String>) -> Answered {
+        let Some(key) = key else {
+            return self.post(body).await.map_err(Arc::new);
+        };
+        let ask = || async {
+            let answered = self.post(body).await;
+            if let Ok(answer) = &answered {
+                self.keep(key.clone(), answer);
+            }
+            answered.map_err(Arc::new)
+        };
+        self.flights.join(&key, ask).await
     }
 
     fn cached(&self, key: &str) -> Option<Answer> {
@@ -178,16 +249,16 @@ impl HttpAuth {
 
     async fn decide(&self, ask: &Ask<'_>) -> Gate {
         let (body, key) = question(ask);
-        let endpoint = self.target.authority.clone();
+        let endpoint = self.pool.target().authority.clone();
         if let Some(answer) = key.as_deref().and_then(|k| self.cached(k)) {
             metrics::counter!("reitunnel_http_auth_requests_total", "endpoint" => endpoint, "outcome" => "cached").increment(1);
             return gate(ask, &answer);
         }
         let started = Instant::now();
         let timeout = self.config.timeout;
-        let answered = match tokio::time::timeout(timeout, self.post(body)).await {
+        let answered = match tokio::time::timeout(timeout, self.ask(body, key)).await {
             Ok(answered) => answered,
-            Err(_) => Err(format!("no answer within {timeout:?}")),
+            Err(_) => Err(Arc::new(AskError::NoAnswer(timeout))),
         };
         metrics::histogram!("reitunnel_http_auth_seconds", "endpoint" => endpoint.clone())
             .record(started.elapsed().as_secs_f64());
@@ -197,15 +268,12 @@ impl HttpAuth {
             Ok(answer) => {
                 let outcome = if answer.allow { "allow" } else { "deny" };
                 metrics::counter!("reitunnel_http_auth_requests_total", "endpoint" => endpoint, "outcome" => outcome).increment(1);
-                if let Some(key) = key {
-                    self.keep(key, &answer);
-                }
                 gate(ask, &answer)
             }
             Err(why) => {
                 metrics::counter!("reitunnel_http_auth_requests_total", "endpoint" => endpoint, "outcome" => "failed").increment(1);
-                let url = &self.config.url;
-                tracing::warn!(%url, ask = ask.kind(), error = %why, "authorization service failed");
+                let url = self.pool.target().shown();
+                tracing::warn!(url, ask = ask.kind(), error = %why, "authorization service failed");
                 match self.config.on_failure {
                     OnFailure::Allow => Gate::Allow,
                     OnFailure::Deny => Gate::Refuse(Reason::new(

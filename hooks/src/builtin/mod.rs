@@ -5,6 +5,7 @@ mod counters;
 mod event_hook;
 #[cfg(feature = "tokio")]
 mod http_auth;
+mod lanes;
 mod log;
 mod meter;
 mod metrics;
@@ -22,7 +23,7 @@ pub use audit::JsonLinesFile;
 pub use counters::{Counters, CountersSnapshot};
 pub use event_hook::EventHook;
 #[cfg(feature = "tokio")]
-pub use http_auth::{HttpAuth, HttpAuthConfig, OnFailure};
+pub use http_auth::{HttpAuth, HttpAuthConfig, OnFailure, HTTP_AUTH_MAX_CONCURRENT};
 pub use log::TracingHook;
 pub use meter::{BandwidthMeter, MeterReport, MeterSink, TracingSink, Usage};
 pub use metrics::MetricsHook;
@@ -31,5 +32,7 @@ pub use quota::Quota;
 pub use rate_limit::{ByteRate, EventRate, RateLimit, RateLimitConfig};
 pub use sampler::{Sampler, Sampling};
 pub use token_auth::TokenAuth;
+#[cfg(feature = "tokio")]
+pub use webhook::endpoint::redact as redact_url;
 #[cfg(feature = "tokio")]
 pub use webhook::{Webhook, WebhookConfig, WebhookHealth, UNHEALTHY_AFTER};

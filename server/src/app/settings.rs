@@ -10,9 +10,8 @@ use reitunnel_transport::tls::ServerTls;
 
 use super::Args;
 use crate::file_config::FileConfig;
-use crate::hook_config::kinds::{
-    http_auth::HttpAuth, metrics::Metrics, policy::Policy, sampled::Sampled,
-};
+use crate::hook_config::kinds::http_auth::{HttpAuth, WhenUnanswered};
+use crate::hook_config::kinds::{metrics::Metrics, policy::Policy, sampled::Sampled};
 use crate::hook_config::HookTable;
 use crate::ServerConfig;
 
@@ -136,8 +135,28 @@ impl Settings {
         let has_policy = self.hooks.iter().any(HookTable::is::<Policy>);
         let mtls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
         // An `http_auth` service is asked about every login (it can check
-        // the client's proof of its token itself).
-        let asked = self.hooks.iter().any(HookTable::is::<HttpAuth>);
+        // the client's proof of its token itself); but one that lets
+        // everyone in when it cannot be reached is no check on its own.
+        let services: Vec<_> = self
+            .hooks
+            .iter()
+            .filter_map(HookTable::config::<HttpAuth>)
+            .collect();
+        let asked = services
+            .iter()
+            .any(|s| s.on_failure == WhenUnanswered::Deny);
+        let other = self.config.token.is_some() || has_policy || mtls;
+        if let Some(open) = services
+            .iter()
+            .find(|s| s.on_failure == WhenUnanswered::Allow)
+        {
+            if !other && !asked {
+                anyhow::bail!(
+                    "http_auth {} has on_failure = \"allow\" and is the only login check: whenever the service cannot be reached, anyone would log in as anyone. Set on_failure = \"deny\", or add a token, a `policy` hook or client certificates (--client-ca)",
+                    open.url
+                );
+            }
+        }
         match (&self.config.token, has_policy || mtls || asked) {
             (None, false) => anyhow::bail!(
                 "a token is required: --token, REITUNNEL_TOKEN, `token` in the config file, a `policy` hook with per-client tokens, an `http_auth` hook, or client certificates (--client-ca)"

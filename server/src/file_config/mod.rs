@@ -108,6 +108,8 @@ pub struct LimitsSpec {
     pub max_buffered_bytes: Option<ByteSize>,
     /// UDP flows one UDP tunnel carries at once.
     pub max_udp_flows_per_tunnel: Option<usize>,
+    /// UDP flows at once from one source address or IPv6 /64 (0 = unlimited).
+    pub max_udp_flows_per_ip: Option<usize>,
     /// Seconds without a datagram either way after which a UDP flow closes.
     pub udp_flow_idle_secs: Option<u64>,
     /// Failed logins per source IP per minute (0 = unlimited).
@@ -146,6 +148,7 @@ impl LimitsSpec {
             &mut l.max_udp_flows_per_tunnel,
             self.max_udp_flows_per_tunnel,
         );
+        set(&mut l.max_udp_flows_per_ip, self.max_udp_flows_per_ip);
         let secs = std::time::Duration::from_secs;
         set(
             &mut l.udp_flow_idle,

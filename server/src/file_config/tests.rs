@@ -116,7 +116,7 @@ fn unknown_kind_field_and_bad_values_name_the_line() {
     )
     .unwrap_err();
     assert!(
-        e.contains("line 5: hook #1: webhook http://h/: timeout_secs must be at least 1"),
+        e.contains("line 5: hook #1: webhook http://h:80: timeout_secs must be at least 1"),
         "{e}"
     );
     // A burst without a byte rate has nothing to apply to, and is left alone.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::endpoint::Poster;
+use super::endpoint::{Failure, Poster};
 use super::{Queued, Stats, UNHEALTHY_AFTER};
 use crate::events::Event;
 
@@ -60,7 +60,7 @@ impl Delivery {
         loop {
             let outcome = match tokio::time::timeout(self.timeout, self.poster.post(queued)).await {
                 Ok(outcome) => outcome,
-                Err(_) => Err(format!("timed out after {:?}", self.timeout)),
+                Err(_) => Err(Failure::TimedOut(self.timeout)),
             };
             let stats = &self.stats;
             match outcome {
@@ -73,7 +73,8 @@ impl Delivery {
                     return true;
                 }
                 Err(e) => {
-                    let e = format!("POST {}: {e}", self.poster.target.url);
+                    // The endpoint as shown: its path may be a secret.
+                    let e = format!("POST {}: {e}", self.poster.target.shown());
                     tracing::debug!(error = %e, retry, "webhook attempt failed");
                     stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
                     *stats.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
@@ -81,7 +82,12 @@ impl Delivery {
             }
             if retry >= self.retries {
                 let failures = stats.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(url = %self.poster.target.url, failures, "webhook event given up after {} attempts", retry + 1);
+                tracing::warn!(
+                    url = self.poster.target.shown(),
+                    failures,
+                    "webhook event given up after {} attempts",
+                    retry + 1
+                );
                 if failures == UNHEALTHY_AFTER {
                     self.turned(true, failures);
                 }

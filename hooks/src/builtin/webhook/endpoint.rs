@@ -1,17 +1,23 @@
 //! One webhook endpoint: its URL taken apart, and the HTTP/1.1 connection
 //! to it (plain or TLS), kept open between events and opened again when
 //! the receiver closes it. The `http_auth` gate reaches its service the
-//! same way ([`Target`], [`Connection`]).
+//! same way ([`Target`], [`Connection`], [`Target::exchange`]).
+//!
+//! The URL's path and query are often the secret part of it (Slack's
+//! `https://hooks.slack.com/services/T…/B…/X…`): they are used to send and
+//! nothing else. Every error, log line, health record and `Debug` shows
+//! the endpoint as [`redact`] does, `scheme://host:port`.
 
+use std::fmt;
 use std::io;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONTENT_TYPE, HOST};
-use hyper::{Request, Uri};
+use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use ring::hmac;
 use rustls::pki_types::ServerName;
@@ -24,14 +30,127 @@ use super::Queued;
 /// The most of a receiver's answer body read (and thrown away).
 pub(crate) const MAX_ANSWER: usize = 64 << 10;
 
+/// What [`redact`] shows of a URL with no `scheme://host` to show.
+const HIDDEN: &str = "<not a scheme://host URL>";
+
+/// `url` as it may be shown (errors, logs, health, the admin API): its
+/// scheme, host and port (`https://hooks.example.com:443`), never its
+/// path, query or credentials. A URL that does not parse is not shown at
+/// all: it may still hold the secret.
+///
+/// ```
+/// use reitunnel_hooks::builtin::redact_url;
+/// let slack = "https://hooks.slack.com/services/T000/B000/XXXX";
+/// assert_eq!(redact_url(slack), "https://hooks.slack.com:443");
+/// assert_eq!(redact_url("http://u:pw@[::1]:8080/x?k=v"), "http://[::1]:8080");
+/// assert_eq!(redact_url("hooks.slack.com/services/T000"), "<not a scheme://host URL>");
+/// ```
+pub fn redact(url: &str) -> String {
+    let Ok(uri) = url.parse::<Uri>() else {
+        return HIDDEN.to_owned();
+    };
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return HIDDEN.to_owned();
+    };
+    let port = authority.port_u16().or(match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    });
+    match port {
+        Some(port) => format!("{scheme}://{}:{port}", authority.host()),
+        None => format!("{scheme}://{}", authority.host()),
+    }
+}
+
+/// A URL in `Debug` output, as [`redact`] shows it.
+pub(crate) struct Redacted<'a>(pub(crate) &'a str);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&redact(self.0), f)
+    }
+}
+
+/// Why a URL was refused. Its text shows the URL redacted.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} URL '{shown}': {problem}")]
+pub(crate) struct BadUrl {
+    /// `"webhook"` or `"http_auth"`.
+    what: &'static str,
+    /// The URL, [`redact`]ed.
+    shown: String,
+    problem: UrlProblem,
+}
+
+/// What is wrong with a URL.
+#[derive(Debug, thiserror::Error)]
+enum UrlProblem {
+    #[error("{0}")]
+    Unparsable(#[from] hyper::http::uri::InvalidUri),
+    #[error("scheme '{0}' is not supported (http:// or https://)")]
+    Scheme(String),
+    #[error("not an absolute http:// or https:// URL")]
+    NotAbsolute,
+    #[error("no host")]
+    NoHost,
+    #[error("credentials in the URL are not supported")]
+    Credentials,
+    #[error("'{host}' is not a name a certificate can carry: {error}")]
+    NotAName {
+        host: String,
+        error: rustls::pki_types::InvalidDnsNameError,
+    },
+    #[error(transparent)]
+    Roots(#[from] RootsError),
+}
+
+impl From<BadUrl> for io::Error {
+    fn from(e: BadUrl) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidInput, e)
+    }
+}
+
+/// Why one request got no usable answer. Its text never names the URL:
+/// callers prefix the endpoint as [`Target::shown`] writes it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    /// No TCP connection.
+    #[error("connect: {0}")]
+    Connect(io::Error),
+    /// The TLS handshake failed (an untrusted certificate, …).
+    #[error("TLS: {0}")]
+    Tls(io::Error),
+    /// The HTTP/1.1 handshake failed.
+    #[error("handshake: {0}")]
+    Handshake(hyper::Error),
+    /// The request could not be built (a header value it may not carry).
+    #[error("building the request: {0}")]
+    Build(#[from] hyper::http::Error),
+    /// Sending, or waiting for the answer's head, failed.
+    #[error("request: {0}")]
+    Request(hyper::Error),
+    /// The answer's body could not be read (or was over [`MAX_ANSWER`]).
+    #[error("reading the answer: {0}")]
+    Read(Box<dyn std::error::Error + Send + Sync>),
+    /// An answer, but not the status wanted.
+    #[error("HTTP {0}")]
+    Status(StatusCode),
+    /// No answer within the attempt's limit.
+    #[error("timed out after {0:?}")]
+    TimedOut(Duration),
+}
+
 /// The parsed endpoint.
 pub(crate) struct Target {
-    pub(crate) url: String,
     host: String,
     port: u16,
     /// `host:port` as written: the `Host` header and the metrics label.
     pub(crate) authority: String,
+    /// Path and query: only ever sent, never shown.
     pub(crate) path: String,
+    /// `scheme://host:port`: how errors, logs and health show it.
+    shown: String,
     /// Set for `https://`: how to reach it, and the name its certificate must carry.
     tls: Option<(TlsConnector, ServerName<'static>)>,
 }
@@ -40,49 +159,45 @@ impl Target {
     /// Checks `url` (of a `what`, for errors); an `https://` one uses `tls`
     /// (the system's roots unless the caller chose others).
     pub(crate) fn parse(
-        what: &str,
+        what: &'static str,
         url: &str,
         tls: Option<Arc<rustls::ClientConfig>>,
-    ) -> io::Result<Target> {
-        let bad = |why: String| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{what} URL '{url}': {why}"),
-            )
+    ) -> Result<Target, BadUrl> {
+        let bad = |problem| BadUrl {
+            what,
+            shown: redact(url),
+            problem,
         };
-        let uri: Uri = url.parse().map_err(|e| bad(format!("{e}")))?;
+        let uri: Uri = url.parse().map_err(|e| bad(UrlProblem::Unparsable(e)))?;
         let secure = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
-            Some(other) => {
-                return Err(bad(format!(
-                    "scheme '{other}' is not supported (http:// or https://)"
-                )))
-            }
-            None => return Err(bad("not an absolute http:// or https:// URL".to_owned())),
+            Some(other) => return Err(bad(UrlProblem::Scheme(other.to_owned()))),
+            None => return Err(bad(UrlProblem::NotAbsolute)),
         };
-        let authority = uri.authority().ok_or_else(|| bad("no host".to_owned()))?;
+        let authority = uri.authority().ok_or_else(|| bad(UrlProblem::NoHost))?;
         if authority.as_str().contains('@') {
-            return Err(bad("credentials in the URL are not supported".to_owned()));
+            return Err(bad(UrlProblem::Credentials));
         }
         let host = authority
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']');
         if host.is_empty() {
-            return Err(bad("no host".to_owned()));
+            return Err(bad(UrlProblem::NoHost));
         }
         let tls = match (secure, tls) {
             (false, _) => None,
             (true, config) => {
-                let name = ServerName::try_from(host.to_owned()).map_err(|e| {
-                    bad(format!(
-                        "'{host}' is not a name a certificate can carry: {e}"
-                    ))
+                let name = ServerName::try_from(host.to_owned()).map_err(|error| {
+                    bad(UrlProblem::NotAName {
+                        host: host.to_owned(),
+                        error,
+                    })
                 })?;
                 let config = match config {
                     Some(config) => config,
-                    None => system_roots().map_err(bad)?,
+                    None => system_roots().map_err(|e| bad(e.into()))?,
                 };
                 Some((TlsConnector::from(config), name))
             }
@@ -94,22 +209,27 @@ impl Target {
             path.push_str(query);
         }
         Ok(Target {
-            url: url.to_owned(),
             host: host.to_owned(),
             port: authority
                 .port_u16()
                 .unwrap_or(if secure { 443 } else { 80 }),
             authority: authority.as_str().to_owned(),
             path,
+            shown: redact(url),
             tls,
         })
     }
 
+    /// The endpoint as it may be shown: `scheme://host:port`.
+    pub(crate) fn shown(&self) -> &str {
+        &self.shown
+    }
+
     /// A new connection: TCP, TLS for `https://`, the HTTP/1.1 handshake.
-    pub(crate) async fn connect(&self) -> Result<Connection, String> {
+    async fn connect(&self) -> Result<Connection, Failure> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .map_err(|e| format!("connect: {e}"))?;
+            .map_err(Failure::Connect)?;
         let _ = tcp.set_nodelay(true);
         match &self.tls {
             None => Connection::over(tcp).await,
@@ -117,26 +237,90 @@ impl Target {
                 let tls = connector
                     .connect(name.clone(), tcp)
                     .await
-                    .map_err(|e| format!("TLS: {e}"))?;
+                    .map_err(Failure::Tls)?;
                 Connection::over(tls).await
             }
         }
     }
+
+    /// One request and its whole answer, over `kept` if it is still open,
+    /// else over a new connection. A kept connection the far end closed
+    /// meanwhile is replaced once, not counted as a failure (`request` is
+    /// called again for the new one).
+    pub(crate) async fn exchange(
+        &self,
+        kept: Option<Connection>,
+        request: impl Fn() -> Result<Request<Full<Bytes>>, Failure>,
+    ) -> Result<Answered, Failure> {
+        let mut reused = kept;
+        if let Some(c) = &mut reused {
+            if c.sender.ready().await.is_err() {
+                reused = None;
+            }
+        }
+        let was_reused = reused.is_some();
+        let mut conn = match reused {
+            Some(c) => c,
+            None => self.connect().await?,
+        };
+        let response = match conn.sender.send_request(request()?).await {
+            Ok(response) => response,
+            // The far end closed the kept connection before answering.
+            Err(e)
+                if was_reused
+                    && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) =>
+            {
+                conn = self.connect().await?;
+                conn.sender
+                    .send_request(request()?)
+                    .await
+                    .map_err(Failure::Request)?
+            }
+            Err(e) => return Err(Failure::Request(e)),
+        };
+        // Read whole (bounded), so the connection can carry the next request.
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map(|collected| collected.to_bytes())
+            .map_err(Failure::Read);
+        let conn = body.is_ok().then_some(conn);
+        Ok(Answered { status, body, conn })
+    }
+}
+
+/// The answer to one [`Target::exchange`].
+pub(crate) struct Answered {
+    pub(crate) status: StatusCode,
+    /// At most [`MAX_ANSWER`] bytes, or why it could not be read.
+    pub(crate) body: Result<Bytes, Failure>,
+    /// The connection, fit for the next request: `None` when the body
+    /// could not be read (what is left of it would garble the next answer).
+    pub(crate) conn: Option<Connection>,
+}
+
+/// Why `https://` without chosen CAs cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RootsError {
+    #[error("https:// needs CA certificates and the system has none")]
+    NoneInstalled,
+    #[error("TLS settings: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 /// The TLS settings of an `https://` webhook given none: the system's CA
 /// certificates, TLS 1.2 or 1.3.
-fn system_roots() -> Result<Arc<rustls::ClientConfig>, String> {
+fn system_roots() -> Result<Arc<rustls::ClientConfig>, RootsError> {
     let mut roots = rustls::RootCertStore::empty();
     let (added, _) =
         roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
     if added == 0 {
-        return Err("https:// needs CA certificates and the system has none".to_owned());
+        return Err(RootsError::NoneInstalled);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
@@ -149,13 +333,13 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    async fn over<S>(io: S) -> Result<Connection, String>
+    async fn over<S>(io: S) -> Result<Connection, Failure>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
-            .map_err(|e| format!("handshake: {e}"))?;
+            .map_err(Failure::Handshake)?;
         let driver = AbortOnDropHandle::new(tokio::spawn(async move {
             let _ = conn.await;
         }));
@@ -182,54 +366,21 @@ impl Poster {
         }
     }
 
-    /// One attempt: a signed POST and a 2xx answer. A kept connection the
-    /// receiver has closed meanwhile is replaced once, not counted as a failure.
-    pub(super) async fn post(&mut self, queued: &Queued) -> Result<(), String> {
-        let mut reused = self.open.take();
-        if let Some(c) = &mut reused {
-            if c.sender.ready().await.is_err() {
-                reused = None;
-            }
-        }
-        let was_reused = reused.is_some();
-        let mut conn = match reused {
-            Some(c) => c,
-            None => self.target.connect().await?,
-        };
-        let sent = conn.sender.send_request(self.request(queued)?).await;
-        let response = match sent {
-            Ok(response) => response,
-            // The receiver closed the kept connection before answering.
-            Err(e)
-                if was_reused
-                    && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) =>
-            {
-                conn = self.target.connect().await?;
-                conn.sender
-                    .send_request(self.request(queued)?)
-                    .await
-                    .map_err(|e| format!("request: {e}"))?
-            }
-            Err(e) => return Err(format!("request: {e}")),
-        };
-        // Kept only after a whole answer (read, bounded, so the connection
-        // can carry the next request): a failed attempt starts afresh.
-        let status = response.status();
-        let body = Limited::new(response.into_body(), MAX_ANSWER)
-            .collect()
-            .await;
-        if body.is_ok() {
-            self.open = Some(conn);
-        }
-        if status.is_success() {
+    /// One attempt: a signed POST and a 2xx answer. The connection is
+    /// kept only after a whole answer: a failed attempt starts afresh.
+    pub(super) async fn post(&mut self, queued: &Queued) -> Result<(), Failure> {
+        let kept = self.open.take();
+        let answered = self.target.exchange(kept, || self.request(queued)).await?;
+        self.open = answered.conn;
+        if answered.status.is_success() {
             Ok(())
         } else {
-            Err(format!("HTTP {status}"))
+            Err(Failure::Status(answered.status))
         }
     }
 
     /// The signed request for one event.
-    fn request(&self, queued: &Queued) -> Result<Request<Full<Bytes>>, String> {
+    fn request(&self, queued: &Queued) -> Result<Request<Full<Bytes>>, Failure> {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -249,7 +400,7 @@ impl Poster {
             .header("X-Reitunnel-Event", queued.event)
             .header("X-Reitunnel-Event-Id", queued.id.as_str())
             .body(Full::new(queued.body.clone()))
-            .map_err(|e| format!("building the request: {e}"))
+            .map_err(Failure::Build)
     }
 }
 

@@ -1,7 +1,9 @@
 //! Webhooks (docs/EVENTS.md): every event POSTed as one JSON object to an
 //! `http://` or `https://` endpoint, signed so receivers can check it came
 //! from us and reject replays. `emit` only filters and enqueues (a full
-//! queue drops the event and counts it); a background task delivers in
+//! queue drops the event and counts it; events about visitor streams may
+//! fill only half of it, see `lanes.rs`, so a flood of refused visitors
+//! never crowds out a client's `client.connected`); a background task delivers in
 //! order, one request at a time over a connection kept open between events,
 //! with a per-attempt timeout and retries with exponential backoff and
 //! jitter (`delivery.rs`). After [`UNHEALTHY_AFTER`] deliveries in a row
@@ -21,11 +23,15 @@
 //! `https://` checks the receiver's certificate against the system's CA
 //! certificates, or against those of [`WebhookConfig::tls`].
 //!
+//! The URL's path and query (often its secret part) are only ever sent:
+//! errors, logs, [`WebhookHealth`], `webhook.unhealthy`, [`Webhook::url`]
+//! and every `Debug` show `scheme://host:port`.
+//!
 //! Its health goes to the `metrics` facade, labelled by the endpoint's
-//! `host:port` (not its path, which may carry a secret):
-//! `reitunnel_webhook_delivered_total`, `reitunnel_webhook_failed_total`
-//! (events given up after every retry), `reitunnel_webhook_dropped_total`
-//! (a full queue) and the gauge `reitunnel_webhook_healthy` (1 or 0).
+//! `host:port`: `reitunnel_webhook_delivered_total`,
+//! `reitunnel_webhook_failed_total` (events given up after every retry),
+//! `reitunnel_webhook_dropped_total{lane}` (a full queue; `lane` is
+//! `main` or `stream`) and the gauge `reitunnel_webhook_healthy` (1 or 0).
 
 mod delivery;
 pub(crate) mod endpoint;
@@ -40,18 +46,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
+use super::lanes::{Lanes, Ticket};
 use super::Secret;
-use crate::events::{Event, EventBus, EventSink};
+use crate::events::{Event, EventBus, EventSink, Lane};
 use delivery::Delivery;
-use endpoint::{Poster, Target};
+use endpoint::{redact, Poster, Redacted, Target};
 
 /// Deliveries failed in a row after which the endpoint counts as unhealthy.
 pub const UNHEALTHY_AFTER: u32 = 5;
 
-/// Where and how a [`Webhook`] delivers.
-#[derive(Debug, Clone)]
+/// Where and how a [`Webhook`] delivers. Its `Debug` shows the URL as
+/// `scheme://host:port` only.
+#[derive(Clone)]
 pub struct WebhookConfig {
-    /// The endpoint, `http://host[:port][/path]`.
+    /// The endpoint, `http://host[:port][/path]`. Only ever sent: the path
+    /// may be the secret part.
     pub url: String,
     /// The HMAC key for `X-Reitunnel-Signature`.
     pub secret: Secret,
@@ -61,11 +70,26 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// Attempts after the first before an event is given up.
     pub retries: u32,
-    /// Events that may wait for delivery before new ones are dropped.
+    /// Events that may wait for delivery before new ones are dropped (at
+    /// least 2); events about visitor streams may fill half of it.
     pub queue: usize,
     /// For `https://`: the TLS client settings (which CAs to trust).
     /// `None`: the system's CA certificates.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &Redacted(&self.url))
+            .field("secret", &self.secret)
+            .field("events", &self.events)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("queue", &self.queue)
+            .field("tls", &self.tls.as_ref().map(|_| "custom CAs"))
+            .finish()
+    }
 }
 
 /// A webhook's delivery record, for the admin status.
@@ -75,19 +99,23 @@ pub struct WebhookHealth {
     pub delivered: u64,
     /// Attempts that failed (error, timeout or non-2xx), retries included.
     pub failed_attempts: u64,
-    /// Events dropped because the queue was full (or the sender had stopped).
+    /// Events dropped because the queue (or their lane's share of it) was
+    /// full, or the sender had stopped.
     pub dropped: u64,
+    /// Of `dropped`, the events about visitor streams ([`Lane::Stream`]).
+    pub dropped_streams: u64,
     /// Events queued and not yet delivered or given up.
     pub pending: u64,
     /// Events given up in a row (every retry failed); a delivery resets it.
     pub consecutive_failures: u32,
-    /// The most recent failed attempt's error (kept after a later success).
+    /// The most recent failed attempt's error (kept after a later success),
+    /// naming the endpoint as `scheme://host:port`.
     pub last_error: Option<String>,
     /// False after [`UNHEALTHY_AFTER`] consecutive failed deliveries.
     pub healthy: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Stats {
     /// Events queued for delivery.
     queued: AtomicU64,
@@ -97,7 +125,8 @@ struct Stats {
     settle: tokio::sync::Notify,
     delivered: AtomicU64,
     failed_attempts: AtomicU64,
-    dropped: AtomicU64,
+    /// The queue's share per lane, and the drops.
+    lanes: Lanes,
     consecutive_failures: AtomicU32,
     last_error: Mutex<Option<String>>,
     /// Where `webhook.unhealthy` and `webhook.recovered` go.
@@ -105,6 +134,20 @@ struct Stats {
 }
 
 impl Stats {
+    fn new(lanes: Lanes) -> Stats {
+        Stats {
+            queued: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
+            settle: tokio::sync::Notify::new(),
+            delivered: AtomicU64::new(0),
+            failed_attempts: AtomicU64::new(0),
+            lanes,
+            consecutive_failures: AtomicU32::new(0),
+            last_error: Mutex::new(None),
+            others: Mutex::new(None),
+        }
+    }
+
     fn healthy(&self) -> bool {
         self.consecutive_failures.load(Ordering::Relaxed) < UNHEALTHY_AFTER
     }
@@ -166,7 +209,8 @@ impl Stats {
 /// # }
 /// ```
 pub struct Webhook {
-    url: String,
+    /// `scheme://host:port`: the URL as it may be shown.
+    shown: String,
     events: Vec<String>,
     tx: mpsc::Sender<Queued>,
     stats: Arc<Stats>,
@@ -184,12 +228,14 @@ struct Queued {
     /// `X-Reitunnel-Event`.
     event: &'static str,
     body: Bytes,
+    /// Its place in the queue, given back once it is delivered or given up.
+    _place: Ticket,
 }
 
 impl fmt::Debug for Webhook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Webhook")
-            .field("url", &self.url)
+            .field("url", &self.shown)
             .field("events", &self.events)
             .finish_non_exhaustive()
     }
@@ -204,7 +250,7 @@ impl Webhook {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| {
             io::Error::other(format!(
                 "webhook {}: must be created inside a tokio runtime",
-                config.url
+                redact(&config.url)
             ))
         })?;
         Self::start(config, target, |task| {
@@ -232,8 +278,9 @@ impl Webhook {
     where
         S: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> io::Result<()>,
     {
-        let (tx, rx) = mpsc::channel(config.queue.max(1));
-        let stats = Arc::new(Stats::default());
+        let lanes = Lanes::new(config.queue);
+        let (tx, rx) = mpsc::channel(lanes.capacity());
+        let stats = Arc::new(Stats::new(lanes));
         let delivery = Delivery {
             poster: Poster::new(target, config.secret.expose().as_bytes()),
             timeout: config.timeout,
@@ -241,10 +288,11 @@ impl Webhook {
             stats: stats.clone(),
         };
         let endpoint = delivery.poster.target.authority.clone();
+        let shown = delivery.poster.target.shown().to_owned();
         spawn(Box::pin(delivery.run(rx)))?;
         Ok(Arc::new(Webhook {
             endpoint,
-            url: config.url,
+            shown,
             events: config.events,
             tx,
             stats,
@@ -253,9 +301,10 @@ impl Webhook {
         }))
     }
 
-    /// The endpoint.
+    /// The endpoint as it may be shown (the admin API, logs):
+    /// `scheme://host:port`, without the path, which may be a secret.
     pub fn url(&self) -> &str {
-        &self.url
+        &self.shown
     }
 
     /// Sends `webhook.unhealthy` and `webhook.recovered` (with the
@@ -292,7 +341,8 @@ impl Webhook {
         WebhookHealth {
             delivered: s.delivered.load(Ordering::Relaxed),
             failed_attempts: s.failed_attempts.load(Ordering::Relaxed),
-            dropped: s.dropped.load(Ordering::Relaxed),
+            dropped: s.lanes.dropped_total(),
+            dropped_streams: s.lanes.dropped(Lane::Stream),
             pending: s
                 .queued
                 .load(Ordering::Relaxed)
@@ -304,11 +354,26 @@ impl Webhook {
     }
 }
 
+impl Webhook {
+    /// Counts an event of `lane` dropped in metrics (the health record
+    /// counts it in its lanes).
+    fn dropped_metric(&self, lane: Lane) {
+        metrics::counter!("reitunnel_webhook_dropped_total",
+            "endpoint" => self.endpoint.clone(), "lane" => lane.as_str())
+        .increment(1);
+    }
+}
+
 impl EventSink for Webhook {
     fn emit(&self, event: &Event) {
         if !self.events.is_empty() && !self.events.iter().any(|e| e == event.event) {
             return;
         }
+        let lane = event.lane;
+        let Some(place) = self.stats.lanes.admit(lane) else {
+            self.dropped_metric(lane);
+            return;
+        };
         // Counted before sending, so `settled` can never overtake `queued`.
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         let id = format!(
@@ -320,14 +385,14 @@ impl EventSink for Webhook {
             id,
             event: event.event,
             body: Bytes::from(event.to_json()),
+            _place: place,
         };
         match self.tx.try_send(queued) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => {
                 self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("reitunnel_webhook_dropped_total", "endpoint" => self.endpoint.clone())
-                    .increment(1);
+                self.stats.lanes.dropped_one(lane);
+                self.dropped_metric(lane);
             }
         }
     }

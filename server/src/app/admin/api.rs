@@ -194,6 +194,7 @@ fn sinks(hooks: &Background) -> Value {
             "failed_attempts": h.failed_attempts,
             "consecutive_failures": h.consecutive_failures,
             "dropped": h.dropped,
+            "dropped_streams": h.dropped_streams,
             "last_error": h.last_error,
         })
     });
@@ -203,6 +204,7 @@ fn sinks(hooks: &Background) -> Value {
             "target": a.path().display().to_string(),
             "healthy": true,
             "dropped": a.dropped(),
+            "dropped_streams": a.dropped_streams(),
         })
     });
     webhooks.chain(audit).collect()

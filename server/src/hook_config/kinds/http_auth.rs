@@ -1,16 +1,17 @@
 //! `kind = "http_auth"`: asks an HTTP service whether each login and
 //! tunnel (and, with `streams`, each visitor) may open.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reitunnel_hooks::builtin::{HttpAuthConfig, OnFailure};
+use reitunnel_hooks::builtin::{HttpAuthConfig, OnFailure, HTTP_AUTH_MAX_CONCURRENT};
 use reitunnel_hooks::Hook;
 use reitunnel_transport::tls::https_client;
 use serde::Deserialize;
 
-use crate::config_types::ConfigError;
+use crate::config_types::{ConfigError, EndpointUrl};
 use crate::hook_config::table::{BuildContext, HookKind};
 
 /// The `http_auth` kind.
@@ -21,7 +22,7 @@ pub(crate) struct HttpAuth;
 #[serde(deny_unknown_fields)]
 pub(crate) struct Config {
     /// The service, `http://` or `https://host[:port][/path]`.
-    pub(crate) url: String,
+    pub(crate) url: EndpointUrl,
     /// The longest one question may take, milliseconds.
     #[serde(default = "default_timeout")]
     pub(crate) timeout_ms: u64,
@@ -34,6 +35,14 @@ pub(crate) struct Config {
     /// For `https://`: trust only the CA certificates in this PEM file.
     #[serde(default)]
     pub(crate) ca: Option<PathBuf>,
+    /// Connections to the service open at once, kept open and reused;
+    /// questions past them wait (within `timeout_ms`).
+    #[serde(default = "default_max_concurrent")]
+    pub(crate) max_concurrent: NonZeroUsize,
+}
+
+fn default_max_concurrent() -> NonZeroUsize {
+    HTTP_AUTH_MAX_CONCURRENT
 }
 
 /// `on_failure`: `"deny"` (default) or `"allow"`.
@@ -64,7 +73,7 @@ impl HookKind for HttpAuth {
             }
         };
         let settings = HttpAuthConfig {
-            url: url.clone(),
+            url: url.expose().to_owned(),
             timeout: Duration::from_millis(config.timeout_ms.max(1)),
             on_failure: match config.on_failure {
                 WhenUnanswered::Deny => OnFailure::Deny,
@@ -74,7 +83,8 @@ impl HookKind for HttpAuth {
             tls,
         };
         let gate = reitunnel_hooks::builtin::HttpAuth::new(settings)
-            .map_err(|e| ctx.invalid(e.to_string()))?;
+            .map_err(|e| ctx.invalid(e.to_string()))?
+            .with_max_concurrent(config.max_concurrent);
         let gate = Arc::new(gate);
         ctx.background.authorizers.push(gate.clone());
         Ok(gate)

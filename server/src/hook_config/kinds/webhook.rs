@@ -11,7 +11,7 @@ use reitunnel_hooks::Hook;
 use reitunnel_transport::tls::https_client;
 use serde::Deserialize;
 
-use crate::config_types::ConfigError;
+use crate::config_types::{ConfigError, EndpointUrl};
 use crate::hook_config::sinks::Sink;
 use crate::hook_config::table::{BuildContext, HookKind, Invalid};
 use reitunnel_program::expand_env;
@@ -27,7 +27,7 @@ pub(crate) struct Webhook;
 #[serde(deny_unknown_fields)]
 pub(crate) struct Config {
     /// The endpoint, `http://` or `https://host[:port][/path]`.
-    pub(crate) url: String,
+    pub(crate) url: EndpointUrl,
     /// HMAC key for `X-Reitunnel-Signature`; `${VAR}` takes it from the environment.
     pub(crate) secret: Secret,
     /// Event names to send, e.g. `["quota.exceeded"]`; empty = all.
@@ -52,7 +52,7 @@ impl Config {
     /// A webhook to `url` signed with `secret`, every other key at its default.
     pub(crate) fn to(url: String, secret: Secret) -> Config {
         Config {
-            url,
+            url: url.into(),
             secret,
             events: Vec::new(),
             timeout_secs: default_timeout(),
@@ -104,7 +104,7 @@ fn start(config: &Config) -> Result<Sink, String> {
         Some(ca) => Some(https_client(ca).map_err(|e| format!("webhook {url}: {e}"))?),
     };
     let webhook = WebhookConfig {
-        url: url.clone(),
+        url: url.expose().to_owned(),
         secret: Secret::new(secret),
         events: config.events.clone(),
         timeout: Duration::from_secs(config.timeout_secs),
