@@ -270,6 +270,47 @@ async fn a_banned_name_is_final() {
     server.stop().await;
 }
 
+/// A ban is told only to a client whose credentials pass: anyone else
+/// hears that its token was refused, and learns nothing of the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_is_told_only_after_the_token_passes() {
+    let rec = Recorder::new();
+    let server = TestServer::start(HookChain::builder().shared(rec.clone()).build(), |_| {}).await;
+    server
+        .admin
+        .kick("banned", Some(Duration::from_secs(3600)), "test")
+        .unwrap();
+    let mut guess = client_config(server.addr, "banned");
+    guess.token = Secret::new("a guess");
+    let error = Client::connect(guess, HookChain::default())
+        .await
+        .err()
+        .expect("a wrong token got in");
+    let error = error.to_string();
+    assert!(
+        error.contains("token refused") && !error.contains("banned"),
+        "{error}"
+    );
+    let error = Client::connect(client_config(server.addr, "banned"), HookChain::default())
+        .await
+        .err()
+        .expect("a banned name got in");
+    assert!(
+        error
+            .to_string()
+            .contains("client 'banned' is banned by an operator"),
+        "{error}"
+    );
+    server.stop().await;
+    // Every hook heard both refusals; none saw the banned client connect.
+    let events = rec.events();
+    let banned = events.iter().filter(|e| {
+        matches!(e, Ev::Rejected { reason, .. } if reason.starts_with("client 'banned' is banned"))
+    });
+    assert_eq!(banned.count(), 1, "{events:#?}");
+    assert!(!events.iter().any(|e| matches!(e, Ev::Connect(..))));
+}
+
 /// An address blocked for failed logins is told how long the block lasts;
 /// the supervisor waits that long (its own first login included), then gets in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,6 +46,7 @@ pub mod ports;
 #[cfg(feature = "tokio")]
 pub mod relay;
 mod secret;
+pub mod tally;
 #[cfg(feature = "tokio")]
 pub mod testing;
 mod verdict;

@@ -14,7 +14,7 @@ use crate::info::{
     ChunkTime, ClientInfo, DataEvent, Direction, Login, Scope, StreamEnd, StreamInfo, Totals,
     TunnelInfo,
 };
-use crate::verdict::{CloseReason, Verdict};
+use crate::verdict::{CloseReason, Reason, Verdict};
 
 mod sealed {
     pub trait Sealed {}
@@ -174,6 +174,24 @@ impl HookChain {
         login: &Login<'_>,
     ) -> Result<Open<ClientInfo>, Refusal> {
         self.client_gate(&client, login)?;
+        Ok(Open::new(self, client))
+    }
+
+    /// [`HookChain::open_client`] with a check of the caller's own after
+    /// every hook's gate: one that only an authenticated client may learn
+    /// the answer to (the server's bans: told before the token check, they
+    /// would tell anyone which names are banned). Its refusal reaches every
+    /// hook as the server's, each knowing its own gate had passed.
+    pub fn open_client_then(
+        &self,
+        client: Arc<ClientInfo>,
+        login: &Login<'_>,
+        last: impl FnOnce(&ClientInfo) -> Result<(), Reason>,
+    ) -> Result<Open<ClientInfo>, Refusal> {
+        self.client_gate(&client, login)?;
+        if let Err(reason) = last(&client) {
+            return Err(self.refuse_after_gates(Scope::Client(&client), reason));
+        }
         Ok(Open::new(self, client))
     }
 

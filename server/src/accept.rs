@@ -199,8 +199,14 @@ async fn admit<S: Io>(
         Ok(slot)
     };
     let authorized = authorized.await;
-    let admitted =
-        authorized.and_then(|slot| Ok((slot, live.chain.open_client(client.clone(), &login)?)));
+    // The ban last: only a client whose credentials passed may learn of it.
+    let banned = |client: &ClientInfo| shared.check_ban(client);
+    let admitted = authorized.and_then(|slot| {
+        let open = live
+            .chain
+            .open_client_then(client.clone(), &login, banned)?;
+        Ok((slot, open))
+    });
     let (client_slot, open) = match admitted {
         Ok(admitted) => admitted,
         Err(Refusal { reason, by }) => {
@@ -256,18 +262,25 @@ impl ServerState {
         }
     }
 
-    /// The server's own login checks after the name's syntax, before any
-    /// hook: an operator's ban, failed-login block, certificate identity, client count. Returns the
-    /// client's counted slot.
-    fn check_login(&self, client: &ClientInfo, certificate: &Certificate) -> Result<Slot, Reason> {
-        let admission = &self.admission;
-        if let Some(left) = self.roster.banned_for(&client.name) {
-            return Err(Reason::forbidden(format!(
+    /// An operator's ban on the client's name, checked after every other
+    /// check and gate, so that only a client whose credentials passed is
+    /// told its name is banned.
+    pub(crate) fn check_ban(&self, client: &ClientInfo) -> Result<(), Reason> {
+        match self.roster.banned_for(&client.name) {
+            None => Ok(()),
+            Some(left) => Err(Reason::forbidden(format!(
                 "client '{}' is banned by an operator for another {}s",
                 client.name,
                 left.as_secs() + u64::from(left.subsec_nanos() > 0)
-            )));
+            ))),
         }
+    }
+
+    /// The server's own login checks after the name's syntax, before any
+    /// hook: failed-login block, certificate identity, client count. Returns the
+    /// client's counted slot.
+    fn check_login(&self, client: &ClientInfo, certificate: &Certificate) -> Result<Slot, Reason> {
+        let admission = &self.admission;
         if let Some(wait) = admission.failed_logins.blocked_for(client.peer.ip()) {
             let message = self.blocked_message(client.peer.ip(), wait);
             return Err(Reason::new(RefuseCode::LimitReached, message));

@@ -22,8 +22,8 @@ use thiserror::Error;
 
 use crate::limits::{Arrival, Slot, Slots};
 use crate::roster::{StreamListing, TunnelListing};
-use crate::tally::Tally;
 use crate::{authorize_within, report_to, ServerState, StreamError};
+use reitunnel_hooks::tally::Tally;
 
 /// One `allow_forward` entry: `HOST:PORTS`, where HOST is `*`, `*.suffix`,
 /// a name, an IP or a CIDR, and PORTS is `*`, a port or a range.

@@ -53,9 +53,9 @@ mod public;
 mod reloader;
 mod roster;
 mod session;
-mod tally;
 mod tunnel;
 mod udp_tunnel;
+mod windows;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -64,9 +64,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use reitunnel_hooks::authorize::Ask;
+use reitunnel_hooks::tally::{Tally, SUM_OVER};
 use reitunnel_hooks::{
-    ClientId, CloseReason, HookChain, Reason, Refusal, RefuseCode, Scope, ServerInfo, StreamId,
-    TunnelId,
+    ClientId, ClientInfo, CloseReason, HookChain, Reason, Refusal, RefuseCode, Scope, ServerInfo,
+    StreamId, TunnelId, TunnelInfo,
 };
 use reitunnel_transport::flows::FLOW_FRAMING;
 use reitunnel_transport::tls::{server_acceptor, TlsAcceptor};
@@ -216,6 +217,26 @@ fn report_to(
 ) {
     log_error(scope, err);
     chain.error(scope, err);
+}
+
+/// Whose refusals a [`Tally`] sums: a session's (streams it opened past its
+/// limits, which belong to no tunnel yet) or a tunnel's (its visitors).
+pub(crate) enum Owner {
+    Client(Arc<ClientInfo>),
+    Tunnel(Arc<TunnelInfo>),
+}
+
+/// Refusals of `owner`'s, summed per second and reported to `chain` (a
+/// log line and `on_error`) at its scope; flush it before its close.
+pub(crate) fn refusal_tally(chain: &HookChain, owner: Owner) -> Arc<Tally> {
+    let chain = chain.clone();
+    Tally::new(SUM_OVER, move |summed| {
+        let scope = match &owner {
+            Owner::Client(client) => Scope::Client(client),
+            Owner::Tunnel(tunnel) => Scope::Tunnel(tunnel),
+        };
+        report_to(&chain, scope, summed);
+    })
 }
 
 /// Asks `chain`'s asynchronous gates about `ask` for at most `within`

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use reitunnel_hooks::keyed::{ip_key, KeyedLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::windows::WindowShares;
+
 /// The server's limits. Field names are the config file's keys and appear in
 /// every refusal, so an operator can tell which one was hit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,9 +156,9 @@ impl Arrival {
 /// yamux lets the peer send a stream's whole receive window ahead of our
 /// reader, and a visitor who stops reading leaves exactly that in memory.
 /// So a stream reserves its worst case (initial window plus relay buffers)
-/// before it opens, and a session reserves the window growth its streams
-/// share when it starts. Growth draws on a second pool of half the budget,
-/// so sessions never take what visitors need to open at all.
+/// before it opens, and window growth is granted step by step as streams
+/// grow (`windows.rs`), from a second pool of half the budget, so sessions
+/// never take what visitors need to open at all.
 ///
 /// A UDP flow reserves its framing when it opens and its queue as the
 /// queue grows (anyone can send a datagram from a new address, and most
@@ -169,8 +171,9 @@ pub(crate) struct Budget {
     per_stream_kib: u32,
     per_flow_kib: u32,
     total: Arc<Semaphore>,
-    growth: Arc<Semaphore>,
     flows: Arc<Semaphore>,
+    /// Half the budget, shared fairly by the sessions' windows.
+    windows: Arc<WindowShares>,
 }
 
 fn kib(bytes: u64) -> u32 {
@@ -182,12 +185,13 @@ impl Budget {
     /// `per_stream` and each UDP flow's `per_flow`.
     pub(crate) fn new(max: u64, per_stream: usize, per_flow: usize) -> Budget {
         let units = (kib(max) as usize).min(Semaphore::MAX_PERMITS);
+        let total = Arc::new(Semaphore::new(units));
         Budget {
             max,
             per_stream_kib: kib(per_stream as u64).max(1),
             per_flow_kib: kib(per_flow as u64).max(1),
-            total: Arc::new(Semaphore::new(units)),
-            growth: Arc::new(Semaphore::new(units / 2)),
+            windows: WindowShares::new(Arc::new(Semaphore::new(units / 2)), total.clone()),
+            total,
             flows: Arc::new(Semaphore::new(units / 4)),
         }
     }
@@ -224,30 +228,9 @@ impl Budget {
         Ok(Slot::Bytes { _permits: permits })
     }
 
-    /// Reserves up to `wanted` bytes of window growth for a session:
-    /// whatever is left of the growth pool and of the whole budget.
-    /// Returns the reservation and the bytes it holds (0 when none is left:
-    /// the session's streams then keep their initial windows).
-    pub(crate) fn growth(&self, wanted: usize) -> (Slot, usize) {
-        let free = self
-            .growth
-            .available_permits()
-            .min(self.total.available_permits());
-        let units = kib(wanted as u64).min(u32::try_from(free).unwrap_or(u32::MAX));
-        let taken = (units > 0)
-            .then(|| {
-                let growth = self.growth.clone().try_acquire_many_owned(units).ok()?;
-                let total = self.total.clone().try_acquire_many_owned(units).ok()?;
-                Some(vec![growth, total])
-            })
-            .flatten();
-        match taken {
-            Some(permits) => (
-                Slot::Bytes { _permits: permits },
-                (units as usize * 1024).min(wanted),
-            ),
-            None => (Slot::Bytes { _permits: vec![] }, 0),
-        }
+    /// The window growth pool, for sessions to join.
+    pub(crate) fn windows(&self) -> &Arc<WindowShares> {
+        &self.windows
     }
 }
 

@@ -71,6 +71,20 @@ pub enum ProxiedError {
     },
 }
 
+impl ProxiedError {
+    /// Its message with the peer's address but not its port: the same for
+    /// every connection from one host, so a flood of them sums up.
+    pub(crate) fn per_address(&self) -> String {
+        let peer = match self {
+            ProxiedError::Untrusted(peer)
+            | ProxiedError::Malformed { peer, .. }
+            | ProxiedError::Io { peer, .. } => peer,
+        };
+        self.to_string()
+            .replace(&peer.to_string(), &peer.ip().to_string())
+    }
+}
+
 /// The connection's real peer: `peer` itself when `trusted` is empty (the
 /// PROXY protocol is off); otherwise the address in the header that a
 /// trusted `peer` must send first. The caller bounds the wait.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use reitunnel_hooks::authorize::Ask;
 use reitunnel_hooks::relay::Ended;
+use reitunnel_hooks::tally::Tally;
 use reitunnel_hooks::{
     CloseReason, HookChain, Open, Reason, RefuseCode, Scope, StreamInfo, TunnelInfo,
 };
@@ -42,6 +43,8 @@ pub(crate) struct Tunnel {
     pub stream_slots: Arc<Slots>,
     /// This tunnel's `max_pending_visitors` slots.
     pub pending: Arc<Slots>,
+    /// Its refused visitors, summed for its reports (hooks still hear each).
+    pub refusals: Arc<Tally>,
     /// Its entry in the server's roster, where its visitors are counted.
     pub listed: TunnelListing,
 }
@@ -100,6 +103,7 @@ impl Tunnel {
         streams.close();
         streams.wait().await;
         drop(slot);
+        self.refusals.flush();
         let reason = self.closer.reason().unwrap_or(CloseReason::Finished);
         let open = self
             .open
@@ -134,8 +138,9 @@ impl Tunnel {
         let info = self.stream_info(*real.as_ref().unwrap_or(&peer));
         if let Err(e) = real {
             // Dropping the socket ends the connection; hooks and logs hear why.
+            self.refusals
+                .refused(format_args!("visitor refused: {}", e.per_address()));
             let reason = Reason::new(RefuseCode::Forbidden, e.to_string());
-            tracing::warn!(%peer, %reason, "visitor refused");
             self.chain.refuse(Scope::Stream(&info), reason);
             return;
         }
@@ -161,14 +166,15 @@ impl Tunnel {
     }
 
     /// Refuses a `what` (visitor, flow) that found limit `hit` full: the
-    /// hooks hear the limit as an error and the refusal, which names it.
+    /// hooks hear the refusal, which names the limit, and the tunnel's
+    /// summed reports count it.
     pub(crate) fn turn_away(&self, info: &StreamInfo, what: &str, hit: LimitHit) {
-        report_to(&self.chain, Scope::Stream(info), &StreamError::Limit(hit));
-        let reason = Reason::new(
-            RefuseCode::LimitReached,
-            format!("{what} turned away: {hit}"),
+        let why = format!("{what} turned away: {hit}");
+        self.refusals.refused(&why);
+        self.chain.refuse(
+            Scope::Stream(info),
+            Reason::new(RefuseCode::LimitReached, why),
         );
-        self.chain.refuse(Scope::Stream(info), reason);
     }
 
     /// The server's limits, then the asynchronous gates that ask about

@@ -1216,6 +1216,56 @@ async fn streams_announcing_headers_and_sending_nothing_hold_no_memory() {
     t.still_serves("header-flood", &what).await;
 }
 
+// 7c: a flood of refused visitors.
+
+/// 2,000 visitors refused in a burst once wrote 6,000 warnings (and as
+/// many events): the server and the log hook now sum refusals per tunnel
+/// and reason, a line a second, while the hooks still count each one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_visitors_is_a_few_lines_not_thousands() {
+    const VISITORS: usize = 2_000;
+    let mut t = Target::new("max_visitors_per_ip = 1").await;
+    let client = good_client(t.addr, "flooded").await.unwrap();
+    let spec: RemoteSpec = format!("0:{}", t.echo).parse().unwrap();
+    let tunnel = client.open_reverse(spec).await.unwrap();
+    // One visitor holds the address's only slot; every other is refused.
+    let mut held = TcpStream::connect(tunnel.public_addr).await.unwrap();
+    held.write_all(b"x").await.unwrap();
+    let mut echoed = [0u8; 1];
+    held.read_exact(&mut echoed).await.unwrap();
+    let closed = Arc::new(Counter::default());
+    let mut visitors = JoinSet::new();
+    for _ in 0..VISITORS {
+        let mut tcp = TcpStream::connect(tunnel.public_addr).await.unwrap();
+        let closed = closed.clone();
+        visitors.spawn(async move {
+            let _ = tcp.read(&mut [0u8; 1]).await;
+            closed.add(1);
+        });
+    }
+    closed.reaches("refused visitors closed", VISITORS).await;
+    let reason = "visitor turned away: limit max_visitors_per_ip = 1 reached";
+    // The flood is over: its summary comes within the second.
+    let summary = t
+        .logged("the summed refusals", move |l| {
+            l.contains(reason) && l.contains("times in the last")
+        })
+        .await;
+    let lines = t.log().count(|l| l.contains(reason));
+    drop(held);
+    client.shutdown().await.unwrap();
+    assert!(
+        lines <= 12,
+        "{lines} log lines for {VISITORS} refused visitors:\n{}",
+        t.log().tail(20)
+    );
+    let what = format!(
+        "{VISITORS} visitors refused in a burst, {lines} log lines about them (\"{}\")",
+        summary.trim()
+    );
+    t.still_serves("refused-visitor-flood", &what).await;
+}
+
 // ---------------------------------------------------------------------------
 // 8: login brute force.
 

@@ -39,7 +39,7 @@ pub use closer::{CloseOnDrop, Closer};
 pub use frame_io::{read_frame, write_frame, FrameIoError};
 pub use login_io::{run_login, LoginFailure};
 pub use mux::{
-    cut_by_connection, spawn_mux, Inbound, MuxConfig, MuxDriver, MuxError, MuxHandle, MuxStream,
-    CLOSE_GRACE, STREAM_CREDIT,
+    cut_by_connection, spawn_mux, spawn_mux_pooled, Inbound, MuxConfig, MuxDriver, MuxError,
+    MuxHandle, MuxStream, CLOSE_GRACE, STREAM_CREDIT,
 };
 pub use socket::{listen, tune, Bound};

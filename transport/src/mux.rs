@@ -170,11 +170,36 @@ pub fn spawn_mux<T>(io: T, mode: yamux::Mode, cfg: &MuxConfig) -> (MuxHandle, In
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = yamux::Connection::new(
-        SessionIo::new(io, cfg.io_buffer, cfg.io_slack),
-        cfg.yamux(),
-        mode,
-    );
+    spawn(io, mode, cfg, cfg.yamux())
+}
+
+/// [`spawn_mux`] for a session whose streams' windows grow (within
+/// `cfg.window_headroom`) only by what `pool` grants: a pool shared by many
+/// sessions bounds their windows together and can share the bound fairly.
+pub fn spawn_mux_pooled<T>(
+    io: T,
+    mode: yamux::Mode,
+    cfg: &MuxConfig,
+    pool: Arc<dyn yamux::WindowPool>,
+) -> (MuxHandle, Inbound, MuxDriver)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut yamux = cfg.yamux();
+    yamux.set_window_pool(pool);
+    spawn(io, mode, cfg, yamux)
+}
+
+fn spawn<T>(
+    io: T,
+    mode: yamux::Mode,
+    cfg: &MuxConfig,
+    yamux: yamux::Config,
+) -> (MuxHandle, Inbound, MuxDriver)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = yamux::Connection::new(SessionIo::new(io, cfg.io_buffer, cfg.io_slack), yamux, mode);
     let (open_tx, open_rx) = mpsc::channel(64);
     let (in_tx, in_rx) = mpsc::unbounded_channel();
     let close = CancellationToken::new();

@@ -1,9 +1,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::hook::{Hook, HookResult};
 use crate::info::{
     ClientInfo, DataEvent, ErrorEvent, Rejection, Scope, ServerInfo, StreamEnd, Totals, TunnelInfo,
 };
+use crate::tally::{Tally, SUM_OVER};
 use crate::verdict::{CloseReason, Verdict};
 
 /// Logs every lifecycle event through `tracing` (target `reitunnel::events`),
@@ -44,6 +46,9 @@ use crate::verdict::{CloseReason, Verdict};
 pub struct TracingHook {
     sample_every: u64,
     seen: AtomicU64,
+    /// Refused streams, summed per tunnel and reason: a flood of refused
+    /// visitors is a line a second, not a line each.
+    stream_rejections: Arc<Tally>,
 }
 
 impl Default for TracingHook {
@@ -58,6 +63,9 @@ impl TracingHook {
         TracingHook {
             sample_every,
             seen: AtomicU64::new(0),
+            stream_rejections: Tally::new(SUM_OVER, |summed| {
+                tracing::warn!(target: T, "rejected: {summed}");
+            }),
         }
     }
 }
@@ -128,7 +136,17 @@ impl Hook for TracingHook {
     }
 
     fn on_rejected(&self, r: &Rejection<'_>) {
-        tracing::warn!(target: T, what = %r.scope, by = r.by, reason = %r.reason, "rejected");
+        match r.scope {
+            Scope::Stream(s) => self.stream_rejections.refused(format_args!(
+                "a stream of {} by {}: {}",
+                Scope::Tunnel(&s.tunnel),
+                r.by,
+                r.reason
+            )),
+            _ => {
+                tracing::warn!(target: T, what = %r.scope, by = r.by, reason = %r.reason, "rejected")
+            }
+        }
     }
 
     fn on_error(&self, e: &ErrorEvent<'_>) {

@@ -361,6 +361,17 @@ impl HookChain {
         }
     }
 
+    /// Refusal by the server itself after every gate passed: every hook
+    /// hears `on_rejected` with `by = "server"` and `passed_gate` set.
+    pub(crate) fn refuse_after_gates(&self, scope: Scope<'_>, reason: Reason) -> Refusal {
+        let refusal = Refusal {
+            reason,
+            by: SERVER.to_owned(),
+        };
+        self.rejected_after(scope, &refusal, self.inner.hooks.len(), &[]);
+        refusal
+    }
+
     /// Refusal by the server itself before any gate ran (policy, limits,
     /// malformed requests): every hook hears `on_rejected` with `by = "server"`.
     pub fn refuse(&self, scope: Scope<'_>, reason: Reason) -> Refusal {

@@ -6,11 +6,11 @@ mod open;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
 
-use reitunnel_hooks::{ClientInfo, CloseReason, HookChain, Open, RefuseCode, Scope, TunnelId};
+use reitunnel_hooks::{ClientInfo, CloseReason, Open, RefuseCode, Scope, TunnelId};
 use reitunnel_proto::{CodecError, Frame};
 use reitunnel_transport::control::{Control, ControlEnd, Incoming};
 use reitunnel_transport::heartbeat::Heartbeat;
-use reitunnel_transport::{spawn_mux, Closer, MuxConfig, MuxHandle, MuxStream};
+use reitunnel_transport::{spawn_mux_pooled, Closer, MuxHandle, MuxStream};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -19,8 +19,7 @@ use crate::forward::{self, ClientStreams, Forwards};
 use crate::lease::ClientHold;
 use crate::limits::{Slot, Slots};
 use crate::roster::AdminCloses;
-use crate::tally::{Tally, SUM_OVER};
-use crate::{report_to, LoginSettings, ServerState, SessionError};
+use crate::{refusal_tally, report_to, LoginSettings, Owner, ServerState, SessionError};
 
 /// What a session's transport must offer: plain TCP or TLS over it.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -46,15 +45,6 @@ pub(crate) struct Session {
     tunnel_slots: Slots,
 }
 
-/// A session's refusals of streams it opened, summed and reported to its
-/// hooks at the client's scope (such a stream has no tunnel yet).
-fn refusals(chain: &HookChain, client: &Arc<ClientInfo>) -> Arc<Tally> {
-    let (chain, client) = (chain.clone(), client.clone());
-    Tally::new(SUM_OVER, move |summed| {
-        report_to(&chain, Scope::Client(&client), summed);
-    })
-}
-
 impl Session {
     /// Runs the session and closes everything it opened; returns why it ended.
     /// `slot` is the client's `max_clients` slot, given back just before the close event.
@@ -67,25 +57,15 @@ impl Session {
     ) -> CloseReason {
         let cfg = &shared.config;
         let limits = &cfg.limits;
-        // Window growth comes out of the memory budget; what is left of it
-        // may be less than the configured headroom, or nothing.
-        let (growth, headroom) = shared.admission.budget.growth(cfg.mux.window_headroom);
-        if headroom < cfg.mux.window_headroom {
-            tracing::warn!(
-                client = %open.info().name,
-                headroom,
-                "max_buffered_bytes is nearly spent: this session's streams get less window to grow into"
-            );
-        }
-        let mux_cfg = MuxConfig {
-            window_headroom: headroom,
-            ..cfg.mux
-        };
-        let (mux, mut inbound, driver) = spawn_mux(io, yamux::Mode::Server, &mux_cfg);
+        // Its streams' windows grow by what the budget's growth pool grants
+        // them: a fair share of it, whoever came first (see windows.rs).
+        let windows = shared.admission.budget.windows().join();
+        let (mux, mut inbound, driver) =
+            spawn_mux_pooled(io, yamux::Mode::Server, &cfg.mux, windows);
         let closer = shared.root.child();
         // Aborted, this task ends its tunnels and streams at once.
         let _abort = closer.close_on_drop(CloseReason::Aborted);
-        let refusals = refusals(&live.chain, open.info());
+        let refusals = refusal_tally(&live.chain, Owner::Client(open.info().clone()));
         let mut session = Session {
             client: open.info().clone(),
             hold: ClientHold::new(open, live.clone()),
@@ -109,9 +89,10 @@ impl Session {
             .roster
             .client(session.client.clone(), session.closer.clone());
         // A ban made between the login's check and this listing still holds.
-        if let Some(left) = shared.roster.banned_for(&session.client.name) {
-            let why = format!("banned by an operator for another {}s", left.as_secs() + 1);
-            session.closer.close(CloseReason::Admin(why));
+        if let Err(banned) = shared.check_ban(&session.client) {
+            session
+                .closer
+                .close(CloseReason::Admin(banned.message.into_owned()));
         }
         let reason = match timeout(cfg.handshake_timeout, inbound.recv()).await {
             Ok(Some(control)) => {
@@ -150,7 +131,7 @@ impl Session {
         session.mux.close();
         drop(inbound);
         driver.finish().await;
-        drop((slot, growth, listing));
+        drop((slot, listing));
         // The client's close fires now, or after its last leased tunnel's.
         session.hold.ended(reason.clone());
         drop(session);

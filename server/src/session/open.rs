@@ -13,7 +13,7 @@ use reitunnel_transport::Bound;
 use super::Session;
 use crate::forward::{self, ForwardRoute};
 use crate::limits::{Slot, Slots};
-use crate::{authorize_within, report_to, tunnel, SessionError};
+use crate::{authorize_within, refusal_tally, report_to, tunnel, Owner, SessionError};
 
 /// The answer to request `request_id` that refuses it for `refusal`'s reason.
 fn refused(request_id: u32, refusal: Refusal) -> Frame {
@@ -89,7 +89,9 @@ impl Session {
             .shared
             .roster
             .tunnel(open.info().clone(), closer.clone());
+        let refusals = refusal_tally(&self.live.chain, Owner::Tunnel(open.info().clone()));
         let tunnel = tunnel::Tunnel {
+            refusals,
             listed,
             info: open.info().clone(),
             open: Mutex::new(Some(open)),

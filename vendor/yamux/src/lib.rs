@@ -81,6 +81,20 @@ pub struct Config {
     max_num_streams: usize,
     read_after_close: bool,
     split_send_size: usize,
+    window_pool: Option<std::sync::Arc<dyn WindowPool>>,
+}
+
+/// Memory that stream receive windows grow into beyond their initial credit, shared by
+/// several connections (see [`Config::set_window_pool`]).
+///
+/// A program with many connections can bound their windows together, and share that bound
+/// fairly, instead of giving each connection a fixed slice or the first ones all of it.
+pub trait WindowPool: Send + Sync + std::fmt::Debug {
+    /// Grants a stream up to `wanted` more bytes of receive window; returns how many (at most
+    /// `wanted`; 0 leaves the window as it is).
+    fn grow(&self, wanted: usize) -> usize;
+    /// Gives back `bytes` granted by [`WindowPool::grow`], when the stream that held them is gone.
+    fn release(&self, bytes: usize);
 }
 
 impl Default for Config {
@@ -90,6 +104,7 @@ impl Default for Config {
             max_num_streams: 512,
             read_after_close: true,
             split_send_size: DEFAULT_SPLIT_SEND_SIZE,
+            window_pool: None,
         }
     }
 }
@@ -163,6 +178,14 @@ impl Config {
         self.split_send_size = n;
         self
     }
+
+    /// Let stream receive windows grow beyond their initial credit only by what `pool`
+    /// grants, within `max_connection_receive_window` as before; each stream gives its
+    /// grants back when it is dropped.
+    pub fn set_window_pool(&mut self, pool: std::sync::Arc<dyn WindowPool>) -> &mut Self {
+        self.window_pool = Some(pool);
+        self
+    }
 }
 
 // Check that we can safely cast a `usize` to a `u64`.
@@ -191,6 +214,7 @@ impl quickcheck::Arbitrary for Config {
             max_num_streams,
             read_after_close: bool::arbitrary(g),
             split_send_size: g.gen_range(DEFAULT_SPLIT_SEND_SIZE..usize::MAX),
+            window_pool: None,
         }
     }
 }

@@ -108,6 +108,15 @@ impl FlowController {
                 cmp::min(new_max, connection_limit.try_into().unwrap_or(u32::MAX))
             };
 
+            // And what a shared pool grants, if there is one.
+            let new_max = match &self.config.window_pool {
+                None => new_max,
+                Some(pool) => {
+                    let granted = pool.grow((new_max - self.max_receive_window) as usize);
+                    self.max_receive_window + u32::try_from(granted).unwrap_or(0)
+                }
+            };
+
             // Account for the additional credit on the accumulated connection counter.
             *accumulated_max_stream_windows += (new_max - self.max_receive_window) as usize;
             drop(accumulated_max_stream_windows);
@@ -210,6 +219,10 @@ impl Drop for FlowController {
         );
 
         *accumulated_max_stream_windows -= (self.max_receive_window - DEFAULT_CREDIT) as usize;
+        drop(accumulated_max_stream_windows);
+        if let Some(pool) = &self.config.window_pool {
+            pool.release((self.max_receive_window - DEFAULT_CREDIT) as usize);
+        }
     }
 }
 

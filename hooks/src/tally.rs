@@ -4,11 +4,30 @@
 //! and in a sink's queue it would push out the events that matter. So the
 //! first refusal of a reason is reported at once, and the rest of that
 //! second are counted and reported as one summary when the second is over
-//! (by a timer, so a flood that stops is still told), and once more when
-//! the tunnel or session they belong to closes.
+//! (by a timer, so a flood that stops is still told), or when its owner
+//! closes and flushes it.
 //!
-//! Hooks still see every refusal through `on_rejected`: what is summed here
-//! is the server's own report of it (its log line and the `on_error` event).
+//! The server sums its own reports of refused visitors this way (its log
+//! line and the `on_error` event), per tunnel, and the log hook its
+//! `rejected` lines about streams. Hooks still see every refusal through
+//! `on_rejected`: counters and metrics count each one.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use std::time::Duration;
+//! use reitunnel_hooks::tally::Tally;
+//!
+//! let told = Arc::new(Mutex::new(Vec::new()));
+//! let sink = told.clone();
+//! let tally = Tally::new(Duration::from_secs(1), move |s| sink.lock().unwrap().push(s.to_string()));
+//! for _ in 0..1000 {
+//!     tally.refused("visitor turned away: limit max_visitors_per_ip = 16 reached");
+//! }
+//! tally.flush();
+//! let told = told.lock().unwrap();
+//! assert_eq!(told[0], "visitor turned away: limit max_visitors_per_ip = 16 reached");
+//! assert!(told[1].starts_with("visitor turned away: limit max_visitors_per_ip = 16 reached (999 times in the last"));
+//! ```
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,12 +36,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// How long refusals of one reason are summed before they are told.
-pub(crate) const SUM_OVER: Duration = Duration::from_secs(1);
+/// How long refusals of one reason are summed before they are told, by default.
+pub const SUM_OVER: Duration = Duration::from_secs(1);
 
 /// `count` refusals for one reason over `over`: what a report says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Summed {
+pub struct Summed {
     /// The refusal, as its single report would say it.
     pub reason: String,
     /// How many it stands for.
@@ -52,7 +71,7 @@ impl std::error::Error for Summed {}
 type Report = Box<dyn Fn(&Summed) + Send + Sync>;
 
 /// Refusals of one owner (a tunnel, a session), summed by reason.
-pub(crate) struct Tally {
+pub struct Tally {
     report: Report,
     every: Duration,
     state: Mutex<State>,
@@ -75,10 +94,7 @@ struct Window {
 
 impl Tally {
     /// A tally that reports through `report`, summing over `every`.
-    pub(crate) fn new(
-        every: Duration,
-        report: impl Fn(&Summed) + Send + Sync + 'static,
-    ) -> Arc<Tally> {
+    pub fn new(every: Duration, report: impl Fn(&Summed) + Send + Sync + 'static) -> Arc<Tally> {
         Arc::new_cyclic(|this| Tally {
             report: Box::new(report),
             every,
@@ -89,7 +105,7 @@ impl Tally {
 
     /// Notes one refusal: reported now if it is the first of its reason in
     /// this interval, otherwise counted for the interval's summary.
-    pub(crate) fn refused(&self, reason: impl fmt::Display) {
+    pub fn refused(&self, reason: impl fmt::Display) {
         let reason = reason.to_string();
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(window) = state.open.get_mut(&reason) {
@@ -117,7 +133,7 @@ impl Tally {
 
     /// Reports what is held back and forgets every reason: for the close
     /// of the tunnel or session, so its summary comes before its close.
-    pub(crate) fn flush(&self) {
+    pub fn flush(&self) {
         let open = std::mem::take(
             &mut self
                 .state
