@@ -5,6 +5,8 @@
 //! waits within its deadline, then fails as `on_failure` says; the URL's
 //! secret path stays out of `Debug` and refusals.
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -14,6 +16,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::tunnel_to;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -21,7 +24,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use reitunnel_hooks::authorize::{Ask, AuthFuture, Authorize};
 use reitunnel_hooks::builtin::{HttpAuth, HttpAuthConfig, OnFailure};
-use reitunnel_hooks::{ClientId, ClientInfo, Gate, RefuseCode, TunnelId, TunnelInfo, TunnelKind};
+use reitunnel_hooks::{Gate, RefuseCode, TunnelInfo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -129,17 +132,6 @@ fn gate(service: &Service, max: usize, tweak: impl FnOnce(&mut HttpAuthConfig)) 
         .with_max_concurrent(NonZeroUsize::new(max).unwrap())
 }
 
-/// A tunnel of alice's to `target`.
-fn tunnel(target: &str) -> TunnelInfo {
-    let alice = Arc::new(ClientInfo::new(
-        ClientId(1),
-        "alice",
-        "127.0.0.1:5000".parse().unwrap(),
-    ));
-    let bind = "0.0.0.0:8080".parse().unwrap();
-    TunnelInfo::new(TunnelId(1), alice, TunnelKind::Reverse, bind, target)
-}
-
 /// Polls every question once, in order: each has started (or joined) its
 /// request before the next is asked.
 async fn start_each(questions: &mut [AuthFuture<'_>]) {
@@ -176,7 +168,7 @@ async fn answers(mut questions: Vec<AuthFuture<'_>>) -> Vec<Gate> {
 async fn identical_questions_asked_together_share_one_request() {
     let service = Service::start(usize::MAX).await;
     let gate = gate(&service, 16, |_| {});
-    let wanted = tunnel("db.internal:5432");
+    let wanted = tunnel_to("db.internal:5432");
     let ask = Ask::Tunnel(&wanted);
     let mut questions: Vec<_> = (0..300).map(|_| gate.authorize(&ask)).collect();
     start_each(&mut questions).await;
@@ -198,7 +190,7 @@ async fn different_questions_share_at_most_max_concurrent_kept_connections() {
     let service = Service::start(MAX).await;
     let gate = gate(&service, MAX, |_| {});
     let tunnels: Vec<TunnelInfo> = (0..300)
-        .map(|n| tunnel(&format!("host-{n}.internal:80")))
+        .map(|n| tunnel_to(&format!("host-{n}.internal:80")))
         .collect();
     let asks: Vec<Ask<'_>> = tunnels.iter().map(Ask::Tunnel).collect();
     let gates = answers(asks.iter().map(|a| gate.authorize(a)).collect()).await;
@@ -221,7 +213,10 @@ async fn past_the_cap(on_failure: OnFailure) -> Gate {
         c.timeout = Duration::from_millis(200);
         c.on_failure = on_failure;
     });
-    let (first, second) = (tunnel("first.internal:1"), tunnel("second.internal:1"));
+    let (first, second) = (
+        tunnel_to("first.internal:1"),
+        tunnel_to("second.internal:1"),
+    );
     let first = Ask::Tunnel(&first);
     let mut holding = [gate.authorize(&first)];
     // Started and left unpolled: it keeps the one connection however long.

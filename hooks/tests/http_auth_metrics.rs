@@ -3,28 +3,20 @@
 //! the histogram, and the endpoint's health gauge going to 0 while it does
 //! not answer. Its own test binary: it installs the global recorder.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
+use common::tunnel_to;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use reitunnel_hooks::authorize::{Ask, Authorize};
 use reitunnel_hooks::builtin::{HttpAuth, HttpAuthConfig};
-use reitunnel_hooks::{ClientId, ClientInfo, Gate, TunnelId, TunnelInfo, TunnelKind};
+use reitunnel_hooks::{Gate, TunnelInfo};
 use reitunnel_testkit::{prometheus_value, HttpService, Reply};
 
 /// What `gate` says about a tunnel to `t`.
 async fn ask(gate: &HttpAuth, t: &TunnelInfo) -> Gate {
     gate.authorize(&Ask::Tunnel(t)).await
-}
-
-fn tunnel(target: &str) -> TunnelInfo {
-    let alice = Arc::new(ClientInfo::new(
-        ClientId(1),
-        "alice",
-        "127.0.0.1:5000".parse().unwrap(),
-    ));
-    let bind = "0.0.0.0:8080".parse().unwrap();
-    TunnelInfo::new(TunnelId(1), alice, TunnelKind::Reverse, bind, target)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,9 +35,9 @@ async fn outcomes_latency_and_health_per_endpoint() {
     config.timeout = Duration::from_millis(200);
     let gate = HttpAuth::new(config).unwrap();
     let (allowed, denied, hung) = (
-        tunnel("ok.invalid:1"),
-        tunnel("deny.invalid:1"),
-        tunnel("hang.invalid:1"),
+        tunnel_to("ok.invalid:1"),
+        tunnel_to("deny.invalid:1"),
+        tunnel_to("hang.invalid:1"),
     );
     assert_eq!(ask(&gate, &allowed).await, Gate::Allow);
     assert_eq!(ask(&gate, &allowed).await, Gate::Allow, "from the cache");

@@ -355,6 +355,17 @@ pub fn tunnel_of(client: &Arc<ClientInfo>, id: u64) -> Arc<TunnelInfo> {
     ))
 }
 
+/// A tunnel of alice's (id 1) to `target`.
+pub fn tunnel_to(target: &str) -> TunnelInfo {
+    TunnelInfo::new(
+        TunnelId(1),
+        client(),
+        TunnelKind::Reverse,
+        addr(8080),
+        target,
+    )
+}
+
 pub fn tunnel() -> Arc<TunnelInfo> {
     tunnel_of(&client(), 1)
 }
