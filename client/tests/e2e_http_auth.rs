@@ -14,7 +14,7 @@ use common::*;
 use reitunnel_client::{Client, RemoteSpec};
 use reitunnel_hooks::builtin::{HttpAuth, HttpAuthConfig, OnFailure};
 use reitunnel_hooks::HookChain;
-use reitunnel_testkit::{echo_service, free_port, HttpService, Reply};
+use reitunnel_testkit::{echo_service, free_port, within, HttpService, Reply};
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -196,4 +196,57 @@ async fn visitors_are_asked_when_opted_in_and_a_down_service_fails_closed_or_ope
         .await
         .unwrap();
     server.stop().await;
+}
+
+/// A tunnel request waits for the service off the session's control loop:
+/// while a question about it hangs, an operator's kick still ends the
+/// session at once (it once waited for the question's deadline), and a
+/// second tunnel the service need not be asked about long opens meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_question_holds_up_nothing_else_of_the_session() {
+    let service = HttpService::start(|body| {
+        let ask: Value = serde_json::from_str(body).unwrap();
+        match ask["ask"].as_str().unwrap() {
+            "tunnel" if ask["target"].as_str().unwrap().starts_with("slow.") => Reply::Hang,
+            _ => Reply::Json(200, r#"{"allow":true}"#.to_owned()),
+        }
+    });
+    // Far longer than the test may take: only the kick can end the wait.
+    let gate = gate(&service.addr.to_string(), |c| {
+        c.timeout = Duration::from_secs(3600)
+    });
+    let rec = Recorder::new();
+    let chain = HookChain::builder()
+        .shared(rec.clone())
+        .authorizer(gate)
+        .build();
+    let server =
+        TestServer::start(chain, |c| c.handshake_timeout = Duration::from_secs(3600)).await;
+    let client = Arc::new(login(&server, "patient").await.unwrap());
+    let slow = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let spec: RemoteSpec = "0:slow.invalid:80".parse().unwrap();
+            client.open_reverse(spec).await
+        })
+    };
+    // The slow question is out (the service has its body) ...
+    within(PATIENCE, "the slow question", async {
+        while !service.bodies().iter().any(|b| b.contains("slow.invalid")) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // ... and another tunnel of the same session opens meanwhile.
+    let echo = echo_service().await;
+    let fast = reverse(&client, echo).await;
+    assert_eq!(echo_check(fast.public_addr, 10_000, 1).await, 10_000);
+    server.admin.kick("patient", None, "test").unwrap();
+    within(PATIENCE, "the kicked session's end", client.ended()).await;
+    let answer = within(PATIENCE, "the slow request's end", slow)
+        .await
+        .unwrap();
+    assert!(answer.is_err(), "{answer:?}");
+    server.stop().await;
+    assert_balanced(&rec.events());
 }

@@ -168,6 +168,12 @@ impl HookChain {
         self.inner.hooks.iter().map(|h| h.name()).collect()
     }
 
+    /// Whether the chain has asynchronous gates (if not, [`HookChain::authorize`]
+    /// answers at once: no need to ask it off a caller's loop).
+    pub fn has_authorizers(&self) -> bool {
+        !self.inner.authorizers.is_empty()
+    }
+
     /// Whether an asynchronous gate asks about visitors (if not, skip
     /// [`HookChain::authorize`] for them).
     pub fn authorizes_streams(&self) -> bool {

@@ -3,10 +3,12 @@
 
 mod open;
 
+use open::Asking;
+
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
 
-use reitunnel_hooks::{ClientInfo, CloseReason, Open, RefuseCode, Scope, TunnelId};
+use reitunnel_hooks::{ClientInfo, CloseReason, Open, Refusal, RefuseCode, Scope, TunnelId};
 use reitunnel_proto::{CodecError, Frame};
 use reitunnel_transport::control::{Control, ControlEnd, Incoming};
 use reitunnel_transport::heartbeat::Heartbeat;
@@ -41,6 +43,8 @@ pub(crate) struct Session {
     /// the tasks serving the streams the client opens.
     streams: ClientStreams,
     tasks: JoinSet<()>,
+    /// Tunnel and forward requests waiting for the asynchronous gates.
+    asking: JoinSet<(Asking, Result<(), Refusal>)>,
     /// `max_tunnels_per_client`: each tunnel task holds a slot.
     tunnel_slots: Slots,
 }
@@ -83,6 +87,7 @@ impl Session {
                 refusals,
             },
             tasks: JoinSet::new(),
+            asking: JoinSet::new(),
             tunnel_slots: Slots::new("max_tunnels_per_client", limits.max_tunnels_per_client),
         };
         let (listing, mut admin_closes) = shared
@@ -179,6 +184,13 @@ impl Session {
                     }
                 },
                 Some(_) = self.tasks.join_next() => continue,
+                Some(Ok((asking, answer))) = self.asking.join_next() => {
+                    let reply = self.answered(asking, answer);
+                    match control.send(reply).await {
+                        Ok(()) => continue,
+                        Err(end) => return self.ended(&mut control, end).await,
+                    }
+                }
             };
             let frame = match incoming {
                 Ok(Incoming::Frame(frame)) => frame,
@@ -195,12 +207,18 @@ impl Session {
                     bind,
                     target,
                     transport,
-                } => Some(self.open_tunnel(request_id, bind, target, transport).await),
+                } => {
+                    let asking = self.begin_tunnel(request_id, bind, target, transport);
+                    self.request(asking)
+                }
                 Frame::OpenForward {
                     request_id,
                     target,
                     transport,
-                } => Some(self.open_forward(request_id, target, transport).await),
+                } => {
+                    let asking = self.begin_forward(request_id, target, transport);
+                    self.request(asking)
+                }
                 Frame::CloseTunnel { tunnel_id } => {
                     self.forget_tunnel(tunnel_id, CloseReason::Finished);
                     None

@@ -4,9 +4,12 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use reitunnel_hooks::authorize::Ask;
-use reitunnel_hooks::{Reason, Refusal, RefuseCode, Scope, Transport, TunnelInfo, TunnelKind};
+use reitunnel_hooks::{
+    HookChain, Reason, Refusal, RefuseCode, Scope, Transport, TunnelInfo, TunnelKind,
+};
 use reitunnel_proto::Frame;
 use reitunnel_transport::Bound;
 
@@ -24,17 +27,75 @@ fn refused(request_id: u32, refusal: Refusal) -> Frame {
     }
 }
 
+/// A tunnel or forward request that passed the server's own checks and
+/// waits for the asynchronous gates (an `http_auth` service), which are
+/// asked off the control loop: kicks, admin closes and heartbeats go on
+/// meanwhile. Holds the request's `max_tunnels_per_client` slot.
+pub(super) struct Asking {
+    request_id: u32,
+    /// The tunnel as the gates see it (for `-R`, at the address asked for).
+    info: Arc<TunnelInfo>,
+    slot: Slot,
+}
+
+impl Asking {
+    /// Asks the chain's asynchronous gates about the request, within `within`.
+    pub(super) async fn ask(
+        self,
+        chain: HookChain,
+        within: Duration,
+    ) -> (Asking, Result<(), Refusal>) {
+        let answer = authorize_within(&chain, &Ask::Tunnel(&self.info), within).await;
+        (self, answer)
+    }
+}
+
 impl Session {
-    /// Checks policy, binds, asks the hooks (an asynchronous gate awaited
-    /// here, in the control loop: the session's data flows on meanwhile),
-    /// and starts the tunnel. Returns the answer frame.
-    pub(super) async fn open_tunnel(
-        &mut self,
+    /// Starts a request: the server's checks, then (with asynchronous gates
+    /// in the chain) a task that asks them, whose answer the control loop
+    /// hands to [`Session::answered`]; without any, the answer at once.
+    pub(super) fn request(&mut self, asking: Result<Asking, Frame>) -> Option<Frame> {
+        let asking = match asking {
+            Ok(asking) => asking,
+            Err(refusal) => return Some(refusal),
+        };
+        if !self.live.chain.has_authorizers() {
+            return Some(self.answered(asking, Ok(())));
+        }
+        let within = self.shared.config.handshake_timeout;
+        self.asking
+            .spawn(asking.ask(self.live.chain.clone(), within));
+        None
+    }
+
+    /// Finishes a request the gates answered: the tunnel or forward opens,
+    /// or is refused. Returns the answer frame.
+    pub(super) fn answered(&mut self, asking: Asking, answer: Result<(), Refusal>) -> Frame {
+        let Asking {
+            request_id,
+            info,
+            slot,
+        } = asking;
+        // A drain that started while the gates were asked refuses it too.
+        let answer = answer.and_then(|()| self.refuse_if_draining(&info));
+        if let Err(r) = answer {
+            tracing::warn!(client = %self.client.name, target = %info.target, by = %r.by, reason = %r.reason, "tunnel refused");
+            return refused(request_id, r);
+        }
+        match info.kind {
+            TunnelKind::Reverse => self.open_tunnel(request_id, &info, slot),
+            TunnelKind::Forward => self.open_forward(request_id, &info, slot),
+        }
+    }
+
+    /// `-R`: the tunnel as asked, and its slot, or the refusal.
+    pub(super) fn begin_tunnel(
+        &self,
         request_id: u32,
         bind: SocketAddr,
         target: String,
         transport: Transport,
-    ) -> Frame {
+    ) -> Result<Asking, Frame> {
         let ip = if bind.ip().is_unspecified() {
             self.live.default_bind_ip
         } else {
@@ -42,36 +103,46 @@ impl Session {
         };
         let requested = SocketAddr::new(ip, bind.port());
         let id = self.shared.ids.tunnel();
-        let info = |addr| {
-            let info = TunnelInfo::new(
-                id,
-                self.client.clone(),
-                TunnelKind::Reverse,
-                addr,
-                target.as_str(),
-            );
-            Arc::new(info.over(transport))
-        };
-        let refused = |r: Refusal| refused(request_id, r);
-        let slot = match self.take_tunnel_slot(&info(requested)) {
-            Ok(slot) => slot,
-            Err(r) => return refused(r),
-        };
+        let info = TunnelInfo::new(
+            id,
+            self.client.clone(),
+            TunnelKind::Reverse,
+            requested,
+            target,
+        );
         // Asked before binding: a refused tunnel takes no port (nor a
         // reconnecting client's lease); the service sees the address asked for.
-        let within = self.shared.config.handshake_timeout;
-        let asked = info(requested);
-        if let Err(r) = authorize_within(&self.live.chain, &Ask::Tunnel(&asked), within).await {
-            tracing::warn!(client = %self.client.name, %requested, by = %r.by, reason = %r.reason, "tunnel refused");
-            return refused(r);
+        let info = Arc::new(info.over(transport));
+        match self.take_tunnel_slot(&info) {
+            Ok(slot) => Ok(Asking {
+                request_id,
+                info,
+                slot,
+            }),
+            Err(r) => Err(refused(request_id, r)),
         }
+    }
+
+    /// Binds the public port of `asked`, opens the tunnel and starts it.
+    /// Returns the answer frame.
+    fn open_tunnel(&mut self, request_id: u32, asked: &TunnelInfo, slot: Slot) -> Frame {
+        let requested = asked.bind;
+        let (id, target, transport) = (asked.id, asked.target.clone(), asked.transport);
+        let info = |addr| {
+            let info =
+                TunnelInfo::new(id, self.client.clone(), TunnelKind::Reverse, addr, &*target);
+            Arc::new(info.over(transport))
+        };
         let (ports, name) = (&self.live.allow_ports, &self.client.name);
         let public = match self.shared.bind_public(ports, name, requested, transport) {
             Ok(public) => public,
             Err(reason) => {
                 let pending = info(requested);
                 tracing::warn!(client = %self.client.name, %requested, %reason, "tunnel refused");
-                return refused(self.live.chain.refuse(Scope::Tunnel(&pending), reason));
+                return refused(
+                    request_id,
+                    self.live.chain.refuse(Scope::Tunnel(&pending), reason),
+                );
             }
         };
         let bound = public.local_addr().unwrap_or(requested);
@@ -79,7 +150,7 @@ impl Session {
             Ok(open) => open,
             Err(r) => {
                 tracing::warn!(client = %self.client.name, %bound, by = %r.by, reason = %r.reason, "tunnel refused");
-                return refused(r);
+                return refused(request_id, r);
             }
         };
         tracing::info!(client = %self.client.name, tunnel = %id, %bound, %target, %transport, "tunnel open");
@@ -117,13 +188,19 @@ impl Session {
         }
     }
 
+    /// Refuses `pending` (reported to the hooks) once a drain has started.
+    fn refuse_if_draining(&self, pending: &TunnelInfo) -> Result<(), Refusal> {
+        if !self.shared.draining.is_cancelled() {
+            return Ok(());
+        }
+        let reason = Reason::new(RefuseCode::ShuttingDown, "the server is shutting down");
+        Err(self.live.chain.refuse(Scope::Tunnel(pending), reason))
+    }
+
     /// A `max_tunnels_per_client` slot for `pending`, or the refusal (reported to the hooks).
     /// Also refuses every new tunnel once a drain has started.
     fn take_tunnel_slot(&self, pending: &TunnelInfo) -> Result<Slot, Refusal> {
-        if self.shared.draining.is_cancelled() {
-            let reason = Reason::new(RefuseCode::ShuttingDown, "the server is shutting down");
-            return Err(self.live.chain.refuse(Scope::Tunnel(pending), reason));
-        }
+        self.refuse_if_draining(pending)?;
         self.tunnel_slots.take().map_err(|hit| {
             let e = SessionError::Limit {
                 peer: self.client.peer,
@@ -135,14 +212,14 @@ impl Session {
         })
     }
 
-    /// `-L`: checks the target against `allow_forward`, asks the hooks, and
-    /// registers the tunnel for the streams the client will open.
-    pub(super) async fn open_forward(
-        &mut self,
+    /// `-L`: the forward as asked (its target checked against
+    /// `allow_forward`), and its slot, or the refusal.
+    pub(super) fn begin_forward(
+        &self,
         request_id: u32,
         target: String,
         transport: Transport,
-    ) -> Frame {
+    ) -> Result<Asking, Frame> {
         let id = self.shared.ids.tunnel();
         let info = TunnelInfo::new(
             id,
@@ -152,26 +229,33 @@ impl Session {
             target.as_str(),
         );
         let info = Arc::new(info.over(transport));
-        let refused = |r: Refusal| refused(request_id, r);
         let checked = forward::check_target(&self.live.allow_forward, &target)
             .map_err(|reason| self.live.chain.refuse(Scope::Tunnel(&info), reason))
             .and_then(|()| self.take_tunnel_slot(&info));
-        let checked = async {
-            let slot = checked?;
-            let within = self.shared.config.handshake_timeout;
-            authorize_within(&self.live.chain, &Ask::Tunnel(&info), within).await?;
-            Ok::<_, Refusal>(slot)
-        };
-        let checked = checked.await;
-        let checked =
-            checked.and_then(|slot| Ok((slot, self.live.chain.open_tunnel(info.clone())?)));
-        let (slot, open) = match checked {
-            Ok(opened) => opened,
+        match checked {
+            Ok(slot) => Ok(Asking {
+                request_id,
+                info,
+                slot,
+            }),
             Err(r) => {
                 tracing::warn!(client = %self.client.name, %target, by = %r.by, reason = %r.reason, "forward refused");
-                return refused(r);
+                Err(refused(request_id, r))
+            }
+        }
+    }
+
+    /// Opens the forward `asked` and registers it for the streams the
+    /// client will open. Returns the answer frame.
+    fn open_forward(&mut self, request_id: u32, asked: &Arc<TunnelInfo>, slot: Slot) -> Frame {
+        let open = match self.live.chain.open_tunnel(asked.clone()) {
+            Ok(open) => open,
+            Err(r) => {
+                tracing::warn!(client = %self.client.name, target = %asked.target, by = %r.by, reason = %r.reason, "forward refused");
+                return refused(request_id, r);
             }
         };
+        let (id, target, transport) = (asked.id, &asked.target, asked.transport);
         tracing::info!(client = %self.client.name, tunnel = %id, %target, %transport, "forward open");
         let closer = self.closer.child();
         let listed = self
