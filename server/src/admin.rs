@@ -16,6 +16,7 @@
 //! # }
 //! ```
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
@@ -126,9 +127,14 @@ impl TunnelStatus {
 }
 
 impl Admin {
-    /// Every logged-in session, in login order.
+    /// Every logged-in session, in login order. The tunnels are grouped by
+    /// client once, so a listing costs clients plus tunnels, not their product.
     pub fn clients(&self) -> Vec<ClientStatus> {
         let tunnels = self.0.roster.tunnels();
+        let mut by_client: HashMap<ClientId, Vec<&ListedTunnel>> = HashMap::new();
+        for t in &tunnels {
+            by_client.entry(t.info.client.id).or_default().push(t);
+        }
         let leases = self.0.leases.held();
         self.0
             .roster
@@ -137,11 +143,7 @@ impl Admin {
             .map(|(c, _)| {
                 // Closed streams are in the client's meter; open ones only in their own.
                 let closed = c.meter.totals(c.opened_at);
-                let own: Vec<&ListedTunnel> = tunnels
-                    .iter()
-                    .filter(|t| t.info.client.id == c.id)
-                    .map(|t| &**t)
-                    .collect();
+                let own = by_client.remove(&c.id).unwrap_or_default();
                 let live =
                     own.iter()
                         .map(|t| t.open_streams())

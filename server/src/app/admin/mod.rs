@@ -10,6 +10,7 @@
 //! site could make a browser send are refused (see `foreign`).
 
 mod api;
+mod backlog;
 mod feed;
 
 use std::convert::Infallible;
