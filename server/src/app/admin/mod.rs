@@ -16,7 +16,7 @@ mod feed;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -57,13 +57,43 @@ pub(super) struct Endpoint {
 /// The admin part: the server, its token, its hooks' handles, its feed.
 pub(super) struct AdminParts {
     pub(super) admin: Admin,
-    pub(super) token: Option<Secret>,
+    /// The bearer token the endpoint requires; a reload replaces it, so
+    /// that a leaked token is revoked without a restart.
+    token: RwLock<Option<Secret>>,
     /// The handles of the hooks in force (quotas, limiters, sinks), swapped on reload.
-    pub(super) hooks: Mutex<Background>,
+    hooks: Mutex<Background>,
     pub(super) feed: Arc<Feed>,
 }
 
 impl AdminParts {
+    pub(super) fn new(
+        admin: Admin,
+        token: Option<Secret>,
+        hooks: &Background,
+        feed: Arc<Feed>,
+    ) -> AdminParts {
+        AdminParts {
+            admin,
+            token: RwLock::new(token),
+            hooks: Mutex::new(hooks.clone()),
+            feed,
+        }
+    }
+
+    /// The token in force now.
+    fn token(&self) -> Option<Secret> {
+        self.token
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts a reloaded configuration's token in force: from the next
+    /// request on, only it opens the endpoint.
+    pub(super) fn set_token(&self, token: Option<Secret>) {
+        *self.token.write().unwrap_or_else(PoisonError::into_inner) = token;
+    }
+
     fn hooks(&self) -> Background {
         self.hooks
             .lock()
@@ -191,7 +221,7 @@ impl Endpoint {
     /// are, with neither token nor page, and is left open.
     fn guard(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
         let parts = self.admin.as_ref()?;
-        foreign(req, parts.token.is_some())
+        foreign(req, parts.token().is_some())
     }
 
     fn readyz(&self) -> Response<Body> {
@@ -207,7 +237,7 @@ impl Endpoint {
     /// Checks the bearer token, if one is set (`?token=` too when
     /// `in_query`): the answer refusing the request, or `None` to serve it.
     fn refusal(&self, req: &Request<Incoming>, in_query: bool) -> Option<Response<Body>> {
-        let token = self.admin.as_ref()?.token.as_ref()?;
+        let token = self.admin.as_ref()?.token()?;
         let header = req
             .headers()
             .get(AUTHORIZATION)
