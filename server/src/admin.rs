@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use reitunnel_hooks::{AdminAction, ClientId, CloseReason, Transport, TunnelId, TunnelKind};
+use reitunnel_hooks::{AdminAction, ClientId, CloseReason, Scope, Transport, TunnelId, TunnelKind};
 
 use crate::roster::{ListedTunnel, OpenStreams};
 use crate::ServerState;
@@ -188,7 +188,11 @@ impl Admin {
     /// so. `by` names who asked, for the hooks' `on_admin`.
     pub fn kick(&self, name: &str, ban: Option<Duration>, by: &str) -> Result<Kicked, AdminError> {
         if let Some(period) = ban {
-            self.0.roster.ban(name, period);
+            if let Err(e) = self.0.roster.ban(name, period) {
+                // In force all the same, but a restart would lift it: say so
+                // wherever errors go (the log, the audit log, webhooks).
+                self.0.report(Scope::Server, &e);
+            }
         }
         let why = match ban {
             Some(period) => format!("kicked by {by}, banned for {}s", period.as_secs()),

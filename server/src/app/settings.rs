@@ -67,6 +67,7 @@ impl Settings {
             .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7000)));
         let mut config = ServerConfig::new(listen, token);
         config.tls = tls;
+        config.ban_file = args.ban_file.clone().or(s.ban_file);
         if let Some(secs) = args.port_lease.or(s.port_lease_secs) {
             config.port_lease = Duration::from_secs(secs);
         }
@@ -186,6 +187,7 @@ impl Settings {
                     || new.max_frame_len != old.max_frame_len,
             ),
             ("port_lease_secs", new.port_lease != old.port_lease),
+            ("ban_file", new.ban_file != old.ban_file),
             ("drain_timeout_secs", self.drain != running.drain),
             (
                 "stats_interval",
