@@ -5,8 +5,9 @@
 //!
 //! With a token set, everything but `/healthz`, `/readyz` and the page
 //! itself (which holds no data) needs `Authorization: Bearer TOKEN`; the
-//! event stream also takes `?token=`, since a browser's `EventSource`
-//! cannot send headers. Whatever the token, requests a page of another
+//! event stream also takes `?token=`, for clients that only have a
+//! browser's `EventSource` (which cannot send headers). The page itself
+//! sends the header only, since URLs end up in proxy logs. Whatever the token, requests a page of another
 //! site could make a browser send are refused (see `foreign`), `/metrics`
 //! included, and every answer forbids being framed or sniffed (`harden`).
 
