@@ -172,9 +172,10 @@ mod tests {
     async fn without_subscribers_nothing_is_kept() {
         let backlog = Backlog::new(1000);
         backlog.send(message(0, 10));
-        let ring = backlog.ring.lock().unwrap();
-        assert_eq!((ring.messages.len(), ring.bytes), (0, 0));
-        drop(ring);
+        {
+            let ring = backlog.ring.lock().unwrap();
+            assert_eq!((ring.messages.len(), ring.bytes), (0, 0));
+        }
         // A later subscriber starts after it, with nothing lost.
         let mut sub = backlog.subscribe();
         backlog.send(message(1, 10));
