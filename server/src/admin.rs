@@ -16,11 +16,12 @@
 //! # }
 //! ```
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use reitunnel_hooks::{AdminAction, ClientId, CloseReason, Transport, TunnelId, TunnelKind};
+use reitunnel_hooks::{AdminAction, ClientId, CloseReason, Scope, Transport, TunnelId, TunnelKind};
 
 use crate::roster::{ListedTunnel, OpenStreams};
 use crate::ServerState;
@@ -126,9 +127,14 @@ impl TunnelStatus {
 }
 
 impl Admin {
-    /// Every logged-in session, in login order.
+    /// Every logged-in session, in login order. The tunnels are grouped by
+    /// client once, so a listing costs clients plus tunnels, not their product.
     pub fn clients(&self) -> Vec<ClientStatus> {
         let tunnels = self.0.roster.tunnels();
+        let mut by_client: HashMap<ClientId, Vec<&ListedTunnel>> = HashMap::new();
+        for t in &tunnels {
+            by_client.entry(t.info.client.id).or_default().push(t);
+        }
         let leases = self.0.leases.held();
         self.0
             .roster
@@ -137,11 +143,7 @@ impl Admin {
             .map(|(c, _)| {
                 // Closed streams are in the client's meter; open ones only in their own.
                 let closed = c.meter.totals(c.opened_at);
-                let own: Vec<&ListedTunnel> = tunnels
-                    .iter()
-                    .filter(|t| t.info.client.id == c.id)
-                    .map(|t| &**t)
-                    .collect();
+                let own = by_client.remove(&c.id).unwrap_or_default();
                 let live =
                     own.iter()
                         .map(|t| t.open_streams())
@@ -186,7 +188,11 @@ impl Admin {
     /// so. `by` names who asked, for the hooks' `on_admin`.
     pub fn kick(&self, name: &str, ban: Option<Duration>, by: &str) -> Result<Kicked, AdminError> {
         if let Some(period) = ban {
-            self.0.roster.ban(name, period);
+            if let Err(e) = self.0.roster.ban(name, period) {
+                // In force all the same, but a restart would lift it: say so
+                // wherever errors go (the log, the audit log, webhooks).
+                self.0.report(Scope::Server, &e);
+            }
         }
         let why = match ban {
             Some(period) => format!("kicked by {by}, banned for {}s", period.as_secs()),

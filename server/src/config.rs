@@ -2,6 +2,7 @@
 //! built, so the server never unwraps an `Option` later.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use reitunnel_hooks::builtin::Secret;
@@ -54,6 +55,9 @@ pub struct ServerConfig {
     /// naming the real peer. When not empty, the control port and public
     /// ports take connections only from these networks, header first.
     pub proxy_protocol_from: Vec<ipnet::IpNet>,
+    /// Where operators' bans are kept across restarts (JSON, rewritten on
+    /// each ban); `None` keeps them in memory only, so a restart lifts them.
+    pub ban_file: Option<PathBuf>,
     /// Relay buffer sizes, and the idle timeout of visitor and `-L`
     /// streams (default [`VISITOR_IDLE_TIMEOUT`]; `[limits]
     /// visitor_idle_timeout_secs` in the config file).
@@ -84,6 +88,7 @@ impl ServerConfig {
             limits: Limits::default(),
             mux: MuxConfig::default(),
             proxy_protocol_from: Vec::new(),
+            ban_file: None,
             relay: RelayConfig {
                 idle_timeout: Some(VISITOR_IDLE_TIMEOUT),
                 ..RelayConfig::default()

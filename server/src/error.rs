@@ -38,6 +38,9 @@ pub enum ServerError {
     /// A hook's `on_server_start` failed.
     #[error("a hook refused to start the server: {0}")]
     HookStart(#[from] MultiError),
+    /// The ban file could not be read (or, when new, written).
+    #[error(transparent)]
+    BanFile(#[from] crate::BanFileError),
     /// A hook new in a reload failed its `on_server_start`; nothing changed.
     #[error("a new hook refused to start, so the reload was not applied: {0}")]
     HookReload(MultiError),

@@ -32,6 +32,7 @@
 mod accept;
 mod admin;
 pub mod app;
+mod bans;
 mod config;
 mod config_types;
 mod error;
@@ -76,6 +77,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use bans::Bans;
 use in_use::HooksInUse;
 use lease::Leases;
 use limits::{Budget, FailedLogins, PerIp, Slots};
@@ -83,6 +85,7 @@ use prelogin::PreLoginErrors;
 use roster::Roster;
 
 pub use admin::{Admin, AdminError, ClientStatus, Kicked, TunnelStatus};
+pub use bans::BanFileError;
 pub use config::{ServerConfig, VISITOR_IDLE_TIMEOUT};
 pub use error::{ServerError, SessionError, StreamError};
 pub use forward::{ForwardRule, ForwardRuleError};
@@ -286,6 +289,7 @@ impl Server {
             name: config.name.as_str().into(),
             listen: local,
         };
+        let bans = Bans::load(config.ban_file.as_deref())?;
         let in_use = HooksInUse::new(info.clone());
         let (live, _) = Reload::from_config(&config, chain).into_settings(None, &in_use);
         let tls = match &config.tls {
@@ -312,7 +316,7 @@ impl Server {
                 streams: TaskTracker::new(),
                 leases: Leases::new(config.port_lease),
                 pre_login: PreLoginErrors::new(config.pre_login_summary),
-                roster: Arc::default(),
+                roster: Arc::new(Roster::new(bans)),
                 config,
             }),
         })

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reitunnel_hooks::{
     ClientId, ClientInfo, CloseReason, StreamId, StreamInfo, TunnelId, TunnelInfo,
@@ -17,10 +17,9 @@ use reitunnel_hooks::{
 use reitunnel_transport::Closer;
 use tokio::sync::mpsc;
 
-type Handle = Arc<Closer<CloseReason>>;
+use crate::bans::{BanFileError, Bans};
 
-/// The longest ban: ten years (a longer one would overflow the clock).
-pub(crate) const MAX_BAN: Duration = Duration::from_secs(10 * 365 * 86_400);
+type Handle = Arc<Closer<CloseReason>>;
 
 /// Tunnels an operator closed, for their session to tell its client.
 pub(crate) type AdminCloses = mpsc::UnboundedReceiver<TunnelId>;
@@ -33,8 +32,8 @@ type ListedClient = (Arc<ClientInfo>, Handle, mpsc::UnboundedSender<TunnelId>);
 pub(crate) struct Roster {
     clients: Mutex<HashMap<ClientId, ListedClient>>,
     tunnels: Mutex<HashMap<TunnelId, Arc<ListedTunnel>>>,
-    /// Banned client names and when each ban ends.
-    bans: Mutex<HashMap<Arc<str>, Instant>>,
+    /// Banned client names, kept in the ban file if there is one.
+    bans: Bans,
 }
 
 /// A tunnel in the roster, with its live streams.
@@ -124,6 +123,14 @@ impl Drop for StreamListing {
 }
 
 impl Roster {
+    /// An empty roster with the bans in force.
+    pub(crate) fn new(bans: Bans) -> Roster {
+        Roster {
+            bans,
+            ..Roster::default()
+        }
+    }
+
     /// Lists a logged-in session until the guard drops; the receiver
     /// hears which of its tunnels an operator closed.
     pub(crate) fn client(
@@ -184,19 +191,13 @@ impl Roster {
         lock(&self.tunnels).get(&id).cloned()
     }
 
-    /// Refuses `name`'s logins for `period`, at most [`MAX_BAN`] (replacing any ban it had).
-    pub(crate) fn ban(&self, name: &str, period: Duration) {
-        let period = period.min(MAX_BAN);
-        let mut bans = lock(&self.bans);
-        let now = Instant::now();
-        bans.retain(|_, until| *until > now);
-        bans.insert(name.into(), now + period);
+    /// Refuses `name`'s logins for `period`; see [`Bans::ban`].
+    pub(crate) fn ban(&self, name: &str, period: Duration) -> Result<(), BanFileError> {
+        self.bans.ban(name, period)
     }
 
     /// How long `name` stays banned, if it is.
     pub(crate) fn banned_for(&self, name: &str) -> Option<Duration> {
-        let bans = lock(&self.bans);
-        let left = bans.get(name)?.saturating_duration_since(Instant::now());
-        (!left.is_zero()).then_some(left)
+        self.bans.banned_for(name)
     }
 }

@@ -533,3 +533,86 @@ async fn the_admin_token_is_required_and_checked() {
         .unwrap()
         .unwrap();
 }
+
+/// The headers that keep an answer out of other sites' frames and sniffing.
+const HARDENED: [&str; 3] = [
+    "x-frame-options: DENY",
+    "content-security-policy: frame-ancestors 'none'",
+    "x-content-type-options: nosniff",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_guarded_like_the_api_and_no_answer_can_be_framed() {
+    let args = Args::parse_from([
+        "reitunnel-server",
+        "--listen",
+        "127.0.0.1:0",
+        "--token",
+        "t",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let app = App::bind(args).await.unwrap();
+    let admin = app.admin_addr().unwrap();
+    let (signals, send) = Signals::by_hand();
+    let running = tokio::spawn(app.run(signals));
+
+    // A DNS-rebound page (a Host that is not loopback) and another site's
+    // page read /metrics no more than the API.
+    let foreign: [&[(&str, &str)]; 3] = [
+        &[("Host", "evil.example:9200")],
+        &[("Origin", "http://evil.example")],
+        &[("Sec-Fetch-Site", "cross-site")],
+    ];
+    for headers in foreign {
+        for path in ["/metrics", "/api/v1/clients"] {
+            let res = http_with(admin, "GET", path, None, headers).await.unwrap();
+            assert_eq!(res.status, 403, "{path} with {headers:?}: {}", res.body);
+        }
+    }
+    // Prometheus, curl and the page itself are served.
+    let local: [&[(&str, &str)]; 2] = [
+        &[],
+        &[("Host", "localhost"), ("Origin", "http://localhost")],
+    ];
+    for headers in local {
+        let res = http_with(admin, "GET", "/metrics", None, headers)
+            .await
+            .unwrap();
+        assert_eq!(res.status, 200, "{headers:?}: {}", res.body);
+    }
+
+    // No answer can be framed (a framed page could be click-jacked into a
+    // Kick) or sniffed as another type: the page, the API, metrics, errors.
+    for path in ["/", "/api/v1/clients", "/metrics", "/api/v2/nothing"] {
+        let res = http(admin, "GET", path, None).await.unwrap();
+        for header in HARDENED {
+            assert!(
+                res.head.contains(header),
+                "{path} lacks {header}:\n{}",
+                res.head
+            );
+        }
+    }
+    let mut events = event_stream(admin, "/api/v1/events", None).await.unwrap();
+    let mut head = String::new();
+    while let Some(line) = events.next_line().await.unwrap() {
+        if line.is_empty() {
+            break;
+        }
+        head.push_str(&line);
+        head.push('\n');
+    }
+    for header in HARDENED {
+        assert!(
+            head.contains(header),
+            "the event stream lacks {header}:\n{head}"
+        );
+    }
+
+    send.stop();
+    within(PATIENCE, "run after the stop", running)
+        .await
+        .unwrap()
+        .unwrap();
+}

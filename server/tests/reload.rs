@@ -15,7 +15,7 @@ use common::{echo_through, start, Running};
 use reitunnel_client::{Client, ClientConfig, RemoteSpec};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
-use reitunnel_testkit::{echo_service, pseudo_random};
+use reitunnel_testkit::{echo_service, http, pseudo_random};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -376,6 +376,58 @@ async fn a_reload_cannot_drop_the_token_on_the_strength_of_tls_it_does_not_have(
         .shutdown()
         .await
         .unwrap();
+    assert!(server.stop().success());
+}
+
+/// The admin endpoint's address, from the server's log before it started.
+fn admin_addr(seen: &[String]) -> SocketAddr {
+    seen.iter()
+        .find(|l| l.contains("admin API and status page"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no admin address in {seen:#?}"))
+}
+
+/// A config with an admin endpoint on loopback that requires `admin_token`.
+fn with_admin_token(admin_token: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\ntoken = \"t\"\nadmin_listen = \"127.0.0.1:0\"\nadmin_token = \"{admin_token}\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_puts_a_new_admin_token_in_force_and_the_old_one_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.toml");
+    std::fs::write(&path, with_admin_token("old-secret")).unwrap();
+    let (server, _, seen) = start(&["--config", path.to_str().unwrap()]);
+    let admin = admin_addr(&seen);
+    let status = |token: &'static str| async move {
+        http(admin, "GET", "/api/v1/clients", Some(token))
+            .await
+            .unwrap()
+            .status
+    };
+    assert_eq!(
+        (status("old-secret").await, status("new-secret").await),
+        (200, 401)
+    );
+
+    // A leaked token is revoked by a reload, no restart.
+    std::fs::write(&path, with_admin_token("new-secret")).unwrap();
+    reload(&server, "configuration reloaded", 1);
+    assert_eq!(
+        (status("old-secret").await, status("new-secret").await),
+        (401, 200)
+    );
+    let warned: Vec<String> = server
+        .log()
+        .all()
+        .into_iter()
+        .filter(|l| l.contains("only after a restart"))
+        .collect();
+    assert!(warned.is_empty(), "{warned:#?}");
     assert!(server.stop().success());
 }
 

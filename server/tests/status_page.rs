@@ -1,7 +1,8 @@
 //! The admin status page in a real browser: headless Chromium (Debian's
 //! `chromium`, which `.ci/run` installs) loads it from the server program
 //! while a transfer runs; the page's figures move, a refused login shows
-//! as a rejection, a screenshot is kept in
+//! as a rejection, the admin token given in the page's URL leaves the
+//! address bar and travels only in headers, a screenshot is kept in
 //! `target/status-page.png`, and a click on the Kick button kicks the
 //! client, which the client itself hears. The browser is driven by
 //! `tests/browser/status_page.py` over the DevTools protocol.
@@ -55,6 +56,8 @@ async fn the_page_shows_a_live_transfer_and_its_kick_button_kicks() {
         "t",
         "--admin",
         "127.0.0.1:0",
+        "--admin-token",
+        "s3cret",
     ]);
     let app = App::bind(args).await.unwrap();
     let (addr, admin) = (app.local_addr(), app.admin_addr().unwrap());
@@ -91,7 +94,8 @@ async fn the_page_shows_a_live_transfer_and_its_kick_button_kicks() {
     let mut drive = tokio::process::Command::new("python3")
         .arg(script)
         .arg(chromium)
-        .arg(format!("http://{admin}/"))
+        // A link with the token, as an operator might be sent one.
+        .arg(format!("http://{admin}/?token=s3cret"))
         .arg(&screenshot)
         .arg("alice")
         .stdout(Stdio::piped())

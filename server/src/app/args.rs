@@ -70,6 +70,10 @@ pub struct Args {
     /// Bearer token the admin endpoint requires; required when --admin is not a loopback address.
     #[arg(long, env = "REITUNNEL_ADMIN_TOKEN", hide_env_values = true)]
     pub(super) admin_token: Option<Secret>,
+    /// Keep the admin API's bans in this JSON file, so a restart does not
+    /// lift them [default: in memory only].
+    #[arg(long, value_name = "FILE")]
+    pub(super) ban_file: Option<PathBuf>,
     /// Distinct client names labelled in metrics; later ones share `client="other"`.
     #[arg(long, default_value_t = 100)]
     pub(super) metrics_client_labels: usize,

@@ -30,7 +30,7 @@ mod settings;
 mod sinks;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -103,7 +103,7 @@ impl App {
     /// and binds the control address. Every error names what is wrong.
     pub async fn bind(args: Args) -> anyhow::Result<App> {
         let settings = Settings::load(&args)?;
-        let feed = settings.admin.as_ref().map(|_| Feed::new());
+        let feed = settings.admin_listen.map(|_| Feed::new());
         let parts = ChainParts::new(&args, &settings, feed.clone())?;
         let chain = parts.chain(&parts.set, &settings);
         tracing::info!(hooks = ?chain.names(), "hook chain");
@@ -115,14 +115,15 @@ impl App {
         }
         let server = Server::bind(settings.config.clone(), chain).await?;
         let mut admin = None;
-        if let (Some((addr, token)), Some(feed)) = (&settings.admin, feed) {
-            let listener = bind_http(*addr, "the admin API").await?;
-            let state = Arc::new(AdminParts {
-                admin: server.admin(),
-                token: token.clone(),
-                hooks: Mutex::new(parts.set.background().clone()),
+        if let (Some(addr), Some(feed)) = (settings.admin_listen, feed) {
+            let listener = bind_http(addr, "the admin API").await?;
+            let token = settings.admin_token.clone();
+            let state = Arc::new(AdminParts::new(
+                server.admin(),
+                token.clone(),
+                parts.set.background(),
                 feed,
-            });
+            ));
             endpoints.push((listener, Endpoint::admin(prometheus()?, state.clone())));
             tracing::info!(addr = %listener_addr(&endpoints), token = token.is_some(), "admin API and status page");
             admin = Some(state);
@@ -192,10 +193,11 @@ impl App {
                 }
                 Ok(()) = reloads.changed() => {
                     match reload::reload(&args, &settings, &mut parts, &reloader) {
-                        Ok(()) => {
+                        Ok(reloaded) => {
                             sinks.adopt(parts.set.background());
                             if let Some(admin) = &admin {
                                 admin.set_hooks(parts.set.background());
+                                admin.set_token(reloaded.admin_token);
                             }
                         }
                         Err(e) => tracing::error!("reload refused, the previous configuration stays in force: {e:#}"),

@@ -3,7 +3,7 @@
 use anyhow::Context;
 
 use super::chain::ChainParts;
-use super::settings::Settings;
+use super::settings::{check_admin_token, Settings};
 use super::Args;
 use crate::{Reload, Reloader};
 
@@ -11,17 +11,23 @@ use crate::{Reload, Reloader};
 /// allow-lists in force for new logins; sessions already logged in keep
 /// theirs. On any error nothing changes, and the error has reached the
 /// hooks' `on_error`. `running` is the settings the process started with, for
-/// the settings only a restart applies.
+/// the settings only a restart applies. Returns the new settings, whose
+/// admin token the caller puts in force on the admin endpoint.
 pub(super) fn reload(
     args: &Args,
     running: &Settings,
     parts: &mut ChainParts,
     reloader: &Reloader,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Settings> {
     let prepared = Settings::load(args).and_then(|settings| {
         settings
             .check_auth(&running.config.tls)
             .context("with the TLS settings in force (TLS changes need a restart)")?;
+        if let Some(addr) = running.admin_listen {
+            check_admin_token(addr, &settings.admin_token).context(
+                "with the admin endpoint in force (admin_listen changes need a restart)",
+            )?;
+        }
         let set = parts
             .set
             .rebuild(&settings.hooks, &running.config.name, &settings.path)?;
@@ -35,5 +41,5 @@ pub(super) fn reload(
     for name in settings.restart_only_changes(running) {
         tracing::warn!(config = %settings.path.display(), "{name} changed: it takes effect only after a restart");
     }
-    Ok(())
+    Ok(settings)
 }

@@ -26,8 +26,10 @@ pub(super) struct Settings {
     pub(super) stats_interval: u64,
     pub(super) drain: Duration,
     pub(super) metrics_listen: Option<SocketAddr>,
-    /// The admin endpoint and the token it requires.
-    pub(super) admin: Option<(SocketAddr, Option<Secret>)>,
+    /// Where the admin endpoint listens (a restart changes it).
+    pub(super) admin_listen: Option<SocketAddr>,
+    /// The token the admin endpoint requires (a reload changes it).
+    pub(super) admin_token: Option<Secret>,
 }
 
 impl Settings {
@@ -65,6 +67,7 @@ impl Settings {
             .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7000)));
         let mut config = ServerConfig::new(listen, token);
         config.tls = tls;
+        config.ban_file = args.ban_file.clone().or(s.ban_file);
         if let Some(secs) = args.port_lease.or(s.port_lease_secs) {
             config.port_lease = Duration::from_secs(secs);
         }
@@ -97,15 +100,13 @@ impl Settings {
             .clone()
             .or(s.admin_token)
             .filter(|t| !t.expose().is_empty());
-        let admin = match args.admin.or(s.admin_listen) {
-            Some(addr) if !addr.ip().is_loopback() && admin_token.is_none() => anyhow::bail!(
-                "the admin endpoint {addr} is not on a loopback address: set admin_token (or --admin-token, REITUNNEL_ADMIN_TOKEN) so that not just anyone can kick clients"
-            ),
-            Some(addr) => Some((addr, admin_token)),
-            None => None,
-        };
+        let admin_listen = args.admin.or(s.admin_listen);
+        if let Some(addr) = admin_listen {
+            check_admin_token(addr, &admin_token)?;
+        }
         let settings = Settings {
-            admin,
+            admin_listen,
+            admin_token,
             config,
             hooks,
             path,
@@ -124,7 +125,7 @@ impl Settings {
 
     /// Whether an HTTP endpoint serves `/metrics`: the metrics port or the admin one.
     pub(super) fn serves_metrics(&self) -> bool {
-        self.metrics_listen.is_some() || self.admin.is_some()
+        self.metrics_listen.is_some() || self.admin_listen.is_some()
     }
 
     /// Every login must have something to prove: a token, a `policy`
@@ -186,6 +187,7 @@ impl Settings {
                     || new.max_frame_len != old.max_frame_len,
             ),
             ("port_lease_secs", new.port_lease != old.port_lease),
+            ("ban_file", new.ban_file != old.ban_file),
             ("drain_timeout_secs", self.drain != running.drain),
             (
                 "stats_interval",
@@ -195,12 +197,24 @@ impl Settings {
                 "metrics_listen",
                 self.metrics_listen != running.metrics_listen,
             ),
-            ("admin_listen, admin_token", self.admin != running.admin),
+            ("admin_listen", self.admin_listen != running.admin_listen),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))
         .collect()
     }
+}
+
+/// An admin endpoint off loopback must have a token: anyone who reaches it
+/// could otherwise kick clients. At start with the address asked for; on
+/// reload with the address the endpoint still listens on.
+pub(super) fn check_admin_token(addr: SocketAddr, token: &Option<Secret>) -> anyhow::Result<()> {
+    if !addr.ip().is_loopback() && token.is_none() {
+        anyhow::bail!(
+            "the admin endpoint {addr} is not on a loopback address: set admin_token (or --admin-token, REITUNNEL_ADMIN_TOKEN) so that not just anyone can kick clients"
+        );
+    }
+    Ok(())
 }
 
 /// A `metrics` hook, alone or sampled: the server then adds none of its own.

@@ -63,6 +63,8 @@ pub struct Settings {
     /// `--admin-token`: the bearer token the admin API requires; `${VAR}`
     /// takes it from the environment. Required off loopback.
     pub admin_token: Option<Secret>,
+    /// `--ban-file`: where operators' bans are kept across restarts.
+    pub ban_file: Option<PathBuf>,
     /// `--tls-cert`: certificate chain (PEM); turns TLS on with `tls_key`.
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key`: its private key (PEM).

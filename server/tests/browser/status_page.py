@@ -10,6 +10,9 @@ Usage: status_page.py CHROMIUM URL SCREENSHOT CLIENT
 
 Steps, one line of output each; any failure exits 1 naming the step:
  1. the page lists CLIENT and a tunnel (the test then makes a login fail);
+    a `?token=` in URL is gone from the address bar at once, and no
+    request after the page itself carries it in its URL, the event stream
+    sending it as an Authorization header instead;
  2. the tunnel's byte count and rate on the page move while traffic flows,
     and the failed login shows as a rejection;
  3. a screenshot of the page goes to SCREENSHOT;
@@ -25,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 PATIENCE = 60.0  # seconds any one step may take: a failure guard
 
@@ -65,10 +69,12 @@ class Browser:
         self.buffer = b""
         self.next_id = 0
         self.session = None
+        self.requests = []  # what the page sent, from Network.requestWillBeSent
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         self.call("Page.enable")
         self.call("Runtime.enable")
+        self.call("Network.enable")
 
     def call(self, method, params=None):
         self.next_id += 1
@@ -79,6 +85,8 @@ class Browser:
         deadline = time.monotonic() + PATIENCE
         while True:
             reply = self.receive(deadline, method)
+            if reply.get("method") == "Network.requestWillBeSent":
+                self.requests.append(reply["params"]["request"])
             if reply.get("id") == self.next_id:
                 if "error" in reply:
                     raise Failed(f"{method}: {reply['error']}")
@@ -133,7 +141,18 @@ def main(chromium, url, screenshot, client):
         row = f'document.querySelector(\'tr[data-client="{client}"]\')'
         browser.wait_for(f"{client} listed", f"{row} !== null")
         browser.wait_for("a tunnel listed", "document.querySelector('tr[data-tunnel]') !== null")
-        print(f"ok 1: {client} and its tunnel are listed", flush=True)
+        token = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("token", [None])[0]
+        if token is not None:
+            search = browser.evaluate("location.search")
+            if search:
+                raise Failed(f"the address bar still shows {search!r}")
+            leaks = [r["url"] for r in browser.requests[1:] if "token=" in r["url"]]
+            if leaks:
+                raise Failed(f"the token went in URLs: {leaks}")
+            streams = [r for r in browser.requests if urllib.parse.urlsplit(r["url"]).path == "/api/v1/events"]
+            if not any(r["headers"].get("Authorization") == f"Bearer {token}" for r in streams):
+                raise Failed(f"the event stream was asked for without the token in a header: {streams}")
+        print(f"ok 1: {client} and its tunnel are listed; the token is only ever in headers", flush=True)
 
         count = "Number(document.querySelector('tr[data-tunnel] .bytes-in').dataset.bytes)"
         first = browser.evaluate(count)

@@ -106,7 +106,7 @@ fn close(parts: &AdminParts, id: &str, req: &Request) -> Response<Body> {
 /// Every session, with rates, quota and throttling from the hooks in force.
 fn clients(parts: &AdminParts) -> Value {
     let hooks = parts.hooks();
-    let rates = parts.feed.rates();
+    let rates = parts.feed.rates(&parts.admin);
     parts
         .admin
         .clients()
@@ -154,7 +154,7 @@ fn logged_in_at(for_: std::time::Duration) -> String {
 }
 
 fn tunnels(parts: &AdminParts) -> Value {
-    let rates = parts.feed.rates();
+    let rates = parts.feed.rates(&parts.admin);
     parts
         .admin
         .tunnels()

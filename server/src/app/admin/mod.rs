@@ -5,16 +5,19 @@
 //!
 //! With a token set, everything but `/healthz`, `/readyz` and the page
 //! itself (which holds no data) needs `Authorization: Bearer TOKEN`; the
-//! event stream also takes `?token=`, since a browser's `EventSource`
-//! cannot send headers. Whatever the token, requests a page of another
-//! site could make a browser send are refused (see `foreign`).
+//! event stream also takes `?token=`, for clients that only have a
+//! browser's `EventSource` (which cannot send headers). The page itself
+//! sends the header only, since URLs end up in proxy logs. Whatever the token, requests a page of another
+//! site could make a browser send are refused (see `foreign`), `/metrics`
+//! included, and every answer forbids being framed or sniffed (`harden`).
 
 mod api;
+mod backlog;
 mod feed;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -55,13 +58,43 @@ pub(super) struct Endpoint {
 /// The admin part: the server, its token, its hooks' handles, its feed.
 pub(super) struct AdminParts {
     pub(super) admin: Admin,
-    pub(super) token: Option<Secret>,
+    /// The bearer token the endpoint requires; a reload replaces it, so
+    /// that a leaked token is revoked without a restart.
+    token: RwLock<Option<Secret>>,
     /// The handles of the hooks in force (quotas, limiters, sinks), swapped on reload.
-    pub(super) hooks: Mutex<Background>,
+    hooks: Mutex<Background>,
     pub(super) feed: Arc<Feed>,
 }
 
 impl AdminParts {
+    pub(super) fn new(
+        admin: Admin,
+        token: Option<Secret>,
+        hooks: &Background,
+        feed: Arc<Feed>,
+    ) -> AdminParts {
+        AdminParts {
+            admin,
+            token: RwLock::new(token),
+            hooks: Mutex::new(hooks.clone()),
+            feed,
+        }
+    }
+
+    /// The token in force now.
+    fn token(&self) -> Option<Secret> {
+        self.token
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts a reloaded configuration's token in force: from the next
+    /// request on, only it opens the endpoint.
+    pub(super) fn set_token(&self, token: Option<Secret>) {
+        *self.token.write().unwrap_or_else(PoisonError::into_inner) = token;
+    }
+
     fn hooks(&self) -> Background {
         self.hooks
             .lock()
@@ -133,24 +166,34 @@ impl Endpoint {
         })
     }
 
+    /// Answers one request, with the headers that keep every answer out
+    /// of other sites' frames and content sniffing (see [`harden`]).
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let mut res = self.route(req, peer).await;
+        harden(res.headers_mut());
+        res
+    }
+
+    async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
         match (&method, path.as_str()) {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/readyz") => self.readyz(),
-            (&Method::GET, "/metrics") => match self.refusal(&req, false) {
-                None => whole(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4",
-                    self.metrics.render(),
-                ),
-                Some(refused) => refused,
-            },
+            (&Method::GET, "/metrics") => {
+                match self.guard(&req).or_else(|| self.refusal(&req, false)) {
+                    None => whole(
+                        StatusCode::OK,
+                        "text/plain; version=0.0.4",
+                        self.metrics.render(),
+                    ),
+                    Some(refused) => refused,
+                }
+            }
             _ => match &self.admin {
                 None => not_found(&path),
                 Some(parts) => {
-                    if let Some(refused) = foreign(&req, parts.token.is_some()) {
+                    if let Some(refused) = self.guard(&req) {
                         return refused;
                     }
                     let api = api::Request {
@@ -172,6 +215,16 @@ impl Endpoint {
         }
     }
 
+    /// On the admin endpoint, refuses what a page of another site could
+    /// make a browser send or read (see [`foreign`]): the API, the page and
+    /// `/metrics` alike, since a DNS-rebound page reads metrics as easily
+    /// as the API. The metrics-only port is for scrapers wherever they
+    /// are, with neither token nor page, and is left open.
+    fn guard(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
+        let parts = self.admin.as_ref()?;
+        foreign(req, parts.token().is_some())
+    }
+
     fn readyz(&self) -> Response<Body> {
         match &self.admin {
             Some(parts) if !parts.admin.ready() => text(
@@ -185,7 +238,7 @@ impl Endpoint {
     /// Checks the bearer token, if one is set (`?token=` too when
     /// `in_query`): the answer refusing the request, or `None` to serve it.
     fn refusal(&self, req: &Request<Incoming>, in_query: bool) -> Option<Response<Body>> {
-        let token = self.admin.as_ref()?.token.as_ref()?;
+        let token = self.admin.as_ref()?.token()?;
         let header = req
             .headers()
             .get(AUTHORIZATION)
@@ -237,6 +290,21 @@ fn foreign(req: &Request<Incoming>, has_token: bool) -> Option<Response<Body>> {
         return Some(api::error(StatusCode::FORBIDDEN, &why));
     }
     None
+}
+
+/// Keeps any answer out of another site's frame (a framed status page
+/// could be click-jacked into a Kick) and tells browsers to take each
+/// answer for the type it says, never to guess. The page's URL may hold
+/// `?token=` on its first load: no referrer leaves with it.
+fn harden(headers: &mut hyper::HeaderMap) {
+    for (name, value) in [
+        ("x-frame-options", "DENY"),
+        ("content-security-policy", "frame-ancestors 'none'"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
 }
 
 /// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
