@@ -12,8 +12,10 @@
 //! Now yamux asks for each step of growth as it happens, and a session
 //! gets it only while its streams hold less than a fair share: the pool
 //! divided by the sessions logged in now. A session that came first may
-//! hold more than its share once others arrive; it grows no further, and
-//! what its streams give back when they close goes to whoever needs it.
+//! hold more than its share once others arrive; it grows no further, its
+//! streams shrink their windows by the excess each time they grant their
+//! sender more credit (never revoking credit granted), and what they give
+//! back, or free when they close, goes to whoever needs it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -96,6 +98,11 @@ impl yamux::WindowPool for SessionWindows {
         kib as usize * 1024
     }
 
+    fn excess(&self) -> usize {
+        let held = self.held_kib.load(Ordering::Acquire);
+        held.saturating_sub(self.shares.fair_kib()) * 1024
+    }
+
     fn release(&self, bytes: usize) {
         let kib = bytes / 1024;
         self.held_kib.fetch_sub(kib, Ordering::AcqRel);
@@ -137,9 +144,17 @@ mod tests {
         // One stream asks for more than there is: it gets the pool.
         assert_eq!(alice.grow(256 * MIB), 32 * MIB);
         assert_eq!(alice.grow(MIB), 0);
-        // Bob arrives: his fair share is half, but alice holds it all.
+        assert_eq!(
+            alice.excess(),
+            0,
+            "alone, alice holds no more than her share"
+        );
+        // Bob arrives: his fair share is half, but alice holds it all, and
+        // her streams are asked to give back the rest as they go.
         let bob = shares.join();
         assert_eq!(bob.grow(MIB), 0, "nothing is free yet");
+        assert_eq!(alice.excess(), 16 * MIB);
+        assert_eq!(bob.excess(), 0);
         // Alice's stream closes: her 32 MiB go back; she may take 16 again,
         // and so may bob.
         alice.release(32 * MIB);

@@ -93,8 +93,15 @@ pub trait WindowPool: Send + Sync + std::fmt::Debug {
     /// Grants a stream up to `wanted` more bytes of receive window; returns how many (at most
     /// `wanted`; 0 leaves the window as it is).
     fn grow(&self, wanted: usize) -> usize;
-    /// Gives back `bytes` granted by [`WindowPool::grow`], when the stream that held them is gone.
+    /// Gives back `bytes` granted by [`WindowPool::grow`], when the stream that held them is
+    /// gone or shrinks.
     fn release(&self, bytes: usize);
+    /// How much this connection's streams hold beyond what the pool would grant them now
+    /// (others need it): a stream that grants its sender more credit first shrinks its window
+    /// by up to this much, never below its initial credit or the credit already granted.
+    fn excess(&self) -> usize {
+        0
+    }
 }
 
 impl Default for Config {

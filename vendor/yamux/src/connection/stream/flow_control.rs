@@ -48,6 +48,7 @@ impl FlowController {
     /// Returns `None` if too small to justify a window update message.
     pub(crate) fn next_window_update(&mut self, buffer_len: usize) -> Option<u32> {
         self.assert_invariants(buffer_len);
+        self.give_back_excess(buffer_len);
 
         let bytes_received = self.max_receive_window - self.receive_window;
         let mut next_window_update =
@@ -141,6 +142,31 @@ impl FlowController {
         self.assert_invariants(buffer_len);
 
         Some(next_window_update)
+    }
+
+    /// Shrinks the window by what a shared pool wants back (see [`crate::WindowPool::excess`]),
+    /// down to the initial credit, but never below the credit already granted or the bytes
+    /// buffered: the sender's window then shrinks as it spends what it has.
+    fn give_back_excess(&mut self, buffer_len: usize) {
+        let Some(pool) = &self.config.window_pool else {
+            return;
+        };
+        let excess = u32::try_from(pool.excess()).unwrap_or(u32::MAX);
+        if excess == 0 {
+            return;
+        }
+        let floor = DEFAULT_CREDIT
+            .max(self.receive_window)
+            .max(u32::try_from(buffer_len).unwrap_or(u32::MAX));
+        let target = self.max_receive_window.saturating_sub(excess).max(floor);
+        // Whole KiB, as the pool grants them.
+        let give = (self.max_receive_window.saturating_sub(target)) / 1024 * 1024;
+        if give == 0 {
+            return;
+        }
+        self.max_receive_window -= give;
+        *self.accumulated_max_stream_windows.lock() -= give as usize;
+        pool.release(give as usize);
     }
 
     fn assert_invariants(&self, buffer_len: usize) {
