@@ -8,6 +8,9 @@
 #
 #   bash benches/window-fairness.sh [BUDGET (8MiB)] [RTT_MS (50)]
 #
+# REITUNNEL_BIN=DIR takes reitunnel-server and reitunnel-client from DIR
+# (another build, to compare) instead of this tree's release build.
+#
 # Needs root (namespaces, TUN) and iperf3; builds the release binaries.
 # Traffic stays in the two namespaces it makes (198.18.0.0/15) and their
 # loopbacks; both are deleted at the end.
@@ -15,8 +18,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 budget=${1:-8MiB}
 rtt=${2:-50}
-cargo build --release --locked -q -p reitunnel-server -p reitunnel-client -p reitunnel-benches --bin delay-line
-bin=target/release
+cargo build --release --locked -q -p reitunnel-server -p reitunnel-client
+cargo build --release --locked -q -p reitunnel-benches --bin delay-line
+bin=${REITUNNEL_BIN:-target/release}
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -28,7 +32,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-"$bin/delay-line" rt-fair-a rt-fair-b "$rtt" > "$work/line.out" &
+target/release/delay-line rt-fair-a rt-fair-b "$rtt" > "$work/line.out" &
 pids+=($!)
 until grep -q ready "$work/line.out" 2>/dev/null; do sleep 0.1; done
 cat > "$work/server.toml" <<TOML

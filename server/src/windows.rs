@@ -11,13 +11,15 @@
 //!
 //! Now yamux asks for each step of growth as it happens, and a session
 //! gets it only while its streams hold less than a fair share: the pool
-//! divided by the sessions logged in now. A session that came first may
+//! divided by the sessions using it now (those that asked to grow and have
+//! not given everything back; idle sessions take no share from busy
+//! ones). A session that came first may
 //! hold more than its share once others arrive; it grows no further, its
 //! streams shrink their windows by the excess each time they grant their
 //! sender more credit (never revoking credit granted), and what they give
 //! back, or free when they close, goes to whoever needs it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -31,8 +33,9 @@ pub(crate) struct WindowShares {
     total: Arc<Semaphore>,
     /// The growth pool's size.
     capacity_kib: usize,
-    /// Sessions holding a share now.
-    sessions: AtomicUsize,
+    /// Sessions using the pool now: counted from their first ask to grow
+    /// until they hold nothing again (or end).
+    active: AtomicUsize,
 }
 
 impl WindowShares {
@@ -41,22 +44,22 @@ impl WindowShares {
             capacity_kib: growth.available_permits(),
             growth,
             total,
-            sessions: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
         })
     }
 
-    /// A new session's share, counted among the sessions until dropped.
+    /// A new session's part, counted once it asks to grow.
     pub(crate) fn join(self: &Arc<Self>) -> Arc<SessionWindows> {
-        self.sessions.fetch_add(1, Ordering::AcqRel);
         Arc::new(SessionWindows {
             shares: self.clone(),
             held_kib: AtomicUsize::new(0),
+            counted: AtomicBool::new(false),
         })
     }
 
     /// What one session may hold now.
     fn fair_kib(&self) -> usize {
-        self.capacity_kib / self.sessions.load(Ordering::Acquire).max(1)
+        self.capacity_kib / self.active.load(Ordering::Acquire).max(1)
     }
 }
 
@@ -67,10 +70,29 @@ impl WindowShares {
 pub(crate) struct SessionWindows {
     shares: Arc<WindowShares>,
     held_kib: AtomicUsize,
+    /// Whether it is among the pool's active sessions.
+    counted: AtomicBool,
+}
+
+impl SessionWindows {
+    /// Counts it among the sessions using the pool (once).
+    fn count(&self) {
+        if !self.counted.swap(true, Ordering::AcqRel) {
+            self.shares.active.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// No longer counts it.
+    fn uncount(&self) {
+        if self.counted.swap(false, Ordering::AcqRel) {
+            self.shares.active.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl yamux::WindowPool for SessionWindows {
     fn grow(&self, wanted: usize) -> usize {
+        self.count();
         let shares = &self.shares;
         let room = shares
             .fair_kib()
@@ -105,7 +127,10 @@ impl yamux::WindowPool for SessionWindows {
 
     fn release(&self, bytes: usize) {
         let kib = bytes / 1024;
-        self.held_kib.fetch_sub(kib, Ordering::AcqRel);
+        if self.held_kib.fetch_sub(kib, Ordering::AcqRel) == kib {
+            // It gave everything back: its share goes to the others.
+            self.uncount();
+        }
         self.shares.growth.add_permits(kib);
         self.shares.total.add_permits(kib);
     }
@@ -113,7 +138,7 @@ impl yamux::WindowPool for SessionWindows {
 
 impl Drop for SessionWindows {
     fn drop(&mut self) {
-        self.shares.sessions.fetch_sub(1, Ordering::AcqRel);
+        self.uncount();
         // Streams give their growth back before; anything left goes back now.
         let left = self.held_kib.swap(0, Ordering::AcqRel);
         self.shares.growth.add_permits(left);
@@ -149,9 +174,11 @@ mod tests {
             0,
             "alone, alice holds no more than her share"
         );
-        // Bob arrives: his fair share is half, but alice holds it all, and
-        // her streams are asked to give back the rest as they go.
+        // Bob logs in: an idle session takes no share.
         let bob = shares.join();
+        assert_eq!(alice.excess(), 0);
+        // Bob's stream asks to grow: his fair share is half, but alice
+        // holds it all, and her streams are asked to give back the rest.
         assert_eq!(bob.grow(MIB), 0, "nothing is free yet");
         assert_eq!(alice.excess(), 16 * MIB);
         assert_eq!(bob.excess(), 0);
@@ -184,6 +211,6 @@ mod tests {
         drop(carol);
         assert_eq!(shares.growth.available_permits(), 8 * 1024);
         assert_eq!(shares.total.available_permits(), 16 * 1024);
-        assert_eq!(shares.sessions.load(Ordering::Acquire), 0);
+        assert_eq!(shares.active.load(Ordering::Acquire), 0);
     }
 }
