@@ -180,8 +180,7 @@ impl Outbox {
     /// in its lanes).
     fn dropped_metric(&self, lane: Lane) {
         let m = &self.dropped;
-        metrics::counter!(m.name, m.label => m.value.clone(), "lane" => lane.as_str())
-            .increment(1);
+        metrics::counter!(m.name, m.label => m.value.clone(), "lane" => lane.as_str()).increment(1);
     }
 }
 
@@ -233,7 +232,11 @@ mod tests {
             label: "target",
             value: "t".into(),
         };
-        Outbox::new(queue, events.iter().map(|e| e.to_string()).collect(), dropped)
+        Outbox::new(
+            queue,
+            events.iter().map(|e| e.to_string()).collect(),
+            dropped,
+        )
     }
 
     #[test]

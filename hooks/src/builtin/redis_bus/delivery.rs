@@ -61,15 +61,17 @@ impl Delivery {
             .set_number_of_retries(1)
             .set_max_delay(BACKOFF_MAX);
         // Lazy: the server starts (and queues) while Redis is down.
-        let mut conn =
-            match ConnectionManager::new_lazy_with_config(self.target.client.clone(), config) {
-                Ok(conn) => Some(conn),
-                Err(e) => {
-                    tracing::error!(target = %self.target.shown, error = %e, "redis bus cannot start");
-                    self.record_error(&e);
-                    None
-                }
-            };
+        let mut conn = match ConnectionManager::new_lazy_with_config(
+            self.target.client.clone(),
+            config,
+        ) {
+            Ok(conn) => Some(conn),
+            Err(e) => {
+                tracing::error!(target = %self.target.shown, error = %e, "redis bus cannot start");
+                self.record_error(&e);
+                None
+            }
+        };
         while let Some(queued) = rx.recv().await {
             let published = match &mut conn {
                 Some(conn) => self.deliver(conn, &queued, &rx).await,
@@ -186,8 +188,11 @@ impl Delivery {
         } else if !before && healthy {
             tracing::warn!(%target, pending = self.stats.ledger.pending(), "redis reachable again");
         }
-        metrics::gauge!("reitunnel_redis_healthy", "target" => target.clone())
-            .set(if healthy { 1.0 } else { 0.0 });
+        metrics::gauge!("reitunnel_redis_healthy", "target" => target.clone()).set(if healthy {
+            1.0
+        } else {
+            0.0
+        });
     }
 }
 

@@ -99,7 +99,10 @@ mod tests {
         let cases = [
             (config("http://:hunter2@h:1"), "redis:// or rediss://"),
             (config("unix:///tmp/redis.sock"), "redis:// or rediss://"),
-            (config("redis://:hunter2@h:99999999"), "not a usable Redis URL"),
+            (
+                config("redis://:hunter2@h:99999999"),
+                "not a usable Redis URL",
+            ),
             (
                 RedisBusConfig {
                     stream: None,

@@ -121,5 +121,9 @@ impl Delivery {
 /// at 10 s, times [`UNHEALTHY_FACTOR`] while unhealthy, plus up to half again
 /// as jitter.
 fn backoff(retry: u32, unhealthy: bool) -> Duration {
-    grown(retry, BACKOFF_MAX, if unhealthy { UNHEALTHY_FACTOR } else { 1 })
+    grown(
+        retry,
+        BACKOFF_MAX,
+        if unhealthy { UNHEALTHY_FACTOR } else { 1 },
+    )
 }
