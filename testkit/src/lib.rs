@@ -13,7 +13,8 @@
 //! whose output tests wait on line by line; and [`http`], a minimal HTTP
 //! client for the server's metrics and admin endpoints; the two programs
 //! built for process tests ([`server_program`], [`client_program`]); nginx and HAProxy
-//! set up to read and send the PROXY protocol, dnsmasq and dig for UDP.
+//! set up to read and send the PROXY protocol, dnsmasq and dig for UDP, and
+//! a [`RedisServer`] that can be killed and restarted on its port.
 
 //!
 //! ```
@@ -37,6 +38,7 @@ mod http_service;
 mod process;
 mod programs;
 mod prometheus;
+mod redis;
 mod service;
 mod tools;
 
@@ -47,6 +49,7 @@ pub use http_service::{HttpService, Reply};
 pub use process::{Frozen, Lines, Process};
 pub use programs::{client_program, server_program};
 pub use prometheus::prometheus_value;
+pub use redis::{RedisServer, REDIS_SERVER};
 pub use service::{
     echo_service, echo_service_on_threads, firehose_service, udp_echo_service, within,
 };

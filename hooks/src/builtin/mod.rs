@@ -9,9 +9,13 @@ mod lanes;
 mod log;
 mod meter;
 mod metrics;
+#[cfg(feature = "tokio")]
+mod outbox;
 mod policy;
 mod quota;
 mod rate_limit;
+#[cfg(feature = "tokio")]
+mod redis_bus;
 mod sampler;
 mod token_auth;
 #[cfg(feature = "tokio")]
@@ -30,6 +34,8 @@ pub use metrics::MetricsHook;
 pub use policy::{ClientRules, Policy, VisitorRules};
 pub use quota::Quota;
 pub use rate_limit::{ByteRate, EventRate, RateLimit, RateLimitConfig};
+#[cfg(feature = "tokio")]
+pub use redis_bus::{BadRedisUrl, RedisBus, RedisBusConfig, RedisHealth};
 pub use sampler::{Sampler, Sampling};
 pub use token_auth::TokenAuth;
 #[cfg(feature = "tokio")]

@@ -1,14 +1,14 @@
 //! The sinks the hooks write to in the background (meters' reporters,
-//! audit files, webhooks), followed over reloads and finished at exit.
+//! audit files, webhooks, Redis buses), followed over reloads and finished at exit.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use reitunnel_hooks::builtin::{BandwidthMeter, JsonLinesFile, Webhook};
+use reitunnel_hooks::builtin::{BandwidthMeter, JsonLinesFile, RedisBus, Webhook};
 
 use crate::hook_config::Background;
 
-/// How long the server waits at exit for webhooks to deliver the last events.
+/// How long the server waits at exit for webhooks and Redis buses to deliver the last events.
 const WEBHOOK_DRAIN: Duration = Duration::from_secs(5);
 
 /// What the hooks run in the background, over every reload, held weakly:
@@ -20,6 +20,7 @@ pub(super) struct Sinks {
     meters: Vec<(Weak<BandwidthMeter>, tokio::task::JoinHandle<()>)>,
     audit: Vec<Weak<JsonLinesFile>>,
     webhooks: Vec<Weak<Webhook>>,
+    redis: Vec<Weak<RedisBus>>,
 }
 
 impl Sinks {
@@ -39,6 +40,7 @@ impl Sinks {
         }
         add_new(&mut self.audit, &bg.audit);
         add_new(&mut self.webhooks, &bg.webhooks);
+        add_new(&mut self.redis, &bg.redis);
     }
 
     /// The audit files still written to.
@@ -61,6 +63,14 @@ impl Sinks {
             let h = hook.health();
             tracing::info!(delivered = h.delivered, failed_attempts = h.failed_attempts, dropped = h.dropped,
                 healthy = h.healthy, last_error = ?h.last_error, "webhook");
+        }
+        for redis in self.redis.iter().filter_map(Weak::upgrade) {
+            if !redis.drain(WEBHOOK_DRAIN).await {
+                tracing::warn!(url = redis.url(), "redis events still pending at exit");
+            }
+            let h = redis.health();
+            tracing::info!(published = h.published, failed = h.failed, dropped = h.dropped,
+                healthy = h.healthy, last_error = ?h.last_error, "redis bus");
         }
         for audit in self.audit() {
             if audit.dropped() > 0 {

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reitunnel_hooks::authorize::Authorize;
-use reitunnel_hooks::builtin::{BandwidthMeter, JsonLinesFile, Quota, RateLimit, Webhook};
+use reitunnel_hooks::builtin::{
+    BandwidthMeter, JsonLinesFile, Quota, RateLimit, RedisBus, Webhook,
+};
 use reitunnel_hooks::events::EventBus;
 use reitunnel_hooks::{Hook, HookChainBuilder};
 
@@ -32,6 +34,8 @@ pub struct Background {
     pub audit: Vec<Arc<JsonLinesFile>>,
     /// Webhooks, to report their health.
     pub webhooks: Vec<Arc<Webhook>>,
+    /// Redis event buses, to report their health.
+    pub redis: Vec<Arc<RedisBus>>,
     /// Quotas, for each client's usage.
     pub quotas: Vec<Arc<Quota>>,
     /// Rate limiters, for each client's throttled chunks.
@@ -146,6 +150,7 @@ impl HookSet {
             match &sink {
                 Sink::Audit(file) => background.audit.push(file.clone()),
                 Sink::Webhook(hook) => background.webhooks.push(hook.clone()),
+                Sink::Redis(redis) => background.redis.push(redis.clone()),
             }
             sinks.push((table.clone(), sink.clone()));
             sink_of.push(Some(sink));

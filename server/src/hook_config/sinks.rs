@@ -1,9 +1,9 @@
-//! The event sinks a config opens (audit files, webhooks): opened once,
+//! The event sinks a config opens (audit files, webhooks, Redis buses): opened once,
 //! before the hooks, so every hook that emits events reaches all of them.
 
 use std::sync::Arc;
 
-use reitunnel_hooks::builtin::{JsonLinesFile, Webhook};
+use reitunnel_hooks::builtin::{JsonLinesFile, RedisBus, Webhook};
 use reitunnel_hooks::events::EventBus;
 
 /// An event sink of the config (kept beside the table it was opened for).
@@ -11,6 +11,7 @@ use reitunnel_hooks::events::EventBus;
 pub(crate) enum Sink {
     Audit(Arc<JsonLinesFile>),
     Webhook(Arc<Webhook>),
+    Redis(Arc<RedisBus>),
 }
 
 impl Sink {
@@ -19,6 +20,7 @@ impl Sink {
         match self {
             Sink::Audit(file) => bus.with(file.clone()),
             Sink::Webhook(hook) => bus.with(hook.clone()),
+            Sink::Redis(redis) => bus.with(redis.clone()),
         }
     }
 }

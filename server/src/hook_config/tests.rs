@@ -232,3 +232,35 @@ fn a_webhook_gone_unhealthy_is_recorded_by_the_audit_log() {
     assert!(line.contains(r#""server":"edge-1""#), "{line}");
     assert!(line.contains("connect"), "the last error: {line}");
 }
+
+#[test]
+fn redis_buses_are_event_hooks_that_show_no_password_and_need_somewhere_to_send() {
+    std::env::set_var("REITUNNEL_TEST_REDIS_PASSWORD", "hunter2");
+    // Outside a runtime, as in the server binary; Redis need not be up.
+    let (names, bg) = build(&[t(
+        "kind = \"redis\"\nurl = \"redis://:${REITUNNEL_TEST_REDIS_PASSWORD}@127.0.0.1:9/2\"",
+    )])
+    .unwrap();
+    assert_eq!(names, ["redis"]);
+    assert_eq!(bg.redis[0].url(), "redis://127.0.0.1:9");
+    assert!(!format!("{:?}", bg.redis[0]).contains("hunter2"));
+
+    let nowhere = table("kind = \"redis\"\nurl = \"redis://h\"\nstream = \"\"").unwrap_err();
+    assert!(nowhere.contains("needs a channel_prefix"), "{nowhere}");
+    let e = build(&[t("kind = \"redis\"\nurl = \"http://:hunter2@h/\"")])
+        .err()
+        .unwrap();
+    assert!(
+        e.contains("redis:// or rediss://") && !e.contains("hunter2"),
+        "{e}"
+    );
+    let e = build(&[t(
+        "kind = \"redis\"\nurl = \"redis://:${REITUNNEL_TEST_UNSET_REDIS}@h\"",
+    )])
+    .err()
+    .unwrap();
+    assert!(
+        e.contains("${REITUNNEL_TEST_UNSET_REDIS}, which is not set"),
+        "{e}"
+    );
+}

@@ -13,10 +13,9 @@ use tokio::sync::mpsc;
 
 use super::endpoint::{Failure, Poster};
 use super::{Queued, Stats, UNHEALTHY_AFTER};
+use crate::builtin::outbox::backoff as grown;
 use crate::events::Event;
 
-/// First retry delay; doubles each retry.
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Retry delays stop doubling here (before the unhealthy factor).
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// While unhealthy, delays are this many times longer, and each delivery
@@ -45,8 +44,7 @@ impl Delivery {
             let healthy = if self.stats.healthy() { 1.0 } else { 0.0 };
             metrics::gauge!("reitunnel_webhook_healthy", "endpoint" => endpoint.clone())
                 .set(healthy);
-            self.stats.settled.fetch_add(1, Ordering::Relaxed);
-            self.stats.settle.notify_waiters();
+            self.stats.ledger.settled_one();
         }
     }
 
@@ -123,12 +121,9 @@ impl Delivery {
 /// at 10 s, times [`UNHEALTHY_FACTOR`] while unhealthy, plus up to half again
 /// as jitter.
 fn backoff(retry: u32, unhealthy: bool) -> Duration {
-    let mut delay = BACKOFF_BASE
-        .saturating_mul(1 << retry.min(16))
-        .min(BACKOFF_MAX);
-    if unhealthy {
-        delay *= UNHEALTHY_FACTOR;
-    }
-    let half = u64::try_from(delay.as_millis() / 2).unwrap_or(u64::MAX);
-    delay + Duration::from_millis(fastrand::u64(0..=half))
+    grown(
+        retry,
+        BACKOFF_MAX,
+        if unhealthy { UNHEALTHY_FACTOR } else { 1 },
+    )
 }

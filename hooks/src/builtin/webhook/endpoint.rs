@@ -44,6 +44,7 @@ const HIDDEN: &str = "<not a scheme://host URL>";
 /// assert_eq!(redact_url(slack), "https://hooks.slack.com:443");
 /// assert_eq!(redact_url("http://u:pw@[::1]:8080/x?k=v"), "http://[::1]:8080");
 /// assert_eq!(redact_url("hooks.slack.com/services/T000"), "<not a scheme://host URL>");
+/// assert_eq!(redact_url("redis://:pw@cache.internal/0"), "redis://cache.internal:6379");
 /// ```
 pub fn redact(url: &str) -> String {
     let Ok(uri) = url.parse::<Uri>() else {
@@ -55,6 +56,7 @@ pub fn redact(url: &str) -> String {
     let port = authority.port_u16().or(match scheme {
         "http" => Some(80),
         "https" => Some(443),
+        "redis" | "rediss" => Some(6379),
         _ => None,
     });
     match port {

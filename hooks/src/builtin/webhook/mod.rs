@@ -37,16 +37,12 @@ mod delivery;
 pub(crate) mod endpoint;
 
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::sync::mpsc::{self, error::TrySendError};
-
-use super::lanes::{Lanes, Ticket};
+use super::outbox::{self, DropMetric, Ledger, Outbox, Queued, Task};
 use super::Secret;
 use crate::events::{Event, EventBus, EventSink, Lane};
 use delivery::Delivery;
@@ -117,16 +113,10 @@ pub struct WebhookHealth {
 
 #[derive(Debug)]
 struct Stats {
-    /// Events queued for delivery.
-    queued: AtomicU64,
-    /// Events delivered or given up; `queued - settled` are still pending.
-    settled: AtomicU64,
-    /// Woken at each settled event, for [`Webhook::drain`].
-    settle: tokio::sync::Notify,
+    /// The queue: pending events and drops per lane.
+    ledger: Arc<Ledger>,
     delivered: AtomicU64,
     failed_attempts: AtomicU64,
-    /// The queue's share per lane, and the drops.
-    lanes: Lanes,
     consecutive_failures: AtomicU32,
     last_error: Mutex<Option<String>>,
     /// Where `webhook.unhealthy` and `webhook.recovered` go.
@@ -134,14 +124,11 @@ struct Stats {
 }
 
 impl Stats {
-    fn new(lanes: Lanes) -> Stats {
+    fn new(ledger: Arc<Ledger>) -> Stats {
         Stats {
-            queued: AtomicU64::new(0),
-            settled: AtomicU64::new(0),
-            settle: tokio::sync::Notify::new(),
+            ledger,
             delivered: AtomicU64::new(0),
             failed_attempts: AtomicU64::new(0),
-            lanes,
             consecutive_failures: AtomicU32::new(0),
             last_error: Mutex::new(None),
             others: Mutex::new(None),
@@ -211,32 +198,16 @@ impl Stats {
 pub struct Webhook {
     /// `scheme://host:port`: the URL as it may be shown.
     shown: String,
-    events: Vec<String>,
-    tx: mpsc::Sender<Queued>,
+    /// Filters, stamps (`X-Reitunnel-Event-Id`) and queues events.
+    outbox: Outbox,
     stats: Arc<Stats>,
-    /// `host:port`, the label of its metrics.
-    endpoint: String,
-    /// Random per webhook, so ids of two server runs do not meet.
-    id_prefix: u64,
-    next_id: AtomicU64,
-}
-
-/// One event waiting for delivery.
-struct Queued {
-    /// `X-Reitunnel-Event-Id`.
-    id: String,
-    /// `X-Reitunnel-Event`.
-    event: &'static str,
-    body: Bytes,
-    /// Its place in the queue, given back once it is delivered or given up.
-    _place: Ticket,
 }
 
 impl fmt::Debug for Webhook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Webhook")
             .field("url", &self.shown)
-            .field("events", &self.events)
+            .field("events", &self.outbox.events())
             .finish_non_exhaustive()
     }
 }
@@ -247,16 +218,8 @@ impl Webhook {
     /// [`Webhook::new_on_thread`]). The task ends when the webhook is dropped.
     pub fn new(config: WebhookConfig) -> io::Result<Arc<Self>> {
         let target = Target::parse("webhook", &config.url, config.tls.clone())?;
-        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
-            io::Error::other(format!(
-                "webhook {}: must be created inside a tokio runtime",
-                redact(&config.url)
-            ))
-        })?;
-        Self::start(config, target, |task| {
-            handle.spawn(task);
-            Ok(())
-        })
+        let what = format!("webhook {}", redact(&config.url));
+        Self::start(config, target, |task| outbox::spawn_here(&what, task))
     }
 
     /// Like [`Webhook::new`], but delivers from a thread of its own running
@@ -264,40 +227,33 @@ impl Webhook {
     pub fn new_on_thread(config: WebhookConfig) -> io::Result<Arc<Self>> {
         let target = Target::parse("webhook", &config.url, config.tls.clone())?;
         Self::start(config, target, |task| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            std::thread::Builder::new()
-                .name("webhook".into())
-                .spawn(move || runtime.block_on(task))?;
-            Ok(())
+            outbox::spawn_on_thread("webhook", task)
         })
     }
 
     fn start<S>(config: WebhookConfig, target: Target, spawn: S) -> io::Result<Arc<Self>>
     where
-        S: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> io::Result<()>,
+        S: FnOnce(Task) -> io::Result<()>,
     {
-        let lanes = Lanes::new(config.queue);
-        let (tx, rx) = mpsc::channel(lanes.capacity());
-        let stats = Arc::new(Stats::new(lanes));
+        let dropped = DropMetric {
+            name: "reitunnel_webhook_dropped_total",
+            label: "endpoint",
+            value: target.authority.clone(),
+        };
+        let (outbox, rx) = Outbox::new(config.queue, config.events, dropped);
+        let stats = Arc::new(Stats::new(outbox.ledger().clone()));
         let delivery = Delivery {
             poster: Poster::new(target, config.secret.expose().as_bytes()),
             timeout: config.timeout,
             retries: config.retries,
             stats: stats.clone(),
         };
-        let endpoint = delivery.poster.target.authority.clone();
         let shown = delivery.poster.target.shown().to_owned();
         spawn(Box::pin(delivery.run(rx)))?;
         Ok(Arc::new(Webhook {
-            endpoint,
             shown,
-            events: config.events,
-            tx,
+            outbox,
             stats,
-            id_prefix: fastrand::u64(..),
-            next_id: AtomicU64::new(1),
         }))
     }
 
@@ -320,19 +276,7 @@ impl Webhook {
     /// after stopping, so the last events (`tunnel.closed`,
     /// `server.stopped`) are not lost, and shutdown stays bounded.
     pub async fn drain(&self, limit: Duration) -> bool {
-        let s = &self.stats;
-        let settled = async {
-            loop {
-                let woken = s.settle.notified();
-                tokio::pin!(woken);
-                woken.as_mut().enable();
-                if s.settled.load(Ordering::Relaxed) >= s.queued.load(Ordering::Relaxed) {
-                    return;
-                }
-                woken.await;
-            }
-        };
-        tokio::time::timeout(limit, settled).await.is_ok()
+        self.stats.ledger.drain(limit).await
     }
 
     /// Delivery counts, the last error and whether the endpoint is healthy.
@@ -341,12 +285,9 @@ impl Webhook {
         WebhookHealth {
             delivered: s.delivered.load(Ordering::Relaxed),
             failed_attempts: s.failed_attempts.load(Ordering::Relaxed),
-            dropped: s.lanes.dropped_total(),
-            dropped_streams: s.lanes.dropped(Lane::Stream),
-            pending: s
-                .queued
-                .load(Ordering::Relaxed)
-                .saturating_sub(s.settled.load(Ordering::Relaxed)),
+            dropped: s.ledger.lanes.dropped_total(),
+            dropped_streams: s.ledger.lanes.dropped(Lane::Stream),
+            pending: s.ledger.pending(),
             consecutive_failures: s.consecutive_failures.load(Ordering::Relaxed),
             last_error: s.last_error(),
             healthy: s.healthy(),
@@ -354,46 +295,8 @@ impl Webhook {
     }
 }
 
-impl Webhook {
-    /// Counts an event of `lane` dropped in metrics (the health record
-    /// counts it in its lanes).
-    fn dropped_metric(&self, lane: Lane) {
-        metrics::counter!("reitunnel_webhook_dropped_total",
-            "endpoint" => self.endpoint.clone(), "lane" => lane.as_str())
-        .increment(1);
-    }
-}
-
 impl EventSink for Webhook {
     fn emit(&self, event: &Event) {
-        if !self.events.is_empty() && !self.events.iter().any(|e| e == event.event) {
-            return;
-        }
-        let lane = event.lane;
-        let Some(place) = self.stats.lanes.admit(lane) else {
-            self.dropped_metric(lane);
-            return;
-        };
-        // Counted before sending, so `settled` can never overtake `queued`.
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        let id = format!(
-            "{:016x}-{}",
-            self.id_prefix,
-            self.next_id.fetch_add(1, Ordering::Relaxed)
-        );
-        let queued = Queued {
-            id,
-            event: event.event,
-            body: Bytes::from(event.to_json()),
-            _place: place,
-        };
-        match self.tx.try_send(queued) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => {
-                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-                self.stats.lanes.dropped_one(lane);
-                self.dropped_metric(lane);
-            }
-        }
+        self.outbox.offer(event);
     }
 }

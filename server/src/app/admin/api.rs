@@ -198,6 +198,21 @@ fn sinks(hooks: &Background) -> Value {
             "last_error": h.last_error,
         })
     });
+    let redis = hooks.redis.iter().map(|r| {
+        let h = r.health();
+        json!({
+            "kind": "redis",
+            "target": r.url(),
+            "healthy": h.healthy,
+            "pending": h.pending,
+            "published": h.published,
+            "failed": h.failed,
+            "failed_attempts": h.failed_attempts,
+            "dropped": h.dropped,
+            "dropped_streams": h.dropped_streams,
+            "last_error": h.last_error,
+        })
+    });
     let audit = hooks.audit.iter().map(|a| {
         json!({
             "kind": "audit",
@@ -207,7 +222,7 @@ fn sinks(hooks: &Background) -> Value {
             "dropped_streams": a.dropped_streams(),
         })
     });
-    webhooks.chain(audit).collect()
+    webhooks.chain(redis).chain(audit).collect()
 }
 
 /// The value of `key` in a query string, percent-decoded (`None` if it is

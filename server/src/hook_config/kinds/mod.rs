@@ -10,6 +10,7 @@ pub(crate) mod metrics;
 pub(crate) mod policy;
 pub(crate) mod quota;
 pub(crate) mod rate_limit;
+pub(crate) mod redis;
 pub(crate) mod sampled;
 pub(crate) mod webhook;
 
@@ -26,6 +27,7 @@ pub(crate) const KINDS: &[Entry] = &[
     entry::<policy::Policy>(),
     entry::<audit::Audit>(),
     entry::<webhook::Webhook>(),
+    entry::<redis::Redis>(),
     entry::<http_auth::HttpAuth>(),
 ];
 
