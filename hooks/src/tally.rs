@@ -123,7 +123,6 @@ impl Tally {
             held_back: 0,
         };
         state.open.insert(reason.clone(), window);
-        drop(state);
         (self.report)(&Summed {
             reason,
             count: 1,
@@ -133,15 +132,11 @@ impl Tally {
 
     /// Reports what is held back and forgets every reason: for the close
     /// of the tunnel or session, so its summary comes before its close.
+    /// Reports are made under the tally's lock, so once this returns every
+    /// refusal noted before it has been told (a timer's report included).
     pub fn flush(&self) {
-        let open = std::mem::take(
-            &mut self
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .open,
-        );
-        for (reason, window) in open {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        for (reason, window) in std::mem::take(&mut state.open) {
             self.tell(reason, &window);
         }
     }
@@ -189,18 +184,13 @@ impl Tally {
             };
             true
         });
-        let pending = state.open.values().any(|w| w.held_back > 0);
-        state.timer = pending || !due.is_empty();
-        drop(state);
+        // Reasons told now may see more in their new interval.
+        state.timer = !due.is_empty() || state.open.values().any(|w| w.held_back > 0);
         for (reason, held_back, started) in due {
             let window = Window { started, held_back };
             self.tell(reason, &window);
         }
-        // Reasons told just now may see more in their new interval.
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .timer
+        state.timer
     }
 
     fn tell(&self, reason: String, window: &Window) {
