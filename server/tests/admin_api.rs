@@ -79,6 +79,43 @@ async fn next_event(events: &mut Lines<BufReader<TcpStream>>, fields: &[(&str, V
     within(PATIENCE, "an event on the stream", wanted).await
 }
 
+/// A server app run from `flags` until [`Running::stop`], and its addresses.
+struct Running {
+    addr: SocketAddr,
+    admin: SocketAddr,
+    send: reitunnel_program::SignalSender,
+    run: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn start(flags: &[&str]) -> Running {
+        let args =
+            Args::parse_from(std::iter::once("reitunnel-server").chain(flags.iter().copied()));
+        let app = App::bind(args).await.unwrap();
+        let (addr, admin) = (
+            app.local_addr(),
+            app.admin_addr().expect("the admin endpoint"),
+        );
+        let (signals, send) = Signals::by_hand();
+        let run = tokio::spawn(app.run(signals));
+        Running {
+            addr,
+            admin,
+            send,
+            run,
+        }
+    }
+
+    /// Stops it as SIGTERM would and waits for its run to end cleanly.
+    async fn stop(self) {
+        self.send.stop();
+        within(PATIENCE, "run after the stop", self.run)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_reports_a_transfer_kicks_and_closes_with_their_events() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,14 +134,8 @@ async fn the_api_reports_a_transfer_kicks_and_closes_with_their_events() {
         ),
     )
     .unwrap();
-    let args = Args::parse_from(["reitunnel-server", "--config", config.to_str().unwrap()]);
-    let app = App::bind(args).await.unwrap();
-    let (addr, admin) = (
-        app.local_addr(),
-        app.admin_addr().expect("the admin endpoint"),
-    );
-    let (signals, send) = Signals::by_hand();
-    let running = tokio::spawn(app.run(signals));
+    let server = Running::start(&["--config", config.to_str().unwrap()]).await;
+    let (addr, admin) = (server.addr, server.admin);
     assert_eq!(
         http(admin, "GET", "/healthz", None).await.unwrap().status,
         200
@@ -443,11 +474,7 @@ async fn the_api_reports_a_transfer_kicks_and_closes_with_their_events() {
     }
 
     bob.shutdown().await.unwrap();
-    send.stop();
-    within(PATIENCE, "run after the stop", running)
-        .await
-        .unwrap()
-        .unwrap();
+    server.stop().await;
     let log = std::fs::read_to_string(&audit).unwrap();
     let admin_lines: Vec<Value> = log
         .lines()
@@ -472,8 +499,7 @@ async fn the_api_reports_a_transfer_kicks_and_closes_with_their_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_token_is_required_and_checked() {
-    let args = Args::parse_from([
-        "reitunnel-server",
+    let server = Running::start(&[
         "--listen",
         "127.0.0.1:0",
         "--token",
@@ -482,11 +508,9 @@ async fn the_admin_token_is_required_and_checked() {
         "127.0.0.1:0",
         "--admin-token",
         "s3cret",
-    ]);
-    let app = App::bind(args).await.unwrap();
-    let admin = app.admin_addr().unwrap();
-    let (signals, send) = Signals::by_hand();
-    let running = tokio::spawn(app.run(signals));
+    ])
+    .await;
+    let admin = server.admin;
     for (token, status, says) in [
         (None, 401, "this endpoint needs the admin token"),
         (Some("guess"), 401, "wrong admin token"),
@@ -527,11 +551,7 @@ async fn the_admin_token_is_required_and_checked() {
         .unwrap();
     let status = events.next_line().await.unwrap().unwrap();
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-    send.stop();
-    within(PATIENCE, "run after the stop", running)
-        .await
-        .unwrap()
-        .unwrap();
+    server.stop().await;
 }
 
 /// The headers that keep an answer out of other sites' frames and sniffing.
@@ -543,19 +563,16 @@ const HARDENED: [&str; 3] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_guarded_like_the_api_and_no_answer_can_be_framed() {
-    let args = Args::parse_from([
-        "reitunnel-server",
+    let server = Running::start(&[
         "--listen",
         "127.0.0.1:0",
         "--token",
         "t",
         "--admin",
         "127.0.0.1:0",
-    ]);
-    let app = App::bind(args).await.unwrap();
-    let admin = app.admin_addr().unwrap();
-    let (signals, send) = Signals::by_hand();
-    let running = tokio::spawn(app.run(signals));
+    ])
+    .await;
+    let admin = server.admin;
 
     // A DNS-rebound page (a Host that is not loopback) and another site's
     // page read /metrics no more than the API.
@@ -610,9 +627,5 @@ async fn metrics_are_guarded_like_the_api_and_no_answer_can_be_framed() {
         );
     }
 
-    send.stop();
-    within(PATIENCE, "run after the stop", running)
-        .await
-        .unwrap()
-        .unwrap();
+    server.stop().await;
 }
