@@ -577,15 +577,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Active<T> {
     fn on_frame(&mut self, frame: Frame<()>) -> Result<Action> {
         log::trace!("{}: received: {}", self.id, frame.header());
 
-        if frame.header().flags().contains(header::ACK)
-            && matches!(frame.header().tag(), Tag::Data | Tag::WindowUpdate)
-        {
+        let flags = frame.header().flags();
+        let stream_frame = matches!(frame.header().tag(), Tag::Data | Tag::WindowUpdate);
+        if stream_frame && flags.contains(header::ACK) {
             let id = frame.header().stream_id();
             if let Some(stream) = self.streams.get(&id) {
                 stream
                     .lock()
                     .update_state(self.id, id, State::Open { acknowledged: true });
             }
+        }
+        // A stream that waited for its ACK stops waiting when it is acknowledged, and also
+        // when the peer resets or ends it without one: an opener blocked on the backlog is
+        // told either way (told only of ACKs, it waited forever once the last streams of a
+        // full backlog were reset rather than acknowledged).
+        if stream_frame && (flags.contains(header::ACK) || flags.contains(header::RST) || flags.contains(header::FIN)) {
             if let Some(waker) = self.new_outbound_stream_waker.take() {
                 waker.wake();
             }
