@@ -11,13 +11,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
-use common::{assert_audit_balanced, echo_through};
+use common::{assert_audit_balanced, echo_through, RunningApp};
 use reitunnel_client::{Client, ClientConfig, ClientError};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::{HookChain, RefuseCode};
-use reitunnel_program::Signals;
-use reitunnel_server::app::{App, Args};
 use reitunnel_testkit::{
     echo_service, event_stream, http, http_with, prometheus_value, pseudo_random, same_echo,
     within, FaultProxy,
@@ -79,43 +76,6 @@ async fn next_event(events: &mut Lines<BufReader<TcpStream>>, fields: &[(&str, V
     within(PATIENCE, "an event on the stream", wanted).await
 }
 
-/// A server app run from `flags` until [`Running::stop`], and its addresses.
-struct Running {
-    addr: SocketAddr,
-    admin: SocketAddr,
-    send: reitunnel_program::SignalSender,
-    run: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    async fn start(flags: &[&str]) -> Running {
-        let args =
-            Args::parse_from(std::iter::once("reitunnel-server").chain(flags.iter().copied()));
-        let app = App::bind(args).await.unwrap();
-        let (addr, admin) = (
-            app.local_addr(),
-            app.admin_addr().expect("the admin endpoint"),
-        );
-        let (signals, send) = Signals::by_hand();
-        let run = tokio::spawn(app.run(signals));
-        Running {
-            addr,
-            admin,
-            send,
-            run,
-        }
-    }
-
-    /// Stops it as SIGTERM would and waits for its run to end cleanly.
-    async fn stop(self) {
-        self.send.stop();
-        within(PATIENCE, "run after the stop", self.run)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_reports_a_transfer_kicks_and_closes_with_their_events() {
     let dir = tempfile::tempdir().unwrap();
@@ -134,7 +94,7 @@ async fn the_api_reports_a_transfer_kicks_and_closes_with_their_events() {
         ),
     )
     .unwrap();
-    let server = Running::start(&["--config", config.to_str().unwrap()]).await;
+    let server = RunningApp::start(&["--config", config.to_str().unwrap()]).await;
     let (addr, admin) = (server.addr, server.admin);
     assert_eq!(
         http(admin, "GET", "/healthz", None).await.unwrap().status,
@@ -499,7 +459,7 @@ async fn the_api_reports_a_transfer_kicks_and_closes_with_their_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_token_is_required_and_checked() {
-    let server = Running::start(&[
+    let server = RunningApp::start(&[
         "--listen",
         "127.0.0.1:0",
         "--token",
@@ -563,7 +523,7 @@ const HARDENED: [&str; 3] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_guarded_like_the_api_and_no_answer_can_be_framed() {
-    let server = Running::start(&[
+    let server = RunningApp::start(&[
         "--listen",
         "127.0.0.1:0",
         "--token",

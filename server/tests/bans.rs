@@ -3,15 +3,17 @@
 //! the admin API still refuses the client's logins after the restart,
 //! and a ban already over in the file is dropped when it is read.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use clap::Parser;
+use common::RunningApp;
 use reitunnel_client::{Client, ClientConfig, ClientError};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
-use reitunnel_program::Signals;
 use reitunnel_server::app::{App, Args};
 use reitunnel_testkit::{http, within};
 use serde_json::Value;
@@ -40,17 +42,9 @@ async fn serving<F: std::future::Future<Output = ()>>(
     config: &Path,
     body: impl FnOnce(SocketAddr, SocketAddr) -> F,
 ) {
-    let args = Args::parse_from(["reitunnel-server", "--config", config.to_str().unwrap()]);
-    let app = App::bind(args).await.unwrap();
-    let (addr, admin) = (app.local_addr(), app.admin_addr().unwrap());
-    let (signals, send) = Signals::by_hand();
-    let running = tokio::spawn(app.run(signals));
-    body(addr, admin).await;
-    send.stop();
-    within(PATIENCE, "run after the stop", running)
-        .await
-        .unwrap()
-        .unwrap();
+    let server = RunningApp::start(&["--config", config.to_str().unwrap()]).await;
+    body(server.addr, server.admin).await;
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,16 +10,16 @@
 //! Without Chromium the test says so and passes, unless
 //! `REITUNNEL_REQUIRE_TOOLS` is set (as CI sets it).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use clap::Parser;
+use common::RunningApp;
 use reitunnel_client::{Client, ClientConfig, ClientError};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
-use reitunnel_program::Signals;
-use reitunnel_server::app::{App, Args};
 use reitunnel_testkit::{echo_service, pseudo_random, within};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -46,8 +46,7 @@ async fn the_page_shows_a_live_transfer_and_its_kick_button_kicks() {
         eprintln!("skipped: no Chromium (apt-get install chromium)");
         return;
     };
-    let args = Args::parse_from([
-        "reitunnel-server",
+    let server = RunningApp::start(&[
         "--listen",
         "127.0.0.1:0",
         "--bind-ip",
@@ -58,11 +57,9 @@ async fn the_page_shows_a_live_transfer_and_its_kick_button_kicks() {
         "127.0.0.1:0",
         "--admin-token",
         "s3cret",
-    ]);
-    let app = App::bind(args).await.unwrap();
-    let (addr, admin) = (app.local_addr(), app.admin_addr().unwrap());
-    let (signals, send) = Signals::by_hand();
-    let running = tokio::spawn(app.run(signals));
+    ])
+    .await;
+    let (addr, admin) = (server.addr, server.admin);
 
     let cfg = ClientConfig::new(addr.to_string(), "alice", Secret::new("t"));
     let alice = Client::connect(cfg, HookChain::default()).await.unwrap();
@@ -141,9 +138,5 @@ async fn the_page_shows_a_live_transfer_and_its_kick_button_kicks() {
         other => panic!("alice was told {other:?}"),
     }
     transfer.abort();
-    send.stop();
-    within(PATIENCE, "run after the stop", running)
-        .await
-        .unwrap()
-        .unwrap();
+    server.stop().await;
 }

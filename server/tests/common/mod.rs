@@ -8,7 +8,10 @@ use std::net::SocketAddr;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
-use reitunnel_testkit::{pseudo_random, same_echo, Lines, Process};
+use clap::Parser;
+use reitunnel_program::{SignalSender, Signals};
+use reitunnel_server::app::{App, Args};
+use reitunnel_testkit::{pseudo_random, same_echo, within, Lines, Process};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -211,4 +214,42 @@ pub fn assert_audit_balanced(audit: &std::path::Path) -> usize {
         assert_eq!(count(open), count(close), "{open} against {close}");
     }
     count("stream.opened")
+}
+
+/// The server app run in this process from `flags` (its admin endpoint
+/// on) until [`RunningApp::stop`], and its addresses.
+pub struct RunningApp {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub send: SignalSender,
+    pub run: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningApp {
+    pub async fn start(flags: &[&str]) -> RunningApp {
+        let args =
+            Args::parse_from(std::iter::once("reitunnel-server").chain(flags.iter().copied()));
+        let app = App::bind(args).await.unwrap();
+        let (addr, admin) = (
+            app.local_addr(),
+            app.admin_addr().expect("the admin endpoint"),
+        );
+        let (signals, send) = Signals::by_hand();
+        let run = tokio::spawn(app.run(signals));
+        RunningApp {
+            addr,
+            admin,
+            send,
+            run,
+        }
+    }
+
+    /// Stops it as SIGTERM would and waits for its run to end cleanly.
+    pub async fn stop(self) {
+        self.send.stop();
+        within(PATIENCE, "run after the stop", self.run)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 }
