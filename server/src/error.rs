@@ -205,9 +205,6 @@ pub enum StreamError {
         /// The client's error.
         message: String,
     },
-    /// A visitor was turned away by a server limit.
-    #[error("visitor turned away: {0}")]
-    Limit(LimitHit),
     /// The client answered with something else than accept/refuse.
     #[error("client answered the stream header with a {0:?} frame")]
     UnexpectedAnswer(FrameKind),
