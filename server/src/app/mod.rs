@@ -192,15 +192,13 @@ impl App {
                     break;
                 }
                 Ok(()) = reloads.changed() => {
-                    match reload::reload(&args, &settings, &mut parts, &reloader) {
-                        Ok(reloaded) => {
-                            sinks.adopt(parts.set.background());
-                            if let Some(admin) = &admin {
-                                admin.set_hooks(parts.set.background());
-                                admin.set_token(reloaded.admin_token);
-                            }
+                    let reloaded = reload::reload(&args, &settings, &mut parts, &reloader);
+                    if let Ok(reloaded) = &reloaded {
+                        sinks.adopt(parts.set.background());
+                        if let Some(admin) = &admin {
+                            admin.set_hooks(parts.set.background());
+                            admin.set_token(reloaded.admin_token.clone());
                         }
-                        Err(e) => tracing::error!("reload refused, the previous configuration stays in force: {e:#}"),
                     }
                     // Log rotation: every SIGHUP starts the audit files anew,
                     // retired ones too (sessions from before a reload write there).
@@ -208,6 +206,10 @@ impl App {
                         if let Err(e) = file.reopen() {
                             tracing::error!(file = %file.path().display(), error = %e, "cannot reopen the audit log; still writing to the old file");
                         }
+                    }
+                    match reloaded {
+                        Ok(reloaded) => reload::announce(&reloaded, &settings, &reloader),
+                        Err(e) => tracing::error!("reload refused, the previous configuration stays in force: {e:#}"),
                     }
                 }
             }

@@ -12,7 +12,8 @@ use crate::{Reload, Reloader};
 /// theirs. On any error nothing changes, and the error has reached the
 /// hooks' `on_error`. `running` is the settings the process started with, for
 /// the settings only a restart applies. Returns the new settings, whose
-/// admin token the caller puts in force on the admin endpoint.
+/// admin token the caller puts in force on the admin endpoint before it
+/// calls [`announce`]: whoever reads the log line may rely on all of it.
 pub(super) fn reload(
     args: &Args,
     running: &Settings,
@@ -37,9 +38,14 @@ pub(super) fn reload(
     let chain = parts.chain(&set, &settings);
     reloader.reload(Reload::from_config(&settings.config, chain))?;
     parts.set = set;
-    tracing::info!(config = %settings.path.display(), hooks = ?reloader.chain().names(), "configuration reloaded: new logins use it, connected clients keep theirs");
-    for name in settings.restart_only_changes(running) {
-        tracing::warn!(config = %settings.path.display(), "{name} changed: it takes effect only after a restart");
-    }
     Ok(settings)
+}
+
+/// Logs a reload once every part of it is in force, and each setting that
+/// changed but waits for a restart.
+pub(super) fn announce(reloaded: &Settings, running: &Settings, reloader: &Reloader) {
+    tracing::info!(config = %reloaded.path.display(), hooks = ?reloader.chain().names(), "configuration reloaded: new logins use it, connected clients keep theirs");
+    for name in reloaded.restart_only_changes(running) {
+        tracing::warn!(config = %reloaded.path.display(), "{name} changed: it takes effect only after a restart");
+    }
 }
