@@ -94,6 +94,9 @@ pub enum CloseReason {
     Aborted,
     /// An operator closed it through the admin interface (what they did, in words).
     Admin(String),
+    /// The same client name logged in again elsewhere in the fleet, and the
+    /// new session took its place (where, in words).
+    Replaced(String),
 }
 
 impl CloseReason {
@@ -124,6 +127,7 @@ impl CloseReason {
             CloseReason::Error(_) => "error",
             CloseReason::Aborted => "aborted",
             CloseReason::Admin(_) => "admin",
+            CloseReason::Replaced(_) => "replaced",
         }
     }
 }
@@ -136,6 +140,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Timeout(e) => write!(f, "timeout: {e}"),
             CloseReason::Error(e) => write!(f, "error: {e}"),
             CloseReason::Admin(e) => write!(f, "closed by an operator: {e}"),
+            CloseReason::Replaced(e) => write!(f, "replaced: {e}"),
             other => f.write_str(other.label()),
         }
     }

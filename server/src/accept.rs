@@ -196,18 +196,29 @@ async fn admit<S: Io>(
         };
         let left = deadline.saturating_duration_since(Instant::now());
         authorize_within(&live.chain, &ask, left).await?;
-        Ok(slot)
+        // In a fleet, the name once fleet-wide: taken only by a client
+        // whose credentials passed, so no one else can push it out.
+        let claim = match &shared.fleet {
+            None => None,
+            Some(fleet) => Some(
+                fleet
+                    .claim(&client)
+                    .await
+                    .map_err(|reason| live.chain.refuse(Scope::Client(&client), reason))?,
+            ),
+        };
+        Ok((slot, claim))
     };
     let authorized = authorized.await;
     // The ban last: only a client whose credentials passed may learn of it.
     let banned = |client: &ClientInfo| shared.check_ban(client);
-    let admitted = authorized.and_then(|slot| {
+    let admitted = authorized.and_then(|(slot, claim)| {
         let open = live
             .chain
             .open_client_then(client.clone(), &login, banned)?;
-        Ok((slot, open))
+        Ok((slot, claim, open))
     });
-    let (client_slot, open) = match admitted {
+    let (client_slot, claim, open) = match admitted {
         Ok(admitted) => admitted,
         Err(Refusal { reason, by }) => {
             tracing::warn!(client = %client.name, %peer, %by, %reason, "login refused");
@@ -237,6 +248,7 @@ async fn admit<S: Io>(
     drop(handshake_slots);
     tracing::info!(client = %client.name, id = %client.id, %peer, certified = client.certified, "client logged in");
     let reason = Session::start(shared, live, open, io, client_slot).await;
+    drop(claim); // the name is free again, fleet-wide
     tracing::info!(client = %client.name, id = %client.id, %reason, last_rtt = ?client.rtt(), "client gone");
 }
 

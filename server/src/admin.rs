@@ -185,14 +185,26 @@ impl Admin {
 
     /// Closes every session of `name` (reason `admin`) and frees the ports
     /// leased to it; with `ban`, refuses its logins for that long, saying
-    /// so. `by` names who asked, for the hooks' `on_admin`.
+    /// so. `by` names who asked, for the hooks' `on_admin`. In a fleet every
+    /// node is told too, and does the same to the sessions it holds; then
+    /// a name with no session here is no error (it may have one elsewhere).
     pub fn kick(&self, name: &str, ban: Option<Duration>, by: &str) -> Result<Kicked, AdminError> {
+        let kicked = self.kick_here(name, ban, by);
+        if let Some(fleet) = &self.0.fleet {
+            fleet.kicked(name, ban, by);
+            return Ok(kicked);
+        }
+        if kicked.sessions == 0 && kicked.leases == 0 && ban.is_none() {
+            return Err(AdminError::NoSuchClient(name.to_owned()));
+        }
+        Ok(kicked)
+    }
+
+    /// [`Admin::kick`] on this server alone; announced to the hooks if it
+    /// did anything.
+    pub(crate) fn kick_here(&self, name: &str, ban: Option<Duration>, by: &str) -> Kicked {
         if let Some(period) = ban {
-            if let Err(e) = self.0.roster.ban(name, period) {
-                // In force all the same, but a restart would lift it: say so
-                // wherever errors go (the log, the audit log, webhooks).
-                self.0.report(Scope::Server, &e);
-            }
+            self.ban_here(name, period);
         }
         let why = match ban {
             Some(period) => format!("kicked by {by}, banned for {}s", period.as_secs()),
@@ -206,12 +218,34 @@ impl Admin {
             }
         }
         let leases = self.0.leases.release(name);
-        if sessions == 0 && leases == 0 && ban.is_none() {
-            return Err(AdminError::NoSuchClient(name.to_owned()));
+        if sessions > 0 || leases > 0 || ban.is_some() {
+            let outcome = format!("{sessions} session(s) closed, {leases} lease(s) freed; {why}");
+            self.announce("kick", name, by, &outcome);
         }
-        let outcome = format!("{sessions} session(s) closed, {leases} lease(s) freed; {why}");
-        self.announce("kick", name, by, &outcome);
-        Ok(Kicked { sessions, leases })
+        Kicked { sessions, leases }
+    }
+
+    /// Refuses `name`'s logins here for `period`.
+    pub(crate) fn ban_here(&self, name: &str, period: Duration) {
+        if let Err(e) = self.0.roster.ban(name, period) {
+            // In force all the same, but a restart would lift it: say so
+            // wherever errors go (the log, the audit log, webhooks).
+            self.0.report(Scope::Server, &e);
+        }
+    }
+
+    /// Closes the session `id` for `reason`, if it is still here.
+    pub(crate) fn close_session(&self, id: ClientId, reason: CloseReason) {
+        if let Some((client, closer)) = self
+            .0
+            .roster
+            .clients()
+            .into_iter()
+            .find(|(c, _)| c.id == id)
+        {
+            tracing::info!(client = %client.name, %id, %reason, "closing the session");
+            closer.close(reason);
+        }
     }
 
     /// Closes one tunnel (reason `admin`) and tells its client, which

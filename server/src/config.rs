@@ -11,7 +11,7 @@ use reitunnel_proto::DEFAULT_MAX_FRAME_LEN;
 use reitunnel_transport::tls::ServerTls;
 use reitunnel_transport::MuxConfig;
 
-use crate::{ForwardRule, Limits};
+use crate::{FleetConfig, ForwardRule, Limits};
 
 use reitunnel_hooks::ports::PortRanges;
 
@@ -62,6 +62,9 @@ pub struct ServerConfig {
     /// streams (default [`VISITOR_IDLE_TIMEOUT`]; `[limits]
     /// visitor_idle_timeout_secs` in the config file).
     pub relay: RelayConfig,
+    /// This server as a node of a fleet sharing state in Redis; `None`: a
+    /// server on its own.
+    pub cluster: Option<FleetConfig>,
 }
 
 /// A visitor stream that moves no byte either way for this long is closed,
@@ -93,6 +96,7 @@ impl ServerConfig {
                 idle_timeout: Some(VISITOR_IDLE_TIMEOUT),
                 ..RelayConfig::default()
             },
+            cluster: None,
         }
     }
 }

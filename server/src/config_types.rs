@@ -47,11 +47,11 @@ impl FromStr for ByteSize {
 /// whole URL only for [`EndpointUrl::expose`], to reach the service.
 #[derive(Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(transparent)]
-pub(crate) struct EndpointUrl(String);
+pub struct EndpointUrl(String);
 
 impl EndpointUrl {
     /// The whole URL, path included: for the client that sends to it.
-    pub(crate) fn expose(&self) -> &str {
+    pub fn expose(&self) -> &str {
         &self.0
     }
 }

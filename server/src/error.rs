@@ -41,6 +41,9 @@ pub enum ServerError {
     /// The ban file could not be read (or, when new, written).
     #[error(transparent)]
     BanFile(#[from] crate::BanFileError),
+    /// The fleet's store is configured with a URL that cannot work.
+    #[error(transparent)]
+    Store(#[from] crate::fleet::StoreError),
     /// A hook new in a reload failed its `on_server_start`; nothing changed.
     #[error("a new hook refused to start, so the reload was not applied: {0}")]
     HookReload(MultiError),

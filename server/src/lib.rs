@@ -37,6 +37,7 @@ mod config;
 mod config_types;
 mod error;
 pub mod file_config;
+mod fleet;
 mod forward;
 /// Public wrappers over the login code, for the fuzz targets in `fuzz/`
 /// only (the `fuzzing` feature): not part of the API.
@@ -88,6 +89,7 @@ pub use admin::{Admin, AdminError, ClientStatus, Kicked, TunnelStatus};
 pub use bans::BanFileError;
 pub use config::{ServerConfig, VISITOR_IDLE_TIMEOUT};
 pub use error::{ServerError, SessionError, StreamError};
+pub use fleet::{FleetConfig, OnDuplicateLogin, StoreError, StoreFailure};
 pub use forward::{ForwardRule, ForwardRuleError};
 pub use limits::{LimitHit, Limits};
 pub use proxied::{Network, ProxiedError};
@@ -150,6 +152,8 @@ struct ServerState {
     pre_login: PreLoginErrors,
     /// Live sessions and tunnels, and banned names, for [`Admin`].
     roster: Arc<Roster>,
+    /// This server's part of a fleet, if it is a node of one.
+    fleet: Option<Arc<fleet::Fleet>>,
 }
 
 /// The server-wide counted limits; per-client and per-tunnel ones live with
@@ -290,6 +294,7 @@ impl Server {
             listen: local,
         };
         let bans = Bans::load(config.ban_file.as_deref())?;
+        let fleet = config.cluster.clone().map(fleet::Fleet::new).transpose()?;
         let in_use = HooksInUse::new(info.clone());
         let (live, _) = Reload::from_config(&config, chain).into_settings(None, &in_use);
         let tls = match &config.tls {
@@ -317,6 +322,7 @@ impl Server {
                 leases: Leases::new(config.port_lease),
                 pre_login: PreLoginErrors::new(config.pre_login_summary),
                 roster: Arc::new(Roster::new(bans)),
+                fleet,
                 config,
             }),
         })
@@ -369,6 +375,10 @@ impl Server {
             *started = true;
         }
         tracing::info!(listen = %info.listen, "server started");
+        if let Some(fleet) = &shared.fleet {
+            fleet.run(Admin(shared.clone()));
+            tracing::info!(node = fleet.node(), "a node of the fleet");
+        }
         let sessions = TaskTracker::new();
         let every = shared.pre_login.interval();
         let mut summary = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -411,6 +421,9 @@ impl Server {
         sessions.wait().await;
         // Tunnels of vanished clients waiting on a lease close last, before the hooks stop.
         shared.leases.end_all();
+        if let Some(fleet) = &shared.fleet {
+            fleet.finish().await;
+        }
         shared.pre_login.summarize(&shared.live().chain);
         shared.stop_hooks();
         tracing::info!("server stopped");

@@ -78,12 +78,12 @@ impl Tunnel {
                 },
             }
         }
-        // A vanished client's port is leased, with the tunnel kept open,
+        // A vanished (or replaced) client's port is leased, with the tunnel kept open,
         // once its streams are done; otherwise the port is freed now,
         // before the close event fires.
         let vanished = matches!(
             closer.reason(),
-            Some(CloseReason::ConnectionLost | CloseReason::Timeout(_))
+            Some(CloseReason::ConnectionLost | CloseReason::Timeout(_) | CloseReason::Replaced(_))
         ) && !draining.is_cancelled();
         this.close_after(streams, slot, vanished.then_some(listener))
             .await;

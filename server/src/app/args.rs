@@ -102,6 +102,18 @@ pub struct Args {
     /// name becomes the client's name, and replaces the token unless one is set.
     #[arg(long, value_name = "FILE")]
     pub(super) client_ca: Option<PathBuf>,
+    /// Make this server a node of the fleet whose shared state is in this
+    /// Redis (`redis://[:password@]host:port[/db]`, `rediss://` for TLS).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "REITUNNEL_CLUSTER_REDIS",
+        hide_env_values = true
+    )]
+    pub(super) cluster_redis: Option<String>,
+    /// This node's name in the fleet [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    pub(super) node: Option<String>,
     /// Log one in N data chunks at debug level, 0 = none (when the file configures no hooks).
     #[arg(long, default_value_t = 0)]
     pub(super) log_data_every: u64,

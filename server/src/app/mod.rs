@@ -24,6 +24,7 @@
 mod admin;
 mod args;
 mod chain;
+mod cluster;
 mod meter_log;
 mod reload;
 mod settings;

@@ -72,6 +72,7 @@ impl Settings {
             config.port_lease = Duration::from_secs(secs);
         }
         s.limits.apply(&mut config);
+        config.cluster = super::cluster::fleet(args, s.cluster, &path)?;
         if let Some(name) = args.name.clone().or(s.name) {
             config.name = name;
         }
@@ -188,6 +189,7 @@ impl Settings {
             ),
             ("port_lease_secs", new.port_lease != old.port_lease),
             ("ban_file", new.ban_file != old.ban_file),
+            ("[cluster]", new.cluster != old.cluster),
             ("drain_timeout_secs", self.drain != running.drain),
             (
                 "stats_interval",

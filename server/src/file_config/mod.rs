@@ -74,11 +74,32 @@ pub struct Settings {
     /// `[limits]`: connection, tunnel and stream limits and heartbeats.
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// `[cluster]`: this server as a node of a fleet sharing state in Redis.
+    pub cluster: Option<ClusterSpec>,
     /// The `[[hooks]]` tables, read raw with the position of each table
     /// and key, so that an error names its line (serde loses positions
     /// once a value is taken out of the document).
     #[serde(default)]
     hooks: Vec<toml::Spanned<RawTable>>,
+}
+
+/// The `[cluster]` table (docs/CLUSTER.md); flags win over each key.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// `--cluster-redis`: `redis://…` or `rediss://…`; `${VAR}` takes (part
+    /// of) it from the environment.
+    pub redis: Option<EndpointUrl>,
+    /// `--node`: this node's name [default: the host name].
+    pub node: Option<String>,
+    /// What every key and channel starts with [default: `reitunnel:`].
+    pub key_prefix: Option<String>,
+    /// `"local"` or `"refuse"`: logins while Redis cannot be reached.
+    pub store_failure: Option<crate::StoreFailure>,
+    /// `"replace"` or `"refuse"`: a login whose name is logged in already.
+    pub on_duplicate_login: Option<crate::OnDuplicateLogin>,
+    /// Seconds a dead node's entries outlive it [default: 10].
+    pub entry_ttl_secs: Option<u64>,
 }
 
 /// The `[limits]` table: each key overrides one default of [`crate::Limits`]
@@ -236,6 +257,6 @@ impl FileConfig {
 /// A `[[hooks]]` table as written, each key with its position.
 type RawTable = BTreeMap<String, toml::Spanned<toml::Value>>;
 
-pub use crate::config_types::{ByteSize, ConfigError};
+pub use crate::config_types::{ByteSize, ConfigError, EndpointUrl};
 use reitunnel_program::config_file;
 use reitunnel_program::expand_env;

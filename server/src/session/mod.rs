@@ -156,6 +156,8 @@ impl Session {
                     let reason = self.closer.reason().unwrap_or(CloseReason::Shutdown);
                     let (code, why) = match &reason {
                         CloseReason::Admin(why) => (RefuseCode::Forbidden, why.clone()),
+                        // Not to be retried: it would push out the session that replaced it.
+                        CloseReason::Replaced(why) => (RefuseCode::Forbidden, format!("replaced: {why}")),
                         _ => (RefuseCode::ShuttingDown, "server is shutting down".to_owned()),
                     };
                     control.goodbye(code, why).await;

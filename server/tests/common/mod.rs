@@ -80,6 +80,12 @@ impl Running {
         self.wait()
     }
 
+    /// SIGKILL, as a crash or the OOM killer would, then waits for the exit.
+    pub fn kill(self) {
+        self.process.signal("KILL");
+        self.wait();
+    }
+
     /// Sends SIGTERM without waiting.
     pub fn terminate(&self) {
         self.process.signal("TERM");

@@ -1,0 +1,247 @@
+//! Client names, once fleet-wide. A session's entry `<prefix>client:<name>`
+//! holds an [`Entry`] (node, session id, since, address); whose it is is
+//! decided by comparing the whole value, in scripts, so two nodes never
+//! act on a stale read. A node renews all of its entries and its own
+//! `<prefix>node:<node>` in one script call per tick (a third of the
+//! entries' lifetime): a node killed outright is forgotten within that
+//! lifetime, and after Redis restarts empty each node writes its entries
+//! again on its next tick.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use reitunnel_hooks::{ClientId, ClientInfo, CloseReason, Reason, RefuseCode};
+use serde::{Deserialize, Serialize};
+
+use super::{Fleet, OnDuplicateLogin, StoreFailure};
+use crate::Admin;
+
+/// Takes the name: refused (0) while another holds it and duplicates are
+/// refused, else set (1), telling the holder's node on the commands
+/// channel that it was replaced. Returns the previous holder (or "").
+const CLAIM: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then
+  if ARGV[3] == 'refuse' then return {0, cur} end
+  redis.call('PUBLISH', KEYS[2], cjson.encode({cmd = 'replace', name = ARGV[4], old = cur, by = ARGV[5]}))
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {1, cur or ''}
+";
+
+/// Renews the node's key (KEYS[1]) and each of its entries (KEYS[2..],
+/// values ARGV[3..]); writes back one that vanished (Redis restarted
+/// empty); returns the positions (from 1) of those another session holds now.
+const RENEW: &str = r"
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
+local lost = {}
+for i = 2, #KEYS do
+  local mine = ARGV[i + 1]
+  local cur = redis.call('GET', KEYS[i])
+  if cur == mine then
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+  elseif not cur then
+    redis.call('SET', KEYS[i], mine, 'PX', ARGV[1])
+  else
+    table.insert(lost, i - 1)
+  end
+end
+return lost
+";
+
+/// Deletes an entry if it is still this one.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// Entries renewed per script call, so one call never blocks Redis long.
+const RENEW_BATCH: usize = 500;
+
+/// What a session's entry says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Entry {
+    pub(crate) node: String,
+    /// The session's id on its node.
+    pub(crate) id: u64,
+    /// When it logged in, milliseconds since the Unix epoch.
+    pub(crate) since: u64,
+    pub(crate) peer: String,
+}
+
+/// The entries this node holds: key → value as written.
+#[derive(Default)]
+pub(super) struct Registry {
+    held: Mutex<HashMap<String, String>>,
+}
+
+impl Registry {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets `key` if it still holds `value`; true if it did.
+    fn forget(&self, key: &str, value: &str) -> bool {
+        let mut held = self.held();
+        let ours = held.get(key).is_some_and(|v| v == value);
+        if ours {
+            held.remove(key);
+        }
+        ours
+    }
+}
+
+/// A session's hold on its name; let go (in the store too) when dropped.
+pub(crate) struct Claim {
+    fleet: Arc<Fleet>,
+    key: String,
+    value: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.fleet.registry.forget(&self.key, &self.value) {
+            return; // replaced meanwhile: the entry is another session's
+        }
+        let fleet = self.fleet.clone();
+        let (key, value) = (self.key.clone(), self.value.clone());
+        self.fleet.spawn(async move {
+            let mut release = redis::cmd("EVAL");
+            release.arg(RELEASE).arg(1).arg(&key).arg(&value);
+            if let Err(e) = fleet.store.call::<i64>(&release).await {
+                tracing::debug!(error = %e, %key, "entry left to expire");
+            }
+        });
+    }
+}
+
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Fleet {
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.config.entry_ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Takes `client`'s name fleet-wide, or says why not. While the store
+    /// is away the login goes on (`store_failure = "local"`) with the
+    /// entry written on the next renewal once it is back, or is refused.
+    pub(crate) async fn claim(self: &Arc<Self>, client: &ClientInfo) -> Result<Claim, Reason> {
+        let key = self.store.key(&format!("client:{}", client.name));
+        let entry = Entry {
+            node: self.config.node.clone(),
+            id: client.id.0,
+            since: now_ms(),
+            peer: client.peer.to_string(),
+        };
+        let value = serde_json::to_string(&entry).unwrap_or_default();
+        let mode = match self.config.on_duplicate_login {
+            OnDuplicateLogin::Replace => "replace",
+            OnDuplicateLogin::Refuse => "refuse",
+        };
+        let mut claim = redis::cmd("EVAL");
+        claim
+            .arg(CLAIM)
+            .arg(2)
+            .arg(&key)
+            .arg(self.store.key("commands"))
+            .arg(&value)
+            .arg(self.ttl_ms())
+            .arg(mode)
+            .arg(&*client.name)
+            .arg(&self.config.node);
+        match self.store.call::<(i64, String)>(&claim).await {
+            Ok((0, holder)) => return Err(duplicate(&client.name, &holder)),
+            Ok(_) => {}
+            Err(e) => match self.config.store_failure {
+                StoreFailure::Local => {
+                    tracing::warn!(client = %client.name, error = %e, "login decided by this node alone (store_failure = \"local\")");
+                }
+                StoreFailure::Refuse => {
+                    let why = format!(
+                        "{e}: logins are refused until it answers (store_failure = \"refuse\")"
+                    );
+                    return Err(Reason::new(RefuseCode::Unavailable, why));
+                }
+            },
+        }
+        self.registry.held().insert(key.clone(), value.clone());
+        Ok(Claim {
+            fleet: self.clone(),
+            key,
+            value,
+        })
+    }
+
+    /// One renewal of this node's key and entries; closes the sessions
+    /// whose names another session took meanwhile (while the store was
+    /// away, or by a login it could not tell this node of).
+    pub(super) async fn renew(&self, admin: &Admin) {
+        let held: Vec<(String, String)> = self
+            .registry
+            .held()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let node_key = self.store.key(&format!("node:{}", self.config.node));
+        let node_value = serde_json::json!({ "since": now_ms() }).to_string();
+        // The node's own key is renewed even when it holds no entry.
+        let batches: Vec<&[(String, String)]> = match held.is_empty() {
+            true => vec![&[]],
+            false => held.chunks(RENEW_BATCH).collect(),
+        };
+        for batch in batches {
+            let mut renew = redis::cmd("EVAL");
+            renew.arg(RENEW).arg(batch.len() + 1).arg(&node_key);
+            for (key, _) in batch {
+                renew.arg(key);
+            }
+            renew.arg(self.ttl_ms()).arg(&node_value);
+            for (_, value) in batch {
+                renew.arg(value);
+            }
+            let lost = match self.store.call::<Vec<usize>>(&renew).await {
+                Ok(lost) => lost,
+                Err(_) => return, // logged once by the store; the next tick tries again
+            };
+            for (key, value) in lost.iter().filter_map(|&i| batch.get(i.checked_sub(1)?)) {
+                if self.registry.forget(key, value) {
+                    self.close_replaced(admin, value, "another session took the name while this node could not reach the fleet's store");
+                }
+            }
+        }
+    }
+
+    /// Closes the local session an entry `value` names, if it is still here.
+    pub(super) fn close_replaced(&self, admin: &Admin, value: &str, why: &str) {
+        let Ok(entry) = serde_json::from_str::<Entry>(value) else {
+            return;
+        };
+        if entry.node == self.config.node {
+            admin.close_session(ClientId(entry.id), CloseReason::Replaced(why.to_owned()));
+        }
+    }
+
+    /// A `replace` command: the entry `old` was taken over by a login on `by`.
+    pub(super) fn replaced(&self, admin: &Admin, name: &str, old: &str, by: &str) {
+        let key = self.store.key(&format!("client:{name}"));
+        self.registry.forget(&key, old);
+        let why = format!("client '{name}' logged in again, on node {by}");
+        self.close_replaced(admin, old, &why);
+    }
+}
+
+/// The refusal of a login whose name `holder` (an entry) has.
+fn duplicate(name: &str, holder: &str) -> Reason {
+    let at = serde_json::from_str::<Entry>(holder)
+        .map(|e| format!(" on node {}", e.node))
+        .unwrap_or_default();
+    Reason::new(
+        RefuseCode::Unavailable,
+        format!("client '{name}' is logged in already{at}; this login is admitted once that session ends (on_duplicate_login = \"refuse\")"),
+    )
+}

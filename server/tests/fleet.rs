@@ -1,0 +1,314 @@
+//! The fleet against a real redis-server (Debian's; skipped when it is not
+//! installed unless `REITUNNEL_REQUIRE_TOOLS` is set): server processes on
+//! loopback, each a node sharing one Redis. A name is logged in once
+//! fleet-wide (a login elsewhere replaces the session, or is refused as
+//! configured); a kick and a ban on one node act on every node, and a node
+//! that starts later learns the ban from the store; a node killed outright
+//! is forgotten once its entries expire; while Redis is away logins are
+//! decided locally or refused as configured, and a node writes its entries
+//! back into a Redis that restarted empty.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{start, Running};
+use redis::aio::MultiplexedConnection;
+use reitunnel_client::{Client, ClientConfig, RemoteSpec};
+use reitunnel_hooks::builtin::Secret;
+use reitunnel_hooks::HookChain;
+use reitunnel_testkit::{echo_service, http, installed, within, RedisServer, REDIS_SERVER};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A failure guard for every wait, never a synchronisation.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A node of the fleet in `redis`, named `node`; `cluster` adds keys to its
+/// `[cluster]` table. Entries live 2 s, so a dead node is forgotten fast.
+struct Node {
+    server: Running,
+    addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Node {
+    fn start(dir: &Path, redis: &RedisServer, node: &str, cluster: &str) -> Node {
+        let path = dir.join(format!("{node}.toml"));
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\nbind_ip = \"127.0.0.1\"\ntoken = \"t\"\n\
+             admin_listen = \"127.0.0.1:0\"\n\
+             [cluster]\nredis = \"{}\"\nnode = \"{node}\"\nentry_ttl_secs = 2\n{cluster}",
+            redis.url()
+        );
+        std::fs::write(&path, text).unwrap();
+        let (server, addr, seen) = start(&["--config", path.to_str().unwrap()]);
+        let admin = seen
+            .iter()
+            .find(|l| l.contains("admin API and status page"))
+            .and_then(|l| l.split("addr=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no admin address in {seen:#?}"));
+        Node {
+            server,
+            addr,
+            admin,
+        }
+    }
+
+    async fn login(&self, name: &str) -> Result<Client, String> {
+        let cfg = ClientConfig::new(self.addr.to_string(), name, Secret::new("t"));
+        Client::connect(cfg, HookChain::default())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// `POST` on the admin API; returns the status and the body.
+    async fn post(&self, path: &str) -> (u16, String) {
+        let answer = http(self.admin, "POST", path, None).await.unwrap();
+        (answer.status, answer.body)
+    }
+}
+
+async fn redis_connection(redis: &RedisServer) -> MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// The node `name`'s entry names, if it has one.
+async fn holder(conn: &mut MultiplexedConnection, name: &str) -> Option<String> {
+    let entry: Option<String> = redis::cmd("GET")
+        .arg(format!("reitunnel:client:{name}"))
+        .query_async(conn)
+        .await
+        .unwrap();
+    entry.map(|e| {
+        let e: Value = serde_json::from_str(&e).unwrap();
+        e["node"].as_str().unwrap().to_owned()
+    })
+}
+
+/// Waits until `name`'s entry names `node` (`None`: until it has none).
+async fn until_held_by(conn: &mut MultiplexedConnection, name: &str, node: Option<&str>) {
+    within(PATIENCE, &format!("{name}'s entry on {node:?}"), async {
+        while holder(conn, name).await.as_deref() != node {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// How a session `client` ended, once it did.
+async fn end_of(client: Client) -> String {
+    within(PATIENCE, "the session's end", client.ended()).await;
+    client.shutdown().await.unwrap_err().to_string()
+}
+
+/// A tunnel of `client` to a fresh echo service carries a round trip.
+async fn tunnel_echoes(client: &Client) {
+    let spec: RemoteSpec = format!("0:{}", echo_service().await).parse().unwrap();
+    let public = client.open_reverse(spec).await.unwrap().public_addr;
+    let mut visitor = TcpStream::connect(public).await.unwrap();
+    visitor.write_all(b"fleet").await.unwrap();
+    let mut back = [0u8; 5];
+    visitor.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"fleet");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_on_another_node_replaces_the_session_there() {
+    if !installed(REDIS_SERVER, "redis-server") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let mut conn = redis_connection(&redis).await;
+    let (a, b) = (
+        Node::start(dir.path(), &redis, "a", ""),
+        Node::start(dir.path(), &redis, "b", ""),
+    );
+    let first = a.login("alice").await.unwrap();
+    assert_eq!(holder(&mut conn, "alice").await.as_deref(), Some("a"));
+    let second = b.login("alice").await.unwrap();
+    assert_eq!(holder(&mut conn, "alice").await.as_deref(), Some("b"));
+    let why = end_of(first).await;
+    assert!(
+        why.contains("replaced") && why.contains("logged in again, on node b"),
+        "{why}"
+    );
+    tunnel_echoes(&second).await;
+    // The replaced session's end does not free the name the new one holds.
+    assert!(a
+        .server
+        .log()
+        .all()
+        .iter()
+        .any(|l| l.contains("client gone") && l.contains("replaced")));
+    assert_eq!(holder(&mut conn, "alice").await.as_deref(), Some("b"));
+    second.shutdown().await.unwrap();
+    until_held_by(&mut conn, "alice", None).await;
+    assert!(a.server.stop().success());
+    assert!(b.server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_duplicates_wait_for_the_first_session_to_end() {
+    if !installed(REDIS_SERVER, "redis-server") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let mut conn = redis_connection(&redis).await;
+    let refuse = "on_duplicate_login = \"refuse\"\n";
+    let (a, b) = (
+        Node::start(dir.path(), &redis, "a", refuse),
+        Node::start(dir.path(), &redis, "b", refuse),
+    );
+    let first = a.login("alice").await.unwrap();
+    let refused = b.login("alice").await.err().expect("a refusal");
+    assert!(
+        refused.contains("client 'alice' is logged in already on node a"),
+        "{refused}"
+    );
+    tunnel_echoes(&first).await;
+    first.shutdown().await.unwrap();
+    until_held_by(&mut conn, "alice", None).await;
+    let second = b.login("alice").await.unwrap();
+    tunnel_echoes(&second).await;
+    second.shutdown().await.unwrap();
+    assert!(a.server.stop().success());
+    assert!(b.server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kick_with_a_ban_on_one_node_closes_and_refuses_on_every_node() {
+    if !installed(REDIS_SERVER, "redis-server") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let (a, b) = (
+        Node::start(dir.path(), &redis, "a", ""),
+        Node::start(dir.path(), &redis, "b", ""),
+    );
+    let alice = a.login("alice").await.unwrap();
+    let bob = a.login("bob").await.unwrap();
+    let (status, body) = b.post("/api/v1/clients/alice/kick?ban_secs=600").await;
+    assert_eq!(status, 200, "{body}");
+    let why = end_of(alice).await;
+    assert!(why.contains("on node b, banned for 600s"), "{why}");
+    for node in [&a, &b] {
+        let refused = node.login("alice").await.err().expect("a refusal");
+        assert!(refused.contains("'alice' is banned"), "{refused}");
+    }
+    // A node that joins later reads the ban from the store.
+    let c = Node::start(dir.path(), &redis, "c", "");
+    within(PATIENCE, "the ban on the new node", async {
+        while !c
+            .login("alice")
+            .await
+            .err()
+            .unwrap_or_default()
+            .contains("banned")
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // Nobody else was touched.
+    tunnel_echoes(&bob).await;
+    // A kick of a name no node holds is no error in a fleet: another node may hold it.
+    let (status, body) = c.post("/api/v1/clients/nobody/kick").await;
+    assert_eq!(status, 200, "{body}");
+    bob.shutdown().await.unwrap();
+    for node in [a, b, c] {
+        assert!(node.server.stop().success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_forgotten_and_its_clients_log_in_elsewhere() {
+    if !installed(REDIS_SERVER, "redis-server") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let mut conn = redis_connection(&redis).await;
+    let (a, b) = (
+        Node::start(dir.path(), &redis, "a", ""),
+        Node::start(dir.path(), &redis, "b", ""),
+    );
+    let alice = a.login("alice").await.unwrap();
+    let carol = a.login("carol").await.unwrap();
+    assert!(key_exists(&mut conn, "reitunnel:node:a").await);
+    a.server.kill();
+    // alice comes back on b at once; carol's entry, and a's, expire.
+    let back = b.login("alice").await.unwrap();
+    tunnel_echoes(&back).await;
+    until_held_by(&mut conn, "carol", None).await;
+    within(PATIENCE, "node a's key to expire", async {
+        while key_exists(&mut conn, "reitunnel:node:a").await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(holder(&mut conn, "alice").await.as_deref(), Some("b"));
+    drop((alice, carol));
+    back.shutdown().await.unwrap();
+    assert!(b.server.stop().success());
+}
+
+async fn key_exists(conn: &mut MultiplexedConnection, key: &str) -> bool {
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query_async::<i64>(conn)
+        .await
+        .unwrap()
+        == 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_away_logins_are_decided_locally_or_refused_and_entries_return() {
+    if !installed(REDIS_SERVER, "redis-server") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start(dir.path());
+    let local = Node::start(dir.path(), &redis, "a", "");
+    let strict = Node::start(dir.path(), &redis, "b", "store_failure = \"refuse\"\n");
+    let alice = local.login("alice").await.unwrap();
+    redis.stop();
+    // The session in place goes on.
+    tunnel_echoes(&alice).await;
+    let bob = local.login("bob").await.unwrap();
+    let refused = strict.login("carol").await.err().expect("a refusal");
+    assert!(
+        refused.contains("the fleet's store redis://127.0.0.1:")
+            && refused.contains("logins are refused until it answers"),
+        "{refused}"
+    );
+    let metrics = http(local.admin, "GET", "/metrics", None)
+        .await
+        .unwrap()
+        .body;
+    assert!(metrics.contains("reitunnel_store_up 0"), "{metrics}");
+    // Back, empty: node a writes alice and bob in again.
+    redis.restart();
+    let mut conn = redis_connection(&redis).await;
+    until_held_by(&mut conn, "alice", Some("a")).await;
+    until_held_by(&mut conn, "bob", Some("a")).await;
+    let carol = strict.login("carol").await.unwrap();
+    tunnel_echoes(&carol).await;
+    for client in [alice, bob, carol] {
+        client.shutdown().await.unwrap();
+    }
+    assert!(local.server.stop().success());
+    assert!(strict.server.stop().success());
+}
