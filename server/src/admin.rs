@@ -234,6 +234,20 @@ impl Admin {
         }
     }
 
+    /// Lets go of tunnel `id`'s port, whose fleet-wide entry another node
+    /// took: its lease ends, or the tunnel closes for `reason` (and keeps
+    /// no lease, its claim being gone).
+    pub(crate) fn close_port(&self, id: TunnelId, reason: CloseReason) {
+        if self.0.leases.release_tunnel(id) {
+            return;
+        }
+        if let Some(tunnel) = self.0.roster.find_tunnel(id) {
+            tracing::info!(client = %tunnel.info.client.name, tunnel = %id, %reason, "closing the tunnel");
+            tunnel.closer.close(reason);
+            self.0.roster.tell_client(tunnel.info.client.id, id);
+        }
+    }
+
     /// Closes the session `id` for `reason`, if it is still here.
     pub(crate) fn close_session(&self, id: ClientId, reason: CloseReason) {
         if let Some((client, closer)) = self

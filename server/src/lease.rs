@@ -16,10 +16,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use reitunnel_hooks::{ClientInfo, CloseReason, Open, Reason, RefuseCode, TunnelInfo};
+use reitunnel_hooks::{ClientInfo, CloseReason, Open, Reason, RefuseCode, TunnelId, TunnelInfo};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
+use crate::fleet::Claim;
 use crate::LoginSettings;
 
 /// A client's open handle, shared by its session and by every tunnel of it
@@ -70,6 +71,8 @@ pub(crate) struct Parked {
     listener: Option<TcpListener>,
     tunnel: Option<Open<TunnelInfo>>,
     reason: CloseReason,
+    /// The port's fleet-wide entry, let go with the port.
+    _claim: Option<Claim>,
     /// Dropped after the tunnel's close (fields drop after `Drop::drop`).
     _client: Arc<ClientHold>,
 }
@@ -81,11 +84,13 @@ impl Parked {
         tunnel: Open<TunnelInfo>,
         reason: CloseReason,
         client: Arc<ClientHold>,
+        claim: Option<Claim>,
     ) -> Parked {
         Parked {
             listener: Some(listener),
             tunnel: Some(tunnel),
             reason,
+            _claim: claim,
             _client: client,
         }
     }
@@ -223,6 +228,21 @@ impl Leases {
         ended.len()
     }
 
+    /// Ends the lease of tunnel `id`, if it is parked; true if it was.
+    pub(crate) fn release_tunnel(&self, id: TunnelId) -> bool {
+        let ended = {
+            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            let addr = held
+                .1
+                .iter()
+                .find(|(_, l)| l.parked.tunnel.as_ref().is_some_and(|t| t.info().id == id))
+                .map(|(a, _)| *a);
+            addr.and_then(|a| held.1.remove(&a))
+        };
+        // The close events fire here, outside the lock.
+        ended.is_some()
+    }
+
     /// Ends every lease (at shutdown): ports freed, tunnels and clients closed.
     pub(crate) fn end_all(&self) {
         let all = std::mem::take(&mut self.held.lock().unwrap_or_else(PoisonError::into_inner).1);
@@ -302,7 +322,13 @@ mod tests {
             ));
             let open = chain.open_tunnel(tunnel).unwrap();
             parked.push((
-                Parked::new(listener, open, CloseReason::ConnectionLost, hold.clone()),
+                Parked::new(
+                    listener,
+                    open,
+                    CloseReason::ConnectionLost,
+                    hold.clone(),
+                    None,
+                ),
                 addr,
             ));
         }

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
+use crate::fleet::Claim;
 use crate::lease::{ClientHold, Parked};
 use crate::limits::{Arrival, LimitHit, Slot, Slots};
 use crate::proxied::{real_peer, ProxiedError};
@@ -47,6 +48,8 @@ pub(crate) struct Tunnel {
     pub refusals: Arc<Tally>,
     /// Its entry in the server's roster, where its visitors are counted.
     pub listed: TunnelListing,
+    /// In a fleet, its port's fleet-wide entry: let go with the port.
+    pub claim: Mutex<Option<Claim>>,
 }
 
 impl Tunnel {
@@ -84,7 +87,8 @@ impl Tunnel {
         let vanished = matches!(
             closer.reason(),
             Some(CloseReason::ConnectionLost | CloseReason::Timeout(_) | CloseReason::Replaced(_))
-        ) && !draining.is_cancelled();
+        ) && !draining.is_cancelled()
+            && this.claim_held();
         this.close_after(streams, slot, vanished.then_some(listener))
             .await;
     }
@@ -111,13 +115,30 @@ impl Tunnel {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         let Some(open) = open else { return };
+        let claim = self
+            .claim
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         match lease {
             Some(listener) => {
-                let parked = Parked::new(listener, open, reason, self.client.clone());
+                let parked = Parked::new(listener, open, reason, self.client.clone(), claim);
                 self.shared.leases.park(parked);
             }
-            None => open.close(reason),
+            None => {
+                drop(claim); // the port is free fleet-wide before the close event
+                open.close(reason);
+            }
         }
+    }
+
+    /// Whether its port is still its own fleet-wide (always, outside a fleet).
+    fn claim_held(&self) -> bool {
+        self.claim
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_none_or(Claim::is_held)
     }
 
     /// One visitor: its real address (behind a balancer), limits, gate,

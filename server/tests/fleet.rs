@@ -19,7 +19,9 @@ use redis::aio::MultiplexedConnection;
 use reitunnel_client::{Client, ClientConfig, RemoteSpec};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
-use reitunnel_testkit::{echo_service, http, installed, within, RedisServer, REDIS_SERVER};
+use reitunnel_testkit::{
+    echo_service, free_port, http, installed, within, FaultProxy, RedisServer, REDIS_SERVER,
+};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -37,10 +39,14 @@ struct Node {
 
 impl Node {
     fn start(dir: &Path, redis: &RedisServer, node: &str, cluster: &str) -> Node {
+        Node::start_with(dir, redis, node, "bind_ip = \"127.0.0.1\"\n", cluster)
+    }
+
+    /// With `top` (top-level settings, `bind_ip` among them) and `cluster`.
+    fn start_with(dir: &Path, redis: &RedisServer, node: &str, top: &str, cluster: &str) -> Node {
         let path = dir.join(format!("{node}.toml"));
         let text = format!(
-            "listen = \"127.0.0.1:0\"\nbind_ip = \"127.0.0.1\"\ntoken = \"t\"\n\
-             admin_listen = \"127.0.0.1:0\"\n\
+            "listen = \"127.0.0.1:0\"\ntoken = \"t\"\nadmin_listen = \"127.0.0.1:0\"\n{top}\
              [cluster]\nredis = \"{}\"\nnode = \"{node}\"\nentry_ttl_secs = 2\n{cluster}",
             redis.url()
         );
@@ -113,8 +119,22 @@ async fn end_of(client: Client) -> String {
 
 /// A tunnel of `client` to a fresh echo service carries a round trip.
 async fn tunnel_echoes(client: &Client) {
-    let spec: RemoteSpec = format!("0:{}", echo_service().await).parse().unwrap();
-    let public = client.open_reverse(spec).await.unwrap().public_addr;
+    let public = tunnel_on(client, 0).await.unwrap();
+    round_trip(public).await;
+}
+
+/// A tunnel of `client` on public `port` (0: any) to a fresh echo service:
+/// its public address, or the refusal.
+async fn tunnel_on(client: &Client, port: u16) -> Result<SocketAddr, String> {
+    let spec: RemoteSpec = format!("{port}:{}", echo_service().await).parse().unwrap();
+    match client.open_reverse(spec).await {
+        Ok(ready) => Ok(ready.public_addr),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// One checked round trip through the tunnel at `public`.
+async fn round_trip(public: SocketAddr) {
     let mut visitor = TcpStream::connect(public).await.unwrap();
     visitor.write_all(b"fleet").await.unwrap();
     let mut back = [0u8; 5];
@@ -311,4 +331,112 @@ async fn while_redis_is_away_logins_are_decided_locally_or_refused_and_entries_r
     }
     assert!(local.server.stop().success());
     assert!(strict.server.stop().success());
+}
+
+/// Nodes on 127.0.0.2 and 127.0.0.3, like two hosts: each could bind any
+/// port, so only the fleet keeps a port to one tunnel.
+fn two_hosts(dir: &Path, redis: &RedisServer, ports: &str) -> (Node, Node) {
+    let on = |ip: &str| format!("bind_ip = \"{ip}\"\nallow_ports = \"{ports}\"\n");
+    (
+        Node::start_with(dir, redis, "a", &on("127.0.0.2"), ""),
+        Node::start_with(dir, redis, "b", &on("127.0.0.3"), ""),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_port_belongs_to_one_tunnel_fleet_wide() {
+    if !installed(REDIS_SERVER, "redis-server") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let (p, q) = (free_port().port(), free_port().port());
+    let (a, b) = two_hosts(dir.path(), &redis, &format!("{p},{q}"));
+    let alice = a.login("alice").await.unwrap();
+    let first = tunnel_on(&alice, 0).await.unwrap();
+    round_trip(first).await;
+    let taken = first.port();
+    let bob = b.login("bob").await.unwrap();
+    let refused = tunnel_on(&bob, taken).await.unwrap_err();
+    assert!(
+        refused.contains(&format!(
+            "port {taken} (tcp) is in use by another client's tunnel on node a"
+        )),
+        "{refused}"
+    );
+    // Asked for any port, bob gets the other one, though b could bind both.
+    let other = tunnel_on(&bob, 0).await.unwrap();
+    assert_eq!(other.ip().to_string(), "127.0.0.3");
+    assert_ne!(other.port(), taken);
+    round_trip(other).await;
+    // None is left: a third tunnel is refused, saying why.
+    let none = tunnel_on(&bob, 0).await.unwrap_err();
+    assert!(none.contains("no port free"), "{none}");
+    alice.shutdown().await.unwrap();
+    bob.shutdown().await.unwrap();
+    assert!(a.server.stop().success());
+    assert!(b.server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_back_on_another_node_gets_its_port_and_the_old_lease_ends() {
+    if !installed(REDIS_SERVER, "redis-server") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let mut conn = redis_connection(&redis).await;
+    let port = free_port().port();
+    let (a, b) = two_hosts(dir.path(), &redis, &port.to_string());
+    // alice reaches a through a link the test can cut.
+    let link = FaultProxy::start(a.addr).unwrap();
+    let cfg = ClientConfig::new(link.addr().to_string(), "alice", Secret::new("t"));
+    let alice = Client::connect(cfg, HookChain::default()).await.unwrap();
+    let public = tunnel_on(&alice, port).await.unwrap();
+    round_trip(public).await;
+    // The connection is lost (no goodbye): a keeps the port on lease.
+    link.cut();
+    a.server.log().wait_for("the lease", PATIENCE, |l| {
+        l.contains("port leased until the client reconnects")
+    });
+    // Another client may not have it, on any node.
+    let bob = b.login("bob").await.unwrap();
+    let refused = tunnel_on(&bob, port).await.unwrap_err();
+    assert!(
+        refused.contains("in use by another client's tunnel on node a"),
+        "{refused}"
+    );
+    // alice, back on b, has it; a lets its lease go.
+    let back = b.login("alice").await.unwrap();
+    let moved = tunnel_on(&back, port).await.unwrap();
+    assert_eq!(moved, format!("127.0.0.3:{port}").parse().unwrap());
+    round_trip(moved).await;
+    within(PATIENCE, "a to free its leased port", async {
+        while TcpStream::connect(public).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let entry: String = redis::cmd("GET")
+        .arg(format!("reitunnel:port:tcp:{port}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(entry.contains("\"node\":\"b\""), "{entry}");
+    // Killed outright, b leaves alice's port to her on c within the lease.
+    b.server.kill();
+    let c = Node::start_with(
+        dir.path(),
+        &redis,
+        "c",
+        &format!("bind_ip = \"127.0.0.4\"\nallow_ports = \"{port}\"\n"),
+        "",
+    );
+    let again = c.login("alice").await.unwrap();
+    let third = tunnel_on(&again, port).await.unwrap();
+    round_trip(third).await;
+    drop((alice, back, bob));
+    again.shutdown().await.unwrap();
+    assert!(a.server.stop().success());
+    assert!(c.server.stop().success());
 }

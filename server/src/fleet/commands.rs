@@ -31,6 +31,13 @@ pub(crate) enum Command {
         old: String,
         by: String,
     },
+    /// A tunnel of the same client on node `by` took over the port whose
+    /// entry `key` was `old` (published by the claim script itself).
+    ReleasePort {
+        key: String,
+        old: String,
+        by: String,
+    },
     /// An operator on node `from` kicked `name` (and banned it for `ban_ms`).
     Kick {
         name: String,
@@ -141,6 +148,10 @@ impl Fleet {
         };
         match command {
             Command::Replace { name, old, by } => self.replaced(admin, &name, &old, &by),
+            Command::ReleasePort { key, old, by } => {
+                let why = format!("a new tunnel of the same client took the port, on node {by}");
+                self.lost(admin, &key, &old, &why);
+            }
             Command::Kick { from, .. } if from == self.config.node => {}
             Command::Kick {
                 name,

@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 pub use store::StoreError;
 
 use registry::Registry;
+pub(crate) use registry::{Claim, NotTaken};
 use store::Store;
 
 /// How long a call to Redis may take before the store counts as away.

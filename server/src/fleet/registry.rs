@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use reitunnel_hooks::{ClientId, ClientInfo, CloseReason, Reason, RefuseCode};
+use reitunnel_hooks::{
+    ClientId, ClientInfo, CloseReason, Reason, RefuseCode, Transport, TunnelId, TunnelInfo,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{Fleet, OnDuplicateLogin, StoreFailure};
@@ -25,6 +27,19 @@ local cur = redis.call('GET', KEYS[1])
 if cur and cur ~= ARGV[1] then
   if ARGV[3] == 'refuse' then return {0, cur} end
   redis.call('PUBLISH', KEYS[2], cjson.encode({cmd = 'replace', name = ARGV[4], old = cur, by = ARGV[5]}))
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {1, cur or ''}
+";
+
+/// Takes a public port for a tunnel of client ARGV[3]: refused (0) while
+/// another client's tunnel holds it; taken over from the same client's
+/// earlier tunnel (a lease, on any node), whose node is told to let it go.
+const CLAIM_PORT: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then
+  if cjson.decode(cur).client ~= ARGV[3] then return {0, cur} end
+  redis.call('PUBLISH', KEYS[2], cjson.encode({cmd = 'release_port', key = KEYS[1], old = cur, by = ARGV[4]}))
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {1, cur or ''}
@@ -70,6 +85,33 @@ pub(crate) struct Entry {
     pub(crate) peer: String,
 }
 
+/// Why a claim was not taken.
+pub(crate) enum NotTaken {
+    /// Another holds it (what the claimant is told).
+    Held(Reason),
+    /// The store is away and `store_failure = "refuse"`.
+    Store(Reason),
+}
+
+impl NotTaken {
+    pub(crate) fn into_reason(self) -> Reason {
+        match self {
+            NotTaken::Held(reason) | NotTaken::Store(reason) => reason,
+        }
+    }
+}
+
+/// What a public port's entry (`<prefix>port:<tcp|udp>:<port>`) says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PortEntry {
+    pub(crate) node: String,
+    /// The client's name: its later tunnels may take the port over.
+    pub(crate) client: String,
+    /// The tunnel's id on its node.
+    pub(crate) tunnel: u64,
+    pub(crate) since: u64,
+}
+
 /// The entries this node holds: key → value as written.
 #[derive(Default)]
 pub(super) struct Registry {
@@ -97,6 +139,18 @@ pub(crate) struct Claim {
     fleet: Arc<Fleet>,
     key: String,
     value: String,
+}
+
+impl Claim {
+    /// Whether the entry is still this one's: a tunnel whose port another
+    /// node took over keeps no lease on it.
+    pub(crate) fn is_held(&self) -> bool {
+        self.fleet
+            .registry
+            .held()
+            .get(&self.key)
+            .is_some_and(|v| *v == self.value)
+    }
 }
 
 impl Drop for Claim {
@@ -148,24 +202,79 @@ impl Fleet {
             .arg(CLAIM)
             .arg(2)
             .arg(&key)
-            .arg(self.store.key("commands"))
+            .arg(self.store.key("commands"));
+        claim.arg(&value).arg(self.ttl_ms()).arg(mode);
+        claim.arg(&*client.name).arg(&self.config.node);
+        self.take(key, value, &claim, "logins", |holder| {
+            duplicate(&client.name, holder)
+        })
+        .await
+        .map_err(NotTaken::into_reason)
+    }
+
+    /// Takes public port `port` (`transport`) fleet-wide for `tunnel`, or
+    /// says why not: another client's tunnel holds it, or the store is
+    /// away and `store_failure = "refuse"`.
+    pub(crate) async fn claim_port(
+        self: &Arc<Self>,
+        transport: Transport,
+        port: u16,
+        tunnel: &TunnelInfo,
+    ) -> Result<Claim, NotTaken> {
+        let key = self.store.key(&format!("port:{transport}:{port}"));
+        let entry = PortEntry {
+            node: self.config.node.clone(),
+            client: tunnel.client.name.to_string(),
+            tunnel: tunnel.id.0,
+            since: now_ms(),
+        };
+        let value = serde_json::to_string(&entry).unwrap_or_default();
+        let mut claim = redis::cmd("EVAL");
+        claim
+            .arg(CLAIM_PORT)
+            .arg(2)
+            .arg(&key)
+            .arg(self.store.key("commands"));
+        claim
             .arg(&value)
             .arg(self.ttl_ms())
-            .arg(mode)
-            .arg(&*client.name)
-            .arg(&self.config.node);
-        match self.store.call::<(i64, String)>(&claim).await {
-            Ok((0, holder)) => return Err(duplicate(&client.name, &holder)),
+            .arg(&*tunnel.client.name);
+        claim.arg(&self.config.node);
+        self.take(key, value, &claim, "tunnels", |holder| {
+            let at = serde_json::from_str::<PortEntry>(holder)
+                .map(|e| format!(" on node {}", e.node))
+                .unwrap_or_default();
+            Reason::new(
+                RefuseCode::Unavailable,
+                format!("port {port} ({transport}) is in use by another client's tunnel{at}"),
+            )
+        })
+        .await
+    }
+
+    /// Runs a claim script (`{taken, holder}`): the claim, the refusal
+    /// `held_by` makes of the holder's entry, or what `store_failure` says
+    /// while the store is away (`what`: "logins" or "tunnels").
+    async fn take(
+        self: &Arc<Self>,
+        key: String,
+        value: String,
+        script: &redis::Cmd,
+        what: &str,
+        held_by: impl FnOnce(&str) -> Reason,
+    ) -> Result<Claim, NotTaken> {
+        match self.store.call::<(i64, String)>(script).await {
+            Ok((0, holder)) => return Err(NotTaken::Held(held_by(&holder))),
             Ok(_) => {}
             Err(e) => match self.config.store_failure {
                 StoreFailure::Local => {
-                    tracing::warn!(client = %client.name, error = %e, "login decided by this node alone (store_failure = \"local\")");
+                    tracing::warn!(%key, error = %e, "decided by this node alone (store_failure = \"local\")");
                 }
                 StoreFailure::Refuse => {
                     let why = format!(
-                        "{e}: logins are refused until it answers (store_failure = \"refuse\")"
+                        "{e}: {what} are refused until it answers (store_failure = \"refuse\")"
                     );
-                    return Err(Reason::new(RefuseCode::Unavailable, why));
+                    return Err(NotTaken::Store(Reason::new(RefuseCode::Unavailable, why)));
                 }
             },
         }
@@ -209,29 +318,34 @@ impl Fleet {
                 Err(_) => return, // logged once by the store; the next tick tries again
             };
             for (key, value) in lost.iter().filter_map(|&i| batch.get(i.checked_sub(1)?)) {
-                if self.registry.forget(key, value) {
-                    self.close_replaced(admin, value, "another session took the name while this node could not reach the fleet's store");
-                }
+                let why = "another node took it while this node could not reach the fleet's store";
+                self.lost(admin, key, value, why);
             }
         }
     }
 
-    /// Closes the local session an entry `value` names, if it is still here.
-    pub(super) fn close_replaced(&self, admin: &Admin, value: &str, why: &str) {
-        let Ok(entry) = serde_json::from_str::<Entry>(value) else {
-            return;
-        };
-        if entry.node == self.config.node {
-            admin.close_session(ClientId(entry.id), CloseReason::Replaced(why.to_owned()));
+    /// Another holds `key` now, whose entry here was `value`: the session
+    /// or tunnel it named on this node is closed, replaced (`why`), and a
+    /// port keeps no lease.
+    pub(super) fn lost(&self, admin: &Admin, key: &str, value: &str, why: &str) {
+        self.registry.forget(key, value);
+        let replaced = || CloseReason::Replaced(why.to_owned());
+        if let Ok(entry) = serde_json::from_str::<Entry>(value) {
+            if entry.node == self.config.node {
+                admin.close_session(ClientId(entry.id), replaced());
+            }
+        } else if let Ok(entry) = serde_json::from_str::<PortEntry>(value) {
+            if entry.node == self.config.node {
+                admin.close_port(TunnelId(entry.tunnel), replaced());
+            }
         }
     }
 
     /// A `replace` command: the entry `old` was taken over by a login on `by`.
     pub(super) fn replaced(&self, admin: &Admin, name: &str, old: &str, by: &str) {
         let key = self.store.key(&format!("client:{name}"));
-        self.registry.forget(&key, old);
         let why = format!("client '{name}' logged in again, on node {by}");
-        self.close_replaced(admin, old, &why);
+        self.lost(admin, &key, old, &why);
     }
 }
 

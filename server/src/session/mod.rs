@@ -3,7 +3,7 @@
 
 mod open;
 
-use open::Asking;
+use open::{Asking, Claimed};
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
@@ -44,7 +44,7 @@ pub(crate) struct Session {
     streams: ClientStreams,
     tasks: JoinSet<()>,
     /// Tunnel and forward requests waiting for the asynchronous gates.
-    asking: JoinSet<(Asking, Result<(), Refusal>)>,
+    asking: JoinSet<(Asking, Result<Option<Claimed>, Refusal>)>,
     /// `max_tunnels_per_client`: each tunnel task holds a slot.
     tunnel_slots: Slots,
 }

@@ -14,9 +14,11 @@ use reitunnel_proto::Frame;
 use reitunnel_transport::Bound;
 
 use super::Session;
+use crate::fleet::Claim;
 use crate::forward::{self, ForwardRoute};
 use crate::limits::{Slot, Slots};
-use crate::{authorize_within, refusal_tally, report_to, tunnel, Owner, SessionError};
+use crate::{authorize_within, refusal_tally, report_to, tunnel, Owner, ServerState, SessionError};
+use reitunnel_hooks::ports::PortRanges;
 
 /// The answer to request `request_id` that refuses it for `refusal`'s reason.
 fn refused(request_id: u32, refusal: Refusal) -> Frame {
@@ -38,15 +40,41 @@ pub(super) struct Asking {
     slot: Slot,
 }
 
+/// The public port a fleet node bound and took fleet-wide for an `-R`
+/// tunnel, off the control loop like the gates.
+pub(super) struct Claimed {
+    bound: Bound,
+    claim: Claim,
+}
+
+/// A fleet node's part of a request: the node's state and the login's
+/// allowed ports, to take the port with.
+pub(super) type ToClaim = (Arc<ServerState>, PortRanges);
+
 impl Asking {
-    /// Asks the chain's asynchronous gates about the request, within `within`.
+    /// Asks the chain's asynchronous gates about the request, within
+    /// `within`; then, for a fleet node's `-R` tunnel (`to_claim`), binds
+    /// its port and takes it fleet-wide.
     pub(super) async fn ask(
         self,
         chain: HookChain,
         within: Duration,
-    ) -> (Asking, Result<(), Refusal>) {
+        to_claim: Option<ToClaim>,
+    ) -> (Asking, Result<Option<Claimed>, Refusal>) {
         let answer = authorize_within(&chain, &Ask::Tunnel(&self.info), within).await;
-        (self, answer)
+        let claimed = match (answer, to_claim) {
+            (Err(refusal), _) => Err(refusal),
+            (Ok(()), None) => Ok(None),
+            (Ok(()), Some((shared, ports))) => match &shared.fleet {
+                None => Ok(None),
+                Some(fleet) => shared
+                    .bind_claimed(fleet, &ports, &self.info)
+                    .await
+                    .map(|(bound, claim)| Some(Claimed { bound, claim }))
+                    .map_err(|reason| chain.refuse(Scope::Tunnel(&self.info), reason)),
+            },
+        };
+        (self, claimed)
     }
 }
 
@@ -59,31 +87,44 @@ impl Session {
             Ok(asking) => asking,
             Err(refusal) => return Some(refusal),
         };
-        if !self.live.chain.has_authorizers() {
-            return Some(self.answered(asking, Ok(())));
+        // A fleet node takes an `-R` tunnel's port in the store, off the loop too.
+        let to_claim = (self.shared.fleet.is_some() && asking.info.kind == TunnelKind::Reverse)
+            .then(|| (self.shared.clone(), self.live.allow_ports.clone()));
+        if !self.live.chain.has_authorizers() && to_claim.is_none() {
+            return Some(self.answered(asking, Ok(None)));
         }
         let within = self.shared.config.handshake_timeout;
         self.asking
-            .spawn(asking.ask(self.live.chain.clone(), within));
+            .spawn(asking.ask(self.live.chain.clone(), within, to_claim));
         None
     }
 
     /// Finishes a request the gates answered: the tunnel or forward opens,
     /// or is refused. Returns the answer frame.
-    pub(super) fn answered(&mut self, asking: Asking, answer: Result<(), Refusal>) -> Frame {
+    pub(super) fn answered(
+        &mut self,
+        asking: Asking,
+        answer: Result<Option<Claimed>, Refusal>,
+    ) -> Frame {
         let Asking {
             request_id,
             info,
             slot,
         } = asking;
         // A drain that started while the gates were asked refuses it too.
-        let answer = answer.and_then(|()| self.refuse_if_draining(&info));
-        if let Err(r) = answer {
-            tracing::warn!(client = %self.client.name, target = %info.target, by = %r.by, reason = %r.reason, "tunnel refused");
-            return refused(request_id, r);
-        }
+        let answer = answer.and_then(|claimed| {
+            self.refuse_if_draining(&info)?;
+            Ok(claimed)
+        });
+        let claimed = match answer {
+            Ok(claimed) => claimed,
+            Err(r) => {
+                tracing::warn!(client = %self.client.name, target = %info.target, by = %r.by, reason = %r.reason, "tunnel refused");
+                return refused(request_id, r);
+            }
+        };
         match info.kind {
-            TunnelKind::Reverse => self.open_tunnel(request_id, &info, slot),
+            TunnelKind::Reverse => self.open_tunnel(request_id, &info, slot, claimed),
             TunnelKind::Forward => self.open_forward(request_id, &info, slot),
         }
     }
@@ -125,7 +166,13 @@ impl Session {
 
     /// Binds the public port of `asked`, opens the tunnel and starts it.
     /// Returns the answer frame.
-    fn open_tunnel(&mut self, request_id: u32, asked: &TunnelInfo, slot: Slot) -> Frame {
+    fn open_tunnel(
+        &mut self,
+        request_id: u32,
+        asked: &TunnelInfo,
+        slot: Slot,
+        claimed: Option<Claimed>,
+    ) -> Frame {
         let requested = asked.bind;
         let (id, target, transport) = (asked.id, asked.target.clone(), asked.transport);
         let info = |addr| {
@@ -134,7 +181,14 @@ impl Session {
             Arc::new(info.over(transport))
         };
         let (ports, name) = (&self.live.allow_ports, &self.client.name);
-        let public = match self.shared.bind_public(ports, name, requested, transport) {
+        let (public, claim) = match claimed {
+            Some(Claimed { bound, claim }) => (Ok(bound), Some(claim)),
+            None => (
+                self.shared.bind_public(ports, name, requested, transport),
+                None,
+            ),
+        };
+        let public = match public {
             Ok(public) => public,
             Err(reason) => {
                 let pending = info(requested);
@@ -164,6 +218,7 @@ impl Session {
         let tunnel = tunnel::Tunnel {
             refusals,
             listed,
+            claim: Mutex::new(claim),
             info: open.info().clone(),
             open: Mutex::new(Some(open)),
             shared: self.shared.clone(),
