@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use reitunnel_hooks::{AdminAction, ClientId, CloseReason, Scope, Transport, TunnelId, TunnelKind};
 
+use reitunnel_transport::MuxStream;
+
 use crate::roster::{ListedTunnel, OpenStreams};
 use crate::ServerState;
 
@@ -245,6 +247,25 @@ impl Admin {
             tracing::info!(client = %tunnel.info.client.name, tunnel = %id, %reason, "closing the tunnel");
             tunnel.closer.close(reason);
             self.0.roster.tell_client(tunnel.info.client.id, id);
+        }
+    }
+
+    /// Hands a visitor another node relayed here to the TCP tunnel on
+    /// public port `port`; with none here (any more), or its queue full,
+    /// the stream is dropped and the visitor sees its connection close.
+    pub(crate) fn relayed_visitor(&self, port: u16, peer: SocketAddr, stream: MuxStream) {
+        let tunnel = self.0.roster.tunnels().into_iter().find(|t| {
+            t.info.kind == TunnelKind::Reverse
+                && t.info.transport == Transport::Tcp
+                && t.info.bind.port() == port
+        });
+        match tunnel.and_then(|t| t.relayed.clone()) {
+            Some(relayed) => {
+                if relayed.try_send((stream, peer)).is_err() {
+                    tracing::warn!(port, %peer, "relayed visitor turned away: its tunnel's queue is full");
+                }
+            }
+            None => tracing::debug!(port, %peer, "relayed visitor for a port no tunnel here holds"),
         }
     }
 

@@ -65,6 +65,8 @@ impl ServerState {
                 .claim_port(transport, addr.port(), tunnel)
                 .await
                 .map_err(NotTaken::into_reason)?;
+            // Relayed here for another node until now: this node holds it.
+            fleet.unrelay_port(addr.port(), None).await;
             let bound = self.bind_public(ports, client, addr, transport)?;
             return Ok((bound, claim));
         }

@@ -36,10 +36,16 @@ pub(crate) struct Roster {
     bans: Bans,
 }
 
+/// A visitor another node of the fleet relayed here: its stream on the
+/// node link and its real address.
+pub(crate) type Relayed = (reitunnel_transport::MuxStream, std::net::SocketAddr);
+
 /// A tunnel in the roster, with its live streams.
 pub(crate) struct ListedTunnel {
     pub(crate) info: Arc<TunnelInfo>,
     pub(crate) closer: Handle,
+    /// Where a TCP tunnel takes visitors relayed by other nodes.
+    pub(crate) relayed: Option<mpsc::Sender<Relayed>>,
     streams: Mutex<HashMap<StreamId, Arc<StreamInfo>>>,
 }
 
@@ -156,10 +162,16 @@ impl Roster {
     }
 
     /// Lists an open tunnel until the guard drops.
-    pub(crate) fn tunnel(self: &Arc<Self>, info: Arc<TunnelInfo>, closer: Handle) -> TunnelListing {
+    pub(crate) fn tunnel(
+        self: &Arc<Self>,
+        info: Arc<TunnelInfo>,
+        closer: Handle,
+        relayed: Option<mpsc::Sender<Relayed>>,
+    ) -> TunnelListing {
         let tunnel = Arc::new(ListedTunnel {
             info,
             closer,
+            relayed,
             streams: Mutex::default(),
         });
         lock(&self.tunnels).insert(tunnel.info.id, tunnel.clone());

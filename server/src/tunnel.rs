@@ -12,8 +12,11 @@ use reitunnel_hooks::{
     CloseReason, HookChain, Open, Reason, RefuseCode, Scope, StreamInfo, TunnelInfo,
 };
 use reitunnel_transport::stream::{open_and_relay, until_closed, AnswerWait};
+use reitunnel_transport::MuxStream;
 use reitunnel_transport::{tune, Closer, MuxHandle};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
@@ -21,7 +24,7 @@ use crate::fleet::Claim;
 use crate::lease::{ClientHold, Parked};
 use crate::limits::{Arrival, LimitHit, Slot, Slots};
 use crate::proxied::{real_peer, ProxiedError};
-use crate::roster::{StreamListing, TunnelListing};
+use crate::roster::{Relayed, StreamListing, TunnelListing};
 use crate::{authorize_within, report_to, ServerState, StreamError};
 
 /// A running reverse tunnel: what its visitor tasks share.
@@ -56,17 +59,27 @@ impl Tunnel {
     /// Accepts visitors until the tunnel's closer fires, then waits for its
     /// streams to close before closing the tunnel itself.
     /// `slot` is the client's `max_tunnels_per_client` slot, given back just before the close event.
-    pub(crate) async fn run(self, listener: TcpListener, slot: Slot) {
+    /// In a fleet, `relayed` brings the visitors other nodes relay here.
+    pub(crate) async fn run(
+        self,
+        listener: TcpListener,
+        slot: Slot,
+        relayed: Option<mpsc::Receiver<Relayed>>,
+    ) {
         let this = Arc::new(self);
         let closer = &this.closer;
         // Aborted, this task ends its visitors' too.
         let _abort = closer.close_on_drop(CloseReason::Aborted);
         let draining = &this.shared.draining;
         let streams = TaskTracker::new();
+        let mut relayed = relayed;
         loop {
             tokio::select! {
                 _ = closer.closed() => break,
                 _ = draining.cancelled() => break,
+                Some((stream, peer)) = next_relayed(&mut relayed) => {
+                    streams.spawn(this.clone().relayed_visitor(stream, peer));
+                }
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         streams.spawn(this.clone().visitor(tcp, peer));
@@ -141,6 +154,13 @@ impl Tunnel {
             .is_none_or(Claim::is_held)
     }
 
+    /// A visitor another node accepted and relayed here, from `peer`: the
+    /// same limits, gates, hooks and meters as one of this node's own.
+    async fn relayed_visitor(self: Arc<Self>, mut stream: MuxStream, peer: SocketAddr) {
+        let _live = self.shared.streams.token();
+        self.serve_visitor(&mut stream, peer).await;
+    }
+
     /// One visitor: its real address (behind a balancer), limits, gate,
     /// bridge to the client, close.
     async fn visitor(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr) {
@@ -156,21 +176,32 @@ impl Tunnel {
                 source: io::Error::new(io::ErrorKind::TimedOut, format!("none within {wait:?}")),
             }),
         };
-        let info = self.stream_info(*real.as_ref().unwrap_or(&peer));
-        if let Err(e) = real {
-            // Dropping the socket ends the connection; hooks and logs hear why.
-            self.refusals
-                .refused(format_args!("visitor refused: {}", e.per_address()));
-            let reason = Reason::new(RefuseCode::Forbidden, e.to_string());
-            self.chain.refuse(Scope::Stream(&info), reason);
-            return;
-        }
+        let real = match real {
+            Ok(real) => real,
+            Err(e) => {
+                // Dropping the socket ends the connection; hooks and logs hear why.
+                let info = self.stream_info(peer);
+                self.refusals
+                    .refused(format_args!("visitor refused: {}", e.per_address()));
+                let reason = Reason::new(RefuseCode::Forbidden, e.to_string());
+                self.chain.refuse(Scope::Stream(&info), reason);
+                return;
+            }
+        };
+        self.serve_visitor(&mut tcp, real).await;
+    }
+
+    /// A visitor from `peer` past its PROXY header: limits, gates, the
+    /// bridge to the client, the close.
+    async fn serve_visitor<S: AsyncRead + AsyncWrite + Unpin>(&self, io: &mut S, peer: SocketAddr) {
+        let shared = &self.shared;
+        let info = self.stream_info(peer);
         // A refused visitor is simply disconnected; hooks heard on_rejected.
         let Some(admitted) = self.admit(info, Arrival::Connection).await else {
             return;
         };
         let open = &admitted.open;
-        let bridged = bridge(shared, &mut tcp, open, &self.mux, admitted.pending);
+        let bridged = bridge(shared, io, open, &self.mux, admitted.pending);
         let reason = until_closed(&self.closer, bridged).await;
         // Slots first: whoever sees the close event may open the next stream.
         drop(admitted.held);
@@ -250,9 +281,9 @@ pub(crate) struct Admitted {
 
 /// Opens a stream to the client and relays the visitor over it at once
 /// (see [`open_and_relay`]); a failure is reported to the stream's hooks.
-async fn bridge(
+async fn bridge<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &ServerState,
-    tcp: &mut TcpStream,
+    tcp: &mut S,
     open: &Open<StreamInfo>,
     mux: &MuxHandle,
     pending: Slot,
@@ -277,5 +308,13 @@ pub(crate) fn failed(open: &Open<StreamInfo>, e: StreamError) -> CloseReason {
     match e {
         StreamError::TargetRefused { message, .. } => CloseReason::TargetUnreachable(message),
         other => CloseReason::Error(other.to_string()),
+    }
+}
+
+/// The next relayed visitor; never, for a tunnel that takes none.
+async fn next_relayed(relayed: &mut Option<mpsc::Receiver<Relayed>>) -> Option<Relayed> {
+    match relayed {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -440,3 +440,97 @@ async fn a_client_back_on_another_node_gets_its_port_and_the_old_lease_ends() {
     assert!(a.server.stop().success());
     assert!(c.server.stop().success());
 }
+
+/// Keys of a node that takes links and relays visitors, with an audit log
+/// of every event (streams included) at `audit`.
+fn relaying(audit: &Path) -> String {
+    format!(
+        "relay_listen = \"127.0.0.1:0\"\ncluster_secret = \"fleet-s3cret\"\n\
+         [[hooks]]\nkind = \"audit\"\npath = \"{}\"\nstreams = true\n",
+        audit.display()
+    )
+}
+
+/// The audit log's lines with event `event`.
+fn audited(audit: &Path, event: &str) -> Vec<Value> {
+    std::fs::read_to_string(audit)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["event"] == event)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_to_any_node_reaches_the_tunnel_on_the_node_holding_it() {
+    if !installed(REDIS_SERVER, "redis-server") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let port = free_port().port();
+    let on = |ip: &str| format!("bind_ip = \"{ip}\"\nallow_ports = \"{port}\"\n");
+    let (audit_a, audit_b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    let a = Node::start_with(
+        dir.path(),
+        &redis,
+        "a",
+        &on("127.0.0.2"),
+        &relaying(&audit_a),
+    );
+    let b = Node::start_with(
+        dir.path(),
+        &redis,
+        "b",
+        &on("127.0.0.3"),
+        &relaying(&audit_b),
+    );
+    let alice = a.login("alice").await.unwrap();
+    let public = tunnel_on(&alice, port).await.unwrap();
+    assert_eq!(public, format!("127.0.0.2:{port}").parse().unwrap());
+    // b listens on the port too once it hears of the tunnel.
+    let elsewhere: SocketAddr = format!("127.0.0.3:{port}").parse().unwrap();
+    within(PATIENCE, "b to relay the port", async {
+        while TcpStream::connect(elsewhere).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // One visitor through b, its address noted, then a hundred at once.
+    let mut visitor = TcpStream::connect(elsewhere).await.unwrap();
+    let seen_as = visitor.local_addr().unwrap();
+    visitor.write_all(b"fleet").await.unwrap();
+    let mut back = [0u8; 5];
+    visitor.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"fleet");
+    drop(visitor);
+    let visitors: Vec<_> = (0..100)
+        .map(|i| tokio::spawn(common::echo_through(elsewhere, 64 * 1024, i)))
+        .collect();
+    for v in visitors {
+        v.await.unwrap().unwrap();
+    }
+    alice.shutdown().await.unwrap();
+    // The port is gone on every node: a visitor to b is refused, not hung.
+    within(PATIENCE, "b to stop relaying the port", async {
+        while TcpStream::connect(elsewhere).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(a.server.stop().success());
+    assert!(b.server.stop().success());
+    // The tunnel's hooks ran once, on a, and saw the visitor's real address:
+    // the probe that found b listening, the noted visitor and the hundred.
+    let opened = audited(&audit_a, "stream.opened");
+    assert_eq!(opened.len(), 102, "{opened:#?}");
+    assert!(
+        opened.iter().any(|e| e["peer"] == seen_as.to_string()),
+        "{seen_as} in {opened:#?}"
+    );
+    let closed = audited(&audit_a, "stream.closed");
+    assert_eq!(closed.len(), 102);
+    let moved: u64 = closed.iter().map(|e| e["bytes_in"].as_u64().unwrap()).sum();
+    assert_eq!(moved, 100 * 64 * 1024 + 5);
+    assert!(audited(&audit_b, "stream.opened").is_empty());
+}

@@ -114,6 +114,16 @@ pub struct Args {
     /// This node's name in the fleet [default: the host name].
     #[arg(long, value_name = "NAME")]
     pub(super) node: Option<String>,
+    /// Take links from other nodes here, to serve the visitors they relay
+    /// for this node's tunnels (needs --cluster-secret).
+    #[arg(long, value_name = "ADDR")]
+    pub(super) relay_listen: Option<SocketAddr>,
+    /// Where other nodes reach --relay-listen [default: the address bound].
+    #[arg(long, value_name = "ADDR")]
+    pub(super) relay_advertise: Option<SocketAddr>,
+    /// What the fleet's nodes prove to each other on their links (never sent in clear).
+    #[arg(long, env = "REITUNNEL_CLUSTER_SECRET", hide_env_values = true)]
+    pub(super) cluster_secret: Option<Secret>,
     /// Log one in N data chunks at debug level, 0 = none (when the file configures no hooks).
     #[arg(long, default_value_t = 0)]
     pub(super) log_data_every: u64,

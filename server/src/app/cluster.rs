@@ -9,7 +9,7 @@ use reitunnel_program::expand_env;
 
 use super::Args;
 use crate::file_config::ClusterSpec;
-use crate::FleetConfig;
+use crate::{FleetConfig, LinkConfig};
 
 /// The fleet this server is a node of, if `--cluster-redis` or
 /// `[cluster] redis` names its store; `path` is the config file, for messages.
@@ -51,6 +51,28 @@ pub(super) fn fleet(
         anyhow::ensure!(secs >= 1, "[cluster] entry_ttl_secs must be at least 1");
         config.entry_ttl = Duration::from_secs(secs);
     }
+    let secret = args
+        .cluster_secret
+        .clone()
+        .or(spec.cluster_secret)
+        .filter(|s| !s.expose().is_empty());
+    config.links = match (args.relay_listen.or(spec.relay_listen), secret) {
+        (None, _) => None,
+        (Some(_), None) => anyhow::bail!(
+            "relay_listen takes links from other nodes, which must prove cluster_secret: set [cluster] cluster_secret (or REITUNNEL_CLUSTER_SECRET)"
+        ),
+        (Some(listen), Some(secret)) => {
+            let advertise = args.relay_advertise.or(spec.relay_advertise);
+            if listen.ip().is_unspecified() && advertise.is_none() {
+                anyhow::bail!("relay_listen {listen} is no address other nodes can dial: set relay_advertise");
+            }
+            Some(LinkConfig {
+                listen,
+                advertise,
+                secret,
+            })
+        }
+    };
     Ok(Some(config))
 }
 

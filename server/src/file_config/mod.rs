@@ -100,6 +100,15 @@ pub struct ClusterSpec {
     pub on_duplicate_login: Option<crate::OnDuplicateLogin>,
     /// Seconds a dead node's entries outlive it [default: 10].
     pub entry_ttl_secs: Option<u64>,
+    /// `--relay-listen`: where this node takes links from other nodes, to
+    /// serve visitors they relay (needs `cluster_secret`).
+    pub relay_listen: Option<SocketAddr>,
+    /// `--relay-advertise`: where other nodes reach `relay_listen`
+    /// [default: the address bound].
+    pub relay_advertise: Option<SocketAddr>,
+    /// `--cluster-secret`: what nodes prove to each other on their links;
+    /// `${VAR}` takes it from the environment.
+    pub cluster_secret: Option<Secret>,
 }
 
 /// The `[limits]` table: each key overrides one default of [`crate::Limits`]
@@ -209,10 +218,13 @@ impl FileConfig {
     /// Parses TOML text (`path` only names it in errors).
     pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
         let mut settings: Settings = config_file::parse(text, path)?;
-        for (field, secret) in [
+        let cluster_secret = settings.cluster.as_mut().map(|c| &mut c.cluster_secret);
+        let mut secrets = vec![
             ("token", &mut settings.token),
             ("admin_token", &mut settings.admin_token),
-        ] {
+        ];
+        secrets.extend(cluster_secret.map(|s| ("cluster_secret", s)));
+        for (field, secret) in secrets {
             if let Some(value) = secret {
                 let value = expand_env(value.expose()).map_err(|var| ConfigError::MissingEnv {
                     path: path.to_owned(),

@@ -7,13 +7,13 @@
 //! that started, or lost Redis, while a ban was made learns of it then.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::registry::now_ms;
+use super::registry::{now_ms, PortEntry};
 use super::{Fleet, CALL_TIMEOUT};
 use crate::Admin;
 
@@ -38,6 +38,10 @@ pub(crate) enum Command {
         old: String,
         by: String,
     },
+    /// A tunnel took the port whose entry `key` is now `entry`.
+    PortOpened { key: String, entry: String },
+    /// The tunnel whose entry `key` was `entry` let the port go.
+    PortClosed { key: String, entry: String },
     /// An operator on node `from` kicked `name` (and banned it for `ban_ms`).
     Kick {
         name: String,
@@ -50,6 +54,16 @@ pub(crate) enum Command {
 impl Fleet {
     /// Starts the listener and the renewal; both stop at [`Fleet::finish`].
     pub(crate) fn run(self: &Arc<Self>, admin: Admin) {
+        let listener = self
+            .link_listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(listener) = listener {
+            tracing::info!(advertised = ?self.advertised, "taking links from other nodes");
+            self.tasks
+                .spawn(self.clone().take_links(listener, admin.clone()));
+        }
         self.tasks.spawn(self.clone().listen(admin.clone()));
         self.tasks.spawn(self.clone().keep(admin));
     }
@@ -86,7 +100,10 @@ impl Fleet {
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => return,
-                _ = tick.tick() => self.renew(&admin).await,
+                _ = tick.tick() => {
+                    self.renew(&admin).await;
+                    self.sync_ports(&admin).await;
+                }
             }
         }
     }
@@ -111,12 +128,13 @@ impl Fleet {
                     self.store.answered(true);
                     delay = Duration::from_millis(50);
                     self.load_bans(&admin).await;
+                    self.sync_ports(&admin).await;
                     let mut messages = pubsub.into_on_message();
                     loop {
                         tokio::select! {
                             _ = self.stop.cancelled() => return,
                             message = messages.next() => match message {
-                                Some(message) => self.obey(&admin, message.get_payload_bytes()),
+                                Some(message) => self.obey(&admin, message.get_payload_bytes()).await,
                                 None => break,
                             },
                         }
@@ -137,7 +155,7 @@ impl Fleet {
     }
 
     /// Does what a command says, where it concerns this node.
-    fn obey(&self, admin: &Admin, payload: &[u8]) {
+    async fn obey(self: &Arc<Self>, admin: &Admin, payload: &[u8]) {
         let command = match serde_json::from_slice::<Command>(payload) {
             Ok(command) => command,
             Err(e) => {
@@ -151,6 +169,16 @@ impl Fleet {
             Command::ReleasePort { key, old, by } => {
                 let why = format!("a new tunnel of the same client took the port, on node {by}");
                 self.lost(admin, &key, &old, &why);
+            }
+            Command::PortOpened { key, entry } => {
+                if let Some((port, entry)) = tcp_port(&key, &entry) {
+                    self.relay_port(admin, port, &entry.node);
+                }
+            }
+            Command::PortClosed { key, entry } => {
+                if let Some((port, entry)) = tcp_port(&key, &entry) {
+                    self.unrelay_port(port, Some(&entry.node)).await;
+                }
             }
             Command::Kick { from, .. } if from == self.config.node => {}
             Command::Kick {
@@ -190,4 +218,12 @@ impl Fleet {
             let _ = self.store.call::<i64>(&over).await;
         }
     }
+}
+
+/// A TCP port entry's port and what it says (UDP ports are not relayed).
+fn tcp_port(key: &str, entry: &str) -> Option<(u16, PortEntry)> {
+    let (kind, port) = key.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let entry = serde_json::from_str(entry).ok()?;
+    kind.ends_with("port:tcp").then_some((port, entry))
 }

@@ -8,6 +8,12 @@
 //!   a login elsewhere replaces it (the old session is closed with reason
 //!   `replaced`) or is refused, per [`OnDuplicateLogin`]. The node renews
 //!   its entries in one script call per tick, so a dead node's expire.
+//! - **Public ports** ([`registry`]): a port belongs to one tunnel
+//!   fleet-wide (`<prefix>port:<tcp|udp>:<port>`); a client back on another
+//!   node takes its own port over, and the old node lets its lease go.
+//! - **Visitors on any node** ([`relay`], [`link`]): with `cluster_secret`
+//!   and `relay_listen` set, every node listens on the TCP ports other
+//!   nodes' tunnels hold and relays their visitors there over node links.
 //! - **Admin actions** ([`commands`]): a kick or a ban on any node reaches
 //!   every node over a pub/sub channel, and bans are kept in a hash that a
 //!   node reads when it (re)subscribes.
@@ -15,11 +21,14 @@
 //! Redis is never on the data path: a chunk of a stream never waits on it.
 
 mod commands;
+mod link;
 mod registry;
+mod relay;
 mod store;
 
 use std::fmt;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reitunnel_hooks::builtin::redact_url;
@@ -27,11 +36,15 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use link::LinkConfig;
 pub use store::StoreError;
 
+use link::Links;
 use registry::Registry;
 pub(crate) use registry::{Claim, NotTaken};
+use relay::Relays;
 use store::Store;
+use tokio::net::TcpListener;
 
 /// How long a call to Redis may take before the store counts as away.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -75,6 +88,9 @@ pub struct FleetConfig {
     /// How long a node's entries outlive it: they are renewed every third
     /// of it, so a node killed outright is forgotten within this long.
     pub entry_ttl: Duration,
+    /// Node links, for visitors on any node; `None`: each node serves only
+    /// the visitors of the tunnels it holds.
+    pub links: Option<LinkConfig>,
 }
 
 impl FleetConfig {
@@ -87,6 +103,7 @@ impl FleetConfig {
             store_failure: StoreFailure::default(),
             on_duplicate_login: OnDuplicateLogin::default(),
             entry_ttl: Duration::from_secs(10),
+            links: None,
         }
     }
 }
@@ -101,6 +118,7 @@ impl fmt::Debug for FleetConfig {
             .field("store_failure", &self.store_failure)
             .field("on_duplicate_login", &self.on_duplicate_login)
             .field("entry_ttl", &self.entry_ttl)
+            .field("relay_listen", &self.links.as_ref().map(|r| r.listen))
             .finish()
     }
 }
@@ -110,23 +128,52 @@ pub(crate) struct Fleet {
     pub(crate) config: FleetConfig,
     store: Store,
     registry: Registry,
+    /// Node links, as configured.
+    relay: Option<LinkConfig>,
+    /// The link listener until the node runs, and where other nodes dial
+    /// this one (`relay_advertise`, or the address bound).
+    link_listener: Mutex<Option<TcpListener>>,
+    advertised: Option<SocketAddr>,
+    links: Links,
+    relays: Relays,
     /// Calls made on behalf of something already gone (a release, a
     /// published command), waited for at shutdown.
     tasks: TaskTracker,
     /// Stops the renewal and the command listener.
     stop: CancellationToken,
+    /// When this node started, milliseconds since the Unix epoch.
+    since: u64,
 }
 
 impl Fleet {
     /// Prepares the node; nothing reaches Redis until the server runs.
-    pub(crate) fn new(config: FleetConfig) -> Result<Arc<Fleet>, StoreError> {
+    /// Binds the link listener, if the node takes links.
+    pub(crate) fn new(config: FleetConfig) -> Result<Arc<Fleet>, crate::ServerError> {
         let store = Store::open(&config.redis, &config.key_prefix, CALL_TIMEOUT)?;
+        let (listener, advertised) = match &config.links {
+            None => (None, None),
+            Some(relay) => {
+                let listen = |source| crate::ServerError::Listen {
+                    addr: relay.listen,
+                    source,
+                };
+                let listener = reitunnel_transport::listen(relay.listen).map_err(listen)?;
+                let bound = listener.local_addr().map_err(listen)?;
+                (Some(listener), Some(relay.advertise.unwrap_or(bound)))
+            }
+        };
         Ok(Arc::new(Fleet {
+            relay: config.links.clone(),
+            link_listener: Mutex::new(listener),
+            advertised,
+            links: Links::default(),
+            relays: Relays::default(),
             config,
             store,
             registry: Registry::default(),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
+            since: registry::now_ms(),
         }))
     }
 

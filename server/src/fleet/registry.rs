@@ -42,6 +42,7 @@ if cur and cur ~= ARGV[1] then
   redis.call('PUBLISH', KEYS[2], cjson.encode({cmd = 'release_port', key = KEYS[1], old = cur, by = ARGV[4]}))
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('PUBLISH', KEYS[2], cjson.encode({cmd = 'port_opened', key = KEYS[1], entry = ARGV[1]}))
 return {1, cur or ''}
 ";
 
@@ -65,10 +66,15 @@ end
 return lost
 ";
 
-/// Deletes an entry if it is still this one.
+/// Deletes an entry if it is still this one; a port's is announced on
+/// the commands channel (KEYS[2]), so other nodes stop relaying it.
 const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+if ARGV[2] == 'port' then
+  redis.call('PUBLISH', KEYS[2], cjson.encode({cmd = 'port_closed', key = KEYS[1], entry = ARGV[1]}))
+end
+return 1
 ";
 
 /// Entries renewed per script call, so one call never blocks Redis long.
@@ -83,6 +89,15 @@ pub(crate) struct Entry {
     /// When it logged in, milliseconds since the Unix epoch.
     pub(crate) since: u64,
     pub(crate) peer: String,
+}
+
+/// What a node's own entry (`<prefix>node:<node>`) says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NodeEntry {
+    /// When the node started, milliseconds since the Unix epoch.
+    pub(crate) since: u64,
+    /// Where other nodes dial it for node links.
+    pub(crate) relay: Option<std::net::SocketAddr>,
 }
 
 /// Why a claim was not taken.
@@ -161,8 +176,18 @@ impl Drop for Claim {
         let fleet = self.fleet.clone();
         let (key, value) = (self.key.clone(), self.value.clone());
         self.fleet.spawn(async move {
+            let kind = if serde_json::from_str::<PortEntry>(&value).is_ok() {
+                "port"
+            } else {
+                "client"
+            };
             let mut release = redis::cmd("EVAL");
-            release.arg(RELEASE).arg(1).arg(&key).arg(&value);
+            release
+                .arg(RELEASE)
+                .arg(2)
+                .arg(&key)
+                .arg(fleet.store.key("commands"));
+            release.arg(&value).arg(kind);
             if let Err(e) = fleet.store.call::<i64>(&release).await {
                 tracing::debug!(error = %e, %key, "entry left to expire");
             }
@@ -297,7 +322,11 @@ impl Fleet {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let node_key = self.store.key(&format!("node:{}", self.config.node));
-        let node_value = serde_json::json!({ "since": now_ms() }).to_string();
+        let node_value = serde_json::to_string(&NodeEntry {
+            since: self.since,
+            relay: self.advertised,
+        })
+        .unwrap_or_default();
         // The node's own key is renewed even when it holds no entry.
         let batches: Vec<&[(String, String)]> = match held.is_empty() {
             true => vec![&[]],

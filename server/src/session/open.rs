@@ -20,6 +20,10 @@ use crate::limits::{Slot, Slots};
 use crate::{authorize_within, refusal_tally, report_to, tunnel, Owner, ServerState, SessionError};
 use reitunnel_hooks::ports::PortRanges;
 
+/// Relayed visitors that may wait for a tunnel's accept loop; more are
+/// turned away (their node sees the stream close).
+const RELAYED_QUEUE: usize = 128;
+
 /// The answer to request `request_id` that refuses it for `refusal`'s reason.
 fn refused(request_id: u32, refusal: Refusal) -> Frame {
     Frame::TunnelRefused {
@@ -210,10 +214,18 @@ impl Session {
         tracing::info!(client = %self.client.name, tunnel = %id, %bound, %target, %transport, "tunnel open");
         let closer = self.closer.child();
         self.tunnels.insert(id, closer.clone());
+        // In a fleet, a TCP tunnel also takes the visitors other nodes relay.
+        let (relay_tx, relay_rx) = match (&self.shared.fleet, &public) {
+            (Some(_), Bound::Tcp(_)) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(RELAYED_QUEUE);
+                (Some(tx), Some(rx))
+            }
+            _ => (None, None),
+        };
         let listed = self
             .shared
             .roster
-            .tunnel(open.info().clone(), closer.clone());
+            .tunnel(open.info().clone(), closer.clone(), relay_tx);
         let refusals = refusal_tally(&self.live.chain, Owner::Tunnel(open.info().clone()));
         let tunnel = tunnel::Tunnel {
             refusals,
@@ -233,7 +245,7 @@ impl Session {
             )),
         };
         match public {
-            Bound::Tcp(listener) => self.tasks.spawn(tunnel.run(listener, slot)),
+            Bound::Tcp(listener) => self.tasks.spawn(tunnel.run(listener, slot, relay_rx)),
             Bound::Udp(socket) => self.tasks.spawn(tunnel.run_udp(socket, slot)),
         };
         Frame::TunnelOpened {
@@ -316,7 +328,7 @@ impl Session {
         let listed = self
             .shared
             .roster
-            .tunnel(open.info().clone(), closer.clone());
+            .tunnel(open.info().clone(), closer.clone(), None);
         let route = ForwardRoute::new(open, closer, slot, listed);
         self.streams
             .forwards

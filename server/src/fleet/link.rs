@@ -1,0 +1,272 @@
+//! Node links: one multiplexed, authenticated TCP connection from a node to
+//! each node it relays visitors to, opened on the first visitor and kept.
+//! Every relayed visitor is one stream on it, starting with a header that
+//! names the public port and the visitor's real address; the rest are the
+//! visitor's bytes, both ways.
+//!
+//! The dialer proves `cluster_secret` the way a client proves its token:
+//! the listener sends `RTLINK01` and a fresh nonce, the dialer answers with
+//! its node name and an HMAC of both (`reitunnel_proto::auth`), and the
+//! listener answers one byte, 1 (welcome) or 0. The secret never travels.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use reitunnel_hooks::builtin::Secret;
+use reitunnel_proto::auth::{new_nonce, proof, verify, NONCE_LEN, PROOF_LEN};
+use reitunnel_transport::{spawn_mux, tune, Inbound, MuxConfig, MuxHandle, MuxStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+use super::{Fleet, CALL_TIMEOUT};
+use crate::Admin;
+
+/// What a link starts with, so a stray connection is told apart at once.
+const HELLO: &[u8; 8] = b"RTLINK01";
+
+/// Node links' own settings (`[cluster]` `relay_listen`, `relay_advertise`,
+/// `cluster_secret`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct LinkConfig {
+    /// Where this node takes links from other nodes.
+    pub listen: SocketAddr,
+    /// Where other nodes reach it; `None`: the address bound.
+    pub advertise: Option<SocketAddr>,
+    /// What every node of the fleet proves to the others.
+    pub secret: Secret,
+}
+
+/// Why a link could not be had.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LinkError {
+    #[error("node {0} is not in the fleet's store (gone, or it takes no links)")]
+    Unknown(String),
+    #[error("cannot reach node {node} at {addr}: {source}")]
+    Connect {
+        node: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("node {0} refused this node's proof of cluster_secret")]
+    Refused(String),
+    #[error("the link to node {0} closed")]
+    Closed(String),
+    #[error("the fleet's store: {0}")]
+    Store(#[from] super::StoreError),
+}
+
+/// The links this node dialed, by node name. Dials are serialized, so two
+/// visitors arriving at once share one link.
+#[derive(Default)]
+pub(super) struct Links {
+    open: tokio::sync::Mutex<HashMap<String, Link>>,
+}
+
+struct Link {
+    mux: MuxHandle,
+    /// Kept: dropping it would close the session.
+    _inbound: Inbound,
+}
+
+impl Fleet {
+    /// A new stream to `node` for a relayed visitor: on the open link, or
+    /// on a new one if there is none or it broke.
+    pub(super) async fn link_stream(&self, node: &str) -> Result<MuxStream, LinkError> {
+        let mut open = self.links.open.lock().await;
+        if let Some(link) = open.get(node) {
+            if let Ok(stream) = link.mux.open().await {
+                return Ok(stream);
+            }
+            open.remove(node);
+        }
+        let link = self.dial(node).await?;
+        let stream = link
+            .mux
+            .open()
+            .await
+            .map_err(|_| LinkError::Closed(node.to_owned()))?;
+        open.insert(node.to_owned(), link);
+        Ok(stream)
+    }
+
+    /// Connects to `node`'s advertised link address and proves the secret.
+    async fn dial(&self, node: &str) -> Result<Link, LinkError> {
+        let relay = self
+            .relay
+            .as_ref()
+            .ok_or_else(|| LinkError::Unknown(node.to_owned()))?;
+        let entry: Option<String> = self
+            .store
+            .call(redis::cmd("GET").arg(self.store.key(&format!("node:{node}"))))
+            .await?;
+        let addr = entry
+            .and_then(|e| serde_json::from_str::<super::registry::NodeEntry>(&e).ok())
+            .and_then(|e| e.relay)
+            .ok_or_else(|| LinkError::Unknown(node.to_owned()))?;
+        let connect = |source| LinkError::Connect {
+            node: node.to_owned(),
+            addr,
+            source,
+        };
+        let mut tcp = timeout(CALL_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| connect(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(connect)?;
+        let _ = tune(&tcp);
+        let welcomed = timeout(
+            CALL_TIMEOUT,
+            prove(&mut tcp, &self.config.node, &relay.secret),
+        )
+        .await
+        .map_err(|_| connect(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(connect)?;
+        if !welcomed {
+            return Err(LinkError::Refused(node.to_owned()));
+        }
+        let (mux, inbound, _driver) = spawn_mux(tcp, yamux::Mode::Client, &MuxConfig::default());
+        tracing::info!(%node, %addr, "link to node open");
+        Ok(Link {
+            mux,
+            _inbound: inbound,
+        })
+    }
+
+    /// Takes links from other nodes until the fleet stops.
+    pub(super) async fn take_links(self: Arc<Self>, listener: TcpListener, admin: Admin) {
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        self.tasks.spawn(self.clone().serve_link(tcp, peer, admin.clone()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot take a link");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// One link from another node: the proof, then its relayed visitors.
+    async fn serve_link(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr, admin: Admin) {
+        let _ = tune(&tcp);
+        let Some(relay) = &self.relay else { return };
+        let node = match timeout(CALL_TIMEOUT, check(&mut tcp, &relay.secret)).await {
+            Ok(Ok(Some(node))) => node,
+            Ok(Ok(None)) => {
+                tracing::warn!(%peer, "link refused: its proof of cluster_secret is wrong");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%peer, error = %e, "link refused: not a node's link");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "link refused: no proof within {CALL_TIMEOUT:?}");
+                return;
+            }
+        };
+        tracing::info!(%node, %peer, "link from node");
+        let (mux, mut inbound, driver) = spawn_mux(tcp, yamux::Mode::Server, &MuxConfig::default());
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                stream = inbound.recv() => match stream {
+                    Some(stream) => {
+                        self.tasks.spawn(visitor_from_link(stream, admin.clone()));
+                    }
+                    None => break,
+                },
+            }
+        }
+        tracing::info!(%node, "link from node closed");
+        mux.close();
+        drop(inbound);
+        driver.finish().await;
+    }
+}
+
+/// The dialer's side of the handshake: true if welcomed.
+async fn prove<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    node: &str,
+    secret: &Secret,
+) -> std::io::Result<bool> {
+    let mut hello = [0u8; HELLO.len() + NONCE_LEN];
+    io.read_exact(&mut hello).await?;
+    if hello[..HELLO.len()] != HELLO[..] {
+        return Err(std::io::Error::other("not a node's link listener"));
+    }
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&hello[HELLO.len()..]);
+    let proof = proof(secret.expose().as_bytes(), &nonce, node);
+    let mut answer = Vec::with_capacity(1 + node.len() + PROOF_LEN);
+    answer.push(u8::try_from(node.len()).unwrap_or(u8::MAX));
+    answer.extend_from_slice(node.as_bytes());
+    answer.extend_from_slice(&proof);
+    io.write_all(&answer).await?;
+    let mut welcome = [0u8; 1];
+    io.read_exact(&mut welcome).await?;
+    Ok(welcome[0] == 1)
+}
+
+/// The listener's side: the dialer's node name if its proof holds.
+async fn check<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    secret: &Secret,
+) -> std::io::Result<Option<String>> {
+    let nonce = new_nonce();
+    let mut hello = HELLO.to_vec();
+    hello.extend_from_slice(&nonce);
+    io.write_all(&hello).await?;
+    let mut len = [0u8; 1];
+    io.read_exact(&mut len).await?;
+    let mut name = vec![0u8; usize::from(len[0])];
+    io.read_exact(&mut name).await?;
+    let mut proof = [0u8; PROOF_LEN];
+    io.read_exact(&mut proof).await?;
+    let name = String::from_utf8_lossy(&name).into_owned();
+    let good = verify(secret.expose().as_bytes(), &nonce, &name, &proof);
+    io.write_all(&[u8::from(good)]).await?;
+    Ok(good.then_some(name))
+}
+
+/// Writes a relayed visitor's header: its public port and real address.
+pub(super) async fn write_header<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    port: u16,
+    peer: SocketAddr,
+) -> std::io::Result<()> {
+    let peer = peer.to_string();
+    let mut header = Vec::with_capacity(3 + peer.len());
+    header.extend_from_slice(&port.to_be_bytes());
+    header.push(u8::try_from(peer.len()).unwrap_or(u8::MAX));
+    header.extend_from_slice(peer.as_bytes());
+    io.write_all(&header).await
+}
+
+/// Reads a relayed visitor's header.
+async fn read_header<S: AsyncRead + Unpin>(io: &mut S) -> std::io::Result<(u16, SocketAddr)> {
+    let mut head = [0u8; 3];
+    io.read_exact(&mut head).await?;
+    let mut peer = vec![0u8; usize::from(head[2])];
+    io.read_exact(&mut peer).await?;
+    let peer = String::from_utf8_lossy(&peer)
+        .parse()
+        .map_err(|_| std::io::Error::other("a visitor header with no address"))?;
+    Ok((u16::from_be_bytes([head[0], head[1]]), peer))
+}
+
+/// A visitor another node relayed here: handed to the tunnel on its port,
+/// or (none here any more) its stream closed at once.
+async fn visitor_from_link(mut stream: MuxStream, admin: Admin) {
+    match timeout(CALL_TIMEOUT, read_header(&mut stream)).await {
+        Ok(Ok((port, peer))) => admin.relayed_visitor(port, peer, stream),
+        Ok(Err(e)) => tracing::debug!(error = %e, "a relayed visitor without a header"),
+        Err(_) => tracing::debug!("a relayed visitor sent no header in time"),
+    }
+}
