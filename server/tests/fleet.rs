@@ -111,6 +111,25 @@ async fn until_held_by(conn: &mut MultiplexedConnection, name: &str, node: Optio
     .await;
 }
 
+/// The nodes of the `client.connected` events on the fleet's stream, in order.
+async fn connected_on(conn: &mut MultiplexedConnection) -> Vec<String> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("reitunnel:events")
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .unwrap();
+    reply
+        .ids
+        .iter()
+        .filter(|e| e.get::<String>("event").as_deref() == Some("client.connected"))
+        .filter_map(|e| e.get::<String>("body"))
+        .map(|body| serde_json::from_str::<Value>(&body).unwrap()["server"].to_string())
+        .map(|server| server.trim_matches('"').to_owned())
+        .collect()
+}
+
 /// How a session `client` ended, once it did.
 async fn end_of(client: Client) -> String {
     within(PATIENCE, "the session's end", client.ended()).await;
@@ -174,6 +193,18 @@ async fn a_login_on_another_node_replaces_the_session_there() {
     assert_eq!(holder(&mut conn, "alice").await.as_deref(), Some("b"));
     second.shutdown().await.unwrap();
     until_held_by(&mut conn, "alice", None).await;
+    // Both nodes' events are on the fleet's stream, each naming its node.
+    within(PATIENCE, "both logins on the fleet's stream", async {
+        loop {
+            let logins = connected_on(&mut conn).await;
+            if logins.len() >= 2 {
+                assert_eq!(logins, ["a", "b"]);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     assert!(a.server.stop().success());
     assert!(b.server.stop().success());
 }

@@ -9,6 +9,8 @@ use reitunnel_program::expand_env;
 
 use super::Args;
 use crate::file_config::ClusterSpec;
+use crate::hook_config::kinds::redis::{self, Redis};
+use crate::hook_config::HookTable;
 use crate::{FleetConfig, LinkConfig};
 
 /// The fleet this server is a node of, if `--cluster-redis` or
@@ -74,6 +76,23 @@ pub(super) fn fleet(
         }
     };
     Ok(Some(config))
+}
+
+/// The `redis` hook a fleet adds (unless `[cluster] events = false` or the
+/// file has one): every event of every node on one stream,
+/// `<key_prefix>events`, in order per node.
+pub(super) fn event_hook(
+    fleet: &FleetConfig,
+    spec_events: Option<bool>,
+    hooks: &[HookTable],
+) -> anyhow::Result<Option<HookTable>> {
+    if !spec_events.unwrap_or(true) || hooks.iter().any(HookTable::is::<Redis>) {
+        return Ok(None);
+    }
+    let config = redis::Config::to(fleet.redis.clone(), format!("{}events", fleet.key_prefix));
+    HookTable::new::<Redis>(config)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("[cluster] events: {}", e.problem))
 }
 
 /// The kernel's host name.

@@ -72,8 +72,11 @@ impl Settings {
             config.port_lease = Duration::from_secs(secs);
         }
         s.limits.apply(&mut config);
+        let spec_events = s.cluster.as_ref().and_then(|c| c.events);
         config.cluster = super::cluster::fleet(args, s.cluster, &path)?;
-        if let Some(name) = args.name.clone().or(s.name) {
+        // In a fleet, events and logs name the node unless a name is given.
+        let node = config.cluster.as_ref().map(|f| f.node.clone());
+        if let Some(name) = args.name.clone().or(s.name).or(node) {
             config.name = name;
         }
         if let Some(ip) = args.bind_ip.or(s.bind_ip) {
@@ -95,6 +98,9 @@ impl Settings {
         };
         let mut hooks = file.hooks;
         hooks.extend(super::args::flag_hooks(args)?);
+        if let Some(fleet) = &config.cluster {
+            hooks.extend(super::cluster::event_hook(fleet, spec_events, &hooks)?);
+        }
         let metrics_listen = args.metrics_listen.or(s.metrics_listen);
         let admin_token = args
             .admin_token

@@ -109,6 +109,10 @@ pub struct ClusterSpec {
     /// `--cluster-secret`: what nodes prove to each other on their links;
     /// `${VAR}` takes it from the environment.
     pub cluster_secret: Option<Secret>,
+    /// Every node's events also go to the stream `<key_prefix>events` in
+    /// the fleet's Redis (a `redis` hook added unless the file has one)
+    /// [default: true].
+    pub events: Option<bool>,
 }
 
 /// The `[limits]` table: each key overrides one default of [`crate::Limits`]

@@ -52,6 +52,23 @@ pub(crate) struct Config {
     pub(crate) retries: u32,
 }
 
+impl Config {
+    /// Every event to `stream` at `url`, the other keys their defaults.
+    pub(crate) fn to(url: String, stream: String) -> Config {
+        Config {
+            url: url.into(),
+            stream,
+            maxlen: default_maxlen(),
+            channel_prefix: None,
+            events: Vec::new(),
+            streams: false,
+            queue: default_queue(),
+            timeout_secs: default_timeout(),
+            retries: default_retries(),
+        }
+    }
+}
+
 fn default_stream() -> String {
     "reitunnel:events".to_owned()
 }
