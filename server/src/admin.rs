@@ -26,7 +26,7 @@ use reitunnel_hooks::{AdminAction, ClientId, CloseReason, Scope, Transport, Tunn
 use reitunnel_transport::MuxStream;
 
 use crate::roster::{ListedTunnel, OpenStreams};
-use crate::ServerState;
+use crate::{NodeClient, NodeStatus, NodeTunnel, ServerState, StoreError};
 
 /// A handle on a server's live state and admin actions, from
 /// [`Server::admin`](crate::Server::admin). Cheap to clone.
@@ -298,6 +298,35 @@ impl Admin {
         let outcome = format!("tunnel of '{}' closed", tunnel.info.client.name);
         self.announce("close_tunnel", &id.0.to_string(), by, &outcome);
         Ok(())
+    }
+
+    /// This node's name in its fleet; `None` for a server on its own.
+    pub fn node(&self) -> Option<&str> {
+        self.0.fleet.as_ref().map(|f| f.node())
+    }
+
+    /// The sessions other nodes of the fleet hold (none outside a fleet).
+    pub async fn clients_elsewhere(&self) -> Result<Vec<NodeClient>, StoreError> {
+        match &self.0.fleet {
+            Some(fleet) => fleet.clients_elsewhere().await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The public ports other nodes' tunnels hold (none outside a fleet).
+    pub async fn tunnels_elsewhere(&self) -> Result<Vec<NodeTunnel>, StoreError> {
+        match &self.0.fleet {
+            Some(fleet) => fleet.tunnels_elsewhere().await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The fleet's live nodes, this one included (none outside a fleet).
+    pub async fn nodes(&self) -> Result<Vec<NodeStatus>, StoreError> {
+        match &self.0.fleet {
+            Some(fleet) => fleet.nodes().await,
+            None => Ok(Vec::new()),
+        }
     }
 
     /// How much longer `name`'s logins are refused, if they are.

@@ -89,7 +89,10 @@ pub use admin::{Admin, AdminError, ClientStatus, Kicked, TunnelStatus};
 pub use bans::BanFileError;
 pub use config::{ServerConfig, VISITOR_IDLE_TIMEOUT};
 pub use error::{ServerError, SessionError, StreamError};
-pub use fleet::{FleetConfig, LinkConfig, OnDuplicateLogin, StoreError, StoreFailure};
+pub use fleet::{
+    FleetConfig, LinkConfig, NodeClient, NodeStatus, NodeTunnel, OnDuplicateLogin, StoreError,
+    StoreFailure,
+};
 pub use forward::{ForwardRule, ForwardRuleError};
 pub use limits::{LimitHit, Limits};
 pub use proxied::{Network, ProxiedError};

@@ -25,6 +25,7 @@ mod link;
 mod registry;
 mod relay;
 mod store;
+mod view;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ use tokio_util::task::TaskTracker;
 
 pub use link::LinkConfig;
 pub use store::StoreError;
+pub use view::{NodeClient, NodeStatus, NodeTunnel};
 
 use link::Links;
 use registry::Registry;

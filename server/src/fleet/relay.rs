@@ -25,9 +25,6 @@ use super::{Fleet, CALL_TIMEOUT};
 use crate::proxied::real_peer;
 use crate::Admin;
 
-/// Entries read per `SCAN` call.
-const SCAN_COUNT: usize = 1000;
-
 /// The ports relayed from this node, by port number.
 #[derive(Default)]
 pub(super) struct Relays {
@@ -131,33 +128,11 @@ impl Fleet {
 
     /// Every TCP port entry in the store, by port.
     async fn port_entries(&self) -> Result<HashMap<u16, PortEntry>, super::StoreError> {
-        let pattern = self.store.key("port:tcp:*");
-        let mut held = HashMap::new();
-        let mut cursor = 0u64;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT);
-            let (next, keys): (u64, Vec<String>) = self.store.call(&scan).await?;
-            if !keys.is_empty() {
-                let values: Vec<Option<String>> =
-                    self.store.call(redis::cmd("MGET").arg(&keys)).await?;
-                for (key, value) in keys.iter().zip(values) {
-                    let port = key.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
-                    let entry = value.and_then(|v| serde_json::from_str::<PortEntry>(&v).ok());
-                    if let (Some(port), Some(entry)) = (port, entry) {
-                        held.insert(port, entry);
-                    }
-                }
-            }
-            if next == 0 {
-                return Ok(held);
-            }
-            cursor = next;
-        }
+        let entries = self.store.scan::<PortEntry>("port:tcp:*").await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(key, entry)| Some((key.rsplit(':').next()?.parse().ok()?, entry)))
+            .collect())
     }
 
     /// Accepts the visitors of a relayed port until told to stop.

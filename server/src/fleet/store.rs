@@ -9,6 +9,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, RedisError, RetryMethod};
 use reitunnel_hooks::builtin::redact_url;
 
+/// Keys read per `SCAN` call.
+const SCAN_COUNT: usize = 1000;
+
 /// Reconnects stop backing off beyond this, so a returning Redis is
 /// noticed within about this long.
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -79,6 +82,41 @@ impl Store {
                 Ok(value)
             }
             Err(e) => Err(self.failed(&e)),
+        }
+    }
+
+    /// Every entry whose key matches `<prefix><pattern>`, with its key
+    /// (prefix included) and its value parsed; unparsable ones skipped.
+    pub(crate) async fn scan<T: serde::de::DeserializeOwned>(
+        &self,
+        pattern: &str,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let pattern = self.key(pattern);
+        let mut found = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
+            let (next, keys): (u64, Vec<String>) = self.call(&scan).await?;
+            if !keys.is_empty() {
+                let values: Vec<Option<String>> = self.call(redis::cmd("MGET").arg(&keys)).await?;
+                let parsed = values
+                    .into_iter()
+                    .map(|v| v.and_then(|v| serde_json::from_str(&v).ok()));
+                found.extend(
+                    keys.into_iter()
+                        .zip(parsed)
+                        .filter_map(|(k, v)| Some((k, v?))),
+                );
+            }
+            if next == 0 {
+                return Ok(found);
+            }
+            cursor = next;
         }
     }
 
