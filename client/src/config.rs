@@ -6,10 +6,15 @@ use reitunnel_proto::DEFAULT_MAX_FRAME_LEN;
 use reitunnel_transport::tls::ClientTls;
 use reitunnel_transport::MuxConfig;
 
+use crate::servers::{parse_list, ServerEntry, ServerListError};
+
 /// How the client connects. Build with [`ClientConfig::new`] and adjust fields.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `host:port` of the server's control listener.
+    /// `host:port` of the server's control listener, or several separated
+    /// by commas (`a:7000,b:7000`): the nodes of a fleet, any of which will
+    /// do. Each login tries every address they resolve to in turn, from a
+    /// random one; see [`ClientConfig::servers`].
     pub server: String,
     /// Name to log in with (letters, digits, `. _ - @`).
     pub name: String,
@@ -18,12 +23,15 @@ pub struct ClientConfig {
     pub token: Secret,
     /// TLS to the server (`None`: plain TCP).
     pub tls: Option<ClientTls>,
-    /// Name the server's certificate must be valid for; default: the host of `server`.
+    /// Name every server's certificate must be valid for; default: the host
+    /// of the entry of `server` being connected to.
     pub server_name: Option<String>,
     /// Silence from the server after which it is taken for dead. The ping
     /// interval is the one the server announces at login.
     pub heartbeat_timeout: Duration,
-    /// Connect plus login must finish within this time.
+    /// Resolving the server names, and connect plus login to one server,
+    /// must each finish within this time; past it the next server of the
+    /// list gets the same.
     pub login_timeout: Duration,
     /// Connecting to a local target must finish within this time.
     pub target_connect_timeout: Duration,
@@ -68,16 +76,15 @@ impl ClientConfig {
 }
 
 impl ClientConfig {
-    /// The name the server's TLS certificate must carry: `server_name`, or
-    /// the host part of `server`.
-    pub fn tls_server_name(&self) -> &str {
-        if let Some(name) = &self.server_name {
-            return name;
-        }
-        let host = self
-            .server
-            .rsplit_once(':')
-            .map_or(self.server.as_str(), |(host, _)| host);
-        host.trim_start_matches('[').trim_end_matches(']')
+    /// The entries of `server`, in order; an empty entry, one without a
+    /// port or with a bad one is an error naming it.
+    pub fn servers(&self) -> Result<Vec<ServerEntry>, ServerListError> {
+        parse_list(&self.server)
+    }
+
+    /// The name the TLS certificate of the server at `entry` must carry:
+    /// `server_name`, or the entry's host.
+    pub fn tls_server_name<'a>(&'a self, entry: &'a ServerEntry) -> &'a str {
+        self.server_name.as_deref().unwrap_or(entry.host())
     }
 }

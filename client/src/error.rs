@@ -6,9 +6,22 @@ use reitunnel_transport::tls::{explain, Side, TlsError};
 use reitunnel_transport::FrameIoError;
 use thiserror::Error;
 
+use crate::servers::ServerListError;
+
 /// Why the client could not log in, open a tunnel, or stay connected.
 #[derive(Debug, Error)]
 pub enum ClientError {
+    /// The server list is malformed (`--server`).
+    #[error(transparent)]
+    ServerList(#[from] ServerListError),
+    /// A server's name could not be resolved, or resolves to no address.
+    #[error("cannot resolve server {server}: {source}")]
+    Resolve {
+        /// The entry of the server list.
+        server: String,
+        /// The resolver's error.
+        source: io::Error,
+    },
     /// TCP connect to the server failed.
     #[error("cannot connect to server {server}: {source}")]
     Connect {
@@ -117,15 +130,35 @@ pub enum ClientError {
 
 impl ClientError {
     /// Whether logging in again cannot help: the server refused the login
-    /// for good, or the TLS settings are unusable. A login refused for
-    /// now ([`ClientError::is_temporary_refusal`]) and every failure of the
-    /// connection itself are not final.
+    /// for good, or the server list or the TLS settings are unusable. A
+    /// login refused for now ([`ClientError::is_temporary_refusal`]) and
+    /// every failure of the connection itself are not final.
     pub fn is_final(&self) -> bool {
         match self {
             ClientError::LoginRefused { .. } => !self.is_temporary_refusal(),
-            ClientError::TlsSettings(_) => true,
+            ClientError::TlsSettings(_) | ClientError::ServerList(_) => true,
             _ => false,
         }
+    }
+
+    /// Whether another server of the list may do better within the same
+    /// login: this one could not be resolved, reached, or spoken to (no
+    /// answer in time, TLS failed, something else answered, the
+    /// connection dropped). A refusal is an answer and is not: the fleet
+    /// shares its tokens and bans, and asking every node in a row would
+    /// only multiply the refusals.
+    pub(crate) fn fails_over(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Resolve { .. }
+                | ClientError::Connect { .. }
+                | ClientError::Timeout { .. }
+                | ClientError::Tls { .. }
+                | ClientError::Preamble { .. }
+                | ClientError::Handshake { .. }
+                | ClientError::UnexpectedFrame { .. }
+                | ClientError::ConnectionLost
+        )
     }
 
     /// A login the server refused for a reason that passes: a limit

@@ -33,6 +33,7 @@ pub mod fuzzing;
 mod login;
 mod proxy_header;
 mod reconcile;
+mod servers;
 mod session;
 mod spec;
 mod status;
@@ -42,12 +43,14 @@ mod supervisor;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use servers::{Candidate, Rotation};
+
 use reitunnel_hooks::{ClientId, ClientInfo, HookChain, Login, TunnelId};
 use std::time::Duration;
 
 use reitunnel_transport::control::Control;
 use reitunnel_transport::heartbeat::Heartbeat;
-use reitunnel_transport::tls::{client_connector, explain, server_name, Side};
+use reitunnel_transport::tls::{client_connector, explain, server_name, Side, TlsConnector};
 use reitunnel_transport::{spawn_mux, tune};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -61,8 +64,29 @@ pub use error::{ClientError, TargetError};
 pub use proxy_header::ProxyProtocol;
 pub use reconcile::{Kind, Report};
 pub use reitunnel_transport::tls::{ClientTls, Fingerprint};
+pub use servers::{ServerEntry, ServerListError};
 pub use spec::{LocalSpec, RemoteSpec, SpecError, Transport};
 pub use supervisor::{Supervised, Supervisor};
+
+/// Logs where a login goes: on from the server that just failed it, or,
+/// first, on from the one the previous login ended with (lost or refused).
+fn announce(candidate: Candidate<'_>, failed: Option<&ClientError>, last: Option<Candidate<'_>>) {
+    match (failed, last) {
+        (Some(e), _) => tracing::warn!("{e}; trying server {candidate}"),
+        (None, Some(last)) if last.addr != candidate.addr => {
+            tracing::info!("moving on from server {last} to server {candidate}")
+        }
+        _ => {}
+    }
+}
+
+/// The error for a server that did not let us in within `cfg.login_timeout`.
+fn timed_out(server: Candidate<'_>, cfg: &ClientConfig) -> ClientError {
+    ClientError::Timeout {
+        server: server.to_string(),
+        after: cfg.login_timeout,
+    }
+}
 
 /// A tunnel the server opened for us.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,40 +124,80 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects (over TLS if configured), logs in and starts the session.
+    /// Connects (over TLS if configured) to one of the servers of
+    /// `cfg.server`, logs in and starts the session. Every address the
+    /// entries resolve to is tried in turn, from a random one, moving on
+    /// when one cannot be reached or spoken to; a refused login ends the
+    /// attempt at once (the fleet shares its tokens and bans). When no
+    /// server answers, the error is the last one's (each earlier one is
+    /// logged as a warning).
     pub async fn connect(cfg: ClientConfig, chain: HookChain) -> Result<Client, ClientError> {
-        let tls = match &cfg.tls {
-            Some(settings) => Some((
-                client_connector(settings)?,
-                server_name(cfg.tls_server_name())?,
+        Client::connect_in_turn(cfg, chain, &mut Rotation::default()).await
+    }
+
+    /// [`Client::connect`], beginning where `rotation` says and noting in
+    /// it each server tried, so that the next login moves on from the last.
+    pub(crate) async fn connect_in_turn(
+        cfg: ClientConfig,
+        chain: HookChain,
+        rotation: &mut Rotation,
+    ) -> Result<Client, ClientError> {
+        let entries = cfg.servers()?;
+        let tls = cfg.tls.as_ref().map(client_connector).transpose()?;
+        let candidates = servers::resolve(&entries, cfg.login_timeout).await?;
+        let last = rotation.last_in(&candidates).copied();
+        let mut failed = None;
+        for &candidate in rotation.order(&candidates) {
+            announce(candidate, failed.as_ref(), last);
+            rotation.trying(candidate.addr);
+            match Client::connect_to(candidate, tls.as_ref(), &cfg, &chain).await {
+                Ok(client) => {
+                    tracing::info!("logged in to server {candidate}");
+                    return Ok(client);
+                }
+                Err(e) if e.fails_over() => failed = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        // `resolve` gives at least one candidate, so one of them failed.
+        Err(failed.unwrap_or(ClientError::ConnectionLost))
+    }
+
+    /// Connects to one server and logs in, within `cfg.login_timeout`.
+    async fn connect_to(
+        candidate: Candidate<'_>,
+        tls: Option<&TlsConnector>,
+        cfg: &ClientConfig,
+        chain: &HookChain,
+    ) -> Result<Client, ClientError> {
+        let tls = match tls {
+            Some(connector) => Some((
+                connector,
+                server_name(cfg.tls_server_name(candidate.entry))?,
             )),
             None => None,
         };
         let deadline = Instant::now() + cfg.login_timeout;
-        let timed_out = || ClientError::Timeout {
-            server: cfg.server.clone(),
-            after: cfg.login_timeout,
-        };
-        let connected = timeout_at(deadline, TcpStream::connect(&cfg.server))
+        let connected = timeout_at(deadline, TcpStream::connect(candidate.addr))
             .await
-            .map_err(|_| timed_out())?;
+            .map_err(|_| timed_out(candidate, cfg))?;
         let tcp = connected.map_err(|source| ClientError::Connect {
-            server: cfg.server.clone(),
+            server: candidate.to_string(),
             source,
         })?;
         let _ = tune(&tcp);
-        let peer = tcp.peer_addr().map_err(|_| ClientError::ConnectionLost)?;
+        let (cfg, chain) = (cfg.clone(), chain.clone());
         match tls {
-            None => Client::start(tcp, peer, deadline, cfg, chain).await,
+            None => Client::start(tcp, candidate, deadline, cfg, chain).await,
             Some((connector, name)) => {
                 let tls = timeout_at(deadline, connector.connect(name, tcp))
                     .await
-                    .map_err(|_| timed_out())?
+                    .map_err(|_| timed_out(candidate, &cfg))?
                     .map_err(|e| ClientError::Tls {
-                        server: cfg.server.clone(),
+                        server: candidate.to_string(),
                         reason: explain(&e, Side::Client).unwrap_or_else(|| e.to_string()),
                     })?;
-                Client::start(tls, peer, deadline, cfg, chain).await
+                Client::start(tls, candidate, deadline, cfg, chain).await
             }
         }
     }
@@ -141,7 +205,7 @@ impl Client {
     /// Logs in over an established transport and starts the session task.
     async fn start<S>(
         mut io: S,
-        peer: SocketAddr,
+        server: Candidate<'_>,
         deadline: Instant,
         cfg: ClientConfig,
         chain: HookChain,
@@ -149,16 +213,13 @@ impl Client {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let logged_in = timeout_at(deadline, login::login(&mut io, &cfg))
+        let logged_in = timeout_at(deadline, login::login(&mut io, &cfg, &server.to_string()))
             .await
-            .map_err(|_| ClientError::Timeout {
-                server: cfg.server.clone(),
-                after: cfg.login_timeout,
-            })??;
+            .map_err(|_| timed_out(server, &cfg))??;
         let info = Arc::new(ClientInfo::new(
             logged_in.client_id,
             cfg.name.as_str(),
-            peer,
+            server.addr,
         ));
         let login = Login {
             nonce: &logged_in.nonce,

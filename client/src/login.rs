@@ -9,8 +9,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::{ClientConfig, ClientError};
 
 /// The client's login over an established transport: preambles, challenge,
-/// login frame, the server's answer.
-pub async fn login<S>(io: &mut S, cfg: &ClientConfig) -> Result<LoggedIn, ClientError>
+/// login frame, the server's answer. `server` names the server in errors.
+pub async fn login<S>(io: &mut S, cfg: &ClientConfig, server: &str) -> Result<LoggedIn, ClientError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -20,9 +20,9 @@ where
         Ok(ServerAnswer::Refused { code, message }) => {
             Err(ClientError::LoginRefused { code, message })
         }
-        Err(LoginFailure::Frame(source)) => Err(ClientError::handshake(&cfg.server, source)),
+        Err(LoginFailure::Frame(source)) => Err(ClientError::handshake(server, source)),
         Err(LoginFailure::Preamble(source)) => Err(ClientError::Preamble {
-            server: cfg.server.clone(),
+            server: server.to_owned(),
             source,
         }),
         Err(LoginFailure::Unexpected { expected, got }) => {

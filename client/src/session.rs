@@ -380,7 +380,7 @@ impl Session {
             ControlEnd::Lost => ClientError::ConnectionLost,
             ControlEnd::Silent(after) => ClientError::HeartbeatTimeout(after),
             ControlEnd::Malformed(e) => ClientError::Handshake {
-                server: self.cfg.server.clone(),
+                server: self.client.peer.to_string(),
                 source: e.into(),
             },
         }

@@ -4,7 +4,10 @@
 //! server refuses for now (full, a limit, shutting down, too many failed
 //! logins from this address) is retried the same way, waiting at least
 //! what the server asks; only a refusal for good (wrong token, a ban) ends
-//! it. A reload signal applies a new tunnel list to the running session.
+//! it. With several servers in the list, each login begins with the server
+//! after the one that lost the session or refused it for now, so that a
+//! fleet's surviving node takes over at the first attempt. A reload signal
+//! applies a new tunnel list to the running session.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), reitunnel_client::ClientError> {
@@ -33,6 +36,7 @@ use reitunnel_program::Signals;
 use tokio::sync::watch;
 
 use crate::reconcile::{Report, Wanted};
+use crate::servers::Rotation;
 use crate::{Backoff, Client, ClientConfig, ClientError, LocalSpec, RemoteSpec};
 
 /// What a [`Supervisor`] keeps up.
@@ -61,6 +65,8 @@ pub struct Supervisor {
     chain: HookChain,
     wanted: Wanted,
     backoff: Backoff,
+    /// Which server the next login begins with.
+    rotation: Rotation,
 }
 
 /// How one connection ended.
@@ -81,14 +87,15 @@ impl Supervisor {
             drain: settings.drain,
             reconnect_max: settings.reconnect_max,
             chain,
+            rotation: Rotation::default(),
         }
     }
 
     /// Runs until the first stop signal (then drains; a second one cuts the
     /// drain short) or an error that reconnecting cannot cure: a final
-    /// refusal of the login (wrong token, a ban), bad TLS settings, or a
-    /// first login that fails before the server was ever reached (a typo
-    /// in the address should not loop forever). A login refused for now
+    /// refusal of the login (wrong token, a ban), a bad server list or TLS
+    /// settings, or a first login that fails before any server was ever
+    /// reached (a typo in the address should not loop forever). A login refused for now
     /// (a limit, the server full or shutting down) is tried again, even
     /// the first. On each reload signal `reload` gives the new settings;
     /// its tunnel lists are applied at once, other changes only warned
@@ -169,7 +176,7 @@ impl Supervisor {
         };
         let connected = tokio::select! {
             _ = signals.nth(1) => return Ended::Stopped(Ok(())),
-            connected = Client::connect(self.client.clone(), self.chain.clone()) => connected,
+            connected = Client::connect_in_turn(self.client.clone(), self.chain.clone(), &mut self.rotation) => connected,
         };
         let client = match connected {
             Ok(client) => client,

@@ -15,12 +15,13 @@ use reitunnel_transport::FrameIoError;
 
 const TOKEN: &str = "s3cret";
 const NAME: &str = "laptop";
+const SERVER: &str = "server.invalid:7000";
 
 fuzz_target!(|data: &[u8]| {
-    let mut cfg = ClientConfig::new("server.invalid:7000", NAME, Secret::new(TOKEN));
+    let mut cfg = ClientConfig::new(SERVER, NAME, Secret::new(TOKEN));
     cfg.max_frame_len = MAX_FRAME_LEN;
     let mut wire = Wire::new(data);
-    let got = run_to_completion(fuzzing::login(&mut wire, &cfg));
+    let got = run_to_completion(fuzzing::login(&mut wire, &cfg, SERVER));
     let want = harness::expected_client_login(data, MAX_FRAME_LEN);
     let challenged = match (got, want) {
         (
