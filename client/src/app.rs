@@ -34,8 +34,11 @@ pub struct Args {
     /// Worker threads: 0 = one per core, 1 = a single-threaded runtime.
     #[arg(long, value_name = "N", default_value_t = 0, env = "REITUNNEL_THREADS")]
     pub(crate) threads: usize,
-    /// The server's control address, `host:port`.
-    #[arg(long)]
+    /// The server's control address, `host:port`; for a fleet several,
+    /// separated by commas (`a:7000,b:7000`): each login tries every
+    /// address they resolve to, from a random one, moving on from one that
+    /// cannot be reached, and a reconnect begins with the next server.
+    #[arg(long, value_name = "HOST:PORT,...")]
     pub(crate) server: Option<String>,
     /// Shared secret of the server (only an HMAC proof of it is sent).
     /// Optional with --cert when the server authenticates by certificate alone.
@@ -55,7 +58,8 @@ pub struct Args {
     /// (printed by the server at start), for self-signed servers. Implies --tls.
     #[arg(long, value_name = "SHA256")]
     pub(crate) fingerprint: Option<Fingerprint>,
-    /// Name the server's certificate must be valid for [default: the host of --server].
+    /// Name every server's certificate must be valid for [default: the host
+    /// of the --server entry connected to].
     #[arg(long, value_name = "NAME")]
     pub(crate) server_name: Option<String>,
     /// After losing the server, or a login it refuses for now (full, a
@@ -189,6 +193,8 @@ pub fn settings(args: &Args) -> Result<Supervised, String> {
         );
     }
     let mut cfg = ClientConfig::new(server, name, token);
+    // A malformed list stops the client here, not at its first login.
+    cfg.servers().map_err(|e| e.to_string())?;
     if let Some(ms) = file.heartbeat_timeout_ms {
         cfg.heartbeat_timeout = Duration::from_millis(ms);
     }

@@ -9,7 +9,7 @@ use reitunnel_hooks::builtin::Secret;
 use reitunnel_program::config_file::{self, FileError};
 use reitunnel_program::expand_env;
 use reitunnel_transport::tls::Fingerprint;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
 use crate::{LocalSpec, RemoteSpec};
@@ -18,7 +18,9 @@ use crate::{LocalSpec, RemoteSpec};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientFile {
-    /// `--server`, `host:port`.
+    /// `--server`: `"host:port"`, several separated by commas, or an array
+    /// of them (`["a:7000", "b:7000"]`), kept as the comma-separated list.
+    #[serde(default, deserialize_with = "server_list")]
     pub server: Option<String>,
     /// `--token`; `${VAR}` takes it from the environment.
     pub token: Option<Secret>,
@@ -54,6 +56,20 @@ pub struct ClientFile {
     /// Seconds without a datagram either way after which a flow of a
     /// `udp:` forward (`-L`) closes [default: 60].
     pub udp_flow_idle_secs: Option<u64>,
+}
+
+/// `server` as a string or an array of strings, joined as `--server` has it.
+fn server_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a string \"host:port\" or an array of them")]
+    enum List {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Some(match List::deserialize(d)? {
+        List::One(list) => list,
+        List::Many(entries) => entries.join(","),
+    }))
 }
 
 /// Why the config file was refused.
@@ -115,6 +131,19 @@ mod tests {
         assert!(f.tls);
         assert_eq!(f.heartbeat_timeout_ms, Some(5000));
         assert_eq!(f.local[0].target, "db.internal:5432");
+    }
+
+    #[test]
+    fn the_server_may_be_a_list_or_an_array() {
+        let f = parse("server = \"a:7000, b:7000\"\n").unwrap();
+        assert_eq!(f.server.as_deref(), Some("a:7000, b:7000"));
+        let f = parse("server = [\"a:7000\", \"b:7000\"]\n").unwrap();
+        assert_eq!(f.server.as_deref(), Some("a:7000,b:7000"));
+        let e = parse("name = \"n\"\nserver = 7000\n").unwrap_err();
+        assert!(
+            e.contains("line 2") && e.contains("a string \"host:port\" or an array of them"),
+            "{e}"
+        );
     }
 
     #[test]
