@@ -1,10 +1,11 @@
 //! The library's `Supervisor`, in-process: it opens the tunnels asked
 //! for, applies a reloaded list to the running session (closing what is
 //! gone, opening what is new, keeping the rest), logs in again after the
-//! server went away with each tunnel on the port it had, and returns on the
-//! stop signal. A login refused for now (server full, too many failed
-//! logins, a limit, shutting down) is retried, waiting what the server
-//! asks; one refused for good (wrong token, a ban) ends the run, reported.
+//! server went away with each tunnel on the port it had (on the next server
+//! of its list, if it has several), and returns on the stop signal. A
+//! login refused for now (server full, too many failed logins, a limit,
+//! shutting down) is retried, waiting what the server asks; one refused
+//! for good (wrong token, a ban) ends the run, reported.
 
 mod common;
 
@@ -475,4 +476,69 @@ async fn each_refusal_code_is_final_or_retried() {
         .await;
         server.stop().await;
     }
+}
+
+/// A listener on `addr` that never accepts: a connection to it waits in
+/// its backlog, where [`untouched`] looks.
+fn trap(addr: SocketAddr) -> std::net::TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr).unwrap();
+    // Non-blocking, as tokio left it.
+    socket.listen(16).unwrap().into_std().unwrap()
+}
+
+/// Whether no connection reached `trap`.
+fn untouched(trap: &std::net::TcpListener) -> bool {
+    matches!(trap.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// A fleet of two: the supervisor logs in to one; when that one stops, the
+/// next login goes to the other at once (the stopped one's address, where
+/// a listener now waits, is not tried again first), and the tunnel works
+/// there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_server_is_followed_by_the_next_in_the_list() {
+    let echo = echo_service().await;
+    let mut fleet = Vec::new();
+    for _ in 0..2 {
+        let rec = Recorder::new();
+        let chain = HookChain::builder().shared(rec.clone()).build();
+        fleet.push((TestServer::start(chain, |_| {}).await, rec));
+    }
+    let list = format!("{},{}", fleet[0].0.addr, fleet[1].0.addr);
+    let mut settings = one_tunnel(fleet[0].0.addr, "roamer", echo, Duration::from_millis(200));
+    settings.client.server = list;
+    let mut running = supervise(settings, no_reload);
+    let reports = &mut running.reports;
+    let Seen::Ready(Kind::Reverse, public, _) = next(reports).await else {
+        panic!("the tunnel did not open");
+    };
+    assert_eq!(echo_check(public, 256 << 10, 1).await, 256 << 10);
+
+    let logged_in = |rec: &Recorder| {
+        rec.events()
+            .iter()
+            .any(|e| matches!(e, Ev::Connect(_, name) if name == "roamer"))
+    };
+    let at = fleet.iter().position(|(_, rec)| logged_in(rec));
+    let (lost, _) = fleet.remove(at.expect("logged in to neither server"));
+    let (other, other_rec) = fleet.pop().unwrap();
+    assert!(!logged_in(&other_rec), "logged in to both servers");
+    let lost_addr = lost.addr;
+    lost.stop().await;
+    let trap = trap(lost_addr);
+    retrying_after_goodbye(next(reports).await, RefuseCode::ShuttingDown);
+    let Seen::Ready(Kind::Reverse, public, _) = next_but_lost(reports).await else {
+        panic!("the tunnel did not open on the other server");
+    };
+    assert!(logged_in(&other_rec), "not logged in to the other server");
+    assert_eq!(echo_check(public, 256 << 10, 2).await, 256 << 10);
+    assert!(
+        untouched(&trap),
+        "the lost server was tried before the next"
+    );
+
+    running.stop().await;
+    other.stop().await;
 }

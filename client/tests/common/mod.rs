@@ -77,6 +77,12 @@ pub fn client_config(server: SocketAddr, name: &str) -> ClientConfig {
     ClientConfig::new(server.to_string(), name, Secret::new(TOKEN))
 }
 
+/// An address nothing listens on: bound, then let go.
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
 pub async fn connect(server: SocketAddr, name: &str) -> Client {
     Client::connect(client_config(server, name), HookChain::default())
         .await
@@ -186,8 +192,13 @@ impl Ready {
 /// The command-line client logging in to `server` with the test token and
 /// `args`; stdout piped for [`Ready`], killed when dropped.
 pub fn spawn_client(server: SocketAddr, args: &[&str]) -> tokio::process::Child {
+    spawn_client_to(&server.to_string(), args)
+}
+
+/// [`spawn_client`] with `--server` as written, a list perhaps.
+pub fn spawn_client_to(servers: &str, args: &[&str]) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_reitunnel-client"))
-        .args(["--server", &server.to_string()])
+        .args(["--server", servers])
         .args(args)
         .env("REITUNNEL_TOKEN", TOKEN)
         .stdout(std::process::Stdio::piped())
