@@ -73,6 +73,13 @@ impl Node {
             .map_err(|e| e.to_string())
     }
 
+    /// `GET` on the admin API: the JSON it answers.
+    async fn get(&self, path: &str) -> Value {
+        let answer = http(self.admin, "GET", path, None).await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        serde_json::from_str(&answer.body).unwrap()
+    }
+
     /// `POST` on the admin API; returns the status and the body.
     async fn post(&self, path: &str) -> (u16, String) {
         let answer = http(self.admin, "POST", path, None).await.unwrap();
@@ -251,6 +258,23 @@ async fn a_kick_with_a_ban_on_one_node_closes_and_refuses_on_every_node() {
     );
     let alice = a.login("alice").await.unwrap();
     let bob = a.login("bob").await.unwrap();
+    // b's admin API lists the whole fleet.
+    let listed = b.get("/api/v1/clients").await;
+    let on: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["node"].as_str().unwrap()))
+        .collect();
+    assert_eq!(on, [("alice", "a"), ("bob", "a")], "{listed}");
+    let nodes = b.get("/api/v1/nodes").await;
+    let names: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"], "{nodes}");
     let (status, body) = b.post("/api/v1/clients/alice/kick?ban_secs=600").await;
     assert_eq!(status, 200, "{body}");
     let why = end_of(alice).await;
@@ -527,6 +551,9 @@ async fn a_visitor_to_any_node_reaches_the_tunnel_on_the_node_holding_it() {
         }
     })
     .await;
+    let tunnels = b.get("/api/v1/tunnels").await;
+    assert_eq!(tunnels[0]["port"], port, "{tunnels}");
+    assert_eq!(tunnels[0]["node"], "a", "{tunnels}");
     // One visitor through b, its address noted, then a hundred at once.
     let mut visitor = TcpStream::connect(elsewhere).await.unwrap();
     let seen_as = visitor.local_addr().unwrap();

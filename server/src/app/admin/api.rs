@@ -32,9 +32,10 @@ pub(super) async fn route(parts: &AdminParts, req: Request) -> Response<Body> {
     let get = req.method == Method::GET;
     let post = req.method == Method::POST;
     match segments.as_slice() {
-        ["api", "v1", "clients"] if get => ok(clients(parts)),
+        ["api", "v1", "clients"] if get => ok(clients(parts).await),
         ["api", "v1", "clients", name] if get => {
             match clients(parts)
+                .await
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -48,11 +49,12 @@ pub(super) async fn route(parts: &AdminParts, req: Request) -> Response<Body> {
             }
         }
         ["api", "v1", "clients", name, "kick"] if post => kick(parts, name, &req),
-        ["api", "v1", "tunnels"] if get => ok(tunnels(parts)),
+        ["api", "v1", "tunnels"] if get => ok(tunnels(parts).await),
+        ["api", "v1", "nodes"] if get => ok(nodes(parts).await),
         ["api", "v1", "tunnels", id, "close"] if post => close(parts, id, &req),
         ["api", "v1", "sinks"] if get => ok(sinks(&parts.hooks())),
         ["api", "v1", "events"] if get => parts.feed.subscribe(),
-        ["api", "v1", "clients" | "tunnels" | "sinks" | "events", ..] => error(
+        ["api", "v1", "clients" | "tunnels" | "nodes" | "sinks" | "events", ..] => error(
             StatusCode::METHOD_NOT_ALLOWED,
             &format!("{} {} is not an action of the API", req.method, req.path),
         ),
@@ -104,14 +106,59 @@ fn close(parts: &AdminParts, id: &str, req: &Request) -> Response<Body> {
 }
 
 /// Every session, with rates, quota and throttling from the hooks in force.
-fn clients(parts: &AdminParts) -> Value {
+/// This node's sessions, then (in a fleet) those other nodes hold, each
+/// with its `node`.
+async fn clients(parts: &AdminParts) -> Value {
     let hooks = parts.hooks();
     let rates = parts.feed.rates(&parts.admin);
-    parts
-        .admin
-        .clients()
+    let here = parts.admin.clients();
+    let here = here
         .iter()
         .map(|c| client(c, &hooks, rates.client(c.id.0)))
+        .map(|c| on_node(c, parts.admin.node()));
+    let elsewhere = fleet_part(parts.admin.clients_elsewhere().await)
+        .into_iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "node": c.node,
+                "peer": c.peer,
+                "logged_in_at": logged_in_at(c.connected_for),
+                "connected_secs": c.connected_for.as_secs(),
+            })
+        });
+    here.chain(elsewhere).collect()
+}
+
+/// `value` with `"node"` set, in a fleet.
+fn on_node(mut value: Value, node: Option<&str>) -> Value {
+    if let (Some(node), Some(object)) = (node, value.as_object_mut()) {
+        object.insert("node".to_owned(), node.into());
+    }
+    value
+}
+
+/// What the fleet's store says, or nothing (logged) while it is away: a
+/// listing still shows this node's own.
+fn fleet_part<T>(read: Result<Vec<T>, crate::StoreError>) -> Vec<T> {
+    read.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "listing this node only");
+        Vec::new()
+    })
+}
+
+/// The fleet's live nodes (an empty list outside a fleet).
+async fn nodes(parts: &AdminParts) -> Value {
+    fleet_part(parts.admin.nodes().await)
+        .into_iter()
+        .map(|n| {
+            json!({
+                "node": n.node,
+                "up_secs": n.up_for.as_secs(),
+                "links": n.links.map(|a| a.to_string()),
+                "this": Some(n.node.as_str()) == parts.admin.node(),
+            })
+        })
         .collect()
 }
 
@@ -153,14 +200,27 @@ fn logged_in_at(for_: std::time::Duration) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-fn tunnels(parts: &AdminParts) -> Value {
+/// This node's tunnels, then (in a fleet) the public ports other nodes'
+/// tunnels hold, each with its `node`.
+async fn tunnels(parts: &AdminParts) -> Value {
     let rates = parts.feed.rates(&parts.admin);
-    parts
-        .admin
-        .tunnels()
+    let here = parts.admin.tunnels();
+    let here = here
         .iter()
-        .map(|t| tunnel(t, rates.tunnel(t.id.0)))
-        .collect()
+        .map(|t| on_node(tunnel(t, rates.tunnel(t.id.0)), parts.admin.node()));
+    let elsewhere = fleet_part(parts.admin.tunnels_elsewhere().await)
+        .into_iter()
+        .map(|t| {
+            json!({
+                "client": t.client,
+                "node": t.node,
+                "kind": "reverse",
+                "transport": t.transport,
+                "port": t.port,
+                "open_secs": t.open_for.as_secs(),
+            })
+        });
+    here.chain(elsewhere).collect()
 }
 
 pub(super) fn tunnel(t: &TunnelStatus, (rate_in, rate_out): (u64, u64)) -> Value {
