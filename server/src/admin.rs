@@ -300,6 +300,14 @@ impl Admin {
         Ok(())
     }
 
+    /// Counts `quotas` (the quota hooks in force; again after each reload)
+    /// fleet-wide, in a fleet; does nothing for a server on its own.
+    pub fn share_quotas(&self, quotas: &[Arc<reitunnel_hooks::builtin::Quota>]) {
+        if let Some(fleet) = &self.0.fleet {
+            fleet.share_quotas(quotas);
+        }
+    }
+
     /// This node's name in its fleet; `None` for a server on its own.
     pub fn node(&self) -> Option<&str> {
         self.0.fleet.as_ref().map(|f| f.node())

@@ -91,7 +91,7 @@ pub use config::{ServerConfig, VISITOR_IDLE_TIMEOUT};
 pub use error::{ServerError, SessionError, StreamError};
 pub use fleet::{
     FleetConfig, LinkConfig, NodeClient, NodeStatus, NodeTunnel, OnDuplicateLogin, StoreError,
-    StoreFailure,
+    StoreFailure, QUOTA_FLUSH_BYTES,
 };
 pub use forward::{ForwardRule, ForwardRuleError};
 pub use limits::{LimitHit, Limits};

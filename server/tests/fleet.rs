@@ -592,3 +592,116 @@ async fn a_visitor_to_any_node_reaches_the_tunnel_on_the_node_holding_it() {
     assert_eq!(moved, 100 * 64 * 1024 + 5);
     assert!(audited(&audit_b, "stream.opened").is_empty());
 }
+
+/// A `quota` hook of `bytes` a day per client.
+fn quota(bytes: &str) -> String {
+    format!("[[hooks]]\nkind = \"quota\"\nbytes = \"{bytes}\"\n")
+}
+
+/// alice's fleet-wide quota total in the store, once it has one.
+async fn quota_total(conn: &mut MultiplexedConnection) -> Option<u64> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("reitunnel:quota:*:alice")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let key = keys.first()?;
+    redis::cmd("GET").arg(key).query_async(conn).await.unwrap()
+}
+
+/// Waits until alice's total in the store is `bytes`.
+async fn until_quota_total(conn: &mut MultiplexedConnection, bytes: u64) {
+    within(
+        PATIENCE,
+        &format!("alice's total of {bytes} bytes"),
+        async {
+            while quota_total(conn).await != Some(bytes) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        },
+    )
+    .await;
+}
+
+/// What `node`'s admin API says alice used of her quota.
+async fn quota_used(node: &Node) -> u64 {
+    node.get("/api/v1/clients/alice").await["quota"]["used"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_is_counted_fleet_wide_when_its_client_moves_to_another_node() {
+    if !installed(REDIS_SERVER, "redis-server") {
+        return;
+    }
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let mut conn = redis_connection(&redis).await;
+    let (a, b) = (
+        Node::start(dir.path(), &redis, "a", &quota("8MiB")),
+        Node::start(dir.path(), &redis, "b", &quota("8MiB")),
+    );
+    // 2 MiB echoed on a: 4 MiB of alice's 8, in the store.
+    let first = a.login("alice").await.unwrap();
+    let public = tunnel_on(&first, 0).await.unwrap();
+    common::echo_through(public, 2 << 20, 1).await.unwrap();
+    until_quota_total(&mut conn, 4 * MIB).await;
+    // On b, she has the 4 MiB left, not 8: the echo of 4 MiB is cut.
+    let second = b.login("alice").await.unwrap();
+    let public = tunnel_on(&second, 0).await.unwrap();
+    let cut = common::echo_through(public, 4 << 20, 2).await;
+    assert!(cut.is_err(), "8 MiB moved under a quota of 8 MiB");
+    // Once b has added its bytes, the store and b agree on the total.
+    let total = within(PATIENCE, "b's bytes in the store", async {
+        loop {
+            let total = quota_total(&mut conn).await.unwrap_or(0);
+            if total > 4 * MIB && total == quota_used(&b).await {
+                break total;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let bound = 8 * MIB + reitunnel_server::QUOTA_FLUSH_BYTES;
+    assert!(
+        total > 7 * MIB && total <= bound,
+        "{total} bytes, bound {bound}"
+    );
+    // And a new stream on b is refused, the quota used.
+    let mut visitor = TcpStream::connect(public).await.unwrap();
+    let _ = visitor.write_all(b"more").await;
+    let mut buf = [0u8; 4];
+    assert!(!matches!(visitor.read(&mut buf).await, Ok(n) if n > 0));
+    second.shutdown().await.unwrap();
+    drop(first);
+    assert!(a.server.stop().success());
+    assert!(b.server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_bytes_moved_while_redis_is_away_reach_the_total_once_it_is_back() {
+    if !installed(REDIS_SERVER, "redis-server") {
+        return;
+    }
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start(dir.path());
+    let a = Node::start(dir.path(), &redis, "a", &quota("1GiB"));
+    let alice = a.login("alice").await.unwrap();
+    let public = tunnel_on(&alice, 0).await.unwrap();
+    common::echo_through(public, 2 << 20, 1).await.unwrap();
+    let mut conn = redis_connection(&redis).await;
+    until_quota_total(&mut conn, 4 * MIB).await;
+    // Redis dies; the transfer goes on; Redis comes back empty.
+    redis.stop();
+    common::echo_through(public, 2 << 20, 2).await.unwrap();
+    redis.restart();
+    let mut conn = redis_connection(&redis).await;
+    // Every byte is in the total, none twice.
+    until_quota_total(&mut conn, 8 * MIB).await;
+    assert_eq!(quota_used(&a).await, 8 * MIB);
+    alice.shutdown().await.unwrap();
+    assert!(a.server.stop().success());
+}

@@ -32,7 +32,7 @@ pub use log::TracingHook;
 pub use meter::{BandwidthMeter, MeterReport, MeterSink, TracingSink, Usage};
 pub use metrics::MetricsHook;
 pub use policy::{ClientRules, Policy, VisitorRules};
-pub use quota::Quota;
+pub use quota::{Quota, Unshared};
 pub use rate_limit::{ByteRate, EventRate, RateLimit, RateLimitConfig};
 #[cfg(feature = "tokio")]
 pub use redis_bus::{BadRedisUrl, RedisBus, RedisBusConfig, RedisHealth};

@@ -14,10 +14,19 @@
 //! period is cached with its end on the monotonic clock (checked against
 //! the chunk's shared stamp). Periods only move forward, so a wall clock
 //! stepped back across a boundary does not hand out a second quota.
+//!
+//! Shared by several servers ([`Quota::share`]), each keeps counting its
+//! own bytes here and something outside (a fleet's store) adds them to a
+//! shared total: [`Quota::unshared`] hands out what was not added yet and
+//! [`Quota::settle`] takes back the total, from which the bytes used
+//! elsewhere count against the limit too. The data path still takes no
+//! lock: it asks for a flush (the `due` callback) once a client's bytes not
+//! yet added reach the flush size, so each server overshoots the shared
+//! limit by at most that much.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use portable_atomic::AtomicU128;
@@ -36,6 +45,12 @@ struct Usage {
     state: AtomicU128,
     /// The last period a `quota.exceeded` went out for, plus one (0: never).
     reported: AtomicU64,
+    /// Shared: (period, bytes of it other servers used, as last told).
+    others: AtomicU128,
+    /// Shared: (period, bytes of this server's already in the shared total).
+    shared: AtomicU128,
+    /// Shared: a flush was asked for and has not run yet.
+    due: AtomicBool,
 }
 
 fn pack(period: u64, bytes: u64) -> u128 {
@@ -60,15 +75,22 @@ impl Usage {
         Usage::at(self.state.load(Ordering::Relaxed), period).1
     }
 
-    /// Counts `n` bytes in `period` if the total stays within `limit`.
-    fn charge(&self, period: u64, n: u64, limit: u64) -> bool {
+    /// Counts `n` bytes in `period` if the total stays within `limit`;
+    /// returns the new total, or `None` if it would not.
+    fn charge(&self, period: u64, n: u64, limit: u64) -> Option<u64> {
         self.state
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |state| {
                 let (p, used) = Usage::at(state, period);
                 let total = used.checked_add(n).filter(|&t| t <= limit)?;
                 Some(pack(p, total))
             })
-            .is_ok()
+            .ok()
+            .map(|before| Usage::at(before, period).1 + n)
+    }
+
+    /// What a (period, bytes) atomic says of `period`: 0 if it is of an earlier one.
+    fn of(pair: &AtomicU128, period: u64) -> u64 {
+        Usage::at(pair.load(Ordering::Relaxed), period).1
     }
 
     /// Marks the quota of `period` used up.
@@ -137,6 +159,36 @@ pub struct Quota {
     usage: Mutex<HashMap<Arc<str>, Arc<Usage>>>,
     events: EventBus,
     clock: PeriodClock,
+    /// Set once by [`Quota::share`].
+    sharing: OnceLock<Sharing>,
+}
+
+/// How a shared quota asks for its bytes to be added to the shared total.
+struct Sharing {
+    /// Called (from the data path: it must be cheap) when a client's bytes
+    /// not yet added reach `flush_bytes`, or its shared total is unknown.
+    due: Box<dyn Fn() + Send + Sync>,
+    flush_bytes: u64,
+}
+
+impl std::fmt::Debug for Sharing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sharing")
+            .field("flush_bytes", &self.flush_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A client's bytes of a period that the shared total does not hold yet
+/// (see [`Quota::unshared`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unshared {
+    /// The client's name.
+    pub client: Arc<str>,
+    /// The period (Unix seconds / period length).
+    pub period: u64,
+    /// Bytes to add (0: only the total is wanted).
+    pub bytes: u64,
 }
 
 /// The current period number, cached until a monotonic deadline so the
@@ -150,6 +202,10 @@ struct PeriodClock {
     /// Nanoseconds after `base` at which to consult the wall clock again.
     recheck_at: AtomicU64,
 }
+
+/// How long a chunk waits when its client moved a flush size on this server
+/// while the shared total is still unknown (a round trip to the store).
+const UNKNOWN_TOTAL_WAIT: Duration = Duration::from_millis(10);
 
 /// The longest the cached period is trusted, so a wall clock set forward
 /// (or a suspended machine waking up) is noticed within this much.
@@ -205,7 +261,78 @@ impl Quota {
             usage: Mutex::default(),
             events,
             clock: PeriodClock::new(),
+            sharing: OnceLock::new(),
         }
+    }
+
+    /// Makes this quota one of several servers' sharing a total: bytes used
+    /// elsewhere (told through [`Quota::settle`]) count against the limit
+    /// too. `due` is called when a client has `flush_bytes` not yet added,
+    /// or opens a stream with its shared total unknown; whoever shares the
+    /// quota then calls [`Quota::unshared`] soon (and also every so often).
+    /// A second call changes nothing.
+    pub fn share(&self, flush_bytes: u64, due: impl Fn() + Send + Sync + 'static) {
+        let _ = self.sharing.set(Sharing {
+            due: Box::new(due),
+            flush_bytes: flush_bytes.max(1),
+        });
+    }
+
+    /// The length of a period, in seconds.
+    pub fn period_secs(&self) -> u64 {
+        self.period.as_secs()
+    }
+
+    /// Each client's bytes of the current period not yet in the shared
+    /// total, and the clients whose total is wanted (bytes 0). Pass each,
+    /// once added, to [`Quota::settle`]; one not settled is handed out
+    /// again next time, so nothing is lost while the total cannot be reached.
+    pub fn unshared(&self) -> Vec<Unshared> {
+        let period = self.current_period(Instant::now());
+        let usage = self.usage.lock().unwrap_or_else(PoisonError::into_inner);
+        usage
+            .iter()
+            .filter_map(|(client, u)| {
+                let bytes = u.used(period).saturating_sub(Usage::of(&u.shared, period));
+                let due = u.due.swap(false, Ordering::Relaxed);
+                (bytes > 0 || due).then(|| Unshared {
+                    client: client.clone(),
+                    period,
+                    bytes,
+                })
+            })
+            .collect()
+    }
+
+    /// `added` (an [`Unshared`]'s bytes) is in the shared total of
+    /// `client`'s `period`, which is now `total`: the rest of the total was
+    /// used elsewhere. A total smaller than what this server added says the
+    /// shared store lost it (restarted empty): the rest is added again.
+    pub fn settle(&self, client: &str, period: u64, added: u64, total: u64) {
+        let Some(u) = self
+            .usage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(client)
+            .cloned()
+        else {
+            return;
+        };
+        let mine = Usage::of(&u.shared, period) + added;
+        // Lost: of this server's bytes the total holds just those added now.
+        let lost = total < mine;
+        let mine = if lost { added.min(total) } else { mine };
+        u.shared.store(pack(period, mine), Ordering::Relaxed);
+        u.others
+            .store(pack(period, total - mine), Ordering::Relaxed);
+        if lost {
+            u.due.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the period's shared total of `u` was never told.
+    fn total_unknown(&self, u: &Usage, period: u64) -> bool {
+        self.sharing.get().is_some() && unpack(u.others.load(Ordering::Relaxed)).0 < period
     }
 
     /// The bytes each client may move per period.
@@ -213,7 +340,8 @@ impl Quota {
         self.limit
     }
 
-    /// Bytes `client` used in the current period.
+    /// Bytes `client` used in the current period (shared: here and, as
+    /// last told, elsewhere).
     pub fn used(&self, client: &str) -> u64 {
         let usage = self
             .usage
@@ -221,7 +349,8 @@ impl Quota {
             .unwrap_or_else(PoisonError::into_inner)
             .get(client)
             .cloned();
-        usage.map_or(0, |u| u.used(self.current_period(Instant::now())))
+        let period = self.current_period(Instant::now());
+        usage.map_or(0, |u| u.used(period) + Usage::of(&u.others, period))
     }
 
     fn current_period(&self, now: Instant) -> u64 {
@@ -259,8 +388,13 @@ impl Hook for Quota {
         let client = &stream.tunnel.client.name;
         let u = self.usage(client);
         let period = self.current_period(Instant::now());
-        if u.used(period) >= self.limit {
+        if u.used(period) + Usage::of(&u.others, period) >= self.limit {
             return Gate::Refuse(self.exceeded(client, &u, period));
+        }
+        if self.total_unknown(&u, period) && !u.due.swap(true, Ordering::Relaxed) {
+            if let Some(sharing) = self.sharing.get() {
+                (sharing.due)();
+            }
         }
         Gate::Allow
     }
@@ -275,12 +409,25 @@ impl Hook for Quota {
             return Verdict::Continue;
         };
         let period = self.current_period(ev.now());
-        if u.charge(period, ev.bytes(), self.limit) {
+        let limit = self.limit.saturating_sub(Usage::of(&u.others, period));
+        if let Some(used) = u.charge(period, ev.bytes(), limit) {
+            if let Some(sharing) = self.sharing.get() {
+                let unshared = used.saturating_sub(Usage::of(&u.shared, period));
+                if unshared >= sharing.flush_bytes {
+                    if !u.due.swap(true, Ordering::Relaxed) {
+                        (sharing.due)();
+                    }
+                    // Not a flush size further before the shared total is known.
+                    if self.total_unknown(u, period) {
+                        return Verdict::Throttle(UNKNOWN_TOTAL_WAIT);
+                    }
+                }
+            }
             return Verdict::Continue;
         }
         // The chunk does not fit: it is not forwarded, and the quota counts
         // as used up so new streams are refused until the period ends.
-        u.use_up(period, self.limit);
+        u.use_up(period, limit);
         Verdict::Close(self.exceeded(&ev.stream.tunnel.client.name, u, period))
     }
 }
@@ -294,21 +441,63 @@ mod tests {
     #[test]
     fn usage_moves_to_a_new_period_in_one_step_and_reports_once_per_period() {
         let u = Usage::default();
-        assert!(u.charge(7, 600, 1000));
-        assert!(!u.charge(7, 600, 1000), "past the limit");
+        assert_eq!(u.charge(7, 600, 1000), Some(600));
+        assert!(u.charge(7, 600, 1000).is_none(), "past the limit");
         assert_eq!(u.used(7), 600);
         u.use_up(7, 1000);
         assert_eq!(u.used(7), 1000);
         assert!(u.first_report(7));
         assert!(!u.first_report(7), "one quota.exceeded per period");
         // A caller still on period 7 after another moved to 8 counts into 8.
-        assert!(u.charge(8, 10, 1000));
+        assert_eq!(u.charge(8, 10, 1000), Some(10));
         assert_eq!(u.used(7), 10);
         assert_eq!(u.used(8), 10);
         assert!(u.first_report(8));
         // An overflowing charge is refused, not wrapped.
-        assert!(!u.charge(8, u64::MAX, u64::MAX));
+        assert!(u.charge(8, u64::MAX, u64::MAX).is_none());
         assert_eq!(u.used(8), 10);
+    }
+
+    #[test]
+    fn a_shared_quota_counts_what_others_used_and_adds_again_what_the_store_lost() {
+        let quota = Quota::new(1000, Duration::from_secs(DAY), EventBus::new());
+        let asked = Arc::new(AtomicU64::new(0));
+        let counter = asked.clone();
+        quota.share(200, move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        let u = quota.usage(&Arc::from("alice"));
+        let period = quota.current_period(Instant::now());
+        assert_eq!(u.charge(period, 300, 1000), Some(300));
+        let unshared = quota.unshared();
+        assert_eq!(
+            unshared,
+            [Unshared {
+                client: "alice".into(),
+                period,
+                bytes: 300
+            }]
+        );
+        // The total says others used 400 more: 700 of 1000.
+        quota.settle("alice", period, 300, 700);
+        assert_eq!(quota.used("alice"), 700);
+        assert!(quota.unshared().is_empty(), "nothing new to add");
+        let limit = 1000 - Usage::of(&u.others, period);
+        assert_eq!(u.charge(period, 300, limit), Some(600));
+        assert!(
+            u.charge(period, 1, limit).is_none(),
+            "the shared total is full"
+        );
+        // A total below what this server added: the store lost it (it holds
+        // only the 300 just added); the other 300 go again.
+        quota.settle("alice", period, 300, 300);
+        assert_eq!(quota.unshared()[0].bytes, 300);
+        assert_eq!(quota.used("alice"), 600);
+        assert_eq!(
+            asked.load(Ordering::Relaxed),
+            0,
+            "no chunk went through on_data"
+        );
     }
 
     #[test]

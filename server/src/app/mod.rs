@@ -182,6 +182,9 @@ impl App {
         }
         let mut sinks = Sinks::default();
         sinks.adopt(parts.set.background());
+        // In a fleet, quotas count every node's bytes.
+        let fleet = server.admin();
+        fleet.share_quotas(&parts.set.background().quotas);
         let serving = server.run_graceful(signals.nth(1), signals.nth(2), settings.drain);
         tokio::pin!(serving);
         loop {
@@ -196,6 +199,7 @@ impl App {
                     let reloaded = reload::reload(&args, &settings, &mut parts, &reloader);
                     if let Ok(reloaded) = &reloaded {
                         sinks.adopt(parts.set.background());
+                        fleet.share_quotas(&parts.set.background().quotas);
                         if let Some(admin) = &admin {
                             admin.set_hooks(parts.set.background());
                             admin.set_token(reloaded.admin_token.clone());

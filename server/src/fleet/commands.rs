@@ -65,6 +65,7 @@ impl Fleet {
                 .spawn(self.clone().take_links(listener, admin.clone()));
         }
         self.tasks.spawn(self.clone().listen(admin.clone()));
+        self.tasks.spawn(self.clone().add_quota_bytes());
         self.tasks.spawn(self.clone().keep(admin));
     }
 

@@ -14,6 +14,8 @@
 //! - **Visitors on any node** ([`relay`], [`link`]): with `cluster_secret`
 //!   and `relay_listen` set, every node listens on the TCP ports other
 //!   nodes' tunnels hold and relays their visitors there over node links.
+//! - **Quotas** ([`quota`]): counted fleet-wide, each node adding its
+//!   bytes to a shared total at most [`quota::FLUSH_BYTES`] late.
 //! - **Admin actions** ([`commands`]): a kick or a ban on any node reaches
 //!   every node over a pub/sub channel, and bans are kept in a hash that a
 //!   node reads when it (re)subscribes.
@@ -22,6 +24,7 @@
 
 mod commands;
 mod link;
+mod quota;
 mod registry;
 mod relay;
 mod store;
@@ -38,10 +41,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use link::LinkConfig;
+pub use quota::FLUSH_BYTES as QUOTA_FLUSH_BYTES;
 pub use store::StoreError;
 pub use view::{NodeClient, NodeStatus, NodeTunnel};
 
 use link::Links;
+use quota::Quotas;
 use registry::Registry;
 pub(crate) use registry::{Claim, NotTaken};
 use relay::Relays;
@@ -138,6 +143,7 @@ pub(crate) struct Fleet {
     advertised: Option<SocketAddr>,
     links: Links,
     relays: Relays,
+    quotas: Quotas,
     /// Calls made on behalf of something already gone (a release, a
     /// published command), waited for at shutdown.
     tasks: TaskTracker,
@@ -170,6 +176,7 @@ impl Fleet {
             advertised,
             links: Links::default(),
             relays: Relays::default(),
+            quotas: Quotas::default(),
             config,
             store,
             registry: Registry::default(),

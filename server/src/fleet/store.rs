@@ -120,6 +120,21 @@ impl Store {
         }
     }
 
+    /// Runs `pipe`, returning its answers (those not ignored).
+    pub(crate) async fn pipeline_query<T: FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        match pipe.query_async(&mut conn).await {
+            Ok(value) => {
+                self.answered(true);
+                Ok(value)
+            }
+            Err(e) => Err(self.failed(&e)),
+        }
+    }
+
     /// Runs `pipe`, its answers ignored, noting whether Redis answered.
     pub(crate) async fn pipeline(&self, pipe: &redis::Pipeline) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
