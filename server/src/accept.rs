@@ -223,8 +223,12 @@ async fn admit<S: Io>(
         Err(Refusal { reason, by }) => {
             tracing::warn!(client = %client.name, %peer, %by, %reason, "login refused");
             if reason.code == RefuseCode::AuthFailed {
-                if let Some(wait) = shared.admission.failed_logins.failed(peer.ip()) {
+                let failed_logins = &shared.admission.failed_logins;
+                if let Some(wait) = failed_logins.failed(peer.ip()) {
                     tracing::warn!(%peer, ?wait, "too many failed logins; refusing this address for a while");
+                }
+                if let Some(fleet) = &shared.fleet {
+                    fleet.failed_login(peer.ip(), failed_logins.per_minute());
                 }
             }
             let refusal = Frame::LoginRefused {

@@ -361,16 +361,22 @@ impl FailedLogins {
 
     /// Counts a failed login; returns the block if this one crossed the limit.
     pub(crate) fn failed(&self, ip: IpAddr) -> Option<Duration> {
-        let key = ip_key(ip);
-        let wait = self.limiter.as_ref()?.check(&key).err()?;
+        let wait = self.limiter.as_ref()?.check(&ip_key(ip)).err()?;
+        self.block(ip, wait);
+        Some(wait)
+    }
+
+    /// Refuses `ip` (its /64, for IPv6) for `wait`: this server's count
+    /// crossed the limit, or the fleet's did.
+    pub(crate) fn block(&self, ip: IpAddr, wait: Duration) {
         let now = Instant::now();
         let mut blocked = self.blocked.lock().unwrap_or_else(PoisonError::into_inner);
         if blocked.until.len() >= blocked.sweep_at.max(FIRST_SWEEP) {
             blocked.until.retain(|_, until| *until > now);
             blocked.sweep_at = blocked.until.len() * 2;
         }
-        blocked.until.insert(key, now + wait);
-        Some(wait)
+        let until = blocked.until.entry(ip_key(ip)).or_insert(now);
+        *until = (*until).max(now + wait);
     }
 
     /// Addresses held (blocked ones and the limiter's), for tests.

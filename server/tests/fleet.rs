@@ -705,3 +705,105 @@ async fn quota_bytes_moved_while_redis_is_away_reach_the_total_once_it_is_back()
     alice.shutdown().await.unwrap();
     assert!(a.server.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_rate_limit_holds_for_its_visitors_on_every_node_together() {
+    if !installed(REDIS_SERVER, "redis-server") {
+        return;
+    }
+    const MIB: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let port = free_port().port();
+    let on = |ip: &str| format!("bind_ip = \"{ip}\"\nallow_ports = \"{port}\"\n");
+    let limited = |audit: &Path| {
+        format!(
+            "{}[[hooks]]\nkind = \"rate_limit\"\nper_client_bytes_per_sec = \"1MiB\"\nburst = \"64KiB\"\n",
+            relaying(audit)
+        )
+    };
+    let (audit_a, audit_b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    let a = Node::start_with(
+        dir.path(),
+        &redis,
+        "a",
+        &on("127.0.0.2"),
+        &limited(&audit_a),
+    );
+    let b = Node::start_with(
+        dir.path(),
+        &redis,
+        "b",
+        &on("127.0.0.3"),
+        &limited(&audit_b),
+    );
+    let alice = a.login("alice").await.unwrap();
+    let here = tunnel_on(&alice, port).await.unwrap();
+    let elsewhere: SocketAddr = format!("127.0.0.3:{port}").parse().unwrap();
+    within(PATIENCE, "b to relay the port", async {
+        while TcpStream::connect(elsewhere).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // 1 MiB each way through a and 1 MiB each way through b, at once: the
+    // client's one limiter (on a, which holds its session) takes both, so
+    // 2 MiB cannot pass in less than about 2 s. A lower bound only: a slow
+    // machine makes it longer, never shorter.
+    let started = std::time::Instant::now();
+    let (x, y) = tokio::join!(
+        common::echo_through(here, MIB, 1),
+        common::echo_through(elsewhere, MIB, 2)
+    );
+    x.unwrap();
+    y.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1800),
+        "2 MiB at 1 MiB/s took {took:?}"
+    );
+    alice.shutdown().await.unwrap();
+    assert!(a.server.stop().success());
+    assert!(b.server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_spread_over_nodes_are_counted_together() {
+    if !installed(REDIS_SERVER, "redis-server") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let limit = "[limits]\nfailed_logins_per_minute = 3\n";
+    let (a, b) = (
+        Node::start_with(dir.path(), &redis, "a", limit, ""),
+        Node::start_with(dir.path(), &redis, "b", limit, ""),
+    );
+    // Two wrong tokens on each node: neither node alone saw more than 3.
+    for node in [&a, &b, &a, &b] {
+        let cfg = ClientConfig::new(node.addr.to_string(), "mallory", Secret::new("guess"));
+        let refused = Client::connect(cfg, HookChain::default())
+            .await
+            .err()
+            .unwrap();
+        assert!(refused.to_string().contains("token refused"), "{refused}");
+    }
+    // The fleet saw 4: the address is refused on both, the right token too.
+    for node in [&a, &b] {
+        within(PATIENCE, "the fleet's block", async {
+            loop {
+                match node.login("alice").await {
+                    Err(e) if e.contains("too many failed logins") => break,
+                    Err(e) => panic!("{e}"),
+                    Ok(client) => {
+                        client.shutdown().await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        })
+        .await;
+    }
+    assert!(a.server.stop().success());
+    assert!(b.server.stop().success());
+}

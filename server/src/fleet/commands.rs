@@ -42,6 +42,8 @@ pub(crate) enum Command {
     PortOpened { key: String, entry: String },
     /// The tunnel whose entry `key` was `entry` let the port go.
     PortClosed { key: String, entry: String },
+    /// The fleet's failed logins from `ip` passed the limit: refuse it for `secs`.
+    Block { ip: String, secs: u64 },
     /// An operator on node `from` kicked `name` (and banned it for `ban_ms`).
     Kick {
         name: String,
@@ -170,6 +172,12 @@ impl Fleet {
             Command::ReleasePort { key, old, by } => {
                 let why = format!("a new tunnel of the same client took the port, on node {by}");
                 self.lost(admin, &key, &old, &why);
+            }
+            Command::Block { ip, secs } => {
+                if let Some((ip, wait)) = super::logins::block(&ip, secs) {
+                    tracing::warn!(%ip, ?wait, "too many failed logins across the fleet; refusing this address for a while");
+                    admin.0.admission.failed_logins.block(ip, wait);
+                }
             }
             Command::PortOpened { key, entry } => {
                 if let Some((port, entry)) = tcp_port(&key, &entry) {

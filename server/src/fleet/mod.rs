@@ -16,6 +16,7 @@
 //!   nodes' tunnels hold and relays their visitors there over node links.
 //! - **Quotas** ([`quota`]): counted fleet-wide, each node adding its
 //!   bytes to a shared total at most [`quota::FLUSH_BYTES`] late.
+//! - **Failed logins** ([`logins`]): counted fleet-wide per address.
 //! - **Admin actions** ([`commands`]): a kick or a ban on any node reaches
 //!   every node over a pub/sub channel, and bans are kept in a hash that a
 //!   node reads when it (re)subscribes.
@@ -24,6 +25,7 @@
 
 mod commands;
 mod link;
+mod logins;
 mod quota;
 mod registry;
 mod relay;
