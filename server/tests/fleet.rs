@@ -500,8 +500,8 @@ async fn a_client_back_on_another_node_gets_its_port_and_the_old_lease_ends() {
 /// of every event (streams included) at `audit`.
 fn relaying(audit: &Path) -> String {
     format!(
-        "relay_listen = \"127.0.0.1:0\"\ncluster_secret = \"fleet-s3cret\"\n\
-         [[hooks]]\nkind = \"audit\"\npath = \"{}\"\nstreams = true\n",
+        "{}[[hooks]]\nkind = \"audit\"\npath = \"{}\"\nstreams = true\n",
+        relay_keys("fleet-s3cret"),
         audit.display()
     )
 }
@@ -806,4 +806,126 @@ async fn failed_logins_spread_over_nodes_are_counted_together() {
     }
     assert!(a.server.stop().success());
     assert!(b.server.stop().success());
+}
+
+/// Keys of a relaying node whose links listen on `listen` and are dialed
+/// at `advertise`, proving `secret`.
+fn links(listen: SocketAddr, advertise: SocketAddr, secret: &str) -> String {
+    format!(
+        "relay_listen = \"{listen}\"\nrelay_advertise = \"{advertise}\"\ncluster_secret = \"{secret}\"\n"
+    )
+}
+
+/// Keys of a relaying node with links on loopback, proving `secret`.
+fn relay_keys(secret: &str) -> String {
+    format!("relay_listen = \"127.0.0.1:0\"\ncluster_secret = \"{secret}\"\n")
+}
+
+/// Whether a visitor to `addr` is turned away (its connection closes)
+/// rather than served or left hanging.
+async fn turned_away(addr: SocketAddr) -> bool {
+    let Ok(mut visitor) = TcpStream::connect(addr).await else {
+        return true;
+    };
+    let _ = visitor.write_all(b"fleet").await;
+    let mut back = [0u8; 5];
+    within(PATIENCE, "the visitor's end", visitor.read(&mut back))
+        .await
+        .map_or(true, |n| n == 0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_link_ends_its_visitors_and_is_dialed_again_and_a_dead_one_refuses() {
+    if !installed(REDIS_SERVER, "redis-server") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let port = free_port().port();
+    let on = |ip: &str| format!("bind_ip = \"{ip}\"\nallow_ports = \"{port}\"\n");
+    // a's links are reached through a link the test can cut.
+    let listen = free_port();
+    let link = FaultProxy::start(listen).unwrap();
+    let a = Node::start_with(
+        dir.path(),
+        &redis,
+        "a",
+        &on("127.0.0.2"),
+        &links(listen, link.addr(), "s"),
+    );
+    let b = Node::start_with(dir.path(), &redis, "b", &on("127.0.0.3"), &relay_keys("s"));
+    let alice = a.login("alice").await.unwrap();
+    tunnel_on(&alice, port).await.unwrap();
+    let elsewhere: SocketAddr = format!("127.0.0.3:{port}").parse().unwrap();
+    within(PATIENCE, "b to relay the port", async {
+        while TcpStream::connect(elsewhere).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let mut visitor = TcpStream::connect(elsewhere).await.unwrap();
+    visitor.write_all(b"fleet").await.unwrap();
+    let mut back = [0u8; 5];
+    visitor.read_exact(&mut back).await.unwrap();
+    // The link is cut: the visitor on it ends; the next one gets a new link.
+    link.cut();
+    let ended = within(
+        PATIENCE,
+        "the relayed visitor's end",
+        visitor.read(&mut back),
+    )
+    .await;
+    assert!(matches!(ended, Ok(0) | Err(_)), "{ended:?}");
+    round_trip(elsewhere).await;
+    assert!(link.accepted() >= 2, "the link was dialed again");
+    // a's link address is gone for good: b's visitors are refused, not hung.
+    drop(link);
+    assert!(turned_away(elsewhere).await);
+    b.server.log().wait_for("the refusal", PATIENCE, |l| {
+        l.contains("relayed visitor refused: no link to the node that holds the port")
+    });
+    alice.shutdown().await.unwrap();
+    assert!(a.server.stop().success());
+    assert!(b.server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_cluster_secret_gets_no_link() {
+    if !installed(REDIS_SERVER, "redis-server") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let port = free_port().port();
+    let on = |ip: &str| format!("bind_ip = \"{ip}\"\nallow_ports = \"{port}\"\n");
+    let a = Node::start_with(
+        dir.path(),
+        &redis,
+        "a",
+        &on("127.0.0.2"),
+        &relay_keys("right"),
+    );
+    let c = Node::start_with(
+        dir.path(),
+        &redis,
+        "c",
+        &on("127.0.0.4"),
+        &relay_keys("wrong"),
+    );
+    let alice = a.login("alice").await.unwrap();
+    tunnel_on(&alice, port).await.unwrap();
+    let via_c: SocketAddr = format!("127.0.0.4:{port}").parse().unwrap();
+    within(PATIENCE, "c to relay the port", async {
+        while TcpStream::connect(via_c).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(turned_away(via_c).await);
+    a.server.log().wait_for("the wrong proof", PATIENCE, |l| {
+        l.contains("link refused: its proof of cluster_secret is wrong")
+    });
+    alice.shutdown().await.unwrap();
+    assert!(a.server.stop().success());
+    assert!(c.server.stop().success());
 }
