@@ -87,6 +87,35 @@ impl Node {
     }
 }
 
+/// Nodes a and b on 127.0.0.1, both with `cluster` in their `[cluster]`.
+fn two_nodes(dir: &Path, redis: &RedisServer, cluster: &str) -> (Node, Node) {
+    (
+        Node::start(dir, redis, "a", cluster),
+        Node::start(dir, redis, "b", cluster),
+    )
+}
+
+/// A temporary directory and a redis-server in it; `None` (the test is
+/// skipped) where redis-server is not installed.
+fn with_redis() -> Option<(tempfile::TempDir, RedisServer)> {
+    if !installed(REDIS_SERVER, "redis-server") {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    Some((dir, redis))
+}
+
+/// Waits until `addr` takes connections (`true`) or refuses them (`false`).
+async fn until_listening(addr: SocketAddr, listening: bool) {
+    within(PATIENCE, &format!("{addr} listening: {listening}"), async {
+        while TcpStream::connect(addr).await.is_ok() != listening {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
 async fn redis_connection(redis: &RedisServer) -> MultiplexedConnection {
     redis::Client::open(redis.url())
         .unwrap()
@@ -170,16 +199,11 @@ async fn round_trip(public: SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_on_another_node_replaces_the_session_there() {
-    if !installed(REDIS_SERVER, "redis-server") {
+    let Some((dir, redis)) = with_redis() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
+    };
     let mut conn = redis_connection(&redis).await;
-    let (a, b) = (
-        Node::start(dir.path(), &redis, "a", ""),
-        Node::start(dir.path(), &redis, "b", ""),
-    );
+    let (a, b) = two_nodes(dir.path(), &redis, "");
     let first = a.login("alice").await.unwrap();
     assert_eq!(holder(&mut conn, "alice").await.as_deref(), Some("a"));
     let second = b.login("alice").await.unwrap();
@@ -218,17 +242,12 @@ async fn a_login_on_another_node_replaces_the_session_there() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_duplicates_wait_for_the_first_session_to_end() {
-    if !installed(REDIS_SERVER, "redis-server") {
+    let Some((dir, redis)) = with_redis() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
+    };
     let mut conn = redis_connection(&redis).await;
     let refuse = "on_duplicate_login = \"refuse\"\n";
-    let (a, b) = (
-        Node::start(dir.path(), &redis, "a", refuse),
-        Node::start(dir.path(), &redis, "b", refuse),
-    );
+    let (a, b) = two_nodes(dir.path(), &redis, refuse);
     let first = a.login("alice").await.unwrap();
     let refused = b.login("alice").await.err().expect("a refusal");
     assert!(
@@ -247,15 +266,10 @@ async fn refused_duplicates_wait_for_the_first_session_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kick_with_a_ban_on_one_node_closes_and_refuses_on_every_node() {
-    if !installed(REDIS_SERVER, "redis-server") {
+    let Some((dir, redis)) = with_redis() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
-    let (a, b) = (
-        Node::start(dir.path(), &redis, "a", ""),
-        Node::start(dir.path(), &redis, "b", ""),
-    );
+    };
+    let (a, b) = two_nodes(dir.path(), &redis, "");
     let alice = a.login("alice").await.unwrap();
     let bob = a.login("bob").await.unwrap();
     // b's admin API lists the whole fleet.
@@ -310,16 +324,11 @@ async fn a_kick_with_a_ban_on_one_node_closes_and_refuses_on_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_is_forgotten_and_its_clients_log_in_elsewhere() {
-    if !installed(REDIS_SERVER, "redis-server") {
+    let Some((dir, redis)) = with_redis() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
+    };
     let mut conn = redis_connection(&redis).await;
-    let (a, b) = (
-        Node::start(dir.path(), &redis, "a", ""),
-        Node::start(dir.path(), &redis, "b", ""),
-    );
+    let (a, b) = two_nodes(dir.path(), &redis, "");
     let alice = a.login("alice").await.unwrap();
     let carol = a.login("carol").await.unwrap();
     assert!(key_exists(&mut conn, "reitunnel:node:a").await);
@@ -351,11 +360,9 @@ async fn key_exists(conn: &mut MultiplexedConnection, key: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_redis_is_away_logins_are_decided_locally_or_refused_and_entries_return() {
-    if !installed(REDIS_SERVER, "redis-server") {
+    let Some((dir, mut redis)) = with_redis() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut redis = RedisServer::start(dir.path());
+    };
     let local = Node::start(dir.path(), &redis, "a", "");
     let strict = Node::start(dir.path(), &redis, "b", "store_failure = \"refuse\"\n");
     let alice = local.login("alice").await.unwrap();
@@ -400,11 +407,9 @@ fn two_hosts(dir: &Path, redis: &RedisServer, ports: &str) -> (Node, Node) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_public_port_belongs_to_one_tunnel_fleet_wide() {
-    if !installed(REDIS_SERVER, "redis-server") {
+    let Some((dir, redis)) = with_redis() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
+    };
     let (p, q) = (free_port().port(), free_port().port());
     let (a, b) = two_hosts(dir.path(), &redis, &format!("{p},{q}"));
     let alice = a.login("alice").await.unwrap();
@@ -435,11 +440,9 @@ async fn a_public_port_belongs_to_one_tunnel_fleet_wide() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_back_on_another_node_gets_its_port_and_the_old_lease_ends() {
-    if !installed(REDIS_SERVER, "redis-server") {
+    let Some((dir, redis)) = with_redis() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
+    };
     let mut conn = redis_connection(&redis).await;
     let port = free_port().port();
     let (a, b) = two_hosts(dir.path(), &redis, &port.to_string());
@@ -466,12 +469,7 @@ async fn a_client_back_on_another_node_gets_its_port_and_the_old_lease_ends() {
     let moved = tunnel_on(&back, port).await.unwrap();
     assert_eq!(moved, format!("127.0.0.3:{port}").parse().unwrap());
     round_trip(moved).await;
-    within(PATIENCE, "a to free its leased port", async {
-        while TcpStream::connect(public).await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    until_listening(public, false).await;
     let entry: String = redis::cmd("GET")
         .arg(format!("reitunnel:port:tcp:{port}"))
         .query_async(&mut conn)
@@ -518,11 +516,9 @@ fn audited(audit: &Path, event: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visitor_to_any_node_reaches_the_tunnel_on_the_node_holding_it() {
-    if !installed(REDIS_SERVER, "redis-server") {
+    let Some((dir, redis)) = with_redis() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
+    };
     let port = free_port().port();
     let on = |ip: &str| format!("bind_ip = \"{ip}\"\nallow_ports = \"{port}\"\n");
     let (audit_a, audit_b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
@@ -545,12 +541,7 @@ async fn a_visitor_to_any_node_reaches_the_tunnel_on_the_node_holding_it() {
     assert_eq!(public, format!("127.0.0.2:{port}").parse().unwrap());
     // b listens on the port too once it hears of the tunnel.
     let elsewhere: SocketAddr = format!("127.0.0.3:{port}").parse().unwrap();
-    within(PATIENCE, "b to relay the port", async {
-        while TcpStream::connect(elsewhere).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    until_listening(elsewhere, true).await;
     let tunnels = b.get("/api/v1/tunnels").await;
     assert_eq!(tunnels[0]["port"], port, "{tunnels}");
     assert_eq!(tunnels[0]["node"], "a", "{tunnels}");
@@ -570,12 +561,7 @@ async fn a_visitor_to_any_node_reaches_the_tunnel_on_the_node_holding_it() {
     }
     alice.shutdown().await.unwrap();
     // The port is gone on every node: a visitor to b is refused, not hung.
-    within(PATIENCE, "b to stop relaying the port", async {
-        while TcpStream::connect(elsewhere).await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    until_listening(elsewhere, false).await;
     assert!(a.server.stop().success());
     assert!(b.server.stop().success());
     // The tunnel's hooks ran once, on a, and saw the visitor's real address:
@@ -632,12 +618,10 @@ async fn quota_used(node: &Node) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quota_is_counted_fleet_wide_when_its_client_moves_to_another_node() {
-    if !installed(REDIS_SERVER, "redis-server") {
+    let Some((dir, redis)) = with_redis() else {
         return;
-    }
+    };
     const MIB: u64 = 1 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
     let mut conn = redis_connection(&redis).await;
     let (a, b) = (
         Node::start(dir.path(), &redis, "a", &quota("8MiB")),
@@ -682,12 +666,10 @@ async fn a_quota_is_counted_fleet_wide_when_its_client_moves_to_another_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_bytes_moved_while_redis_is_away_reach_the_total_once_it_is_back() {
-    if !installed(REDIS_SERVER, "redis-server") {
+    let Some((dir, mut redis)) = with_redis() else {
         return;
-    }
+    };
     const MIB: u64 = 1 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let mut redis = RedisServer::start(dir.path());
     let a = Node::start(dir.path(), &redis, "a", &quota("1GiB"));
     let alice = a.login("alice").await.unwrap();
     let public = tunnel_on(&alice, 0).await.unwrap();
@@ -708,12 +690,10 @@ async fn quota_bytes_moved_while_redis_is_away_reach_the_total_once_it_is_back()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_rate_limit_holds_for_its_visitors_on_every_node_together() {
-    if !installed(REDIS_SERVER, "redis-server") {
+    let Some((dir, redis)) = with_redis() else {
         return;
-    }
+    };
     const MIB: usize = 1 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
     let port = free_port().port();
     let on = |ip: &str| format!("bind_ip = \"{ip}\"\nallow_ports = \"{port}\"\n");
     let limited = |audit: &Path| {
@@ -740,12 +720,7 @@ async fn a_client_rate_limit_holds_for_its_visitors_on_every_node_together() {
     let alice = a.login("alice").await.unwrap();
     let here = tunnel_on(&alice, port).await.unwrap();
     let elsewhere: SocketAddr = format!("127.0.0.3:{port}").parse().unwrap();
-    within(PATIENCE, "b to relay the port", async {
-        while TcpStream::connect(elsewhere).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    until_listening(elsewhere, true).await;
     // 1 MiB each way through a and 1 MiB each way through b, at once: the
     // client's one limiter (on a, which holds its session) takes both, so
     // 2 MiB cannot pass in less than about 2 s. A lower bound only: a slow
@@ -769,11 +744,9 @@ async fn a_client_rate_limit_holds_for_its_visitors_on_every_node_together() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_logins_spread_over_nodes_are_counted_together() {
-    if !installed(REDIS_SERVER, "redis-server") {
+    let Some((dir, redis)) = with_redis() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
+    };
     let limit = "[limits]\nfailed_logins_per_minute = 3\n";
     let (a, b) = (
         Node::start_with(dir.path(), &redis, "a", limit, ""),
@@ -836,11 +809,9 @@ async fn turned_away(addr: SocketAddr) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_link_ends_its_visitors_and_is_dialed_again_and_a_dead_one_refuses() {
-    if !installed(REDIS_SERVER, "redis-server") {
+    let Some((dir, redis)) = with_redis() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
+    };
     let port = free_port().port();
     let on = |ip: &str| format!("bind_ip = \"{ip}\"\nallow_ports = \"{port}\"\n");
     // a's links are reached through a link the test can cut.
@@ -857,12 +828,7 @@ async fn a_cut_link_ends_its_visitors_and_is_dialed_again_and_a_dead_one_refuses
     let alice = a.login("alice").await.unwrap();
     tunnel_on(&alice, port).await.unwrap();
     let elsewhere: SocketAddr = format!("127.0.0.3:{port}").parse().unwrap();
-    within(PATIENCE, "b to relay the port", async {
-        while TcpStream::connect(elsewhere).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    until_listening(elsewhere, true).await;
     let mut visitor = TcpStream::connect(elsewhere).await.unwrap();
     visitor.write_all(b"fleet").await.unwrap();
     let mut back = [0u8; 5];
@@ -891,11 +857,9 @@ async fn a_cut_link_ends_its_visitors_and_is_dialed_again_and_a_dead_one_refuses
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_the_cluster_secret_gets_no_link() {
-    if !installed(REDIS_SERVER, "redis-server") {
+    let Some((dir, redis)) = with_redis() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
+    };
     let port = free_port().port();
     let on = |ip: &str| format!("bind_ip = \"{ip}\"\nallow_ports = \"{port}\"\n");
     let a = Node::start_with(
@@ -915,12 +879,7 @@ async fn a_node_without_the_cluster_secret_gets_no_link() {
     let alice = a.login("alice").await.unwrap();
     tunnel_on(&alice, port).await.unwrap();
     let via_c: SocketAddr = format!("127.0.0.4:{port}").parse().unwrap();
-    within(PATIENCE, "c to relay the port", async {
-        while TcpStream::connect(via_c).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    until_listening(via_c, true).await;
     assert!(turned_away(via_c).await);
     a.server.log().wait_for("the wrong proof", PATIENCE, |l| {
         l.contains("link refused: its proof of cluster_secret is wrong")

@@ -22,7 +22,7 @@ pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 /// A client's bytes not yet in the fleet's total that make a node add them
 /// at once: the most a node can overshoot a shared quota by.
-pub const FLUSH_BYTES: u64 = 1 << 20;
+pub const FLUSH_BYTES: u64 = 4 << 20;
 
 /// The quota hooks in force, shared with the fleet.
 #[derive(Default)]

@@ -76,13 +76,14 @@ impl Store {
     /// Runs `cmd` (a command or an `EVAL`), noting whether Redis answered.
     pub(crate) async fn call<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let mut conn = self.conn.clone();
-        match cmd.query_async(&mut conn).await {
-            Ok(value) => {
-                self.answered(true);
-                Ok(value)
-            }
-            Err(e) => Err(self.failed(&e)),
-        }
+        self.noted(cmd.query_async(&mut conn).await)
+    }
+
+    /// `answer`, noting whether Redis answered.
+    fn noted<T>(&self, answer: redis::RedisResult<T>) -> Result<T, StoreError> {
+        answer
+            .inspect(|_| self.answered(true))
+            .map_err(|e| self.failed(&e))
     }
 
     /// Every entry whose key matches `<prefix><pattern>`, with its key
@@ -126,25 +127,13 @@ impl Store {
         pipe: &redis::Pipeline,
     ) -> Result<T, StoreError> {
         let mut conn = self.conn.clone();
-        match pipe.query_async(&mut conn).await {
-            Ok(value) => {
-                self.answered(true);
-                Ok(value)
-            }
-            Err(e) => Err(self.failed(&e)),
-        }
+        self.noted(pipe.query_async(&mut conn).await)
     }
 
     /// Runs `pipe`, its answers ignored, noting whether Redis answered.
     pub(crate) async fn pipeline(&self, pipe: &redis::Pipeline) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        match pipe.exec_async(&mut conn).await {
-            Ok(()) => {
-                self.answered(true);
-                Ok(())
-            }
-            Err(e) => Err(self.failed(&e)),
-        }
+        self.noted(pipe.exec_async(&mut conn).await)
     }
 
     /// Notes `e` (a failure to reach Redis turns the health to down) and
