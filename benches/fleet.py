@@ -5,7 +5,7 @@ one, side by side in one run on loopback.
 Starts redis-server, iperf3 and an echo service, then three servers of the
 release build: a single server on 127.0.0.2, and fleet nodes a (127.0.0.3)
 and b (127.0.0.4) sharing the Redis, each with a quota hook so the store
-is used as in production. One client logs in to the single server and one
+is used as in production (`--no-quota`: none). One client logs in to the single server and one
 to node a, each exposing iperf3 and the echo service. Rounds interleave:
 
   single        a visitor of the single server
@@ -134,6 +134,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=3)
+    ap.add_argument("--no-quota", action="store_true", help="no quota hook on any server")
     args = ap.parse_args()
     server, client = os.path.join(BIN, "reitunnel-server"), os.path.join(BIN, "reitunnel-client")
     logs = tempfile.mkdtemp(prefix="reitunnel-fleet-bench-")
@@ -150,11 +151,12 @@ def main():
         control, links = free_port(), free_port()
         ports = {"single": (free_port(), free_port()), "fleet": (free_port(), free_port())}
         env = {"REITUNNEL_TOKEN": TOKEN, "REITUNNEL_CLUSTER_SECRET": SECRET}
+        quota = [] if args.no_quota else ["--quota", "1000GiB"]
 
         def node(name, ip, fleet_name, extra):
             allow = ",".join(str(p) for p in ports[fleet_name])
             procs.start(name, [server, "--listen", f"{ip}:{control}", "--bind-ip", ip, "--allow-ports", allow,
-                               "--stats-interval", "0", "--quota", "1000GiB"] + extra, env)
+                               "--stats-interval", "0"] + quota + extra, env)
             wait_for(name, lambda: socket.create_connection((ip, control)).close() is None)
 
         node("single", "127.0.0.2", "single", [])
@@ -171,8 +173,10 @@ def main():
             p_echo = ports["single" if mode == "single" else "fleet"][1]
             wait_for(mode, lambda: first_byte_ms(host, p_echo, 1) >= 0)
         results = {m: {"gbit": [], "ttfb": [], "cps": []} for m in modes}
-        for _ in range(args.rounds):
-            for mode, host in modes.items():
+        order = list(modes.items())
+        for r in range(args.rounds):
+            # Each round starts with another mode, so no mode is always first.
+            for mode, host in order[r % len(order):] + order[:r % len(order)]:
                 p_iperf, p_echo = ports["single" if mode == "single" else "fleet"]
                 bps, _ = iperf(host, p_iperf, args.seconds)
                 results[mode]["gbit"].append(bps / 1e9)

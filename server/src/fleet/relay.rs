@@ -197,6 +197,8 @@ impl Fleet {
         if write_header(&mut stream, port, peer).await.is_err() {
             return;
         }
-        let _ = tokio::io::copy_bidirectional(&mut tcp, &mut stream).await;
+        // Chunks as large as the tunnels' own, so the link carries few, full frames.
+        let chunk = shared.config.relay.max_chunk;
+        let _ = tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut stream, chunk, chunk).await;
     }
 }
