@@ -888,3 +888,25 @@ async fn a_node_without_the_cluster_secret_gets_no_link() {
     assert!(a.server.stop().success());
     assert!(c.server.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_given_out_twice_while_redis_was_away_goes_to_the_older_claim() {
+    let Some((dir, mut redis)) = with_redis() else {
+        return;
+    };
+    let (a, b) = two_nodes(dir.path(), &redis, "");
+    let older = a.login("alice").await.unwrap();
+    // Redis away: b cannot see that a holds alice, and lets her in too.
+    redis.stop();
+    let newer = b.login("alice").await.unwrap();
+    // Back, empty: whichever node writes first, the older claim wins.
+    redis.restart();
+    let why = end_of(newer).await;
+    assert!(why.contains("replaced"), "{why}");
+    let mut conn = redis_connection(&redis).await;
+    until_held_by(&mut conn, "alice", Some("a")).await;
+    tunnel_echoes(&older).await;
+    older.shutdown().await.unwrap();
+    assert!(a.server.stop().success());
+    assert!(b.server.stop().success());
+}

@@ -38,6 +38,13 @@ pub(crate) enum Command {
         old: String,
         by: String,
     },
+    /// Node `by`'s older claim took `key` back from the entry `old`, both
+    /// made while the store was away.
+    TakenBack {
+        key: String,
+        old: String,
+        by: String,
+    },
     /// A tunnel took the port whose entry `key` is now `entry`.
     PortOpened { key: String, entry: String },
     /// The tunnel whose entry `key` was `entry` let the port go.
@@ -171,6 +178,10 @@ impl Fleet {
             Command::Replace { name, old, by } => self.replaced(admin, &name, &old, &by),
             Command::ReleasePort { key, old, by } => {
                 let why = format!("a new tunnel of the same client took the port, on node {by}");
+                self.lost(admin, &key, &old, &why);
+            }
+            Command::TakenBack { key, old, by } => {
+                let why = format!("an older claim on node {by} took it back once the fleet's store answered again");
                 self.lost(admin, &key, &old, &why);
             }
             Command::Block { ip, secs } => {

@@ -46,13 +46,17 @@ redis.call('PUBLISH', KEYS[2], cjson.encode({cmd = 'port_opened', key = KEYS[1],
 return {1, cur or ''}
 ";
 
-/// Renews the node's key (KEYS[1]) and each of its entries (KEYS[2..],
-/// values ARGV[3..]); writes back one that vanished (Redis restarted
-/// empty); returns the positions (from 1) of those another session holds now.
+/// Renews the node's key (KEYS[1]) and each of its entries (KEYS[3..],
+/// values ARGV[4..]); writes back one that vanished (Redis restarted
+/// empty). Where another entry holds the key now and either was made while
+/// its node could not reach the store (`local`), the older claim wins: an
+/// older one of this node's takes the key back and tells the other's node
+/// on the commands channel (KEYS[2]). Returns the positions (from 1) of
+/// this node's entries that lost.
 const RENEW: &str = r"
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
 local lost = {}
-for i = 2, #KEYS do
+for i = 3, #KEYS do
   local mine = ARGV[i + 1]
   local cur = redis.call('GET', KEYS[i])
   if cur == mine then
@@ -60,7 +64,13 @@ for i = 2, #KEYS do
   elseif not cur then
     redis.call('SET', KEYS[i], mine, 'PX', ARGV[1])
   else
-    table.insert(lost, i - 1)
+    local c, m = cjson.decode(cur), cjson.decode(mine)
+    if (c['local'] or m['local']) and m.since < c.since then
+      redis.call('SET', KEYS[i], mine, 'PX', ARGV[1])
+      redis.call('PUBLISH', KEYS[2], cjson.encode({cmd = 'taken_back', key = KEYS[i], old = cur, by = ARGV[3]}))
+    else
+      table.insert(lost, i - 2)
+    end
   end
 end
 return lost
@@ -288,12 +298,14 @@ impl Fleet {
         what: &str,
         held_by: impl FnOnce(&str) -> Reason,
     ) -> Result<Claim, NotTaken> {
+        let mut value = value;
         match self.store.call::<(i64, String)>(script).await {
             Ok((0, holder)) => return Err(NotTaken::Held(held_by(&holder))),
             Ok(_) => {}
             Err(e) => match self.config.store_failure {
                 StoreFailure::Local => {
                     tracing::warn!(%key, error = %e, "decided by this node alone (store_failure = \"local\")");
+                    value = made_locally(&value);
                 }
                 StoreFailure::Refuse => {
                     let why = format!(
@@ -334,11 +346,15 @@ impl Fleet {
         };
         for batch in batches {
             let mut renew = redis::cmd("EVAL");
-            renew.arg(RENEW).arg(batch.len() + 1).arg(&node_key);
+            renew.arg(RENEW).arg(batch.len() + 2).arg(&node_key);
+            renew.arg(self.store.key("commands"));
             for (key, _) in batch {
                 renew.arg(key);
             }
-            renew.arg(self.ttl_ms()).arg(&node_value);
+            renew
+                .arg(self.ttl_ms())
+                .arg(&node_value)
+                .arg(&self.config.node);
             for (_, value) in batch {
                 renew.arg(value);
             }
@@ -375,6 +391,18 @@ impl Fleet {
         let key = self.store.key(&format!("client:{name}"));
         let why = format!("client '{name}' logged in again, on node {by}");
         self.lost(admin, &key, old, &why);
+    }
+}
+
+/// `value` (an entry) marked as made while the store was away: when the
+/// store is back, such a claim and one it meets there go to the older.
+fn made_locally(value: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(value) {
+        Ok(serde_json::Value::Object(mut entry)) => {
+            entry.insert("local".to_owned(), true.into());
+            serde_json::Value::Object(entry).to_string()
+        }
+        _ => value.to_owned(),
     }
 }
 
