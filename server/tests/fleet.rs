@@ -44,11 +44,15 @@ impl Node {
 
     /// With `top` (top-level settings, `bind_ip` among them) and `cluster`.
     fn start_with(dir: &Path, redis: &RedisServer, node: &str, top: &str, cluster: &str) -> Node {
+        Node::start_at(dir, &redis.url(), node, top, cluster)
+    }
+
+    /// A node whose store is at `url`.
+    fn start_at(dir: &Path, url: &str, node: &str, top: &str, cluster: &str) -> Node {
         let path = dir.join(format!("{node}.toml"));
         let text = format!(
             "listen = \"127.0.0.1:0\"\ntoken = \"t\"\nadmin_listen = \"127.0.0.1:0\"\n{top}\
-             [cluster]\nredis = \"{}\"\nnode = \"{node}\"\nentry_ttl_secs = 2\n{cluster}",
-            redis.url()
+             [cluster]\nredis = \"{url}\"\nnode = \"{node}\"\nentry_ttl_secs = 2\n{cluster}"
         );
         std::fs::write(&path, text).unwrap();
         let (server, addr, seen) = start(&["--config", path.to_str().unwrap()]);
@@ -907,6 +911,45 @@ async fn a_name_given_out_twice_while_redis_was_away_goes_to_the_older_claim() {
     until_held_by(&mut conn, "alice", Some("a")).await;
     tunnel_echoes(&older).await;
     older.shutdown().await.unwrap();
+    assert!(a.server.stop().success());
+    assert!(b.server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_redis_link_is_cut_reconnects_and_hears_the_fleet_again() {
+    let Some((dir, redis)) = with_redis() else {
+        return;
+    };
+    // a reaches Redis through a link the test can cut; b directly.
+    let link = FaultProxy::start(redis.addr()).unwrap();
+    let url = format!("redis://{}", link.addr());
+    let a = Node::start_at(dir.path(), &url, "a", "bind_ip = \"127.0.0.1\"\n", "");
+    let b = Node::start(dir.path(), &redis, "b", "");
+    let mut conn = redis_connection(&redis).await;
+    let alice = a.login("alice").await.unwrap();
+    until_held_by(&mut conn, "alice", Some("a")).await;
+    // Every connection of a's to Redis is reset.
+    link.cut();
+    // a subscribes again: a kick from b reaches it (asked until it does,
+    // as a kick made while a was away would be lost to it).
+    within(PATIENCE, "the kick to reach a", async {
+        loop {
+            let (status, body) = b.post("/api/v1/clients/alice/kick").await;
+            assert_eq!(status, 200, "{body}");
+            if tokio::time::timeout(Duration::from_millis(200), alice.ended())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(end_of(alice).await.contains("kicked by"));
+    // And its calls work again: a new session of a's is in the store.
+    let bob = a.login("bob").await.unwrap();
+    until_held_by(&mut conn, "bob", Some("a")).await;
+    bob.shutdown().await.unwrap();
     assert!(a.server.stop().success());
     assert!(b.server.stop().success());
 }
