@@ -20,7 +20,8 @@ use reitunnel_client::{Client, ClientConfig, RemoteSpec};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
 use reitunnel_testkit::{
-    echo_service, free_port, http, installed, within, FaultProxy, RedisServer, REDIS_SERVER,
+    chromium, echo_service, free_port, http, installed, within, FaultProxy, RedisServer,
+    REDIS_SERVER,
 };
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -949,6 +950,46 @@ async fn a_node_whose_redis_link_is_cut_reconnects_and_hears_the_fleet_again() {
     // And its calls work again: a new session of a's is in the store.
     let bob = a.login("bob").await.unwrap();
     until_held_by(&mut conn, "bob", Some("a")).await;
+    bob.shutdown().await.unwrap();
+    assert!(a.server.stop().success());
+    assert!(b.server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_the_nodes_and_what_the_others_hold() {
+    let Some((dir, redis)) = with_redis() else {
+        return;
+    };
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let (a, b) = two_nodes(dir.path(), &redis, "");
+    let alice = b.login("alice").await.unwrap();
+    let port = tunnel_on(&alice, 0).await.unwrap().port();
+    let bob = a.login("bob").await.unwrap();
+    // a's page as a browser renders it, once its scripts have run.
+    let profile = tempfile::tempdir().unwrap();
+    let page = tokio::process::Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--virtual-time-budget=5000", "--dump-dom"])
+        .arg(format!("http://{}/", a.admin))
+        .kill_on_drop(true)
+        .output();
+    let page = within(PATIENCE, "Chromium's rendering", page)
+        .await
+        .unwrap();
+    let dom = String::from_utf8_lossy(&page.stdout);
+    for shown in [
+        "<td>a (this one)</td>".to_owned(),
+        "<tr data-node=\"b\"><td>b</td>".to_owned(),
+        "<tr><td>alice</td><td>b</td>".to_owned(),
+        format!("<tr><td>{port}/tcp</td><td>alice</td><td>b</td>"),
+        "<tr data-client=\"bob\"><td>bob</td>".to_owned(),
+    ] {
+        assert!(dom.contains(&shown), "no {shown} in {dom}");
+    }
+    alice.shutdown().await.unwrap();
     bob.shutdown().await.unwrap();
     assert!(a.server.stop().success());
     assert!(b.server.stop().success());

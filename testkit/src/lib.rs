@@ -54,6 +54,6 @@ pub use service::{
     echo_service, echo_service_on_threads, firehose_service, udp_echo_service, within,
 };
 pub use tools::{
-    dig, dnsmasq_answering, free_port, haproxy_sending_proxy_v2, installed,
+    chromium, dig, dnsmasq_answering, free_port, haproxy_sending_proxy_v2, installed,
     nginx_showing_proxy_protocol, DIG, DNSMASQ, HAPROXY, NGINX,
 };

@@ -7,7 +7,7 @@
 //! `REITUNNEL_REQUIRE_TOOLS` is set (as CI sets it): there it must run.
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,23 @@ pub fn installed(path: &str, package: &str) -> bool {
     );
     eprintln!("skipped: no {path} (apt-get install {package})");
     false
+}
+
+/// Chromium, as Debian installs it, if it is; without it a test is skipped
+/// unless `REITUNNEL_REQUIRE_TOOLS` is set, which fails it.
+pub fn chromium() -> Option<PathBuf> {
+    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("REITUNNEL_REQUIRE_TOOLS").is_none(),
+            "REITUNNEL_REQUIRE_TOOLS is set but Chromium is not installed (apt-get install chromium)"
+        );
+        eprintln!("skipped: no Chromium (apt-get install chromium)");
+    }
+    found
 }
 
 /// A loopback port that was free a moment ago, for a tool that cannot be
