@@ -994,3 +994,47 @@ async fn the_status_page_shows_the_nodes_and_what_the_others_hold() {
     assert!(a.server.stop().success());
     assert!(b.server.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_listener_that_cannot_prove_the_secret_gets_no_visitor() {
+    let Some((dir, redis)) = with_redis() else {
+        return;
+    };
+    // What sits at a's advertised link address welcomes any proof but
+    // cannot prove the secret itself: it took the address, not the fleet.
+    let impostor = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake = impostor.local_addr().unwrap();
+    let welcomes = tokio::spawn(async move {
+        let (mut tcp, _) = impostor.accept().await.unwrap();
+        let mut hello = b"RTLINK01".to_vec();
+        hello.extend_from_slice(&[7u8; 32]);
+        tcp.write_all(&hello).await.unwrap();
+        let mut len = [0u8; 1];
+        tcp.read_exact(&mut len).await.unwrap();
+        let mut rest = vec![0u8; usize::from(len[0]) + 32 + 32];
+        tcp.read_exact(&mut rest).await.unwrap();
+        let mut welcome = vec![1u8];
+        welcome.extend_from_slice(&[0u8; 32]);
+        tcp.write_all(&welcome).await.unwrap();
+        // The dialer hangs up instead of opening a visitor's stream.
+        let mut after = Vec::new();
+        tcp.read_to_end(&mut after).await.unwrap_or(0)
+    });
+    let port = free_port().port();
+    let on = |ip: &str| format!("bind_ip = \"{ip}\"\nallow_ports = \"{port}\"\n");
+    let real = free_port();
+    let a = Node::start_with(dir.path(), &redis, "a", &on("127.0.0.2"), &links(real, fake, "s"));
+    let b = Node::start_with(dir.path(), &redis, "b", &on("127.0.0.3"), &relay_keys("s"));
+    let alice = a.login("alice").await.unwrap();
+    tunnel_on(&alice, port).await.unwrap();
+    let elsewhere: SocketAddr = format!("127.0.0.3:{port}").parse().unwrap();
+    until_listening(elsewhere, true).await;
+    assert!(turned_away(elsewhere).await);
+    assert_eq!(within(PATIENCE, "the impostor's end", welcomes).await.unwrap(), 0);
+    b.server.log().wait_for("the impostor named", PATIENCE, |l| {
+        l.contains("cannot prove cluster_secret")
+    });
+    alice.shutdown().await.unwrap();
+    assert!(a.server.stop().success());
+    assert!(b.server.stop().success());
+}

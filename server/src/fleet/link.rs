@@ -4,10 +4,13 @@
 //! names the public port and the visitor's real address; the rest are the
 //! visitor's bytes, both ways.
 //!
-//! The dialer proves `cluster_secret` the way a client proves its token:
-//! the listener sends `RTLINK01` and a fresh nonce, the dialer answers with
-//! its node name and an HMAC of both (`reitunnel_proto::auth`), and the
-//! listener answers one byte, 1 (welcome) or 0. The secret never travels.
+//! Both ends prove `cluster_secret` the way a client proves its token: the
+//! listener sends `RTLINK01` and a fresh nonce; the dialer answers with its
+//! node name, an HMAC of both (`reitunnel_proto::auth`) and a nonce of its
+//! own; the listener answers one byte, 1 (welcome) or 0, and after a
+//! welcome its own HMAC of the dialer's nonce. So a dialer never relays a
+//! visitor to something that merely took over a node's address. The
+//! secret never travels.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,6 +28,9 @@ use crate::Admin;
 
 /// What a link starts with, so a stray connection is told apart at once.
 const HELLO: &[u8; 8] = b"RTLINK01";
+
+/// The name the listener's proof is made for.
+const LISTENER: &str = "link listener";
 
 /// Node links' own settings (`[cluster]` `relay_listen`, `relay_advertise`,
 /// `cluster_secret`).
@@ -51,6 +57,8 @@ pub(crate) enum LinkError {
     },
     #[error("node {0} refused this node's proof of cluster_secret")]
     Refused(String),
+    #[error("the node at {0}'s address cannot prove cluster_secret")]
+    Impostor(String),
     #[error("the link to node {0} closed")]
     Closed(String),
     #[error("the fleet's store: {0}")]
@@ -122,8 +130,10 @@ impl Fleet {
         .await
         .map_err(|_| connect(std::io::ErrorKind::TimedOut.into()))?
         .map_err(connect)?;
-        if !welcomed {
-            return Err(LinkError::Refused(node.to_owned()));
+        match welcomed {
+            Welcome::Proven => {}
+            Welcome::Refused => return Err(LinkError::Refused(node.to_owned())),
+            Welcome::Unproven => return Err(LinkError::Impostor(node.to_owned())),
         }
         let (mux, inbound, _driver) = spawn_mux(tcp, yamux::Mode::Client, &MuxConfig::default());
         tracing::info!(%node, %addr, "link to node open");
@@ -190,12 +200,22 @@ impl Fleet {
     }
 }
 
-/// The dialer's side of the handshake: true if welcomed.
+/// How the listener answered the dialer's proof.
+enum Welcome {
+    /// Welcomed, and it proved the secret too.
+    Proven,
+    /// Refused: this node's secret is not the listener's.
+    Refused,
+    /// Welcomed without a valid proof of its own.
+    Unproven,
+}
+
+/// The dialer's side of the handshake.
 async fn prove<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     node: &str,
     secret: &Secret,
-) -> std::io::Result<bool> {
+) -> std::io::Result<Welcome> {
     let mut hello = [0u8; HELLO.len() + NONCE_LEN];
     io.read_exact(&mut hello).await?;
     if hello[..HELLO.len()] != HELLO[..] {
@@ -204,14 +224,26 @@ async fn prove<S: AsyncRead + AsyncWrite + Unpin>(
     let mut nonce = [0u8; NONCE_LEN];
     nonce.copy_from_slice(&hello[HELLO.len()..]);
     let proof = proof(secret.expose().as_bytes(), &nonce, node);
-    let mut answer = Vec::with_capacity(1 + node.len() + PROOF_LEN);
+    let ours = new_nonce();
+    let mut answer = Vec::with_capacity(1 + node.len() + PROOF_LEN + NONCE_LEN);
     answer.push(u8::try_from(node.len()).unwrap_or(u8::MAX));
     answer.extend_from_slice(node.as_bytes());
     answer.extend_from_slice(&proof);
+    answer.extend_from_slice(&ours);
     io.write_all(&answer).await?;
     let mut welcome = [0u8; 1];
     io.read_exact(&mut welcome).await?;
-    Ok(welcome[0] == 1)
+    if welcome[0] != 1 {
+        return Ok(Welcome::Refused);
+    }
+    let mut theirs = [0u8; PROOF_LEN];
+    io.read_exact(&mut theirs).await?;
+    Ok(
+        match verify(secret.expose().as_bytes(), &ours, LISTENER, &theirs) {
+            true => Welcome::Proven,
+            false => Welcome::Unproven,
+        },
+    )
 }
 
 /// The listener's side: the dialer's node name if its proof holds.
@@ -229,10 +261,18 @@ async fn check<S: AsyncRead + AsyncWrite + Unpin>(
     io.read_exact(&mut name).await?;
     let mut proof = [0u8; PROOF_LEN];
     io.read_exact(&mut proof).await?;
+    let mut theirs = [0u8; NONCE_LEN];
+    io.read_exact(&mut theirs).await?;
     let name = String::from_utf8_lossy(&name).into_owned();
-    let good = verify(secret.expose().as_bytes(), &nonce, &name, &proof);
-    io.write_all(&[u8::from(good)]).await?;
-    Ok(good.then_some(name))
+    let secret = secret.expose().as_bytes();
+    if !verify(secret, &nonce, &name, &proof) {
+        io.write_all(&[0]).await?;
+        return Ok(None);
+    }
+    let mut welcome = vec![1];
+    welcome.extend_from_slice(&reitunnel_proto::auth::proof(secret, &theirs, LISTENER));
+    io.write_all(&welcome).await?;
+    Ok(Some(name))
 }
 
 /// Writes a relayed visitor's header: its public port and real address.
