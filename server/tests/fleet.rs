@@ -1023,17 +1023,30 @@ async fn a_link_listener_that_cannot_prove_the_secret_gets_no_visitor() {
     let port = free_port().port();
     let on = |ip: &str| format!("bind_ip = \"{ip}\"\nallow_ports = \"{port}\"\n");
     let real = free_port();
-    let a = Node::start_with(dir.path(), &redis, "a", &on("127.0.0.2"), &links(real, fake, "s"));
+    let a = Node::start_with(
+        dir.path(),
+        &redis,
+        "a",
+        &on("127.0.0.2"),
+        &links(real, fake, "s"),
+    );
     let b = Node::start_with(dir.path(), &redis, "b", &on("127.0.0.3"), &relay_keys("s"));
     let alice = a.login("alice").await.unwrap();
     tunnel_on(&alice, port).await.unwrap();
     let elsewhere: SocketAddr = format!("127.0.0.3:{port}").parse().unwrap();
     until_listening(elsewhere, true).await;
     assert!(turned_away(elsewhere).await);
-    assert_eq!(within(PATIENCE, "the impostor's end", welcomes).await.unwrap(), 0);
-    b.server.log().wait_for("the impostor named", PATIENCE, |l| {
-        l.contains("cannot prove cluster_secret")
-    });
+    assert_eq!(
+        within(PATIENCE, "the impostor's end", welcomes)
+            .await
+            .unwrap(),
+        0
+    );
+    b.server
+        .log()
+        .wait_for("the impostor named", PATIENCE, |l| {
+            l.contains("cannot prove cluster_secret")
+        });
     alice.shutdown().await.unwrap();
     assert!(a.server.stop().success());
     assert!(b.server.stop().success());
