@@ -297,7 +297,11 @@ impl Server {
             listen: local,
         };
         let bans = Bans::load(config.ban_file.as_deref())?;
-        let fleet = config.cluster.clone().map(fleet::Fleet::new).transpose()?;
+        let fleet = config
+            .cluster
+            .clone()
+            .map(|cluster| fleet::Fleet::new(cluster, config.tls.as_ref()))
+            .transpose()?;
         let in_use = HooksInUse::new(info.clone());
         let (live, _) = Reload::from_config(&config, chain).into_settings(None, &in_use);
         let tls = match &config.tls {

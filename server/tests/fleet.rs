@@ -1051,3 +1051,74 @@ async fn a_link_listener_that_cannot_prove_the_secret_gets_no_visitor() {
     assert!(a.server.stop().success());
     assert!(b.server.stop().success());
 }
+
+/// A self-signed certificate for a node, as `tls_cert`/`tls_key` settings,
+/// and the pin a client trusts it by.
+fn node_certificate(dir: &Path, node: &str) -> (String, reitunnel_transport::tls::Fingerprint) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![format!("{node}.fleet.test")])
+        .and_then(|p| p.self_signed(&key))
+        .unwrap();
+    let (cert_file, key_file) = (
+        dir.join(format!("{node}.crt")),
+        dir.join(format!("{node}.key")),
+    );
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let settings = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        cert_file.display(),
+        key_file.display()
+    );
+    (
+        settings,
+        reitunnel_transport::tls::Fingerprint::of(cert.der()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_whose_control_ports_have_tls_relay_visitors_over_tls() {
+    let Some((dir, redis)) = with_redis() else {
+        return;
+    };
+    let port = free_port().port();
+    let on = |ip: &str, tls: &str| format!("bind_ip = \"{ip}\"\nallow_ports = \"{port}\"\n{tls}");
+    let ((tls_a, pin_a), (tls_b, _)) = (
+        node_certificate(dir.path(), "a"),
+        node_certificate(dir.path(), "b"),
+    );
+    let a = Node::start_with(
+        dir.path(),
+        &redis,
+        "a",
+        &on("127.0.0.2", &tls_a),
+        &relay_keys("s"),
+    );
+    let b = Node::start_with(
+        dir.path(),
+        &redis,
+        "b",
+        &on("127.0.0.3", &tls_b),
+        &relay_keys("s"),
+    );
+    let mut cfg = ClientConfig::new(a.addr.to_string(), "alice", Secret::new("t"));
+    cfg.tls = Some(reitunnel_transport::tls::ClientTls {
+        fingerprint: Some(pin_a),
+        ..Default::default()
+    });
+    let alice = Client::connect(cfg, HookChain::default()).await.unwrap();
+    tunnel_on(&alice, port).await.unwrap();
+    let elsewhere: SocketAddr = format!("127.0.0.3:{port}").parse().unwrap();
+    until_listening(elsewhere, true).await;
+    round_trip(elsewhere).await;
+    // b pinned a's certificate from a's entry; a took TLS on its link.
+    b.server.log().wait_for("b's link over TLS", PATIENCE, |l| {
+        l.contains("link to node open") && l.contains("tls=true")
+    });
+    a.server.log().wait_for("a's link over TLS", PATIENCE, |l| {
+        l.contains("link from node") && l.contains("tls=true")
+    });
+    alice.shutdown().await.unwrap();
+    assert!(a.server.stop().success());
+    assert!(b.server.stop().success());
+}

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_proto::auth::{new_nonce, proof, verify, NONCE_LEN, PROOF_LEN};
+use reitunnel_transport::tls::{client_connector, server_name, ClientTls};
 use reitunnel_transport::{spawn_mux, tune, Inbound, MuxConfig, MuxHandle, MuxStream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -109,34 +110,72 @@ impl Fleet {
             .store
             .call(redis::cmd("GET").arg(self.store.key(&format!("node:{node}"))))
             .await?;
-        let addr = entry
+        let entry = entry
             .and_then(|e| serde_json::from_str::<super::registry::NodeEntry>(&e).ok())
-            .and_then(|e| e.relay)
+            .ok_or_else(|| LinkError::Unknown(node.to_owned()))?;
+        let addr = entry
+            .relay
             .ok_or_else(|| LinkError::Unknown(node.to_owned()))?;
         let connect = |source| LinkError::Connect {
             node: node.to_owned(),
             addr,
             source,
         };
-        let mut tcp = timeout(CALL_TIMEOUT, TcpStream::connect(addr))
+        let timed_out = || connect(std::io::ErrorKind::TimedOut.into());
+        let tcp = timeout(CALL_TIMEOUT, TcpStream::connect(addr))
             .await
-            .map_err(|_| connect(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(|_| timed_out())?
             .map_err(connect)?;
         let _ = tune(&tcp);
-        let welcomed = timeout(
-            CALL_TIMEOUT,
-            prove(&mut tcp, &self.config.node, &relay.secret),
-        )
-        .await
-        .map_err(|_| connect(std::io::ErrorKind::TimedOut.into()))?
-        .map_err(connect)?;
+        // A node whose control port has TLS has it on its links too: its
+        // entry names its certificate, which the dialer pins.
+        let Some(pin) = entry.tls else {
+            return self.open_link(tcp, node, addr, &relay.secret, false).await;
+        };
+        let other = |e: &dyn std::fmt::Display| connect(std::io::Error::other(e.to_string()));
+        let pinned = ClientTls {
+            fingerprint: Some(pin.parse().map_err(|e| other(&e))?),
+            ..ClientTls::default()
+        };
+        let connector = client_connector(&pinned).map_err(|e| other(&e))?;
+        let name = server_name("reitunnel-node").map_err(|e| other(&e))?;
+        let tls = timeout(CALL_TIMEOUT, connector.connect(name, tcp))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(connect)?;
+        self.open_link(tls, node, addr, &relay.secret, true).await
+    }
+
+    /// Proves the secret on a link dialed to `node` at `addr` (over TLS
+    /// or not), checks the listener's proof, and starts the link's session.
+    async fn open_link<S>(
+        &self,
+        mut io: S,
+        node: &str,
+        addr: SocketAddr,
+        secret: &Secret,
+        tls: bool,
+    ) -> Result<Link, LinkError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let welcomed = match timeout(CALL_TIMEOUT, prove(&mut io, &self.config.node, secret)).await
+        {
+            Ok(welcomed) => welcomed,
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        };
+        let welcomed = welcomed.map_err(|source| LinkError::Connect {
+            node: node.to_owned(),
+            addr,
+            source,
+        })?;
         match welcomed {
             Welcome::Proven => {}
             Welcome::Refused => return Err(LinkError::Refused(node.to_owned())),
             Welcome::Unproven => return Err(LinkError::Impostor(node.to_owned())),
         }
-        let (mux, inbound, _driver) = spawn_mux(tcp, yamux::Mode::Client, &MuxConfig::default());
-        tracing::info!(%node, %addr, "link to node open");
+        let (mux, inbound, _driver) = spawn_mux(io, yamux::Mode::Client, &MuxConfig::default());
+        tracing::info!(%node, %addr, tls, "link to node open");
         Ok(Link {
             mux,
             _inbound: inbound,
@@ -162,10 +201,29 @@ impl Fleet {
     }
 
     /// One link from another node: the proof, then its relayed visitors.
-    async fn serve_link(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr, admin: Admin) {
+    async fn serve_link(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, admin: Admin) {
         let _ = tune(&tcp);
+        match self.link_tls.clone() {
+            None => self.serve_link_on(tcp, peer, admin).await,
+            Some(acceptor) => match timeout(CALL_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => self.serve_link_on(tls, peer, admin).await,
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, error = %e, "link refused: its TLS handshake failed")
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "link refused: no TLS handshake within {CALL_TIMEOUT:?}")
+                }
+            },
+        }
+    }
+
+    /// A link past its TLS handshake (if any): the proof, then its visitors.
+    async fn serve_link_on<S>(self: Arc<Self>, mut io: S, peer: SocketAddr, admin: Admin)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let Some(relay) = &self.relay else { return };
-        let node = match timeout(CALL_TIMEOUT, check(&mut tcp, &relay.secret)).await {
+        let node = match timeout(CALL_TIMEOUT, check(&mut io, &relay.secret)).await {
             Ok(Ok(Some(node))) => node,
             Ok(Ok(None)) => {
                 tracing::warn!(%peer, "link refused: its proof of cluster_secret is wrong");
@@ -180,8 +238,8 @@ impl Fleet {
                 return;
             }
         };
-        tracing::info!(%node, %peer, "link from node");
-        let (mux, mut inbound, driver) = spawn_mux(tcp, yamux::Mode::Server, &MuxConfig::default());
+        tracing::info!(%node, %peer, tls = self.link_tls.is_some(), "link from node");
+        let (mux, mut inbound, driver) = spawn_mux(io, yamux::Mode::Server, &MuxConfig::default());
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => break,

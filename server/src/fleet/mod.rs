@@ -51,6 +51,7 @@ use link::Links;
 use quota::Quotas;
 use registry::Registry;
 pub(crate) use registry::{Claim, NotTaken};
+use reitunnel_transport::tls::{server_acceptor, Fingerprint, ServerTls, TlsAcceptor};
 use relay::Relays;
 use store::Store;
 use tokio::net::TcpListener;
@@ -143,6 +144,11 @@ pub(crate) struct Fleet {
     /// this one (`relay_advertise`, or the address bound).
     link_listener: Mutex<Option<TcpListener>>,
     advertised: Option<SocketAddr>,
+    /// When the control port has TLS, links have it too: the acceptor (the
+    /// same certificate, no client certificates asked) and the
+    /// certificate's fingerprint, which this node's entry names for dialers.
+    link_tls: Option<TlsAcceptor>,
+    fingerprint: Option<Fingerprint>,
     links: Links,
     relays: Relays,
     quotas: Quotas,
@@ -157,8 +163,12 @@ pub(crate) struct Fleet {
 
 impl Fleet {
     /// Prepares the node; nothing reaches Redis until the server runs.
-    /// Binds the link listener, if the node takes links.
-    pub(crate) fn new(config: FleetConfig) -> Result<Arc<Fleet>, crate::ServerError> {
+    /// Binds the link listener, if the node takes links; with `tls` (the
+    /// control port's), links take TLS with the same certificate.
+    pub(crate) fn new(
+        config: FleetConfig,
+        tls: Option<&ServerTls>,
+    ) -> Result<Arc<Fleet>, crate::ServerError> {
         let store = Store::open(&config.redis, &config.key_prefix, CALL_TIMEOUT)?;
         let (listener, advertised) = match &config.links {
             None => (None, None),
@@ -172,7 +182,21 @@ impl Fleet {
                 (Some(listener), Some(relay.advertise.unwrap_or(bound)))
             }
         };
+        let (link_tls, fingerprint) = match (tls, &config.links) {
+            (Some(tls), Some(_)) => {
+                // Clients' certificates are the control port's business, not a link's.
+                let links = ServerTls {
+                    client_ca: None,
+                    ..tls.clone()
+                };
+                let (acceptor, fingerprint) = server_acceptor(&links)?;
+                (Some(acceptor), Some(fingerprint))
+            }
+            _ => (None, None),
+        };
         Ok(Arc::new(Fleet {
+            link_tls,
+            fingerprint,
             relay: config.links.clone(),
             link_listener: Mutex::new(listener),
             advertised,

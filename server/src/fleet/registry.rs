@@ -108,6 +108,9 @@ pub(crate) struct NodeEntry {
     pub(crate) since: u64,
     /// Where other nodes dial it for node links.
     pub(crate) relay: Option<std::net::SocketAddr>,
+    /// The fingerprint of its links' TLS certificate, if they have TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tls: Option<String>,
 }
 
 /// Why a claim was not taken.
@@ -337,6 +340,7 @@ impl Fleet {
         let node_value = serde_json::to_string(&NodeEntry {
             since: self.since,
             relay: self.advertised,
+            tls: self.fingerprint.map(|f| f.to_string()),
         })
         .unwrap_or_default();
         // The node's own key is renewed even when it holds no entry.
