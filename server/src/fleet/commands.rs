@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::registry::{now_ms, PortEntry};
+use super::registry::{now_ms, port_of, PortEntry};
 use super::{Fleet, CALL_TIMEOUT};
 use crate::Admin;
 
@@ -242,8 +242,7 @@ impl Fleet {
 
 /// A TCP port entry's port and what it says (UDP ports are not relayed).
 fn tcp_port(key: &str, entry: &str) -> Option<(u16, PortEntry)> {
-    let (kind, port) = key.rsplit_once(':')?;
-    let port = port.parse().ok()?;
+    let (transport, port) = port_of(key)?;
     let entry = serde_json::from_str(entry).ok()?;
-    kind.ends_with("port:tcp").then_some((port, entry))
+    (transport == "tcp").then_some((port, entry))
 }

@@ -113,6 +113,50 @@ pub(crate) struct NodeEntry {
     pub(crate) tls: Option<String>,
 }
 
+/// What a claim is of: a client's name or a public port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Client,
+    Port,
+}
+
+impl Kind {
+    /// What the release script is told, so a port's end is announced.
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Client => "client",
+            Kind::Port => "port",
+        }
+    }
+
+    /// What `store_failure = "refuse"` refuses of it while the store is away.
+    fn refused(self) -> &'static str {
+        match self {
+            Kind::Client => "logins",
+            Kind::Port => "tunnels",
+        }
+    }
+}
+
+/// A port entry's key `…port:<transport>:<port>`: its transport and port.
+pub(super) fn port_of(key: &str) -> Option<(&str, u16)> {
+    let (rest, port) = key.rsplit_once(':')?;
+    let (_, transport) = rest.rsplit_once(':')?;
+    Some((transport, port.parse().ok()?))
+}
+
+/// ` on node <node>` for the holder's entry `holder` (of either kind), for
+/// a refusal's message; empty if it names none.
+fn held_on(holder: &str) -> String {
+    #[derive(Deserialize)]
+    struct Holder {
+        node: String,
+    }
+    serde_json::from_str::<Holder>(holder)
+        .map(|h| format!(" on node {}", h.node))
+        .unwrap_or_default()
+}
+
 /// Why a claim was not taken.
 pub(crate) enum NotTaken {
     /// Another holds it (what the claimant is told).
@@ -165,6 +209,7 @@ impl Registry {
 /// A session's hold on its name; let go (in the store too) when dropped.
 pub(crate) struct Claim {
     fleet: Arc<Fleet>,
+    kind: Kind,
     key: String,
     value: String,
 }
@@ -187,13 +232,8 @@ impl Drop for Claim {
             return; // replaced meanwhile: the entry is another session's
         }
         let fleet = self.fleet.clone();
-        let (key, value) = (self.key.clone(), self.value.clone());
+        let (key, value, kind) = (self.key.clone(), self.value.clone(), self.kind.as_str());
         self.fleet.spawn(async move {
-            let kind = if serde_json::from_str::<PortEntry>(&value).is_ok() {
-                "port"
-            } else {
-                "client"
-            };
             let mut release = redis::cmd("EVAL");
             release
                 .arg(RELEASE)
@@ -243,7 +283,7 @@ impl Fleet {
             .arg(self.store.key("commands"));
         claim.arg(&value).arg(self.ttl_ms()).arg(mode);
         claim.arg(&*client.name).arg(&self.config.node);
-        self.take(key, value, &claim, "logins", |holder| {
+        self.take(Kind::Client, key, value, &claim, |holder| {
             duplicate(&client.name, holder)
         })
         .await
@@ -278,27 +318,27 @@ impl Fleet {
             .arg(self.ttl_ms())
             .arg(&*tunnel.client.name);
         claim.arg(&self.config.node);
-        self.take(key, value, &claim, "tunnels", |holder| {
-            let at = serde_json::from_str::<PortEntry>(holder)
-                .map(|e| format!(" on node {}", e.node))
-                .unwrap_or_default();
+        self.take(Kind::Port, key, value, &claim, |holder| {
             Reason::new(
                 RefuseCode::Unavailable,
-                format!("port {port} ({transport}) is in use by another client's tunnel{at}"),
+                format!(
+                    "port {port} ({transport}) is in use by another client's tunnel{}",
+                    held_on(holder)
+                ),
             )
         })
         .await
     }
 
-    /// Runs a claim script (`{taken, holder}`): the claim, the refusal
-    /// `held_by` makes of the holder's entry, or what `store_failure` says
-    /// while the store is away (`what`: "logins" or "tunnels").
+    /// Runs a claim script (`{taken, holder}`) of `kind`: the claim, the
+    /// refusal `held_by` makes of the holder's entry, or what
+    /// `store_failure` says while the store is away.
     async fn take(
         self: &Arc<Self>,
+        kind: Kind,
         key: String,
         value: String,
         script: &redis::Cmd,
-        what: &str,
         held_by: impl FnOnce(&str) -> Reason,
     ) -> Result<Claim, NotTaken> {
         let mut value = value;
@@ -312,7 +352,8 @@ impl Fleet {
                 }
                 StoreFailure::Refuse => {
                     let why = format!(
-                        "{e}: {what} are refused until it answers (store_failure = \"refuse\")"
+                        "{e}: {} are refused until it answers (store_failure = \"refuse\")",
+                        kind.refused()
                     );
                     return Err(NotTaken::Store(Reason::new(RefuseCode::Unavailable, why)));
                 }
@@ -321,6 +362,7 @@ impl Fleet {
         self.registry.held().insert(key.clone(), value.clone());
         Ok(Claim {
             fleet: self.clone(),
+            kind,
             key,
             value,
         })
@@ -412,11 +454,33 @@ fn made_locally(value: &str) -> String {
 
 /// The refusal of a login whose name `holder` (an entry) has.
 fn duplicate(name: &str, holder: &str) -> Reason {
-    let at = serde_json::from_str::<Entry>(holder)
-        .map(|e| format!(" on node {}", e.node))
-        .unwrap_or_default();
     Reason::new(
         RefuseCode::Unavailable,
-        format!("client '{name}' is logged in already{at}; this login is admitted once that session ends (on_duplicate_login = \"refuse\")"),
+        format!("client '{name}' is logged in already{}; this login is admitted once that session ends (on_duplicate_login = \"refuse\")", held_on(holder)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_key_gives_its_transport_and_port_whatever_the_prefix() {
+        assert_eq!(port_of("reitunnel:port:tcp:8080"), Some(("tcp", 8080)));
+        assert_eq!(port_of("a:b:port:udp:53"), Some(("udp", 53)));
+        assert_eq!(port_of("reitunnel:port:tcp:http"), None);
+    }
+
+    #[test]
+    fn a_refusal_names_the_holders_node_of_either_kind_of_entry() {
+        assert_eq!(
+            held_on(r#"{"node":"a","id":1,"since":2,"peer":"x"}"#),
+            " on node a"
+        );
+        assert_eq!(
+            held_on(r#"{"node":"b","client":"c","tunnel":3,"since":4}"#),
+            " on node b"
+        );
+        assert_eq!(held_on("garbled"), "");
+    }
 }

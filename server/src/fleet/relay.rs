@@ -20,7 +20,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use super::link::write_header;
-use super::registry::PortEntry;
+use super::registry::{port_of, PortEntry};
 use super::{Fleet, CALL_TIMEOUT};
 use crate::proxied::real_peer;
 use crate::Admin;
@@ -131,7 +131,7 @@ impl Fleet {
         let entries = self.store.scan::<PortEntry>("port:tcp:*").await?;
         Ok(entries
             .into_iter()
-            .filter_map(|(key, entry)| Some((key.rsplit(':').next()?.parse().ok()?, entry)))
+            .filter_map(|(key, entry)| Some((port_of(&key)?.1, entry)))
             .collect())
     }
 

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::registry::{now_ms, Entry, NodeEntry, PortEntry};
+use super::registry::{now_ms, port_of, Entry, NodeEntry, PortEntry};
 use super::{Fleet, StoreError};
 
 /// A session another node of the fleet holds.
@@ -82,14 +82,12 @@ impl Fleet {
             .into_iter()
             .filter(|(_, e)| e.node != self.config.node)
             .filter_map(|(key, e)| {
-                let mut parts = key.rsplit(':');
-                let port = parts.next()?.parse().ok()?;
-                let transport = parts.next()?.to_owned();
+                let (transport, port) = port_of(&key)?;
                 Some(NodeTunnel {
+                    transport: transport.to_owned(),
+                    port,
                     client: e.client,
                     node: e.node,
-                    transport,
-                    port,
                     open_for: ago(e.since),
                 })
             })
