@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{start, Running};
+use common::{redis_connection, start, Running};
 use redis::aio::MultiplexedConnection;
 use reitunnel_client::{Client, ClientConfig, RemoteSpec};
 use reitunnel_hooks::builtin::Secret;
@@ -119,14 +119,6 @@ async fn until_listening(addr: SocketAddr, listening: bool) {
         }
     })
     .await;
-}
-
-async fn redis_connection(redis: &RedisServer) -> MultiplexedConnection {
-    redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
 }
 
 /// The node `name`'s entry names, if it has one.

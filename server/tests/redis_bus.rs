@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::start;
+use common::{redis_connection, start};
 use futures::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
@@ -41,14 +41,6 @@ fn write_config(dir: &Path, redis: &RedisServer, redis_keys: &str, extra: &str) 
     );
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_owned()
-}
-
-async fn redis_connection(redis: &RedisServer) -> MultiplexedConnection {
-    redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
 }
 
 async fn login(server: SocketAddr) -> Client {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use reitunnel_program::{SignalSender, Signals};
 use reitunnel_server::app::{App, Args};
-use reitunnel_testkit::{pseudo_random, same_echo, within, Lines, Process};
+use reitunnel_testkit::{pseudo_random, same_echo, within, Lines, Process, RedisServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -258,4 +258,13 @@ impl RunningApp {
             .unwrap()
             .unwrap();
     }
+}
+
+/// A connection to `redis`, as a consumer of the fleet's or a hook's keys.
+pub async fn redis_connection(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
 }
