@@ -254,12 +254,7 @@ impl Admin {
     /// public port `port`; with none here (any more), or its queue full,
     /// the stream is dropped and the visitor sees its connection close.
     pub(crate) fn relayed_visitor(&self, port: u16, peer: SocketAddr, stream: MuxStream) {
-        let tunnel = self.0.roster.tunnels().into_iter().find(|t| {
-            t.info.kind == TunnelKind::Reverse
-                && t.info.transport == Transport::Tcp
-                && t.info.bind.port() == port
-        });
-        match tunnel.and_then(|t| t.relayed.clone()) {
+        match self.0.roster.relay_target(port) {
             Some(relayed) => {
                 if relayed.try_send((stream, peer)).is_err() {
                     tracing::warn!(port, %peer, "relayed visitor turned away: its tunnel's queue is full");
@@ -271,13 +266,7 @@ impl Admin {
 
     /// Closes the session `id` for `reason`, if it is still here.
     pub(crate) fn close_session(&self, id: ClientId, reason: CloseReason) {
-        if let Some((client, closer)) = self
-            .0
-            .roster
-            .clients()
-            .into_iter()
-            .find(|(c, _)| c.id == id)
-        {
+        if let Some((client, closer)) = self.0.roster.find_client(id) {
             tracing::info!(client = %client.name, %id, %reason, "closing the session");
             closer.close(reason);
         }

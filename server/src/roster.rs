@@ -198,6 +198,22 @@ impl Roster {
         all
     }
 
+    /// One listed session.
+    pub(crate) fn find_client(&self, id: ClientId) -> Option<(Arc<ClientInfo>, Handle)> {
+        lock(&self.clients)
+            .get(&id)
+            .map(|(info, closer, _)| (info.clone(), closer.clone()))
+    }
+
+    /// Where the tunnel on public port `port` takes visitors other nodes
+    /// relay (only a fleet node's TCP tunnels take them).
+    pub(crate) fn relay_target(&self, port: u16) -> Option<mpsc::Sender<Relayed>> {
+        lock(&self.tunnels)
+            .values()
+            .filter(|t| t.info.bind.port() == port)
+            .find_map(|t| t.relayed.clone())
+    }
+
     /// One listed tunnel.
     pub(crate) fn find_tunnel(&self, id: TunnelId) -> Option<Arc<ListedTunnel>> {
         lock(&self.tunnels).get(&id).cloned()
