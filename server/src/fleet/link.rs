@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_proto::auth::{new_nonce, proof, verify, NONCE_LEN, PROOF_LEN};
@@ -66,12 +66,16 @@ pub(crate) enum LinkError {
     Store(#[from] super::StoreError),
 }
 
-/// The links this node dialed, by node name. Dials are serialized, so two
-/// visitors arriving at once share one link.
+/// The links this node dialed, one slot per node. A visitor opens its
+/// stream on the link outside any lock; only dialing holds the node's slot,
+/// so visitors arriving at once share one new link, and a node that cannot
+/// be reached holds up no visitor bound for another.
 #[derive(Default)]
 pub(super) struct Links {
-    open: tokio::sync::Mutex<HashMap<String, Link>>,
+    nodes: std::sync::Mutex<HashMap<String, Slot>>,
 }
+
+type Slot = Arc<tokio::sync::Mutex<Option<Link>>>;
 
 struct Link {
     mux: MuxHandle,
@@ -79,24 +83,38 @@ struct Link {
     _inbound: Inbound,
 }
 
+impl Links {
+    fn slot(&self, node: &str) -> Slot {
+        let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        nodes.entry(node.to_owned()).or_default().clone()
+    }
+}
+
 impl Fleet {
     /// A new stream to `node` for a relayed visitor: on the open link, or
     /// on a new one if there is none or it broke.
     pub(super) async fn link_stream(&self, node: &str) -> Result<MuxStream, LinkError> {
-        let mut open = self.links.open.lock().await;
-        if let Some(link) = open.get(node) {
-            if let Ok(stream) = link.mux.open().await {
+        let slot = self.links.slot(node);
+        let open = slot.lock().await.as_ref().map(|l| l.mux.clone());
+        if let Some(mux) = open {
+            if let Ok(stream) = mux.open().await {
                 return Ok(stream);
             }
-            open.remove(node);
         }
-        let link = self.dial(node).await?;
-        let stream = link
+        let mut link = slot.lock().await;
+        // Another visitor may have dialed it again meanwhile.
+        if let Some(open) = link.as_ref() {
+            if let Ok(stream) = open.mux.open().await {
+                return Ok(stream);
+            }
+        }
+        let dialed = self.dial(node).await?;
+        let stream = dialed
             .mux
             .open()
             .await
             .map_err(|_| LinkError::Closed(node.to_owned()))?;
-        open.insert(node.to_owned(), link);
+        *link = Some(dialed);
         Ok(stream)
     }
 
