@@ -14,7 +14,7 @@ use reitunnel_proto::Frame;
 use reitunnel_transport::Bound;
 
 use super::Session;
-use crate::fleet::Claim;
+use crate::fleet::{Claim, Fleet};
 use crate::forward::{self, ForwardRoute};
 use crate::limits::{Slot, Slots};
 use crate::{authorize_within, refusal_tally, report_to, tunnel, Owner, ServerState, SessionError};
@@ -51,9 +51,13 @@ pub(super) struct Claimed {
     claim: Claim,
 }
 
-/// A fleet node's part of a request: the node's state and the login's
-/// allowed ports, to take the port with.
-pub(super) type ToClaim = (Arc<ServerState>, PortRanges);
+/// A fleet node's part of an `-R` request: what takes its port.
+pub(super) struct ToClaim {
+    shared: Arc<ServerState>,
+    fleet: Arc<Fleet>,
+    /// The login's allowed ports.
+    ports: PortRanges,
+}
 
 impl Asking {
     /// Asks the chain's asynchronous gates about the request, within
@@ -69,14 +73,12 @@ impl Asking {
         let claimed = match (answer, to_claim) {
             (Err(refusal), _) => Err(refusal),
             (Ok(()), None) => Ok(None),
-            (Ok(()), Some((shared, ports))) => match &shared.fleet {
-                None => Ok(None),
-                Some(fleet) => shared
-                    .bind_claimed(fleet, &ports, &self.info)
-                    .await
-                    .map(|(bound, claim)| Some(Claimed { bound, claim }))
-                    .map_err(|reason| chain.refuse(Scope::Tunnel(&self.info), reason)),
-            },
+            (Ok(()), Some(to)) => to
+                .shared
+                .bind_claimed(&to.fleet, &to.ports, &self.info)
+                .await
+                .map(|(bound, claim)| Some(Claimed { bound, claim }))
+                .map_err(|reason| chain.refuse(Scope::Tunnel(&self.info), reason)),
         };
         (self, claimed)
     }
@@ -92,8 +94,14 @@ impl Session {
             Err(refusal) => return Some(refusal),
         };
         // A fleet node takes an `-R` tunnel's port in the store, off the loop too.
-        let to_claim = (self.shared.fleet.is_some() && asking.info.kind == TunnelKind::Reverse)
-            .then(|| (self.shared.clone(), self.live.allow_ports.clone()));
+        let to_claim = match (&self.shared.fleet, asking.info.kind) {
+            (Some(fleet), TunnelKind::Reverse) => Some(ToClaim {
+                shared: self.shared.clone(),
+                fleet: fleet.clone(),
+                ports: self.live.allow_ports.clone(),
+            }),
+            _ => None,
+        };
         if !self.live.chain.has_authorizers() && to_claim.is_none() {
             return Some(self.answered(asking, Ok(None)));
         }
