@@ -72,6 +72,12 @@ pub struct Args {
     /// signal closes them at once [default: 30].
     #[arg(long, value_name = "SECS")]
     pub(crate) drain_timeout: Option<u64>,
+    /// TCP (or TLS) connections the session runs over, where the server
+    /// allows that many: across a long path each adds its kernel window,
+    /// and a loss stalls only the streams of one; 1 = one connection
+    /// [default: 4].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) connections: Option<u16>,
     /// Client certificate (PEM) for servers that require one (mTLS). Implies --tls.
     #[arg(long, value_name = "FILE", requires = "key")]
     pub(crate) cert: Option<PathBuf>,
@@ -200,6 +206,11 @@ pub fn settings(args: &Args) -> Result<Supervised, String> {
     }
     if let Some(secs) = file.udp_flow_idle_secs {
         cfg.udp_flow_idle = Duration::from_secs(secs.max(1));
+    }
+    match args.connections.or(file.connections) {
+        Some(0) => return Err("connections must be at least 1".to_owned()),
+        Some(n) => cfg.connections = usize::from(n),
+        None => {}
     }
     let ca = args.ca.clone().or(file.ca);
     let fingerprint = args.fingerprint.or(file.fingerprint);

@@ -37,6 +37,12 @@ pub struct ClientConfig {
     pub target_connect_timeout: Duration,
     /// Largest frame accepted from the server.
     pub max_frame_len: usize,
+    /// TCP (or TLS) connections the session runs over, the first included,
+    /// where the server allows that many (protocol version 2): across a
+    /// long path each connection adds its kernel window, and a loss stalls
+    /// only the streams of one. New streams go to the least loaded; 1 =
+    /// one connection.
+    pub connections: usize,
     /// yamux tuning.
     pub mux: MuxConfig,
     /// Relay buffer sizes.
@@ -50,6 +56,9 @@ pub struct ClientConfig {
     /// for this long is closed (the server closes reverse flows on its own idle time).
     pub udp_flow_idle: Duration,
 }
+
+/// Default of [`ClientConfig::connections`].
+pub const CONNECTIONS: usize = 4;
 
 /// Default of [`ClientConfig::max_forward_streams`].
 pub const MAX_FORWARD_STREAMS: usize = 16_384;
@@ -67,6 +76,7 @@ impl ClientConfig {
             login_timeout: Duration::from_secs(10),
             target_connect_timeout: Duration::from_secs(10),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            connections: CONNECTIONS,
             mux: MuxConfig::default(),
             relay: RelayConfig::default(),
             max_forward_streams: MAX_FORWARD_STREAMS,

@@ -49,6 +49,8 @@ pub struct ClientFile {
     pub local: Vec<LocalSpec>,
     /// Silence from the server before it is taken for dead, in milliseconds.
     pub heartbeat_timeout_ms: Option<u64>,
+    /// `--connections`.
+    pub connections: Option<u16>,
     /// `--drain-timeout`, seconds.
     pub drain_timeout_secs: Option<u64>,
     /// `--reconnect-max`, seconds.

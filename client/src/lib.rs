@@ -30,6 +30,7 @@ mod forward;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod lanes;
 mod login;
 mod proxy_header;
 mod reconcile;
@@ -43,6 +44,7 @@ mod supervisor;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use lanes::{Dialer, Link};
 use servers::{Candidate, Rotation};
 
 use reitunnel_hooks::{ClientId, ClientInfo, HookChain, Login, TunnelId};
@@ -50,16 +52,14 @@ use std::time::Duration;
 
 use reitunnel_transport::control::Control;
 use reitunnel_transport::heartbeat::Heartbeat;
-use reitunnel_transport::tls::{client_connector, explain, server_name, Side, TlsConnector};
-use reitunnel_transport::{spawn_mux, tune};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use reitunnel_transport::tls::{client_connector, server_name, TlsConnector};
+use reitunnel_transport::{spawn_mux, MuxHandle};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 
 pub use backoff::Backoff;
-pub use config::{ClientConfig, MAX_FORWARD_STREAMS};
+pub use config::{ClientConfig, CONNECTIONS, MAX_FORWARD_STREAMS};
 pub use error::{ClientError, TargetError};
 pub use proxy_header::ProxyProtocol;
 pub use reconcile::{Kind, Report};
@@ -77,14 +77,6 @@ fn announce(candidate: Candidate<'_>, failed: Option<&ClientError>, last: Option
             tracing::info!("moving on from server {last} to server {candidate}")
         }
         _ => {}
-    }
-}
-
-/// The error for a server that did not let us in within `cfg.login_timeout`.
-fn timed_out(server: Candidate<'_>, cfg: &ClientConfig) -> ClientError {
-    ClientError::Timeout {
-        server: server.to_string(),
-        after: cfg.login_timeout,
     }
 }
 
@@ -119,6 +111,8 @@ pub(crate) enum Command {
 pub struct Client {
     id: ClientId,
     info: Arc<ClientInfo>,
+    /// The session's multiplexer, for its count of connections.
+    mux: MuxHandle,
     commands: mpsc::Sender<Command>,
     task: JoinHandle<Result<(), ClientError>>,
 }
@@ -172,54 +166,41 @@ impl Client {
     ) -> Result<Client, ClientError> {
         let tls = match tls {
             Some(connector) => Some((
-                connector,
+                connector.clone(),
                 server_name(cfg.tls_server_name(candidate.entry))?,
             )),
             None => None,
         };
+        let dialer = Dialer {
+            addr: candidate.addr,
+            shown: candidate.to_string(),
+            tls,
+            login_timeout: cfg.login_timeout,
+            keep_alive: (cfg.heartbeat_timeout / 3, cfg.heartbeat_timeout),
+        };
         let deadline = Instant::now() + cfg.login_timeout;
-        let connected = timeout_at(deadline, TcpStream::connect(candidate.addr))
-            .await
-            .map_err(|_| timed_out(candidate, cfg))?;
-        let tcp = connected.map_err(|source| ClientError::Connect {
-            server: candidate.to_string(),
-            source,
-        })?;
-        let _ = tune(&tcp);
-        let (cfg, chain) = (cfg.clone(), chain.clone());
-        match tls {
-            None => Client::start(tcp, candidate, deadline, cfg, chain).await,
-            Some((connector, name)) => {
-                let tls = timeout_at(deadline, connector.connect(name, tcp))
-                    .await
-                    .map_err(|_| timed_out(candidate, &cfg))?
-                    .map_err(|e| ClientError::Tls {
-                        server: candidate.to_string(),
-                        reason: explain(&e, Side::Client).unwrap_or_else(|| e.to_string()),
-                    })?;
-                Client::start(tls, candidate, deadline, cfg, chain).await
-            }
-        }
+        let link = dialer.dial(deadline).await?;
+        Client::start(link, dialer, deadline, cfg.clone(), chain.clone()).await
     }
 
-    /// Logs in over an established transport and starts the session task.
-    async fn start<S>(
-        mut io: S,
-        server: Candidate<'_>,
+    /// Logs in over an established connection and starts the session task.
+    async fn start(
+        mut io: Link,
+        mut dialer: Dialer,
         deadline: Instant,
         cfg: ClientConfig,
         chain: HookChain,
-    ) -> Result<Client, ClientError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let logged_in = timeout_at(deadline, login::login(&mut io, &cfg, &server.to_string()))
+    ) -> Result<Client, ClientError> {
+        let logged_in = timeout_at(deadline, login::login(&mut io, &cfg, &dialer.shown))
             .await
-            .map_err(|_| timed_out(server, &cfg))??;
+            .map_err(|_| ClientError::Timeout {
+                server: dialer.shown.clone(),
+                after: cfg.login_timeout,
+            })??;
         let info = Arc::new(ClientInfo::new(
             logged_in.client_id,
             cfg.name.as_str(),
-            server.addr,
+            dialer.addr,
         ));
         let login = Login {
             nonce: &logged_in.nonce,
@@ -240,6 +221,17 @@ impl Client {
         );
         let control = Control::new(control, cfg.max_frame_len, heartbeat);
         let (commands, rx) = mpsc::channel(16);
+        let interval = Duration::from_millis(u64::from(logged_in.heartbeat_ms));
+        dialer.keep_alive = (interval, cfg.heartbeat_timeout);
+        let lanes = logged_in
+            .lanes
+            .filter(|_| cfg.connections > 1)
+            .map(|grant| session::MoreLanes {
+                dialer,
+                client_id: logged_in.client_id,
+                grant,
+            });
+        let lanes_mux = mux.clone();
         let task = tokio::spawn(session::run(session::Parts {
             cfg,
             chain,
@@ -249,10 +241,12 @@ impl Client {
             driver,
             control,
             commands: rx,
+            lanes,
         }));
         Ok(Client {
             id: logged_in.client_id,
             info,
+            mux: lanes_mux,
             commands,
             task,
         })
@@ -261,6 +255,12 @@ impl Client {
     /// The id the server gave this session.
     pub fn id(&self) -> ClientId {
         self.id
+    }
+
+    /// The TCP (or TLS) connections the session runs over now: one, and
+    /// more as they join (see [`ClientConfig::connections`]).
+    pub fn connections(&self) -> usize {
+        self.mux.lanes()
     }
 
     /// The latest heartbeat round trip to the server, once one was measured.

@@ -15,7 +15,20 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let login = ClientLogin::new(&cfg.name, cfg.token.expose().as_bytes(), cfg.max_frame_len);
-    match run_login(io, login).await {
+    hello(io, login, server).await
+}
+
+/// Runs a login (or a join: see `lanes.rs`) and tells its outcome as the
+/// client's errors.
+pub(crate) async fn hello<S>(
+    io: &mut S,
+    machine: ClientLogin<'_>,
+    server: &str,
+) -> Result<LoggedIn, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match run_login(io, machine).await {
         Ok(ServerAnswer::Welcome(welcome)) => Ok(welcome),
         Ok(ServerAnswer::Refused { code, message }) => {
             Err(ClientError::LoginRefused { code, message })

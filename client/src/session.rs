@@ -9,14 +9,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use reitunnel_hooks::{
     ClientInfo, CloseReason, HookChain, Open, RefuseCode, TunnelId, TunnelInfo, TunnelKind,
 };
-use reitunnel_proto::Frame;
+use reitunnel_proto::login::LaneGrant;
+use reitunnel_proto::{ClientId, Frame};
 use reitunnel_transport::control::{Control, ControlEnd, Incoming};
 use reitunnel_transport::{Bound, Closer, Inbound, MuxDriver, MuxHandle, MuxStream, CLOSE_GRACE};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
+use crate::lanes::{self, Dialer};
 use crate::login::unexpected;
 use crate::{
     forward, stream, ClientConfig, ClientError, Command, LocalSpec, ProxyProtocol, RemoteSpec,
@@ -53,6 +55,15 @@ pub(crate) struct Parts {
     pub driver: MuxDriver,
     pub control: Control<MuxStream>,
     pub commands: mpsc::Receiver<Command>,
+    /// Connections to add to the session, where the server offered them.
+    pub lanes: Option<MoreLanes>,
+}
+
+/// What it takes to add connections to the session (see `lanes.rs`).
+pub(crate) struct MoreLanes {
+    pub dialer: Dialer,
+    pub client_id: ClientId,
+    pub grant: LaneGrant,
 }
 
 /// A tunnel request waiting for the server's answer.
@@ -95,6 +106,7 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
         driver,
         mut control,
         mut commands,
+        lanes,
     } = parts;
     let forward_slots = Arc::new(Semaphore::new(cfg.max_forward_streams));
     let mut session = Session {
@@ -117,6 +129,18 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
     // Announce the control stream (a yamux stream reaches the peer with its first write).
     let result = match control.send(Frame::Ping { seq: 0 }).await {
         Ok(()) => {
+            // Joins after the control stream, which must be the first
+            // connection's; they end with the session.
+            let _lanes = lanes.map(|more| {
+                let keep = lanes::keep(
+                    more.dialer,
+                    session.cfg.clone(),
+                    more.client_id,
+                    more.grant,
+                    mux.clone(),
+                );
+                AbortOnDropHandle::new(tokio::spawn(keep))
+            });
             session
                 .serve(&mut control, &mut inbound, &mut commands)
                 .await

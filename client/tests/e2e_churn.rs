@@ -246,6 +246,17 @@ fn churn_of_visitors_and_logins_leaves_nothing_behind() {
     driver.block_on(async {
         let echo = echo_service().await;
         let (client, public) = logged_in(&client_rt, server.addr, "churn".into(), echo).await;
+        // The session's connections all joined, on both sides, before the
+        // idle session's tasks are counted.
+        let joined = async {
+            let all = reitunnel_client::CONNECTIONS;
+            while client.connections() < all || server.admin.clients()[0].connections < all {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(PATIENCE, joined)
+            .await
+            .expect("the connections joined");
         // The tasks of one idle session with one tunnel, before any visitor:
         // the first reading waits for the warm-up's tasks to be gone, since a
         // task ends just after the close event it fires.

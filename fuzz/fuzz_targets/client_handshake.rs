@@ -30,12 +30,14 @@ fuzz_target!(|data: &[u8]| {
                 nonce,
                 client_id,
                 heartbeat_ms,
+                lanes,
             },
         ) => {
             assert_eq!(
                 (done.client_id, done.heartbeat_ms, done.nonce),
                 (client_id, heartbeat_ms, nonce)
             );
+            assert_eq!(done.lanes.map(|grant| grant.max), lanes);
             Some(nonce)
         }
         (
@@ -101,7 +103,8 @@ fuzz_target!(|data: &[u8]| {
 
 /// The challenge's nonce, if `data` holds a right preamble and a challenge.
 fn challenge_of(data: &[u8]) -> Option<[u8; auth::NONCE_LEN]> {
-    let rest = data.strip_prefix(&Preamble::CURRENT.encode()[..])?;
+    let (preamble, rest) = data.split_first_chunk::<PREAMBLE_LEN>()?;
+    Preamble::decode_and_check(*preamble).ok()?;
     match harness::one_frame(rest, MAX_FRAME_LEN) {
         OneFrame::Frame(Frame::Challenge { nonce }, _) => Some(nonce),
         _ => None,

@@ -2,7 +2,7 @@
 //! login frame), fed to the server's real `read_login` over an in-memory
 //! connection. It must finish at once with the outcome the codec predicts,
 //! and have written exactly our preamble and, if the client's was right, a
-//! challenge.
+//! challenge; a joining connection's frame likewise.
 
 #![no_main]
 
@@ -22,12 +22,16 @@ fuzz_target!(|data: &[u8]| {
     let got = run_to_completion(fuzzing::read_login(&mut wire, PEER, MAX_FRAME_LEN));
     let want = harness::expected_login(data, MAX_FRAME_LEN);
     let nonce = match (got, want) {
-        (Ok(login), LoginOutcome::Login { name, proof }) => {
+        (Ok(fuzzing::ClientHello::Login(login)), LoginOutcome::Login { name, proof }) => {
             assert_eq!(login.name, name);
             assert_eq!(login.proof, proof);
             // The session checks the name next; any name must get an answer.
             let _ = fuzzing::check_name(&login.name);
             Some(login.nonce)
+        }
+        (Ok(fuzzing::ClientHello::Join(join)), LoginOutcome::Join { client_id, proof }) => {
+            assert_eq!((join.client_id, join.proof), (client_id, proof));
+            Some(join.nonce)
         }
         (
             Err(SessionError::Login {
@@ -67,9 +71,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (ours, challenge) = written.split_at(PREAMBLE_LEN.min(written.len()));
-    assert_eq!(ours, Preamble::CURRENT.encode());
-    let preamble_ok = data[..PREAMBLE_LEN] == Preamble::CURRENT.encode();
-    if !preamble_ok {
+    let theirs = Preamble::decode_and_check(data[..PREAMBLE_LEN].try_into().unwrap());
+    assert_eq!(ours, Preamble::answer(&theirs).encode(), "answered in the client's version");
+    if theirs.is_err() {
         assert!(
             challenge.is_empty(),
             "challenged a client with a bad preamble"

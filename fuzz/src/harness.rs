@@ -179,13 +179,20 @@ pub enum LoginOutcome {
         /// Its proof.
         proof: [u8; PROOF_LEN],
     },
+    /// A join frame, as sent, after a version 2 preamble.
+    Join {
+        /// The session it names.
+        client_id: ClientId,
+        /// Its proof.
+        proof: [u8; PROOF_LEN],
+    },
     /// The client closed before a whole preamble or frame.
     Closed,
     /// Wrong magic or version.
     BadPreamble(PreambleError),
     /// The first frame is malformed.
     Invalid(DecodeError),
-    /// The first frame is well formed but not a login.
+    /// The first frame is well formed but not a login (nor a join).
     Unexpected(FrameKind),
 }
 
@@ -194,11 +201,15 @@ pub fn expected_login(data: &[u8], max: usize) -> LoginOutcome {
     let Some((preamble, rest)) = data.split_first_chunk::<PREAMBLE_LEN>() else {
         return LoginOutcome::Closed;
     };
-    if let Err(e) = Preamble::decode_and_check(*preamble) {
-        return LoginOutcome::BadPreamble(e);
-    }
+    let version = match Preamble::decode_and_check(*preamble) {
+        Ok(preamble) => preamble.version,
+        Err(e) => return LoginOutcome::BadPreamble(e),
+    };
     match one_frame(rest, max) {
         OneFrame::Frame(Frame::Login { name, proof }, _) => LoginOutcome::Login { name, proof },
+        OneFrame::Frame(Frame::Join { client_id, proof }, _) if version >= 2 => {
+            LoginOutcome::Join { client_id, proof }
+        }
         OneFrame::Frame(other, _) => LoginOutcome::Unexpected(other.kind()),
         OneFrame::Closed => LoginOutcome::Closed,
         OneFrame::Invalid(e) => LoginOutcome::Invalid(e),
@@ -216,6 +227,8 @@ pub enum ClientLoginOutcome {
         client_id: ClientId,
         /// From `LoginOk`.
         heartbeat_ms: u32,
+        /// From `Lanes` (version 2 servers).
+        lanes: Option<u16>,
     },
     /// `LoginRefused`, after the challenge or in its place.
     Refused {
@@ -245,9 +258,10 @@ pub fn expected_client_login(data: &[u8], max: usize) -> ClientLoginOutcome {
     let Some((preamble, rest)) = data.split_first_chunk::<PREAMBLE_LEN>() else {
         return Out::Closed;
     };
-    if let Err(e) = Preamble::decode_and_check(*preamble) {
-        return Out::BadPreamble(e);
-    }
+    let version = match Preamble::decode_and_check(*preamble) {
+        Ok(preamble) => preamble.version,
+        Err(e) => return Out::BadPreamble(e),
+    };
     let (nonce, rest) = match one_frame(rest, max) {
         OneFrame::Frame(Frame::Challenge { nonce }, used) => (nonce, &rest[used..]),
         // A server refuses a blocked address in the challenge's place.
@@ -263,21 +277,43 @@ pub fn expected_client_login(data: &[u8], max: usize) -> ClientLoginOutcome {
         OneFrame::Closed => return Out::Closed,
         OneFrame::Invalid(e) => return Out::Invalid(e),
     };
-    match one_frame(rest, max) {
+    let (client_id, heartbeat_ms, rest) = match one_frame(rest, max) {
         OneFrame::Frame(
             Frame::LoginOk {
                 client_id,
                 heartbeat_ms,
             },
-            _,
-        ) => Out::LoggedIn {
+            used,
+        ) => (client_id, heartbeat_ms, &rest[used..]),
+        OneFrame::Frame(Frame::LoginRefused { code, message }, _) => {
+            return Out::Refused { code, message }
+        }
+        OneFrame::Frame(other, _) => {
+            return Out::Unexpected {
+                expected: "LoginOk",
+                got: other.kind(),
+            }
+        }
+        OneFrame::Closed => return Out::Closed,
+        OneFrame::Invalid(e) => return Out::Invalid(e),
+    };
+    if version < 2 {
+        return Out::LoggedIn {
             nonce,
             client_id,
             heartbeat_ms,
+            lanes: None,
+        };
+    }
+    match one_frame(rest, max) {
+        OneFrame::Frame(Frame::Lanes { max, .. }, _) => Out::LoggedIn {
+            nonce,
+            client_id,
+            heartbeat_ms,
+            lanes: Some(max),
         },
-        OneFrame::Frame(Frame::LoginRefused { code, message }, _) => Out::Refused { code, message },
         OneFrame::Frame(other, _) => Out::Unexpected {
-            expected: "LoginOk",
+            expected: "Lanes",
             got: other.kind(),
         },
         OneFrame::Closed => Out::Closed,

@@ -106,11 +106,12 @@ impl CloseReason {
         matches!(self, CloseReason::Finished)
     }
 
-    /// `ConnectionLost` in place of `Finished` for a stream whose session
-    /// connection ended under it (`cut`): its end was not the peer's.
+    /// `ConnectionLost` in place of `Finished` or an I/O error for a stream
+    /// whose session connection ended under it (`cut`): its end was not the
+    /// peer's, and a write that failed failed for the lost connection.
     pub fn unless_cut(self, cut: bool) -> CloseReason {
         match self {
-            CloseReason::Finished if cut => CloseReason::ConnectionLost,
+            CloseReason::Finished | CloseReason::Error(_) if cut => CloseReason::ConnectionLost,
             other => other,
         }
     }

@@ -13,6 +13,9 @@ pub const NONCE_LEN: usize = 32;
 /// Size of a login proof (an HMAC-SHA256 tag).
 pub const PROOF_LEN: usize = 32;
 
+/// Size of a session's join key (see [`lane_proof`]).
+pub const LANE_KEY_LEN: usize = 32;
+
 /// Domain separation, so a proof can never be mistaken for another HMAC use of the same token.
 const DOMAIN: &[u8] = b"reitunnel-login-v1";
 
@@ -52,6 +55,37 @@ pub fn verify(token: &[u8], nonce: &[u8; NONCE_LEN], name: &str, proof: &[u8; PR
     hmac::verify(&key, &msg, proof).is_ok()
 }
 
+/// A fresh random join key for a session's extra connections.
+pub fn new_lane_key() -> [u8; LANE_KEY_LEN] {
+    new_nonce()
+}
+
+/// What a connection joining session `client_id` answers the challenge
+/// `nonce` with: the login's proof keyed by the session's join key, over
+/// the session's id instead of a name (`lane:<id>`, which no client name
+/// can be, so a join proof never passes as a login proof or back).
+pub fn lane_proof(
+    key: &[u8; LANE_KEY_LEN],
+    nonce: &[u8; NONCE_LEN],
+    client_id: u64,
+) -> [u8; PROOF_LEN] {
+    proof(key, nonce, &lane_name(client_id))
+}
+
+/// Whether `proof` is [`lane_proof`] of `nonce` for `client_id` under `key`. Constant time.
+pub fn verify_lane(
+    key: &[u8; LANE_KEY_LEN],
+    nonce: &[u8; NONCE_LEN],
+    client_id: u64,
+    proof: &[u8; PROOF_LEN],
+) -> bool {
+    verify(key, nonce, &lane_name(client_id), proof)
+}
+
+fn lane_name(client_id: u64) -> String {
+    format!("lane:{client_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +108,16 @@ mod tests {
         assert!(!verify(b"other", &n, "alice", &p));
         assert!(!verify(b"s3cret", &n, "mallory", &p));
         assert!(!verify(b"s3cret", &new_nonce(), "alice", &p));
+    }
+
+    #[test]
+    fn a_lane_proof_holds_for_its_key_nonce_and_session_only() {
+        let (key, n) = (new_lane_key(), new_nonce());
+        let p = lane_proof(&key, &n, 7);
+        assert!(verify_lane(&key, &n, 7, &p));
+        assert!(!verify_lane(&key, &n, 8, &p));
+        assert!(!verify_lane(&new_lane_key(), &n, 7, &p));
+        assert!(!verify_lane(&key, &new_nonce(), 7, &p));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use bytes::{BufMut, BytesMut};
 
-use crate::auth::{NONCE_LEN, PROOF_LEN};
+use crate::auth::{LANE_KEY_LEN, NONCE_LEN, PROOF_LEN};
 use crate::wire::{put_addr, put_text, Reader};
 use crate::{ClientId, DecodeError, StreamId, TunnelId, MAX_NAME_LEN, MAX_TEXT_LEN};
 
@@ -58,6 +58,8 @@ frame_kinds! {
     OpenForward = 15,
     OpenUdpTunnel = 16,
     OpenUdpForward = 17,
+    Lanes = 18,
+    Join = 19,
 }
 
 /// What a tunnel carries: TCP connections, or UDP datagrams grouped into
@@ -147,6 +149,23 @@ pub enum Frame {
         client_id: ClientId,
         /// How often the server expects a ping; 0 = no heartbeats.
         heartbeat_ms: u32,
+    },
+    /// Server → client right after `LoginOk`, from version 2 on: `max:
+    /// u16 | key[32]`. The client may add up to `max - 1` connections to
+    /// its session, each proving `key` in a [`Frame::Join`].
+    Lanes {
+        /// Connections the session may have in all, the first included.
+        max: u16,
+        /// The session's join key, random per session.
+        key: [u8; LANE_KEY_LEN],
+    },
+    /// Client → server in place of `Login`, on a connection that joins a
+    /// logged-in session (version 2): `client_id: u64 | proof[32]`.
+    Join {
+        /// The session's id, from its `LoginOk`.
+        client_id: ClientId,
+        /// `auth::lane_proof(key, nonce, client_id)`.
+        proof: [u8; PROOF_LEN],
     },
     /// Server → client, then the server closes: `code: u8 | message: text`.
     LoginRefused {
@@ -248,6 +267,8 @@ impl Frame {
             Frame::Login { .. } => FrameKind::Login,
             Frame::LoginOk { .. } => FrameKind::LoginOk,
             Frame::LoginRefused { .. } => FrameKind::LoginRefused,
+            Frame::Lanes { .. } => FrameKind::Lanes,
+            Frame::Join { .. } => FrameKind::Join,
             Frame::OpenTunnel { transport, .. } => match transport {
                 Transport::Tcp => FrameKind::OpenTunnel,
                 Transport::Udp => FrameKind::OpenUdpTunnel,
@@ -291,6 +312,14 @@ impl Frame {
             } => {
                 dst.put_u64(client_id.0);
                 dst.put_u32(*heartbeat_ms);
+            }
+            Frame::Lanes { max, key } => {
+                dst.put_u16(*max);
+                dst.put_slice(key);
+            }
+            Frame::Join { client_id, proof } => {
+                dst.put_u64(client_id.0);
+                dst.put_slice(proof);
             }
             Frame::LoginRefused { code, message } | Frame::Goodbye { code, message } => {
                 dst.put_u8(*code as u8);
@@ -362,6 +391,14 @@ impl Frame {
             FrameKind::LoginOk => Frame::LoginOk {
                 client_id: ClientId(r.u64("client_id")?),
                 heartbeat_ms: r.u32("heartbeat_ms")?,
+            },
+            FrameKind::Lanes => Frame::Lanes {
+                max: r.u16("max")?,
+                key: r.array("key")?,
+            },
+            FrameKind::Join => Frame::Join {
+                client_id: ClientId(r.u64("client_id")?),
+                proof: r.array("proof")?,
             },
             FrameKind::LoginRefused => Frame::LoginRefused {
                 code: RefuseCode::from_u8(r.u8("code")?),

@@ -42,7 +42,9 @@ pub use codec::{FrameCodec, DEFAULT_MAX_FRAME_LEN};
 pub use error::{CodecError, DecodeError};
 pub use frame::{Frame, FrameKind, RefuseCode, Transport};
 pub use ids::{ClientId, StreamId, TunnelId};
-pub use preamble::{Preamble, PreambleError, MAGIC, PREAMBLE_LEN, PROTOCOL_VERSION};
+pub use preamble::{
+    Preamble, PreambleError, MAGIC, OLDEST_VERSION, PREAMBLE_LEN, PROTOCOL_VERSION,
+};
 
 /// Longest client name accepted on the wire, in bytes.
 pub const MAX_NAME_LEN: usize = 64;

@@ -9,7 +9,15 @@
 //!             ◀─────────────────────────── Challenge { nonce }
 //!   Login { name, proof }  ──────────────▶
 //!             ◀─────────────────────────── LoginOk | LoginRefused
+//!             ◀─────────────────────────── Lanes { max, key }   (version 2)
 //! ```
+//!
+//! Each side sends the version it speaks; the server answers a client of
+//! an older version it still speaks in that version, so the two agree on
+//! the client's. From version 2 a logged-in client may add connections to
+//! its session: such a connection runs the same exchange with
+//! `Join { client_id, proof }` in place of `Login`, the proof keyed by the
+//! session's join key from `Lanes`, and gets `LoginOk` or `LoginRefused`.
 //!
 //! [`ClientLogin`] and [`ServerLogin`] hold everything about that exchange:
 //! the order, the checks, what each side sends and when it gives up. They
@@ -22,7 +30,7 @@
 //! any bytes at all without a connection.
 //!
 //! ```
-//! use reitunnel_proto::login::{ClientLogin, Handshake, ServerAnswer, ServerLogin, Step};
+//! use reitunnel_proto::login::{ClientHello, ClientLogin, Handshake, ServerLogin, Step};
 //!
 //! // Two machines talking to each other, bytes handed across by hand.
 //! let mut client = ClientLogin::new("laptop", b"s3cret", 1024);
@@ -42,7 +50,8 @@
 //!             }
 //!             s_in = to_server.drain(..n).collect();
 //!         }
-//!         Step::Done(request) => break request,
+//!         Step::Done(ClientHello::Login(request)) => break request,
+//!         Step::Done(ClientHello::Join(_)) => unreachable!("the client logs in"),
 //!     }
 //! };
 //! assert_eq!(request.name, "laptop");
@@ -51,9 +60,10 @@
 
 use thiserror::Error;
 
-use crate::auth::{proof, NONCE_LEN, PROOF_LEN};
+use crate::auth::{lane_proof, proof, LANE_KEY_LEN, NONCE_LEN, PROOF_LEN};
 use crate::{
     ClientId, DecodeError, Frame, FrameKind, Preamble, PreambleError, RefuseCode, PREAMBLE_LEN,
+    PROTOCOL_VERSION,
 };
 
 /// Bytes of a frame's length prefix.
@@ -177,6 +187,26 @@ pub struct LoggedIn {
     pub nonce: [u8; NONCE_LEN],
     /// The proof the client answered it with.
     pub proof: [u8; PROOF_LEN],
+    /// The server's offer of more connections for this session (version 2
+    /// logins; none for a joined connection or a version 1 server).
+    pub lanes: Option<LaneGrant>,
+}
+
+/// A session's permission to add connections (from the `Lanes` frame).
+#[derive(Clone, PartialEq, Eq)]
+pub struct LaneGrant {
+    /// Connections the session may have in all, the first included.
+    pub max: u16,
+    /// What a joining connection proves (see [`crate::auth::lane_proof`]).
+    pub key: [u8; LANE_KEY_LEN],
+}
+
+impl std::fmt::Debug for LaneGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaneGrant")
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How the server answered a login.
@@ -195,13 +225,44 @@ pub enum ServerAnswer {
 }
 
 /// The client's side: sends its preamble, checks the server's, answers the
-/// challenge with a proof of its token, and reads the server's answer.
+/// challenge with a proof of its token (or, joining a session, of the
+/// session's join key), and reads the server's answer.
 #[derive(Debug)]
 pub struct ClientLogin<'a> {
-    name: &'a str,
-    token: &'a [u8],
+    hello: Hello<'a>,
     max_frame_len: usize,
+    /// The version the server answered in; ours until it answered.
+    version: u16,
     state: ClientState,
+}
+
+/// What the client's first frame says.
+#[derive(Debug)]
+enum Hello<'a> {
+    Login {
+        name: &'a str,
+        token: &'a [u8],
+    },
+    Join {
+        client_id: ClientId,
+        key: &'a [u8; LANE_KEY_LEN],
+    },
+}
+
+impl Hello<'_> {
+    fn answer(&self, nonce: &[u8; NONCE_LEN]) -> ([u8; PROOF_LEN], Frame) {
+        match *self {
+            Hello::Login { name, token } => {
+                let proof = proof(token, nonce, name);
+                let name = name.to_owned();
+                (proof, Frame::Login { name, proof })
+            }
+            Hello::Join { client_id, key } => {
+                let proof = lane_proof(key, nonce, client_id.0);
+                (proof, Frame::Join { client_id, proof })
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -219,6 +280,10 @@ enum ClientState {
         proof: [u8; PROOF_LEN],
         reader: FrameReader,
     },
+    ReadLanes {
+        welcome: LoggedIn,
+        reader: FrameReader,
+    },
     Spent,
 }
 
@@ -226,12 +291,27 @@ impl<'a> ClientLogin<'a> {
     /// A login as `name` proving `token`, refusing server frames longer
     /// than `max_frame_len`.
     pub fn new(name: &'a str, token: &'a [u8], max_frame_len: usize) -> Self {
+        ClientLogin::with(Hello::Login { name, token }, max_frame_len)
+    }
+
+    /// A connection joining the logged-in session `client_id`, proving the
+    /// session's join `key`. Needs a version 2 server.
+    pub fn join(client_id: ClientId, key: &'a [u8; LANE_KEY_LEN], max_frame_len: usize) -> Self {
+        ClientLogin::with(Hello::Join { client_id, key }, max_frame_len)
+    }
+
+    fn with(hello: Hello<'a>, max_frame_len: usize) -> Self {
         ClientLogin {
-            name,
-            token,
+            hello,
             max_frame_len,
+            version: PROTOCOL_VERSION,
             state: ClientState::Start,
         }
+    }
+
+    /// Whether the server is to send `Lanes` after `LoginOk`.
+    fn lanes_follow(&self) -> bool {
+        matches!(self.hello, Hello::Login { .. }) && self.version >= 2
     }
 }
 
@@ -247,19 +327,31 @@ impl Handshake for ClientLogin<'_> {
             ),
             S::SentPreamble => (S::ReadPreamble, Step::Receive(PREAMBLE_LEN)),
             S::ReadPreamble => {
-                Preamble::decode_and_check(exactly(received))?;
+                let theirs = Preamble::decode_and_check(exactly(received))?;
+                // A server answers in ours or, being older, in its own.
+                if theirs.version > PROTOCOL_VERSION {
+                    return Err(PreambleError::VersionMismatch {
+                        ours: PROTOCOL_VERSION,
+                        theirs: theirs.version,
+                    }
+                    .into());
+                }
+                if matches!(self.hello, Hello::Join { .. }) && theirs.version < 2 {
+                    return Err(PreambleError::VersionMismatch {
+                        ours: PROTOCOL_VERSION,
+                        theirs: theirs.version,
+                    }
+                    .into());
+                }
+                self.version = theirs.version;
                 let (reader, want) = FrameReader::new(self.max_frame_len);
                 (S::ReadChallenge(reader), Step::Receive(want))
             }
             S::ReadChallenge(mut reader) => match reader.received(received)? {
                 Read::More(n) => (S::ReadChallenge(reader), Step::Receive(n)),
                 Read::Frame(Frame::Challenge { nonce }) => {
-                    let proof = proof(self.token, &nonce, self.name);
-                    let login = Frame::Login {
-                        name: self.name.to_owned(),
-                        proof,
-                    };
-                    (S::SentLogin { nonce, proof }, Step::Send(encoded(&login)))
+                    let (proof, hello) = self.hello.answer(&nonce);
+                    (S::SentLogin { nonce, proof }, Step::Send(encoded(&hello)))
                 }
                 Read::Frame(Frame::LoginRefused { code, message }) => (
                     S::Spent,
@@ -298,14 +390,31 @@ impl Handshake for ClientLogin<'_> {
                         heartbeat_ms,
                         nonce,
                         proof,
+                        lanes: None,
                     };
-                    (S::Spent, Step::Done(ServerAnswer::Welcome(welcome)))
+                    if self.lanes_follow() {
+                        let (reader, want) = FrameReader::new(self.max_frame_len);
+                        (S::ReadLanes { welcome, reader }, Step::Receive(want))
+                    } else {
+                        (S::Spent, Step::Done(ServerAnswer::Welcome(welcome)))
+                    }
                 }
                 Read::Frame(Frame::LoginRefused { code, message }) => (
                     S::Spent,
                     Step::Done(ServerAnswer::Refused { code, message }),
                 ),
                 Read::Frame(other) => return Err(unexpected("LoginOk", &other)),
+            },
+            S::ReadLanes {
+                mut welcome,
+                mut reader,
+            } => match reader.received(received)? {
+                Read::More(n) => (S::ReadLanes { welcome, reader }, Step::Receive(n)),
+                Read::Frame(Frame::Lanes { max, key }) => {
+                    welcome.lanes = Some(LaneGrant { max, key });
+                    (S::Spent, Step::Done(ServerAnswer::Welcome(welcome)))
+                }
+                Read::Frame(other) => return Err(unexpected("Lanes", &other)),
             },
             S::Spent => panic!("the client's login was advanced after it ended"),
         };
@@ -323,6 +432,29 @@ pub struct LoginRequest {
     pub nonce: [u8; NONCE_LEN],
     /// The client's answer to it.
     pub proof: [u8; PROOF_LEN],
+    /// The protocol version the two agreed on (the client's): from 2 on,
+    /// `LoginOk` is followed by `Lanes`.
+    pub version: u16,
+}
+
+/// A connection asking to join a logged-in session, for the server to check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinRequest {
+    /// The session it names.
+    pub client_id: ClientId,
+    /// The challenge the server sent.
+    pub nonce: [u8; NONCE_LEN],
+    /// The client's answer to it (see [`crate::auth::verify_lane`]).
+    pub proof: [u8; PROOF_LEN],
+}
+
+/// What a connection's first frame asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientHello {
+    /// A new session.
+    Login(LoginRequest),
+    /// Another connection for a session (version 2).
+    Join(JoinRequest),
 }
 
 /// The server's side: reads the client's preamble, sends its own (even
@@ -334,6 +466,8 @@ pub struct LoginRequest {
 pub struct ServerLogin {
     nonce: [u8; NONCE_LEN],
     max_frame_len: usize,
+    /// The client's version, once its preamble was read.
+    version: u16,
     state: ServerState,
 }
 
@@ -341,7 +475,7 @@ pub struct ServerLogin {
 enum ServerState {
     Start,
     ReadPreamble,
-    SentPreamble(Result<(), PreambleError>),
+    SentPreamble(Result<Preamble, PreambleError>),
     SentChallenge,
     ReadLogin(FrameReader),
     Spent,
@@ -355,25 +489,26 @@ impl ServerLogin {
         ServerLogin {
             nonce,
             max_frame_len,
+            version: PROTOCOL_VERSION,
             state: ServerState::Start,
         }
     }
 }
 
 impl Handshake for ServerLogin {
-    type Done = LoginRequest;
+    type Done = ClientHello;
 
-    fn advance(&mut self, received: &[u8]) -> Result<Step<LoginRequest>, LoginError> {
+    fn advance(&mut self, received: &[u8]) -> Result<Step<ClientHello>, LoginError> {
         use ServerState as S;
         let (next, step) = match std::mem::replace(&mut self.state, S::Spent) {
             S::Start => (S::ReadPreamble, Step::Receive(PREAMBLE_LEN)),
             S::ReadPreamble => {
-                let theirs = Preamble::decode_and_check(exactly(received)).map(drop);
-                let ours = Preamble::CURRENT.encode().to_vec();
+                let theirs = Preamble::decode_and_check(exactly(received));
+                let ours = Preamble::answer(&theirs).encode().to_vec();
                 (S::SentPreamble(theirs), Step::Send(ours))
             }
             S::SentPreamble(theirs) => {
-                theirs?;
+                self.version = theirs?.version;
                 let challenge = Frame::Challenge { nonce: self.nonce };
                 (S::SentChallenge, Step::Send(encoded(&challenge)))
             }
@@ -388,8 +523,17 @@ impl Handshake for ServerLogin {
                         name,
                         nonce: self.nonce,
                         proof,
+                        version: self.version,
                     };
-                    (S::Spent, Step::Done(request))
+                    (S::Spent, Step::Done(ClientHello::Login(request)))
+                }
+                Read::Frame(Frame::Join { client_id, proof }) if self.version >= 2 => {
+                    let request = JoinRequest {
+                        client_id,
+                        nonce: self.nonce,
+                        proof,
+                    };
+                    (S::Spent, Step::Done(ClientHello::Join(request)))
                 }
                 Read::Frame(other) => return Err(unexpected("Login", &other)),
             },
@@ -448,13 +592,23 @@ mod tests {
         Preamble::CURRENT.encode().to_vec()
     }
 
-    #[test]
-    fn the_client_answers_the_challenge_and_reads_the_welcome() {
-        let ok = Frame::LoginOk {
+    const KEY: [u8; LANE_KEY_LEN] = [4; LANE_KEY_LEN];
+
+    fn ok() -> Frame {
+        Frame::LoginOk {
             client_id: ClientId(5),
             heartbeat_ms: 1500,
-        };
-        let input = [preamble(), frames(&[Frame::Challenge { nonce: NONCE }, ok])].concat();
+        }
+    }
+
+    #[test]
+    fn the_client_answers_the_challenge_and_reads_the_welcome_and_its_lanes() {
+        let lanes = Frame::Lanes { max: 4, key: KEY };
+        let input = [
+            preamble(),
+            frames(&[Frame::Challenge { nonce: NONCE }, ok(), lanes]),
+        ]
+        .concat();
         let (written, done) = run(ClientLogin::new("laptop", b"s3cret", 1024), &input);
         let proof = proof(b"s3cret", &NONCE, "laptop");
         let login = Frame::Login {
@@ -467,8 +621,46 @@ mod tests {
             heartbeat_ms: 1500,
             nonce: NONCE,
             proof,
+            lanes: Some(LaneGrant { max: 4, key: KEY }),
         };
         assert_eq!(done, Some(Ok(ServerAnswer::Welcome(welcome))));
+    }
+
+    #[test]
+    fn a_version_1_server_is_spoken_to_in_version_1_and_offers_no_lanes() {
+        let v1 = Preamble::of(1).encode().to_vec();
+        let input = [v1, frames(&[Frame::Challenge { nonce: NONCE }, ok()])].concat();
+        let (_, done) = run(ClientLogin::new("laptop", b"s3cret", 1024), &input);
+        match done {
+            Some(Ok(ServerAnswer::Welcome(welcome))) => assert_eq!(welcome.lanes, None),
+            other => panic!("{other:?}"),
+        }
+        // Joining needs version 2.
+        let (written, done) = run(ClientLogin::join(ClientId(5), &KEY, 1024), b"RTUN\x00\x01");
+        assert_eq!(written, preamble());
+        assert!(
+            matches!(done, Some(Err(LoginError::Preamble(_)))),
+            "{done:?}"
+        );
+    }
+
+    #[test]
+    fn a_joining_connection_proves_the_sessions_key_and_reads_only_the_welcome() {
+        let input = [
+            preamble(),
+            frames(&[Frame::Challenge { nonce: NONCE }, ok()]),
+        ]
+        .concat();
+        let (written, done) = run(ClientLogin::join(ClientId(5), &KEY, 1024), &input);
+        let join = Frame::Join {
+            client_id: ClientId(5),
+            proof: crate::auth::lane_proof(&KEY, &NONCE, 5),
+        };
+        assert_eq!(written, [preamble(), encoded(&join)].concat());
+        match done {
+            Some(Ok(ServerAnswer::Welcome(welcome))) => assert_eq!(welcome.lanes, None),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -522,8 +714,50 @@ mod tests {
             name: "laptop".into(),
             nonce: NONCE,
             proof: [3; PROOF_LEN],
+            version: PROTOCOL_VERSION,
         };
-        assert_eq!(done, Some(Ok(request)));
+        assert_eq!(done, Some(Ok(ClientHello::Login(request))));
+    }
+
+    #[test]
+    fn the_server_answers_a_version_1_client_in_version_1_and_takes_joins_from_version_2_only() {
+        let v1 = Preamble::of(1).encode().to_vec();
+        let login = Frame::Login {
+            name: "old".into(),
+            proof: [3; PROOF_LEN],
+        };
+        let (written, done) = run(
+            ServerLogin::new(NONCE, 1024),
+            &[v1.clone(), encoded(&login)].concat(),
+        );
+        assert_eq!(&written[..PREAMBLE_LEN], &v1[..]);
+        assert!(matches!(
+            done,
+            Some(Ok(ClientHello::Login(LoginRequest { version: 1, .. })))
+        ));
+        let join = Frame::Join {
+            client_id: ClientId(5),
+            proof: [3; PROOF_LEN],
+        };
+        let (_, done) = run(
+            ServerLogin::new(NONCE, 1024),
+            &[v1, encoded(&join)].concat(),
+        );
+        let unexpected = LoginError::Unexpected {
+            expected: "Login",
+            got: FrameKind::Join,
+        };
+        assert_eq!(done, Some(Err(unexpected)));
+        let (_, done) = run(
+            ServerLogin::new(NONCE, 1024),
+            &[preamble(), encoded(&join)].concat(),
+        );
+        let request = JoinRequest {
+            client_id: ClientId(5),
+            nonce: NONCE,
+            proof: [3; PROOF_LEN],
+        };
+        assert_eq!(done, Some(Ok(ClientHello::Join(request))));
     }
 
     #[test]

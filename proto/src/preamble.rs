@@ -6,8 +6,13 @@ use thiserror::Error;
 
 /// The four bytes that open every Reitunnel session.
 pub const MAGIC: [u8; 4] = *b"RTUN";
-/// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The newest protocol version this crate speaks. Version 2 adds a
+/// session's extra connections (the `Lanes` and `Join` frames).
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The oldest version this crate still speaks: a peer of any version from
+/// this one to [`PROTOCOL_VERSION`] is answered in its own version, so
+/// servers and clients can be upgraded one at a time.
+pub const OLDEST_VERSION: u16 = 1;
 /// Encoded size of a [`Preamble`].
 pub const PREAMBLE_LEN: usize = 6;
 
@@ -27,10 +32,12 @@ pub enum PreambleError {
     /// The peer is not speaking Reitunnel at all (wrong port, TLS vs plain, a scanner).
     #[error("peer is not a reitunnel endpoint (bad magic {0:02x?})")]
     BadMagic([u8; 4]),
-    /// The peer speaks another protocol version.
-    #[error("protocol version mismatch: we speak v{ours}, peer speaks v{theirs}")]
+    /// The peer speaks a protocol version we do not.
+    #[error(
+        "protocol version mismatch: we speak v{OLDEST_VERSION} to v{ours}, peer speaks v{theirs}"
+    )]
     VersionMismatch {
-        /// Our version.
+        /// Our newest version.
         ours: u16,
         /// The peer's version.
         theirs: u16,
@@ -49,7 +56,22 @@ impl Preamble {
         [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], v[0], v[1]]
     }
 
-    /// Decodes six bytes and checks magic and version against ours.
+    /// The preamble for `version`.
+    pub const fn of(version: u16) -> Preamble {
+        Preamble { version }
+    }
+
+    /// What a server sends back to a client's preamble: the client's own
+    /// version where it is one we speak, else our newest (so the client can
+    /// say which version the server speaks).
+    pub fn answer(theirs: &Result<Preamble, PreambleError>) -> Preamble {
+        match theirs {
+            Ok(preamble) => *preamble,
+            Err(_) => Preamble::CURRENT,
+        }
+    }
+
+    /// Decodes six bytes and checks magic and version against the versions we speak.
     pub fn decode_and_check(bytes: [u8; PREAMBLE_LEN]) -> Result<Preamble, PreambleError> {
         let magic = [bytes[0], bytes[1], bytes[2], bytes[3]];
         if magic != MAGIC {
@@ -60,7 +82,7 @@ impl Preamble {
             return Err(PreambleError::BadMagic(magic));
         }
         let version = u16::from_be_bytes([bytes[4], bytes[5]]);
-        if version != PROTOCOL_VERSION {
+        if !(OLDEST_VERSION..=PROTOCOL_VERSION).contains(&version) {
             return Err(PreambleError::VersionMismatch {
                 ours: PROTOCOL_VERSION,
                 theirs: version,
@@ -97,8 +119,19 @@ mod tests {
         let err = Preamble::decode_and_check(Preamble { version: 9 }.encode()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "protocol version mismatch: we speak v1, peer speaks v9"
+            "protocol version mismatch: we speak v1 to v2, peer speaks v9"
         );
+    }
+
+    #[test]
+    fn every_version_we_speak_is_answered_in_its_own() {
+        for version in OLDEST_VERSION..=PROTOCOL_VERSION {
+            let theirs = Preamble::decode_and_check(Preamble::of(version).encode());
+            assert_eq!(Preamble::answer(&theirs), Preamble::of(version));
+        }
+        let wrong = Preamble::decode_and_check(*b"GET / ");
+        assert_eq!(Preamble::answer(&wrong), Preamble::CURRENT);
+        assert!(Preamble::decode_and_check(Preamble::of(0).encode()).is_err());
     }
 
     #[test]

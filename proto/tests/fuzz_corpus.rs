@@ -207,6 +207,14 @@ fn one_of_each_kind() -> Vec<Frame> {
             target: "dns.internal:53".into(),
             transport: Transport::Udp,
         },
+        Frame::Lanes {
+            max: 4,
+            key: [0x5a; 32],
+        },
+        Frame::Join {
+            client_id: ClientId(1),
+            proof: [0xcd; 32],
+        },
     ]
 }
 
@@ -332,8 +340,13 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     s.push((
         "server_handshake",
         "other-version".into(),
-        cat(&[&Preamble { version: 2 }.encode(), &login]),
+        cat(&[&Preamble { version: 9 }.encode(), &login]),
     ));
+    let v1 = Preamble::of(1).encode().to_vec();
+    s.push(("server_handshake", "login-v1".into(), cat(&[&v1, &login])));
+    let join = wire(&[frames[frames.len() - 1].clone()]);
+    s.push(("server_handshake", "join".into(), cat(&[&preamble, &join])));
+    s.push(("server_handshake", "join-v1".into(), cat(&[&v1, &join])));
     s.push(("server_handshake", "preamble-only".into(), preamble.clone()));
     s.push((
         "server_handshake",
@@ -365,9 +378,20 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let challenge = wire(&[frames[0].clone()]);
     let ok = wire(&[frames[2].clone()]);
     let refused = wire(&[frames[3].clone()]);
+    let lanes = wire(&[frames[frames.len() - 2].clone()]);
     s.push((
         "client_handshake",
         "ok".into(),
+        cat(&[&preamble, &challenge, &ok, &lanes]),
+    ));
+    s.push((
+        "client_handshake",
+        "ok-v1".into(),
+        cat(&[&v1, &challenge, &ok]),
+    ));
+    s.push((
+        "client_handshake",
+        "ok-without-lanes".into(),
         cat(&[&preamble, &challenge, &ok]),
     ));
     s.push((
@@ -377,6 +401,7 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             &preamble,
             &challenge,
             &ok,
+            &lanes,
             &[0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
         ]),
     ));

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use reitunnel_hooks::authorize::Ask;
 use reitunnel_hooks::{ClientInfo, CloseReason, Login, Reason, Refusal, RefuseCode, Scope};
+use reitunnel_proto::auth::new_lane_key;
+use reitunnel_proto::login::{ClientHello, JoinRequest, LoginRequest};
 use reitunnel_proto::{Frame, Preamble, PREAMBLE_LEN};
 use reitunnel_transport::tls::{explain, identity, Side};
-use reitunnel_transport::{tune, write_frame};
+use reitunnel_transport::{keep_alive, tune, write_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
@@ -28,6 +30,10 @@ use crate::{authorize_within, ServerState, SessionError};
 pub(crate) async fn serve(shared: Arc<ServerState>, mut tcp: TcpStream, peer: SocketAddr) {
     let admission = &shared.admission;
     let _ = tune(&tcp);
+    // Every connection of a session, not only the one with the control
+    // stream and its heartbeats, is found dead within the heartbeat timeout.
+    let limits = &shared.config.limits;
+    let _ = keep_alive(&tcp, limits.heartbeat_interval, limits.heartbeat_timeout);
     let deadline = Instant::now() + shared.config.handshake_timeout;
     let trusted = &shared.config.proxy_protocol_from;
     if !trusted.is_empty() && !trusted.iter().any(|net| net.contains(&peer.ip())) {
@@ -112,8 +118,10 @@ async fn turn_away(shared: &ServerState, tcp: TcpStream, code: RefuseCode, messa
     let refusal = Frame::LoginRefused { code, message };
     let mut tcp = tcp;
     let _ = timeout(shared.config.handshake_timeout, async {
-        tcp.read_exact(&mut [0u8; PREAMBLE_LEN]).await?;
-        tcp.write_all(&Preamble::CURRENT.encode()).await?;
+        let mut theirs = [0u8; PREAMBLE_LEN];
+        tcp.read_exact(&mut theirs).await?;
+        let ours = Preamble::answer(&Preamble::decode_and_check(theirs));
+        tcp.write_all(&ours.encode()).await?;
         write_frame(&mut tcp, &refusal)
             .await
             .map_err(io::Error::other)?;
@@ -150,8 +158,9 @@ impl Certificate {
     }
 }
 
-/// Reads the login, runs the admission checks and the hooks' gate, answers,
-/// and runs the session. `certificate` is the verified client certificate's.
+/// Reads the login (or a join), runs the admission checks and the hooks'
+/// gate, answers, and runs the session (or the joined connection).
+/// `certificate` is the verified client certificate's.
 async fn admit<S: Io>(
     shared: Arc<ServerState>,
     mut io: S,
@@ -161,11 +170,50 @@ async fn admit<S: Io>(
     deadline: Instant,
 ) {
     let cfg = &shared.config;
-    let login = match timeout_at(deadline, read_login(&mut io, peer, cfg.max_frame_len)).await {
-        Ok(Ok(login)) => login,
+    let hello = match timeout_at(deadline, read_login(&mut io, peer, cfg.max_frame_len)).await {
+        Ok(Ok(hello)) => hello,
         Ok(Err(e)) => return shared.pre_login_failed(&e),
         Err(_) => return shared.pre_login_failed(&shared.handshake_timeout(peer)),
     };
+    match hello {
+        ClientHello::Login(login) => {
+            log_in(
+                shared,
+                io,
+                peer,
+                certificate,
+                login,
+                handshake_slots,
+                deadline,
+            )
+            .await
+        }
+        ClientHello::Join(join) => {
+            join_session(
+                shared,
+                io,
+                peer,
+                &certificate,
+                &join,
+                handshake_slots,
+                deadline,
+            )
+            .await
+        }
+    }
+}
+
+/// A login's checks, gates and answer, then its session.
+async fn log_in<S: Io>(
+    shared: Arc<ServerState>,
+    mut io: S,
+    peer: SocketAddr,
+    certificate: Certificate,
+    login: LoginRequest,
+    handshake_slots: (Slot, Slot),
+    deadline: Instant,
+) {
+    let cfg = &shared.config;
     // A name that fails the check reaches logs and hooks only escaped
     // (quoted, control characters spelled out), so it cannot forge log lines.
     let named = check_name(&login.name).map_err(|why| Reason::new(RefuseCode::BadRequest, why));
@@ -180,6 +228,7 @@ async fn admit<S: Io>(
     let client = Arc::new(client);
     // This login's settings, for the whole session (see the crate docs on reload).
     let live = shared.live();
+    let version = login.version;
     let login = Login {
         nonce: &login.nonce,
         proof: &login.proof,
@@ -222,41 +271,107 @@ async fn admit<S: Io>(
         Ok(admitted) => admitted,
         Err(Refusal { reason, by }) => {
             tracing::warn!(client = %client.name, %peer, %by, %reason, "login refused");
-            if reason.code == RefuseCode::AuthFailed {
-                let failed_logins = &shared.admission.failed_logins;
-                if let Some(wait) = failed_logins.failed(peer.ip()) {
-                    tracing::warn!(%peer, ?wait, "too many failed logins; refusing this address for a while");
-                }
-                if let Some(fleet) = &shared.fleet {
-                    fleet.failed_login(peer.ip(), failed_logins.per_minute());
-                }
-            }
-            let refusal = Frame::LoginRefused {
-                code: reason.code,
-                message: reason.message.into_owned(),
-            };
-            let _ = timeout_at(deadline, write_frame(&mut io, &refusal)).await;
-            return;
+            return shared.refuse(&mut io, peer, reason, deadline).await;
         }
     };
-    let ok = Frame::LoginOk {
-        client_id: client.id,
-        heartbeat_ms: u32::try_from(cfg.limits.heartbeat_interval.as_millis()).unwrap_or(u32::MAX),
+    // From version 2 the client may add connections to its session.
+    let lanes = (version >= 2).then(new_lane_key);
+    let answered = async {
+        write_frame(&mut io, &shared.login_ok(client.id)).await?;
+        if let Some(key) = lanes {
+            let max =
+                u16::try_from(cfg.limits.max_connections_per_client.max(1)).unwrap_or(u16::MAX);
+            write_frame(&mut io, &Frame::Lanes { max, key }).await?;
+        }
+        Ok::<_, reitunnel_transport::FrameIoError>(())
     };
-    if timeout_at(deadline, write_frame(&mut io, &ok))
-        .await
-        .is_err()
-    {
+    if !matches!(timeout_at(deadline, answered).await, Ok(Ok(()))) {
         return open.close(CloseReason::ConnectionLost);
     }
     drop(handshake_slots);
     tracing::info!(client = %client.name, id = %client.id, %peer, certified = client.certified, "client logged in");
-    let reason = Session::start(shared, live, open, io, client_slot).await;
+    let reason = Session::start(shared, live, open, io, client_slot, lanes).await;
     drop(claim); // the name is free again, fleet-wide
     tracing::info!(client = %client.name, id = %client.id, %reason, last_rtt = ?client.rtt(), "client gone");
 }
 
+/// A connection joining a logged-in session: its proof and the session's
+/// room checked, it becomes one more lane of the session until it ends. A
+/// client certificate (mTLS), if any, must be the session's client's.
+async fn join_session<S: Io>(
+    shared: Arc<ServerState>,
+    mut io: S,
+    peer: SocketAddr,
+    certificate: &Certificate,
+    join: &JoinRequest,
+    handshake_slots: (Slot, Slot),
+    deadline: Instant,
+) {
+    let admitted = shared
+        .joins
+        .admit(join)
+        .and_then(|admitted| match certificate.name() {
+            Some(name) if name != &*admitted.client.name => Err(Reason::auth_failed(format!(
+                "the client certificate is for '{name}', not for session {}'s client",
+                join.client_id
+            ))),
+            _ => Ok(admitted),
+        });
+    let admitted = match admitted {
+        Ok(admitted) => admitted,
+        Err(reason) => {
+            tracing::warn!(session = %join.client_id, %peer, %reason, "connection refused to join");
+            return shared.refuse(&mut io, peer, reason, deadline).await;
+        }
+    };
+    let ok = shared.login_ok(join.client_id);
+    if !matches!(
+        timeout_at(deadline, write_frame(&mut io, &ok)).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
+    drop(handshake_slots);
+    let client = &admitted.client;
+    let Ok(lane) = admitted.mux.add_lane(io) else {
+        return; // the session ended meanwhile
+    };
+    let lanes = admitted.mux.lanes();
+    tracing::debug!(client = %client.name, id = %client.id, %peer, lanes, "connection joined the session");
+    let ended = lane.ended().await;
+    drop(admitted.slot);
+    tracing::debug!(client = %client.name, id = %client.id, %peer, ?ended, "a connection of the session ended");
+}
+
 impl ServerState {
+    /// `LoginOk` for session `id`, with the heartbeat interval.
+    fn login_ok(&self, client_id: reitunnel_proto::ClientId) -> Frame {
+        let interval = self.config.limits.heartbeat_interval;
+        Frame::LoginOk {
+            client_id,
+            heartbeat_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Tells a login or join why it was refused; a wrong credential counts
+    /// as a failed login of its address.
+    async fn refuse<S: Io>(&self, io: &mut S, peer: SocketAddr, reason: Reason, deadline: Instant) {
+        if reason.code == RefuseCode::AuthFailed {
+            let failed_logins = &self.admission.failed_logins;
+            if let Some(wait) = failed_logins.failed(peer.ip()) {
+                tracing::warn!(%peer, ?wait, "too many failed logins; refusing this address for a while");
+            }
+            if let Some(fleet) = &self.fleet {
+                fleet.failed_login(peer.ip(), failed_logins.per_minute());
+            }
+        }
+        let refusal = Frame::LoginRefused {
+            code: reason.code,
+            message: reason.message.into_owned(),
+        };
+        let _ = timeout_at(deadline, write_frame(io, &refusal)).await;
+    }
+
     /// A failure before login: logged, and summed up for the hooks.
     fn pre_login_failed(&self, e: &SessionError) {
         self.pre_login.report(&self.live().chain, Scope::Server, e);

@@ -48,6 +48,8 @@ pub struct ClientStatus {
     pub rtt: Option<Duration>,
     /// Whether it logged in with a verified client certificate.
     pub certified: bool,
+    /// The TCP (or TLS) connections its session runs over.
+    pub connections: usize,
     /// Its open tunnels.
     pub tunnels: Vec<TunnelId>,
     /// Its open streams, over all its tunnels.
@@ -161,6 +163,7 @@ impl Admin {
                     connected_for: c.opened_at.elapsed(),
                     rtt: c.rtt(),
                     certified: c.certified,
+                    connections: self.0.joins.connections(c.id),
                     tunnels: own.iter().map(|t| t.info.id).collect(),
                     streams: live.streams,
                     bytes_in: closed.bytes_in + live.bytes_in,

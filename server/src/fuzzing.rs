@@ -3,4 +3,4 @@
 //! server's real code rather than a copy. Not a supported API.
 
 pub use crate::handshake::{check_name, read_login};
-pub use reitunnel_proto::login::LoginRequest;
+pub use reitunnel_proto::login::{ClientHello, JoinRequest, LoginRequest};

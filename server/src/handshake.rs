@@ -4,19 +4,20 @@
 use std::net::SocketAddr;
 
 use reitunnel_proto::auth::new_nonce;
-use reitunnel_proto::login::{LoginRequest, ServerLogin};
+use reitunnel_proto::login::{ClientHello, ServerLogin};
 use reitunnel_transport::{run_login, LoginFailure};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::SessionError;
 
 /// Exchanges preambles, sends a challenge and reads the login: everything
-/// up to the client's `Login` frame.
+/// up to the client's `Login` (or, for another connection of a session,
+/// `Join`) frame.
 pub async fn read_login<S>(
     io: &mut S,
     peer: SocketAddr,
     max_frame_len: usize,
-) -> Result<LoginRequest, SessionError>
+) -> Result<ClientHello, SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

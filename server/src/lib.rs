@@ -47,6 +47,7 @@ pub mod fuzzing;
 mod handshake;
 pub mod hook_config;
 mod in_use;
+mod joins;
 mod lease;
 mod limits;
 mod prelogin;
@@ -155,6 +156,8 @@ struct ServerState {
     pre_login: PreLoginErrors,
     /// Live sessions and tunnels, and banned names, for [`Admin`].
     roster: Arc<Roster>,
+    /// Sessions that more connections may join.
+    joins: joins::Joins,
     /// This server's part of a fleet, if it is a node of one.
     fleet: Option<Arc<fleet::Fleet>>,
 }
@@ -329,6 +332,7 @@ impl Server {
                 leases: Leases::new(config.port_lease),
                 pre_login: PreLoginErrors::new(config.pre_login_summary),
                 roster: Arc::new(Roster::new(bans)),
+                joins: joins::Joins::default(),
                 fleet,
                 config,
             }),

@@ -27,6 +27,10 @@ pub struct Limits {
     pub max_handshakes_per_ip: usize,
     /// Tunnels one client session may hold at once.
     pub max_tunnels_per_client: usize,
+    /// TCP (or TLS) connections one client session may run over, the
+    /// first included: more connections add up their kernel windows across
+    /// a long path. 1 = one connection per session.
+    pub max_connections_per_client: usize,
     /// Visitor streams one client session may carry at once. Keep it well
     /// below the yamux session's stream limit (`MuxConfig::max_streams`,
     /// 65,536 on both sides by default) so this limit, with its clear
@@ -79,6 +83,7 @@ impl Default for Limits {
             max_handshakes: 512,
             max_handshakes_per_ip: 16,
             max_tunnels_per_client: 64,
+            max_connections_per_client: 8,
             max_streams_per_client: 16_384,
             max_streams: 50_000,
             max_pending_visitors: 16_384,

@@ -27,8 +27,8 @@ use reitunnel_client::{Client, ClientConfig, ClientError, RemoteSpec};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
 use reitunnel_proto::auth::proof;
-use reitunnel_proto::login::{ClientLogin, ServerAnswer};
-use reitunnel_proto::{Frame, FrameCodec, Preamble, RefuseCode, PREAMBLE_LEN};
+use reitunnel_proto::login::{ClientLogin, LoggedIn, ServerAnswer};
+use reitunnel_proto::{ClientId, Frame, FrameCodec, Preamble, RefuseCode, PREAMBLE_LEN};
 use reitunnel_testkit::{echo_service, pseudo_random, Lines};
 use reitunnel_transport::{
     read_frame, run_login, spawn_mux, write_frame, Inbound, LoginFailure, MuxConfig, MuxHandle,
@@ -301,6 +301,8 @@ struct RawSession {
     stall: Arc<AtomicBool>,
     /// This side's address, as the server's log names the peer.
     local: SocketAddr,
+    /// What the login brought: the session's id and join key.
+    welcome: LoggedIn,
 }
 
 /// Logs in as `name` by hand and opens the control stream. `recv_buffer`
@@ -312,10 +314,10 @@ async fn raw_session(server: SocketAddr, name: &str, recv_buffer: Option<u32>) -
     }
     let mut tcp = socket.connect(server).await.unwrap();
     let local = tcp.local_addr().unwrap();
-    match login(&mut tcp, name, TOKEN).await.unwrap() {
-        ServerAnswer::Welcome(_) => {}
+    let welcome = match login(&mut tcp, name, TOKEN).await.unwrap() {
+        ServerAnswer::Welcome(welcome) => welcome,
         other => panic!("{name}: expected LoginOk, got {other:?}"),
-    }
+    };
     let stall = Arc::new(AtomicBool::new(false));
     let io = Stallable {
         tcp,
@@ -329,6 +331,7 @@ async fn raw_session(server: SocketAddr, name: &str, recv_buffer: Option<u32>) -
         control: Framed::new(control, FrameCodec::new(MAX_FRAME)),
         stall,
         local,
+        welcome,
     };
     // A yamux stream reaches the peer with its first frame: this makes it the control stream.
     let pong = session
@@ -1382,4 +1385,85 @@ async fn a_client_name_cannot_forge_log_lines() {
         "a name with a newline was refused and logged escaped",
     )
     .await;
+}
+
+/// A connection joining session `id` with `key`: the server's answer, and
+/// the connection (a joined one counts while it is open).
+async fn join(server: SocketAddr, id: ClientId, key: &[u8; 32]) -> (ServerAnswer, TcpStream) {
+    let mut tcp = TcpStream::connect(server).await.unwrap();
+    let joining = run_login(&mut tcp, ClientLogin::join(id, key, MAX_FRAME));
+    let answer = timeout(PATIENCE, joining)
+        .await
+        .expect("a join hung")
+        .unwrap();
+    (answer, tcp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_a_session_takes_its_key_and_stops_at_its_limit() {
+    let mut t = Target::new("max_connections_per_client = 2").await;
+    let session = raw_session(t.addr, "joined", None).await;
+    let id = session.welcome.client_id;
+    let grant = session
+        .welcome
+        .lanes
+        .clone()
+        .expect("a version 2 login is offered lanes");
+    assert_eq!(grant.max, 2);
+    let refused = |(answer, _): (ServerAnswer, TcpStream)| match answer {
+        ServerAnswer::Refused { code, message } => (code, message),
+        ServerAnswer::Welcome(w) => panic!("joined: {w:?}"),
+    };
+    let (code, message) = refused(join(t.addr, id, &[7; 32]).await);
+    assert_eq!(code, RefuseCode::AuthFailed, "{message}");
+    assert!(message.contains("join proof"), "{message}");
+    let (code, message) = refused(join(t.addr, ClientId(id.0 + 1000), &grant.key).await);
+    assert_eq!(code, RefuseCode::Unavailable, "{message}");
+    assert!(message.contains("no session"), "{message}");
+    let (answer, _joined) = join(t.addr, id, &grant.key).await;
+    match answer {
+        ServerAnswer::Welcome(w) => assert_eq!((w.client_id, w.lanes), (id, None)),
+        other => panic!("the right key was refused: {other:?}"),
+    }
+    let (code, message) = refused(join(t.addr, id, &grant.key).await);
+    assert_eq!(code, RefuseCode::LimitReached, "{message}");
+    assert!(
+        message.contains("max_connections_per_client = 2"),
+        "{message}"
+    );
+    drop(session);
+    t.still_serves("joins", "after the joins").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_client_is_answered_in_version_1_and_offered_no_lanes() {
+    let mut t = Target::new("").await;
+    let mut tcp = TcpStream::connect(t.addr).await.unwrap();
+    tcp.write_all(&Preamble::of(1).encode()).await.unwrap();
+    let mut theirs = [0u8; PREAMBLE_LEN];
+    tcp.read_exact(&mut theirs).await.unwrap();
+    assert_eq!(theirs, Preamble::of(1).encode());
+    let Frame::Challenge { nonce } = read_frame(&mut tcp, MAX_FRAME).await.unwrap() else {
+        panic!("no challenge");
+    };
+    let name = "old-client".to_owned();
+    let login = Frame::Login {
+        proof: proof(TOKEN.as_bytes(), &nonce, &name),
+        name,
+    };
+    write_frame(&mut tcp, &login).await.unwrap();
+    let ok = read_frame(&mut tcp, MAX_FRAME).await.unwrap();
+    assert!(matches!(ok, Frame::LoginOk { .. }), "{ok:?}");
+    // yamux right after LoginOk, as version 1 has it: a Lanes frame there
+    // would break it.
+    let (mux, inbound, driver) = spawn_mux(tcp, yamux::Mode::Client, &MuxConfig::default());
+    let control = mux.open().await.unwrap();
+    let mut control = Framed::new(control, FrameCodec::new(MAX_FRAME));
+    control.send(Frame::Ping { seq: 5 }).await.unwrap();
+    let pong = timeout(PATIENCE, control.next()).await.expect("no pong");
+    assert!(matches!(pong, Some(Ok(Frame::Pong { seq: 5 }))), "{pong:?}");
+    mux.close();
+    drop((control, inbound));
+    driver.finish().await;
+    t.still_serves("version-1-login", "beside it").await;
 }

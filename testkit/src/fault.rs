@@ -57,6 +57,8 @@ struct State {
     black_hole: bool,
     /// Bumped by [`FaultProxy::cut`]: connections accepted before it are reset.
     cuts: u64,
+    /// Connections cut one by one ([`FaultProxy::cut_connection`]), by number.
+    cut_ones: Vec<u64>,
     /// Bumped per direction by [`FaultProxy::shut`].
     shuts: [u64; 2],
 }
@@ -64,13 +66,15 @@ struct State {
 /// What a connection counts from: the cuts and shuts before it began.
 #[derive(Debug, Clone, Copy)]
 struct Born {
+    /// Which connection it is, counting accepts from 1.
+    number: u64,
     cuts: u64,
     shuts: [u64; 2],
 }
 
 impl State {
     fn cut_since(&self, born: Born) -> bool {
-        self.cuts > born.cuts
+        self.cuts > born.cuts || self.cut_ones.contains(&born.number)
     }
     fn shut_since(&self, born: Born, toward: Toward) -> bool {
         self.shuts[toward.index()] > born.shuts[toward.index()]
@@ -167,6 +171,12 @@ impl FaultProxy {
         self.state.send_modify(|s| s.cuts += 1);
     }
 
+    /// Resets only the `number`-th connection accepted (counting from 1),
+    /// if it is open: one connection of a client that holds several.
+    pub fn cut_connection(&self, number: u64) {
+        self.state.send_modify(|s| s.cut_ones.push(number));
+    }
+
     /// Ends one direction of every open connection in order (the side
     /// `toward` reads an end of stream); the other direction flows on.
     pub fn shut(&self, toward: Toward) {
@@ -215,10 +225,11 @@ async fn accept(
         let Ok((inbound, _)) = listener.accept().await else {
             continue;
         };
-        counters.accepted.fetch_add(1, Ordering::Relaxed);
+        let number = counters.accepted.fetch_add(1, Ordering::Relaxed) + 1;
         let born = {
             let s = state.borrow();
             Born {
+                number,
                 cuts: s.cuts,
                 shuts: s.shuts,
             }

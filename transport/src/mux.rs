@@ -5,10 +5,19 @@
 //! every stream once a few frames queue. So one task owns the connection,
 //! polls it without pause, hands inbound streams to a channel and opens
 //! outbound streams on request. Handles are cheap clones that talk to it.
+//!
+//! A session may run over several connections ("lanes"): across a long
+//! path one TCP connection moves at most its kernel send buffer per round
+//! trip, whatever the streams above it do. Each lane is a yamux connection
+//! of its own with its own driver task; the session's handle opens each new
+//! stream on the lane holding the fewest streams, streams never move, and
+//! the streams the peer opens on any lane arrive on the one [`Inbound`].
+//! The first lane carries the control stream: the session lives as long as
+//! it does, and losing another lane ends only the streams on it.
 
 use std::future::{poll_fn, Future};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
@@ -125,27 +134,144 @@ pub fn cut_by_connection(stream: &MuxStream) -> bool {
 /// [`Inbound`] does.
 #[derive(Debug, Clone)]
 pub struct MuxHandle {
-    open_tx: mpsc::Sender<OpenReply>,
+    /// The first lane, which carries the control stream.
+    first: Lane,
+    lanes: Arc<Lanes>,
     close: CancellationToken,
 }
 
-impl MuxHandle {
-    /// Opens a new outbound stream. It reaches the peer with its first write.
-    pub async fn open(&self) -> Result<MuxStream, MuxError> {
-        let (tx, rx) = oneshot::channel();
-        self.open_tx.send(tx).await.map_err(|_| MuxError::Closed)?;
-        let stream = rx.await.map_err(|_| MuxError::Closed)??;
-        Ok(stream.compat())
+/// One connection of a session, as the handle sees it.
+#[derive(Debug, Clone)]
+struct Lane {
+    open_tx: mpsc::Sender<OpenReply>,
+    /// Streams on it: set by its driver after each turn, raised at once by
+    /// each open so that a burst of opens spreads before the driver runs.
+    streams: Arc<AtomicUsize>,
+}
+
+impl Lane {
+    fn new(open_tx: mpsc::Sender<OpenReply>) -> Lane {
+        Lane {
+            open_tx,
+            streams: Arc::default(),
+        }
     }
 
-    /// Asks the driver to close the session (a yamux GoAway, then EOF).
+    fn load(&self) -> usize {
+        self.streams.load(Ordering::Relaxed)
+    }
+}
+
+/// What the handles of a session share about its lanes.
+#[derive(Debug)]
+struct Lanes {
+    /// The lanes added after the first. Locked to open a stream and to add
+    /// a lane, never per chunk.
+    more: Mutex<Vec<Lane>>,
+    /// Where an added lane hands the streams the peer opens on it; taken
+    /// when the first lane ends, so none can be added after.
+    inbound: Mutex<Option<mpsc::UnboundedSender<yamux::Stream>>>,
+    /// Where ties between equally loaded lanes start, so they take turns.
+    turn: AtomicUsize,
+    io: MuxConfig,
+    yamux: yamux::Config,
+    mode: yamux::Mode,
+}
+
+impl Lanes {
+    /// The lane for a new stream: the least loaded one, the first lane
+    /// counting its control stream, ties taken in turn. Lanes that ended
+    /// are dropped here.
+    fn pick(&self, first: &Lane) -> Lane {
+        let mut more = self.more.lock().unwrap_or_else(PoisonError::into_inner);
+        more.retain(|lane| !lane.open_tx.is_closed());
+        let count = more.len() + 1;
+        let start = self.turn.fetch_add(1, Ordering::Relaxed) % count;
+        let lane_at = |i: usize| if i == 0 { first } else { &more[i - 1] };
+        let best = (0..count)
+            .map(|k| (start + k) % count)
+            .min_by_key(|&i| lane_at(i).load())
+            .unwrap_or(0);
+        let lane = lane_at(best).clone();
+        lane.streams.fetch_add(1, Ordering::Relaxed);
+        lane
+    }
+}
+
+impl MuxHandle {
+    /// Opens a new outbound stream on the least loaded lane. It reaches the
+    /// peer with its first write.
+    pub async fn open(&self) -> Result<MuxStream, MuxError> {
+        loop {
+            let lane = self.lanes.pick(&self.first);
+            let (tx, rx) = oneshot::channel();
+            let opened = match lane.open_tx.send(tx).await {
+                Ok(()) => rx.await.unwrap_or(Err(MuxError::Closed)),
+                Err(_) => Err(MuxError::Closed),
+            };
+            match opened {
+                Ok(stream) => return Ok(stream.compat()),
+                // A lane other than the first ended under us: try another.
+                Err(MuxError::Closed) if !lane.open_tx.same_channel(&self.first.open_tx) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Adds a connection to the session: a yamux connection in the
+    /// session's mode and configuration over `io`, driven by a task of its
+    /// own, whose inbound streams join the session's [`Inbound`]. Closing
+    /// the session closes it; its own end (which its [`MuxDriver`] tells)
+    /// ends only the streams on it. Fails once the session's first lane
+    /// has ended.
+    pub fn add_lane<T>(&self, io: T) -> Result<MuxDriver, MuxError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let in_tx = self
+            .lanes
+            .inbound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(MuxError::Closed)?;
+        let io = SessionIo::new(io, self.lanes.io.io_buffer, self.lanes.io.io_slack);
+        let conn = yamux::Connection::new(io, self.lanes.yamux.clone(), self.lanes.mode);
+        let (open_tx, open_rx) = mpsc::channel(64);
+        let lane = Lane::new(open_tx);
+        let ends = Ends {
+            close: self.close.child_token(),
+            streams: lane.streams.clone(),
+            first_of: None,
+        };
+        let task = tokio::spawn(drive(conn, open_rx, in_tx, ends));
+        self.lanes
+            .more
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(lane);
+        Ok(MuxDriver(task))
+    }
+
+    /// How many lanes the session has now, the first included.
+    pub fn lanes(&self) -> usize {
+        let more = self
+            .lanes
+            .more
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        1 + more.iter().filter(|lane| !lane.open_tx.is_closed()).count()
+    }
+
+    /// Asks the drivers to close the session (a yamux GoAway, then EOF, on each lane).
     pub fn close(&self) {
         self.close.cancel();
     }
 
-    /// Resolves once the session is closed (by either side, or by [`MuxHandle::close`]).
+    /// Resolves once the session is closed (by either side, or by
+    /// [`MuxHandle::close`]): when its first lane is.
     pub async fn closed(&self) {
-        self.open_tx.closed().await
+        self.first.open_tx.closed().await
     }
 }
 
@@ -199,13 +325,29 @@ fn spawn<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = yamux::Connection::new(SessionIo::new(io, cfg.io_buffer, cfg.io_slack), yamux, mode);
+    let io = SessionIo::new(io, cfg.io_buffer, cfg.io_slack);
+    let conn = yamux::Connection::new(io, yamux.clone(), mode);
     let (open_tx, open_rx) = mpsc::channel(64);
     let (in_tx, in_rx) = mpsc::unbounded_channel();
     let close = CancellationToken::new();
-    let task = tokio::spawn(drive(conn, open_rx, in_tx, close.clone()));
+    let first = Lane::new(open_tx);
+    let lanes = Arc::new(Lanes {
+        more: Mutex::default(),
+        inbound: Mutex::new(Some(in_tx.clone())),
+        turn: AtomicUsize::new(0),
+        io: *cfg,
+        yamux,
+        mode,
+    });
+    let ends = Ends {
+        close: close.clone(),
+        streams: first.streams.clone(),
+        first_of: Some(lanes.clone()),
+    };
+    let task = tokio::spawn(drive(conn, open_rx, in_tx, ends));
     let handle = MuxHandle {
-        open_tx,
+        first,
+        lanes,
         close: close.clone(),
     };
     let inbound = Inbound {
@@ -215,11 +357,16 @@ where
     (handle, inbound, MuxDriver(task))
 }
 
-/// The task that drives a session's I/O.
+/// The task that drives a session's I/O (one lane's).
 #[derive(Debug)]
 pub struct MuxDriver(JoinHandle<Result<(), MuxError>>);
 
 impl MuxDriver {
+    /// Waits until the lane ended, by either side or by a failure, and says how.
+    pub async fn ended(self) -> Result<(), MuxError> {
+        self.0.await.unwrap_or(Err(MuxError::Closed))
+    }
+
     /// After [`MuxHandle::close`]: waits up to [`CLOSE_GRACE`] for the
     /// session to close cleanly, then aborts the task. A peer that stopped
     /// reading would otherwise keep the task, its socket and its buffers
@@ -255,11 +402,45 @@ impl Wake for OpenWake {
     }
 }
 
+/// What a lane's driver tells the session as it goes and when it ends.
+struct Ends {
+    /// Cancelled to close the lane (the session's token, or a child of it).
+    close: CancellationToken,
+    /// Where the driver keeps the lane's stream count.
+    streams: Arc<AtomicUsize>,
+    /// For the first lane: the session's lanes, which can take no more once
+    /// it ended, and which it closes as it ends.
+    first_of: Option<Arc<Lanes>>,
+}
+
 async fn drive<T>(
+    conn: yamux::Connection<T>,
+    open_rx: mpsc::Receiver<OpenReply>,
+    in_tx: mpsc::UnboundedSender<yamux::Stream>,
+    ends: Ends,
+) -> Result<(), MuxError>
+where
+    T: FuturesRead + FuturesWrite + Unpin,
+{
+    let result = drive_lane(conn, open_rx, in_tx, &ends.close, &ends.streams).await;
+    ends.streams.store(0, Ordering::Relaxed);
+    if let Some(lanes) = ends.first_of {
+        lanes
+            .inbound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        ends.close.cancel();
+    }
+    result
+}
+
+async fn drive_lane<T>(
     mut conn: yamux::Connection<T>,
     mut open_rx: mpsc::Receiver<OpenReply>,
     in_tx: mpsc::UnboundedSender<yamux::Stream>,
-    close: CancellationToken,
+    close: &CancellationToken,
+    streams: &AtomicUsize,
 ) -> Result<(), MuxError>
 where
     T: FuturesRead + FuturesWrite + Unpin,
@@ -313,7 +494,10 @@ where
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(MuxError::from(e))),
                 Poll::Ready(None) => return Poll::Ready(Ok(false)),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    streams.store(conn.num_streams(), Ordering::Relaxed);
+                    return Poll::Pending;
+                }
             }
         }
     })
@@ -330,5 +514,115 @@ where
         }
         Ok(false) => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    /// Two ends of a connection that the test can cut: bytes cross a
+    /// relay task, and aborting it ends both ends at once.
+    fn cuttable() -> (DuplexStream, DuplexStream, JoinHandle<()>) {
+        let (a, mut a_far) = duplex(1 << 20);
+        let (b, mut b_far) = duplex(1 << 20);
+        let relay = tokio::spawn(async move {
+            let _ = tokio::io::copy_bidirectional(&mut a_far, &mut b_far).await;
+        });
+        (a, b, relay)
+    }
+
+    /// Echoes every stream the peer opens, until the session ends.
+    fn echo(mut inbound: Inbound) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Some(mut stream) = inbound.recv().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                        if stream.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        })
+    }
+
+    async fn echoes(stream: &mut MuxStream, what: &[u8]) -> bool {
+        let mut back = vec![0u8; what.len()];
+        stream.write_all(what).await.is_ok()
+            && stream.read_exact(&mut back).await.is_ok()
+            && back == what
+    }
+
+    #[tokio::test]
+    async fn streams_spread_over_lanes_and_losing_one_ends_only_its_streams() {
+        let cfg = MuxConfig::default();
+        let (client_io, server_io) = duplex(1 << 20);
+        let (client, _client_in, _c) = spawn_mux(client_io, yamux::Mode::Client, &cfg);
+        let (server, server_in, _s) = spawn_mux(server_io, yamux::Mode::Server, &cfg);
+        let _echo = echo(server_in);
+        let mut control = client.open().await.unwrap();
+        assert!(echoes(&mut control, b"control").await);
+
+        let (lane_client, lane_server, relay) = cuttable();
+        let client_lane = client.add_lane(lane_client).unwrap();
+        let _server_lane = server.add_lane(lane_server).unwrap();
+        assert_eq!((client.lanes(), server.lanes()), (2, 2));
+        let mut streams = Vec::new();
+        for i in 0..4u8 {
+            let mut stream = client.open().await.unwrap();
+            assert!(echoes(&mut stream, &[i; 10]).await, "stream {i}");
+            streams.push(stream);
+        }
+
+        relay.abort();
+        let _ = client_lane.ended().await;
+        let (mut cut, mut alive) = (0, 0);
+        for (i, stream) in streams.iter_mut().enumerate() {
+            if echoes(stream, &[i as u8; 10]).await {
+                alive += 1;
+            } else {
+                assert!(
+                    cut_by_connection(stream),
+                    "stream {i} failed but was not cut"
+                );
+                cut += 1;
+            }
+        }
+        // The first lane held the control stream, so the new lane took two
+        // of the four at least; the first lane at least one.
+        assert!(cut >= 2 && alive >= 1, "{cut} cut, {alive} alive");
+        assert_eq!(client.lanes(), 1);
+        assert!(echoes(&mut control, b"still here").await);
+        let mut late = client.open().await.unwrap();
+        assert!(
+            echoes(&mut late, b"late").await,
+            "a new stream opens on the lane left"
+        );
+    }
+
+    #[tokio::test]
+    async fn closing_the_session_closes_every_lane_and_none_can_join_after() {
+        let cfg = MuxConfig::default();
+        let (client_io, server_io) = duplex(1 << 20);
+        let (client, client_in, client_driver) = spawn_mux(client_io, yamux::Mode::Client, &cfg);
+        let (server, server_in, _s) = spawn_mux(server_io, yamux::Mode::Server, &cfg);
+        let _echo = echo(server_in);
+        let (lane_client, lane_server, _relay) = cuttable();
+        let lane = client.add_lane(lane_client).unwrap();
+        let _server_lane = server.add_lane(lane_server).unwrap();
+        client.close();
+        drop(client_in);
+        assert!(client_driver.finish().await.is_some());
+        assert!(
+            lane.finish().await.is_some(),
+            "the added lane closed with the session"
+        );
+        let (late, _far) = duplex(1024);
+        assert!(matches!(client.add_lane(late), Err(MuxError::Closed)));
+        assert!(matches!(client.open().await, Err(MuxError::Closed)));
     }
 }

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use reitunnel_proto::Transport;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
@@ -25,6 +26,27 @@ pub fn tune_udp(socket: &UdpSocket) -> io::Result<()> {
 /// against Nagle stall request/response traffic by ~40 ms.
 pub fn tune(stream: &TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)
+}
+
+/// Has the kernel probe an idle connection every `interval` and give it up
+/// after `timeout` without an answer, or with data unacknowledged for that
+/// long. A session's extra connections carry no heartbeats of their own
+/// (the control stream's run on its first), so this is how a dead one is
+/// found and its streams ended.
+pub fn keep_alive(stream: &TcpStream, interval: Duration, timeout: Duration) -> io::Result<()> {
+    if interval.is_zero() || timeout.is_zero() {
+        return Ok(());
+    }
+    let probes = u32::try_from(timeout.as_millis() / interval.as_millis().max(1))
+        .unwrap_or(u32::MAX)
+        .max(1);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(interval)
+        .with_interval(interval)
+        .with_retries(probes);
+    let socket = socket2::SockRef::from(stream);
+    socket.set_tcp_keepalive(&keepalive)?;
+    socket.set_tcp_user_timeout(Some(timeout))
 }
 
 /// Binds a listener with `SO_REUSEADDR` (a restarted server rebinds at once)

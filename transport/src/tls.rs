@@ -18,10 +18,12 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{ring as provider, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+pub use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{AlertDescription, CertificateError, DigitallySignedStruct, RootCertStore};
 use thiserror::Error;
+pub use tokio_rustls::client::TlsStream as ClientTlsStream;
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// A problem with the TLS settings, found before any connection is made.

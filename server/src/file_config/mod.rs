@@ -128,6 +128,8 @@ pub struct LimitsSpec {
     pub max_handshakes_per_ip: Option<usize>,
     /// Tunnels per client session.
     pub max_tunnels_per_client: Option<usize>,
+    /// Connections per client session, the first included.
+    pub max_connections_per_client: Option<usize>,
     /// Visitor streams per client session.
     pub max_streams_per_client: Option<usize>,
     /// Visitor streams on the whole server.
@@ -169,6 +171,10 @@ impl LimitsSpec {
         set(&mut l.max_handshakes, self.max_handshakes);
         set(&mut l.max_handshakes_per_ip, self.max_handshakes_per_ip);
         set(&mut l.max_tunnels_per_client, self.max_tunnels_per_client);
+        set(
+            &mut l.max_connections_per_client,
+            self.max_connections_per_client,
+        );
         set(&mut l.max_streams_per_client, self.max_streams_per_client);
         set(&mut l.max_streams, self.max_streams);
         set(&mut l.max_pending_visitors, self.max_pending_visitors);

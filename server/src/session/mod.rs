@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
 
 use reitunnel_hooks::{ClientInfo, CloseReason, Open, Refusal, RefuseCode, Scope, TunnelId};
+use reitunnel_proto::auth::LANE_KEY_LEN;
 use reitunnel_proto::{CodecError, Frame};
 use reitunnel_transport::control::{Control, ControlEnd, Incoming};
 use reitunnel_transport::heartbeat::Heartbeat;
@@ -51,13 +52,16 @@ pub(crate) struct Session {
 
 impl Session {
     /// Runs the session and closes everything it opened; returns why it ended.
-    /// `slot` is the client's `max_clients` slot, given back just before the close event.
+    /// `slot` is the client's `max_clients` slot, given back just before the
+    /// close event. With a join key (a version 2 client) the session takes
+    /// more connections once its control stream is up.
     pub(crate) async fn start<S: Io>(
         shared: Arc<ServerState>,
         live: Arc<LoginSettings>,
         open: Open<ClientInfo>,
         io: S,
         slot: Slot,
+        join_key: Option<[u8; LANE_KEY_LEN]>,
     ) -> CloseReason {
         let cfg = &shared.config;
         let limits = &cfg.limits;
@@ -101,6 +105,13 @@ impl Session {
         }
         let reason = match timeout(cfg.handshake_timeout, inbound.recv()).await {
             Ok(Some(control)) => {
+                // Joins come after the control stream, which is the first
+                // connection's: a stream on another before it would be taken for it.
+                let _joinable = join_key.map(|key| {
+                    let max = limits.max_connections_per_client;
+                    let (client, mux) = (session.client.clone(), session.mux.clone());
+                    shared.joins.list(client, key, mux, max)
+                });
                 let heartbeat = Heartbeat::new(limits.heartbeat_interval, limits.heartbeat_timeout);
                 let control = Control::new(control, cfg.max_frame_len, heartbeat);
                 session

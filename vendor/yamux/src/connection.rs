@@ -93,6 +93,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         }
     }
 
+    /// How many streams the connection holds (open, or closed but not yet
+    /// cleaned up), 0 once it is no longer active. Reitunnel places a new
+    /// stream on the least loaded of a session's connections by it.
+    pub fn num_streams(&self) -> usize {
+        match &self.inner {
+            ConnectionState::Active(active) => active.streams.len(),
+            _ => 0,
+        }
+    }
+
     /// Poll for a new outbound stream.
     ///
     /// This function will fail if the current state does not allow opening new outbound streams.

@@ -180,6 +180,7 @@ fn client(c: &ClientStatus, hooks: &Background, (rate_in, rate_out): (u64, u64))
         "connected_secs": c.connected_for.as_secs(),
         "rtt_ms": c.rtt.map(|r| r.as_secs_f64() * 1e3),
         "certified": c.certified,
+        "connections": c.connections,
         "tunnels": c.tunnels.iter().map(|t| t.0).collect::<Vec<_>>(),
         "streams": c.streams,
         "bytes_in": c.bytes_in,
