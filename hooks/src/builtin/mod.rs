@@ -12,11 +12,15 @@ mod metrics;
 #[cfg(feature = "tokio")]
 mod outbox;
 mod policy;
+#[cfg(feature = "tokio")]
+mod present;
 mod quota;
 mod rate_limit;
 #[cfg(feature = "tokio")]
 mod redis_bus;
 mod sampler;
+#[cfg(feature = "tokio")]
+mod statsd;
 mod token_auth;
 #[cfg(feature = "tokio")]
 mod webhook;
@@ -37,6 +41,10 @@ pub use rate_limit::{ByteRate, EventRate, RateLimit, RateLimitConfig};
 #[cfg(feature = "tokio")]
 pub use redis_bus::{BadRedisUrl, RedisBus, RedisBusConfig, RedisHealth};
 pub use sampler::{Sampler, Sampling};
+#[cfg(feature = "tokio")]
+pub use statsd::{
+    Flavor, Statsd, StatsdConfig, StatsdError, StatsdHealth, DEFAULT_MAX_PACKET, MAX_TIMINGS,
+};
 pub use token_auth::TokenAuth;
 #[cfg(feature = "tokio")]
 pub use webhook::endpoint::redact as redact_url;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use reitunnel_hooks::authorize::Authorize;
 use reitunnel_hooks::builtin::{
-    BandwidthMeter, JsonLinesFile, Quota, RateLimit, RedisBus, Webhook,
+    BandwidthMeter, JsonLinesFile, Quota, RateLimit, RedisBus, Statsd, Webhook,
 };
 use reitunnel_hooks::events::EventBus;
 use reitunnel_hooks::{Hook, HookChainBuilder};
@@ -30,6 +30,8 @@ use table::{BuildContext, Relation};
 pub struct Background {
     /// Meters and how often each reports; the server spawns their reporters.
     pub meters: Vec<(Arc<BandwidthMeter>, Duration)>,
+    /// StatsD hooks and how often each sends; the server spawns their emitters.
+    pub statsd: Vec<(Arc<Statsd>, Duration)>,
     /// Audit files, to report dropped lines.
     pub audit: Vec<Arc<JsonLinesFile>>,
     /// Webhooks, to report their health.
@@ -48,6 +50,7 @@ impl Background {
     /// Adds the hook handles of `other` (not its sinks, which are opened apart).
     fn extend_hooks(&mut self, other: &Background) {
         self.meters.extend(other.meters.iter().cloned());
+        self.statsd.extend(other.statsd.iter().cloned());
         self.quotas.extend(other.quotas.iter().cloned());
         self.rate_limits.extend(other.rate_limits.iter().cloned());
         self.authorizers.extend(other.authorizers.iter().cloned());

@@ -264,3 +264,40 @@ fn redis_buses_are_event_hooks_that_show_no_password_and_need_somewhere_to_send(
         "{e}"
     );
 }
+
+#[test]
+fn statsd_tables_are_checked_key_by_key() {
+    let (names, bg) = build(&[t("kind = \"statsd\"\naddr = \"127.0.0.1:8125\"")]).unwrap();
+    assert_eq!(names, ["statsd"]);
+    assert_eq!(bg.statsd[0].1, std::time::Duration::from_secs(10));
+    for (keys, wanted) in [
+        ("addr = \"localhost\"", "addr 'localhost' is not host:port"),
+        (
+            "addr = \"h:1\"\ninterval_ms = 0",
+            "interval_ms must be at least 1",
+        ),
+        (
+            "addr = \"h:1\"\nmax_packet_bytes = 100",
+            "max_packet_bytes must be 512..=65507",
+        ),
+        (
+            "addr = \"h:1\"\ntags = { env = \"prod\" }",
+            "tags need flavor = \"dogstatsd\"",
+        ),
+        (
+            "addr = \"h:1\"\nflavor = \"graphite\"",
+            "unknown variant `graphite`",
+        ),
+        ("addr = \"h:1\"\nport = 1", "unknown field `port`"),
+    ] {
+        let e = table(&format!("kind = \"statsd\"\n{keys}")).unwrap_err();
+        assert!(e.contains(wanted), "{keys}: {e}");
+    }
+    let e = build(&[t("kind = \"statsd\"\naddr = \"no-such-host.invalid:8125\"")])
+        .err()
+        .unwrap();
+    assert!(
+        e.contains("statsd: addr 'no-such-host.invalid:8125'"),
+        "{e}"
+    );
+}

@@ -12,6 +12,7 @@ pub(crate) mod quota;
 pub(crate) mod rate_limit;
 pub(crate) mod redis;
 pub(crate) mod sampled;
+pub(crate) mod statsd;
 pub(crate) mod webhook;
 
 use super::table::{entry, Entry};
@@ -28,6 +29,7 @@ pub(crate) const KINDS: &[Entry] = &[
     entry::<audit::Audit>(),
     entry::<webhook::Webhook>(),
     entry::<redis::Redis>(),
+    entry::<statsd::Statsd>(),
     entry::<http_auth::HttpAuth>(),
 ];
 
