@@ -49,4 +49,4 @@ pub use token_auth::TokenAuth;
 #[cfg(feature = "tokio")]
 pub use webhook::endpoint::redact as redact_url;
 #[cfg(feature = "tokio")]
-pub use webhook::{Webhook, WebhookConfig, WebhookHealth, UNHEALTHY_AFTER};
+pub use webhook::{BodyShape, Webhook, WebhookConfig, WebhookHealth, UNHEALTHY_AFTER};
