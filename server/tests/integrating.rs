@@ -5,6 +5,9 @@
 //! of every packet parses, no packet is larger than `max_packet_bytes`,
 //! each flavor's lines have their shape, and the byte counters add up to
 //! exactly the bytes moved through a real client's tunnels.
+//!
+//! `alert`: the page's example starts a server (its URLs pointed at a
+//! loopback port), whose chain has the alert hook.
 
 mod common;
 
@@ -289,4 +292,34 @@ async fn dogstatsd_tags_every_line_and_reports_quota_use_while_a_client_is_conne
         .find(|l| l.name == "reitunnel.quota_used_ratio" && alice(l))
         .expect("a quota ratio");
     assert!(ratio.value > 0.0 && ratio.value < 1.0, "{ratio:?}");
+}
+
+#[test]
+fn the_alert_example_starts_a_server_with_the_alert_hook() {
+    let [example] = &doc_examples("## Alerts")[..] else {
+        panic!("one example in the Alerts section");
+    };
+    // Never a request out of the machine: the targets point at a port of ours.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let local = format!("url = \"http://{}/hook\"", unused.local_addr().unwrap());
+    let hooks: String = example
+        .lines()
+        .map(|l| {
+            if l.starts_with("url = ") {
+                local.as_str()
+            } else {
+                l
+            }
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::env::set_var("REITUNNEL_ALERT_SECRET", "test-secret");
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _, log) = start(&["--config", &write_config(dir.path(), &hooks)]);
+    assert!(
+        log.iter()
+            .any(|l| l.contains("hook chain") && l.contains("\"alert\"")),
+        "{log:#?}"
+    );
+    assert!(server.stop().success());
 }

@@ -1,5 +1,7 @@
 //! Hooks that ship with Reitunnel. Each is usable on its own in any chain.
 
+#[cfg(feature = "tokio")]
+mod alert;
 mod audit;
 mod counters;
 mod event_hook;
@@ -27,6 +29,8 @@ mod webhook;
 
 /// Also at the crate root, where it now lives.
 pub use crate::Secret;
+#[cfg(feature = "tokio")]
+pub use alert::{AlertMetric, AlertRule, Alerts, Notice, Turn};
 pub use audit::JsonLinesFile;
 pub use counters::{Counters, CountersSnapshot};
 pub use event_hook::EventHook;

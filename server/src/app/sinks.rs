@@ -1,11 +1,11 @@
 //! The sinks the hooks write to in the background (meters' reporters,
-//! StatsD emitters, audit files, webhooks, Redis
+//! StatsD emitters, alert evaluators, audit files, webhooks, Redis
 //! buses), followed over reloads and finished at exit.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use reitunnel_hooks::builtin::{BandwidthMeter, JsonLinesFile, RedisBus, Statsd, Webhook};
+use reitunnel_hooks::builtin::{Alerts, BandwidthMeter, JsonLinesFile, RedisBus, Statsd, Webhook};
 use tokio::task::JoinHandle;
 
 use crate::hook_config::Background;
@@ -21,21 +21,26 @@ const WEBHOOK_DRAIN: Duration = Duration::from_secs(5);
 pub(super) struct Sinks {
     meters: Ticking<BandwidthMeter>,
     statsd: Ticking<Statsd>,
+    alerts: Ticking<Alerts>,
     audit: Vec<Weak<JsonLinesFile>>,
     webhooks: Vec<Weak<Webhook>>,
     redis: Vec<Weak<RedisBus>>,
 }
 
 impl Sinks {
-    /// Starts the interval tasks of `bg` (meters, StatsD) not yet
-    /// running, shows them the quotas they read, takes in its
+    /// Starts the interval tasks of `bg` (meters, StatsD, alerts) not yet
+    /// running, shows them the quotas and webhooks they read, takes in its
     /// sinks and forgets those gone.
     pub(super) fn adopt(&mut self, bg: &Background) {
         self.meters
             .adopt(&bg.meters, BandwidthMeter::spawn_reporter);
         self.statsd.adopt(&bg.statsd, Statsd::spawn_emitter);
+        self.alerts.adopt(&bg.alerts, Alerts::spawn_evaluator);
         for (statsd, _) in &bg.statsd {
             statsd.watch_quotas(&bg.quotas);
+        }
+        for (alerts, _) in &bg.alerts {
+            alerts.watch(&bg.quotas, &bg.webhooks);
         }
         add_new(&mut self.audit, &bg.audit);
         add_new(&mut self.webhooks, &bg.webhooks);
@@ -51,6 +56,7 @@ impl Sinks {
     pub(super) async fn finish(self) {
         self.meters.finish(BandwidthMeter::report_now);
         self.statsd.finish(Statsd::emit_now);
+        self.alerts.finish(|_| {});
         for hook in self.webhooks.iter().filter_map(Weak::upgrade) {
             if !hook.drain(WEBHOOK_DRAIN).await {
                 tracing::warn!(url = hook.url(), "webhook events still pending at exit");

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use reitunnel_hooks::authorize::Authorize;
 use reitunnel_hooks::builtin::{
-    BandwidthMeter, JsonLinesFile, Quota, RateLimit, RedisBus, Statsd, Webhook,
+    Alerts, BandwidthMeter, JsonLinesFile, Quota, RateLimit, RedisBus, Statsd, Webhook,
 };
 use reitunnel_hooks::events::EventBus;
 use reitunnel_hooks::{Hook, HookChainBuilder};
@@ -32,6 +32,8 @@ pub struct Background {
     pub meters: Vec<(Arc<BandwidthMeter>, Duration)>,
     /// StatsD hooks and how often each sends; the server spawns their emitters.
     pub statsd: Vec<(Arc<Statsd>, Duration)>,
+    /// Alert hooks and how often each evaluates; the server spawns their evaluators.
+    pub alerts: Vec<(Arc<Alerts>, Duration)>,
     /// Audit files, to report dropped lines.
     pub audit: Vec<Arc<JsonLinesFile>>,
     /// Webhooks, to report their health.
@@ -51,6 +53,7 @@ impl Background {
     fn extend_hooks(&mut self, other: &Background) {
         self.meters.extend(other.meters.iter().cloned());
         self.statsd.extend(other.statsd.iter().cloned());
+        self.alerts.extend(other.alerts.iter().cloned());
         self.quotas.extend(other.quotas.iter().cloned());
         self.rate_limits.extend(other.rate_limits.iter().cloned());
         self.authorizers.extend(other.authorizers.iter().cloned());

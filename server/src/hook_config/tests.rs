@@ -301,3 +301,63 @@ fn statsd_tables_are_checked_key_by_key() {
         "{e}"
     );
 }
+
+#[test]
+fn alert_tables_name_the_rule_and_target_that_are_wrong() {
+    let target = "[targets.ops]\nformat = \"slack\"\nurl = \"http://127.0.0.1:9/services/T/B/X\"\n";
+    let alert = |rule: &str| format!("kind = \"alert\"\n{target}[[rules]]\nname = \"r\"\n{rule}");
+    let (names, bg) = build(&[t(&alert(
+        "metric = \"client_rate_up\"\nabove = \"100MiB/s\"\nfor_secs = 30\ntargets = [\"ops\"]",
+    ))])
+    .unwrap();
+    assert_eq!(names, ["alert"]);
+    assert_eq!(bg.alerts.len(), 1);
+    for (rule, wanted) in [
+        (
+            "metric = \"open_streams\"\ntargets = [\"ops\"]",
+            "rule 'r' needs `above`",
+        ),
+        (
+            "metric = \"open_streams\"\nabove = \"1MiB\"\ntargets = [\"ops\"]",
+            "only the client rates take a byte size",
+        ),
+        (
+            "metric = \"client_rate_up\"\nabove = \"fast\"\ntargets = [\"ops\"]",
+            "rule 'r': above = \"fast\"",
+        ),
+        (
+            "metric = \"failed_logins\"\nabove = 20\ntargets = [\"ops\"]",
+            "failed_logins needs in_secs",
+        ),
+        (
+            "metric = \"sessions\"\nabove = 20\nin_secs = 60\ntargets = [\"ops\"]",
+            "in_secs is for failed_logins only",
+        ),
+        (
+            "metric = \"sessions\"\nabove = 1\ntargets = [\"pager\"]",
+            "names target 'pager'",
+        ),
+        (
+            "metric = \"sessions\"\nabove = 1\ntargets = []",
+            "rule 'r' names no targets",
+        ),
+        (
+            "metric = \"cpu\"\nabove = 1\ntargets = [\"ops\"]",
+            "unknown variant `cpu`",
+        ),
+        (
+            "metric = \"sessions\"\nabove = 1\ntargets = [\"ops\"]\nwhen = 1",
+            "unknown field `when`",
+        ),
+    ] {
+        let e = table(&alert(rule)).unwrap_err();
+        assert!(e.contains(wanted), "{rule}: {e}");
+    }
+    let unsigned = "kind = \"alert\"\n[targets.a]\nformat = \"webhook\"\nurl = \"http://h/\"\n\
+                    [[rules]]\nname = \"r\"\nmetric = \"webhook_unhealthy\"\ntargets = [\"a\"]";
+    let e = table(unsigned).unwrap_err();
+    assert!(
+        e.contains("target 'a' of format \"webhook\" needs a secret"),
+        "{e}"
+    );
+}

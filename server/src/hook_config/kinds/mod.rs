@@ -2,6 +2,7 @@
 //! is a file here with a [`HookKind`](super::table::HookKind) and its line
 //! in [`KINDS`].
 
+pub(crate) mod alert;
 pub(crate) mod audit;
 pub(crate) mod http_auth;
 pub(crate) mod log;
@@ -30,6 +31,7 @@ pub(crate) const KINDS: &[Entry] = &[
     entry::<webhook::Webhook>(),
     entry::<redis::Redis>(),
     entry::<statsd::Statsd>(),
+    entry::<alert::Alert>(),
     entry::<http_auth::HttpAuth>(),
 ];
 
