@@ -7,7 +7,9 @@
 //! exactly the bytes moved through a real client's tunnels.
 //!
 //! `alert`: the page's example starts a server (its URLs pointed at a
-//! loopback port), whose chain has the alert hook.
+//! loopback port), whose chain has the alert hook; a rule of a server
+//! fires once to a webhook target when a client logs in and resolves when
+//! it leaves.
 
 mod common;
 
@@ -20,7 +22,7 @@ use common::{echo_through, start};
 use reitunnel_client::{Client, ClientConfig, RemoteSpec};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
-use reitunnel_testkit::{echo_service, within};
+use reitunnel_testkit::{echo_service, within, HttpService, Reply};
 use tokio::net::UdpSocket;
 
 /// A failure guard for every wait, never a synchronisation.
@@ -322,4 +324,52 @@ fn the_alert_example_starts_a_server_with_the_alert_hook() {
         "{log:#?}"
     );
     assert!(server.stop().success());
+}
+
+/// The next alert a target was sent.
+async fn next_alert(sent: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> serde_json::Value {
+    let body = within(PATIENCE, "the next alert", sent.recv())
+        .await
+        .unwrap();
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_of_the_server_fires_once_to_a_webhook_and_resolves() {
+    let (tx, mut sent) = tokio::sync::mpsc::unbounded_channel();
+    let tx = std::sync::Mutex::new(tx);
+    let receiver = HttpService::start(move |body| {
+        let _ = tx.lock().unwrap().send(body.to_owned());
+        Reply::Json(200, "{}".to_owned())
+    });
+    let hooks = format!(
+        "[[hooks]]\nkind = \"alert\"\ninterval_ms = 50\n\
+         [hooks.targets.noc]\nformat = \"webhook\"\nurl = \"http://{}/alerts\"\nsecret = \"s\"\n\
+         [[hooks.rules]]\nname = \"anyone-in\"\nmetric = \"sessions\"\nabove = 0\ntargets = [\"noc\"]\n",
+        receiver.addr
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr, _) = start(&["--config", &write_config(dir.path(), &hooks)]);
+    let client = session(addr, 0).await;
+    let firing = next_alert(&mut sent).await;
+    assert_eq!(
+        (
+            &firing["event"],
+            &firing["rule"],
+            &firing["subject"],
+            &firing["value"]
+        ),
+        (
+            &"alert.firing".into(),
+            &"anyone-in".into(),
+            &"server".into(),
+            &1.0.into()
+        ),
+        "{firing}"
+    );
+    client.shutdown().await.unwrap();
+    let resolved = next_alert(&mut sent).await;
+    assert_eq!(resolved["event"], "alert.resolved", "{resolved}");
+    assert!(server.stop().success());
+    assert_eq!(receiver.bodies().len(), 2, "one firing, one resolution");
 }
