@@ -289,6 +289,10 @@ fn statsd_tables_are_checked_key_by_key() {
             "unknown variant `graphite`",
         ),
         ("addr = \"h:1\"\nport = 1", "unknown field `port`"),
+        (
+            "addr = \"h:1\"\nprefix = \"a|b\"",
+            "prefix may hold letters",
+        ),
     ] {
         let e = table(&format!("kind = \"statsd\"\n{keys}")).unwrap_err();
         assert!(e.contains(wanted), "{keys}: {e}");

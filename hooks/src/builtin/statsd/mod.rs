@@ -218,6 +218,15 @@ impl Statsd {
     }
 }
 
+/// A hook a reload took out ends with the last session using it: what it
+/// counted since its last emission is sent then, so the counters still add
+/// up to every byte moved.
+impl Drop for Statsd {
+    fn drop(&mut self) {
+        self.emit_now();
+    }
+}
+
 impl Hook for Statsd {
     fn name(&self) -> &str {
         "statsd"

@@ -106,6 +106,13 @@ impl HookKind for Statsd {
                 format!("statsd: max_packet_bytes must be {MIN_PACKET}..={MAX_UDP_PAYLOAD}"),
             ));
         }
+        let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if !config.prefix.chars().all(name_char) {
+            return Err(Invalid::new(
+                "prefix",
+                "statsd: prefix may hold letters, digits, '.', '_' and '-' only",
+            ));
+        }
         if config.prefix.len() > MIN_PACKET / 4 {
             return Err(Invalid::new(
                 "prefix",
