@@ -36,7 +36,8 @@ pub struct Background {
     pub alerts: Vec<(Arc<Alerts>, Duration)>,
     /// Audit files, to report dropped lines.
     pub audit: Vec<Arc<JsonLinesFile>>,
-    /// Webhooks, to report their health.
+    /// Webhooks, to report their health (and drain at exit): the event
+    /// sinks, then the alert hooks' targets.
     pub webhooks: Vec<Arc<Webhook>>,
     /// Redis event buses, to report their health.
     pub redis: Vec<Arc<RedisBus>>,
@@ -49,8 +50,10 @@ pub struct Background {
 }
 
 impl Background {
-    /// Adds the hook handles of `other` (not its sinks, which are opened apart).
+    /// Adds the hook handles of `other`, a hook's own (its meter, quota,
+    /// alert targets…), not the config's sinks, which are opened apart.
     fn extend_hooks(&mut self, other: &Background) {
+        self.webhooks.extend(other.webhooks.iter().cloned());
         self.meters.extend(other.meters.iter().cloned());
         self.statsd.extend(other.statsd.iter().cloned());
         self.alerts.extend(other.alerts.iter().cloned());

@@ -316,6 +316,8 @@ fn alert_tables_name_the_rule_and_target_that_are_wrong() {
     .unwrap();
     assert_eq!(names, ["alert"]);
     assert_eq!(bg.alerts.len(), 1);
+    let targets: Vec<&str> = bg.webhooks.iter().map(|w| w.url()).collect();
+    assert_eq!(targets, ["http://127.0.0.1:9"], "shown without the path");
     for (rule, wanted) in [
         (
             "metric = \"open_streams\"\ntargets = [\"ops\"]",

@@ -253,6 +253,8 @@ impl HookKind for Alert {
             };
             let hook = webhook::start(&delivery, shape)
                 .map_err(|e| ctx.invalid(format!("alert: target '{name}': {e}")))?;
+            // Its health is reported, and it is drained at exit, like a webhook's.
+            ctx.background.webhooks.push(hook.clone());
             sinks.insert(name, hook);
         }
         let rules = config
