@@ -294,6 +294,11 @@ async fn dogstatsd_tags_every_line_and_reports_quota_use_while_a_client_is_conne
         .find(|l| l.name == "reitunnel.quota_used_ratio" && alice(l))
         .expect("a quota ratio");
     assert!(ratio.value > 0.0 && ratio.value < 1.0, "{ratio:?}");
+    assert_eq!(
+        ratio.tags.get("period").map(String::as_str),
+        Some("86400s"),
+        "the quota's period"
+    );
 }
 
 #[test]

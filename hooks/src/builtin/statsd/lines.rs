@@ -86,6 +86,8 @@ impl MetricSink for Bounded {
 
 /// Writes metric lines of one flavor to one address.
 pub(super) struct Lines {
+    /// The address as configured, for metric labels.
+    target: String,
     client: StatsdClient,
     /// The sink inside `client`, for its packet counts.
     udp: Arc<BufferedUdpMetricSink>,
@@ -132,6 +134,7 @@ impl Lines {
             }
         }
         Ok(Lines {
+            target: config.addr.clone(),
             client: builder.build(),
             udp,
             flavor: config.flavor,
@@ -167,6 +170,11 @@ impl Lines {
         if let Err(e) = self.client.flush() {
             tracing::debug!(target: "reitunnel::statsd", error = %e, "statsd flush failed");
         }
+    }
+
+    /// Where it sends, as configured.
+    pub(super) fn target(&self) -> &str {
+        &self.target
     }
 
     /// Packets sent and dropped so far.

@@ -8,8 +8,8 @@
 //!   intervals add up to exactly the bytes moved), `logins`,
 //!   `refusals` per scope and reason, `streams_opened`, `streams_closed`;
 //! - gauges: `sessions`, `tunnels`, `open_streams`, and per connected
-//!   client `quota_used_bytes` and `quota_used_ratio` of each quota
-//!   ([`Statsd::watch_quotas`]);
+//!   client and each quota's period `quota_used_bytes` and
+//!   `quota_used_ratio` ([`Statsd::watch_quotas`]);
 //! - timings: `login`, the milliseconds from a login read to its
 //!   acceptance (the checks and gates, `http_auth` included), one per
 //!   login, at most [`MAX_TIMINGS`] an interval. A visitor's time to first
@@ -23,8 +23,8 @@
 //! packets sent. Lines are packed into packets of at most
 //! `max_packet_bytes`; UDP neither waits nor tells whether anyone got
 //! them, so the only failures seen are the local ones, counted in
-//! `reitunnel_statsd_packets_dropped_total` (and the packets sent in
-//! `reitunnel_statsd_packets_sent_total`).
+//! `reitunnel_statsd_packets_dropped_total{target}` (and the packets sent
+//! in `reitunnel_statsd_packets_sent_total{target}`), `target` the `addr`.
 
 mod lines;
 mod tallies;
@@ -141,6 +141,9 @@ impl Statsd {
             self.count("bytes_in", bytes_in, &dims);
             self.count("bytes_out", bytes_out, &dims);
         }
+        // Read under the lock, so two emissions at once (the timer's and the
+        // last one at exit) cannot count a login or stream twice.
+        let mut last = lock(&self.last);
         let now = self.counters.snapshot();
         // Each total only grows, so each count since is never negative.
         let totals = [
@@ -148,7 +151,8 @@ impl Statsd {
             now.streams_total,
             self.streams_closed.load(Ordering::Relaxed),
         ];
-        let before = std::mem::replace(&mut *lock(&self.last), totals);
+        let before = std::mem::replace(&mut *last, totals);
+        drop(last);
         let names = ["logins", "streams_opened", "streams_closed"];
         for ((name, now), before) in names.iter().zip(totals).zip(before) {
             self.count(name, now.saturating_sub(before), &[]);
@@ -168,8 +172,10 @@ impl Statsd {
         }
         self.lines.flush();
         let health = self.lines.health();
-        metrics::counter!("reitunnel_statsd_packets_sent_total").absolute(health.packets_sent);
-        metrics::counter!("reitunnel_statsd_packets_dropped_total")
+        let target = self.lines.target().to_owned();
+        metrics::counter!("reitunnel_statsd_packets_sent_total", "target" => target.clone())
+            .absolute(health.packets_sent);
+        metrics::counter!("reitunnel_statsd_packets_dropped_total", "target" => target)
             .absolute(health.packets_dropped + health.oversized);
     }
 
@@ -187,9 +193,10 @@ impl Statsd {
         }
         let names = self.connected.names();
         for quota in &quotas {
+            let period = format!("{}s", quota.period_secs());
             for name in &names {
                 let used = quota.used(name);
-                let dims = [("client", &**name)];
+                let dims = [("client", &**name), ("period", period.as_str())];
                 self.lines
                     .send("quota_used_bytes", Value::Gauge(used), &dims);
                 let ratio = used as f64 / quota.limit().max(1) as f64;
