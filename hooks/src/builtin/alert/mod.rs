@@ -20,7 +20,7 @@
 mod measure;
 mod track;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -201,18 +201,15 @@ impl Alerts {
                 held: rule.held,
                 cooldown: rule.cooldown,
             };
-            let mut subjects: Vec<String> = ev
+            // Those measured and those still tracked (a client gone, a
+            // network no longer failing: their value is 0), in order.
+            let subjects: BTreeSet<String> = ev
                 .tracks
                 .keys()
                 .filter(|(r, _)| *r == i)
                 .map(|(_, s)| s.clone())
+                .chain(values.keys().cloned())
                 .collect();
-            subjects.extend(
-                values
-                    .keys()
-                    .filter(|s| !ev.tracks.contains_key(&(i, (*s).clone())))
-                    .cloned(),
-            );
             for subject in subjects {
                 let value = values.get(&subject).copied().unwrap_or(0.0);
                 let key = (i, subject);
