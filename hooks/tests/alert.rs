@@ -16,7 +16,7 @@ use common::{addr, client_at, open_client_with_token, EventLog, Session};
 use reitunnel_hooks::builtin::{
     AlertMetric, AlertRule, Alerts, BodyShape, Secret, TokenAuth, Turn, Webhook, WebhookConfig,
 };
-use reitunnel_hooks::events::EventSink;
+use reitunnel_hooks::events::{EventBus, EventSink};
 use reitunnel_hooks::{Direction, HookChain};
 use serde_json::Value;
 use tls_receiver::{certs, receiver, trusting, Seen};
@@ -37,7 +37,11 @@ fn rule(
         held: Duration::ZERO,
         window: Duration::ZERO,
         cooldown: Duration::from_secs(300),
-        targets,
+        targets: targets
+            .iter()
+            .fold(EventBus::new().for_server("edge-1"), |bus, t| {
+                bus.with(t.clone())
+            }),
     }
 }
 
@@ -193,6 +197,7 @@ fn failed_logins_count_per_network_within_the_window() {
     assert_eq!(sent[0]["value"], 3.0);
     assert_eq!(sent[0]["subject"], "203.0.113.0/24");
     assert_eq!(sent[1]["event"], "alert.resolved");
+    assert_eq!(sent[1]["server"], "edge-1", "the bus names the server");
 }
 
 #[test]

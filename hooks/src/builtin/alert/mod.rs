@@ -7,9 +7,9 @@
 //! rule stays quiet for that subject (a client, a network, an endpoint)
 //! until the cooldown is over, and a firing not told has no resolution
 //! told either. Every firing and resolution is an event, `alert.firing`
-//! or `alert.resolved`, sent to the rule's targets (any
-//! [`EventSink`]; the server's are [`Webhook`]s shaped for Slack, Teams or
-//! our own signed JSON).
+//! or `alert.resolved`, sent to the rule's targets (an [`EventBus`]; the
+//! server's sinks on it are [`Webhook`]s shaped for Slack, Teams or our
+//! own signed JSON).
 //!
 //! The data path costs what a [`BandwidthMeter`] costs (one atomic add
 //! per chunk); logins, refusals and opens add to counters where they
@@ -28,7 +28,7 @@ use reitunnel_proto::RefuseCode;
 
 use super::present::{Connected, Watched};
 use super::{BandwidthMeter, Counters, MeterSink, Quota, Webhook};
-use crate::events::{Event, EventSink};
+use crate::events::{Event, EventBus};
 use crate::hook::{Hook, HookResult, StreamState};
 use crate::info::{
     ClientInfo, DataEvent, Rejection, Scope, StreamEnd, StreamInfo, Totals, TunnelInfo,
@@ -91,8 +91,9 @@ pub struct AlertRule {
     /// After a firing is told, how long further firings of the same
     /// subject are not.
     pub cooldown: Duration,
-    /// Where its messages go.
-    pub targets: Vec<Arc<dyn EventSink>>,
+    /// Where its messages go (give the bus the server's name, and every
+    /// message carries it).
+    pub targets: EventBus,
 }
 
 impl std::fmt::Debug for AlertRule {
@@ -101,7 +102,7 @@ impl std::fmt::Debug for AlertRule {
             .field("name", &self.name)
             .field("metric", &self.metric)
             .field("above", &self.above)
-            .field("targets", &self.targets.len())
+            .field("targets", &self.targets)
             .finish_non_exhaustive()
     }
 }
@@ -233,10 +234,7 @@ impl Alerts {
         drop(ev);
         for (i, notice) in &notices {
             let rule = &self.rules[*i];
-            let event = event(rule, notice);
-            for target in &rule.targets {
-                target.emit(&event);
-            }
+            rule.targets.emit(&event(rule, notice));
         }
         notices.into_iter().map(|(_, n)| n).collect()
     }

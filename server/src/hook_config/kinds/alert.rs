@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reitunnel_hooks::builtin::{AlertMetric, AlertRule, Alerts, BodyShape, Secret};
-use reitunnel_hooks::events::EventSink;
+use reitunnel_hooks::events::{EventBus, EventSink};
 use reitunnel_hooks::Hook;
 use serde::Deserialize;
 
@@ -270,8 +270,9 @@ impl HookKind for Alert {
                 targets: rule
                     .targets
                     .iter()
-                    .map(|t| sinks[t.as_str()].clone())
-                    .collect(),
+                    .fold(EventBus::new().for_server(ctx.server), |bus, t| {
+                        bus.with(sinks[t.as_str()].clone())
+                    }),
             })
             .collect();
         let alerts = Alerts::new(rules);
