@@ -130,6 +130,67 @@ struct Evaluation {
 }
 
 /// The alert hook. Give it a task with [`Alerts::spawn_evaluator`].
+///
+/// # Example
+///
+/// A rule on open streams, evaluated at times the caller gives: it fires
+/// once the value stayed above for `held`, and resolves when it drops.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use std::time::{Duration, Instant};
+/// use reitunnel_hooks::builtin::{AlertMetric, AlertRule, Alerts, Turn};
+/// use reitunnel_hooks::events::{Event, EventBus, EventSink};
+/// use reitunnel_hooks::{HookChain, Login};
+/// # use reitunnel_hooks::{ClientId, ClientInfo, StreamId, StreamInfo, TunnelId, TunnelInfo, TunnelKind};
+///
+/// #[derive(Default)]
+/// struct Chat(Mutex<Vec<String>>);
+/// impl EventSink for Chat {
+///     fn emit(&self, event: &Event) {
+///         self.0.lock().unwrap().push(event.fields["summary"].to_string());
+///     }
+/// }
+///
+/// let chat = Arc::new(Chat::default());
+/// let alerts = Alerts::new(vec![AlertRule {
+///     name: "busy".into(),
+///     metric: AlertMetric::OpenStreams,
+///     above: 0.0,
+///     held: Duration::from_secs(30),
+///     window: Duration::ZERO,
+///     cooldown: Duration::from_secs(300),
+///     targets: EventBus::new().with(chat.clone()),
+/// }]);
+/// let chain = HookChain::builder().shared(alerts.clone()).build();
+/// // In a server: `let _task = alerts.spawn_evaluator(Duration::from_secs(1));`
+///
+/// # let alice = Arc::new(ClientInfo::new(ClientId(1), "alice", "127.0.0.1:50000".parse()?));
+/// # let nonce = [0u8; 32];
+/// # let proof = reitunnel_proto::auth::proof(b"token", &nonce, "alice");
+/// # let tunnel = Arc::new(TunnelInfo::new(TunnelId(1), alice.clone(), TunnelKind::Reverse,
+/// #     "0.0.0.0:8080".parse()?, "127.0.0.1:3000"));
+/// # let stream = Arc::new(StreamInfo::new(StreamId(1), tunnel.clone(), "127.0.0.1:40000".parse()?));
+/// let client = chain.open_client(alice, &Login { nonce: &nonce, proof: &proof }).unwrap();
+/// let tunnel = chain.open_tunnel(tunnel).unwrap();
+/// let stream = chain.open_stream(stream).unwrap();
+/// let t0 = Instant::now();
+/// assert!(alerts.evaluate(t0).is_empty());
+/// let fired = alerts.evaluate(t0 + Duration::from_secs(30));
+/// assert_eq!((fired[0].turn, fired[0].subject.as_str()), (Turn::Firing, "server"));
+/// drop(stream);
+/// let resolved = alerts.evaluate(t0 + Duration::from_secs(31));
+/// assert_eq!(resolved[0].turn, Turn::Resolved);
+/// assert_eq!(
+///     *chat.0.lock().unwrap(),
+///     [
+///         r#""[FIRING] busy: open_streams of server is 1 (above 0)""#,
+///         r#""[RESOLVED] busy: open_streams of server is 0 (above 0)""#,
+///     ]
+/// );
+/// # drop((tunnel, client));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Alerts {
     rules: Vec<AlertRule>,
     meter: Arc<BandwidthMeter>,

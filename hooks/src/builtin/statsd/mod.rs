@@ -75,6 +75,49 @@ pub struct StatsdConfig {
 }
 
 /// The StatsD hook. Give it a task with [`Statsd::spawn_emitter`].
+///
+/// # Example
+///
+/// A stream's bytes, and the lines one emission sends to a UDP socket:
+///
+/// ```
+/// use std::net::UdpSocket;
+/// use std::sync::Arc;
+/// use reitunnel_hooks::builtin::{Flavor, Statsd, StatsdConfig, DEFAULT_MAX_PACKET};
+/// use reitunnel_hooks::{Direction, HookChain, Login};
+/// # use reitunnel_hooks::{ClientId, ClientInfo, StreamId, StreamInfo, TunnelId, TunnelInfo, TunnelKind};
+///
+/// let agent = UdpSocket::bind("127.0.0.1:0")?;
+/// let statsd = Statsd::new(&StatsdConfig {
+///     addr: agent.local_addr()?.to_string(),
+///     prefix: "edge".into(),
+///     flavor: Flavor::Dogstatsd,
+///     tags: vec![("env".into(), "prod".into())],
+///     max_packet_bytes: DEFAULT_MAX_PACKET,
+/// })?;
+/// let chain = HookChain::builder().shared(statsd.clone()).build();
+/// // In a server: `let _task = statsd.spawn_emitter(Duration::from_secs(10));`
+///
+/// # let alice = Arc::new(ClientInfo::new(ClientId(1), "alice", "127.0.0.1:50000".parse()?));
+/// # let nonce = [0u8; 32];
+/// # let proof = reitunnel_proto::auth::proof(b"token", &nonce, "alice");
+/// # let tunnel = Arc::new(TunnelInfo::new(TunnelId(1), alice.clone(), TunnelKind::Reverse,
+/// #     "0.0.0.0:8080".parse()?, "127.0.0.1:3000"));
+/// # let stream = Arc::new(StreamInfo::new(StreamId(1), tunnel.clone(), "127.0.0.1:40000".parse()?));
+/// let client = chain.open_client(alice, &Login { nonce: &nonce, proof: &proof }).unwrap();
+/// let tunnel = chain.open_tunnel(tunnel).unwrap();
+/// let stream = chain.open_stream(stream).unwrap();
+/// let _ = stream.on_data(Direction::Ingress, &[0u8; 100]);
+/// statsd.emit_now(); // what the emitter task does on each tick
+///
+/// let mut packet = [0u8; DEFAULT_MAX_PACKET];
+/// let n = agent.recv(&mut packet)?;
+/// let lines = std::str::from_utf8(&packet[..n])?;
+/// assert!(lines.lines().any(|l| l == "edge.bytes_in:100|c|#env:prod,client:alice,tunnel:t1"), "{lines}");
+/// assert!(lines.lines().any(|l| l == "edge.open_streams:1|g|#env:prod"), "{lines}");
+/// # drop((stream, tunnel, client));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Statsd {
     lines: Lines,
     /// Bytes per tunnel; its sink is `bytes`.
