@@ -462,6 +462,10 @@ http {{ access_log off; sendfile on; tcp_nodelay on; keepalive_requests 1000000;
     limits_toml = os.path.join(work, "limits.toml")
     with open(limits_toml, "w") as f:
         f.write(limits)
+    # The statsd hook sends to a UDP socket bound here and never read (the
+    # kernel drops what its buffer cannot hold): the cost is the server's.
+    statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    statsd.bind(("127.0.0.1", 0))
     hooks = os.path.join(work, "hooks.toml")
     with open(hooks, "w") as f:
         f.write(f"""metrics_listen = "127.0.0.1:{free_port()}"
@@ -481,6 +485,11 @@ kind = "metrics"
 kind = "sampled"
 one_in = 64
 hook = {{ kind = "log" }}
+[[hooks]]
+kind = "statsd"
+addr = "127.0.0.1:{statsd.getsockname()[1]}"
+flavor = "dogstatsd"
+interval_ms = 1000
 """)
     cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
@@ -492,7 +501,7 @@ hook = {{ kind = "log" }}
     subprocess.run(["openssl", "pkcs12", "-export", "-out", p12, "-inkey", key, "-in", cert,
                     "-passout", "pass:bench"], check=True, capture_output=True)
     return {"iperf": iperf_port, "nginx": nginx_port, "hooks_toml": hooks, "limits_toml": limits_toml, "cert": cert,
-            "key": key, "p12": p12, "fingerprint": fingerprint}
+            "key": key, "p12": p12, "fingerprint": fingerprint, "statsd_socket": statsd}
 
 
 # ---------------------------------------------------------------- the run

@@ -115,6 +115,31 @@ pub enum RefuseCode {
 }
 
 impl RefuseCode {
+    /// Every code, in the order of their numbers.
+    pub const ALL: [RefuseCode; 7] = [
+        RefuseCode::Other,
+        RefuseCode::AuthFailed,
+        RefuseCode::Forbidden,
+        RefuseCode::LimitReached,
+        RefuseCode::Unavailable,
+        RefuseCode::BadRequest,
+        RefuseCode::ShuttingDown,
+    ];
+
+    /// A short stable name (`auth_failed`, `limit_reached`, …), for metric
+    /// names and tags.
+    pub fn label(self) -> &'static str {
+        match self {
+            RefuseCode::Other => "other",
+            RefuseCode::AuthFailed => "auth_failed",
+            RefuseCode::Forbidden => "forbidden",
+            RefuseCode::LimitReached => "limit_reached",
+            RefuseCode::Unavailable => "unavailable",
+            RefuseCode::BadRequest => "bad_request",
+            RefuseCode::ShuttingDown => "shutting_down",
+        }
+    }
+
     fn from_u8(b: u8) -> RefuseCode {
         match b {
             1 => RefuseCode::AuthFailed,

@@ -1,5 +1,7 @@
 //! Hooks that ship with Reitunnel. Each is usable on its own in any chain.
 
+#[cfg(feature = "tokio")]
+mod alert;
 mod audit;
 mod counters;
 mod event_hook;
@@ -12,17 +14,23 @@ mod metrics;
 #[cfg(feature = "tokio")]
 mod outbox;
 mod policy;
+#[cfg(feature = "tokio")]
+mod present;
 mod quota;
 mod rate_limit;
 #[cfg(feature = "tokio")]
 mod redis_bus;
 mod sampler;
+#[cfg(feature = "tokio")]
+mod statsd;
 mod token_auth;
 #[cfg(feature = "tokio")]
 mod webhook;
 
 /// Also at the crate root, where it now lives.
 pub use crate::Secret;
+#[cfg(feature = "tokio")]
+pub use alert::{AlertMetric, AlertRule, Alerts, Notice, Turn};
 pub use audit::JsonLinesFile;
 pub use counters::{Counters, CountersSnapshot};
 pub use event_hook::EventHook;
@@ -37,8 +45,12 @@ pub use rate_limit::{ByteRate, EventRate, RateLimit, RateLimitConfig};
 #[cfg(feature = "tokio")]
 pub use redis_bus::{BadRedisUrl, RedisBus, RedisBusConfig, RedisHealth};
 pub use sampler::{Sampler, Sampling};
+#[cfg(feature = "tokio")]
+pub use statsd::{
+    Flavor, Statsd, StatsdConfig, StatsdError, StatsdHealth, DEFAULT_MAX_PACKET, MAX_TIMINGS,
+};
 pub use token_auth::TokenAuth;
 #[cfg(feature = "tokio")]
 pub use webhook::endpoint::redact as redact_url;
 #[cfg(feature = "tokio")]
-pub use webhook::{Webhook, WebhookConfig, WebhookHealth, UNHEALTHY_AFTER};
+pub use webhook::{BodyShape, Webhook, WebhookConfig, WebhookHealth, UNHEALTHY_AFTER};

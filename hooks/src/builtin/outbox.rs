@@ -17,6 +17,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::lanes::{Lanes, Ticket};
+use super::webhook::BodyShape;
 use crate::events::{Event, Lane};
 
 /// A delivery task, boxed so either sink can hand it to [`spawn_here`] or
@@ -30,7 +31,8 @@ pub(crate) struct Queued {
     pub(crate) id: String,
     /// The event's name.
     pub(crate) event: &'static str,
-    /// The event as one JSON object ([`Event::to_json`]).
+    /// The request body: the event as one JSON object ([`Event::to_json`]),
+    /// or as its [`BodyShape`] writes it.
     pub(crate) body: Bytes,
     /// Its place in the queue, given back once it is delivered or given up.
     _place: Ticket,
@@ -99,6 +101,8 @@ pub(crate) struct Outbox {
     tx: mpsc::Sender<Queued>,
     ledger: Arc<Ledger>,
     dropped: DropMetric,
+    /// How each event's body is written.
+    shape: BodyShape,
     /// Random per sink, so ids of two server runs do not meet.
     id_prefix: u64,
     next_id: AtomicU64,
@@ -126,10 +130,17 @@ impl Outbox {
             tx,
             ledger,
             dropped,
+            shape: BodyShape::Event,
             id_prefix: fastrand::u64(..),
             next_id: AtomicU64::new(1),
         };
         (outbox, rx)
+    }
+
+    /// Writes each event's body as `shape` does.
+    pub(crate) fn shaped(mut self, shape: BodyShape) -> Outbox {
+        self.shape = shape;
+        self
     }
 
     /// The bookkeeping, shared with the delivery task.
@@ -163,7 +174,7 @@ impl Outbox {
         let queued = Queued {
             id,
             event: event.event,
-            body: Bytes::from(event.to_json()),
+            body: Bytes::from(self.shape.render(event)),
             _place: place,
         };
         match self.tx.try_send(queued) {

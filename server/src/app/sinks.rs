@@ -1,10 +1,12 @@
 //! The sinks the hooks write to in the background (meters' reporters,
-//! audit files, webhooks, Redis buses), followed over reloads and finished at exit.
+//! StatsD emitters, alert evaluators, audit files, webhooks, Redis
+//! buses), followed over reloads and finished at exit.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use reitunnel_hooks::builtin::{BandwidthMeter, JsonLinesFile, RedisBus, Webhook};
+use reitunnel_hooks::builtin::{Alerts, BandwidthMeter, JsonLinesFile, RedisBus, Statsd, Webhook};
+use tokio::task::JoinHandle;
 
 use crate::hook_config::Background;
 
@@ -17,26 +19,28 @@ const WEBHOOK_DRAIN: Duration = Duration::from_secs(5);
 /// ends), and what is left is flushed, drained and reported at exit.
 #[derive(Default)]
 pub(super) struct Sinks {
-    meters: Vec<(Weak<BandwidthMeter>, tokio::task::JoinHandle<()>)>,
+    meters: Ticking<BandwidthMeter>,
+    statsd: Ticking<Statsd>,
+    alerts: Ticking<Alerts>,
     audit: Vec<Weak<JsonLinesFile>>,
     webhooks: Vec<Weak<Webhook>>,
     redis: Vec<Weak<RedisBus>>,
 }
 
 impl Sinks {
-    /// Starts reporters for the meters of `bg` not yet running, takes in
-    /// its sinks and forgets those gone.
+    /// Starts the interval tasks of `bg` (meters, StatsD, alerts) not yet
+    /// running, shows them the quotas and webhooks they read, takes in its
+    /// sinks and forgets those gone.
     pub(super) fn adopt(&mut self, bg: &Background) {
-        self.meters.retain(|(m, _)| m.strong_count() > 0);
-        for (meter, every) in &bg.meters {
-            if !self
-                .meters
-                .iter()
-                .any(|(m, _)| m.ptr_eq(&Arc::downgrade(meter)))
-            {
-                self.meters
-                    .push((Arc::downgrade(meter), meter.spawn_reporter(*every)));
-            }
+        self.meters
+            .adopt(&bg.meters, BandwidthMeter::spawn_reporter);
+        self.statsd.adopt(&bg.statsd, Statsd::spawn_emitter);
+        self.alerts.adopt(&bg.alerts, Alerts::spawn_evaluator);
+        for (statsd, _) in &bg.statsd {
+            statsd.watch_quotas(&bg.quotas);
+        }
+        for (alerts, _) in &bg.alerts {
+            alerts.watch(&bg.quotas, &bg.webhooks);
         }
         add_new(&mut self.audit, &bg.audit);
         add_new(&mut self.webhooks, &bg.webhooks);
@@ -50,12 +54,9 @@ impl Sinks {
 
     /// Last meter reports, webhook drains and drop counts.
     pub(super) async fn finish(self) {
-        for (meter, reporter) in &self.meters {
-            if let Some(meter) = meter.upgrade() {
-                meter.report_now();
-            }
-            reporter.abort();
-        }
+        self.meters.finish(BandwidthMeter::report_now);
+        self.statsd.finish(Statsd::emit_now);
+        self.alerts.finish(|_| {});
         for hook in self.webhooks.iter().filter_map(Weak::upgrade) {
             if !hook.drain(WEBHOOK_DRAIN).await {
                 tracing::warn!(url = hook.url(), "webhook events still pending at exit");
@@ -76,6 +77,43 @@ impl Sinks {
             if audit.dropped() > 0 {
                 tracing::warn!(file = %audit.path().display(), dropped = audit.dropped(), "audit lines dropped (queue full)");
             }
+        }
+    }
+}
+
+/// Hooks that each run a task on an interval (a meter's reporter, a
+/// StatsD emitter), held weakly, with their tasks.
+struct Ticking<T>(Vec<(Weak<T>, JoinHandle<()>)>);
+
+impl<T> Default for Ticking<T> {
+    fn default() -> Self {
+        Ticking(Vec::new())
+    }
+}
+
+impl<T> Ticking<T> {
+    /// Forgets those gone and starts the task of each of `new` not yet running.
+    fn adopt(
+        &mut self,
+        new: &[(Arc<T>, Duration)],
+        spawn: fn(&Arc<T>, Duration) -> JoinHandle<()>,
+    ) {
+        self.0.retain(|(h, _)| h.strong_count() > 0);
+        for (hook, every) in new {
+            let weak = Arc::downgrade(hook);
+            if !self.0.iter().any(|(h, _)| h.ptr_eq(&weak)) {
+                self.0.push((weak, spawn(hook, *every)));
+            }
+        }
+    }
+
+    /// A last round (`last`) for each still alive, and every task ended.
+    fn finish(&self, last: fn(&T)) {
+        for (hook, task) in &self.0 {
+            if let Some(hook) = hook.upgrade() {
+                last(&hook);
+            }
+            task.abort();
         }
     }
 }

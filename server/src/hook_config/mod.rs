@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use reitunnel_hooks::authorize::Authorize;
 use reitunnel_hooks::builtin::{
-    BandwidthMeter, JsonLinesFile, Quota, RateLimit, RedisBus, Webhook,
+    Alerts, BandwidthMeter, JsonLinesFile, Quota, RateLimit, RedisBus, Statsd, Webhook,
 };
 use reitunnel_hooks::events::EventBus;
 use reitunnel_hooks::{Hook, HookChainBuilder};
@@ -30,9 +30,14 @@ use table::{BuildContext, Relation};
 pub struct Background {
     /// Meters and how often each reports; the server spawns their reporters.
     pub meters: Vec<(Arc<BandwidthMeter>, Duration)>,
+    /// StatsD hooks and how often each sends; the server spawns their emitters.
+    pub statsd: Vec<(Arc<Statsd>, Duration)>,
+    /// Alert hooks and how often each evaluates; the server spawns their evaluators.
+    pub alerts: Vec<(Arc<Alerts>, Duration)>,
     /// Audit files, to report dropped lines.
     pub audit: Vec<Arc<JsonLinesFile>>,
-    /// Webhooks, to report their health.
+    /// Webhooks, to report their health (and drain at exit): the event
+    /// sinks, then the alert hooks' targets.
     pub webhooks: Vec<Arc<Webhook>>,
     /// Redis event buses, to report their health.
     pub redis: Vec<Arc<RedisBus>>,
@@ -45,9 +50,13 @@ pub struct Background {
 }
 
 impl Background {
-    /// Adds the hook handles of `other` (not its sinks, which are opened apart).
+    /// Adds the hook handles of `other`, a hook's own (its meter, quota,
+    /// alert targets…), not the config's sinks, which are opened apart.
     fn extend_hooks(&mut self, other: &Background) {
+        self.webhooks.extend(other.webhooks.iter().cloned());
         self.meters.extend(other.meters.iter().cloned());
+        self.statsd.extend(other.statsd.iter().cloned());
+        self.alerts.extend(other.alerts.iter().cloned());
         self.quotas.extend(other.quotas.iter().cloned());
         self.rate_limits.extend(other.rate_limits.iter().cloned());
         self.authorizers.extend(other.authorizers.iter().cloned());

@@ -264,3 +264,106 @@ fn redis_buses_are_event_hooks_that_show_no_password_and_need_somewhere_to_send(
         "{e}"
     );
 }
+
+#[test]
+fn statsd_tables_are_checked_key_by_key() {
+    let (names, bg) = build(&[t("kind = \"statsd\"\naddr = \"127.0.0.1:8125\"")]).unwrap();
+    assert_eq!(names, ["statsd"]);
+    assert_eq!(bg.statsd[0].1, std::time::Duration::from_secs(10));
+    for (keys, wanted) in [
+        ("addr = \"localhost\"", "addr 'localhost' is not host:port"),
+        (
+            "addr = \"h:1\"\ninterval_ms = 0",
+            "interval_ms must be at least 1",
+        ),
+        (
+            "addr = \"h:1\"\nmax_packet_bytes = 100",
+            "max_packet_bytes must be 512..=65507",
+        ),
+        (
+            "addr = \"h:1\"\ntags = { env = \"prod\" }",
+            "tags need flavor = \"dogstatsd\"",
+        ),
+        (
+            "addr = \"h:1\"\nflavor = \"graphite\"",
+            "unknown variant `graphite`",
+        ),
+        ("addr = \"h:1\"\nport = 1", "unknown field `port`"),
+        (
+            "addr = \"h:1\"\nprefix = \"a|b\"",
+            "prefix may hold letters",
+        ),
+    ] {
+        let e = table(&format!("kind = \"statsd\"\n{keys}")).unwrap_err();
+        assert!(e.contains(wanted), "{keys}: {e}");
+    }
+    let e = build(&[t("kind = \"statsd\"\naddr = \"no-such-host.invalid:8125\"")])
+        .err()
+        .unwrap();
+    assert!(
+        e.contains("statsd: addr 'no-such-host.invalid:8125'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn alert_tables_name_the_rule_and_target_that_are_wrong() {
+    let target = "[targets.ops]\nformat = \"slack\"\nurl = \"http://127.0.0.1:9/services/T/B/X\"\n";
+    let alert = |rule: &str| format!("kind = \"alert\"\n{target}[[rules]]\nname = \"r\"\n{rule}");
+    let (names, bg) = build(&[t(&alert(
+        "metric = \"client_rate_up\"\nabove = \"100MiB/s\"\nfor_secs = 30\ntargets = [\"ops\"]",
+    ))])
+    .unwrap();
+    assert_eq!(names, ["alert"]);
+    assert_eq!(bg.alerts.len(), 1);
+    let targets: Vec<&str> = bg.webhooks.iter().map(|w| w.url()).collect();
+    assert_eq!(targets, ["http://127.0.0.1:9"], "shown without the path");
+    for (rule, wanted) in [
+        (
+            "metric = \"open_streams\"\ntargets = [\"ops\"]",
+            "rule 'r' needs `above`",
+        ),
+        (
+            "metric = \"open_streams\"\nabove = \"1MiB\"\ntargets = [\"ops\"]",
+            "only the client rates take a byte size",
+        ),
+        (
+            "metric = \"client_rate_up\"\nabove = \"fast\"\ntargets = [\"ops\"]",
+            "rule 'r': above = \"fast\"",
+        ),
+        (
+            "metric = \"failed_logins\"\nabove = 20\ntargets = [\"ops\"]",
+            "failed_logins needs in_secs",
+        ),
+        (
+            "metric = \"sessions\"\nabove = 20\nin_secs = 60\ntargets = [\"ops\"]",
+            "in_secs is for failed_logins only",
+        ),
+        (
+            "metric = \"sessions\"\nabove = 1\ntargets = [\"pager\"]",
+            "names target 'pager'",
+        ),
+        (
+            "metric = \"sessions\"\nabove = 1\ntargets = []",
+            "rule 'r' names no targets",
+        ),
+        (
+            "metric = \"cpu\"\nabove = 1\ntargets = [\"ops\"]",
+            "unknown variant `cpu`",
+        ),
+        (
+            "metric = \"sessions\"\nabove = 1\ntargets = [\"ops\"]\nwhen = 1",
+            "unknown field `when`",
+        ),
+    ] {
+        let e = table(&alert(rule)).unwrap_err();
+        assert!(e.contains(wanted), "{rule}: {e}");
+    }
+    let unsigned = "kind = \"alert\"\n[targets.a]\nformat = \"webhook\"\nurl = \"http://h/\"\n\
+                    [[rules]]\nname = \"r\"\nmetric = \"webhook_unhealthy\"\ntargets = [\"a\"]";
+    let e = table(unsigned).unwrap_err();
+    assert!(
+        e.contains("target 'a' of format \"webhook\" needs a secret"),
+        "{e}"
+    );
+}

@@ -35,6 +35,7 @@
 
 mod delivery;
 pub(crate) mod endpoint;
+mod shape;
 
 use std::fmt;
 use std::io;
@@ -47,6 +48,7 @@ use super::Secret;
 use crate::events::{Event, EventBus, EventSink, Lane};
 use delivery::Delivery;
 use endpoint::{redact, Poster, Redacted, Target};
+pub use shape::BodyShape;
 
 /// Deliveries failed in a row after which the endpoint counts as unhealthy.
 pub const UNHEALTHY_AFTER: u32 = 5;
@@ -217,21 +219,39 @@ impl Webhook {
     /// runtime: **call it inside a tokio runtime** (it fails otherwise; see
     /// [`Webhook::new_on_thread`]). The task ends when the webhook is dropped.
     pub fn new(config: WebhookConfig) -> io::Result<Arc<Self>> {
-        let target = Target::parse("webhook", &config.url, config.tls.clone())?;
-        let what = format!("webhook {}", redact(&config.url));
-        Self::start(config, target, |task| outbox::spawn_here(&what, task))
+        Self::shaped(config, BodyShape::Event)
     }
 
     /// Like [`Webhook::new`], but delivers from a thread of its own running
     /// a single-threaded runtime, for callers outside any runtime.
     pub fn new_on_thread(config: WebhookConfig) -> io::Result<Arc<Self>> {
+        Self::shaped_on_thread(config, BodyShape::Event)
+    }
+
+    /// Like [`Webhook::new`], each body written as `shape` says (a Slack
+    /// or Teams message). Requests are signed all the same.
+    pub fn shaped(config: WebhookConfig, shape: BodyShape) -> io::Result<Arc<Self>> {
         let target = Target::parse("webhook", &config.url, config.tls.clone())?;
-        Self::start(config, target, |task| {
+        let what = format!("webhook {}", redact(&config.url));
+        Self::start(config, target, shape, |task| {
+            outbox::spawn_here(&what, task)
+        })
+    }
+
+    /// [`Webhook::shaped`] from a thread of its own, like [`Webhook::new_on_thread`].
+    pub fn shaped_on_thread(config: WebhookConfig, shape: BodyShape) -> io::Result<Arc<Self>> {
+        let target = Target::parse("webhook", &config.url, config.tls.clone())?;
+        Self::start(config, target, shape, |task| {
             outbox::spawn_on_thread("webhook", task)
         })
     }
 
-    fn start<S>(config: WebhookConfig, target: Target, spawn: S) -> io::Result<Arc<Self>>
+    fn start<S>(
+        config: WebhookConfig,
+        target: Target,
+        shape: BodyShape,
+        spawn: S,
+    ) -> io::Result<Arc<Self>>
     where
         S: FnOnce(Task) -> io::Result<()>,
     {
@@ -241,6 +261,7 @@ impl Webhook {
             value: target.authority.clone(),
         };
         let (outbox, rx) = Outbox::new(config.queue, config.events, dropped);
+        let outbox = outbox.shaped(shape);
         let stats = Arc::new(Stats::new(outbox.ledger().clone()));
         let delivery = Delivery {
             poster: Poster::new(target, config.secret.expose().as_bytes()),

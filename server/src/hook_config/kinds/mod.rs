@@ -2,6 +2,7 @@
 //! is a file here with a [`HookKind`](super::table::HookKind) and its line
 //! in [`KINDS`].
 
+pub(crate) mod alert;
 pub(crate) mod audit;
 pub(crate) mod http_auth;
 pub(crate) mod log;
@@ -12,6 +13,7 @@ pub(crate) mod quota;
 pub(crate) mod rate_limit;
 pub(crate) mod redis;
 pub(crate) mod sampled;
+pub(crate) mod statsd;
 pub(crate) mod webhook;
 
 use super::table::{entry, Entry};
@@ -28,6 +30,8 @@ pub(crate) const KINDS: &[Entry] = &[
     entry::<audit::Audit>(),
     entry::<webhook::Webhook>(),
     entry::<redis::Redis>(),
+    entry::<statsd::Statsd>(),
+    entry::<alert::Alert>(),
     entry::<http_auth::HttpAuth>(),
 ];
 

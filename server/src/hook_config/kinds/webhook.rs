@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reitunnel_hooks::builtin::{EventHook, Secret, WebhookConfig};
+use reitunnel_hooks::builtin::Webhook as Delivery;
+use reitunnel_hooks::builtin::{BodyShape, EventHook, Secret, WebhookConfig};
 use reitunnel_hooks::Hook;
 use reitunnel_transport::tls::https_client;
 use serde::Deserialize;
@@ -85,7 +86,7 @@ impl HookKind for Webhook {
     }
 
     fn open_sink(config: &Config) -> Option<Result<Sink, String>> {
-        Some(start(config))
+        Some(start(config, BodyShape::Event).map(Sink::Webhook))
     }
 
     fn build(config: &Config, ctx: &mut BuildContext<'_>) -> Result<Arc<dyn Hook>, ConfigError> {
@@ -94,8 +95,9 @@ impl HookKind for Webhook {
     }
 }
 
-/// Starts the webhook's delivery of a table.
-fn start(config: &Config) -> Result<Sink, String> {
+/// Starts the delivery of a table's webhook, each body written as `shape`
+/// says (an alert's Slack or Teams target is a webhook too).
+pub(crate) fn start(config: &Config, shape: BodyShape) -> Result<Arc<Delivery>, String> {
     let url = &config.url;
     let secret = expand_env(config.secret.expose())
         .map_err(|var| format!("webhook {url}: secret refers to ${{{var}}}, which is not set"))?;
@@ -114,10 +116,10 @@ fn start(config: &Config) -> Result<Sink, String> {
     };
     // Inside a runtime the delivery task joins it; otherwise (the
     // server binary builds its chain first) it gets a thread of its own.
-    let sink = if tokio::runtime::Handle::try_current().is_ok() {
-        reitunnel_hooks::builtin::Webhook::new(webhook)
+    let hook = if tokio::runtime::Handle::try_current().is_ok() {
+        Delivery::shaped(webhook, shape)
     } else {
-        reitunnel_hooks::builtin::Webhook::new_on_thread(webhook)
+        Delivery::shaped_on_thread(webhook, shape)
     };
-    sink.map(Sink::Webhook).map_err(|e| e.to_string())
+    hook.map_err(|e| e.to_string())
 }
