@@ -75,7 +75,7 @@ pub struct Args {
     /// TCP (or TLS) connections the session runs over, where the server
     /// allows that many: across a long path each adds its kernel window,
     /// and a loss stalls only the streams of one; 1 = one connection
-    /// [default: 4].
+    /// [default: 8].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) connections: Option<u16>,
     /// Client certificate (PEM) for servers that require one (mTLS). Implies --tls.

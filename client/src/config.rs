@@ -58,7 +58,7 @@ pub struct ClientConfig {
 }
 
 /// Default of [`ClientConfig::connections`].
-pub const CONNECTIONS: usize = 4;
+pub const CONNECTIONS: usize = 8;
 
 /// Default of [`ClientConfig::max_forward_streams`].
 pub const MAX_FORWARD_STREAMS: usize = 16_384;
