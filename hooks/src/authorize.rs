@@ -15,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::info::{ClientInfo, Login, Scope, StreamInfo, TunnelInfo};
-use crate::verdict::Gate;
+use crate::verdict::{Gate, Reason};
 
 /// What an asynchronous gate is asked.
 pub enum Ask<'a> {
@@ -51,6 +51,17 @@ impl Ask<'_> {
             Ask::Login { client, .. } => Scope::Client(client),
             Ask::Tunnel(tunnel) => Scope::Tunnel(tunnel),
             Ask::Stream(stream) => Scope::Stream(stream),
+        }
+    }
+
+    /// The reason a gate refuses it with, saying `why`. A refused login
+    /// counts as a failed one (the gate may have found the wrong token), so
+    /// the server's `failed_logins_per_minute` slows down guessing as it
+    /// does for its own token.
+    pub fn refusal(&self, why: String) -> Reason {
+        match self {
+            Ask::Login { .. } => Reason::auth_failed(why),
+            _ => Reason::forbidden(why),
         }
     }
 }

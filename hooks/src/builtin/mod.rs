@@ -12,6 +12,8 @@ mod metrics;
 #[cfg(feature = "tokio")]
 mod outbox;
 mod policy;
+#[cfg(feature = "tokio")]
+mod question;
 mod quota;
 mod rate_limit;
 #[cfg(feature = "tokio")]
