@@ -1,6 +1,8 @@
 //! Hooks that ship with Reitunnel. Each is usable on its own in any chain.
 
 mod audit;
+#[cfg(all(feature = "tokio", unix))]
+mod command;
 mod counters;
 mod event_hook;
 #[cfg(feature = "tokio")]
@@ -26,6 +28,11 @@ mod webhook;
 /// Also at the crate root, where it now lives.
 pub use crate::Secret;
 pub use audit::JsonLinesFile;
+#[cfg(all(feature = "tokio", unix))]
+pub use command::{
+    CommandAsks, CommandConfig, CommandGate, CommandHealth, CommandSink, COMMAND_MAX_CONCURRENT,
+    DROPS_LOGGED_EVERY,
+};
 pub use counters::{Counters, CountersSnapshot};
 pub use event_hook::EventHook;
 #[cfg(feature = "tokio")]
