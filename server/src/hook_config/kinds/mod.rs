@@ -3,6 +3,8 @@
 //! in [`KINDS`].
 
 pub(crate) mod audit;
+#[cfg(unix)]
+pub(crate) mod command;
 pub(crate) mod http_auth;
 pub(crate) mod log;
 pub(crate) mod meter;
@@ -29,6 +31,8 @@ pub(crate) const KINDS: &[Entry] = &[
     entry::<webhook::Webhook>(),
     entry::<redis::Redis>(),
     entry::<http_auth::HttpAuth>(),
+    #[cfg(unix)]
+    entry::<command::Command>(),
 ];
 
 #[cfg(test)]
