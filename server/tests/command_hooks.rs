@@ -250,8 +250,7 @@ async fn tunnel_and_visitor_gates_refuse_with_reasons_and_a_port_chooser_picks_t
     let refused = alice
         .open_reverse(spec)
         .await
-        .err()
-        .expect("the gate refuses");
+        .expect_err("the gate refuses");
     assert!(
         refused.to_string().contains("no tunnels to port 1, alice"),
         "{refused}"
