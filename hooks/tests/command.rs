@@ -245,6 +245,11 @@ fn dead(pid: &str) -> bool {
     }
 }
 
+/// Whether process `pid` is gone altogether: reaped by its parent.
+fn reaped(pid: &str) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Waits (bounded) for process `pid` to be dead: SIGKILL takes effect as
 /// the process is next scheduled, not as `killpg` returns.
 fn wait_dead(pid: &str) {
@@ -281,7 +286,7 @@ async fn a_program_that_hangs_is_killed_at_its_timeout_with_the_child_it_forked(
     let (script_pid, child_pid) = written.trim().split_once(' ').unwrap();
     wait_dead(child_pid);
     assert!(
-        dead(script_pid),
+        reaped(script_pid),
         "the script was reaped before the gate answered"
     );
 
@@ -355,4 +360,41 @@ async fn the_servers_secrets_never_reach_the_program_only_what_env_names() {
     assert!(env.contains("COMMAND_TEST_PASSED=handed-on"), "{env}");
     assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
     assert!(env.contains("REITUNNEL_CLIENT=alice"), "{env}");
+}
+
+#[tokio::test]
+async fn a_wait_given_up_kills_the_program_with_its_child_and_reaps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = started.local_addr().unwrap().port();
+    let hangs = script(
+        dir.path(),
+        "hangs.sh",
+        &format!("sleep 1000 &\necho \"$$ $!\" > /dev/tcp/127.0.0.1/{port}\nwait\n"),
+    );
+    let gate = gate(&hangs, CommandAsks::Login, true);
+    // Boxed, so that dropping it drops the run.
+    let mut asked = Box::pin(login(&gate));
+    let pids = tokio::select! {
+        answer = &mut asked => panic!("a hanging gate answered: {answer:?}"),
+        pids = async {
+            let (mut conn, _) = started.accept().await.unwrap();
+            let mut pids = String::new();
+            tokio::io::AsyncReadExt::read_to_string(&mut conn, &mut pids).await.unwrap();
+            pids
+        } => pids,
+    };
+    // As the server's handshake timeout gives up on a gate.
+    drop(asked);
+    let (script_pid, child_pid) = pids.trim().split_once(' ').unwrap();
+    wait_dead(child_pid);
+    // tokio reaps a dropped child (`kill_on_drop`) once it has died.
+    let deadline = Instant::now() + PATIENCE;
+    while !reaped(script_pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the script {script_pid} was never reaped"
+        );
+        tokio::task::yield_now().await;
+    }
 }
