@@ -84,7 +84,7 @@ impl CommandConfig {
             self.argv.clone(),
             &self.env,
             self.timeout,
-            self.max_concurrent.get(),
+            self.max_concurrent,
         ))
     }
 }

@@ -13,6 +13,7 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::num::NonZeroUsize;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,7 +104,7 @@ impl Program {
         argv: Vec<String>,
         env: &[String],
         timeout: Duration,
-        max_concurrent: usize,
+        max_concurrent: NonZeroUsize,
     ) -> Program {
         let names = PASSED.iter().copied().chain(env.iter().map(String::as_str));
         let passed = names
@@ -113,7 +114,7 @@ impl Program {
             argv,
             passed,
             timeout,
-            slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            slots: Arc::new(Semaphore::new(max_concurrent.get())),
         }
     }
 
@@ -230,7 +231,7 @@ mod tests {
 
     fn sh(script: &str, timeout: Duration) -> Program {
         let argv = ["sh", "-c", script].map(String::from).to_vec();
-        Program::new(argv, &[], timeout, 1)
+        Program::new(argv, &[], timeout, NonZeroUsize::MIN)
     }
 
     fn input(stdin: &str) -> Input {
@@ -270,7 +271,7 @@ mod tests {
             vec!["/nonexistent/prog".into()],
             &[],
             Duration::from_secs(5),
-            1,
+            NonZeroUsize::MIN,
         );
         let e = run.run(&input("")).await.unwrap_err();
         assert!(
