@@ -4,7 +4,8 @@
 //! why not; a notifier hears a session's events with their bytes and
 //! never the server's secrets; a tunnel gate's reason reaches the client;
 //! a visitor gate turns a visitor away; a port chooser's port is the
-//! tunnel's, and when it declines the server picks as before.
+//! tunnel's, and when it declines the server picks as before; a failing
+//! notifier shows in the admin API's sinks with its error.
 #![cfg(unix)]
 
 mod common;
@@ -18,7 +19,7 @@ use common::{echo_through, start, start_with_env};
 use reitunnel_client::{Client, ClientConfig, ClientError, RemoteSpec};
 use reitunnel_hooks::builtin::Secret;
 use reitunnel_hooks::HookChain;
-use reitunnel_testkit::{echo_service, free_port, within};
+use reitunnel_testkit::{echo_service, free_port, http, within};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket};
@@ -283,4 +284,51 @@ async fn tunnel_and_visitor_gates_refuse_with_reasons_and_a_port_chooser_picks_t
 
     alice.shutdown().await.unwrap();
     server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_notifier_shows_in_the_admin_apis_sinks_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let fails = script(
+        dir.path(),
+        "fails.sh",
+        "#!/bin/bash\necho \"cannot reach the pager for $REITUNNEL_CLIENT\" >&2\nexit 3\n",
+    );
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "token = \"{TOKEN}\"\nadmin_listen = \"127.0.0.1:0\"\n[[hooks]]\nkind = \"command\"\n\
+             command = [\"{}\"]\nevents = [\"client.connected\"]\n",
+            fails.display()
+        ),
+    );
+    let server = common::RunningApp::start(&["--config", &config]).await;
+    let alice = login(server.addr, "alice").await.unwrap();
+    let sinks = within(PATIENCE, "the failed run counted", async {
+        loop {
+            let res = http(server.admin, "GET", "/api/v1/sinks", None)
+                .await
+                .unwrap();
+            let sinks: Value = serde_json::from_str(&res.body).unwrap();
+            if sinks[0]["failed"] == 1 {
+                return sinks;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let sink = &sinks[0];
+    assert_eq!(sink["kind"], "command", "{sinks}");
+    assert_eq!(sink["target"], fails.to_str().unwrap());
+    assert_eq!(
+        (sink["succeeded"].as_u64(), sink["healthy"].as_bool()),
+        (Some(0), Some(false))
+    );
+    let error = sink["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("exit status: 3: cannot reach the pager for alice"),
+        "{error}"
+    );
+    alice.shutdown().await.unwrap();
+    server.stop().await;
 }
