@@ -302,6 +302,23 @@ async fn a_program_that_hangs_is_killed_at_its_timeout_with_the_child_it_forked(
 }
 
 #[tokio::test]
+async fn what_a_program_leaves_running_dies_when_it_exits_and_does_not_hold_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid = dir.path().join("pid");
+    // The child keeps the script's stdout: the answer must not wait for it.
+    let leaves = script(
+        dir.path(),
+        "leaves.sh",
+        &format!("sleep 1000 &\necho $! > {}\nexit 0\n", pid.display()),
+    );
+    assert_eq!(
+        login(&gate(&leaves, CommandAsks::Login, true)).await,
+        Gate::Allow
+    );
+    wait_dead(std::fs::read_to_string(&pid).unwrap().trim());
+}
+
+#[tokio::test]
 async fn a_program_that_crashes_refuses_unless_not_required() {
     let dir = tempfile::tempdir().unwrap();
     let crashes = script(dir.path(), "crashes.sh", "echo admitted; kill -SEGV $$\n");

@@ -6,10 +6,11 @@
 //!
 //! The program runs in a process group of its own. At the deadline, or
 //! when the wait is given up (the server's handshake timeout dropped it),
-//! the whole group is killed, so a child it forked dies with it; after a
-//! normal exit what is left of the group is killed too, so nothing it
-//! started outlives it. The program itself is always reaped: by the wait
-//! here, or by tokio's reaper of dropped children (`kill_on_drop`).
+//! the whole group is killed, so a child it forked dies with it; when the
+//! program exits, what is left of its group is killed too, so nothing it
+//! started outlives it (nor holds its output open). The program itself is
+//! always reaped: by the wait here, or by tokio's reaper of dropped
+//! children (`kill_on_drop`).
 
 use std::ffi::OsString;
 use std::io;
@@ -165,8 +166,15 @@ impl Program {
                     let _ = stdin.write_all(&input.stdin).await;
                 }
             };
-            let ((), stdout, stderr) = tokio::join!(feed, capture(stdout), capture(stderr));
-            let status = child.wait().await;
+            let exited = async {
+                let status = child.wait().await;
+                // What it left running dies with it, and lets go of the
+                // output pipes it may hold, so reading them ends now.
+                group.kill();
+                status
+            };
+            let ((), stdout, stderr, status) =
+                tokio::join!(feed, capture(stdout), capture(stderr), exited);
             (status, stdout, stderr)
         };
         match tokio::time::timeout(self.timeout, ran).await {
@@ -175,7 +183,6 @@ impl Program {
                     program: program(),
                     source,
                 })?;
-                drop(group);
                 Ok(Finished {
                     status,
                     stdout,
@@ -200,13 +207,20 @@ impl Program {
 /// A program's process group (its id is the program's pid), killed when dropped.
 struct Group(Option<u32>);
 
-impl Drop for Group {
-    fn drop(&mut self) {
+impl Group {
+    /// Kills every process left in the group.
+    fn kill(&self) {
         let Some(pgid) = self.0.and_then(|id| i32::try_from(id).ok()) else {
             return;
         };
         // ESRCH: the group is empty already.
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
