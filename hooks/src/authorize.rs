@@ -15,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::info::{ClientInfo, Login, Scope, StreamInfo, TunnelInfo};
-use crate::verdict::Gate;
+use crate::verdict::{Gate, Reason};
 
 /// What an asynchronous gate is asked.
 pub enum Ask<'a> {
@@ -53,10 +53,24 @@ impl Ask<'_> {
             Ask::Stream(stream) => Scope::Stream(stream),
         }
     }
+
+    /// The reason a gate refuses it with, saying `why`. A refused login
+    /// counts as a failed one (the gate may have found the wrong token), so
+    /// the server's `failed_logins_per_minute` slows down guessing as it
+    /// does for its own token.
+    pub fn refusal(&self, why: String) -> Reason {
+        match self {
+            Ask::Login { .. } => Reason::auth_failed(why),
+            _ => Reason::forbidden(why),
+        }
+    }
 }
 
 /// The answer to come.
 pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Gate> + Send + 'a>>;
+
+/// The port a chooser gives, to come (`None`: the server picks as usual).
+pub type PortFuture<'a> = Pin<Box<dyn Future<Output = Option<u16>> + Send + 'a>>;
 
 /// An asynchronous gate. It bounds its own wait and decides what a failure
 /// (no answer, a service down) means; the chain only awaits it.
@@ -71,6 +85,21 @@ pub trait Authorize: Send + Sync + 'static {
 
     /// Whether `ask` may go ahead.
     fn authorize<'a>(&'a self, ask: &'a Ask<'a>) -> AuthFuture<'a>;
+
+    /// Whether it picks the public port of a tunnel that asks for port 0
+    /// ([`Authorize::choose_port`]; default: no).
+    fn chooses_ports(&self) -> bool {
+        false
+    }
+
+    /// For an `-R` tunnel that asked for port 0 and that every gate let
+    /// open: the port to give it, or `None` to leave the pick to the
+    /// server (any free allowed port). The server checks the port against
+    /// its allowed ports and bounds the wait by what is left of its
+    /// handshake timeout. Asked only where [`Authorize::chooses_ports`].
+    fn choose_port<'a>(&'a self, _tunnel: &'a TunnelInfo) -> PortFuture<'a> {
+        Box::pin(std::future::ready(None))
+    }
 }
 
 impl std::fmt::Debug for dyn Authorize {

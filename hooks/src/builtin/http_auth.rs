@@ -2,7 +2,7 @@
 //! HTTP(S) service of the operator's own whether a login, a tunnel or (with
 //! `streams`) a visitor may open, the way frp's server plugins do.
 //!
-//! Each question is a `POST` of one JSON object:
+//! Each question is a `POST` of one JSON object (`question.rs`):
 //!
 //! ```json
 //! {"ask":"login","client":"alice","source":"198.51.100.7:40112","certificate":null,
@@ -59,12 +59,11 @@ use http_body_util::Full;
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
-use super::webhook::endpoint::{hex, Failure, Redacted, Target};
+use super::webhook::endpoint::{Failure, Redacted, Target};
 use crate::authorize::{Ask, AuthFuture, Authorize};
 use crate::hook::Hook;
-use crate::info::{RefuseCode, TunnelInfo};
+use crate::info::RefuseCode;
 use crate::verdict::{Gate, Reason};
 use flight::Flights;
 use pool::Pool;
@@ -308,9 +307,7 @@ impl Hook for HttpAuth {
     }
 }
 
-/// The answer as a gate's. A refused login counts as a failed one (the
-/// service may have found the wrong token), so the server's
-/// `failed_logins_per_minute` slows down guessing as it does for its own token.
+/// The answer as a gate's.
 fn gate(ask: &Ask<'_>, answer: &Answer) -> Gate {
     if answer.allow {
         return Gate::Allow;
@@ -319,54 +316,25 @@ fn gate(ask: &Ask<'_>, answer: &Answer) -> Gate {
         .reason
         .clone()
         .unwrap_or_else(|| "refused by the authorization service".to_owned());
-    Gate::Refuse(match ask {
-        Ask::Login { .. } => Reason::auth_failed(reason),
-        _ => Reason::forbidden(reason),
-    })
+    Gate::Refuse(ask.refusal(reason))
 }
 
 /// The request body, and the key its answer may be kept under (none for a
 /// login, whose nonce is new each time).
 fn question(ask: &Ask<'_>) -> (Bytes, Option<String>) {
-    let (body, key) = match ask {
-        Ask::Login {
-            client,
-            login,
-            certificate,
-        } => (
-            json!({
-                "ask": "login",
-                "client": &*client.name,
-                "source": client.peer.to_string(),
-                "certificate": certificate,
-                "nonce": hex(login.nonce),
-                "proof": hex(login.proof),
-            }),
-            None,
-        ),
-        Ask::Tunnel(tunnel) => {
-            // The body is the whole question, so it is its own key.
-            let body = tunnel_fields(json!({ "ask": "tunnel" }), tunnel).to_string();
-            let key = format!("tunnel {body}");
-            return (Bytes::from(body), Some(key));
-        }
+    let body = super::question::question(ask);
+    let key = match ask {
+        Ask::Login { .. } => None,
+        // The body is the whole question, so it is its own key.
+        Ask::Tunnel(_) => Some(format!("tunnel {body}")),
+        // Kept per visitor address, not per connection: its port changes.
         Ask::Stream(stream) => {
-            let mut body = tunnel_fields(json!({ "ask": "stream" }), &stream.tunnel);
-            // Kept per visitor address, not per connection: its port changes.
-            let key = format!("stream {} {}", body, stream.peer.ip());
-            body["visitor"] = Value::from(stream.peer.to_string());
-            (body, Some(key))
+            let mut keyed = body.clone();
+            if let Some(fields) = keyed.as_object_mut() {
+                fields.remove("visitor");
+            }
+            Some(format!("stream {keyed} {}", stream.peer.ip()))
         }
     };
     (Bytes::from(body.to_string()), key)
-}
-
-fn tunnel_fields(mut body: Value, tunnel: &TunnelInfo) -> Value {
-    body["client"] = Value::from(&*tunnel.client.name);
-    body["source"] = Value::from(tunnel.client.peer.to_string());
-    body["kind"] = Value::from(tunnel.kind.as_str());
-    body["transport"] = Value::from(tunnel.transport.as_str());
-    body["bind"] = Value::from(tunnel.bind.to_string());
-    body["target"] = Value::from(&*tunnel.target);
-    body
 }

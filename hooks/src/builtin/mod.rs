@@ -3,6 +3,8 @@
 #[cfg(feature = "tokio")]
 mod alert;
 mod audit;
+#[cfg(all(feature = "tokio", unix))]
+mod command;
 mod counters;
 mod event_hook;
 #[cfg(feature = "tokio")]
@@ -16,6 +18,7 @@ mod outbox;
 mod policy;
 #[cfg(feature = "tokio")]
 mod present;
+mod question;
 mod quota;
 mod rate_limit;
 #[cfg(feature = "tokio")]
@@ -32,6 +35,11 @@ pub use crate::Secret;
 #[cfg(feature = "tokio")]
 pub use alert::{AlertMetric, AlertRule, Alerts, Notice, Turn};
 pub use audit::JsonLinesFile;
+#[cfg(all(feature = "tokio", unix))]
+pub use command::{
+    CommandAsks, CommandConfig, CommandGate, CommandHealth, CommandSink, COMMAND_MAX_CONCURRENT,
+    DROPS_LOGGED_EVERY,
+};
 pub use counters::{Counters, CountersSnapshot};
 pub use event_hook::EventHook;
 #[cfg(feature = "tokio")]

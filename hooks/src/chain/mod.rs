@@ -201,6 +201,24 @@ impl HookChain {
         Ok(())
     }
 
+    /// Whether an asynchronous gate picks the ports of tunnels that ask
+    /// for port 0 (if not, skip [`HookChain::choose_port`]).
+    pub fn chooses_ports(&self) -> bool {
+        self.inner.authorizers.iter().any(|a| a.chooses_ports())
+    }
+
+    /// The port the first port chooser with an answer gives `tunnel`
+    /// (which asked for port 0), and the chooser's name; `None` when none
+    /// answers, and the server picks as usual.
+    pub async fn choose_port(&self, tunnel: &TunnelInfo) -> Option<(u16, String)> {
+        for chooser in self.inner.authorizers.iter().filter(|a| a.chooses_ports()) {
+            if let Some(port) = chooser.choose_port(tunnel).await {
+                return Some((port, chooser.name().to_owned()));
+            }
+        }
+        None
+    }
+
     /// Whether any hook wants `on_data`; when not, relays skip the per-chunk call.
     #[inline]
     pub fn wants_data(&self) -> bool {

@@ -1,16 +1,19 @@
 //! The sinks the hooks write to in the background (meters' reporters,
 //! StatsD emitters, alert evaluators, audit files, webhooks, Redis
-//! buses), followed over reloads and finished at exit.
+//! buses, command notifiers), followed over reloads and finished at exit.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+#[cfg(unix)]
+use reitunnel_hooks::builtin::CommandSink;
 use reitunnel_hooks::builtin::{Alerts, BandwidthMeter, JsonLinesFile, RedisBus, Statsd, Webhook};
 use tokio::task::JoinHandle;
 
 use crate::hook_config::Background;
 
-/// How long the server waits at exit for webhooks and Redis buses to deliver the last events.
+/// How long the server waits at exit for webhooks, Redis buses and command
+/// notifiers to deliver the last events.
 const WEBHOOK_DRAIN: Duration = Duration::from_secs(5);
 
 /// What the hooks run in the background, over every reload, held weakly:
@@ -25,6 +28,8 @@ pub(super) struct Sinks {
     audit: Vec<Weak<JsonLinesFile>>,
     webhooks: Vec<Weak<Webhook>>,
     redis: Vec<Weak<RedisBus>>,
+    #[cfg(unix)]
+    commands: Vec<Weak<CommandSink>>,
 }
 
 impl Sinks {
@@ -45,6 +50,8 @@ impl Sinks {
         add_new(&mut self.audit, &bg.audit);
         add_new(&mut self.webhooks, &bg.webhooks);
         add_new(&mut self.redis, &bg.redis);
+        #[cfg(unix)]
+        add_new(&mut self.commands, &bg.commands);
     }
 
     /// The audit files still written to.
@@ -72,6 +79,18 @@ impl Sinks {
             let h = redis.health();
             tracing::info!(published = h.published, failed = h.failed, dropped = h.dropped,
                 healthy = h.healthy, last_error = ?h.last_error, "redis bus");
+        }
+        #[cfg(unix)]
+        for command in self.commands.iter().filter_map(Weak::upgrade) {
+            if !command.drain(WEBHOOK_DRAIN).await {
+                tracing::warn!(
+                    command = command.program(),
+                    "command events still pending at exit"
+                );
+            }
+            let h = command.health();
+            tracing::info!(command = command.program(), succeeded = h.succeeded, failed = h.failed,
+                dropped = h.dropped, last_error = ?h.last_error, "command hook");
         }
         for audit in self.audit() {
             if audit.dropped() > 0 {

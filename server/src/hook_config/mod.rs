@@ -41,6 +41,9 @@ pub struct Background {
     pub webhooks: Vec<Arc<Webhook>>,
     /// Redis event buses, to report their health.
     pub redis: Vec<Arc<RedisBus>>,
+    /// Command notifiers, to report their runs and drops.
+    #[cfg(unix)]
+    pub commands: Vec<Arc<reitunnel_hooks::builtin::CommandSink>>,
     /// Quotas, for each client's usage.
     pub quotas: Vec<Arc<Quota>>,
     /// Rate limiters, for each client's throttled chunks.
@@ -160,6 +163,8 @@ impl HookSet {
                 Sink::Audit(file) => background.audit.push(file.clone()),
                 Sink::Webhook(hook) => background.webhooks.push(hook.clone()),
                 Sink::Redis(redis) => background.redis.push(redis.clone()),
+                #[cfg(unix)]
+                Sink::Command(command) => background.commands.push(command.clone()),
             }
             sinks.push((table.clone(), sink.clone()));
             sink_of.push(Some(sink));

@@ -1,8 +1,11 @@
-//! The event sinks a config opens (audit files, webhooks, Redis buses): opened once,
+//! The event sinks a config opens (audit files, webhooks, Redis buses,
+//! command notifiers): opened once,
 //! before the hooks, so every hook that emits events reaches all of them.
 
 use std::sync::Arc;
 
+#[cfg(unix)]
+use reitunnel_hooks::builtin::CommandSink;
 use reitunnel_hooks::builtin::{JsonLinesFile, RedisBus, Webhook};
 use reitunnel_hooks::events::EventBus;
 
@@ -12,6 +15,8 @@ pub(crate) enum Sink {
     Audit(Arc<JsonLinesFile>),
     Webhook(Arc<Webhook>),
     Redis(Arc<RedisBus>),
+    #[cfg(unix)]
+    Command(Arc<CommandSink>),
 }
 
 impl Sink {
@@ -21,6 +26,8 @@ impl Sink {
             Sink::Audit(file) => bus.with(file.clone()),
             Sink::Webhook(hook) => bus.with(hook.clone()),
             Sink::Redis(redis) => bus.with(redis.clone()),
+            #[cfg(unix)]
+            Sink::Command(command) => bus.with(command.clone()),
         }
     }
 }

@@ -367,3 +367,76 @@ fn alert_tables_name_the_rule_and_target_that_are_wrong() {
         "{e}"
     );
 }
+
+/// `text` as a whole config file: `Err` is its error, which names the line.
+fn file(text: &str) -> Result<(), String> {
+    crate::file_config::FileConfig::parse(text, Path::new("server.toml"))
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(unix)]
+#[test]
+fn command_hooks_refuse_what_cannot_work_naming_the_key_and_its_line() {
+    let hook = "[[hooks]]\nkind = \"command\"\ncommand = [\"/bin/true\"]\n";
+    file(hook).unwrap();
+    // serde's errors name the table's line; a failed check names its key's.
+    let cases = [
+        ("shell = true\n", "line 1: hook #1: unknown field `shell`"),
+        (
+            "timeout_secs = 0\n",
+            "line 4: hook #1: command /bin/true: timeout_secs must be at least 1",
+        ),
+        (
+            "max_concurrent = 0\n",
+            "line 1: hook #1: invalid value: integer `0`, expected a nonzero",
+        ),
+        (
+            "queue = 1\n",
+            "line 4: hook #1: command /bin/true: queue must be at least 2",
+        ),
+        (
+            "gate = \"door\"\n",
+            "line 1: hook #1: unknown variant `door`",
+        ),
+        (
+            "env = [\"A=B\"]\n",
+            "line 4: hook #1: command /bin/true: env names variables",
+        ),
+        (
+            "required = false\n",
+            "line 4: hook #1: command /bin/true: required is for gate",
+        ),
+        (
+            "gate = \"login\"\n\nevents = [\"client.connected\"]\n",
+            "line 6: hook #1: command /bin/true: a gate answers questions, not events",
+        ),
+    ];
+    for (keys, wanted) in cases {
+        let e = file(&format!("{hook}{keys}")).unwrap_err();
+        assert!(e.contains(wanted), "{keys:?}: {e}");
+    }
+    let e = file("[[hooks]]\nkind = \"command\"\ncommand = []\n").unwrap_err();
+    assert!(
+        e.contains("line 3: hook #1: command: the program to run is missing"),
+        "{e}"
+    );
+    let e = file("[[hooks]]\nkind = \"command\"\n").unwrap_err();
+    assert!(e.contains("missing field `command`"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_command_notifier_is_an_event_sink_and_a_gate_is_an_asynchronous_gate() {
+    let (names, bg) = build(&[
+        t("kind = \"command\"\ncommand = [\"/bin/true\"]\nevents = [\"client.connected\"]"),
+        t("kind = \"command\"\ncommand = [\"/bin/true\"]\ngate = \"login\"\nrequired = false"),
+        t("kind = \"command\"\ncommand = [\"/bin/true\"]\ngate = \"port\""),
+    ])
+    .unwrap();
+    assert_eq!(names, ["command", "command", "command"]);
+    assert_eq!(bg.commands.len(), 1, "the notifier");
+    assert_eq!(bg.commands[0].program(), "/bin/true");
+    let gates: Vec<bool> = bg.authorizers.iter().map(|a| a.chooses_ports()).collect();
+    assert_eq!(gates, [false, true], "a login gate, then a port chooser");
+}

@@ -61,15 +61,23 @@ pub(super) struct ToClaim {
 
 impl Asking {
     /// Asks the chain's asynchronous gates about the request, within
-    /// `within`; then, for a fleet node's `-R` tunnel (`to_claim`), binds
-    /// its port and takes it fleet-wide.
+    /// `within`; then, for an `-R` tunnel asking for port 0, its port
+    /// choosers (within what is left; the port checked against `ports`);
+    /// then, for a fleet node's `-R` tunnel (`to_claim`), binds its port
+    /// and takes it fleet-wide.
     pub(super) async fn ask(
-        self,
+        mut self,
         chain: HookChain,
         within: Duration,
         to_claim: Option<ToClaim>,
+        ports: PortRanges,
     ) -> (Asking, Result<Option<Claimed>, Refusal>) {
+        let started = tokio::time::Instant::now();
         let answer = authorize_within(&chain, &Ask::Tunnel(&self.info), within).await;
+        if answer.is_ok() {
+            let left = within.saturating_sub(started.elapsed());
+            self.info = chosen_port(&chain, &self.info, &ports, left).await;
+        }
         let claimed = match (answer, to_claim) {
             (Err(refusal), _) => Err(refusal),
             (Ok(()), None) => Ok(None),
@@ -82,6 +90,37 @@ impl Asking {
         };
         (self, claimed)
     }
+}
+
+/// `tunnel` at the port a port chooser of `chain` gives it, if it is an
+/// `-R` tunnel that asked for port 0 and a chooser answers within `within`
+/// with an allowed port; else `tunnel` as it is, and the server picks.
+async fn chosen_port(
+    chain: &HookChain,
+    tunnel: &Arc<TunnelInfo>,
+    ports: &PortRanges,
+    within: Duration,
+) -> Arc<TunnelInfo> {
+    if tunnel.kind != TunnelKind::Reverse || tunnel.bind.port() != 0 || !chain.chooses_ports() {
+        return tunnel.clone();
+    }
+    let Ok(Some((port, by))) = tokio::time::timeout(within, chain.choose_port(tunnel)).await else {
+        return tunnel.clone();
+    };
+    if !ports.contains(port) {
+        tracing::warn!(client = %tunnel.client.name, port, %by, allowed = %ports,
+            "the port chosen is outside the allowed ports; the server picks one");
+        return tunnel.clone();
+    }
+    let bind = SocketAddr::new(tunnel.bind.ip(), port);
+    let chosen = TunnelInfo::new(
+        tunnel.id,
+        tunnel.client.clone(),
+        tunnel.kind,
+        bind,
+        tunnel.target.clone(),
+    );
+    Arc::new(chosen.over(tunnel.transport))
 }
 
 impl Session {
@@ -106,8 +145,9 @@ impl Session {
             return Some(self.answered(asking, Ok(None)));
         }
         let within = self.shared.config.handshake_timeout;
+        let ports = self.live.allow_ports.clone();
         self.asking
-            .spawn(asking.ask(self.live.chain.clone(), within, to_claim));
+            .spawn(asking.ask(self.live.chain.clone(), within, to_claim, ports));
         None
     }
 

@@ -138,8 +138,13 @@ impl Running {
 /// Starts the server binary with `args`, returning it, its control address
 /// (from the "server started" log line) and the log lines up to that one.
 pub fn start(args: &[&str]) -> (Running, SocketAddr, Vec<String>) {
+    start_with_env(args, &[])
+}
+
+/// [`start`] with the variables `env` added to the server's environment.
+pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> (Running, SocketAddr, Vec<String>) {
     let mut command = Command::new(BIN);
-    command.args(args);
+    command.args(args).envs(env.iter().copied());
     let process = Process::spawn("the server", command);
     let started = |l: &str| l.contains("server started listen=");
     let line = process

@@ -283,7 +283,22 @@ fn sinks(hooks: &Background) -> Value {
             "dropped_streams": a.dropped_streams(),
         })
     });
-    webhooks.chain(redis).chain(audit).collect()
+    let all = webhooks.chain(redis).chain(audit);
+    #[cfg(unix)]
+    let all = all.chain(hooks.commands.iter().map(|c| {
+        let h = c.health();
+        json!({
+            "kind": "command",
+            "target": c.program(),
+            "healthy": h.healthy,
+            "pending": h.pending,
+            "succeeded": h.succeeded,
+            "failed": h.failed,
+            "dropped": h.dropped,
+            "last_error": h.last_error,
+        })
+    }));
+    all.collect()
 }
 
 /// The value of `key` in a query string, percent-decoded (`None` if it is

@@ -4,6 +4,8 @@
 
 pub(crate) mod alert;
 pub(crate) mod audit;
+#[cfg(unix)]
+pub(crate) mod command;
 pub(crate) mod http_auth;
 pub(crate) mod log;
 pub(crate) mod meter;
@@ -33,6 +35,8 @@ pub(crate) const KINDS: &[Entry] = &[
     entry::<statsd::Statsd>(),
     entry::<alert::Alert>(),
     entry::<http_auth::HttpAuth>(),
+    #[cfg(unix)]
+    entry::<command::Command>(),
 ];
 
 #[cfg(test)]
