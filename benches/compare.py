@@ -466,6 +466,15 @@ http {{ access_log off; sendfile on; tcp_nodelay on; keepalive_requests 1000000;
     # kernel drops what its buffer cannot hold): the cost is the server's.
     statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     statsd.bind(("127.0.0.1", 0))
+    # The Redis event bus, where Debian's redis-server is installed: every
+    # lifecycle event goes to a stream (nothing per chunk).
+    redis = ""
+    if shutil.which("redis-server"):
+        redis_port = free_port()
+        procs.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no"])
+        wait_port("127.0.0.1", redis_port)
+        redis = f'[[hooks]]\nkind = "redis"\nurl = "redis://127.0.0.1:{redis_port}"\n'
     hooks = os.path.join(work, "hooks.toml")
     with open(hooks, "w") as f:
         f.write(f"""metrics_listen = "127.0.0.1:{free_port()}"
@@ -490,7 +499,7 @@ kind = "statsd"
 addr = "127.0.0.1:{statsd.getsockname()[1]}"
 flavor = "dogstatsd"
 interval_ms = 1000
-""")
+{redis}""")
     cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                     "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",

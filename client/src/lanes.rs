@@ -76,8 +76,7 @@ impl Dialer {
 }
 
 /// Keeps `cfg.connections` − 1 more connections joined to the session of
-/// `client_id` (as many as `grant` allows), until the session ends. Abort
-/// the task to stop early.
+/// `client_id` (as many as `grant` allows), until the session ends.
 pub(crate) async fn keep(
     dialer: Dialer,
     cfg: Arc<ClientConfig>,

@@ -13,7 +13,7 @@ use reitunnel_proto::login::LaneGrant;
 use reitunnel_proto::{ClientId, Frame};
 use reitunnel_transport::control::{Control, ControlEnd, Incoming};
 use reitunnel_transport::{Bound, Closer, Inbound, MuxDriver, MuxHandle, MuxStream, CLOSE_GRACE};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
@@ -94,6 +94,9 @@ struct Session {
     draining: CancellationToken,
     /// When a graceful shutdown stops waiting for open streams.
     drain_deadline: Option<Instant>,
+    /// Told when a tunnel opens: the session's extra connections are
+    /// dialed from then on (a session without tunnels carries nothing).
+    in_use: Arc<Notify>,
 }
 
 pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
@@ -123,6 +126,7 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
         forward_slots,
         draining: CancellationToken::new(),
         drain_deadline: None,
+        in_use: Arc::default(),
     };
     // Aborted (its runtime shut down), this task ends its streams at once.
     let _abort = session.closer.close_on_drop(CloseReason::Aborted);
@@ -130,15 +134,13 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
     let result = match control.send(Frame::Ping { seq: 0 }).await {
         Ok(()) => {
             // Joins after the control stream, which must be the first
-            // connection's; they end with the session.
+            // connection's, once a tunnel opened; they end with the session.
             let _lanes = lanes.map(|more| {
-                let keep = lanes::keep(
-                    more.dialer,
-                    session.cfg.clone(),
-                    more.client_id,
-                    more.grant,
-                    mux.clone(),
-                );
+                let (cfg, mux, in_use) = (session.cfg.clone(), mux.clone(), session.in_use.clone());
+                let keep = async move {
+                    in_use.notified().await;
+                    lanes::keep(more.dialer, cfg, more.client_id, more.grant, mux).await
+                };
                 AbortOnDropHandle::new(tokio::spawn(keep))
             });
             session
@@ -298,6 +300,7 @@ impl Session {
                         )
                     }
                 };
+                self.in_use.notify_one();
                 let info =
                     TunnelInfo::new(tunnel_id, self.client.clone(), kind, addr, target.as_str());
                 let info = Arc::new(info.over(transport));

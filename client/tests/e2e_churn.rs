@@ -25,8 +25,9 @@ const VISITORS: u64 = 20_000;
 const LOGINS: u64 = 2_000;
 /// Visitors at a time.
 const AT_ONCE: u64 = 32;
-/// Logins at a time: under the server's `max_handshakes_per_ip` (16).
-const LOGINS_AT_ONCE: u64 = 8;
+/// Logins at a time, under the server's `max_handshakes_per_ip` (16) with
+/// the one join each session runs at a time to add a connection.
+const LOGINS_AT_ONCE: u64 = 6;
 /// Warm-up visitors before the first reading, so pools and caches are sized.
 const WARM_UP: u64 = 500;
 /// Resident memory the churn may leave behind (allocator caches): a leak of

@@ -320,7 +320,12 @@ async fn join_session<S: Io>(
     let admitted = match admitted {
         Ok(admitted) => admitted,
         Err(reason) => {
-            tracing::warn!(session = %join.client_id, %peer, %reason, "connection refused to join");
+            // A join racing its session's end is no one's fault.
+            if reason.code == RefuseCode::Unavailable {
+                tracing::debug!(session = %join.client_id, %peer, %reason, "connection refused to join");
+            } else {
+                tracing::warn!(session = %join.client_id, %peer, %reason, "connection refused to join");
+            }
             return shared.refuse(&mut io, peer, reason, deadline).await;
         }
     };
