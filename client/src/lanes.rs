@@ -121,7 +121,7 @@ struct Joins {
 async fn one_lane(joins: Arc<Joins>, mux: MuxHandle) {
     let shown = &joins.dialer.shown;
     let mut backoff = Backoff::new(Duration::from_secs(5));
-    loop {
+    while !mux.is_closed() {
         let joined = match joins.one_at_a_time.acquire().await {
             Ok(_turn) => joins.join().await,
             Err(_) => return,

@@ -16,7 +16,7 @@ use reitunnel_transport::{Bound, Closer, Inbound, MuxDriver, MuxHandle, MuxStrea
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::{AbortOnDropHandle, TaskTracker};
+use tokio_util::task::TaskTracker;
 
 use crate::lanes::{self, Dialer};
 use crate::login::unexpected;
@@ -134,15 +134,19 @@ pub(crate) async fn run(parts: Parts) -> Result<(), ClientError> {
     let result = match control.send(Frame::Ping { seq: 0 }).await {
         Ok(()) => {
             // Joins after the control stream, which must be the first
-            // connection's, once a tunnel opened; they end with the session.
-            let _lanes = lanes.map(|more| {
+            // connection's, once a tunnel opened. The task ends with the
+            // session, a join under way once it is through: cut short, it
+            // would leave the server a handshake broken off, an error.
+            if let Some(more) = lanes {
                 let (cfg, mux, in_use) = (session.cfg.clone(), mux.clone(), session.in_use.clone());
-                let keep = async move {
-                    in_use.notified().await;
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = in_use.notified() => {}
+                        _ = mux.closed() => return,
+                    }
                     lanes::keep(more.dialer, cfg, more.client_id, more.grant, mux).await
-                };
-                AbortOnDropHandle::new(tokio::spawn(keep))
-            });
+                });
+            }
             session
                 .serve(&mut control, &mut inbound, &mut commands)
                 .await

@@ -94,18 +94,18 @@ async fn version_mismatch_is_named_on_both_sides() {
         "server hangs up"
     );
     rec.wait_for("version error", |e| {
-        e.iter().any(|e| matches!(e, Ev::Error(m) if m.contains("protocol version mismatch: we speak v1, peer speaks v9")))
+        e.iter().any(|e| matches!(e, Ev::Error(m) if m.contains("protocol version mismatch: we speak v1 to v2, peer speaks v9")))
     })
     .await;
 
-    // Our client talking to a v2 server.
+    // Our client talking to a v3 server.
     let fake = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let fake_addr = fake.local_addr().unwrap();
     tokio::spawn(async move {
         let (mut s, _) = fake.accept().await.unwrap();
         let mut buf = [0u8; PREAMBLE_LEN];
         s.read_exact(&mut buf).await.unwrap();
-        s.write_all(&Preamble { version: 2 }.encode())
+        s.write_all(&Preamble { version: 3 }.encode())
             .await
             .unwrap();
         let _ = s.read(&mut buf).await;
@@ -116,7 +116,7 @@ async fn version_mismatch_is_named_on_both_sides() {
         .expect("refused");
     assert_eq!(
         err.to_string(),
-        format!("server {fake_addr}: protocol version mismatch: we speak v1, peer speaks v2")
+        format!("server {fake_addr}: protocol version mismatch: we speak v1 to v2, peer speaks v3")
     );
 
     // And the real server still serves.

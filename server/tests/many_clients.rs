@@ -18,7 +18,9 @@ use tokio::task::JoinSet;
 
 const CLIENTS: usize = 200;
 const TUNNELS: usize = 5;
-/// Logins at a time: under the server's `max_handshakes_per_ip` (16).
+/// Logins at a time. Each session also joins connections to itself, one at
+/// a time, while the next clients log in: the server takes as many
+/// handshakes at once from this one address as there are clients.
 const LOGINS_AT_ONCE: usize = 8;
 const TOKEN: &str = "many";
 /// Echo checks at a time.
@@ -62,7 +64,8 @@ async fn two_hundred_clients_with_five_tunnels_each_all_work() {
     let (server, addr, audit) = start_audited(
         dir.path(),
         &format!(
-            "listen = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nbind_ip = \"127.0.0.1\"\nstats_interval = 0\n"
+            "listen = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nbind_ip = \"127.0.0.1\"\nstats_interval = 0\n\
+             [limits]\nmax_handshakes_per_ip = {CLIENTS}\n"
         ),
     );
     let echo = echo_service().await;

@@ -268,6 +268,11 @@ impl MuxHandle {
         self.close.cancel();
     }
 
+    /// Whether the session is closed or closing (see [`MuxHandle::closed`]).
+    pub fn is_closed(&self) -> bool {
+        self.first.open_tx.is_closed() || self.close.is_cancelled()
+    }
+
     /// Resolves once the session is closed (by either side, or by
     /// [`MuxHandle::close`]): when its first lane is.
     pub async fn closed(&self) {

@@ -305,6 +305,11 @@ impl Hook for HttpAuth {
     fn name(&self) -> &str {
         "http_auth"
     }
+
+    // A gate only: the chain skips it per chunk.
+    fn wants_data(&self) -> bool {
+        false
+    }
 }
 
 /// The answer as a gate's.

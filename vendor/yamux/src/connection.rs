@@ -395,7 +395,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Active<T> {
     }
 
     /// Gracefully close the connection to the remote.
-    fn close(self) -> Closing<T> {
+    fn close(mut self) -> Closing<T> {
+        // Reitunnel: the streams still open end with the connection, as
+        // lost, as when it fails; what they wrote already still goes out.
+        self.drop_all_streams();
         let pending_frames = self
             .pending_read_frame
             .into_iter()
