@@ -19,25 +19,10 @@ cd "$(dirname "$0")/.."
 rtt=${1:-50}
 loss=${2:-0}
 secs=${3:-6}
-cargo build --release --locked -q -p reitunnel-server -p reitunnel-client
-cargo build --release --locked -q -p reitunnel-benches --bin delay-line
-bin=${REITUNNEL_BIN:-target/release}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  kill "${pids[@]}" 2>/dev/null || true
-  ip netns pids rt-conn-b 2>/dev/null | xargs -r kill 2>/dev/null || true
-  ip netns pids rt-conn-a 2>/dev/null | xargs -r kill 2>/dev/null || true
-  ip netns del rt-conn-a 2>/dev/null || true
-  ip netns del rt-conn-b 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. benches/delay-path.sh
+delay_path rt-conn "$rtt" "$loss"
 in_a() { ip netns exec rt-conn-a "$@"; }
 in_b() { ip netns exec rt-conn-b "$@"; }
-target/release/delay-line rt-conn-a rt-conn-b "$rtt" "$loss" > "$work/line.out" &
-pids+=($!)
-until grep -q ready "$work/line.out" 2>/dev/null; do sleep 0.1; done
 in_b iperf3 -s -D -p 5301
 # Waits until something listens on 127.0.0.1:$1 in namespace A.
 reachable() {

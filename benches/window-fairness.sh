@@ -18,23 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 budget=${1:-8MiB}
 rtt=${2:-50}
-cargo build --release --locked -q -p reitunnel-server -p reitunnel-client
-cargo build --release --locked -q -p reitunnel-benches --bin delay-line
-bin=${REITUNNEL_BIN:-target/release}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  kill "${pids[@]}" 2>/dev/null || true
-  ip netns pids rt-fair-b 2>/dev/null | xargs -r kill 2>/dev/null || true
-  ip netns pids rt-fair-a 2>/dev/null | xargs -r kill 2>/dev/null || true
-  ip netns del rt-fair-a 2>/dev/null || true
-  ip netns del rt-fair-b 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-target/release/delay-line rt-fair-a rt-fair-b "$rtt" > "$work/line.out" &
-pids+=($!)
-until grep -q ready "$work/line.out" 2>/dev/null; do sleep 0.1; done
+. benches/delay-path.sh
+delay_path rt-fair "$rtt"
 cat > "$work/server.toml" <<TOML
 listen = "198.18.0.1:7000"
 token = "fair"
