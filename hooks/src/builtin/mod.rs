@@ -3,6 +3,8 @@
 #[cfg(feature = "tokio")]
 mod alert;
 mod audit;
+#[cfg(feature = "tokio")]
+mod body_shape;
 #[cfg(all(feature = "tokio", unix))]
 mod command;
 mod counters;
@@ -18,6 +20,7 @@ mod outbox;
 mod policy;
 #[cfg(feature = "tokio")]
 mod present;
+#[cfg(feature = "tokio")]
 mod question;
 mod quota;
 mod rate_limit;
@@ -35,6 +38,8 @@ pub use crate::Secret;
 #[cfg(feature = "tokio")]
 pub use alert::{AlertMetric, AlertRule, Alerts, Notice, Turn};
 pub use audit::JsonLinesFile;
+#[cfg(feature = "tokio")]
+pub use body_shape::BodyShape;
 #[cfg(all(feature = "tokio", unix))]
 pub use command::{
     CommandAsks, CommandConfig, CommandGate, CommandHealth, CommandSink, COMMAND_MAX_CONCURRENT,
@@ -61,4 +66,4 @@ pub use token_auth::TokenAuth;
 #[cfg(feature = "tokio")]
 pub use webhook::endpoint::redact as redact_url;
 #[cfg(feature = "tokio")]
-pub use webhook::{BodyShape, Webhook, WebhookConfig, WebhookHealth, UNHEALTHY_AFTER};
+pub use webhook::{Webhook, WebhookConfig, WebhookHealth, UNHEALTHY_AFTER};

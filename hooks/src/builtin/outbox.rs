@@ -16,8 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
+use super::body_shape::BodyShape;
 use super::lanes::{Lanes, Ticket};
-use super::webhook::BodyShape;
 use crate::events::{Event, Lane};
 
 /// A delivery task, boxed so either sink can hand it to [`spawn_here`] or

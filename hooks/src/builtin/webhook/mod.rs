@@ -35,7 +35,6 @@
 
 mod delivery;
 pub(crate) mod endpoint;
-mod shape;
 
 use std::fmt;
 use std::io;
@@ -43,12 +42,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::body_shape::BodyShape;
 use super::outbox::{self, DropMetric, Ledger, Outbox, Queued, Task};
 use super::Secret;
 use crate::events::{Event, EventBus, EventSink, Lane};
 use delivery::Delivery;
 use endpoint::{redact, Poster, Redacted, Target};
-pub use shape::BodyShape;
 
 /// Deliveries failed in a row after which the endpoint counts as unhealthy.
 pub const UNHEALTHY_AFTER: u32 = 5;
