@@ -9,7 +9,7 @@
 # CONNECTIONS="1 8" (default) lists the client's --connections to run;
 # REITUNNEL_BIN=DIR takes reitunnel-server and reitunnel-client from DIR.
 # bore and rathole join, one connection per visitor as they have it, when
-# on PATH (`cargo install bore-cli rathole`).
+# on PATH (`cargo install bore-cli rathole`) and PEERS is not 0.
 #
 # Needs root (namespaces, TUN) and iperf3; builds the release binaries.
 # Traffic stays in the two namespaces it makes (198.18.0.0/15) and their
@@ -65,7 +65,7 @@ for n in ${CONNECTIONS:-1 8}; do
   runs "reitunnel c=$n" 127.0.0.1 "$port"
   kill "$client"
 done
-if command -v bore > /dev/null; then
+if [ "${PEERS:-1}" != 0 ] && command -v bore > /dev/null; then
   # bore listens for visitors where it listens for clients.
   in_a bore server --bind-addr 198.18.0.1 > "$work/bore-server.log" 2>&1 &
   pids+=($!)
@@ -75,7 +75,7 @@ if command -v bore > /dev/null; then
   until grep -q "listening at" "$work/bore.log" 2>/dev/null; do sleep 0.1; done
   runs "bore" 198.18.0.1 22001
 fi
-if command -v rathole > /dev/null; then
+if [ "${PEERS:-1}" != 0 ] && command -v rathole > /dev/null; then
   cat > "$work/rathole-server.toml" <<TOML
 [server]
 bind_addr = "198.18.0.1:7001"

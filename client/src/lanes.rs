@@ -17,7 +17,7 @@ use reitunnel_proto::login::{ClientLogin, LaneGrant};
 use reitunnel_proto::ClientId;
 use reitunnel_proto::RefuseCode;
 use reitunnel_transport::tls::{explain, ClientTlsStream, ServerName, Side, TlsConnector};
-use reitunnel_transport::{keep_alive, tune, MuxHandle};
+use reitunnel_transport::{tune, tune_session, MuxHandle};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -60,7 +60,7 @@ impl Dialer {
                 source,
             })?;
         let _ = tune(&tcp);
-        let _ = keep_alive(&tcp, self.keep_alive.0, self.keep_alive.1);
+        let _ = tune_session(&tcp, self.keep_alive.0, self.keep_alive.1);
         let Some((connector, name)) = &self.tls else {
             return Ok(Either::Left(tcp));
         };

@@ -12,7 +12,7 @@ use reitunnel_proto::auth::new_lane_key;
 use reitunnel_proto::login::{ClientHello, JoinRequest, LoginRequest};
 use reitunnel_proto::{Frame, Preamble, PREAMBLE_LEN};
 use reitunnel_transport::tls::{explain, identity, Side};
-use reitunnel_transport::{keep_alive, tune, write_frame};
+use reitunnel_transport::{tune, tune_session, write_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
@@ -33,7 +33,7 @@ pub(crate) async fn serve(shared: Arc<ServerState>, mut tcp: TcpStream, peer: So
     // Every connection of a session, not only the one with the control
     // stream and its heartbeats, is found dead within the heartbeat timeout.
     let limits = &shared.config.limits;
-    let _ = keep_alive(&tcp, limits.heartbeat_interval, limits.heartbeat_timeout);
+    let _ = tune_session(&tcp, limits.heartbeat_interval, limits.heartbeat_timeout);
     let deadline = Instant::now() + shared.config.handshake_timeout;
     let trusted = &shared.config.proxy_protocol_from;
     if !trusted.is_empty() && !trusted.iter().any(|net| net.contains(&peer.ip())) {

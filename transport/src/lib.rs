@@ -42,4 +42,4 @@ pub use mux::{
     cut_by_connection, spawn_mux, spawn_mux_pooled, Inbound, MuxConfig, MuxDriver, MuxError,
     MuxHandle, MuxStream, CLOSE_GRACE, STREAM_CREDIT,
 };
-pub use socket::{keep_alive, listen, tune, Bound};
+pub use socket::{listen, tune, tune_session, Bound};
