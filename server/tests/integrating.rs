@@ -378,3 +378,44 @@ async fn a_rule_of_the_server_fires_once_to_a_webhook_and_resolves() {
     assert!(server.stop().success());
     assert_eq!(receiver.bodies().len(), 2, "one firing, one resolution");
 }
+
+/// An alert target of format "command": the program gets each message as
+/// JSON on stdin (here it hands it back over a TCP connection).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_of_the_server_fires_to_a_command_and_resolves() {
+    use tokio::io::AsyncReadExt;
+    let back = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = back.local_addr().unwrap().port();
+    let hooks = format!(
+        "[[hooks]]\nkind = \"alert\"\ninterval_ms = 50\n\
+         [hooks.targets.pager]\nformat = \"command\"\n\
+         command = [\"bash\", \"-c\", \"cat > /dev/tcp/127.0.0.1/{port}\"]\n\
+         [[hooks.rules]]\nname = \"anyone-in\"\nmetric = \"sessions\"\nabove = 0\ntargets = [\"pager\"]\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr, _) = start(&["--config", &write_config(dir.path(), &hooks)]);
+    let message = || async {
+        let (mut conn, _) = within(PATIENCE, "the program's message", back.accept())
+            .await
+            .unwrap();
+        let mut body = String::new();
+        conn.read_to_string(&mut body).await.unwrap();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let client = session(addr, 0).await;
+    let firing = message().await;
+    assert_eq!(
+        (&firing["event"], &firing["rule"]),
+        (&"alert.firing".into(), &"anyone-in".into()),
+        "{firing}"
+    );
+    assert!(
+        firing["id"].is_string(),
+        "the event id, as a webhook's: {firing}"
+    );
+    client.shutdown().await.unwrap();
+    let resolved = message().await;
+    assert_eq!(resolved["event"], "alert.resolved", "{resolved}");
+    assert!(server.stop().success());
+}

@@ -366,6 +366,24 @@ fn alert_tables_name_the_rule_and_target_that_are_wrong() {
         e.contains("target 'a' of format \"webhook\" needs a secret"),
         "{e}"
     );
+    let rule = "[[rules]]\nname = \"r\"\nmetric = \"sessions\"\nabove = 1\ntargets = [\"a\"]";
+    for (target, wanted) in [
+        (
+            "format = \"command\"\nurl = \"http://h/\"",
+            "target 'a' of format \"command\" needs command",
+        ),
+        (
+            "format = \"command\"",
+            "target 'a' of format \"command\" needs command",
+        ),
+        (
+            "format = \"slack\"\ncommand = [\"/bin/true\"]",
+            "target 'a' of format \"slack\" needs a url and no command",
+        ),
+    ] {
+        let e = table(&format!("kind = \"alert\"\n[targets.a]\n{target}\n{rule}")).unwrap_err();
+        assert!(e.contains(wanted), "{target}: {e}");
+    }
 }
 
 /// `text` as a whole config file: `Err` is its error, which names the line.

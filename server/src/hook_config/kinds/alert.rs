@@ -36,10 +36,16 @@ pub(crate) struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TargetSpec {
-    /// `"slack"`, `"teams"` or `"webhook"` (our signed JSON).
+    /// `"slack"`, `"teams"`, `"webhook"` (our signed JSON) or `"command"`.
     pub(crate) format: Format,
     /// The incoming webhook, `https://…`; shown as `scheme://host:port` only.
-    pub(crate) url: EndpointUrl,
+    /// Not for a command.
+    #[serde(default)]
+    pub(crate) url: Option<EndpointUrl>,
+    /// For `"command"`: the program and its arguments, run per message
+    /// with the message as JSON on stdin, as a command hook runs it.
+    #[serde(default)]
+    pub(crate) command: Vec<String>,
     /// For `"webhook"`: the HMAC key (`${VAR}` reads the environment).
     #[serde(default)]
     pub(crate) secret: Option<Secret>,
@@ -64,6 +70,8 @@ pub(crate) enum Format {
     Teams,
     /// Our signed event JSON (docs/EVENTS.md).
     Webhook,
+    /// A program, as `kind = "command"` runs one (docs/INTEGRATING.md).
+    Command,
 }
 
 /// One rule.
@@ -181,6 +189,25 @@ impl HookKind for Alert {
             return Err(Invalid::new("rules", "alert: give at least one rule"));
         }
         for (name, target) in &config.targets {
+            match (target.format, &target.url, target.command.is_empty()) {
+                (Format::Command, None, false) => {}
+                (Format::Command, _, _) => {
+                    return Err(Invalid::new(
+                        "targets",
+                        format!("alert: target '{name}' of format \"command\" needs command = [\"/path/prog\", …] and no url"),
+                    ))
+                }
+                (_, Some(_), true) => {}
+                (format, _, _) => {
+                    return Err(Invalid::new(
+                        "targets",
+                        format!(
+                            "alert: target '{name}' of format \"{}\" needs a url and no command",
+                            format!("{format:?}").to_lowercase()
+                        ),
+                    ))
+                }
+            }
             if target.format == Format::Webhook && target.secret.is_none() {
                 return Err(Invalid::new(
                     "targets",
@@ -241,13 +268,21 @@ impl HookKind for Alert {
                 Format::Slack => BodyShape::Slack,
                 Format::Teams => BodyShape::Teams,
                 Format::Webhook => BodyShape::Event,
+                Format::Command => {
+                    sinks.insert(name, command_target(name, target, ctx)?);
+                    continue;
+                }
             };
+            let url = target
+                .url
+                .as_ref()
+                .expect("checked when the table was read");
             let delivery = webhook::Config {
                 timeout_secs: target.timeout_secs,
                 retries: target.retries,
                 ca: target.ca.clone(),
                 ..webhook::Config::to(
-                    target.url.expose().to_owned(),
+                    url.expose().to_owned(),
                     target.secret.clone().unwrap_or_else(|| Secret::new("")),
                 )
             };
@@ -280,4 +315,33 @@ impl HookKind for Alert {
         ctx.background.alerts.push((alerts.clone(), every));
         Ok(alerts)
     }
+}
+
+/// A command target: the program run per message, drained at exit like a
+/// command hook's notifier.
+#[cfg(unix)]
+fn command_target(
+    name: &str,
+    target: &TargetSpec,
+    ctx: &mut BuildContext<'_>,
+) -> Result<Arc<dyn EventSink>, ConfigError> {
+    let settings = reitunnel_hooks::builtin::CommandConfig {
+        timeout: Duration::from_secs(target.timeout_secs),
+        ..reitunnel_hooks::builtin::CommandConfig::new(target.command.clone())
+    };
+    let sink = super::command::notifier(settings)
+        .map_err(|e| ctx.invalid(format!("alert: target '{name}': {e}")))?;
+    ctx.background.commands.push(sink.clone());
+    Ok(sink)
+}
+
+#[cfg(not(unix))]
+fn command_target(
+    name: &str,
+    _: &TargetSpec,
+    ctx: &mut BuildContext<'_>,
+) -> Result<Arc<dyn EventSink>, ConfigError> {
+    Err(ctx.invalid(format!(
+        "alert: target '{name}': command targets need a Unix host"
+    )))
 }

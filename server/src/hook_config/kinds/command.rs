@@ -168,12 +168,18 @@ impl HookKind for Command {
 
 /// Starts the notifier's delivery.
 fn start(config: &Config) -> Result<Sink, String> {
-    // Inside a runtime the delivery task joins it; otherwise (the server
-    // binary builds its chain first) it gets a thread of its own.
-    let sink = if tokio::runtime::Handle::try_current().is_ok() {
-        CommandSink::new(config.settings())
+    notifier(config.settings())
+        .map(Sink::Command)
+        .map_err(|e| e.to_string())
+}
+
+/// A notifier running `settings`' program: inside a runtime its delivery
+/// task joins it; otherwise (the server binary builds its chain first) it
+/// gets a thread of its own. Alert targets of format "command" use it too.
+pub(crate) fn notifier(settings: CommandConfig) -> std::io::Result<Arc<CommandSink>> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        CommandSink::new(settings)
     } else {
-        CommandSink::new_on_thread(config.settings())
-    };
-    sink.map(Sink::Command).map_err(|e| e.to_string())
+        CommandSink::new_on_thread(settings)
+    }
 }
