@@ -82,7 +82,7 @@ impl Forward {
     /// datagrams both ways until idle or closed.
     async fn flow(self: Arc<Self>, mut local: FlowVisitor) {
         let idle = self.cfg.udp_flow_idle;
-        let Some((_slot, open)) = self.admit(local.peer()) else {
+        let Some((slot, open)) = self.admit(local.peer()) else {
             // Refused (the hooks heard why): dropped for a while, then asked again.
             local.hold_refused(idle).await;
             return;
@@ -100,6 +100,8 @@ impl Forward {
             reason.unless_cut(cut_by_connection(up.get_ref()))
         };
         let reason = until_closed(&self.route.closer, relayed).await;
+        // The slot is free by the time the hooks hear the close.
+        drop(slot);
         open.close(reason);
     }
 
@@ -132,11 +134,13 @@ impl Forward {
         let _ = tune(&local);
         // Over the limit or refused by a client hook: the local connection
         // is simply closed; the hooks hear why.
-        let Some((_slot, open)) = self.admit(peer) else {
+        let Some((slot, open)) = self.admit(peer) else {
             return;
         };
         let bridged = self.bridge(&mut local, &open);
         let reason = until_closed(&self.route.closer, bridged).await;
+        // The slot is free by the time the hooks hear the close.
+        drop(slot);
         open.close(reason);
     }
 

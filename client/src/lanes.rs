@@ -122,12 +122,16 @@ async fn one_lane(joins: Arc<Joins>, mux: MuxHandle) {
     let shown = &joins.dialer.shown;
     let mut backoff = Backoff::new(Duration::from_secs(5));
     while !mux.is_closed() {
-        let joined = match joins.one_at_a_time.acquire().await {
-            Ok(_turn) => joins.join().await,
-            Err(_) => return,
+        let Ok(turn) = joins.one_at_a_time.acquire().await else {
+            return;
         };
-        match joined {
+        // The session may have ended while this one waited its turn.
+        if mux.is_closed() {
+            return;
+        }
+        match joins.join().await {
             Ok(link) => {
+                drop(turn);
                 let Ok(lane) = mux.add_lane(link) else {
                     return; // the session is over
                 };
@@ -140,6 +144,9 @@ async fn one_lane(joins: Arc<Joins>, mux: MuxHandle) {
                 tracing::warn!(server = %shown, "no more connections for this session: {e}");
                 return;
             }
+            // The turn is kept through the wait: a server that failed one
+            // join would fail the next, and a server that went away takes
+            // its session with it meanwhile.
             Err(e) => tracing::debug!(server = %shown, "adding a connection failed: {e}"),
         }
         tokio::select! {
